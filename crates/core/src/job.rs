@@ -1,0 +1,320 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{InvalidField, Resources};
+
+/// Where a job is in its life: `queued → running → succeeded | failed | cancelled`;
+/// a failed attempt with retries left goes back to `queued`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// Why an attempt ended; kept with the job so a failure is never just "exit 1".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// The command exited by itself (with `exit_code`).
+    Exited,
+    /// The command was killed by a signal it did not expect.
+    Signaled,
+    /// The command could not be started (not found, not executable, bad working dir).
+    SpawnFailed,
+    /// `timeout_s` passed and the process tree was ended.
+    Timeout,
+    /// A user cancelled it.
+    Cancelled,
+    /// The supervisor vanished (for example the machine rebooted) and the outcome is unknown.
+    Lost,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Exited => "exited",
+            ExitReason::Signaled => "signaled",
+            ExitReason::SpawnFailed => "spawn_failed",
+            ExitReason::Timeout => "timeout",
+            ExitReason::Cancelled => "cancelled",
+            ExitReason::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ExitReason::Exited,
+            ExitReason::Signaled,
+            ExitReason::SpawnFailed,
+            ExitReason::Timeout,
+            ExitReason::Cancelled,
+            ExitReason::Lost,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// What a user hands the platform to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSubmission {
+    /// Shown in listings; defaults to the program name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The program and its arguments (no shell is involved unless you name one).
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Absolute path the command starts in; defaults to the server's working directory.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub resources: Resources,
+    /// Higher runs first; equal priorities run oldest first.
+    #[serde(default)]
+    pub priority: i32,
+    /// How many times a failed attempt is re-queued.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Wall-clock limit of one attempt, in seconds.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+pub const MAX_NAME_LEN: usize = 256;
+pub const MAX_ARGS: usize = 4096;
+pub const MAX_RETRIES: u32 = 100;
+pub const MAX_LABELS: usize = 64;
+
+impl JobSubmission {
+    /// Checks every rule a submission must meet, naming the first field that breaks one.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        if let Some(name) = &self.name {
+            if name.trim().is_empty() || name.len() > MAX_NAME_LEN {
+                return Err(InvalidField::new(
+                    "name",
+                    format!("must be 1 to {MAX_NAME_LEN} characters"),
+                ));
+            }
+        }
+        if self.command.is_empty() {
+            return Err(InvalidField::new(
+                "command",
+                "must name a program to run (an argv list with at least one element)",
+            ));
+        }
+        if self.command[0].is_empty() {
+            return Err(InvalidField::new("command[0]", "the program name is empty"));
+        }
+        if self.command.len() > MAX_ARGS {
+            return Err(InvalidField::new(
+                "command",
+                format!("has more than {MAX_ARGS} arguments"),
+            ));
+        }
+        for (i, arg) in self.command.iter().enumerate() {
+            if arg.contains('\0') {
+                return Err(InvalidField::new(
+                    format!("command[{i}]"),
+                    "contains a NUL byte",
+                ));
+            }
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(InvalidField::new(
+                    format!("env.{key}"),
+                    "variable names must be non-empty and contain no '=' or NUL",
+                ));
+            }
+            if value.contains('\0') {
+                return Err(InvalidField::new(
+                    format!("env.{key}"),
+                    "contains a NUL byte",
+                ));
+            }
+        }
+        if let Some(dir) = &self.working_dir {
+            if !dir.starts_with('/') || dir.contains('\0') {
+                return Err(InvalidField::new("working_dir", "must be an absolute path"));
+            }
+        }
+        self.resources.validate()?;
+        if self.max_retries > MAX_RETRIES {
+            return Err(InvalidField::new(
+                "max_retries",
+                format!("must be at most {MAX_RETRIES}"),
+            ));
+        }
+        if self.timeout_s == Some(0) {
+            return Err(InvalidField::new(
+                "timeout_s",
+                "must be at least 1 second when given",
+            ));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(InvalidField::new(
+                "labels",
+                format!("at most {MAX_LABELS} labels"),
+            ));
+        }
+        for (key, value) in &self.labels {
+            let key_ok = !key.is_empty()
+                && key.len() <= 63
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+            if !key_ok {
+                return Err(InvalidField::new(
+                    format!("labels.{key}"),
+                    "label keys are 1-63 characters of letters, digits, '-', '_', '.', '/'",
+                ));
+            }
+            if value.len() > 256 {
+                return Err(InvalidField::new(
+                    format!("labels.{key}"),
+                    "label values are at most 256 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The name shown for the job: the given one, else the program's file name.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => {
+                let program = self.command.first().map(String::as_str).unwrap_or("job");
+                program.rsplit('/').next().unwrap_or(program).to_string()
+            }
+        }
+    }
+}
+
+/// A job as stored and as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub state: JobState,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<String>,
+    pub resources: Resources,
+    pub priority: i32,
+    pub max_retries: u32,
+    pub timeout_s: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    /// How many times the job has been started (1 on its first run).
+    pub attempt: u32,
+    pub exit_code: Option<i32>,
+    pub exit_reason: Option<ExitReason>,
+    /// A human explanation of the last outcome ("timed out after 5 s", "retrying: exit 3").
+    pub message: Option<String>,
+    pub host: Option<String>,
+    pub gpus: Vec<u32>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(command: &[&str]) -> JobSubmission {
+        serde_json::from_value(serde_json::json!({ "command": command })).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let s = submission(&["/bin/echo", "hi"]);
+        assert_eq!(s.resources.cpus, 1.0);
+        assert_eq!(s.max_retries, 0);
+        assert_eq!(s.display_name(), "echo");
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_command_names_the_field() {
+        let err = submission(&[]).validate().unwrap_err();
+        assert_eq!(err.field, "command");
+        let err = submission(&[""]).validate().unwrap_err();
+        assert_eq!(err.field, "command[0]");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut s = submission(&["true"]);
+        s.timeout_s = Some(0);
+        assert_eq!(s.validate().unwrap_err().field, "timeout_s");
+        let mut s = submission(&["true"]);
+        s.working_dir = Some("relative/dir".into());
+        assert_eq!(s.validate().unwrap_err().field, "working_dir");
+        let mut s = submission(&["true"]);
+        s.labels.insert("bad key".into(), "v".into());
+        assert_eq!(s.validate().unwrap_err().field, "labels.bad key");
+        let mut s = submission(&["true"]);
+        s.env.insert("A=B".into(), "v".into());
+        assert!(s.validate().unwrap_err().field.starts_with("env."));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let r: Result<JobSubmission, _> =
+            serde_json::from_value(serde_json::json!({"command": ["true"], "cpu": 2}));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+        assert!(JobState::Failed.is_terminal());
+        assert!(!JobState::Queued.is_terminal());
+    }
+}
