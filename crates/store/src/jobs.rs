@@ -1,0 +1,278 @@
+//! Job rows. Every state change is one conditional UPDATE (`WHERE state = …`), so two
+//! writers can never both move a job, and every write starts by taking SQLite's write lock.
+
+use std::collections::BTreeMap;
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use trainyard_core::{ExitReason, Job, JobState, Resources};
+
+use crate::{Db, StoreError};
+
+/// Listing criteria for `GET /api/v1/jobs`: newest first, `cursor` is the last id seen.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub label: Option<(String, String)>,
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+/// How an attempt ended, as recorded on the job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub exit_reason: ExitReason,
+    pub message: Option<String>,
+    pub finished_at_ms: i64,
+}
+
+const COLUMNS: &str = "id, workspace_id, name, state, command, env, working_dir, cpus, memory_mb, \
+    gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, exit_reason, message, \
+    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms";
+
+impl Db {
+    /// Stores a new job; once this returns the job is durable and may be acknowledged.
+    pub async fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, workspace_id, name, state, command, env, working_dir, cpus, \
+             memory_mb, gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, \
+             exit_reason, message, host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $21, $22, $23)",
+        )
+        .bind(&job.id)
+        .bind(&job.workspace)
+        .bind(&job.name)
+        .bind(job.state.as_str())
+        .bind(to_json(&job.command))
+        .bind(to_json(&job.env))
+        .bind(job.working_dir.clone())
+        .bind(job.resources.cpus)
+        .bind(job.resources.memory_mb.map(|m| m as i64))
+        .bind(job.resources.gpus as i64)
+        .bind(job.priority as i64)
+        .bind(job.max_retries as i64)
+        .bind(job.timeout_s.map(|t| t as i64))
+        .bind(to_json(&job.labels))
+        .bind(job.attempt as i64)
+        .bind(job.exit_code.map(|c| c as i64))
+        .bind(job.exit_reason.map(|r| r.as_str()))
+        .bind(job.message.clone())
+        .bind(job.host.clone())
+        .bind(to_json(&job.gpus))
+        .bind(job.created_at_ms)
+        .bind(job.started_at_ms)
+        .bind(job.finished_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        for (key, value) in &job.labels {
+            sqlx::query("INSERT INTO job_labels (job_id, key, value) VALUES ($1, $2, $3)")
+                .bind(&job.id)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_job(&self, workspace: &str, id: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE workspace_id = $1 AND id = $2"
+        ))
+        .bind(workspace)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// One page of jobs, newest first.
+    pub async fn list_jobs(
+        &self,
+        workspace: &str,
+        filter: &JobFilter,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE workspace_id = $1");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.state.is_some() {
+            sql += &format!(" AND state = {}", next());
+        }
+        if filter.label.is_some() {
+            let (k, v) = (next(), next());
+            sql += &format!(
+                " AND EXISTS (SELECT 1 FROM job_labels l WHERE l.job_id = jobs.id AND l.key = {k} AND l.value = {v})"
+            );
+        }
+        if filter.cursor.is_some() {
+            sql += &format!(" AND id < {}", next());
+        }
+        sql += &format!(" ORDER BY id DESC LIMIT {}", next());
+        let mut query = sqlx::query(&sql).bind(workspace);
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        if let Some((k, v)) = &filter.label {
+            query = query.bind(k.clone()).bind(v.clone());
+        }
+        if let Some(cursor) = &filter.cursor {
+            query = query.bind(cursor.clone());
+        }
+        query = query.bind(filter.limit as i64);
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Every job in `state`, across workspaces, oldest first (for the scheduler's start-up).
+    pub async fn jobs_in_state(&self, state: JobState) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state = $1 ORDER BY id"
+        ))
+        .bind(state.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// How many jobs are in each state (for `/metrics`).
+    pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            if let Some(state) = JobState::parse(&state) {
+                out.push((state, n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `queued → running` for a new attempt; false when the job was no longer queued.
+    pub async fn mark_running(
+        &self,
+        id: &str,
+        attempt: u32,
+        host: &str,
+        gpus: &[u32],
+        started_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempt = $1, host = $2, gpu_ids = $3, \
+             started_at_ms = $4, finished_at_ms = NULL, exit_code = NULL, exit_reason = NULL \
+             WHERE id = $5 AND state = 'queued'",
+        )
+        .bind(attempt as i64)
+        .bind(host)
+        .bind(serde_json::to_string(gpus).unwrap_or_else(|_| "[]".into()))
+        .bind(started_at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records how an attempt ended and moves the job to a terminal state; only from `from`.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        from: JobState,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = $1, exit_code = $2, exit_reason = $3, message = $4, \
+             finished_at_ms = $5 WHERE id = $6 AND state = $7",
+        )
+        .bind(outcome.state.as_str())
+        .bind(outcome.exit_code.map(|c| c as i64))
+        .bind(outcome.exit_reason.as_str())
+        .bind(outcome.message.clone())
+        .bind(outcome.finished_at_ms)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `running → queued` after a failed attempt that has retries left; the last outcome
+    /// stays visible in `exit_code`, `exit_reason` and `message` until the next start.
+    pub async fn requeue_job(&self, id: &str, outcome: &Outcome) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', exit_code = $1, exit_reason = $2, message = $3, \
+             finished_at_ms = $4 WHERE id = $5 AND state = 'running'",
+        )
+        .bind(outcome.exit_code.map(|c| c as i64))
+        .bind(outcome.exit_reason.as_str())
+        .bind(outcome.message.clone())
+        .bind(outcome.finished_at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |field: &str, e: &dyn std::fmt::Display| {
+        StoreError::corrupt(format!("job {id}"), format!("{field}: {e}"))
+    };
+    let state: String = row.try_get("state")?;
+    let state = JobState::parse(&state).ok_or_else(|| corrupt("state", &state))?;
+    let exit_reason: Option<String> = row.try_get("exit_reason")?;
+    let exit_reason = match exit_reason {
+        Some(r) => Some(ExitReason::parse(&r).ok_or_else(|| corrupt("exit_reason", &r))?),
+        None => None,
+    };
+    let command: String = row.try_get("command")?;
+    let env: String = row.try_get("env")?;
+    let labels: String = row.try_get("labels")?;
+    let gpu_ids: String = row.try_get("gpu_ids")?;
+    let memory_mb: Option<i64> = row.try_get("memory_mb")?;
+    let timeout_s: Option<i64> = row.try_get("timeout_s")?;
+    let exit_code: Option<i64> = row.try_get("exit_code")?;
+    Ok(Job {
+        workspace: row.try_get("workspace_id")?,
+        name: row.try_get("name")?,
+        state,
+        command: serde_json::from_str(&command).map_err(|e| corrupt("command", &e))?,
+        env: serde_json::from_str::<BTreeMap<String, String>>(&env)
+            .map_err(|e| corrupt("env", &e))?,
+        working_dir: row.try_get("working_dir")?,
+        resources: Resources {
+            cpus: row.try_get("cpus")?,
+            memory_mb: memory_mb.map(|m| m as u64),
+            gpus: row.try_get::<i64, _>("gpus")? as u32,
+        },
+        priority: row.try_get::<i64, _>("priority")? as i32,
+        max_retries: row.try_get::<i64, _>("max_retries")? as u32,
+        timeout_s: timeout_s.map(|t| t as u64),
+        labels: serde_json::from_str(&labels).map_err(|e| corrupt("labels", &e))?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        exit_code: exit_code.map(|c| c as i32),
+        exit_reason,
+        message: row.try_get("message")?,
+        host: row.try_get("host")?,
+        gpus: serde_json::from_str(&gpu_ids).map_err(|e| corrupt("gpu_ids", &e))?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        started_at_ms: row.try_get("started_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        id,
+    })
+}
+
+/// The JSON-typed columns hold plain maps and lists of strings and numbers, which always serialise.
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("maps and lists of strings serialise")
+}

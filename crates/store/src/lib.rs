@@ -1,0 +1,31 @@
+//! Durable state of Trainyard: metadata in SQL (SQLite by default, PostgreSQL to scale out)
+//! and blobs in an object store (a local folder by default, S3 to scale out).
+
+mod blobs;
+mod db;
+mod error;
+mod jobs;
+mod tokens;
+
+pub use blobs::{Blobs, LogChunk};
+pub use db::Backend;
+pub use db::Db;
+pub use error::StoreError;
+pub use jobs::{JobFilter, Outcome};
+pub use tokens::{generate_token, hash_token, Principal};
+
+/// Metadata and blobs together: what every other layer is handed.
+#[derive(Clone)]
+pub struct Store {
+    pub db: Db,
+    pub blobs: Blobs,
+}
+
+impl Store {
+    /// Connects to both, runs migrations, and checks that both answer.
+    pub async fn open(database_url: &str, blobs_url: &str) -> Result<Self, StoreError> {
+        let db = Db::connect(database_url).await?;
+        let blobs = Blobs::open(blobs_url).await?;
+        Ok(Self { db, blobs })
+    }
+}
