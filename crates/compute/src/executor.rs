@@ -1,0 +1,303 @@
+//! The local executor: starts one supervisor (`trainyard task shim`) per attempt, watches it,
+//! and ships the attempt's output from the local spool file to the blob store while it runs.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use trainyard_core::time::now_ms;
+use trainyard_core::{ExitReason, Job};
+use trainyard_store::Blobs;
+
+use crate::shim::{self, ExitRecord, PidRecord};
+use crate::ComputeError;
+
+/// Largest piece of log read into memory and uploaded at once.
+pub(crate) const SHIP_CHUNK: u64 = 4 << 20;
+/// Upload at least this often while output is pending, so blobs lag the process little.
+const SHIP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Environment variables of the server that jobs must not inherit (secrets, server config).
+const PRIVATE_ENV_PREFIXES: &[&str] = &["TRAINYARD_", "AWS_SECRET", "AWS_SESSION_TOKEN"];
+
+#[derive(Clone)]
+pub struct LocalExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    program: PathBuf,
+    blobs: Blobs,
+    kill_grace: Duration,
+    /// Bytes of each active job's log already in the blob store.
+    shipped: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+/// How the executor learns that an attempt has ended.
+pub(crate) enum Watch {
+    /// We started the supervisor: wait for it directly.
+    Child(tokio::process::Child),
+    /// A supervisor from before a restart: poll its pid and exit file.
+    Adopted,
+}
+
+impl LocalExecutor {
+    /// `root` holds one folder per job; `program` is the `trainyard` binary to run shims with.
+    pub fn new(
+        root: PathBuf,
+        program: PathBuf,
+        blobs: Blobs,
+        kill_grace: Duration,
+    ) -> Result<Self, ComputeError> {
+        std::fs::create_dir_all(&root)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                program,
+                blobs,
+                kill_grace,
+                shipped: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn job_dir(&self, job_id: &str) -> PathBuf {
+        self.inner.root.join(job_id)
+    }
+
+    pub(crate) fn blobs(&self) -> &Blobs {
+        &self.inner.blobs
+    }
+
+    /// Starts attempt `attempt` of `job` with `gpus` visible to it.
+    pub(crate) fn spawn(
+        &self,
+        job: &Job,
+        attempt: u32,
+        gpus: &[u32],
+    ) -> Result<Watch, ComputeError> {
+        let dir = self.job_dir(&job.id);
+        std::fs::create_dir_all(&dir)?;
+        let mut cmd = std::process::Command::new(&self.inner.program);
+        cmd.arg("task")
+            .arg("shim")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--attempt")
+            .arg(attempt.to_string())
+            .arg("--kill-grace-ms")
+            .arg(self.inner.kill_grace.as_millis().to_string());
+        if let Some(t) = job.timeout_s {
+            cmd.arg("--timeout-s").arg(t.to_string());
+        }
+        if let Some(wd) = &job.working_dir {
+            cmd.arg("--workdir").arg(wd);
+        }
+        cmd.arg("--").args(&job.command);
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if PRIVATE_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.envs(&job.env)
+            .env("TRAINYARD_JOB_ID", &job.id)
+            .env("TRAINYARD_JOB_ATTEMPT", attempt.to_string())
+            .env(
+                "CUDA_VISIBLE_DEVICES",
+                gpus.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        unsafe {
+            // A session of its own: the supervisor must outlive this server and not share
+            // its terminal's signals (Ctrl-C on `trainyard up` must not cancel jobs).
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(false);
+        let child = cmd.spawn()?;
+        Ok(Watch::Child(child))
+    }
+
+    /// Asks the attempt's supervisor to end the job's process tree (it records "cancelled").
+    pub(crate) fn cancel(&self, job_id: &str, attempt: u32) -> bool {
+        let dir = self.job_dir(job_id);
+        // The supervisor writes its pid file first thing; give a just-started one a moment.
+        for _ in 0..50 {
+            if let Some(record) = shim::read_json::<PidRecord>(&shim::pid_path(&dir, attempt)) {
+                if shim::is_alive(&record) {
+                    unsafe {
+                        libc::kill(record.pid as i32, libc::SIGTERM);
+                    }
+                    return true;
+                }
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Waits until the attempt ends, shipping output meanwhile; returns how it ended.
+    pub(crate) async fn watch(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
+        let dir = self.job_dir(job_id);
+        let shipped = self.shipped_counter(job_id).await;
+        let mut last_ship = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let ended = match watch {
+            Watch::Child(mut child) => loop {
+                tokio::select! {
+                    status = child.wait() => break status.ok(),
+                    _ = tick.tick() => self.ship_if_due(job_id, &shipped, &mut last_ship).await,
+                }
+            },
+            Watch::Adopted => loop {
+                tick.tick().await;
+                if shim::exit_path(&dir, attempt).exists() {
+                    break None;
+                }
+                let alive = shim::read_json::<PidRecord>(&shim::pid_path(&dir, attempt))
+                    .map(|r| shim::is_alive(&r))
+                    .unwrap_or(false);
+                if !alive {
+                    break None;
+                }
+                self.ship_if_due(job_id, &shipped, &mut last_ship).await;
+            },
+        };
+        self.ship_all(job_id, &shipped).await;
+        match shim::read_json::<ExitRecord>(&shim::exit_path(&dir, attempt)) {
+            Some(record) => record,
+            None => ExitRecord {
+                exit_code: None,
+                signal: None,
+                reason: ExitReason::Lost,
+                message: match ended {
+                    Some(status) => format!(
+                        "the job's supervisor ended ({status}) without recording an outcome"
+                    ),
+                    None => "the job's supervisor disappeared (was the machine restarted?); \
+                             its outcome is unknown"
+                        .to_string(),
+                },
+                finished_at_ms: now_ms(),
+            },
+        }
+    }
+
+    /// Whether attempt `attempt` has a living supervisor or a recorded outcome.
+    pub(crate) fn attempt_is_known(&self, job_id: &str, attempt: u32) -> bool {
+        let dir = self.job_dir(job_id);
+        shim::exit_path(&dir, attempt).exists()
+            || shim::read_json::<PidRecord>(&shim::pid_path(&dir, attempt))
+                .map(|r| shim::is_alive(&r))
+                .unwrap_or(false)
+    }
+
+    /// Forgets a finished job's local files once its log is safely in blobs.
+    pub(crate) async fn cleanup(&self, job_id: &str) {
+        self.inner.shipped.lock().unwrap().remove(job_id);
+        let _ = tokio::fs::remove_dir_all(self.job_dir(job_id)).await;
+    }
+
+    /// Bytes of `job_id`'s log already shipped, when the job is active on this executor.
+    pub(crate) fn shipped(&self, job_id: &str) -> Option<u64> {
+        self.inner
+            .shipped
+            .lock()
+            .unwrap()
+            .get(job_id)
+            .map(|c| c.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn spool_path(&self, job_id: &str) -> PathBuf {
+        shim::output_path(&self.job_dir(job_id))
+    }
+
+    async fn shipped_counter(&self, job_id: &str) -> Arc<AtomicU64> {
+        if let Some(c) = self.inner.shipped.lock().unwrap().get(job_id) {
+            return c.clone();
+        }
+        // After a restart the blob store is the truth about what was shipped.
+        let end = match self.inner.blobs.log_chunks(job_id).await {
+            Ok(chunks) => chunks.last().map(|c| c.end()).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(job = job_id, error = %e, "cannot list shipped log; reshipping");
+                0
+            }
+        };
+        self.inner
+            .shipped
+            .lock()
+            .unwrap()
+            .entry(job_id.to_string())
+            .or_insert_with(|| Arc::new(AtomicU64::new(end)))
+            .clone()
+    }
+
+    async fn ship_if_due(&self, job_id: &str, shipped: &AtomicU64, last: &mut Instant) {
+        let len = std::fs::metadata(self.spool_path(job_id))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let pending = len.saturating_sub(shipped.load(Ordering::Acquire));
+        if pending >= SHIP_CHUNK || (pending > 0 && last.elapsed() >= SHIP_INTERVAL) {
+            self.ship_all(job_id, shipped).await;
+            *last = Instant::now();
+        }
+    }
+
+    /// Uploads everything in the spool beyond what was shipped, one bounded piece at a time.
+    async fn ship_all(&self, job_id: &str, shipped: &AtomicU64) {
+        let path = self.spool_path(job_id);
+        loop {
+            let from = shipped.load(Ordering::Acquire);
+            let piece = match read_piece(&path, from, SHIP_CHUNK).await {
+                Ok(piece) if !piece.is_empty() => piece,
+                Ok(_) => return,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(job = job_id, error = %e, "cannot read job output");
+                    }
+                    return;
+                }
+            };
+            let n = piece.len() as u64;
+            if let Err(e) = self.inner.blobs.put_log_chunk(job_id, from, piece).await {
+                tracing::warn!(job = job_id, error = %e, "cannot ship log chunk; will retry");
+                return;
+            }
+            shipped.store(from + n, Ordering::Release);
+        }
+    }
+}
+
+/// Reads at most `max` bytes of `path` from `offset` on a blocking thread.
+pub(crate) async fn read_piece(path: &Path, offset: u64, max: u64) -> std::io::Result<Bytes> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        f.take(max).read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,16 @@
+//! Running jobs: the scheduler loop that decides what starts when, and the local executor
+//! that runs each attempt under its own supervisor process (`trainyard task shim`), so a
+//! job's outcome and log survive a crash or restart of the server.
+
+mod capacity;
+mod error;
+mod executor;
+mod logs;
+mod scheduler;
+pub mod shim;
+
+pub use capacity::{detect_capacity, CapacityOverrides};
+pub use error::ComputeError;
+pub use executor::LocalExecutor;
+pub use logs::JobLogs;
+pub use scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics};

@@ -1,0 +1,644 @@
+//! The scheduler: one loop that owns the queue and the machine's free resources. It is
+//! woken by submissions, cancels and completions; it starts the best queued jobs that fit
+//! (highest priority, then oldest) and never hands out more than the machine has.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::{mpsc, oneshot};
+use trainyard_core::time::now_ms;
+use trainyard_core::{new_id, Capacity, ExitReason, Job, JobState, JobSubmission, Resources};
+use trainyard_store::{Outcome, Store};
+
+use crate::executor::{LocalExecutor, Watch};
+use crate::shim::ExitRecord;
+use crate::{ComputeError, JobLogs};
+
+/// Scheduler figures for `/metrics`; plain atomics, registered by the API layer.
+pub struct SchedulerMetrics {
+    /// Seconds from entering the queue to the start of an attempt.
+    pub submit_to_start: Histogram,
+    pub attempts_started: Counter,
+    pub attempts_finished: Counter,
+}
+
+impl Default for SchedulerMetrics {
+    fn default() -> Self {
+        let buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0, 300.0, 900.0, 3600.0,
+        ];
+        Self {
+            submit_to_start: Histogram::new(buckets.into_iter()),
+            attempts_started: Counter::default(),
+            attempts_finished: Counter::default(),
+        }
+    }
+}
+
+/// What the API holds: submit, cancel and read jobs; every change goes through the loop.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    store: Store,
+    capacity: Capacity,
+    logs: JobLogs,
+    queue_len: Arc<AtomicUsize>,
+    metrics: Arc<SchedulerMetrics>,
+}
+
+enum Command {
+    Enqueue(Box<Job>),
+    Cancel {
+        id: String,
+        reply: oneshot::Sender<Result<(), ComputeError>>,
+    },
+    Finished {
+        id: String,
+        attempt: u32,
+        record: ExitRecord,
+    },
+    Wake,
+}
+
+impl SchedulerHandle {
+    pub fn capacity(&self) -> &Capacity {
+        &self.capacity
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn logs(&self) -> &JobLogs {
+        &self.logs
+    }
+
+    pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
+        &self.metrics
+    }
+
+    /// Jobs waiting for resources right now.
+    pub fn queue_len(&self) -> usize {
+        self.queue_len.load(Ordering::Relaxed)
+    }
+
+    /// Validates, stores durably, then queues. A request that can never fit is refused here.
+    pub async fn submit(
+        &self,
+        workspace: &str,
+        submission: JobSubmission,
+    ) -> Result<Job, ComputeError> {
+        submission.validate()?;
+        if let Some(why) = self.capacity.never_fits(&submission.resources) {
+            return Err(ComputeError::Unschedulable(why));
+        }
+        let job = Job {
+            id: new_id(),
+            workspace: workspace.to_string(),
+            name: submission.display_name(),
+            state: JobState::Queued,
+            command: submission.command,
+            env: submission.env,
+            working_dir: submission.working_dir,
+            resources: submission.resources,
+            priority: submission.priority,
+            max_retries: submission.max_retries,
+            timeout_s: submission.timeout_s,
+            labels: submission.labels,
+            attempt: 0,
+            exit_code: None,
+            exit_reason: None,
+            message: None,
+            host: None,
+            gpus: Vec::new(),
+            created_at_ms: now_ms(),
+            started_at_ms: None,
+            finished_at_ms: None,
+        };
+        self.store.db.insert_job(&job).await?;
+        self.tx
+            .send(Command::Enqueue(Box::new(job.clone())))
+            .map_err(|_| ComputeError::ShuttingDown)?;
+        Ok(job)
+    }
+
+    pub async fn get(&self, workspace: &str, id: &str) -> Result<Job, ComputeError> {
+        self.store
+            .db
+            .get_job(workspace, id)
+            .await?
+            .ok_or_else(|| ComputeError::JobNotFound(id.to_string()))
+    }
+
+    /// Cancels a queued job at once, or asks a running one's process tree to end; the job
+    /// shows `cancelled` once its processes are gone.
+    pub async fn cancel(&self, workspace: &str, id: &str) -> Result<Job, ComputeError> {
+        let job = self.get(workspace, id).await?;
+        if job.state.is_terminal() {
+            return Err(ComputeError::NotCancellable {
+                id: id.to_string(),
+                state: job.state,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Cancel {
+                id: id.to_string(),
+                reply,
+            })
+            .map_err(|_| ComputeError::ShuttingDown)?;
+        answer.await.map_err(|_| ComputeError::ShuttingDown)??;
+        self.get(workspace, id).await
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
+    priority: Reverse<i32>,
+    created_at_ms: i64,
+    id: String,
+}
+
+struct Queued {
+    job: Job,
+    queued_since_ms: i64,
+}
+
+struct Running {
+    job: Job,
+    attempt: u32,
+    gpus: Vec<u32>,
+    cancel_requested: bool,
+}
+
+struct Free {
+    cpus_milli: u64,
+    memory_mb: u64,
+    gpus: BTreeSet<u32>,
+}
+
+impl Free {
+    fn reserve(&mut self, r: &Resources) -> Option<Vec<u32>> {
+        let mem = r.memory_mb.unwrap_or(0);
+        if r.cpus_milli() > self.cpus_milli
+            || mem > self.memory_mb
+            || r.gpus as usize > self.gpus.len()
+        {
+            return None;
+        }
+        self.cpus_milli -= r.cpus_milli();
+        self.memory_mb -= mem;
+        let gpus: Vec<u32> = self.gpus.iter().take(r.gpus as usize).copied().collect();
+        for g in &gpus {
+            self.gpus.remove(g);
+        }
+        Some(gpus)
+    }
+
+    /// Takes what an adopted job already holds, even past capacity (it is running anyway).
+    fn force_reserve(&mut self, r: &Resources, gpus: &[u32]) {
+        self.cpus_milli = self.cpus_milli.saturating_sub(r.cpus_milli());
+        self.memory_mb = self.memory_mb.saturating_sub(r.memory_mb.unwrap_or(0));
+        for g in gpus {
+            self.gpus.remove(g);
+        }
+    }
+
+    fn release(&mut self, r: &Resources, gpus: &[u32], capacity: &Capacity) {
+        self.cpus_milli = (self.cpus_milli + r.cpus_milli()).min(capacity.cpus_milli);
+        self.memory_mb = (self.memory_mb + r.memory_mb.unwrap_or(0)).min(capacity.memory_mb);
+        for g in gpus {
+            if capacity.gpus.contains(g) {
+                self.gpus.insert(*g);
+            }
+        }
+    }
+}
+
+pub struct Scheduler {
+    rx: mpsc::UnboundedReceiver<Command>,
+    tx: mpsc::UnboundedSender<Command>,
+    store: Store,
+    executor: LocalExecutor,
+    capacity: Capacity,
+    free: Free,
+    host: String,
+    queue: BTreeMap<QueueKey, Queued>,
+    queue_keys: HashMap<String, QueueKey>,
+    running: HashMap<String, Running>,
+    queue_len: Arc<AtomicUsize>,
+    metrics: Arc<SchedulerMetrics>,
+}
+
+impl Scheduler {
+    /// Reconciles what the database says with what is really running, then starts the loop.
+    pub async fn start(
+        store: Store,
+        executor: LocalExecutor,
+        capacity: Capacity,
+    ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), ComputeError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let mut scheduler = Scheduler {
+            rx,
+            tx: tx.clone(),
+            store: store.clone(),
+            executor: executor.clone(),
+            free: Free {
+                cpus_milli: capacity.cpus_milli,
+                memory_mb: capacity.memory_mb,
+                gpus: capacity.gpus.iter().copied().collect(),
+            },
+            capacity: capacity.clone(),
+            host,
+            queue: BTreeMap::new(),
+            queue_keys: HashMap::new(),
+            running: HashMap::new(),
+            queue_len: Arc::new(AtomicUsize::new(0)),
+            metrics: Arc::new(SchedulerMetrics::default()),
+        };
+        scheduler.reconcile().await?;
+        let handle = SchedulerHandle {
+            tx,
+            store,
+            capacity,
+            logs: JobLogs::new(executor),
+            queue_len: scheduler.queue_len.clone(),
+            metrics: scheduler.metrics.clone(),
+        };
+        let task = tokio::spawn(scheduler.run());
+        Ok((handle, task))
+    }
+
+    /// Jobs left `running` by an earlier server are re-adopted: their supervisors either
+    /// still run (watched again), have recorded an outcome (taken as is), or vanished
+    /// (failed as lost and retried per policy). Queued jobs go back in the queue.
+    async fn reconcile(&mut self) -> Result<(), ComputeError> {
+        for job in self.store.db.jobs_in_state(JobState::Running).await? {
+            let attempt = job.attempt;
+            let known = self.executor.attempt_is_known(&job.id, attempt);
+            tracing::info!(job = %job.id, attempt, known, "re-adopting a job left running");
+            self.free.force_reserve(&job.resources, &job.gpus);
+            self.running.insert(
+                job.id.clone(),
+                Running {
+                    gpus: job.gpus.clone(),
+                    attempt,
+                    cancel_requested: false,
+                    job: job.clone(),
+                },
+            );
+            self.watch(job.id.clone(), attempt, Watch::Adopted);
+        }
+        for job in self.store.db.jobs_in_state(JobState::Queued).await? {
+            let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
+            self.enqueue(job, since);
+        }
+        Ok(())
+    }
+
+    async fn run(mut self) {
+        self.schedule().await;
+        while let Some(command) = self.rx.recv().await {
+            self.handle(command).await;
+            // Take everything already waiting before the next pass, so bursts batch.
+            while let Ok(command) = self.rx.try_recv() {
+                self.handle(command).await;
+            }
+            self.schedule().await;
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Enqueue(job) => {
+                let since = job.created_at_ms;
+                self.enqueue(*job, since);
+            }
+            Command::Cancel { id, reply } => {
+                let _ = reply.send(self.cancel(&id).await);
+            }
+            Command::Finished {
+                id,
+                attempt,
+                record,
+            } => self.finished(id, attempt, record).await,
+            Command::Wake => {}
+        }
+    }
+
+    fn enqueue(&mut self, job: Job, queued_since_ms: i64) {
+        let key = QueueKey {
+            priority: Reverse(job.priority),
+            created_at_ms: job.created_at_ms,
+            id: job.id.clone(),
+        };
+        self.queue_keys.insert(job.id.clone(), key.clone());
+        self.queue.insert(
+            key,
+            Queued {
+                job,
+                queued_since_ms,
+            },
+        );
+        self.queue_len.store(self.queue.len(), Ordering::Relaxed);
+    }
+
+    fn dequeue(&mut self, id: &str) -> Option<Queued> {
+        let key = self.queue_keys.remove(id)?;
+        let entry = self.queue.remove(&key);
+        self.queue_len.store(self.queue.len(), Ordering::Relaxed);
+        entry
+    }
+
+    /// Starts every queued job that fits, best first.
+    async fn schedule(&mut self) {
+        let mut to_start = Vec::new();
+        for (key, queued) in &self.queue {
+            if self.free.cpus_milli == 0 {
+                break;
+            }
+            if let Some(gpus) = self.free.reserve(&queued.job.resources) {
+                to_start.push((key.id.clone(), gpus));
+            }
+        }
+        for (id, gpus) in to_start {
+            if let Some(queued) = self.dequeue(&id) {
+                self.launch(queued, gpus).await;
+            }
+        }
+    }
+
+    async fn launch(&mut self, queued: Queued, gpus: Vec<u32>) {
+        let mut job = queued.job;
+        let attempt = job.attempt + 1;
+        let started = now_ms();
+        match self
+            .store
+            .db
+            .mark_running(&job.id, attempt, &self.host, &gpus, started)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                // Someone else moved it (it cannot be queued twice): give the resources back.
+                self.free.release(&job.resources, &gpus, &self.capacity);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "cannot record job start; will retry");
+                self.free.release(&job.resources, &gpus, &self.capacity);
+                self.enqueue(job, queued.queued_since_ms);
+                self.wake_later(Duration::from_secs(1));
+                return;
+            }
+        }
+        self.metrics
+            .submit_to_start
+            .observe((started - queued.queued_since_ms).max(0) as f64 / 1000.0);
+        self.metrics.attempts_started.inc();
+        job.state = JobState::Running;
+        job.attempt = attempt;
+        let watch = self.executor.spawn(&job, attempt, &gpus);
+        self.running.insert(
+            job.id.clone(),
+            Running {
+                job: job.clone(),
+                attempt,
+                gpus,
+                cancel_requested: false,
+            },
+        );
+        match watch {
+            Ok(watch) => self.watch(job.id.clone(), attempt, watch),
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "cannot start the job's supervisor");
+                let record = ExitRecord {
+                    exit_code: None,
+                    signal: None,
+                    reason: ExitReason::SpawnFailed,
+                    message: format!("cannot start the job's supervisor: {e}"),
+                    finished_at_ms: now_ms(),
+                };
+                self.finished(job.id.clone(), attempt, record).await;
+            }
+        }
+    }
+
+    fn watch(&self, id: String, attempt: u32, watch: Watch) {
+        let executor = self.executor.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let record = executor.watch(&id, attempt, watch).await;
+            let _ = tx.send(Command::Finished {
+                id,
+                attempt,
+                record,
+            });
+        });
+    }
+
+    fn wake_later(&self, after: Duration) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(Command::Wake);
+        });
+    }
+
+    async fn cancel(&mut self, id: &str) -> Result<(), ComputeError> {
+        if let Some(queued) = self.dequeue(id) {
+            let outcome = Outcome {
+                state: JobState::Cancelled,
+                exit_code: None,
+                exit_reason: ExitReason::Cancelled,
+                message: Some(if queued.job.attempt == 0 {
+                    "cancelled before it started".to_string()
+                } else {
+                    "cancelled while waiting for a retry".to_string()
+                }),
+                finished_at_ms: now_ms(),
+            };
+            if let Err(e) = self
+                .store
+                .db
+                .finish_job(id, JobState::Queued, &outcome)
+                .await
+            {
+                self.enqueue(queued.job, queued.queued_since_ms);
+                return Err(e.into());
+            }
+            self.executor.cleanup(id).await;
+            return Ok(());
+        }
+        if let Some(running) = self.running.get_mut(id) {
+            running.cancel_requested = true;
+            let executor = self.executor.clone();
+            let (id, attempt) = (id.to_string(), running.attempt);
+            tokio::task::spawn_blocking(move || executor.cancel(&id, attempt));
+            return Ok(());
+        }
+        // Not ours to cancel: it ended between the caller's read and now.
+        Ok(())
+    }
+
+    async fn finished(&mut self, id: String, attempt: u32, record: ExitRecord) {
+        let Some(running) = self.running.remove(&id) else {
+            return;
+        };
+        if running.attempt != attempt {
+            self.running.insert(id, running);
+            return;
+        }
+        let job = &running.job;
+        let cancelled = record.reason == ExitReason::Cancelled || running.cancel_requested;
+        let succeeded = record.reason == ExitReason::Exited && record.exit_code == Some(0);
+        let retry = !cancelled && !succeeded && attempt <= job.max_retries;
+        let state = if cancelled {
+            JobState::Cancelled
+        } else if succeeded {
+            JobState::Succeeded
+        } else {
+            JobState::Failed
+        };
+        let reason = if cancelled {
+            ExitReason::Cancelled
+        } else {
+            record.reason
+        };
+        let message = if retry {
+            format!(
+                "attempt {attempt} {}; retrying ({attempt} of {} retries used)",
+                record.message, job.max_retries
+            )
+        } else {
+            record.message.clone()
+        };
+        let outcome = Outcome {
+            state,
+            exit_code: record.exit_code,
+            exit_reason: reason,
+            message: Some(message),
+            finished_at_ms: record.finished_at_ms,
+        };
+        let written = if retry {
+            self.store.db.requeue_job(&id, &outcome).await
+        } else {
+            self.store
+                .db
+                .finish_job(&id, JobState::Running, &outcome)
+                .await
+        };
+        if let Err(e) = written {
+            // Keep holding the resources and try again: the outcome file is still on disk.
+            tracing::error!(job = %id, error = %e, "cannot record job outcome; will retry");
+            self.running.insert(id.clone(), running);
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tx.send(Command::Finished {
+                    id,
+                    attempt,
+                    record,
+                });
+            });
+            return;
+        }
+        self.metrics.attempts_finished.inc();
+        self.free
+            .release(&running.job.resources, &running.gpus, &self.capacity);
+        tracing::info!(job = %id, attempt, state = state.as_str(), retry, "attempt ended");
+        if retry {
+            let mut job = running.job;
+            job.state = JobState::Queued;
+            self.enqueue(job, now_ms());
+        } else {
+            self.executor.cleanup(&id).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capacity() -> Capacity {
+        Capacity {
+            cpus_milli: 2000,
+            memory_mb: 1000,
+            gpus: vec![0, 1],
+        }
+    }
+
+    fn free() -> Free {
+        let c = capacity();
+        Free {
+            cpus_milli: c.cpus_milli,
+            memory_mb: c.memory_mb,
+            gpus: c.gpus.into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn gpus_are_handed_out_exclusively() {
+        let mut free = free();
+        let one_gpu = Resources {
+            cpus: 0.5,
+            memory_mb: None,
+            gpus: 1,
+        };
+        let a = free.reserve(&one_gpu).unwrap();
+        let b = free.reserve(&one_gpu).unwrap();
+        assert_ne!(a, b);
+        assert!(free.reserve(&one_gpu).is_none(), "no third GPU");
+        free.release(&one_gpu, &a, &capacity());
+        assert_eq!(free.reserve(&one_gpu).unwrap(), a);
+    }
+
+    #[test]
+    fn never_over_commits_cpus_or_memory() {
+        let mut free = free();
+        let job = Resources {
+            cpus: 1.0,
+            memory_mb: Some(400),
+            gpus: 0,
+        };
+        assert!(free.reserve(&job).is_some());
+        assert!(free.reserve(&job).is_some());
+        assert!(free.reserve(&job).is_none());
+        let mut free = self::free();
+        let big_memory = Resources {
+            cpus: 0.1,
+            memory_mb: Some(600),
+            gpus: 0,
+        };
+        assert!(free.reserve(&big_memory).is_some());
+        assert!(free.reserve(&big_memory).is_none());
+    }
+
+    #[test]
+    fn queue_orders_by_priority_then_age() {
+        let key = |p, t, id: &str| QueueKey {
+            priority: Reverse(p),
+            created_at_ms: t,
+            id: id.into(),
+        };
+        let mut keys = [
+            key(0, 1, "a"),
+            key(5, 3, "b"),
+            key(5, 2, "c"),
+            key(-1, 0, "d"),
+        ];
+        keys.sort();
+        let order: Vec<_> = keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(order, ["c", "b", "a", "d"]);
+    }
+}

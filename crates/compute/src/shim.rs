@@ -1,0 +1,401 @@
+//! The per-attempt supervisor, run as `trainyard task shim`. It is started in its own
+//! session, so it outlives the server: it runs the user's command in a new process group
+//! with stdout/stderr appended to the job's spool file, enforces the timeout, turns SIGTERM
+//! into a cancel of the whole process tree, and records the outcome in `attempt-N.exit.json`
+//! before it exits. A restarted server reads that file, so nothing is lost across a crash.
+//!
+//! As a child subreaper it inherits every orphan of the job; when the command ends, whatever
+//! it left behind (daemonised children included) is killed and reaped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use trainyard_core::time::now_ms;
+use trainyard_core::ExitReason;
+
+/// Files of one job's executor folder.
+pub fn output_path(dir: &Path) -> PathBuf {
+    dir.join("output.log")
+}
+pub fn pid_path(dir: &Path, attempt: u32) -> PathBuf {
+    dir.join(format!("attempt-{attempt}.pid.json"))
+}
+pub fn exit_path(dir: &Path, attempt: u32) -> PathBuf {
+    dir.join(format!("attempt-{attempt}.exit.json"))
+}
+
+/// Identifies a live supervisor; the start time guards against a recycled pid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidRecord {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// The outcome of one attempt, written once by the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: ExitReason,
+    pub message: String,
+    pub finished_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShimOptions {
+    pub dir: PathBuf,
+    pub attempt: u32,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub working_dir: Option<PathBuf>,
+    pub command: Vec<String>,
+}
+
+/// Writes `value` as JSON to `path` atomically (temporary file, fsync, rename).
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let bytes = fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The kernel's start time of `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process a pid file names is still the same, living process.
+pub fn is_alive(record: &PidRecord) -> bool {
+    match process_start_ticks(record.pid) {
+        Some(ticks) => ticks == record.start_ticks && !is_zombie(record.pid),
+        None => false,
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Runs the supervisor to completion and returns its own exit status.
+pub fn run(opts: ShimOptions) -> i32 {
+    match supervise(&opts) {
+        Ok(record) => match write_json_atomic(&exit_path(&opts.dir, opts.attempt), &record) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("trainyard shim: cannot record the outcome: {e}");
+                2
+            }
+        },
+        Err(e) => {
+            eprintln!("trainyard shim: {e}");
+            2
+        }
+    }
+}
+
+fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
+    // Signals are taken synchronously with sigtimedwait: block them before anything starts.
+    let mut waited: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut waited);
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut waited, sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &waited, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let me = std::process::id();
+    let start_ticks = process_start_ticks(me).unwrap_or(0);
+    write_json_atomic(
+        &pid_path(&opts.dir, opts.attempt),
+        &PidRecord {
+            pid: me,
+            start_ticks,
+        },
+    )?;
+    let mut output = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(output_path(&opts.dir))?;
+    if opts.attempt > 1 {
+        writeln!(output, "--- trainyard: attempt {} ---", opts.attempt)?;
+    }
+
+    let mut command = Command::new(&opts.command[0]);
+    command
+        .args(&opts.command[1..])
+        .stdin(Stdio::null())
+        .stdout(output.try_clone()?)
+        .stderr(output.try_clone()?);
+    if let Some(dir) = &opts.working_dir {
+        command.current_dir(dir);
+    }
+    unsafe {
+        command.pre_exec(|| {
+            // Own process group, so one kill reaches the whole tree; default signal state.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let what = match &opts.working_dir {
+                Some(dir) => format!("`{}` in {}", opts.command[0], dir.display()),
+                None => format!("`{}`", opts.command[0]),
+            };
+            let message = format!("cannot start {what}: {e}");
+            let _ = writeln!(output, "trainyard: {message}");
+            let _ = output.sync_all();
+            return Ok(ExitRecord {
+                exit_code: Some(127),
+                signal: None,
+                reason: ExitReason::SpawnFailed,
+                message,
+                finished_at_ms: now_ms(),
+            });
+        }
+    };
+    let pgid = child.id() as i32;
+    let started = Instant::now();
+    let deadline = opts.timeout.map(|t| started + t);
+    let mut ending: Option<ExitReason> = None;
+    let mut kill_at: Option<Instant> = None;
+    let status: i32 = loop {
+        if let Some(status) = reap(pgid) {
+            break status;
+        }
+        let now = Instant::now();
+        if ending.is_none() {
+            if let Some(deadline) = deadline {
+                if now >= deadline {
+                    ending = Some(ExitReason::Timeout);
+                    signal_group(pgid, libc::SIGTERM);
+                    kill_at = Some(now + opts.kill_grace);
+                }
+            }
+        }
+        if let Some(at) = kill_at {
+            if now >= at {
+                signal_group(pgid, libc::SIGKILL);
+                kill_orphans(me, libc::SIGKILL);
+                kill_at = Some(now + Duration::from_secs(3600));
+            }
+        }
+        let next = [deadline.filter(|_| ending.is_none()), kill_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let wait = next
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        match wait_signal(&waited, wait) {
+            Some(libc::SIGTERM) | Some(libc::SIGINT) | Some(libc::SIGHUP) if ending.is_none() => {
+                ending = Some(ExitReason::Cancelled);
+                signal_group(pgid, libc::SIGTERM);
+                kill_at = Some(Instant::now() + opts.kill_grace);
+            }
+            _ => {}
+        }
+    };
+    // The command is done: nothing it started may outlive it.
+    signal_group(pgid, libc::SIGKILL);
+    reap_everything(me);
+    let _ = output.sync_all();
+
+    let (exit_code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        (Some(128 + sig), Some(sig))
+    } else {
+        (None, None)
+    };
+    let (reason, message) = match ending {
+        Some(ExitReason::Timeout) => (
+            ExitReason::Timeout,
+            format!(
+                "timed out after {} s; the process tree was ended",
+                opts.timeout.map(|t| t.as_secs()).unwrap_or(0)
+            ),
+        ),
+        Some(ExitReason::Cancelled) => (ExitReason::Cancelled, "cancelled".to_string()),
+        _ => match (exit_code, signal) {
+            (_, Some(sig)) => (
+                ExitReason::Signaled,
+                format!("killed by signal {sig} ({})", signal_name(sig)),
+            ),
+            (Some(code), None) => (ExitReason::Exited, format!("exited with code {code}")),
+            (None, None) => (ExitReason::Exited, "ended".to_string()),
+        },
+    };
+    if matches!(reason, ExitReason::Timeout) {
+        let _ = writeln!(output, "trainyard: {message}");
+    }
+    Ok(ExitRecord {
+        exit_code,
+        signal,
+        reason,
+        message,
+        finished_at_ms: now_ms(),
+    })
+}
+
+/// Reaps every exited child; returns the wait status of `main` once it has exited.
+fn reap(main: i32) -> Option<i32> {
+    let mut found = None;
+    loop {
+        let mut status = 0;
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return found;
+        }
+        if pid == main {
+            found = Some(status);
+        }
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+/// Children of this process (orphans of the job re-parented to us as subreaper).
+fn children_of(parent: u32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn kill_orphans(me: u32, sig: i32) {
+    for pid in children_of(me) {
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// Kills and reaps every remaining descendant, including ones that escaped the group.
+fn reap_everything(me: u32) {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        kill_orphans(me, libc::SIGKILL);
+        let mut status = 0;
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid < 0 {
+            return; // ECHILD: nothing left
+        }
+        if pid == 0 {
+            if Instant::now() > give_up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_identify_this_process() {
+        let me = std::process::id();
+        let ticks = process_start_ticks(me).expect("own /proc entry");
+        assert!(is_alive(&PidRecord {
+            pid: me,
+            start_ticks: ticks
+        }));
+        assert!(!is_alive(&PidRecord {
+            pid: me,
+            start_ticks: ticks + 1
+        }));
+    }
+
+    #[test]
+    fn exit_records_round_trip_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = ExitRecord {
+            exit_code: Some(3),
+            signal: None,
+            reason: ExitReason::Exited,
+            message: "exited with code 3".into(),
+            finished_at_ms: 1,
+        };
+        let path = exit_path(dir.path(), 1);
+        write_json_atomic(&path, &record).unwrap();
+        assert_eq!(read_json::<ExitRecord>(&path), Some(record));
+        assert!(!path.with_extension("tmp").exists());
+    }
+}
