@@ -1,0 +1,232 @@
+//! REST v1 jobs: submit, list, get, cancel, logs.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use trainyard_core::{Job, JobState, JobSubmission};
+use trainyard_store::{JobFilter, Principal};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{ApiJson, ApiQuery};
+use crate::{ApiError, AppState, ErrorBody};
+
+/// Largest piece of log sent in one write.
+const LOG_PIECE: u64 = 256 * 1024;
+const MAX_PAGE: u32 = 500;
+
+/// Submit a job. Answered once the job is durably queued.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobSubmission,
+    responses((status = 201, body = Job, description = "queued"),
+              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 422, body = ErrorBody, description = "could never fit this machine")),
+    security(("bearer" = [])))]
+pub async fn submit(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(submission): ApiJson<JobSubmission>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let job = state.scheduler.submit(&who.workspace, submission).await?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// Only jobs with this label, as `key=value`.
+    label: Option<String>,
+    /// At most this many jobs (1-500, default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List jobs, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<JobPage>, ApiError> {
+    let state_filter = match &query.state {
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::invalid_field(
+                "state",
+                format!("unknown state `{s}`; use queued, running, succeeded, failed or cancelled"),
+            )
+        })?),
+        None => None,
+    };
+    let label = match &query.label {
+        Some(l) => Some(
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| ApiError::invalid_field("label", "use `key=value`"))?,
+        ),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let filter = JobFilter {
+        state: state_filter,
+        label,
+        cursor: query.cursor.clone(),
+        limit: limit + 1,
+    };
+    let mut jobs = state
+        .scheduler
+        .store()
+        .db
+        .list_jobs(&who.workspace, &filter)
+        .await?;
+    let next_cursor = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| j.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+/// One job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.scheduler.get(&who.workspace, &id).await?))
+}
+
+/// Cancel a job: a queued one at once; a running one's whole process tree is ended
+/// (SIGTERM, then SIGKILL after the grace period) and it then shows `cancelled`.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "already finished")),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.scheduler.cancel(&who.workspace, &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Start at this byte offset.
+    offset: Option<u64>,
+    /// Only the last N lines (ignored when `offset` is given).
+    tail: Option<u64>,
+    /// Keep the response open and stream new output until the job ends.
+    follow: Option<bool>,
+}
+
+/// A job's combined stdout and stderr as plain text. The `X-Log-Size` header tells how
+/// many bytes exist so far; pass an offset to continue from where you stopped.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs",
+    params(("id" = String, Path, description = "job id"), LogQuery),
+    responses((status = 200, content_type = "text/plain", body = String),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn logs(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> Result<Response, ApiError> {
+    let job = state.scheduler.get(&who.workspace, &id).await?;
+    let logs = state.scheduler.logs().clone();
+    let size = logs.size(&job.id).await?;
+    let start = match (query.offset, query.tail) {
+        (Some(offset), _) => offset,
+        (None, Some(lines)) => logs.tail_offset(&job.id, lines).await?,
+        (None, None) => 0,
+    };
+    let follow = query.follow.unwrap_or(false);
+    let scheduler = state.scheduler.clone();
+    let workspace = who.workspace.clone();
+    let stream = futures::stream::unfold((start, false), move |(offset, done)| {
+        let logs = logs.clone();
+        let scheduler = scheduler.clone();
+        let workspace = workspace.clone();
+        let id = id.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let mut job_ended = false;
+            loop {
+                let piece = match logs.read(&id, offset, LOG_PIECE).await {
+                    Ok(piece) => piece,
+                    Err(e) => {
+                        tracing::warn!(job = %id, error = %e, "log read failed mid-stream");
+                        return None;
+                    }
+                };
+                if !piece.data.is_empty() {
+                    return Some((
+                        Ok::<Bytes, std::io::Error>(piece.data),
+                        (piece.next_offset, false),
+                    ));
+                }
+                if !follow || job_ended {
+                    return None;
+                }
+                // Read once more after the job is seen ended, then stop.
+                job_ended = match scheduler.get(&workspace, &id).await {
+                    Ok(job) => job.state.is_terminal(),
+                    Err(_) => true,
+                };
+                if !job_ended {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-log-size"),
+                size.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-job-state"),
+                job.state.as_str().to_string(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,72 @@
+//! The HTTP face of Trainyard: REST v1 (described by OpenAPI at `/api/v1/openapi.json`),
+//! health, Prometheus metrics and bearer-token auth. The only crate that knows HTTP; it
+//! turns every domain error into a status and a stable error code, once, in `error`.
+
+mod auth;
+mod error;
+mod extract;
+mod health;
+mod jobs;
+mod metrics;
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use trainyard_compute::SchedulerHandle;
+
+pub use auth::Auth;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use metrics::HttpMetrics;
+
+/// Largest request body the REST API takes (a job submission is a few KiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub scheduler: SchedulerHandle,
+    pub auth: Auth,
+    pub metrics: Arc<HttpMetrics>,
+}
+
+/// All routes, with auth, metrics and limits applied.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/api/v1/jobs/{id}", get(jobs::get))
+        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
+        .route("/metrics", get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let open = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/openapi.json", get(openapi::document));
+    api.merge(open)
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_requests,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
