@@ -1,0 +1,147 @@
+//! `trainyard jobs ls | show | cancel | logs`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Subcommand;
+use futures::StreamExt;
+use reqwest::Method;
+use serde::Deserialize;
+use trainyard_core::Job;
+
+use crate::client::Client;
+use crate::output::{job_row, print_job, print_json, print_table, Format, JOB_HEADER};
+use crate::ClientArgs;
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only jobs in this state (queued, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs with this label, as KEY=VALUE.
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one job.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Cancel a job and wait until its processes are gone.
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Print a job's log.
+    Logs {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        /// Keep printing new output until the job ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+    },
+}
+
+#[derive(Deserialize)]
+struct JobPage {
+    jobs: Vec<Job>,
+    next_cursor: Option<String>,
+}
+
+pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
+    match command {
+        JobsCommand::Ls {
+            client: args,
+            state,
+            label,
+            limit,
+        } => {
+            let client = Client::new(&args)?;
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(s) = state {
+                query.push(("state", s));
+            }
+            if let Some(l) = label {
+                query.push(("label", l));
+            }
+            let page: JobPage = client
+                .json(client.request(Method::GET, "/api/v1/jobs").query(&query))
+                .await?;
+            match args.output {
+                Format::Json => print_json(&serde_json::json!({
+                    "jobs": page.jobs, "next_cursor": page.next_cursor
+                })),
+                Format::Table => {
+                    let rows: Vec<_> = page.jobs.iter().map(job_row).collect();
+                    print_table(JOB_HEADER, &rows);
+                    if page.next_cursor.is_some() {
+                        eprintln!("(more jobs exist; raise --limit to see them)");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        JobsCommand::Show { client: args, id } => {
+            let client = Client::new(&args)?;
+            let job = client.job(&id).await?;
+            match args.output {
+                Format::Json => print_json(&job),
+                Format::Table => print_job(&job),
+            }
+            Ok(0)
+        }
+        JobsCommand::Cancel { client: args, id } => {
+            let client = Client::new(&args)?;
+            let mut job: Job = client
+                .json(client.request(Method::POST, &format!("/api/v1/jobs/{id}/cancel")))
+                .await?;
+            while !job.state.is_terminal() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                job = client.job(&id).await?;
+            }
+            match args.output {
+                Format::Json => print_json(&job),
+                Format::Table => println!("job {} {}", job.id, job.state.as_str()),
+            }
+            Ok(0)
+        }
+        JobsCommand::Logs {
+            client: args,
+            id,
+            follow,
+            tail,
+        } => {
+            let client = Client::new(&args)?;
+            let mut query = vec![("follow", follow.to_string())];
+            if let Some(n) = tail {
+                query.push(("tail", n.to_string()));
+            }
+            let response = client
+                .send(
+                    client
+                        .request(Method::GET, &format!("/api/v1/jobs/{id}/logs"))
+                        .query(&query),
+                )
+                .await?;
+            let mut body = response.bytes_stream();
+            let mut stdout = std::io::stdout();
+            while let Some(chunk) = body.next().await {
+                stdout.write_all(&chunk?)?;
+                stdout.flush()?;
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `trainyard run -- CMD…`: submit, wait in the queue (with a spinner), stream the log,
+//! and exit with the job's own exit code. Ctrl-C cancels the job.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use reqwest::Method;
+use trainyard_core::{Job, JobState, JobSubmission, Resources};
+
+use crate::client::Client;
+use crate::output::{print_json, Format};
+use crate::ClientArgs;
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Name shown in listings [default: the program name].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value_t = 1.0)]
+    pub cpus: f64,
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
+    /// Memory to reserve, in MB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Times a failed attempt is retried.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Wall-clock limit of one attempt, in seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Environment variable for the job, as KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Label, as KEY=VALUE (repeatable).
+    #[arg(long = "label", short = 'l', value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Directory the command starts in [default: the current directory].
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// Print the job id and return at once instead of streaming.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let client = Client::new(&args.client)?;
+    let working_dir = match args.workdir {
+        Some(d) => Some(d),
+        None => std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
+    };
+    let submission = JobSubmission {
+        name: args.name,
+        command: args.command,
+        env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
+        working_dir,
+        resources: Resources {
+            cpus: args.cpus,
+            memory_mb: args.memory,
+            gpus: args.gpus,
+        },
+        priority: args.priority,
+        max_retries: args.retries,
+        timeout_s: args.timeout,
+        labels: args.labels.into_iter().collect(),
+    };
+    let job: Job = client
+        .json(
+            client
+                .request(Method::POST, "/api/v1/jobs")
+                .json(&submission),
+        )
+        .await?;
+    if args.detach {
+        match args.client.output {
+            Format::Json => print_json(&job),
+            Format::Table => println!("{}", job.id),
+        }
+        return Ok(0);
+    }
+    let json = args.client.output == Format::Json;
+    eprintln!("job {} queued", job.id);
+    wait_while_queued(&client, &job.id).await?;
+
+    let mut cancel_sent = false;
+    let mut offset = 0u64;
+    // Reconnect if the stream breaks (server restart): continue from the last offset.
+    loop {
+        let req = client.request(
+            Method::GET,
+            &format!("/api/v1/jobs/{}/logs?follow=true&offset={offset}", job.id),
+        );
+        let response = client.send(req).await?;
+        let mut body = response.bytes_stream();
+        let mut out: Box<dyn Write> = if json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let broke = loop {
+            tokio::select! {
+                chunk = body.next() => match chunk {
+                    Some(Ok(bytes)) => {
+                        offset += bytes.len() as u64;
+                        out.write_all(&bytes)?;
+                        out.flush()?;
+                    }
+                    Some(Err(_)) => break true,
+                    None => break false,
+                },
+                _ = tokio::signal::ctrl_c(), if !cancel_sent => {
+                    cancel_sent = true;
+                    eprintln!("\ncancelling job {} …", job.id);
+                    let _ = client.send(client.request(Method::POST, &format!("/api/v1/jobs/{}/cancel", job.id))).await;
+                }
+            }
+        };
+        let current = client.job(&job.id).await?;
+        if current.state.is_terminal() {
+            break;
+        }
+        if !broke {
+            // The stream ended while the job was between attempts: wait and continue.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let done = client.job(&job.id).await?;
+    if json {
+        print_json(&done);
+    } else if done.state != JobState::Succeeded {
+        eprintln!(
+            "job {} {}: {}",
+            done.id,
+            done.state.as_str(),
+            done.message.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(exit_code_of(&done))
+}
+
+/// The CLI exits as the job did: its exit code, 130 when cancelled, 1 when it never ran.
+pub fn exit_code_of(job: &Job) -> i32 {
+    match job.state {
+        JobState::Succeeded => 0,
+        JobState::Cancelled => 130,
+        _ => match job.exit_code {
+            Some(code) if code != 0 => code,
+            _ => 1,
+        },
+    }
+}
+
+async fn wait_while_queued(client: &Client, id: &str) -> anyhow::Result<()> {
+    let spinner = if std::io::stderr().is_terminal() {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message("waiting in the queue for free resources");
+        s.enable_steady_tick(Duration::from_millis(100));
+        Some(s)
+    } else {
+        None
+    };
+    let result = async {
+        loop {
+            let job = client.job(id).await.context("cannot follow the job")?;
+            if job.state != JobState::Queued {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    .await;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    result
+}

@@ -1,0 +1,169 @@
+//! Server configuration: flags > environment > `trainyard.toml` > defaults.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+
+#[derive(Args, Debug, Default)]
+pub struct UpArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TRAINYARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Where local state lives: SQLite database, blobs, job spools, admin token [default: ./trainyard-data].
+    #[arg(long, env = "TRAINYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Metadata database: postgres://USER:PASSWORD@HOST:PORT/DB [default: SQLite in the data dir].
+    #[arg(
+        long = "database",
+        env = "TRAINYARD_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Blob store: s3://BUCKET/PREFIX (AWS_* variables; AWS_ENDPOINT_URL for other S3 APIs) [default: the data dir's blobs/].
+    #[arg(long = "blobs", env = "TRAINYARD_BLOBS_URL")]
+    pub blobs_url: Option<String>,
+    /// Configuration file [default: ./trainyard.toml when present].
+    #[arg(long, env = "TRAINYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// CPUs offered to jobs [default: all cores].
+    #[arg(long, env = "TRAINYARD_CPUS")]
+    pub cpus: Option<f64>,
+    /// Memory offered to jobs, in MB [default: all memory].
+    #[arg(long, env = "TRAINYARD_MEMORY_MB")]
+    pub memory_mb: Option<u64>,
+    /// GPUs offered to jobs; a number here declares that many (fake ones too, for tests) [default: nvidia-smi].
+    #[arg(long, env = "TRAINYARD_GPUS")]
+    pub gpus: Option<u32>,
+    /// Seconds a cancelled or timed-out job gets between SIGTERM and SIGKILL [default: 10].
+    #[arg(long, env = "TRAINYARD_KILL_GRACE_S")]
+    pub kill_grace_s: Option<f64>,
+}
+
+/// `trainyard.toml`: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    blobs_url: Option<String>,
+    cpus: Option<f64>,
+    memory_mb: Option<u64>,
+    gpus: Option<u32>,
+    kill_grace_s: Option<f64>,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub blobs_url: String,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub gpus: Option<u32>,
+    pub kill_grace_s: f64,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "trainyard-data";
+
+impl UpArgs {
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => read_file_config(path)?,
+            None if Path::new("trainyard.toml").exists() => {
+                read_file_config(Path::new("trainyard.toml"))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+        let database_url = self
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| trainyard_store::Db::sqlite_url(&data_dir.join("trainyard.db")));
+        let blobs_url = self
+            .blobs_url
+            .or(file.blobs_url)
+            .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display()));
+        let kill_grace_s = self.kill_grace_s.or(file.kill_grace_s).unwrap_or(10.0);
+        if !(0.0..=3600.0).contains(&kill_grace_s) {
+            bail!("kill_grace_s must be between 0 and 3600 seconds");
+        }
+        let cpus = self.cpus.or(file.cpus);
+        if let Some(c) = cpus {
+            if !c.is_finite() || c <= 0.0 {
+                bail!("cpus must be a positive number, got {c}");
+            }
+        }
+        Ok(ServerConfig {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            data_dir,
+            database_url,
+            blobs_url,
+            cpus,
+            memory_mb: self.memory_mb.or(file.memory_mb),
+            gpus: self.gpus.or(file.gpus),
+            kill_grace_s,
+        })
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("t.toml");
+        std::fs::write(&cfg, "listen = \"127.0.0.1:9\"\ngpus = 4\n").unwrap();
+        let resolved = UpArgs {
+            listen: Some("127.0.0.1:7".into()),
+            data_dir: Some(dir.path().join("data")),
+            config: Some(cfg),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(resolved.listen, "127.0.0.1:7");
+        assert_eq!(resolved.gpus, Some(4));
+        assert!(resolved.database_url.starts_with("sqlite://"));
+        assert!(resolved.blobs_url.starts_with("file:///"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("t.toml");
+        std::fs::write(&cfg, "lisen = \"x\"\n").unwrap();
+        let err = UpArgs {
+            config: Some(cfg),
+            data_dir: Some(dir.path().join("data")),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+}

@@ -1,0 +1,129 @@
+//! `trainyard`: the server (`up`), the client commands, and the `task` commands that
+//! executors run. Thin: parse, call the library crates or the HTTP API, print.
+
+mod client;
+mod commands;
+mod config;
+mod output;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "trainyard",
+    version,
+    about = "Self-hosted deep-learning platform: jobs, storage and APIs in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server: REST API, scheduler and local executor.
+    Up(Box<config::UpArgs>),
+    /// Submit a command as a job, stream its log, and exit with its exit code.
+    Run(commands::run::RunArgs),
+    /// List, inspect, cancel jobs and read their logs.
+    Jobs {
+        #[command(subcommand)]
+        command: commands::jobs::JobsCommand,
+    },
+    /// Commands run by executors, not by people.
+    #[command(hide = true)]
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Supervise one attempt of a job (started by the local executor).
+    Shim(ShimArgs),
+}
+
+#[derive(Args)]
+struct ShimArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    attempt: u32,
+    #[arg(long)]
+    timeout_s: Option<u64>,
+    #[arg(long, default_value_t = 10_000)]
+    kill_grace_ms: u64,
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Options every client command takes.
+#[derive(Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// The server to talk to.
+    #[arg(
+        long,
+        env = "TRAINYARD_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+    /// API token; defaults to the local server's `<data-dir>/admin-token`.
+    #[arg(long, env = "TRAINYARD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = output::Format::Table, global = true)]
+    pub output: output::Format,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The supervisor must stay single-threaded (it waits for signals synchronously), so it
+    // runs before any async runtime exists.
+    if let Command::Task {
+        command: TaskCommand::Shim(args),
+    } = cli.command
+    {
+        let code = trainyard_compute::shim::run(trainyard_compute::shim::ShimOptions {
+            dir: args.dir,
+            attempt: args.attempt,
+            timeout: args.timeout_s.map(std::time::Duration::from_secs),
+            kill_grace: std::time::Duration::from_millis(args.kill_grace_ms),
+            working_dir: args.workdir,
+            command: args.command,
+        });
+        return ExitCode::from(code as u8);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trainyard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => server::up(*args).await.map(|()| 0),
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Jobs { command } => commands::jobs::run(command).await,
+            Command::Task { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("trainyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

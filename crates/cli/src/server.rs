@@ -1,0 +1,147 @@
+//! `trainyard up`: open storage, make sure an admin token exists, reconcile jobs, serve.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use trainyard_api::{AppState, Auth, HttpMetrics};
+use trainyard_compute::{detect_capacity, CapacityOverrides, LocalExecutor, Scheduler};
+use trainyard_core::time::now_ms;
+use trainyard_core::{new_id, DEFAULT_WORKSPACE};
+use trainyard_store::{generate_token, Store};
+
+use crate::config::{ServerConfig, UpArgs};
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args.resolve()?;
+    let store = Store::open(&config.database_url, &config.blobs_url).await?;
+    ensure_admin_token(&store, &config).await?;
+
+    let capacity = detect_capacity(&CapacityOverrides {
+        cpus: config.cpus,
+        memory_mb: config.memory_mb,
+        gpus: config.gpus,
+    });
+    let program = std::env::current_exe().context("cannot find the trainyard binary")?;
+    let executor = LocalExecutor::new(
+        config.data_dir.join("executor"),
+        program,
+        store.blobs.clone(),
+        Duration::from_secs_f64(config.kill_grace_s),
+    )?;
+    let (scheduler, _loop) = Scheduler::start(store.clone(), executor, capacity.clone()).await?;
+    let state = AppState {
+        metrics: Arc::new(HttpMetrics::new(&scheduler)),
+        auth: Auth::new(store.db.clone()),
+        scheduler,
+    };
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        listen = %address,
+        data_dir = %config.data_dir.display(),
+        database = %redacted(&config.database_url),
+        blobs = %config.blobs_url,
+        cpus = capacity.cpus_milli as f64 / 1000.0,
+        memory_mb = capacity.memory_mb,
+        gpus = capacity.gpus.len(),
+        "trainyard is up on http://{address}"
+    );
+    trainyard_api::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped accepting requests; running jobs keep running and are re-adopted at the next start");
+    store.db.close().await;
+    Ok(())
+}
+
+fn redacted(url: &str) -> String {
+    match url.split_once('@') {
+        Some((left, right)) if left.contains("://") && left.matches(':').count() >= 2 => {
+            let (scheme_user, _) = left.rsplit_once(':').unwrap_or((left, ""));
+            format!("{scheme_user}:***@{right}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// The first start creates an admin token (or takes `TRAINYARD_ADMIN_TOKEN`), stores only its
+/// hash, and writes the token to `<data-dir>/admin-token` (mode 0600) for the local CLI.
+async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Result<()> {
+    if let Ok(token) = std::env::var("TRAINYARD_ADMIN_TOKEN") {
+        if token.trim().len() < 16 {
+            anyhow::bail!("TRAINYARD_ADMIN_TOKEN must be at least 16 characters");
+        }
+        let added = store
+            .db
+            .insert_token(
+                &new_id(),
+                DEFAULT_WORKSPACE,
+                "admin (TRAINYARD_ADMIN_TOKEN)",
+                "admin",
+                token.trim(),
+                now_ms(),
+            )
+            .await?;
+        if added {
+            tracing::info!("admin token taken from TRAINYARD_ADMIN_TOKEN");
+        }
+        return Ok(());
+    }
+    let path = config.data_dir.join("admin-token");
+    if store.db.count_tokens("admin").await? > 0 {
+        if !path.exists() {
+            tracing::warn!(
+                "an admin token exists but {} is gone; use the token you saved or TRAINYARD_ADMIN_TOKEN",
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    let token = generate_token();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(format!("{token}\n").as_bytes())?;
+    file.sync_all()?;
+    store
+        .db
+        .insert_token(
+            &new_id(),
+            DEFAULT_WORKSPACE,
+            "admin",
+            "admin",
+            &token,
+            now_ms(),
+        )
+        .await?;
+    tracing::info!(
+        "created an admin token and wrote it to {} (mode 0600)",
+        path.display()
+    );
+    Ok(())
+}
