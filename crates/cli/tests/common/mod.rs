@@ -1,0 +1,292 @@
+//! A real `trainyard up` process on loopback for integration tests, with its own data
+//! directory and database: a SQLite file by default, or a fresh PostgreSQL database when
+//! `TRAINYARD_TEST_DATABASE_URL` names a server (the role needs CREATEDB).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trainyard");
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    http: reqwest::Client,
+}
+
+pub struct ServerOptions {
+    pub cpus: f64,
+    pub gpus: u32,
+    pub kill_grace_s: f64,
+    pub blobs: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            cpus: 2.0,
+            gpus: 0,
+            kill_grace_s: 2.0,
+            blobs: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh PostgreSQL database for one server, when the suite runs against PostgreSQL.
+async fn database_url() -> Option<String> {
+    let admin = std::env::var("TRAINYARD_TEST_DATABASE_URL").ok()?;
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to TRAINYARD_TEST_DATABASE_URL");
+    let name = format!("ty_test_{}", trainyard_core::new_id());
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("database URL with a path");
+    Some(format!("{base}/{name}"))
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    pub async fn start_with(opts: ServerOptions) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let port = free_port();
+        let mut args = vec![
+            "up".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--cpus".into(),
+            opts.cpus.to_string(),
+            "--gpus".into(),
+            opts.gpus.to_string(),
+            "--kill-grace-s".into(),
+            opts.kill_grace_s.to_string(),
+        ];
+        if let Some(url) = database_url().await {
+            args.push("--database".into());
+            args.push(url);
+        }
+        if let Some(blobs) = &opts.blobs {
+            args.push("--blobs".into());
+            args.push(blobs.clone());
+        }
+        let mut server = Server {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            data_dir,
+            _dir: dir,
+            args,
+            env: opts.env,
+            http: reqwest::Client::new(),
+        };
+        server.spawn().await;
+        server.token = std::fs::read_to_string(server.data_dir.join("admin-token"))
+            .expect("admin-token written at first start")
+            .trim()
+            .to_string();
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join("server.log"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(&self.args)
+            .env_remove("TRAINYARD_ADMIN_TOKEN")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start trainyard up"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited at start ({status}):\n{}", self.server_log());
+            }
+            assert!(Instant::now() < deadline, "server did not come up:\n{}", self.server_log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// `kill -9` the server, leaving its jobs' supervisors running.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().unwrap()
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        self.spawn().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub async fn submit(&self, body: Value) -> Value {
+        let r = self.post("/api/v1/jobs").json(&body).send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "submit {body}: {v}");
+        v
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn wait_state(&self, id: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if pred(job["state"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} stuck: {job}\n{}",
+                self.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_state(
+            id,
+            |s| matches!(s, "succeeded" | "failed" | "cancelled"),
+            timeout,
+        )
+        .await
+    }
+
+    pub async fn logs(&self, id: &str, query: &str) -> String {
+        let r = self
+            .get(&format!("/api/v1/jobs/{id}/logs?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("TRAINYARD_SERVER", &self.base)
+            .env("TRAINYARD_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // End the supervisors this server left behind (their process trees go with them).
+        if let Ok(entries) = std::fs::read_dir(self.data_dir.join("executor")) {
+            for entry in entries.flatten() {
+                for f in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                    if f.file_name().to_string_lossy().ends_with(".pid.json") {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(f.path()).unwrap_or_default()) {
+                            if let Some(pid) = v["pid"].as_u64() {
+                                unsafe {
+                                    libc::kill(pid as i32, libc::SIGTERM);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A job body with `command` and defaults.
+pub fn job(command: &[&str]) -> Value {
+    json!({ "command": command })
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl Server {
+    pub async fn http_delete(&self, path: &str) -> reqwest::Response {
+        self.http.delete(self.url(path)).bearer_auth(&self.token).send().await.unwrap()
+    }
+}

@@ -1,0 +1,480 @@
+//! Jobs end to end: a real server process, real HTTP over loopback, real child processes,
+//! a real SQLite file (or PostgreSQL when TRAINYARD_TEST_DATABASE_URL is set).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{job, pid_alive, Server, ServerOptions};
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_streams_output_and_exits_with_the_jobs_code() {
+    let server = Server::start().await;
+    let out = server.cli(&["run", "--cpus", "1", "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let listed = server.cli(&["jobs", "ls", "-o", "json"]);
+    let page: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = page["jobs"][0]["id"].as_str().unwrap().to_string();
+    let shown = server.cli(&["jobs", "show", &id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("state:       failed"), "{text}");
+    assert!(text.contains("exit code:   3"), "{text}");
+    let job = server.job(&id).await;
+    assert_eq!(job["exit_code"], 3);
+    assert_eq!(job["exit_reason"], "exited");
+    assert_eq!(job["attempt"], 1);
+    assert!(job["host"].as_str().is_some());
+
+    let ok = server.cli(&["run", "--", "true"]);
+    assert_eq!(ok.status.code(), Some(0));
+}
+
+/// Start and end times as the processes themselves saw them (nanoseconds).
+fn own_interval(log: &str) -> (u128, u128) {
+    let field = |name: &str| -> u128 {
+        log.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no `{name}` in {log:?}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (field("start="), field("end="))
+}
+
+fn max_overlap(intervals: &[(u128, u128)]) -> usize {
+    let mut events: Vec<(u128, i32)> = Vec::new();
+    for (s, e) in intervals {
+        events.push((*s, 1));
+        events.push((*e, -1));
+    }
+    // At equal times, ends come before starts.
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forty_one_cpu_jobs_never_exceed_two_cpus() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 2.0,
+        ..Default::default()
+    })
+    .await;
+    let script = "echo start=$(date +%s%N); sleep 0.2; echo end=$(date +%s%N)";
+    let submits = (0..40).map(|i| {
+        let server = &server;
+        async move {
+            server
+                .submit(json!({"name": format!("c{i}"), "command": ["sh", "-c", script], "resources": {"cpus": 1}}))
+                .await
+        }
+    });
+    let jobs: Vec<Value> = futures::future::join_all(submits).await;
+    let mut intervals = Vec::new();
+    let mut api_intervals = Vec::new();
+    for j in &jobs {
+        let id = j["id"].as_str().unwrap();
+        let done = server.wait_done(id, LONG).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        intervals.push(own_interval(&server.logs(id, "").await));
+        api_intervals.push((
+            done["started_at_ms"].as_u64().unwrap() as u128,
+            done["finished_at_ms"].as_u64().unwrap() as u128,
+        ));
+    }
+    assert_eq!(max_overlap(&intervals), 2, "processes' own timestamps");
+    assert!(max_overlap(&api_intervals) <= 2, "recorded timestamps");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fake_gpus_are_handed_out_exclusively() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 8.0,
+        gpus: 2,
+        ..Default::default()
+    })
+    .await;
+    let script = "echo gpu=$CUDA_VISIBLE_DEVICES; echo start=$(date +%s%N); sleep 0.3; echo end=$(date +%s%N)";
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let j = server
+            .submit(json!({"command": ["sh", "-c", script], "resources": {"cpus": 0.5, "gpus": 1}}))
+            .await;
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    let cpu_only = server.submit(json!({"command": ["sh", "-c", "echo gpu=[$CUDA_VISIBLE_DEVICES]"]})).await;
+    let mut by_gpu: std::collections::HashMap<String, Vec<(u128, u128)>> = Default::default();
+    for id in &ids {
+        let done = server.wait_done(id, LONG).await;
+        assert_eq!(done["state"], "succeeded");
+        let log = server.logs(id, "").await;
+        let gpu = log.lines().find_map(|l| l.strip_prefix("gpu=")).unwrap().to_string();
+        assert!(gpu == "0" || gpu == "1", "one fake GPU each, got {gpu:?}");
+        assert_eq!(done["gpus"], json!([gpu.parse::<u32>().unwrap()]));
+        by_gpu.entry(gpu).or_default().push(own_interval(&log));
+    }
+    for (gpu, intervals) in &by_gpu {
+        assert_eq!(max_overlap(intervals), 1, "GPU {gpu} shared");
+    }
+    server.wait_done(cpu_only["id"].as_str().unwrap(), LONG).await;
+    assert_eq!(server.logs(cpu_only["id"].as_str().unwrap(), "").await, "gpu=[]\n");
+
+    let r = server
+        .post("/api/v1/jobs")
+        .json(&json!({"command": ["true"], "resources": {"gpus": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unschedulable");
+    assert_eq!(body["error"]["field"], "resources.gpus");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_leaves_no_process_of_the_tree_alive() {
+    let server = Server::start().await;
+    let script = "sleep 300 & echo child=$!; setsid sleep 301 & echo escaped=$!; echo main=$$; wait";
+    let j = server.submit(job(&["sh", "-c", script])).await;
+    let id = j["id"].as_str().unwrap();
+    let deadline = Instant::now() + LONG;
+    let log = loop {
+        let log = server.logs(id, "").await;
+        if log.contains("main=") && log.contains("escaped=") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "job never printed its pids: {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pids: Vec<u32> = log
+        .lines()
+        .filter_map(|l| l.split_once('=').and_then(|(_, p)| p.trim().parse().ok()))
+        .collect();
+    assert_eq!(pids.len(), 3, "{log}");
+    assert!(pids.iter().all(|p| pid_alive(*p)));
+
+    let r = server.post(&format!("/api/v1/jobs/{id}/cancel")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let done = server.wait_done(id, LONG).await;
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert_eq!(done["exit_reason"], "cancelled");
+    for pid in pids {
+        assert!(!pid_alive(pid), "pid {pid} survived the cancel");
+    }
+    // A finished job cannot be cancelled again.
+    let r = server.post(&format!("/api/v1/jobs/{id}/cancel")).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_of_a_queued_job_is_immediate() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let blocker = server.submit(job(&["sleep", "30"])).await;
+    let waiting = server.submit(job(&["echo", "never"])).await;
+    let id = waiting["id"].as_str().unwrap();
+    assert_eq!(server.job(id).await["state"], "queued");
+    let r: Value = server
+        .post(&format!("/api/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["state"], "cancelled");
+    assert_eq!(r["attempt"], 0);
+    server
+        .post(&format!("/api/v1/jobs/{}/cancel", blocker["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    server.wait_done(blocker["id"].as_str().unwrap(), LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_end_the_job() {
+    let server = Server::start_with(ServerOptions {
+        kill_grace_s: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let started = Instant::now();
+    let j = server
+        .submit(json!({"command": ["sh", "-c", "trap '' TERM; echo waiting; sleep 30"], "timeout_s": 1}))
+        .await;
+    let done = server.wait_done(j["id"].as_str().unwrap(), LONG).await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["exit_reason"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    let log = server.logs(j["id"].as_str().unwrap(), "").await;
+    assert!(log.contains("waiting") && log.contains("timed out after 1 s"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_attempts_are_retried_per_policy() {
+    let server = Server::start().await;
+    let j = server
+        .submit(json!({"command": ["sh", "-c", "echo try; exit 1"], "max_retries": 2}))
+        .await;
+    let id = j["id"].as_str().unwrap();
+    let done = server.wait_done(id, LONG).await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["attempt"], 3);
+    assert_eq!(done["exit_code"], 1);
+    let log = server.logs(id, "").await;
+    assert_eq!(log.matches("try\n").count(), 3, "{log}");
+    assert!(log.contains("--- trainyard: attempt 3 ---"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_program_fails_with_a_clear_reason() {
+    let server = Server::start().await;
+    let j = server.submit(job(&["/no/such/program", "x"])).await;
+    let id = j["id"].as_str().unwrap();
+    let done = server.wait_done(id, LONG).await;
+    assert_eq!(done["state"], "failed");
+    assert_eq!(done["exit_reason"], "spawn_failed");
+    assert_eq!(done["exit_code"], 127);
+    let log = server.logs(id, "").await;
+    assert!(log.contains("cannot start `/no/such/program`"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_read_whole_from_an_offset_by_tail_and_followed() {
+    let server = Server::start().await;
+    // 3 MB in lines, then a pause, so following sees output arrive while the job runs.
+    let script = "i=0; while [ $i -lt 30000 ]; do echo line-$i-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; i=$((i+1)); done; sleep 1; echo last";
+    let j = server.submit(job(&["sh", "-c", script])).await;
+    let id = j["id"].as_str().unwrap();
+    let followed = server.logs(id, "follow=true").await;
+    let lines: Vec<&str> = followed.lines().collect();
+    assert_eq!(lines.len(), 30001);
+    assert!(lines[0].starts_with("line-0-") && lines[29999].starts_with("line-29999-"));
+    assert_eq!(lines[30000], "last");
+    let done = server.wait_done(id, LONG).await;
+    assert_eq!(done["state"], "succeeded");
+
+    let whole = server.logs(id, "").await;
+    assert_eq!(whole, followed);
+    let from = server.logs(id, &format!("offset={}", whole.len() - 5)).await;
+    assert_eq!(from, "last\n");
+    let tail = server.logs(id, "tail=2").await;
+    assert!(tail.starts_with("line-29999-") && tail.ends_with("last\n"), "{tail}");
+    // The log lives in blobs, in several chunks, and the spool is gone.
+    let chunks = std::fs::read_dir(server.data_dir.join(format!("blobs/jobs/{id}/log"))).unwrap().count();
+    assert!(chunks >= 1);
+    assert!(!server.data_dir.join(format!("executor/{id}")).exists());
+    let cli = server.cli(&["jobs", "logs", id, "--tail", "1"]);
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), "last\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_filters_by_state_and_label_and_pages_newest_first() {
+    let server = Server::start().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let j = server
+            .submit(json!({"command": ["true"], "labels": {"team": if i % 2 == 0 { "a" } else { "b" }}}))
+            .await;
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        server.wait_done(id, LONG).await;
+    }
+    let page: Value = server.get("/api/v1/jobs?limit=2").send().await.unwrap().json().await.unwrap();
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 2);
+    assert_eq!(page["jobs"][0]["id"], ids[4].as_str());
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page2: Value = server
+        .get(&format!("/api/v1/jobs?limit=2&cursor={cursor}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["jobs"][0]["id"], ids[2].as_str());
+    let team_a: Value = server.get("/api/v1/jobs?label=team=a&state=succeeded").send().await.unwrap().json().await.unwrap();
+    assert_eq!(team_a["jobs"].as_array().unwrap().len(), 3);
+    assert!(team_a["next_cursor"].is_null());
+    let running: Value = server.get("/api/v1/jobs?state=running").send().await.unwrap().json().await.unwrap();
+    assert!(running["jobs"].as_array().unwrap().is_empty());
+}
+
+async fn expect_error(r: reqwest::Response, status: u16, code: &str, field: Option<&str>) {
+    let got = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    if let Some(field) = field {
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_4xx_naming_the_field() {
+    let server = Server::start().await;
+    let post = |body: &str| {
+        server
+            .post("/api/v1/jobs")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    expect_error(post("{\"command\": [\"true\"").await.unwrap(), 400, "malformed_json", Some("body")).await;
+    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": \"x\"}}").await.unwrap(), 400, "invalid_field", Some("resources.cpus")).await;
+    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 0}}").await.unwrap(), 400, "invalid_field", Some("resources.cpus")).await;
+    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": -1}}").await.unwrap(), 400, "invalid_field", Some("resources.cpus")).await;
+    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"gpus\": -1}}").await.unwrap(), 400, "invalid_field", Some("resources.gpus")).await;
+    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"memory_mb\": 0}}").await.unwrap(), 400, "invalid_field", Some("resources.memory_mb")).await;
+    expect_error(post("{\"command\": []}").await.unwrap(), 400, "invalid_field", Some("command")).await;
+    expect_error(post("{\"name\": \"x\"}").await.unwrap(), 400, "invalid_field", Some("command")).await;
+    expect_error(post("{\"command\": \"true\"}").await.unwrap(), 400, "invalid_field", Some("command")).await;
+    expect_error(post("{\"command\": [\"true\"], \"timeout_s\": 0}").await.unwrap(), 400, "invalid_field", Some("timeout_s")).await;
+    expect_error(post("{\"command\": [\"true\"], \"bogus\": 1}").await.unwrap(), 400, "invalid_field", None).await;
+    expect_error(post("[1, 2]").await.unwrap(), 400, "invalid_field", None).await;
+    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 64}}").await.unwrap(), 422, "unschedulable", Some("resources.cpus")).await;
+    let huge = format!("{{\"command\": [\"{}\"]}}", "a".repeat(2 << 20));
+    expect_error(post(&huge).await.unwrap(), 413, "body_too_large", None).await;
+    let r = server.post("/api/v1/jobs").body("{}").send().await.unwrap();
+    expect_error(r, 415, "unsupported_media_type", None).await;
+
+    expect_error(server.get("/api/v1/jobs/nope").send().await.unwrap(), 404, "job_not_found", Some("id")).await;
+    expect_error(server.post("/api/v1/jobs/nope/cancel").send().await.unwrap(), 404, "job_not_found", Some("id")).await;
+    expect_error(server.get("/api/v1/jobs/nope/logs").send().await.unwrap(), 404, "job_not_found", Some("id")).await;
+    expect_error(server.get("/api/v1/jobs?state=sleeping").send().await.unwrap(), 400, "invalid_field", Some("state")).await;
+    expect_error(server.get("/api/v1/jobs?limit=0").send().await.unwrap(), 400, "invalid_field", Some("limit")).await;
+    expect_error(server.get("/api/v1/jobs?limit=-3").send().await.unwrap(), 400, "invalid_query", Some("limit")).await;
+    expect_error(server.get("/api/v1/jobs?label=nolabel").send().await.unwrap(), 400, "invalid_field", Some("label")).await;
+    expect_error(server.get("/api/v1/nothing").send().await.unwrap(), 404, "route_not_found", None).await;
+    expect_error(server.http_delete("/api/v1/jobs").await, 405, "method_not_allowed", None).await;
+
+    let anonymous = reqwest::Client::new();
+    expect_error(anonymous.get(server.url("/api/v1/jobs")).send().await.unwrap(), 401, "unauthorized", None).await;
+    expect_error(anonymous.get(server.url("/api/v1/jobs")).bearer_auth("ty_wrong").send().await.unwrap(), 401, "unauthorized", None).await;
+    expect_error(anonymous.get(server.url("/metrics")).send().await.unwrap(), 401, "unauthorized", None).await;
+    assert_eq!(anonymous.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+
+    // Nothing above created a job, and the server is still fine.
+    let page: Value = server.get("/api/v1/jobs").send().await.unwrap().json().await.unwrap();
+    assert!(page["jobs"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_metrics_and_openapi() {
+    let server = Server::start().await;
+    let j = server.submit(job(&["true"])).await;
+    server.wait_done(j["id"].as_str().unwrap(), LONG).await;
+    let anonymous = reqwest::Client::new();
+    let ready: Value = anonymous.get(server.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let metrics = server.get("/metrics").send().await.unwrap().text().await.unwrap();
+    for needle in [
+        "trainyard_jobs{state=\"succeeded\"} 1",
+        "trainyard_queue_length 0",
+        "trainyard_job_submit_to_start_seconds_count 1",
+        "trainyard_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/jobs\",status=\"201\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    let doc: Value = anonymous.get(server.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/api/v1/jobs", "/api/v1/jobs/{id}", "/api/v1/jobs/{id}/cancel", "/api/v1/jobs/{id}/logs"] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_restart_reconciles_every_job() {
+    let mut server = Server::start_with(ServerOptions {
+        cpus: 2.0,
+        ..Default::default()
+    })
+    .await;
+    // a: ends while the server is down; b: still running at restart; c: queued behind them.
+    let a = server.submit(job(&["sh", "-c", "echo a-start; sleep 2; echo a-end; exit 4"])).await;
+    let b = server.submit(job(&["sh", "-c", "echo b-start; sleep 6; echo b-end"])).await;
+    let c = server.submit(job(&["sh", "-c", "echo c-ran"])).await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let (a, b, c) = (id(&a), id(&b), id(&c));
+    server.wait_state(&a, |s| s == "running", LONG).await;
+    server.wait_state(&b, |s| s == "running", LONG).await;
+    assert_eq!(server.job(&c).await["state"], "queued");
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart().await;
+
+    let a_done = server.wait_done(&a, LONG).await;
+    assert_eq!(a_done["state"], "failed", "{a_done}");
+    assert_eq!(a_done["exit_code"], 4);
+    assert_eq!(server.logs(&a, "").await, "a-start\na-end\n");
+    let b_running = server.job(&b).await;
+    assert_eq!(b_running["state"], "running", "b was re-adopted: {b_running}");
+    let b_done = server.wait_done(&b, LONG).await;
+    assert_eq!(b_done["state"], "succeeded", "{b_done}");
+    assert_eq!(b_done["attempt"], 1);
+    assert_eq!(server.logs(&b, "").await, "b-start\nb-end\n");
+    let c_done = server.wait_done(&c, LONG).await;
+    assert_eq!(c_done["state"], "succeeded");
+    assert_eq!(server.logs(&c, "").await, "c-ran\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vanished_supervisor_is_failed_as_lost_and_retried() {
+    let mut server = Server::start().await;
+    let j = server
+        .submit(json!({"command": ["sh", "-c", "echo attempt-$TRAINYARD_JOB_ATTEMPT; sleep 3"], "max_retries": 1}))
+        .await;
+    let id = j["id"].as_str().unwrap().to_string();
+    server.wait_state(&id, |s| s == "running", LONG).await;
+    server.kill9();
+    // Simulate a machine reboot: the supervisor and its whole tree are gone, no outcome recorded.
+    let pid_file = server.data_dir.join(format!("executor/{id}/attempt-1.pid.json"));
+    let deadline = Instant::now() + LONG;
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid: Value = serde_json::from_slice(&std::fs::read(&pid_file).unwrap()).unwrap();
+    let shim = pid["pid"].as_u64().unwrap() as i32;
+    unsafe {
+        libc::kill(shim, libc::SIGKILL);
+        // its process group: the job's sh is the group leader; find it through the children.
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.restart().await;
+    let done = server.wait_done(&id, LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempt"], 2);
+    let log = server.logs(&id, "").await;
+    assert!(log.contains("attempt-2"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_server_and_leaves_jobs_to_be_readopted() {
+    let mut server = Server::start().await;
+    let j = server.submit(job(&["sh", "-c", "echo before; sleep 2; echo after"])).await;
+    let id = j["id"].as_str().unwrap().to_string();
+    server.wait_state(&id, |s| s == "running", LONG).await;
+    let status = server.terminate();
+    assert!(status.success(), "graceful exit, got {status}");
+    server.restart().await;
+    let done = server.wait_done(&id, LONG).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(server.logs(&id, "").await, "before\nafter\n");
+}
