@@ -29,12 +29,9 @@ struct StateLabels {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(
-        [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+    ])
 }
 
 /// HTTP-side metrics and the registry they are exposed from.

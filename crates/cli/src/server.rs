@@ -17,12 +17,17 @@ use trainyard_store::{generate_token, Store};
 use crate::config::{ServerConfig, UpArgs};
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // `TRAINYARD_LOG_FORMAT=json`: one JSON object per line, for log shippers.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("TRAINYARD_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     let config = args.resolve()?;
     let store = Store::open(&config.database_url, &config.blobs_url).await?;
     ensure_admin_token(&store, &config).await?;

@@ -15,7 +15,12 @@ async fn run_streams_output_and_exits_with_the_jobs_code() {
     let server = Server::start().await;
     let out = server.cli(&["run", "--cpus", "1", "--", "sh", "-c", "echo hi; exit 3"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let listed = server.cli(&["jobs", "ls", "-o", "json"]);
     let page: Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -112,13 +117,19 @@ async fn fake_gpus_are_handed_out_exclusively() {
             .await;
         ids.push(j["id"].as_str().unwrap().to_string());
     }
-    let cpu_only = server.submit(json!({"command": ["sh", "-c", "echo gpu=[$CUDA_VISIBLE_DEVICES]"]})).await;
+    let cpu_only = server
+        .submit(json!({"command": ["sh", "-c", "echo gpu=[$CUDA_VISIBLE_DEVICES]"]}))
+        .await;
     let mut by_gpu: std::collections::HashMap<String, Vec<(u128, u128)>> = Default::default();
     for id in &ids {
         let done = server.wait_done(id, LONG).await;
         assert_eq!(done["state"], "succeeded");
         let log = server.logs(id, "").await;
-        let gpu = log.lines().find_map(|l| l.strip_prefix("gpu=")).unwrap().to_string();
+        let gpu = log
+            .lines()
+            .find_map(|l| l.strip_prefix("gpu="))
+            .unwrap()
+            .to_string();
         assert!(gpu == "0" || gpu == "1", "one fake GPU each, got {gpu:?}");
         assert_eq!(done["gpus"], json!([gpu.parse::<u32>().unwrap()]));
         by_gpu.entry(gpu).or_default().push(own_interval(&log));
@@ -126,8 +137,13 @@ async fn fake_gpus_are_handed_out_exclusively() {
     for (gpu, intervals) in &by_gpu {
         assert_eq!(max_overlap(intervals), 1, "GPU {gpu} shared");
     }
-    server.wait_done(cpu_only["id"].as_str().unwrap(), LONG).await;
-    assert_eq!(server.logs(cpu_only["id"].as_str().unwrap(), "").await, "gpu=[]\n");
+    server
+        .wait_done(cpu_only["id"].as_str().unwrap(), LONG)
+        .await;
+    assert_eq!(
+        server.logs(cpu_only["id"].as_str().unwrap(), "").await,
+        "gpu=[]\n"
+    );
 
     let r = server
         .post("/api/v1/jobs")
@@ -144,7 +160,8 @@ async fn fake_gpus_are_handed_out_exclusively() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_leaves_no_process_of_the_tree_alive() {
     let server = Server::start().await;
-    let script = "sleep 300 & echo child=$!; setsid sleep 301 & echo escaped=$!; echo main=$$; wait";
+    let script =
+        "sleep 300 & echo child=$!; setsid sleep 301 & echo escaped=$!; echo main=$$; wait";
     let j = server.submit(job(&["sh", "-c", script])).await;
     let id = j["id"].as_str().unwrap();
     let deadline = Instant::now() + LONG;
@@ -153,7 +170,10 @@ async fn cancel_leaves_no_process_of_the_tree_alive() {
         if log.contains("main=") && log.contains("escaped=") {
             break log;
         }
-        assert!(Instant::now() < deadline, "job never printed its pids: {log:?}");
+        assert!(
+            Instant::now() < deadline,
+            "job never printed its pids: {log:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let pids: Vec<u32> = log
@@ -163,7 +183,11 @@ async fn cancel_leaves_no_process_of_the_tree_alive() {
     assert_eq!(pids.len(), 3, "{log}");
     assert!(pids.iter().all(|p| pid_alive(*p)));
 
-    let r = server.post(&format!("/api/v1/jobs/{id}/cancel")).send().await.unwrap();
+    let r = server
+        .post(&format!("/api/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let done = server.wait_done(id, LONG).await;
     assert_eq!(done["state"], "cancelled", "{done}");
@@ -172,7 +196,11 @@ async fn cancel_leaves_no_process_of_the_tree_alive() {
         assert!(!pid_alive(pid), "pid {pid} survived the cancel");
     }
     // A finished job cannot be cancelled again.
-    let r = server.post(&format!("/api/v1/jobs/{id}/cancel")).send().await.unwrap();
+    let r = server
+        .post(&format!("/api/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
 }
 
@@ -198,11 +226,16 @@ async fn cancel_of_a_queued_job_is_immediate() {
     assert_eq!(r["state"], "cancelled");
     assert_eq!(r["attempt"], 0);
     server
-        .post(&format!("/api/v1/jobs/{}/cancel", blocker["id"].as_str().unwrap()))
+        .post(&format!(
+            "/api/v1/jobs/{}/cancel",
+            blocker["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap();
-    server.wait_done(blocker["id"].as_str().unwrap(), LONG).await;
+    server
+        .wait_done(blocker["id"].as_str().unwrap(), LONG)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -219,9 +252,16 @@ async fn timeouts_end_the_job() {
     let done = server.wait_done(j["id"].as_str().unwrap(), LONG).await;
     assert_eq!(done["state"], "failed");
     assert_eq!(done["exit_reason"], "timeout");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     let log = server.logs(j["id"].as_str().unwrap(), "").await;
-    assert!(log.contains("waiting") && log.contains("timed out after 1 s"), "{log}");
+    assert!(
+        log.contains("waiting") && log.contains("timed out after 1 s"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,14 +310,21 @@ async fn logs_read_whole_from_an_offset_by_tail_and_followed() {
 
     let whole = server.logs(id, "").await;
     assert_eq!(whole, followed);
-    let from = server.logs(id, &format!("offset={}", whole.len() - 5)).await;
+    let from = server
+        .logs(id, &format!("offset={}", whole.len() - 5))
+        .await;
     assert_eq!(from, "last\n");
     let tail = server.logs(id, "tail=2").await;
-    assert!(tail.starts_with("line-29999-") && tail.ends_with("last\n"), "{tail}");
+    assert!(
+        tail.starts_with("line-29999-") && tail.ends_with("last\n"),
+        "{tail}"
+    );
     // The log lives in blobs, in several chunks, and the spool is gone.
-    let chunks = std::fs::read_dir(server.data_dir.join(format!("blobs/jobs/{id}/log"))).unwrap().count();
+    let chunks = std::fs::read_dir(server.data_dir.join(format!("blobs/jobs/{id}/log")))
+        .unwrap()
+        .count();
     assert!(chunks >= 1);
-    assert!(!server.data_dir.join(format!("executor/{id}")).exists());
+    server.wait_spool_removed(id).await;
     let cli = server.cli(&["jobs", "logs", id, "--tail", "1"]);
     assert_eq!(String::from_utf8_lossy(&cli.stdout), "last\n");
 }
@@ -295,7 +342,14 @@ async fn listing_filters_by_state_and_label_and_pages_newest_first() {
     for id in &ids {
         server.wait_done(id, LONG).await;
     }
-    let page: Value = server.get("/api/v1/jobs?limit=2").send().await.unwrap().json().await.unwrap();
+    let page: Value = server
+        .get("/api/v1/jobs?limit=2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["jobs"].as_array().unwrap().len(), 2);
     assert_eq!(page["jobs"][0]["id"], ids[4].as_str());
     let cursor = page["next_cursor"].as_str().unwrap();
@@ -308,10 +362,24 @@ async fn listing_filters_by_state_and_label_and_pages_newest_first() {
         .await
         .unwrap();
     assert_eq!(page2["jobs"][0]["id"], ids[2].as_str());
-    let team_a: Value = server.get("/api/v1/jobs?label=team=a&state=succeeded").send().await.unwrap().json().await.unwrap();
+    let team_a: Value = server
+        .get("/api/v1/jobs?label=team=a&state=succeeded")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(team_a["jobs"].as_array().unwrap().len(), 3);
     assert!(team_a["next_cursor"].is_null());
-    let running: Value = server.get("/api/v1/jobs?state=running").send().await.unwrap().json().await.unwrap();
+    let running: Value = server
+        .get("/api/v1/jobs?state=running")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(running["jobs"].as_array().unwrap().is_empty());
 }
 
@@ -323,7 +391,9 @@ async fn expect_error(r: reqwest::Response, status: u16, code: &str, field: Opti
     if let Some(field) = field {
         assert_eq!(body["error"]["field"], field, "{body}");
     }
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,42 +406,238 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
             .body(body.to_string())
             .send()
     };
-    expect_error(post("{\"command\": [\"true\"").await.unwrap(), 400, "malformed_json", Some("body")).await;
-    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": \"x\"}}").await.unwrap(), 400, "invalid_field", Some("resources.cpus")).await;
-    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 0}}").await.unwrap(), 400, "invalid_field", Some("resources.cpus")).await;
-    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": -1}}").await.unwrap(), 400, "invalid_field", Some("resources.cpus")).await;
-    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"gpus\": -1}}").await.unwrap(), 400, "invalid_field", Some("resources.gpus")).await;
-    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"memory_mb\": 0}}").await.unwrap(), 400, "invalid_field", Some("resources.memory_mb")).await;
-    expect_error(post("{\"command\": []}").await.unwrap(), 400, "invalid_field", Some("command")).await;
-    expect_error(post("{\"name\": \"x\"}").await.unwrap(), 400, "invalid_field", Some("command")).await;
-    expect_error(post("{\"command\": \"true\"}").await.unwrap(), 400, "invalid_field", Some("command")).await;
-    expect_error(post("{\"command\": [\"true\"], \"timeout_s\": 0}").await.unwrap(), 400, "invalid_field", Some("timeout_s")).await;
-    expect_error(post("{\"command\": [\"true\"], \"bogus\": 1}").await.unwrap(), 400, "invalid_field", None).await;
+    expect_error(
+        post("{\"command\": [\"true\"").await.unwrap(),
+        400,
+        "malformed_json",
+        Some("body"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": \"x\"}}")
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("resources.cpus"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 0}}")
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("resources.cpus"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": -1}}")
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("resources.cpus"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"resources\": {\"gpus\": -1}}")
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("resources.gpus"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"resources\": {\"memory_mb\": 0}}")
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("resources.memory_mb"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": []}").await.unwrap(),
+        400,
+        "invalid_field",
+        Some("command"),
+    )
+    .await;
+    expect_error(
+        post("{\"name\": \"x\"}").await.unwrap(),
+        400,
+        "invalid_field",
+        Some("command"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": \"true\"}").await.unwrap(),
+        400,
+        "invalid_field",
+        Some("command"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"timeout_s\": 0}")
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("timeout_s"),
+    )
+    .await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"bogus\": 1}")
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        None,
+    )
+    .await;
     expect_error(post("[1, 2]").await.unwrap(), 400, "invalid_field", None).await;
-    expect_error(post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 64}}").await.unwrap(), 422, "unschedulable", Some("resources.cpus")).await;
+    expect_error(
+        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 64}}")
+            .await
+            .unwrap(),
+        422,
+        "unschedulable",
+        Some("resources.cpus"),
+    )
+    .await;
     let huge = format!("{{\"command\": [\"{}\"]}}", "a".repeat(2 << 20));
     expect_error(post(&huge).await.unwrap(), 413, "body_too_large", None).await;
     let r = server.post("/api/v1/jobs").body("{}").send().await.unwrap();
     expect_error(r, 415, "unsupported_media_type", None).await;
 
-    expect_error(server.get("/api/v1/jobs/nope").send().await.unwrap(), 404, "job_not_found", Some("id")).await;
-    expect_error(server.post("/api/v1/jobs/nope/cancel").send().await.unwrap(), 404, "job_not_found", Some("id")).await;
-    expect_error(server.get("/api/v1/jobs/nope/logs").send().await.unwrap(), 404, "job_not_found", Some("id")).await;
-    expect_error(server.get("/api/v1/jobs?state=sleeping").send().await.unwrap(), 400, "invalid_field", Some("state")).await;
-    expect_error(server.get("/api/v1/jobs?limit=0").send().await.unwrap(), 400, "invalid_field", Some("limit")).await;
-    expect_error(server.get("/api/v1/jobs?limit=-3").send().await.unwrap(), 400, "invalid_query", Some("limit")).await;
-    expect_error(server.get("/api/v1/jobs?label=nolabel").send().await.unwrap(), 400, "invalid_field", Some("label")).await;
-    expect_error(server.get("/api/v1/nothing").send().await.unwrap(), 404, "route_not_found", None).await;
-    expect_error(server.http_delete("/api/v1/jobs").await, 405, "method_not_allowed", None).await;
+    expect_error(
+        server.get("/api/v1/jobs/nope").send().await.unwrap(),
+        404,
+        "job_not_found",
+        Some("id"),
+    )
+    .await;
+    expect_error(
+        server
+            .post("/api/v1/jobs/nope/cancel")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "job_not_found",
+        Some("id"),
+    )
+    .await;
+    expect_error(
+        server.get("/api/v1/jobs/nope/logs").send().await.unwrap(),
+        404,
+        "job_not_found",
+        Some("id"),
+    )
+    .await;
+    expect_error(
+        server
+            .get("/api/v1/jobs?state=sleeping")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("state"),
+    )
+    .await;
+    expect_error(
+        server.get("/api/v1/jobs?limit=0").send().await.unwrap(),
+        400,
+        "invalid_field",
+        Some("limit"),
+    )
+    .await;
+    expect_error(
+        server.get("/api/v1/jobs?limit=-3").send().await.unwrap(),
+        400,
+        "invalid_query",
+        Some("limit"),
+    )
+    .await;
+    expect_error(
+        server
+            .get("/api/v1/jobs?label=nolabel")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+        Some("label"),
+    )
+    .await;
+    expect_error(
+        server.get("/api/v1/nothing").send().await.unwrap(),
+        404,
+        "route_not_found",
+        None,
+    )
+    .await;
+    expect_error(
+        server.http_delete("/api/v1/jobs").await,
+        405,
+        "method_not_allowed",
+        None,
+    )
+    .await;
 
     let anonymous = reqwest::Client::new();
-    expect_error(anonymous.get(server.url("/api/v1/jobs")).send().await.unwrap(), 401, "unauthorized", None).await;
-    expect_error(anonymous.get(server.url("/api/v1/jobs")).bearer_auth("ty_wrong").send().await.unwrap(), 401, "unauthorized", None).await;
-    expect_error(anonymous.get(server.url("/metrics")).send().await.unwrap(), 401, "unauthorized", None).await;
-    assert_eq!(anonymous.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    expect_error(
+        anonymous
+            .get(server.url("/api/v1/jobs"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthorized",
+        None,
+    )
+    .await;
+    expect_error(
+        anonymous
+            .get(server.url("/api/v1/jobs"))
+            .bearer_auth("ty_wrong")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthorized",
+        None,
+    )
+    .await;
+    expect_error(
+        anonymous.get(server.url("/metrics")).send().await.unwrap(),
+        401,
+        "unauthorized",
+        None,
+    )
+    .await;
+    assert_eq!(
+        anonymous
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // Nothing above created a job, and the server is still fine.
-    let page: Value = server.get("/api/v1/jobs").send().await.unwrap().json().await.unwrap();
+    let page: Value = server
+        .get("/api/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(page["jobs"].as_array().unwrap().is_empty());
 }
 
@@ -381,9 +647,23 @@ async fn health_readiness_metrics_and_openapi() {
     let j = server.submit(job(&["true"])).await;
     server.wait_done(j["id"].as_str().unwrap(), LONG).await;
     let anonymous = reqwest::Client::new();
-    let ready: Value = anonymous.get(server.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    let ready: Value = anonymous
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ready", "{ready}");
-    let metrics = server.get("/metrics").send().await.unwrap().text().await.unwrap();
+    let metrics = server
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "trainyard_jobs{state=\"succeeded\"} 1",
         "trainyard_queue_length 0",
@@ -392,10 +672,25 @@ async fn health_readiness_metrics_and_openapi() {
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
-    let doc: Value = anonymous.get(server.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = anonymous
+        .get(server.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/api/v1/jobs", "/api/v1/jobs/{id}", "/api/v1/jobs/{id}/cancel", "/api/v1/jobs/{id}/logs"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/cancel",
+        "/api/v1/jobs/{id}/logs",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
 
@@ -407,13 +702,21 @@ async fn kill_9_and_restart_reconciles_every_job() {
     })
     .await;
     // a: ends while the server is down; b: still running at restart; c: queued behind them.
-    let a = server.submit(job(&["sh", "-c", "echo a-start; sleep 2; echo a-end; exit 4"])).await;
-    let b = server.submit(job(&["sh", "-c", "echo b-start; sleep 6; echo b-end"])).await;
+    let a = server
+        .submit(job(&[
+            "sh",
+            "-c",
+            "echo a-start; sleep 2; echo a-end; exit 4",
+        ]))
+        .await;
+    let b = server
+        .submit(job(&["sh", "-c", "echo b-start; sleep 6; echo b-end"]))
+        .await;
     let c = server.submit(job(&["sh", "-c", "echo c-ran"])).await;
     let id = |v: &Value| v["id"].as_str().unwrap().to_string();
     let (a, b, c) = (id(&a), id(&b), id(&c));
-    server.wait_state(&a, |s| s == "running", LONG).await;
-    server.wait_state(&b, |s| s == "running", LONG).await;
+    server.wait_log(&a, "a-start").await;
+    server.wait_log(&b, "b-start").await;
     assert_eq!(server.job(&c).await["state"], "queued");
     server.kill9();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -424,7 +727,10 @@ async fn kill_9_and_restart_reconciles_every_job() {
     assert_eq!(a_done["exit_code"], 4);
     assert_eq!(server.logs(&a, "").await, "a-start\na-end\n");
     let b_running = server.job(&b).await;
-    assert_eq!(b_running["state"], "running", "b was re-adopted: {b_running}");
+    assert_eq!(
+        b_running["state"], "running",
+        "b was re-adopted: {b_running}"
+    );
     let b_done = server.wait_done(&b, LONG).await;
     assert_eq!(b_done["state"], "succeeded", "{b_done}");
     assert_eq!(b_done["attempt"], 1);
@@ -441,20 +747,21 @@ async fn a_vanished_supervisor_is_failed_as_lost_and_retried() {
         .submit(json!({"command": ["sh", "-c", "echo attempt-$TRAINYARD_JOB_ATTEMPT; sleep 3"], "max_retries": 1}))
         .await;
     let id = j["id"].as_str().unwrap().to_string();
-    server.wait_state(&id, |s| s == "running", LONG).await;
+    // Wait until the command itself runs (its supervisor is then certainly up).
+    server.wait_log(&id, "attempt-1").await;
     server.kill9();
     // Simulate a machine reboot: the supervisor and its whole tree are gone, no outcome recorded.
-    let pid_file = server.data_dir.join(format!("executor/{id}/attempt-1.pid.json"));
-    let deadline = Instant::now() + LONG;
-    while !pid_file.exists() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pid_file = server
+        .data_dir
+        .join(format!("executor/{id}/attempt-1.pid.json"));
     let pid: Value = serde_json::from_slice(&std::fs::read(&pid_file).unwrap()).unwrap();
-    let shim = pid["pid"].as_u64().unwrap() as i32;
+    let shim = pid["pid"].as_u64().unwrap() as u32;
+    let children = common::children_of(shim);
+    assert_eq!(children.len(), 1, "the supervisor runs the command");
     unsafe {
-        libc::kill(shim, libc::SIGKILL);
-        // its process group: the job's sh is the group leader; find it through the children.
+        libc::kill(shim as i32, libc::SIGKILL);
+        // The command's process group (the command leads it).
+        libc::kill(-(children[0] as i32), libc::SIGKILL);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.restart().await;
@@ -468,13 +775,131 @@ async fn a_vanished_supervisor_is_failed_as_lost_and_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_server_and_leaves_jobs_to_be_readopted() {
     let mut server = Server::start().await;
-    let j = server.submit(job(&["sh", "-c", "echo before; sleep 2; echo after"])).await;
+    let j = server
+        .submit(job(&["sh", "-c", "echo before; sleep 2; echo after"]))
+        .await;
     let id = j["id"].as_str().unwrap().to_string();
-    server.wait_state(&id, |s| s == "running", LONG).await;
+    server.wait_log(&id, "before").await;
     let status = server.terminate();
     assert!(status.success(), "graceful exit, got {status}");
     server.restart().await;
     let done = server.wait_done(&id, LONG).await;
     assert_eq!(done["state"], "succeeded");
     assert_eq!(server.logs(&id, "").await, "before\nafter\n");
+}
+
+fn start_expecting_failure(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let started = Instant::now();
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.args([
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .args(args)
+    .env_remove("TRAINYARD_DATABASE_URL")
+    .env_remove("TRAINYARD_BLOBS_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "start-up should fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn unreachable_database_or_blobs_stop_start_up_with_a_reason() {
+    let err = start_expecting_failure(
+        &[
+            "--database",
+            "postgres://trainyard:s3cret@127.0.0.1:1/trainyard",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("cannot reach the database at postgres://trainyard:***@127.0.0.1:1/trainyard"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "password leaked: {err}");
+
+    let err = start_expecting_failure(
+        &["--blobs", "s3://no-bucket/prefix"],
+        &[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_ACCESS_KEY_ID", "x"),
+            ("AWS_SECRET_ACCESS_KEY", "y"),
+        ],
+    );
+    assert!(
+        err.contains("cannot use the blob store at s3://no-bucket/prefix"),
+        "{err}"
+    );
+
+    let err = start_expecting_failure(&["--blobs", "ftp://host/x"], &[]);
+    assert!(err.contains("unsupported blobs URL"), "{err}");
+}
+
+/// Needs an S3 API endpoint and an existing bucket (`.ci/run` starts moto for it).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs TRAINYARD_TEST_S3_ENDPOINT and TRAINYARD_TEST_S3_BUCKET (run by .ci/run)"]
+async fn s3_blobs_hold_job_logs() {
+    let endpoint = std::env::var("TRAINYARD_TEST_S3_ENDPOINT").expect("TRAINYARD_TEST_S3_ENDPOINT");
+    let bucket = std::env::var("TRAINYARD_TEST_S3_BUCKET").expect("TRAINYARD_TEST_S3_BUCKET");
+    let prefix = trainyard_core::new_id();
+    let mut server = Server::start_with(ServerOptions {
+        blobs: Some(format!("s3://{bucket}/{prefix}")),
+        env: vec![
+            ("AWS_ENDPOINT_URL".into(), endpoint),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let ready: Value = server
+        .get("/readyz")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["blobs"], "ok", "{ready}");
+    // 6 MB of output: more than one shipped chunk.
+    let j = server
+        .submit(job(&[
+            "sh",
+            "-c",
+            "head -c 6000000 /dev/zero | tr '\\0' x; echo; echo done",
+        ]))
+        .await;
+    let id = j["id"].as_str().unwrap().to_string();
+    let done = server.wait_done(&id, LONG).await;
+    assert_eq!(done["state"], "succeeded");
+    assert!(
+        !server.data_dir.join("blobs").exists(),
+        "nothing may land in the local folder"
+    );
+    assert!(
+        !server.data_dir.join(format!("executor/{id}")).exists(),
+        "spool removed: the log below comes from S3"
+    );
+    let log = server.logs(&id, "").await;
+    assert_eq!(log.len(), 6_000_000 + 1 + 5);
+    assert!(log.ends_with("\ndone\n"));
+    assert_eq!(server.logs(&id, "tail=1").await, "done\n");
+    // And after a restart, from S3 alone.
+    server.kill9();
+    server.restart().await;
+    assert_eq!(server.logs(&id, "offset=6000001").await, "done\n");
 }

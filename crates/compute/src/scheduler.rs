@@ -34,7 +34,7 @@ impl Default for SchedulerMetrics {
             60.0, 300.0, 900.0, 3600.0,
         ];
         Self {
-            submit_to_start: Histogram::new(buckets.into_iter()),
+            submit_to_start: Histogram::new(buckets),
             attempts_started: Counter::default(),
             attempts_finished: Counter::default(),
         }

@@ -10,7 +10,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutPayload, RetryConfig};
 
 use crate::StoreError;
 
@@ -57,7 +57,15 @@ impl Blobs {
                     message: "name a bucket: s3://BUCKET/PREFIX".into(),
                 });
             }
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            // Bounded retries: a store that is down must fail start-up in seconds, not minutes.
+            let retry = RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(15),
+                ..Default::default()
+            };
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry);
             let endpoint = std::env::var("AWS_ENDPOINT_URL")
                 .or_else(|_| std::env::var("AWS_ENDPOINT"))
                 .ok();

@@ -140,7 +140,11 @@ impl Server {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("server exited at start ({status}):\n{}", self.server_log());
             }
-            assert!(Instant::now() < deadline, "server did not come up:\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up:\n{}",
+                self.server_log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -204,7 +208,12 @@ impl Server {
             .unwrap()
     }
 
-    pub async fn wait_state(&self, id: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> Value {
+    pub async fn wait_state(
+        &self,
+        id: &str,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let job = self.job(id).await;
@@ -260,9 +269,15 @@ impl Drop for Server {
         // End the supervisors this server left behind (their process trees go with them).
         if let Ok(entries) = std::fs::read_dir(self.data_dir.join("executor")) {
             for entry in entries.flatten() {
-                for f in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+                for f in std::fs::read_dir(entry.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     if f.file_name().to_string_lossy().ends_with(".pid.json") {
-                        if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(f.path()).unwrap_or_default()) {
+                        if let Ok(v) = serde_json::from_slice::<Value>(
+                            &std::fs::read(f.path()).unwrap_or_default(),
+                        ) {
                             if let Some(pid) = v["pid"].as_u64() {
                                 unsafe {
                                     libc::kill(pid as i32, libc::SIGTERM);
@@ -287,6 +302,65 @@ pub fn pid_alive(pid: u32) -> bool {
 
 impl Server {
     pub async fn http_delete(&self, path: &str) -> reqwest::Response {
-        self.http.delete(self.url(path)).bearer_auth(&self.token).send().await.unwrap()
+        self.http
+            .delete(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Processes whose parent is `parent`, from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let ppid = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+impl Server {
+    /// Waits until the job's log contains `needle`: proof that the command itself runs.
+    pub async fn wait_log(&self, id: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.logs(id, "").await.contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never printed {needle:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Server {
+    /// The executor removes a finished job's local folder just after recording its outcome.
+    pub async fn wait_spool_removed(&self, id: &str) {
+        let dir = self.data_dir.join(format!("executor/{id}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dir.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} was never removed",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -1,0 +1,181 @@
+//! The metadata database over a real SQLite file, or a real PostgreSQL server when
+//! `TRAINYARD_TEST_DATABASE_URL` is set (a fresh database is created for each test).
+
+use std::collections::BTreeMap;
+
+use trainyard_core::{ExitReason, Job, JobState, Resources};
+use trainyard_store::{Db, JobFilter, Outcome};
+
+async fn open() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match std::env::var("TRAINYARD_TEST_DATABASE_URL") {
+        Ok(admin) => {
+            use sqlx::{Connection, Executor};
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            let name = format!("ty_store_{}", trainyard_core::new_id());
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+        }
+        Err(_) => Db::sqlite_url(&dir.path().join("t.db")),
+    };
+    (Db::connect(&url).await.unwrap(), dir)
+}
+
+fn job(labels: &[(&str, &str)]) -> Job {
+    Job {
+        id: trainyard_core::new_id(),
+        workspace: "default".into(),
+        name: "n".into(),
+        state: JobState::Queued,
+        command: vec!["echo".into(), "a b".into()],
+        env: BTreeMap::from([("K".to_string(), "V".to_string())]),
+        working_dir: Some("/tmp".into()),
+        resources: Resources {
+            cpus: 0.5,
+            memory_mb: Some(128),
+            gpus: 1,
+        },
+        priority: -3,
+        max_retries: 2,
+        timeout_s: Some(60),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        attempt: 0,
+        exit_code: None,
+        exit_reason: None,
+        message: None,
+        host: None,
+        gpus: vec![],
+        created_at_ms: trainyard_core::time::now_ms(),
+        started_at_ms: None,
+        finished_at_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn jobs_round_trip_and_move_only_from_the_expected_state() {
+    let (db, _dir) = open().await;
+    let j = job(&[("team", "a")]);
+    db.insert_job(&j).await.unwrap();
+    assert_eq!(db.get_job("default", &j.id).await.unwrap(), Some(j.clone()));
+    assert_eq!(
+        db.get_job("other", &j.id).await.unwrap(),
+        None,
+        "workspaces are separate"
+    );
+
+    assert!(db.mark_running(&j.id, 1, "host-1", &[1], 10).await.unwrap());
+    assert!(
+        !db.mark_running(&j.id, 1, "host-1", &[1], 10).await.unwrap(),
+        "only from queued"
+    );
+    let running = db.get_job("default", &j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (running.state, running.attempt, running.gpus.clone()),
+        (JobState::Running, 1, vec![1])
+    );
+
+    let outcome = Outcome {
+        state: JobState::Failed,
+        exit_code: Some(3),
+        exit_reason: ExitReason::Exited,
+        message: Some("exited with code 3".into()),
+        finished_at_ms: 20,
+    };
+    assert!(db.requeue_job(&j.id, &outcome).await.unwrap());
+    assert!(db.mark_running(&j.id, 2, "host-1", &[0], 30).await.unwrap());
+    assert!(db
+        .finish_job(&j.id, JobState::Running, &outcome)
+        .await
+        .unwrap());
+    assert!(
+        !db.finish_job(&j.id, JobState::Running, &outcome)
+            .await
+            .unwrap(),
+        "only once"
+    );
+    let done = db.get_job("default", &j.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Failed);
+    assert_eq!(done.exit_code, Some(3));
+    assert_eq!(done.exit_reason, Some(ExitReason::Exited));
+    assert_eq!(done.attempt, 2);
+    assert_eq!(
+        db.count_jobs_by_state().await.unwrap(),
+        vec![(JobState::Failed, 1)]
+    );
+}
+
+#[tokio::test]
+async fn listings_filter_and_page_newest_first() {
+    let (db, _dir) = open().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let j = job(&[("parity", if i % 2 == 0 { "even" } else { "odd" })]);
+        db.insert_job(&j).await.unwrap();
+        ids.push(j.id);
+    }
+    let page = |cursor: Option<String>| JobFilter {
+        limit: 3,
+        cursor,
+        ..Default::default()
+    };
+    let first = db.list_jobs("default", &page(None)).await.unwrap();
+    assert_eq!(
+        first.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![ids[6].clone(), ids[5].clone(), ids[4].clone()]
+    );
+    let second = db
+        .list_jobs("default", &page(Some(ids[4].clone())))
+        .await
+        .unwrap();
+    assert_eq!(second[0].id, ids[3]);
+    let even = db
+        .list_jobs(
+            "default",
+            &JobFilter {
+                label: Some(("parity".into(), "even".into())),
+                state: Some(JobState::Queued),
+                limit: 100,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(even.len(), 4);
+    assert_eq!(db.jobs_in_state(JobState::Queued).await.unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn tokens_are_found_by_value_and_stored_hashed() {
+    let (db, _dir) = open().await;
+    assert!(db
+        .insert_token("t1", "default", "admin", "admin", "ty_secret_value", 1)
+        .await
+        .unwrap());
+    assert!(!db
+        .insert_token("t2", "default", "admin", "admin", "ty_secret_value", 1)
+        .await
+        .unwrap());
+    let p = db.find_token("ty_secret_value").await.unwrap().unwrap();
+    assert_eq!(
+        (p.workspace.as_str(), p.role.as_str()),
+        ("default", "admin")
+    );
+    assert!(db.find_token("ty_other").await.unwrap().is_none());
+    assert_eq!(db.count_tokens("admin").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Db::sqlite_url(&dir.path().join("again.db"));
+    let db = Db::connect(&url).await.unwrap();
+    db.insert_job(&job(&[])).await.unwrap();
+    db.close().await;
+    let db = Db::connect(&url).await.unwrap();
+    assert_eq!(db.jobs_in_state(JobState::Queued).await.unwrap().len(), 1);
+}
