@@ -399,194 +399,143 @@ async fn expect_error(r: reqwest::Response, status: u16, code: &str, field: Opti
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_4xx_naming_the_field() {
     let server = Server::start().await;
-    let post = |body: &str| {
+    // (body, status, code, field)
+    let cases: &[(&str, u16, &str, Option<&str>)] = &[
+        (
+            r#"{"command": ["true"]"#,
+            400,
+            "malformed_json",
+            Some("body"),
+        ),
+        (
+            r#"{"command": ["true"], "resources": {"cpus": "x"}}"#,
+            400,
+            "invalid_field",
+            Some("resources.cpus"),
+        ),
+        (
+            r#"{"command": ["true"], "resources": {"cpus": 0}}"#,
+            400,
+            "invalid_field",
+            Some("resources.cpus"),
+        ),
+        (
+            r#"{"command": ["true"], "resources": {"cpus": -1}}"#,
+            400,
+            "invalid_field",
+            Some("resources.cpus"),
+        ),
+        (
+            r#"{"command": ["true"], "resources": {"gpus": -1}}"#,
+            400,
+            "invalid_field",
+            Some("resources.gpus"),
+        ),
+        (
+            r#"{"command": ["true"], "resources": {"memory_mb": 0}}"#,
+            400,
+            "invalid_field",
+            Some("resources.memory_mb"),
+        ),
+        (r#"{"command": []}"#, 400, "invalid_field", Some("command")),
+        (r#"{"name": "x"}"#, 400, "invalid_field", Some("command")),
+        (
+            r#"{"command": "true"}"#,
+            400,
+            "invalid_field",
+            Some("command"),
+        ),
+        (
+            r#"{"command": ["true"], "timeout_s": 0}"#,
+            400,
+            "invalid_field",
+            Some("timeout_s"),
+        ),
+        (
+            r#"{"command": ["true"], "bogus": 1}"#,
+            400,
+            "invalid_field",
+            None,
+        ),
+        ("[1, 2]", 400, "invalid_field", None),
+        (
+            r#"{"command": ["true"], "resources": {"cpus": 64}}"#,
+            422,
+            "unschedulable",
+            Some("resources.cpus"),
+        ),
+    ];
+    let post = |body: String| {
         server
             .post("/api/v1/jobs")
             .header("content-type", "application/json")
-            .body(body.to_string())
+            .body(body)
             .send()
     };
-    expect_error(
-        post("{\"command\": [\"true\"").await.unwrap(),
-        400,
-        "malformed_json",
-        Some("body"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": \"x\"}}")
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("resources.cpus"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 0}}")
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("resources.cpus"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": -1}}")
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("resources.cpus"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"resources\": {\"gpus\": -1}}")
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("resources.gpus"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"resources\": {\"memory_mb\": 0}}")
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("resources.memory_mb"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": []}").await.unwrap(),
-        400,
-        "invalid_field",
-        Some("command"),
-    )
-    .await;
-    expect_error(
-        post("{\"name\": \"x\"}").await.unwrap(),
-        400,
-        "invalid_field",
-        Some("command"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": \"true\"}").await.unwrap(),
-        400,
-        "invalid_field",
-        Some("command"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"timeout_s\": 0}")
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("timeout_s"),
-    )
-    .await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"bogus\": 1}")
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        None,
-    )
-    .await;
-    expect_error(post("[1, 2]").await.unwrap(), 400, "invalid_field", None).await;
-    expect_error(
-        post("{\"command\": [\"true\"], \"resources\": {\"cpus\": 64}}")
-            .await
-            .unwrap(),
-        422,
-        "unschedulable",
-        Some("resources.cpus"),
-    )
-    .await;
+    for (body, status, code, field) in cases {
+        expect_error(post(body.to_string()).await.unwrap(), *status, code, *field).await;
+    }
     let huge = format!("{{\"command\": [\"{}\"]}}", "a".repeat(2 << 20));
-    expect_error(post(&huge).await.unwrap(), 413, "body_too_large", None).await;
+    expect_error(post(huge).await.unwrap(), 413, "body_too_large", None).await;
     let r = server.post("/api/v1/jobs").body("{}").send().await.unwrap();
     expect_error(r, 415, "unsupported_media_type", None).await;
 
-    expect_error(
-        server.get("/api/v1/jobs/nope").send().await.unwrap(),
-        404,
-        "job_not_found",
-        Some("id"),
-    )
-    .await;
-    expect_error(
-        server
-            .post("/api/v1/jobs/nope/cancel")
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "job_not_found",
-        Some("id"),
-    )
-    .await;
-    expect_error(
-        server.get("/api/v1/jobs/nope/logs").send().await.unwrap(),
-        404,
-        "job_not_found",
-        Some("id"),
-    )
-    .await;
-    expect_error(
-        server
-            .get("/api/v1/jobs?state=sleeping")
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("state"),
-    )
-    .await;
-    expect_error(
-        server.get("/api/v1/jobs?limit=0").send().await.unwrap(),
-        400,
-        "invalid_field",
-        Some("limit"),
-    )
-    .await;
-    expect_error(
-        server.get("/api/v1/jobs?limit=-3").send().await.unwrap(),
-        400,
-        "invalid_query",
-        Some("limit"),
-    )
-    .await;
-    expect_error(
-        server
-            .get("/api/v1/jobs?label=nolabel")
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_field",
-        Some("label"),
-    )
-    .await;
-    expect_error(
-        server.get("/api/v1/nothing").send().await.unwrap(),
-        404,
-        "route_not_found",
-        None,
-    )
-    .await;
-    expect_error(
-        server.http_delete("/api/v1/jobs").await,
-        405,
-        "method_not_allowed",
-        None,
-    )
-    .await;
+    // (method, path, status, code, field)
+    let cases: &[(&str, &str, u16, &str, Option<&str>)] = &[
+        ("GET", "/api/v1/jobs/nope", 404, "job_not_found", Some("id")),
+        (
+            "POST",
+            "/api/v1/jobs/nope/cancel",
+            404,
+            "job_not_found",
+            Some("id"),
+        ),
+        (
+            "GET",
+            "/api/v1/jobs/nope/logs",
+            404,
+            "job_not_found",
+            Some("id"),
+        ),
+        (
+            "GET",
+            "/api/v1/jobs?state=sleeping",
+            400,
+            "invalid_field",
+            Some("state"),
+        ),
+        (
+            "GET",
+            "/api/v1/jobs?limit=0",
+            400,
+            "invalid_field",
+            Some("limit"),
+        ),
+        (
+            "GET",
+            "/api/v1/jobs?limit=-3",
+            400,
+            "invalid_query",
+            Some("limit"),
+        ),
+        (
+            "GET",
+            "/api/v1/jobs?label=nolabel",
+            400,
+            "invalid_field",
+            Some("label"),
+        ),
+        ("GET", "/api/v1/nothing", 404, "route_not_found", None),
+        ("DELETE", "/api/v1/jobs", 405, "method_not_allowed", None),
+    ];
+    for (method, path, status, code, field) in cases {
+        let request = match *method {
+            "GET" => server.get(path),
+            "POST" => server.post(path),
+            _ => server.delete(path),
+        };
+        expect_error(request.send().await.unwrap(), *status, code, *field).await;
+    }
 
     let anonymous = reqwest::Client::new();
     expect_error(

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,16 +119,6 @@ impl LocalExecutor {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        unsafe {
-            // A session of its own: the supervisor must outlive this server and not share
-            // its terminal's signals (Ctrl-C on `trainyard up` must not cancel jobs).
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(false);
         let child = cmd.spawn()?;
@@ -139,8 +128,8 @@ impl LocalExecutor {
     /// Asks the attempt's supervisor to end the job's process tree (it records "cancelled").
     pub(crate) fn cancel(&self, job_id: &str, attempt: u32) -> bool {
         let dir = self.job_dir(job_id);
-        // The supervisor writes its pid file first thing; give a just-started one a moment.
-        for _ in 0..50 {
+        // The supervisor writes its pid file first thing; give a just-started one time.
+        for _ in 0..500 {
             if let Some(record) = shim::read_json::<PidRecord>(&shim::pid_path(&dir, attempt)) {
                 if shim::is_alive(&record) {
                     unsafe {

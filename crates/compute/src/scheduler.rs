@@ -63,6 +63,11 @@ enum Command {
         attempt: u32,
         record: ExitRecord,
     },
+    LaunchAborted {
+        id: String,
+        attempt: u32,
+        retry: bool,
+    },
     Wake,
 }
 
@@ -320,7 +325,8 @@ impl Scheduler {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Enqueue(job) => {
-                let since = job.created_at_ms;
+                // A retry waits from the end of its failed attempt, a new job from its creation.
+                let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
                 self.enqueue(*job, since);
             }
             Command::Cancel { id, reply } => {
@@ -331,6 +337,9 @@ impl Scheduler {
                 attempt,
                 record,
             } => self.finished(id, attempt, record).await,
+            Command::LaunchAborted { id, attempt, retry } => {
+                self.launch_aborted(id, attempt, retry)
+            }
             Command::Wake => {}
         }
     }
@@ -372,64 +381,103 @@ impl Scheduler {
         }
         for (id, gpus) in to_start {
             if let Some(queued) = self.dequeue(&id) {
-                self.launch(queued, gpus).await;
+                self.launch(queued, gpus);
             }
         }
     }
 
-    async fn launch(&mut self, queued: Queued, gpus: Vec<u32>) {
+    /// Starts an attempt without blocking the loop: a task records the start, runs the
+    /// supervisor and reports back. The resources stay reserved from now until it reports.
+    fn launch(&mut self, queued: Queued, gpus: Vec<u32>) {
         let mut job = queued.job;
         let attempt = job.attempt + 1;
-        let started = now_ms();
-        match self
-            .store
-            .db
-            .mark_running(&job.id, attempt, &self.host, &gpus, started)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                // Someone else moved it (it cannot be queued twice): give the resources back.
-                self.free.release(&job.resources, &gpus, &self.capacity);
-                return;
-            }
-            Err(e) => {
-                tracing::error!(job = %job.id, error = %e, "cannot record job start; will retry");
-                self.free.release(&job.resources, &gpus, &self.capacity);
-                self.enqueue(job, queued.queued_since_ms);
-                self.wake_later(Duration::from_secs(1));
-                return;
-            }
-        }
-        self.metrics
-            .submit_to_start
-            .observe((started - queued.queued_since_ms).max(0) as f64 / 1000.0);
-        self.metrics.attempts_started.inc();
         job.state = JobState::Running;
         job.attempt = attempt;
-        let watch = self.executor.spawn(&job, attempt, &gpus);
         self.running.insert(
             job.id.clone(),
             Running {
                 job: job.clone(),
                 attempt,
-                gpus,
+                gpus: gpus.clone(),
                 cancel_requested: false,
             },
         );
-        match watch {
-            Ok(watch) => self.watch(job.id.clone(), attempt, watch),
-            Err(e) => {
-                tracing::error!(job = %job.id, error = %e, "cannot start the job's supervisor");
-                let record = ExitRecord {
-                    exit_code: None,
-                    signal: None,
-                    reason: ExitReason::SpawnFailed,
-                    message: format!("cannot start the job's supervisor: {e}"),
-                    finished_at_ms: now_ms(),
-                };
-                self.finished(job.id.clone(), attempt, record).await;
+        let store = self.store.clone();
+        let executor = self.executor.clone();
+        let tx = self.tx.clone();
+        let host = self.host.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let id = job.id.clone();
+            let started = now_ms();
+            // The start is durable before any process exists, so a restart never runs an
+            // attempt twice; a crash in between leaves an attempt that is reconciled as lost.
+            match store
+                .db
+                .mark_running(&id, attempt, &host, &gpus, started)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tx.send(Command::LaunchAborted {
+                        id,
+                        attempt,
+                        retry: false,
+                    });
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "cannot record job start; will retry");
+                    let _ = tx.send(Command::LaunchAborted {
+                        id,
+                        attempt,
+                        retry: true,
+                    });
+                    return;
+                }
             }
+            metrics
+                .submit_to_start
+                .observe((started - queued.queued_since_ms).max(0) as f64 / 1000.0);
+            metrics.attempts_started.inc();
+            let record = match executor.spawn(&job, attempt, &gpus) {
+                Ok(watch) => executor.watch(&id, attempt, watch).await,
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "cannot start the job's supervisor");
+                    ExitRecord {
+                        exit_code: None,
+                        signal: None,
+                        reason: ExitReason::SpawnFailed,
+                        message: format!("cannot start the job's supervisor: {e}"),
+                        finished_at_ms: now_ms(),
+                    }
+                }
+            };
+            let _ = tx.send(Command::Finished {
+                id,
+                attempt,
+                record,
+            });
+        });
+    }
+
+    /// A launch that never started a process gives its resources back.
+    fn launch_aborted(&mut self, id: String, attempt: u32, retry: bool) {
+        let Some(running) = self.running.remove(&id) else {
+            return;
+        };
+        if running.attempt != attempt {
+            self.running.insert(id, running);
+            return;
+        }
+        self.free
+            .release(&running.job.resources, &running.gpus, &self.capacity);
+        if retry {
+            let mut job = running.job;
+            job.state = JobState::Queued;
+            job.attempt = attempt - 1;
+            self.enqueue(job, now_ms());
+            self.wake_later(Duration::from_secs(1));
         }
     }
 
@@ -529,40 +577,40 @@ impl Scheduler {
             message: Some(message),
             finished_at_ms: record.finished_at_ms,
         };
-        let written = if retry {
-            self.store.db.requeue_job(&id, &outcome).await
-        } else {
-            self.store
-                .db
-                .finish_job(&id, JobState::Running, &outcome)
-                .await
-        };
-        if let Err(e) = written {
-            // Keep holding the resources and try again: the outcome file is still on disk.
-            tracing::error!(job = %id, error = %e, "cannot record job outcome; will retry");
-            self.running.insert(id.clone(), running);
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = tx.send(Command::Finished {
-                    id,
-                    attempt,
-                    record,
-                });
-            });
-            return;
-        }
+        // The processes are gone: the resources are free now. The outcome is written by a
+        // task (retrying until the database takes it); a retry re-enters the queue only
+        // once the database says `queued` again.
         self.metrics.attempts_finished.inc();
         self.free
             .release(&running.job.resources, &running.gpus, &self.capacity);
         tracing::info!(job = %id, attempt, state = state.as_str(), retry, "attempt ended");
-        if retry {
-            let mut job = running.job;
-            job.state = JobState::Queued;
-            self.enqueue(job, now_ms());
-        } else {
-            self.executor.cleanup(&id).await;
-        }
+        let store = self.store.clone();
+        let executor = self.executor.clone();
+        let tx = self.tx.clone();
+        let mut job = running.job;
+        tokio::spawn(async move {
+            loop {
+                let written = if retry {
+                    store.db.requeue_job(&id, &outcome).await
+                } else {
+                    store.db.finish_job(&id, JobState::Running, &outcome).await
+                };
+                match written {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(job = %id, error = %e, "cannot record job outcome; will retry");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            if retry {
+                job.state = JobState::Queued;
+                job.finished_at_ms = Some(outcome.finished_at_ms);
+                let _ = tx.send(Command::Enqueue(Box::new(job)));
+            } else {
+                executor.cleanup(&id).await;
+            }
+        });
     }
 }
 

@@ -56,21 +56,17 @@ pub struct ShimOptions {
     pub command: Vec<String>,
 }
 
-/// Writes `value` as JSON to `path` atomically (temporary file, fsync, rename).
+/// Writes `value` as JSON to `path` atomically (temporary file, then rename): a reader
+/// sees the whole file or none. No fsync: these files must survive a crash of the server,
+/// which the page cache gives; after a crash of the machine the processes are gone too,
+/// and the attempt is reconciled as lost and retried per policy.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;
         f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
     }
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    fs::rename(&tmp, path)
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
@@ -119,6 +115,12 @@ pub fn run(opts: ShimOptions) -> i32 {
 }
 
 fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
+    // A session of its own: the supervisor must outlive the server and not share its
+    // terminal's signals (Ctrl-C on `trainyard up` must not cancel jobs). Done here rather
+    // than between fork and exec, so the server can start supervisors with posix_spawn.
+    unsafe {
+        libc::setsid();
+    }
     // Signals are taken synchronously with sigtimedwait: block them before anything starts.
     let mut waited: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {
@@ -233,7 +235,6 @@ fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
     // The command is done: nothing it started may outlive it.
     signal_group(pgid, libc::SIGKILL);
     reap_everything(me);
-    let _ = output.sync_all();
 
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
@@ -330,21 +331,22 @@ fn kill_orphans(me: u32, sig: i32) {
     }
 }
 
-/// Kills and reaps every remaining descendant, including ones that escaped the group.
+/// Kills and reaps every remaining descendant, including ones that escaped the group
+/// (as subreaper, they became our children when their parents died).
 fn reap_everything(me: u32) {
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
-        kill_orphans(me, libc::SIGKILL);
         let mut status = 0;
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid < 0 {
-            return; // ECHILD: nothing left
+            return; // ECHILD: nothing left, the common case, with no scan of /proc
         }
         if pid == 0 {
             if Instant::now() > give_up {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            kill_orphans(me, libc::SIGKILL);
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -301,13 +301,8 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 impl Server {
-    pub async fn http_delete(&self, path: &str) -> reqwest::Response {
-        self.http
-            .delete(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(&self.token)
     }
 }
 
