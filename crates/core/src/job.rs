@@ -100,6 +100,7 @@ pub struct JobSubmission {
     #[serde(default)]
     pub name: Option<String>,
     /// The program and its arguments (no shell is involved unless you name one).
+    #[schema(min_items = 1)]
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -113,9 +114,11 @@ pub struct JobSubmission {
     pub priority: i32,
     /// How many times a failed attempt is re-queued.
     #[serde(default)]
+    #[schema(maximum = 100)]
     pub max_retries: u32,
     /// Wall-clock limit of one attempt, in seconds.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub timeout_s: Option<u64>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

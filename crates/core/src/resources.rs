@@ -8,8 +8,10 @@ use crate::InvalidField;
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     #[serde(default = "one_cpu")]
+    #[schema(exclusive_minimum = 0.0, maximum = 100000.0)]
     pub cpus: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub memory_mb: Option<u64>,
     #[serde(default)]
     pub gpus: u32,
