@@ -167,3 +167,17 @@ mod tests {
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_configuration_parses() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trainyard.example.toml");
+        let file = read_file_config(&path).unwrap();
+        assert_eq!(file.listen.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(file.kill_grace_s, Some(10.0));
+    }
+}

@@ -862,3 +862,31 @@ async fn s3_blobs_hold_job_logs() {
     server.restart().await;
     assert_eq!(server.logs(&id, "offset=6000001").await, "done\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn higher_priority_runs_first_then_older() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let blocker = server.submit(job(&["sleep", "1"])).await;
+    server
+        .wait_state(blocker["id"].as_str().unwrap(), |s| s == "running", LONG)
+        .await;
+    let mut ids = Vec::new();
+    for (name, priority) in [("low-old", 0), ("high", 5), ("low-new", 0), ("lowest", -1)] {
+        let j = server
+            .submit(json!({"name": name, "command": ["true"], "priority": priority}))
+            .await;
+        ids.push((name, j["id"].as_str().unwrap().to_string()));
+    }
+    let mut order = Vec::new();
+    for (name, id) in &ids {
+        let done = server.wait_done(id, LONG).await;
+        order.push((done["started_at_ms"].as_i64().unwrap(), *name));
+    }
+    order.sort();
+    let names: Vec<&str> = order.iter().map(|(_, n)| *n).collect();
+    assert_eq!(names, ["high", "low-old", "low-new", "lowest"]);
+}
