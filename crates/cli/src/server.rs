@@ -12,9 +12,12 @@ use trainyard_api::{AppState, Auth, HttpMetrics};
 use trainyard_compute::{detect_capacity, CapacityOverrides, LocalExecutor, Scheduler};
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
-use trainyard_store::{generate_token, Store};
+use trainyard_store::{generate_token, redact_url, Store};
 
 use crate::config::{ServerConfig, UpArgs};
+
+/// How long open requests get to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let filter =
@@ -57,27 +60,34 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(
         listen = %address,
         data_dir = %config.data_dir.display(),
-        database = %redacted(&config.database_url),
+        database = %redact_url(&config.database_url),
         blobs = %config.blobs_url,
         cpus = capacity.cpus_milli as f64 / 1000.0,
         memory_mb = capacity.memory_mb,
         gpus = capacity.gpus.len(),
         "trainyard is up on http://{address}"
     );
-    trainyard_api::serve(listener, state, shutdown_signal()).await?;
+    // On SIGTERM: stop accepting, let open requests finish for a moment, then close the
+    // rest (log streams that follow a job would otherwise hold the server open).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful = stop_rx.clone();
+    let mut deadline = stop_rx;
+    tokio::select! {
+        served = trainyard_api::serve(listener, state, async move {
+            let _ = graceful.wait_for(|stop| *stop).await;
+        }) => served?,
+        _ = async move {
+            let _ = deadline.wait_for(|stop| *stop).await;
+            tokio::time::sleep(DRAIN).await;
+        } => tracing::warn!("requests still open after {DRAIN:?} (followed logs?) are closed"),
+    }
     tracing::info!("stopped accepting requests; running jobs keep running and are re-adopted at the next start");
     store.db.close().await;
     Ok(())
-}
-
-fn redacted(url: &str) -> String {
-    match url.split_once('@') {
-        Some((left, right)) if left.contains("://") && left.matches(':').count() >= 2 => {
-            let (scheme_user, _) = left.rsplit_once(':').unwrap_or((left, ""));
-            format!("{scheme_user}:***@{right}")
-        }
-        _ => url.to_string(),
-    }
 }
 
 async fn shutdown_signal() {

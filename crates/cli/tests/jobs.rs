@@ -735,12 +735,35 @@ async fn a_vanished_supervisor_is_failed_as_lost_and_retried() {
 async fn sigterm_stops_the_server_and_leaves_jobs_to_be_readopted() {
     let mut server = Server::start().await;
     let j = server
-        .submit(job(&["sh", "-c", "echo before; sleep 2; echo after"]))
+        .submit(job(&["sh", "-c", "echo before; sleep 9; echo after"]))
         .await;
     let id = j["id"].as_str().unwrap().to_string();
     server.wait_log(&id, "before").await;
+    // `trainyard run`-style followers must neither hold the server open nor lose output.
+    let cli = std::process::Command::new(common::BIN)
+        .args(["jobs", "logs", "--follow", &id])
+        .env("TRAINYARD_SERVER", &server.base)
+        .env("TRAINYARD_TOKEN", &server.token)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let follower = server
+        .get(&format!("/api/v1/jobs/{id}/logs?follow=true"))
+        .send()
+        .await
+        .unwrap();
+    let stopping = Instant::now();
     let status = server.terminate();
     assert!(status.success(), "graceful exit, got {status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    drop(follower);
+    let mut cli = cli;
+    let _ = cli.kill();
+    let _ = cli.wait();
     server.restart().await;
     let done = server.wait_done(&id, LONG).await;
     assert_eq!(done["state"], "succeeded");
@@ -889,4 +912,55 @@ async fn higher_priority_runs_first_then_older() {
     order.sort();
     let names: Vec<&str> = order.iter().map(|(_, n)| *n).collect();
     assert_eq!(names, ["high", "low-old", "low-new", "lowest"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trainyard_run_survives_a_server_restart() {
+    let mut server = Server::start().await;
+    let run = std::process::Command::new(common::BIN)
+        .args([
+            "run",
+            "--name",
+            "survivor",
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 4; echo two; exit 5",
+        ])
+        .env("TRAINYARD_SERVER", &server.base)
+        .env("TRAINYARD_TOKEN", &server.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    let id = loop {
+        let page: Value = server
+            .get("/api/v1/jobs")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(id) = page["jobs"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.wait_log(&id, "one").await;
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().await;
+    let out = tokio::task::spawn_blocking(move || run.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -10,7 +10,7 @@ mod tokens;
 pub use blobs::{Blobs, LogChunk};
 pub use db::Backend;
 pub use db::Db;
-pub use error::StoreError;
+pub use error::{redact_url, StoreError};
 pub use jobs::{JobFilter, Outcome};
 pub use tokens::{generate_token, hash_token, Principal};
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -14,6 +14,9 @@ use trainyard_core::{Job, JobState, JobSubmission, Resources};
 use crate::client::Client;
 use crate::output::{print_json, Format};
 use crate::ClientArgs;
+
+/// How long `trainyard run` keeps reconnecting to a server that went away.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -103,44 +106,62 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     let mut cancel_sent = false;
     let mut offset = 0u64;
-    // Reconnect if the stream breaks (server restart): continue from the last offset.
+    let mut out: Box<dyn Write> = if json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    // The job runs on whatever happens to this connection: if the server goes away (a
+    // restart), keep trying for a while and continue from the last byte printed.
+    let mut unreachable_since: Option<Instant> = None;
     loop {
         let req = client.request(
             Method::GET,
             &format!("/api/v1/jobs/{}/logs?follow=true&offset={offset}", job.id),
         );
-        let response = client.send(req).await?;
-        let mut body = response.bytes_stream();
-        let mut out: Box<dyn Write> = if json {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        };
-        let broke = loop {
-            tokio::select! {
-                chunk = body.next() => match chunk {
-                    Some(Ok(bytes)) => {
-                        offset += bytes.len() as u64;
-                        out.write_all(&bytes)?;
-                        out.flush()?;
+        let streamed = match client.send(req).await {
+            Ok(response) => {
+                let mut body = response.bytes_stream();
+                loop {
+                    tokio::select! {
+                        chunk = body.next() => match chunk {
+                            Some(Ok(bytes)) => {
+                                unreachable_since = None;
+                                offset += bytes.len() as u64;
+                                out.write_all(&bytes)?;
+                                out.flush()?;
+                            }
+                            Some(Err(_)) | None => break,
+                        },
+                        _ = tokio::signal::ctrl_c(), if !cancel_sent => {
+                            cancel_sent = true;
+                            eprintln!("\ncancelling job {} …", job.id);
+                            let _ = client.send(client.request(Method::POST, &format!("/api/v1/jobs/{}/cancel", job.id))).await;
+                        }
                     }
-                    Some(Err(_)) => break true,
-                    None => break false,
-                },
-                _ = tokio::signal::ctrl_c(), if !cancel_sent => {
-                    cancel_sent = true;
-                    eprintln!("\ncancelling job {} …", job.id);
-                    let _ = client.send(client.request(Method::POST, &format!("/api/v1/jobs/{}/cancel", job.id))).await;
                 }
+                client.job(&job.id).await
             }
+            Err(e) => Err(e),
         };
-        let current = client.job(&job.id).await?;
-        if current.state.is_terminal() {
-            break;
-        }
-        if !broke {
-            // The stream ended while the job was between attempts: wait and continue.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        match streamed {
+            Ok(current) if current.state.is_terminal() => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(|| {
+                    eprintln!(
+                        "trainyard: lost the server ({e:#}); the job keeps running, reconnecting…"
+                    );
+                    Instant::now()
+                });
+                if since.elapsed() > RECONNECT_FOR {
+                    return Err(e.context(format!(
+                        "gave up after {RECONNECT_FOR:?}; follow the job with `trainyard jobs logs {} --follow`",
+                        job.id
+                    )));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
     let done = client.job(&job.id).await?;
