@@ -39,6 +39,10 @@ pub struct UpArgs {
     /// Seconds a cancelled or timed-out job gets between SIGTERM and SIGKILL [default: 10].
     #[arg(long, env = "TRAINYARD_KILL_GRACE_S")]
     pub kill_grace_s: Option<f64>,
+    /// Seconds a queued job that does not fit lets smaller jobs behind it start first; after
+    /// that, jobs behind it wait until it runs, so it cannot starve [default: 120].
+    #[arg(long, env = "TRAINYARD_BACKFILL_WINDOW_S")]
+    pub backfill_window_s: Option<f64>,
 }
 
 /// `trainyard.toml`: the same settings as the flags.
@@ -53,6 +57,7 @@ struct FileConfig {
     memory_mb: Option<u64>,
     gpus: Option<u32>,
     kill_grace_s: Option<f64>,
+    backfill_window_s: Option<f64>,
 }
 
 /// The resolved configuration the server runs with.
@@ -66,6 +71,7 @@ pub struct ServerConfig {
     pub memory_mb: Option<u64>,
     pub gpus: Option<u32>,
     pub kill_grace_s: f64,
+    pub backfill_window_s: f64,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -101,6 +107,13 @@ impl UpArgs {
         if !(0.0..=3600.0).contains(&kill_grace_s) {
             bail!("kill_grace_s must be between 0 and 3600 seconds");
         }
+        let backfill_window_s = self
+            .backfill_window_s
+            .or(file.backfill_window_s)
+            .unwrap_or(120.0);
+        if !(0.0..=86_400.0).contains(&backfill_window_s) {
+            bail!("backfill_window_s must be between 0 and 86400 seconds");
+        }
         let cpus = self.cpus.or(file.cpus);
         if let Some(c) = cpus {
             if !c.is_finite() || c <= 0.0 {
@@ -119,6 +132,7 @@ impl UpArgs {
             memory_mb: self.memory_mb.or(file.memory_mb),
             gpus: self.gpus.or(file.gpus),
             kill_grace_s,
+            backfill_window_s,
         })
     }
 }

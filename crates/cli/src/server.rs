@@ -9,7 +9,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use trainyard_api::{AppState, Auth, HttpMetrics};
-use trainyard_compute::{detect_capacity, CapacityOverrides, LocalExecutor, Scheduler};
+use trainyard_compute::{
+    detect_capacity, CapacityOverrides, LocalExecutor, Scheduler, SchedulerOptions,
+};
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
 use trainyard_store::{generate_token, redact_url, Store};
@@ -47,7 +49,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         store.blobs.clone(),
         Duration::from_secs_f64(config.kill_grace_s),
     )?;
-    let (scheduler, _loop) = Scheduler::start(store.clone(), executor, capacity.clone()).await?;
+    let options = SchedulerOptions {
+        backfill_window: Duration::from_secs_f64(config.backfill_window_s),
+    };
+    let (scheduler, _loop) =
+        Scheduler::start(store.clone(), executor, capacity.clone(), options).await?;
     let state = AppState {
         metrics: Arc::new(HttpMetrics::new(&scheduler)),
         auth: Auth::new(store.db.clone()),

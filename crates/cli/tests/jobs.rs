@@ -964,3 +964,38 @@ async fn trainyard_run_survives_a_server_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_big_job_is_not_starved_by_a_stream_of_small_ones() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 2.0,
+        backfill_window_s: Some(1.0),
+        ..Default::default()
+    })
+    .await;
+    let small = json!({"command": ["sleep", "0.5"], "resources": {"cpus": 1}});
+    for _ in 0..2 {
+        server.submit(small.clone()).await;
+    }
+    let big = server
+        .submit(json!({"command": ["true"], "resources": {"cpus": 2}}))
+        .await;
+    let big_id = big["id"].as_str().unwrap().to_string();
+    // Keep one small job arriving every 0.2 s: with unlimited backfill one CPU would always
+    // be taken before the second frees up, and the 2-CPU job would never start.
+    let submitted = Instant::now();
+    let mut started = None;
+    while submitted.elapsed() < Duration::from_secs(8) {
+        server.submit(small.clone()).await;
+        let job = server.job(&big_id).await;
+        if job["state"] != "queued" {
+            started = Some(submitted.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited = started.expect("the 2-CPU job starved behind 1-CPU jobs");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    let done = server.wait_done(&big_id, LONG).await;
+    assert_eq!(done["state"], "succeeded");
+}

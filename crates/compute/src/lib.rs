@@ -13,4 +13,4 @@ pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;
 pub use executor::LocalExecutor;
 pub use logs::JobLogs;
-pub use scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics};
+pub use scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions};

@@ -226,7 +226,23 @@ impl Free {
     }
 }
 
+/// Policy knobs of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// How long a queued job that does not fit lets smaller jobs behind it start first.
+    pub backfill_window: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            backfill_window: Duration::from_secs(120),
+        }
+    }
+}
+
 pub struct Scheduler {
+    options: SchedulerOptions,
     rx: mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
     store: Store,
@@ -247,12 +263,14 @@ impl Scheduler {
         store: Store,
         executor: LocalExecutor,
         capacity: Capacity,
+        options: SchedulerOptions,
     ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), ComputeError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
         let mut scheduler = Scheduler {
+            options,
             rx,
             tx: tx.clone(),
             store: store.clone(),
@@ -371,12 +389,19 @@ impl Scheduler {
     /// Starts every queued job that fits, best first.
     async fn schedule(&mut self) {
         let mut to_start = Vec::new();
+        let now = now_ms();
+        let window = self.options.backfill_window.as_millis() as i64;
         for (key, queued) in &self.queue {
             if self.free.cpus_milli == 0 {
                 break;
             }
-            if let Some(gpus) = self.free.reserve(&queued.job.resources) {
-                to_start.push((key.id.clone(), gpus));
+            match self.free.reserve(&queued.job.resources) {
+                Some(gpus) => to_start.push((key.id.clone(), gpus)),
+                // Smaller jobs behind one that does not fit may start first (backfill), but
+                // only while it has waited less than the window: after that everything
+                // behind it waits, so the resources it needs drain and it cannot starve.
+                None if now - queued.queued_since_ms >= window => break,
+                None => {}
             }
         }
         for (id, gpus) in to_start {

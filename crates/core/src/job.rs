@@ -106,6 +106,7 @@ pub struct JobSubmission {
     pub env: BTreeMap<String, String>,
     /// Absolute path the command starts in; defaults to the server's working directory.
     #[serde(default)]
+    #[schema(pattern = "^/")]
     pub working_dir: Option<String>,
     #[serde(default)]
     pub resources: Resources,

@@ -28,6 +28,7 @@ pub struct ServerOptions {
     pub kill_grace_s: f64,
     pub blobs: Option<String>,
     pub env: Vec<(String, String)>,
+    pub backfill_window_s: Option<f64>,
 }
 
 impl Default for ServerOptions {
@@ -38,6 +39,7 @@ impl Default for ServerOptions {
             kill_grace_s: 2.0,
             blobs: None,
             env: Vec::new(),
+            backfill_window_s: None,
         }
     }
 }
@@ -90,6 +92,10 @@ impl Server {
         if let Some(url) = database_url().await {
             args.push("--database".into());
             args.push(url);
+        }
+        if let Some(window) = opts.backfill_window_s {
+            args.push("--backfill-window-s".into());
+            args.push(window.to_string());
         }
         if let Some(blobs) = &opts.blobs {
             args.push("--blobs".into());
