@@ -19,8 +19,13 @@ use crate::ComputeError;
 
 /// Largest piece of log read into memory and uploaded at once.
 pub(crate) const SHIP_CHUNK: u64 = 4 << 20;
-/// Upload at least this often while output is pending, so blobs lag the process little.
+/// Upload at least this often while output is pending, so blobs lag the process little…
 const SHIP_INTERVAL: Duration = Duration::from_secs(2);
+/// …but for attempts running longer than `SHIP_SETTLE`, only this often, so a long job
+/// that prints slowly leaves thousands, not tens of thousands, of chunks a day. Live
+/// readers lose nothing: they read the unshipped tail from the spool.
+const SHIP_INTERVAL_LONG: Duration = Duration::from_secs(30);
+const SHIP_SETTLE: Duration = Duration::from_secs(60);
 
 /// Environment variables of the server that jobs must not inherit (secrets, server config).
 const PRIVATE_ENV_PREFIXES: &[&str] = &["TRAINYARD_", "AWS_SECRET", "AWS_SESSION_TOKEN"];
@@ -148,13 +153,14 @@ impl LocalExecutor {
     pub(crate) async fn watch(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
         let dir = self.job_dir(job_id);
         let shipped = self.shipped_counter(job_id).await;
+        let started = Instant::now();
         let mut last_ship = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let ended = match watch {
             Watch::Child(mut child) => loop {
                 tokio::select! {
                     status = child.wait() => break status.ok(),
-                    _ = tick.tick() => self.ship_if_due(job_id, &shipped, &mut last_ship).await,
+                    _ = tick.tick() => self.ship_if_due(job_id, &shipped, started, &mut last_ship).await,
                 }
             },
             Watch::Adopted => loop {
@@ -168,7 +174,8 @@ impl LocalExecutor {
                 if !alive {
                     break None;
                 }
-                self.ship_if_due(job_id, &shipped, &mut last_ship).await;
+                self.ship_if_due(job_id, &shipped, started, &mut last_ship)
+                    .await;
             },
         };
         self.ship_all(job_id, &shipped).await;
@@ -241,12 +248,23 @@ impl LocalExecutor {
             .clone()
     }
 
-    async fn ship_if_due(&self, job_id: &str, shipped: &AtomicU64, last: &mut Instant) {
+    async fn ship_if_due(
+        &self,
+        job_id: &str,
+        shipped: &AtomicU64,
+        started: Instant,
+        last: &mut Instant,
+    ) {
+        let interval = if started.elapsed() < SHIP_SETTLE {
+            SHIP_INTERVAL
+        } else {
+            SHIP_INTERVAL_LONG
+        };
         let len = std::fs::metadata(self.spool_path(job_id))
             .map(|m| m.len())
             .unwrap_or(0);
         let pending = len.saturating_sub(shipped.load(Ordering::Acquire));
-        if pending >= SHIP_CHUNK || (pending > 0 && last.elapsed() >= SHIP_INTERVAL) {
+        if pending >= SHIP_CHUNK || (pending > 0 && last.elapsed() >= interval) {
             self.ship_all(job_id, shipped).await;
             *last = Instant::now();
         }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
 use reqwest::Method;
@@ -164,7 +163,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let done = client.job(&job.id).await?;
+    let done = job_reconnecting(&client, &job.id).await?;
     if json {
         print_json(&done);
     } else if done.state != JobState::Succeeded {
@@ -201,7 +200,7 @@ async fn wait_while_queued(client: &Client, id: &str) -> anyhow::Result<()> {
     };
     let result = async {
         loop {
-            let job = client.job(id).await.context("cannot follow the job")?;
+            let job = job_reconnecting(client, id).await?;
             if job.state != JobState::Queued {
                 return Ok(());
             }
@@ -213,4 +212,24 @@ async fn wait_while_queued(client: &Client, id: &str) -> anyhow::Result<()> {
         s.finish_and_clear();
     }
     result
+}
+
+/// The job, asking again while the server is unreachable (a restart) for `RECONNECT_FOR`.
+async fn job_reconnecting(client: &Client, id: &str) -> anyhow::Result<Job> {
+    let mut first_failure: Option<Instant> = None;
+    loop {
+        match client.job(id).await {
+            Ok(job) => return Ok(job),
+            Err(e) => {
+                let since = *first_failure.get_or_insert_with(|| {
+                    eprintln!("trainyard: lost the server ({e:#}); reconnecting…");
+                    Instant::now()
+                });
+                if since.elapsed() > RECONNECT_FOR {
+                    return Err(e.context("cannot follow the job"));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
