@@ -41,6 +41,7 @@ CREATE TABLE jobs (
     started_at_ms BIGINT,
     finished_at_ms BIGINT
 );
+CREATE INDEX jobs_by_workspace ON jobs (workspace_id, id);
 CREATE INDEX jobs_by_workspace_state ON jobs (workspace_id, state, id);
 CREATE INDEX jobs_by_state ON jobs (state);
 

@@ -27,6 +27,9 @@ pub enum JobsCommand {
         label: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Continue after this job id (the `next_cursor` of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one job.
     Show {
@@ -67,6 +70,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             state,
             label,
             limit,
+            cursor,
         } => {
             let client = Client::new(&args)?;
             let mut query = vec![("limit", limit.to_string())];
@@ -75,6 +79,9 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             }
             if let Some(l) = label {
                 query.push(("label", l));
+            }
+            if let Some(c) = cursor {
+                query.push(("cursor", c));
             }
             let page: JobPage = client
                 .json(client.request(Method::GET, "/api/v1/jobs").query(&query))
@@ -86,8 +93,8 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
                 Format::Table => {
                     let rows: Vec<_> = page.jobs.iter().map(job_row).collect();
                     print_table(JOB_HEADER, &rows);
-                    if page.next_cursor.is_some() {
-                        eprintln!("(more jobs exist; raise --limit to see them)");
+                    if let Some(next) = &page.next_cursor {
+                        eprintln!("(more jobs: --cursor {next})");
                     }
                 }
             }
