@@ -230,3 +230,13 @@ pub async fn logs(
     )
         .into_response())
 }
+
+/// The machine's resources: capacity, what is free now, queued and running counts.
+#[utoipa::path(get, path = "/api/v1/resources", tag = "jobs",
+    responses((status = 200, body = trainyard_compute::Usage)),
+    security(("bearer" = [])))]
+pub async fn resources(
+    State(state): State<AppState>,
+) -> Result<Json<trainyard_compute::Usage>, ApiError> {
+    Ok(Json(state.scheduler.usage().await?))
+}

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}", get(jobs::get))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
+        .route("/api/v1/resources", get(jobs::resources))
         .route("/metrics", get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -7,10 +7,11 @@ use utoipa::{Modify, OpenApi};
     info(title = "Trainyard REST API", version = "1",
          description = "Jobs on local CPUs and GPUs. Every route but health needs `Authorization: Bearer TOKEN`."),
     paths(crate::jobs::submit, crate::jobs::list, crate::jobs::get, crate::jobs::cancel,
-          crate::jobs::logs, crate::health::healthz, crate::health::readyz),
+          crate::jobs::logs, crate::jobs::resources, crate::health::healthz, crate::health::readyz),
     components(schemas(trainyard_core::JobSubmission, trainyard_core::Job, trainyard_core::Resources,
                        trainyard_core::JobState, trainyard_core::ExitReason,
-                       crate::jobs::JobPage, crate::ErrorBody, crate::ErrorDetail)),
+                       crate::jobs::JobPage, crate::ErrorBody, crate::ErrorDetail,
+                       trainyard_compute::Usage, trainyard_compute::Amounts)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -29,6 +29,8 @@ enum Command {
     Up(Box<config::UpArgs>),
     /// Submit a command as a job, stream its log, and exit with its exit code.
     Run(commands::run::RunArgs),
+    /// What the server's machine has, what is free, and how much work waits.
+    Status(ClientArgs),
     /// List, inspect, cancel jobs and read their logs.
     Jobs {
         #[command(subcommand)]
@@ -116,6 +118,7 @@ fn main() -> ExitCode {
             Command::Up(args) => server::up(*args).await.map(|()| 0),
             Command::Run(args) => commands::run::run(args).await,
             Command::Jobs { command } => commands::jobs::run(command).await,
+            Command::Status(args) => commands::status::run(args).await,
             Command::Task { .. } => unreachable!("handled above"),
         }
     });

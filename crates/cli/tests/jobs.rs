@@ -1046,3 +1046,55 @@ async fn a_huge_log_is_shipped_and_served_in_bounded_memory() {
         "server peaked at {peak_mb} MB for a 200 MB log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_show_capacity_and_what_is_free() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 2.0,
+        gpus: 2,
+        ..Default::default()
+    })
+    .await;
+    let j = server
+        .submit(json!({"command": ["sleep", "30"], "resources": {"cpus": 1.5, "gpus": 1}}))
+        .await;
+    let id = j["id"].as_str().unwrap();
+    server.wait_state(id, |s| s == "running", LONG).await;
+    let usage: Value = server
+        .get("/api/v1/resources")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        usage["capacity"],
+        json!({"cpus": 2.0, "memory_mb": usage["capacity"]["memory_mb"], "gpus": [0, 1]})
+    );
+    assert_eq!(usage["free"]["cpus"], 0.5);
+    assert_eq!(usage["free"]["gpus"].as_array().unwrap().len(), 1);
+    assert_eq!(usage["running"], 1);
+    assert_eq!(usage["queued"], 0);
+    let table = server.cli(&["status"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("free") && text.contains("1 running, 0 queued"),
+        "{text}"
+    );
+    server
+        .post(&format!("/api/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    server.wait_done(id, LONG).await;
+    let usage: Value = server
+        .get("/api/v1/resources")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["free"]["cpus"], 2.0);
+}

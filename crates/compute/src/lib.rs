@@ -13,4 +13,6 @@ pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;
 pub use executor::LocalExecutor;
 pub use logs::JobLogs;
-pub use scheduler::{Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions};
+pub use scheduler::{
+    Amounts, Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions, Usage,
+};

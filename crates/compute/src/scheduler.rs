@@ -68,7 +68,28 @@ enum Command {
         attempt: u32,
         retry: bool,
     },
+    Usage(oneshot::Sender<Usage>),
     Wake,
+}
+
+/// What the machine has, what is free right now, and how much work there is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub capacity: Amounts,
+    pub free: Amounts,
+    /// Jobs waiting for resources.
+    pub queued: usize,
+    /// Attempts holding resources.
+    pub running: usize,
+}
+
+/// An amount of resources, in the units users ask in.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Amounts {
+    pub cpus: f64,
+    pub memory_mb: u64,
+    /// GPU indices, as `CUDA_VISIBLE_DEVICES` names them.
+    pub gpus: Vec<u32>,
 }
 
 impl SchedulerHandle {
@@ -86,6 +107,15 @@ impl SchedulerHandle {
 
     pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
         &self.metrics
+    }
+
+    /// A snapshot of the machine's resources, taken by the scheduler loop.
+    pub async fn usage(&self) -> Result<Usage, ComputeError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Usage(reply))
+            .map_err(|_| ComputeError::ShuttingDown)?;
+        answer.await.map_err(|_| ComputeError::ShuttingDown)
     }
 
     /// Jobs waiting for resources right now.
@@ -357,6 +387,22 @@ impl Scheduler {
             } => self.finished(id, attempt, record).await,
             Command::LaunchAborted { id, attempt, retry } => {
                 self.launch_aborted(id, attempt, retry)
+            }
+            Command::Usage(reply) => {
+                let _ = reply.send(Usage {
+                    capacity: Amounts {
+                        cpus: self.capacity.cpus_milli as f64 / 1000.0,
+                        memory_mb: self.capacity.memory_mb,
+                        gpus: self.capacity.gpus.clone(),
+                    },
+                    free: Amounts {
+                        cpus: self.free.cpus_milli as f64 / 1000.0,
+                        memory_mb: self.free.memory_mb,
+                        gpus: self.free.gpus.iter().copied().collect(),
+                    },
+                    queued: self.queue.len(),
+                    running: self.running.len(),
+                });
             }
             Command::Wake => {}
         }

@@ -1,2 +1,3 @@
 pub mod jobs;
 pub mod run;
+pub mod status;
