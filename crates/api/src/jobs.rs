@@ -173,44 +173,46 @@ pub async fn logs(
     let follow = query.follow.unwrap_or(false);
     let scheduler = state.scheduler.clone();
     let workspace = who.workspace.clone();
-    let stream = futures::stream::unfold((start, false), move |(offset, done)| {
-        let logs = logs.clone();
-        let scheduler = scheduler.clone();
-        let workspace = workspace.clone();
-        let id = id.clone();
-        async move {
-            if done {
-                return None;
-            }
-            let mut job_ended = false;
-            loop {
-                let piece = match logs.read(&id, offset, LOG_PIECE).await {
-                    Ok(piece) => piece,
-                    Err(e) => {
-                        tracing::warn!(job = %id, error = %e, "log read failed mid-stream");
-                        return None;
-                    }
-                };
-                if !piece.data.is_empty() {
-                    return Some((
-                        Ok::<Bytes, std::io::Error>(piece.data),
-                        (piece.next_offset, false),
-                    ));
-                }
-                if !follow || job_ended {
+    let reader = logs.reader(&job.id);
+    let stream =
+        futures::stream::unfold((reader, start, false), move |(mut reader, offset, done)| {
+            let scheduler = scheduler.clone();
+            let workspace = workspace.clone();
+            let id = id.clone();
+            async move {
+                if done {
                     return None;
                 }
-                // Read once more after the job is seen ended, then stop.
-                job_ended = match scheduler.get(&workspace, &id).await {
-                    Ok(job) => job.state.is_terminal(),
-                    Err(_) => true,
-                };
-                if !job_ended {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut job_ended = false;
+                loop {
+                    let piece = match reader.read(offset, LOG_PIECE).await {
+                        Ok(piece) => piece,
+                        Err(e) => {
+                            tracing::warn!(job = %id, error = %e, "log read failed mid-stream");
+                            return None;
+                        }
+                    };
+                    if !piece.data.is_empty() {
+                        let next = piece.next_offset;
+                        return Some((
+                            Ok::<Bytes, std::io::Error>(piece.data),
+                            (reader, next, false),
+                        ));
+                    }
+                    if !follow || job_ended {
+                        return None;
+                    }
+                    // Read once more after the job is seen ended, then stop.
+                    job_ended = match scheduler.get(&workspace, &id).await {
+                        Ok(job) => job.state.is_terminal(),
+                        Err(_) => true,
+                    };
+                    if !job_ended {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
-        }
-    });
+        });
     Ok((
         [
             (

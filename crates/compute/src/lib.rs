@@ -12,7 +12,7 @@ pub mod shim;
 pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;
 pub use executor::LocalExecutor;
-pub use logs::JobLogs;
+pub use logs::{JobLogs, LogPiece, LogReader};
 pub use scheduler::{
     Amounts, Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions, Usage,
 };

@@ -3,6 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use trainyard_store::LogChunk;
+
 use crate::executor::{read_piece, LocalExecutor};
 use crate::ComputeError;
 
@@ -33,52 +35,16 @@ impl JobLogs {
         offset: u64,
         max: u64,
     ) -> Result<LogPiece, ComputeError> {
-        // Fast path for an active job: beyond what is shipped, the spool is the truth.
-        if let Some(shipped) = self.executor.shipped(job_id) {
-            if offset >= shipped {
-                match self.read_spool(job_id, offset, max).await {
-                    Ok(Some(piece)) => return Ok(piece),
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+        self.reader(job_id).read(offset, max).await
+    }
+
+    /// A reader for many reads of one log (a download, a follow, a tail).
+    pub fn reader(&self, job_id: &str) -> LogReader {
+        LogReader {
+            logs: self.clone(),
+            job_id: job_id.to_string(),
+            chunks: Vec::new(),
         }
-        let chunks = self.executor.blobs().log_chunks(job_id).await?;
-        let shipped_end = chunks.last().map(|c| c.end()).unwrap_or(0);
-        if offset >= shipped_end {
-            if let Some(piece) = self.read_spool(job_id, offset, max).await? {
-                return Ok(piece);
-            }
-            return Ok(LogPiece {
-                data: Bytes::new(),
-                next_offset: offset,
-                size: shipped_end,
-            });
-        }
-        let mut out = BytesMut::new();
-        let mut at = offset;
-        for chunk in chunks.iter().filter(|c| c.end() > offset) {
-            if out.len() as u64 >= max {
-                break;
-            }
-            let start = at - chunk.offset;
-            let want = (max - out.len() as u64).min(chunk.size - start);
-            let data = self
-                .executor
-                .blobs()
-                .read_log_chunk(chunk, start..start + want)
-                .await?;
-            at += data.len() as u64;
-            out.extend_from_slice(&data);
-        }
-        let spool_len = std::fs::metadata(self.executor.spool_path(job_id))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        Ok(LogPiece {
-            data: out.freeze(),
-            next_offset: at,
-            size: shipped_end.max(spool_len),
-        })
     }
 
     /// Current size of the log.
@@ -98,6 +64,7 @@ impl JobLogs {
 
     /// The offset where the last `lines` lines start, reading backwards in bounded windows.
     pub async fn tail_offset(&self, job_id: &str, lines: u64) -> Result<u64, ComputeError> {
+        let mut reader = self.reader(job_id);
         const WINDOW: u64 = 64 * 1024;
         let size = self.size(job_id).await?;
         if lines == 0 {
@@ -107,7 +74,7 @@ impl JobLogs {
         let mut newlines = 0u64;
         while end > 0 {
             let start = end.saturating_sub(WINDOW);
-            let piece = self.read(job_id, start, end - start).await?;
+            let piece = reader.read(start, end - start).await?;
             for (i, b) in piece.data.iter().enumerate().rev() {
                 let pos = start + i as u64;
                 // A newline that ends the log does not start a new line.
@@ -142,5 +109,67 @@ impl JobLogs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Reads one job's log piece by piece. Shipped chunks never change and only grow at the
+/// end, so one listing of the blob store serves every offset below its end: a 200 MB
+/// download lists once, not once per piece (which matters on S3).
+pub struct LogReader {
+    logs: JobLogs,
+    job_id: String,
+    chunks: Vec<LogChunk>,
+}
+
+impl LogReader {
+    /// Up to `max` bytes of the log from `offset`.
+    pub async fn read(&mut self, offset: u64, max: u64) -> Result<LogPiece, ComputeError> {
+        let executor = &self.logs.executor;
+        let job_id = self.job_id.as_str();
+        // Fast path for an active job: beyond what is shipped, the spool is the truth.
+        if let Some(shipped) = executor.shipped(job_id) {
+            if offset >= shipped {
+                if let Some(piece) = self.logs.read_spool(job_id, offset, max).await? {
+                    return Ok(piece);
+                }
+            }
+        }
+        if offset >= self.chunks.last().map(|c| c.end()).unwrap_or(0) {
+            self.chunks = executor.blobs().log_chunks(job_id).await?;
+        }
+        let shipped_end = self.chunks.last().map(|c| c.end()).unwrap_or(0);
+        if offset >= shipped_end {
+            if let Some(piece) = self.logs.read_spool(job_id, offset, max).await? {
+                return Ok(piece);
+            }
+            return Ok(LogPiece {
+                data: Bytes::new(),
+                next_offset: offset,
+                size: shipped_end,
+            });
+        }
+        let mut out = BytesMut::new();
+        let mut at = offset;
+        for chunk in self.chunks.iter().filter(|c| c.end() > offset) {
+            if out.len() as u64 >= max {
+                break;
+            }
+            let start = at - chunk.offset;
+            let want = (max - out.len() as u64).min(chunk.size - start);
+            let data = executor
+                .blobs()
+                .read_log_chunk(chunk, start..start + want)
+                .await?;
+            at += data.len() as u64;
+            out.extend_from_slice(&data);
+        }
+        let spool_len = std::fs::metadata(executor.spool_path(job_id))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(LogPiece {
+            data: out.freeze(),
+            next_offset: at,
+            size: shipped_end.max(spool_len),
+        })
     }
 }
