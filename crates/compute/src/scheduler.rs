@@ -621,8 +621,8 @@ impl Scheduler {
         let succeeded = record.reason == ExitReason::Exited && record.exit_code == Some(0);
         // A job that finished well before a cancel reached it keeps its true outcome; one
         // that failed after a cancel was asked for is not retried.
-        let cancelled = record.reason == ExitReason::Cancelled
-            || (running.cancel_requested && !succeeded);
+        let cancelled =
+            record.reason == ExitReason::Cancelled || (running.cancel_requested && !succeeded);
         let retry = !cancelled && !succeeded && attempt <= job.max_retries;
         let state = if cancelled {
             JobState::Cancelled
