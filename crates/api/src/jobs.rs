@@ -82,6 +82,14 @@ pub async fn list(
         ),
         None => None,
     };
+    if let Some(cursor) = &query.cursor {
+        if !trainyard_core::id::is_valid_id(cursor) {
+            return Err(ApiError::invalid_field(
+                "cursor",
+                "use the `next_cursor` of a previous page",
+            ));
+        }
+    }
     let limit = query.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::invalid_field(
@@ -184,6 +192,8 @@ pub async fn logs(
                     return None;
                 }
                 let mut job_ended = false;
+                // Idle followers (a queued job, a quiet one) ask less and less often.
+                let mut pause = Duration::from_millis(100);
                 loop {
                     let piece = match reader.read(offset, LOG_PIECE).await {
                         Ok(piece) => piece,
@@ -208,7 +218,8 @@ pub async fn logs(
                         Err(_) => true,
                     };
                     if !job_ended {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
                     }
                 }
             }

@@ -452,6 +452,18 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
             Some("timeout_s"),
         ),
         (
+            r#"{"command": ["true"], "timeout_s": 18446744073709551615}"#,
+            400,
+            "invalid_field",
+            Some("timeout_s"),
+        ),
+        (
+            r#"{"command": ["true"], "name": "a\u0000b"}"#,
+            400,
+            "invalid_field",
+            Some("name"),
+        ),
+        (
             r#"{"command": ["true"], "bogus": 1}"#,
             400,
             "invalid_field",
@@ -535,6 +547,14 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
             "invalid_field",
             Some("label"),
         ),
+        (
+            "GET",
+            "/api/v1/jobs?cursor=%00",
+            400,
+            "invalid_field",
+            Some("cursor"),
+        ),
+        ("GET", "/api/v1/jobs/%00", 404, "job_not_found", Some("id")),
         ("GET", "/api/v1/nothing", 404, "route_not_found", None),
         ("DELETE", "/api/v1/jobs", 405, "method_not_allowed", None),
     ];

@@ -178,7 +178,12 @@ impl LocalExecutor {
                     .await;
             },
         };
-        self.ship_all(job_id, &shipped).await;
+        if !self.ship_rest(job_id, &shipped).await {
+            tracing::error!(
+                job = job_id,
+                "the end of this job's log could not be shipped; it stays in the local spool"
+            );
+        }
         match shim::read_json::<ExitRecord>(&shim::exit_path(&dir, attempt)) {
             Some(record) => record,
             None => ExitRecord {
@@ -208,7 +213,17 @@ impl LocalExecutor {
     }
 
     /// Forgets a finished job's local files once its log is safely in blobs.
+    /// Forgets a finished job's local files, but only once every byte of its log is in
+    /// the blob store: until then the spool is the only copy, and readers keep using it.
     pub(crate) async fn cleanup(&self, job_id: &str) {
+        let shipped = self.shipped_counter(job_id).await;
+        if !self.ship_rest(job_id, &shipped).await {
+            tracing::error!(
+                job = job_id,
+                "keeping the local log of a finished job: the blob store does not take it"
+            );
+            return;
+        }
         self.inner.shipped.lock().unwrap().remove(job_id);
         let _ = tokio::fs::remove_dir_all(self.job_dir(job_id)).await;
     }
@@ -231,14 +246,23 @@ impl LocalExecutor {
         if let Some(c) = self.inner.shipped.lock().unwrap().get(job_id) {
             return c.clone();
         }
-        // After a restart the blob store is the truth about what was shipped.
-        let end = match self.inner.blobs.log_chunks(job_id).await {
-            Ok(chunks) => chunks.last().map(|c| c.end()).unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(job = job_id, error = %e, "cannot list shipped log; reshipping");
-                0
+        // After a restart the blob store is the truth about what was shipped. If it cannot
+        // be listed, shipping again from 0 is safe: chunks hold the same bytes at the same
+        // offsets, and readers accept overlapping chunks.
+        let mut end = None;
+        for attempt in 0..3 {
+            match self.inner.blobs.log_chunks(job_id).await {
+                Ok(chunks) => {
+                    end = Some(chunks.iter().map(|c| c.end()).max().unwrap_or(0));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(job = job_id, error = %e, attempt, "cannot list shipped log");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
-        };
+        }
+        let end = end.unwrap_or(0);
         self.inner
             .shipped
             .lock()
@@ -270,28 +294,42 @@ impl LocalExecutor {
         }
     }
 
-    /// Uploads everything in the spool beyond what was shipped, one bounded piece at a time.
-    async fn ship_all(&self, job_id: &str, shipped: &AtomicU64) {
+    /// Uploads everything in the spool beyond what was shipped, one bounded piece at a
+    /// time; true when nothing is left to ship.
+    async fn ship_all(&self, job_id: &str, shipped: &AtomicU64) -> bool {
         let path = self.spool_path(job_id);
         loop {
             let from = shipped.load(Ordering::Acquire);
             let piece = match read_piece(&path, from, SHIP_CHUNK).await {
                 Ok(piece) if !piece.is_empty() => piece,
-                Ok(_) => return,
+                Ok(_) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
                 Err(e) => {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(job = job_id, error = %e, "cannot read job output");
-                    }
-                    return;
+                    tracing::warn!(job = job_id, error = %e, "cannot read job output");
+                    return false;
                 }
             };
             let n = piece.len() as u64;
             if let Err(e) = self.inner.blobs.put_log_chunk(job_id, from, piece).await {
                 tracing::warn!(job = job_id, error = %e, "cannot ship log chunk; will retry");
-                return;
+                return false;
             }
             shipped.store(from + n, Ordering::Release);
         }
+    }
+
+    /// Ships the rest of a finished attempt's output, retrying a blob store that fails
+    /// for a while (about a minute) before giving up; false when some is still unshipped.
+    async fn ship_rest(&self, job_id: &str, shipped: &AtomicU64) -> bool {
+        let mut pause = Duration::from_millis(250);
+        for _ in 0..10 {
+            if self.ship_all(job_id, shipped).await {
+                return true;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(15));
+        }
+        false
     }
 }
 

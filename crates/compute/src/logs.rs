@@ -56,7 +56,7 @@ impl JobLogs {
             Some(shipped) => shipped,
             None => {
                 let chunks = self.executor.blobs().log_chunks(job_id).await?;
-                chunks.last().map(|c| c.end()).unwrap_or(0)
+                shipped_end(&chunks)
             }
         };
         Ok(shipped.max(spool_len))
@@ -74,8 +74,17 @@ impl JobLogs {
         let mut newlines = 0u64;
         while end > 0 {
             let start = end.saturating_sub(WINDOW);
-            let piece = reader.read(start, end - start).await?;
-            for (i, b) in piece.data.iter().enumerate().rev() {
+            // A window may span the shipped part and the spool: read until it is whole.
+            let mut window = BytesMut::new();
+            while (start + window.len() as u64) < end {
+                let at = start + window.len() as u64;
+                let piece = reader.read(at, end - at).await?;
+                if piece.data.is_empty() {
+                    break;
+                }
+                window.extend_from_slice(&piece.data);
+            }
+            for (i, b) in window.iter().enumerate().rev() {
                 let pos = start + i as u64;
                 // A newline that ends the log does not start a new line.
                 if *b == b'\n' && pos + 1 != size {
@@ -134,10 +143,10 @@ impl LogReader {
                 }
             }
         }
-        if offset >= self.chunks.last().map(|c| c.end()).unwrap_or(0) {
+        if offset >= shipped_end(&self.chunks) {
             self.chunks = executor.blobs().log_chunks(job_id).await?;
         }
-        let shipped_end = self.chunks.last().map(|c| c.end()).unwrap_or(0);
+        let shipped_end = shipped_end(&self.chunks);
         if offset >= shipped_end {
             if let Some(piece) = self.logs.read_spool(job_id, offset, max).await? {
                 return Ok(piece);
@@ -150,9 +159,14 @@ impl LogReader {
         }
         let mut out = BytesMut::new();
         let mut at = offset;
-        for chunk in self.chunks.iter().filter(|c| c.end() > offset) {
-            if out.len() as u64 >= max {
+        // Chunks are sorted by offset; after a re-ship they may overlap (same bytes), so
+        // take, at each position, the first chunk that covers it.
+        for chunk in &self.chunks {
+            if out.len() as u64 >= max || chunk.offset > at {
                 break;
+            }
+            if chunk.end() <= at {
+                continue;
             }
             let start = at - chunk.offset;
             let want = (max - out.len() as u64).min(chunk.size - start);
@@ -171,5 +185,57 @@ impl LogReader {
             next_offset: at,
             size: shipped_end.max(spool_len),
         })
+    }
+}
+
+/// Where the shipped part of a log ends (chunks may overlap after a re-ship).
+fn shipped_end(chunks: &[LogChunk]) -> u64 {
+    chunks.iter().map(|c| c.end()).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use trainyard_store::Blobs;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn overlapping_chunks_from_a_reship_read_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&format!("file://{}", dir.path().join("blobs").display()))
+            .await
+            .unwrap();
+        // First shipped as "hello " + "wor", then (after a failed listing) again from 0.
+        for (offset, data) in [(0, "hello "), (6, "wor"), (0, "hello world!")] {
+            blobs
+                .put_log_chunk("j", offset, Bytes::from(data))
+                .await
+                .unwrap();
+        }
+        let executor = LocalExecutor::new(
+            dir.path().join("executor"),
+            "/bin/false".into(),
+            blobs,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let logs = JobLogs::new(executor);
+        let mut reader = logs.reader("j");
+        let mut text = Vec::new();
+        let mut at = 0;
+        loop {
+            let piece = reader.read(at, 4).await.unwrap();
+            if piece.data.is_empty() {
+                break;
+            }
+            text.extend_from_slice(&piece.data);
+            at = piece.next_offset;
+        }
+        assert_eq!(String::from_utf8(text).unwrap(), "hello world!");
+        assert_eq!(logs.size("j").await.unwrap(), 12);
+        assert_eq!(logs.tail_offset("j", 1).await.unwrap(), 0);
     }
 }

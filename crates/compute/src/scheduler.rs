@@ -3,7 +3,7 @@
 //! (highest priority, then oldest) and never hands out more than the machine has.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +67,11 @@ enum Command {
         id: String,
         attempt: u32,
         retry: bool,
+    },
+    /// The attempt's supervisor exists now (a cancel asked for earlier can reach it).
+    Started {
+        id: String,
+        attempt: u32,
     },
     Usage(oneshot::Sender<Usage>),
     Wake,
@@ -164,6 +169,10 @@ impl SchedulerHandle {
     }
 
     pub async fn get(&self, workspace: &str, id: &str) -> Result<Job, ComputeError> {
+        // Not the shape of an id: nothing to look up (and no odd bytes reach the database).
+        if !trainyard_core::id::is_valid_id(id) {
+            return Err(ComputeError::JobNotFound(id.escape_default().to_string()));
+        }
         self.store
             .db
             .get_job(workspace, id)
@@ -283,6 +292,10 @@ pub struct Scheduler {
     queue: BTreeMap<QueueKey, Queued>,
     queue_keys: HashMap<String, QueueKey>,
     running: HashMap<String, Running>,
+    /// Jobs between a failed attempt and their return to the queue (the write is pending).
+    retrying: HashSet<String>,
+    /// Of those, the ones a user cancelled meanwhile: they end instead of re-entering.
+    cancel_when_requeued: HashSet<String>,
     queue_len: Arc<AtomicUsize>,
     metrics: Arc<SchedulerMetrics>,
 }
@@ -315,6 +328,8 @@ impl Scheduler {
             queue: BTreeMap::new(),
             queue_keys: HashMap::new(),
             running: HashMap::new(),
+            retrying: HashSet::new(),
+            cancel_when_requeued: HashSet::new(),
             queue_len: Arc::new(AtomicUsize::new(0)),
             metrics: Arc::new(SchedulerMetrics::default()),
         };
@@ -373,12 +388,21 @@ impl Scheduler {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Enqueue(job) => {
+                if self.retrying.remove(&job.id) && self.cancel_when_requeued.remove(&job.id) {
+                    self.finish_cancelled_queued(*job, "cancelled while waiting for a retry", None);
+                    return;
+                }
                 // A retry waits from the end of its failed attempt, a new job from its creation.
                 let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
                 self.enqueue(*job, since);
             }
-            Command::Cancel { id, reply } => {
-                let _ = reply.send(self.cancel(&id).await);
+            Command::Cancel { id, reply } => self.cancel(&id, reply),
+            Command::Started { id, attempt } => {
+                if let Some(running) = self.running.get(&id) {
+                    if running.attempt == attempt && running.cancel_requested {
+                        self.signal_cancel(&id, attempt);
+                    }
+                }
             }
             Command::Finished {
                 id,
@@ -512,7 +536,13 @@ impl Scheduler {
                 .observe((started - queued.queued_since_ms).max(0) as f64 / 1000.0);
             metrics.attempts_started.inc();
             let record = match executor.spawn(&job, attempt, &gpus) {
-                Ok(watch) => executor.watch(&id, attempt, watch).await,
+                Ok(watch) => {
+                    let _ = tx.send(Command::Started {
+                        id: id.clone(),
+                        attempt,
+                    });
+                    executor.watch(&id, attempt, watch).await
+                }
                 Err(e) => {
                     tracing::error!(job = %id, error = %e, "cannot start the job's supervisor");
                     ExitRecord {
@@ -547,6 +577,10 @@ impl Scheduler {
             let mut job = running.job;
             job.state = JobState::Queued;
             job.attempt = attempt - 1;
+            if running.cancel_requested {
+                self.finish_cancelled_queued(job, "cancelled before it started", None);
+                return;
+            }
             self.enqueue(job, now_ms());
             self.wake_later(Duration::from_secs(1));
         }
@@ -573,40 +607,77 @@ impl Scheduler {
         });
     }
 
-    async fn cancel(&mut self, id: &str) -> Result<(), ComputeError> {
+    /// Answers `reply` once the cancel is recorded (queued jobs) or sent (running ones).
+    fn cancel(&mut self, id: &str, reply: oneshot::Sender<Result<(), ComputeError>>) {
         if let Some(queued) = self.dequeue(id) {
-            let outcome = Outcome {
-                state: JobState::Cancelled,
-                exit_code: None,
-                exit_reason: ExitReason::Cancelled,
-                message: Some(if queued.job.attempt == 0 {
-                    "cancelled before it started".to_string()
-                } else {
-                    "cancelled while waiting for a retry".to_string()
-                }),
-                finished_at_ms: now_ms(),
+            let message = if queued.job.attempt == 0 {
+                "cancelled before it started"
+            } else {
+                "cancelled while waiting for a retry"
             };
-            if let Err(e) = self
-                .store
-                .db
-                .finish_job(id, JobState::Queued, &outcome)
-                .await
-            {
-                self.enqueue(queued.job, queued.queued_since_ms);
-                return Err(e.into());
-            }
-            self.executor.cleanup(id).await;
-            return Ok(());
+            self.finish_cancelled_queued(queued.job, message, Some(reply));
+            return;
+        }
+        if self.retrying.contains(id) {
+            self.cancel_when_requeued.insert(id.to_string());
+            let _ = reply.send(Ok(()));
+            return;
         }
         if let Some(running) = self.running.get_mut(id) {
             running.cancel_requested = true;
-            let executor = self.executor.clone();
-            let (id, attempt) = (id.to_string(), running.attempt);
-            tokio::task::spawn_blocking(move || executor.cancel(&id, attempt));
-            return Ok(());
+            let attempt = running.attempt;
+            self.signal_cancel(id, attempt);
         }
-        // Not ours to cancel: it ended between the caller's read and now.
-        Ok(())
+        // Otherwise it ended between the caller's read and now: nothing left to cancel.
+        let _ = reply.send(Ok(()));
+    }
+
+    /// Asks the attempt's supervisor to end the process tree (it records "cancelled").
+    fn signal_cancel(&self, id: &str, attempt: u32) {
+        let executor = self.executor.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || executor.cancel(&id, attempt));
+    }
+
+    /// Records a job that is not running as cancelled, off the loop. If the write fails the
+    /// job goes back in the queue (the database still says `queued`).
+    fn finish_cancelled_queued(
+        &self,
+        job: Job,
+        message: &str,
+        reply: Option<oneshot::Sender<Result<(), ComputeError>>>,
+    ) {
+        let outcome = Outcome {
+            state: JobState::Cancelled,
+            exit_code: None,
+            exit_reason: ExitReason::Cancelled,
+            message: Some(message.to_string()),
+            finished_at_ms: now_ms(),
+        };
+        let store = self.store.clone();
+        let executor = self.executor.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            match store
+                .db
+                .finish_job(&job.id, JobState::Queued, &outcome)
+                .await
+            {
+                Ok(_) => {
+                    executor.cleanup(&job.id).await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(job = %job.id, error = %e, "cannot record a cancel; job stays queued");
+                    let _ = tx.send(Command::Enqueue(Box::new(job)));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+        });
     }
 
     async fn finished(&mut self, id: String, attempt: u32, record: ExitRecord) {
@@ -658,6 +729,9 @@ impl Scheduler {
         self.free
             .release(&running.job.resources, &running.gpus, &self.capacity);
         tracing::info!(job = %id, attempt, state = state.as_str(), retry, "attempt ended");
+        if retry {
+            self.retrying.insert(id.clone());
+        }
         let store = self.store.clone();
         let executor = self.executor.clone();
         let tx = self.tx.clone();

@@ -191,7 +191,8 @@ fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
     };
     let pgid = child.id() as i32;
     let started = Instant::now();
-    let deadline = opts.timeout.map(|t| started + t);
+    // An absurd timeout (past what Instant can hold) means no deadline, never a panic.
+    let deadline = opts.timeout.and_then(|t| started.checked_add(t));
     let mut ending: Option<ExitReason> = None;
     let mut kill_at: Option<Instant> = None;
     let status: i32 = loop {

@@ -119,7 +119,7 @@ pub struct JobSubmission {
     pub max_retries: u32,
     /// Wall-clock limit of one attempt, in seconds.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub timeout_s: Option<u64>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -129,6 +129,8 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_ARGS: usize = 4096;
 pub const MAX_RETRIES: u32 = 100;
 pub const MAX_LABELS: usize = 64;
+/// One year: longer is surely a mistake, and it keeps deadline arithmetic far from overflow.
+pub const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
 
 impl JobSubmission {
     /// Checks every rule a submission must meet, naming the first field that breaks one.
@@ -139,6 +141,9 @@ impl JobSubmission {
                     "name",
                     format!("must be 1 to {MAX_NAME_LEN} characters"),
                 ));
+            }
+            if name.contains('\0') {
+                return Err(InvalidField::new("name", "contains a NUL byte"));
             }
         }
         if self.command.is_empty() {
@@ -190,11 +195,13 @@ impl JobSubmission {
                 format!("must be at most {MAX_RETRIES}"),
             ));
         }
-        if self.timeout_s == Some(0) {
-            return Err(InvalidField::new(
-                "timeout_s",
-                "must be at least 1 second when given",
-            ));
+        if let Some(t) = self.timeout_s {
+            if t == 0 || t > MAX_TIMEOUT_S {
+                return Err(InvalidField::new(
+                    "timeout_s",
+                    format!("must be between 1 and {MAX_TIMEOUT_S} seconds when given"),
+                ));
+            }
         }
         if self.labels.len() > MAX_LABELS {
             return Err(InvalidField::new(
@@ -214,10 +221,10 @@ impl JobSubmission {
                     "label keys are 1-63 characters of letters, digits, '-', '_', '.', '/'",
                 ));
             }
-            if value.len() > 256 {
+            if value.len() > 256 || value.contains('\0') {
                 return Err(InvalidField::new(
                     format!("labels.{key}"),
-                    "label values are at most 256 characters",
+                    "label values are at most 256 characters, without NUL bytes",
                 ));
             }
         }
@@ -292,9 +299,17 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
+        for bad in [0, MAX_TIMEOUT_S + 1, u64::MAX] {
+            let mut s = submission(&["true"]);
+            s.timeout_s = Some(bad);
+            assert_eq!(s.validate().unwrap_err().field, "timeout_s");
+        }
         let mut s = submission(&["true"]);
-        s.timeout_s = Some(0);
-        assert_eq!(s.validate().unwrap_err().field, "timeout_s");
+        s.name = Some("a\0b".into());
+        assert_eq!(s.validate().unwrap_err().field, "name");
+        let mut s = submission(&["true"]);
+        s.labels.insert("k".into(), "v\0".into());
+        assert_eq!(s.validate().unwrap_err().field, "labels.k");
         let mut s = submission(&["true"]);
         s.working_dir = Some("relative/dir".into());
         assert_eq!(s.validate().unwrap_err().field, "working_dir");

@@ -159,6 +159,8 @@ impl Db {
     }
 
     /// `queued → running` for a new attempt; false when the job was no longer queued.
+    /// Idempotent: a retry of a write whose commit succeeded but whose answer was lost
+    /// (same attempt, same host) succeeds again instead of orphaning the job.
     pub async fn mark_running(
         &self,
         id: &str,
@@ -170,7 +172,8 @@ impl Db {
         let done = sqlx::query(
             "UPDATE jobs SET state = 'running', attempt = $1, host = $2, gpu_ids = $3, \
              started_at_ms = $4, finished_at_ms = NULL, exit_code = NULL, exit_reason = NULL \
-             WHERE id = $5 AND state = 'queued'",
+             WHERE id = $5 AND (state = 'queued' \
+                   OR (state = 'running' AND attempt = $1 AND host = $2))",
         )
         .bind(attempt as i64)
         .bind(host)

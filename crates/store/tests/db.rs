@@ -70,8 +70,12 @@ async fn jobs_round_trip_and_move_only_from_the_expected_state() {
 
     assert!(db.mark_running(&j.id, 1, "host-1", &[1], 10).await.unwrap());
     assert!(
-        !db.mark_running(&j.id, 1, "host-1", &[1], 10).await.unwrap(),
-        "only from queued"
+        db.mark_running(&j.id, 1, "host-1", &[1], 10).await.unwrap(),
+        "a retried write of the same start succeeds"
+    );
+    assert!(
+        !db.mark_running(&j.id, 2, "host-1", &[1], 10).await.unwrap(),
+        "another attempt only starts from queued"
     );
     let running = db.get_job("default", &j.id).await.unwrap().unwrap();
     assert_eq!(

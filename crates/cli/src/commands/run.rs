@@ -101,9 +101,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let json = args.client.output == Format::Json;
     eprintln!("job {} queued", job.id);
+    // Ctrl-C once cancels the job (queued or running) and keeps following it to its end;
+    // a second Ctrl-C leaves at once.
+    {
+        let client = Client::new(&args.client)?;
+        let id = job.id.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            eprintln!("\ncancelling job {id} … (Ctrl-C again to stop waiting)");
+            let cancel = client.request(Method::POST, &format!("/api/v1/jobs/{id}/cancel"));
+            let _ = client.send(cancel).await;
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+    }
     wait_while_queued(&client, &job.id).await?;
 
-    let mut cancel_sent = false;
     let mut offset = 0u64;
     let mut out: Box<dyn Write> = if json {
         Box::new(std::io::stderr())
@@ -121,23 +136,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let streamed = match client.send(req).await {
             Ok(response) => {
                 let mut body = response.bytes_stream();
-                loop {
-                    tokio::select! {
-                        chunk = body.next() => match chunk {
-                            Some(Ok(bytes)) => {
-                                unreachable_since = None;
-                                offset += bytes.len() as u64;
-                                out.write_all(&bytes)?;
-                                out.flush()?;
-                            }
-                            Some(Err(_)) | None => break,
-                        },
-                        _ = tokio::signal::ctrl_c(), if !cancel_sent => {
-                            cancel_sent = true;
-                            eprintln!("\ncancelling job {} …", job.id);
-                            let _ = client.send(client.request(Method::POST, &format!("/api/v1/jobs/{}/cancel", job.id))).await;
-                        }
-                    }
+                while let Some(chunk) = body.next().await {
+                    let Ok(bytes) = chunk else { break };
+                    unreachable_since = None;
+                    offset += bytes.len() as u64;
+                    out.write_all(&bytes)?;
+                    out.flush()?;
                 }
                 client.job(&job.id).await
             }
