@@ -9,6 +9,7 @@ use trainyard_core::Job;
 
 use crate::ClientArgs;
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

@@ -735,7 +735,7 @@ async fn a_vanished_supervisor_is_failed_as_lost_and_retried() {
         .join(format!("executor/{id}/attempt-1.pid.json"));
     let pid: Value = serde_json::from_slice(&std::fs::read(&pid_file).unwrap()).unwrap();
     let shim = pid["pid"].as_u64().unwrap() as u32;
-    let children = common::children_of(shim);
+    let children = trainyard_compute::shim::children_of(shim);
     assert_eq!(children.len(), 1, "the supervisor runs the command");
     unsafe {
         libc::kill(shim as i32, libc::SIGKILL);

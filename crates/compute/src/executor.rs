@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use trainyard_core::time::now_ms;
 use trainyard_core::{ExitReason, Job};
-use trainyard_store::Blobs;
+use trainyard_store::{log_end, Blobs};
 
 use crate::shim::{self, ExitRecord, PidRecord};
 use crate::ComputeError;
@@ -203,15 +203,6 @@ impl LocalExecutor {
         }
     }
 
-    /// Whether attempt `attempt` has a living supervisor or a recorded outcome.
-    pub(crate) fn attempt_is_known(&self, job_id: &str, attempt: u32) -> bool {
-        let dir = self.job_dir(job_id);
-        shim::exit_path(&dir, attempt).exists()
-            || shim::read_json::<PidRecord>(&shim::pid_path(&dir, attempt))
-                .map(|r| shim::is_alive(&r))
-                .unwrap_or(false)
-    }
-
     /// Forgets a finished job's local files once its log is safely in blobs.
     /// Forgets a finished job's local files, but only once every byte of its log is in
     /// the blob store: until then the spool is the only copy, and readers keep using it.
@@ -242,6 +233,13 @@ impl LocalExecutor {
         shim::output_path(&self.job_dir(job_id))
     }
 
+    /// Bytes in the job's local spool (0 when it has none).
+    pub(crate) fn spool_len(&self, job_id: &str) -> u64 {
+        std::fs::metadata(self.spool_path(job_id))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
     async fn shipped_counter(&self, job_id: &str) -> Arc<AtomicU64> {
         if let Some(c) = self.inner.shipped.lock().unwrap().get(job_id) {
             return c.clone();
@@ -253,7 +251,7 @@ impl LocalExecutor {
         for attempt in 0..3 {
             match self.inner.blobs.log_chunks(job_id).await {
                 Ok(chunks) => {
-                    end = Some(chunks.iter().map(|c| c.end()).max().unwrap_or(0));
+                    end = Some(log_end(&chunks));
                     break;
                 }
                 Err(e) => {
@@ -284,10 +282,9 @@ impl LocalExecutor {
         } else {
             SHIP_INTERVAL_LONG
         };
-        let len = std::fs::metadata(self.spool_path(job_id))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let pending = len.saturating_sub(shipped.load(Ordering::Acquire));
+        let pending = self
+            .spool_len(job_id)
+            .saturating_sub(shipped.load(Ordering::Acquire));
         if pending >= SHIP_CHUNK || (pending > 0 && last.elapsed() >= interval) {
             self.ship_all(job_id, shipped).await;
             *last = Instant::now();
@@ -300,6 +297,9 @@ impl LocalExecutor {
         let path = self.spool_path(job_id);
         loop {
             let from = shipped.load(Ordering::Acquire);
+            if self.spool_len(job_id) <= from {
+                return true; // nothing new (or no spool at all): no need to open it
+            }
             let piece = match read_piece(&path, from, SHIP_CHUNK).await {
                 Ok(piece) if !piece.is_empty() => piece,
                 Ok(_) => return true,

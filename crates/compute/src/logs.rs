@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use trainyard_store::LogChunk;
+use trainyard_store::{log_end, LogChunk};
 
 use crate::executor::{read_piece, LocalExecutor};
 use crate::ComputeError;
@@ -28,16 +28,6 @@ impl JobLogs {
         Self { executor }
     }
 
-    /// Up to `max` bytes of the log from `offset`.
-    pub async fn read(
-        &self,
-        job_id: &str,
-        offset: u64,
-        max: u64,
-    ) -> Result<LogPiece, ComputeError> {
-        self.reader(job_id).read(offset, max).await
-    }
-
     /// A reader for many reads of one log (a download, a follow, a tail).
     pub fn reader(&self, job_id: &str) -> LogReader {
         LogReader {
@@ -49,14 +39,12 @@ impl JobLogs {
 
     /// Current size of the log.
     pub async fn size(&self, job_id: &str) -> Result<u64, ComputeError> {
-        let spool_len = std::fs::metadata(self.executor.spool_path(job_id))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let spool_len = self.executor.spool_len(job_id);
         let shipped = match self.executor.shipped(job_id) {
             Some(shipped) => shipped,
             None => {
                 let chunks = self.executor.blobs().log_chunks(job_id).await?;
-                shipped_end(&chunks)
+                log_end(&chunks)
             }
         };
         Ok(shipped.max(spool_len))
@@ -108,7 +96,7 @@ impl JobLogs {
         let path = self.executor.spool_path(job_id);
         match read_piece(&path, offset, max).await {
             Ok(data) => {
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let size = self.executor.spool_len(job_id);
                 Ok(Some(LogPiece {
                     next_offset: offset + data.len() as u64,
                     size: size.max(offset + data.len() as u64),
@@ -143,10 +131,10 @@ impl LogReader {
                 }
             }
         }
-        if offset >= shipped_end(&self.chunks) {
+        if offset >= log_end(&self.chunks) {
             self.chunks = executor.blobs().log_chunks(job_id).await?;
         }
-        let shipped_end = shipped_end(&self.chunks);
+        let shipped_end = log_end(&self.chunks);
         if offset >= shipped_end {
             if let Some(piece) = self.logs.read_spool(job_id, offset, max).await? {
                 return Ok(piece);
@@ -177,20 +165,13 @@ impl LogReader {
             at += data.len() as u64;
             out.extend_from_slice(&data);
         }
-        let spool_len = std::fs::metadata(executor.spool_path(job_id))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let spool_len = executor.spool_len(job_id);
         Ok(LogPiece {
             data: out.freeze(),
             next_offset: at,
             size: shipped_end.max(spool_len),
         })
     }
-}
-
-/// Where the shipped part of a log ends (chunks may overlap after a re-ship).
-fn shipped_end(chunks: &[LogChunk]) -> u64 {
-    chunks.iter().map(|c| c.end()).max().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -98,10 +98,6 @@ pub struct Amounts {
 }
 
 impl SchedulerHandle {
-    pub fn capacity(&self) -> &Capacity {
-        &self.capacity
-    }
-
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -352,8 +348,7 @@ impl Scheduler {
     async fn reconcile(&mut self) -> Result<(), ComputeError> {
         for job in self.store.db.jobs_in_state(JobState::Running).await? {
             let attempt = job.attempt;
-            let known = self.executor.attempt_is_known(&job.id, attempt);
-            tracing::info!(job = %job.id, attempt, known, "re-adopting a job left running");
+            tracing::info!(job = %job.id, attempt, "re-adopting a job left running");
             self.free.force_reserve(&job.resources, &job.gpus);
             self.running.insert(
                 job.id.clone(),
@@ -562,15 +557,20 @@ impl Scheduler {
         });
     }
 
+    /// Removes `id` from the running set if it is running `attempt` (a stale report about
+    /// an earlier attempt leaves it alone).
+    fn take_running(&mut self, id: &str, attempt: u32) -> Option<Running> {
+        match self.running.get(id) {
+            Some(running) if running.attempt == attempt => self.running.remove(id),
+            _ => None,
+        }
+    }
+
     /// A launch that never started a process gives its resources back.
     fn launch_aborted(&mut self, id: String, attempt: u32, retry: bool) {
-        let Some(running) = self.running.remove(&id) else {
+        let Some(running) = self.take_running(&id, attempt) else {
             return;
         };
-        if running.attempt != attempt {
-            self.running.insert(id, running);
-            return;
-        }
         self.free
             .release(&running.job.resources, &running.gpus, &self.capacity);
         if retry {
@@ -681,13 +681,9 @@ impl Scheduler {
     }
 
     async fn finished(&mut self, id: String, attempt: u32, record: ExitRecord) {
-        let Some(running) = self.running.remove(&id) else {
+        let Some(running) = self.take_running(&id, attempt) else {
             return;
         };
-        if running.attempt != attempt {
-            self.running.insert(id, running);
-            return;
-        }
         let job = &running.job;
         let succeeded = record.reason == ExitReason::Exited && record.exit_code == Some(0);
         // A job that finished well before a cancel reached it keeps its true outcome; one

@@ -76,10 +76,14 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 
 /// The kernel's start time of `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`).
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `/proc/PID/stat` from the state field on (field 3). The command name before it may
+/// contain spaces and parentheses, so fields start after the last ')'.
+fn stat_fields(pid: u32) -> Option<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    Some(stat.get(stat.rfind(')')? + 2..)?.to_string())
 }
 
 /// Whether the process a pid file names is still the same, living process.
@@ -91,10 +95,7 @@ pub fn is_alive(record: &PidRecord) -> bool {
 }
 
 fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(false)
+    stat_fields(pid).is_some_and(|f| f.starts_with('Z'))
 }
 
 /// Runs the supervisor to completion and returns its own exit status.
@@ -305,20 +306,16 @@ fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
-/// Children of this process (orphans of the job re-parented to us as subreaper).
-fn children_of(parent: u32) -> Vec<i32> {
+/// Children of `parent`, from /proc (for the supervisor: orphans of the job re-parented
+/// to it as subreaper).
+pub fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = &s[s.rfind(')')? + 2..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
+            stat_fields(*pid).and_then(|f| f.split_whitespace().nth(1)?.parse::<u32>().ok())
                 == Some(parent)
         })
         .collect()
@@ -327,7 +324,7 @@ fn children_of(parent: u32) -> Vec<i32> {
 fn kill_orphans(me: u32, sig: i32) {
     for pid in children_of(me) {
         unsafe {
-            libc::kill(pid, sig);
+            libc::kill(pid as i32, sig);
         }
     }
 }

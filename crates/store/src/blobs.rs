@@ -34,6 +34,11 @@ impl LogChunk {
     }
 }
 
+/// Where the shipped part of a log ends (chunks may overlap after a re-ship).
+pub fn log_end(chunks: &[LogChunk]) -> u64 {
+    chunks.iter().map(LogChunk::end).max().unwrap_or(0)
+}
+
 impl Blobs {
     /// Opens the store and proves it is usable by writing and reading back a marker.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -104,10 +109,6 @@ impl Blobs {
         };
         blobs.check_writable().await?;
         Ok(blobs)
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

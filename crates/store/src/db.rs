@@ -10,11 +10,10 @@ use crate::StoreError;
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
-    pub(crate) backend: Backend,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Sqlite,
     Postgres,
 }
@@ -72,16 +71,12 @@ impl Db {
             conn.ping().await.map_err(unreachable)?;
         }
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool })
     }
 
     /// The SQLite URL for a file inside the data directory.
     pub fn sqlite_url(path: &std::path::Path) -> String {
         format!("sqlite://{}?mode=rwc", path.display())
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     /// Whether the database answers a trivial query (for `/readyz`).

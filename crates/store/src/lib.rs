@@ -7,8 +7,7 @@ mod error;
 mod jobs;
 mod tokens;
 
-pub use blobs::{Blobs, LogChunk};
-pub use db::Backend;
+pub use blobs::{log_end, Blobs, LogChunk};
 pub use db::Db;
 pub use error::{redact_url, StoreError};
 pub use jobs::{JobFilter, Outcome};

@@ -104,7 +104,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Ctrl-C once cancels the job (queued or running) and keeps following it to its end;
     // a second Ctrl-C leaves at once.
     {
-        let client = Client::new(&args.client)?;
+        let client = client.clone();
         let id = job.id.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
@@ -127,7 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     // The job runs on whatever happens to this connection: if the server goes away (a
     // restart), keep trying for a while and continue from the last byte printed.
-    let mut unreachable_since: Option<Instant> = None;
+    let mut reconnect = Reconnect::default();
     loop {
         let req = client.request(
             Method::GET,
@@ -138,7 +138,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 let mut body = response.bytes_stream();
                 while let Some(chunk) = body.next().await {
                     let Ok(bytes) = chunk else { break };
-                    unreachable_since = None;
+                    reconnect.succeeded();
                     offset += bytes.len() as u64;
                     out.write_all(&bytes)?;
                     out.flush()?;
@@ -151,19 +151,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             Ok(current) if current.state.is_terminal() => break,
             Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(e) => {
-                let since = *unreachable_since.get_or_insert_with(|| {
-                    eprintln!(
-                        "trainyard: lost the server ({e:#}); the job keeps running, reconnecting…"
-                    );
-                    Instant::now()
-                });
-                if since.elapsed() > RECONNECT_FOR {
-                    return Err(e.context(format!(
-                        "gave up after {RECONNECT_FOR:?}; follow the job with `trainyard jobs logs {} --follow`",
-                        job.id
-                    )));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let hint = format!(
+                    "gave up after {RECONNECT_FOR:?}; follow the job with `trainyard jobs logs {} --follow`",
+                    job.id
+                );
+                reconnect.after(e, &hint).await?;
             }
         }
     }
@@ -220,20 +212,40 @@ async fn wait_while_queued(client: &Client, id: &str) -> anyhow::Result<()> {
 
 /// The job, asking again while the server is unreachable (a restart) for `RECONNECT_FOR`.
 async fn job_reconnecting(client: &Client, id: &str) -> anyhow::Result<Job> {
-    let mut first_failure: Option<Instant> = None;
+    let mut reconnect = Reconnect::default();
     loop {
         match client.job(id).await {
             Ok(job) => return Ok(job),
-            Err(e) => {
-                let since = *first_failure.get_or_insert_with(|| {
-                    eprintln!("trainyard: lost the server ({e:#}); reconnecting…");
-                    Instant::now()
-                });
-                if since.elapsed() > RECONNECT_FOR {
-                    return Err(e.context("cannot follow the job"));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            Err(e) => reconnect.after(e, "cannot follow the job").await?,
         }
+    }
+}
+
+/// Patience with a server that went away (a restart): every wait of `trainyard run` keeps
+/// trying for `RECONNECT_FOR` before it gives up.
+#[derive(Default)]
+struct Reconnect {
+    since: Option<Instant>,
+}
+
+impl Reconnect {
+    /// After a failed call: pauses and returns `Ok` to try again, or the error (with
+    /// `hint`) once the server has been unreachable for `RECONNECT_FOR`.
+    async fn after(&mut self, error: anyhow::Error, hint: &str) -> anyhow::Result<()> {
+        let since = *self.since.get_or_insert_with(|| {
+            eprintln!(
+                "trainyard: lost the server ({error:#}); the job keeps running, reconnecting…"
+            );
+            Instant::now()
+        });
+        if since.elapsed() > RECONNECT_FOR {
+            return Err(error.context(hint.to_string()));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    }
+
+    fn succeeded(&mut self) {
+        self.since = None;
     }
 }
