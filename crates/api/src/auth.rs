@@ -39,6 +39,27 @@ impl Auth {
     }
 }
 
+/// `Bearer TOKEN`, or `Basic` credentials carrying the token as password (or as user name
+/// when the password is empty) — how MLflow clients send `MLFLOW_TRACKING_PASSWORD`.
+fn token_from_header(value: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    let token = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.to_string()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+        if password.is_empty() { user } else { password }.to_string()
+    } else {
+        return None;
+    };
+    (!token.is_empty()).then_some(token)
+}
+
 pub async fn require_token(
     State(state): State<AppState>,
     mut request: Request,
@@ -51,18 +72,33 @@ pub async fn require_token(
     let token = header
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .and_then(token_from_header)
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
     let principal = state
         .auth
-        .principal(token)
+        .principal(&token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_from_header;
+
+    #[test]
+    fn bearer_and_basic() {
+        assert_eq!(token_from_header("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token_from_header("bearer  abc ").as_deref(), Some("abc"));
+        // "user:tok" and "tok:" in base64.
+        assert_eq!(
+            token_from_header("Basic dXNlcjp0b2s=").as_deref(),
+            Some("tok")
+        );
+        assert_eq!(token_from_header("Basic dG9rOg==").as_deref(), Some("tok"));
+        assert_eq!(token_from_header("Basic !!!"), None);
+        assert_eq!(token_from_header("Bearer "), None);
+        assert_eq!(token_from_header("Digest x"), None);
+    }
 }

@@ -120,6 +120,10 @@ impl From<ComputeError> for ApiError {
                 "the server is shutting down; retry against the restarted server",
             ),
             ComputeError::Store(e) => e.into(),
+            ComputeError::Tracking(trainyard_tracking::TrackingError::Store(e)) => e.into(),
+            ComputeError::Tracking(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.to_string())
+            }
             ComputeError::Io(e) => ApiError::internal(e),
         }
     }

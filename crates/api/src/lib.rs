@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod jobs;
 mod metrics;
+mod mlflow;
 mod openapi;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use trainyard_compute::SchedulerHandle;
+use trainyard_tracking::Tracking;
 
 pub use auth::Auth;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -28,6 +30,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct AppState {
     pub scheduler: SchedulerHandle,
+    pub tracking: Tracking,
     pub auth: Auth,
     pub metrics: Arc<HttpMetrics>,
 }
@@ -41,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/api/v1/resources", get(jobs::resources))
         .route("/metrics", get(metrics::render))
+        .merge(mlflow::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -10,11 +10,12 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use trainyard_api::{AppState, Auth, HttpMetrics};
 use trainyard_compute::{
-    detect_capacity, CapacityOverrides, LocalExecutor, Scheduler, SchedulerOptions,
+    detect_capacity, CapacityOverrides, JobTracking, LocalExecutor, Scheduler, SchedulerOptions,
 };
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
 use trainyard_store::{generate_token, redact_url, Store};
+use trainyard_tracking::Tracking;
 
 use crate::config::{ServerConfig, UpArgs};
 
@@ -43,11 +44,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         gpus: config.gpus,
     });
     let program = std::env::current_exe().context("cannot find the trainyard binary")?;
+    let tracking = Tracking::new(store.db.clone(), store.blobs.clone());
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
     let executor = LocalExecutor::new(
         config.data_dir.join("executor"),
         program,
         store.blobs.clone(),
         Duration::from_secs_f64(config.kill_grace_s),
+        JobTracking {
+            tracking: tracking.clone(),
+            tracking_uri: local_url(address),
+        },
     )?;
     let options = SchedulerOptions {
         backfill_window: Duration::from_secs_f64(config.backfill_window_s),
@@ -58,11 +68,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         metrics: Arc::new(HttpMetrics::new(&scheduler)),
         auth: Auth::new(store.db.clone()),
         scheduler,
+        tracking,
     };
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = listener.local_addr()?;
     tracing::info!(
         listen = %address,
         data_dir = %config.data_dir.display(),
@@ -165,4 +172,16 @@ async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Res
         path.display()
     );
     Ok(())
+}
+
+/// How a job on this machine reaches the server: a wildcard listen address is reached
+/// through loopback.
+fn local_url(address: std::net::SocketAddr) -> String {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{ip}:{}", address.port())
 }

@@ -16,6 +16,8 @@ pub enum ComputeError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tracking(#[from] trainyard_tracking::TrackingError),
     #[error("executor I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use trainyard_core::time::now_ms;
 use trainyard_core::{ExitReason, Job};
-use trainyard_store::{log_end, Blobs};
+use trainyard_store::{generate_token, log_end, Blobs};
+use trainyard_tracking::Tracking;
+
+use crate::job_metrics::MetricScanner;
 
 use crate::shim::{self, ExitRecord, PidRecord};
 use crate::ComputeError;
@@ -42,6 +45,17 @@ struct Inner {
     kill_grace: Duration,
     /// Bytes of each active job's log already in the blob store.
     shipped: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    tracking: JobTracking,
+    /// Jobs whose output is scanned for metrics.
+    scanners: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MetricScanner>>>>,
+}
+
+/// What jobs need to log into their runs: the tracking service, and the URL by which the
+/// job's process reaches this server's MLflow-compatible API.
+#[derive(Clone)]
+pub struct JobTracking {
+    pub tracking: Tracking,
+    pub tracking_uri: String,
 }
 
 /// How the executor learns that an attempt has ended.
@@ -59,6 +73,7 @@ impl LocalExecutor {
         program: PathBuf,
         blobs: Blobs,
         kill_grace: Duration,
+        tracking: JobTracking,
     ) -> Result<Self, ComputeError> {
         std::fs::create_dir_all(&root)?;
         Ok(Self {
@@ -68,6 +83,8 @@ impl LocalExecutor {
                 blobs,
                 kill_grace,
                 shipped: Mutex::new(HashMap::new()),
+                tracking,
+                scanners: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -80,12 +97,79 @@ impl LocalExecutor {
         &self.inner.blobs
     }
 
+    pub(crate) fn tracking(&self) -> &Tracking {
+        &self.inner.tracking.tracking
+    }
+
+    /// The MLflow variables a job's process gets, so an MLflow client in it logs into the
+    /// job's run with no configuration. Each attempt gets a fresh token of its own.
+    pub(crate) async fn tracking_env(
+        &self,
+        job: &Job,
+    ) -> Result<Vec<(String, String)>, ComputeError> {
+        let t = &self.inner.tracking;
+        let run = match t.tracking.get_run(&job.id).await {
+            Ok(run) => run,
+            // A job from before tracking existed has no run: it runs untracked.
+            Err(trainyard_tracking::TrackingError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let token = generate_token();
+        t.tracking
+            .db()
+            .insert_token(
+                &trainyard_core::new_id(),
+                &job.workspace,
+                &format!("job:{}", job.id),
+                "job",
+                &token,
+                now_ms(),
+            )
+            .await?;
+        Ok(vec![
+            ("MLFLOW_TRACKING_URI".into(), t.tracking_uri.clone()),
+            ("MLFLOW_TRACKING_TOKEN".into(), token),
+            ("MLFLOW_RUN_ID".into(), job.id.clone()),
+            ("MLFLOW_EXPERIMENT_ID".into(), run.info.experiment_id),
+        ])
+    }
+
+    /// Starts reading `job`'s output for its declared metrics (from what is already shipped,
+    /// after a restart).
+    pub(crate) async fn collect_metrics(&self, job: &Job) {
+        let from = self.shipped_counter(&job.id).await.load(Ordering::Acquire);
+        if let Some(scanner) = MetricScanner::for_job(job, from) {
+            self.inner
+                .scanners
+                .lock()
+                .unwrap()
+                .insert(job.id.clone(), Arc::new(tokio::sync::Mutex::new(scanner)));
+        }
+    }
+
+    async fn scan_metrics(&self, job_id: &str, finished: bool) {
+        let scanner = self.inner.scanners.lock().unwrap().get(job_id).cloned();
+        if let Some(scanner) = scanner {
+            let len = self.spool_len(job_id);
+            let spool = self.spool_path(job_id);
+            scanner
+                .lock()
+                .await
+                .scan(&spool, len, finished, self.tracking())
+                .await;
+            if finished {
+                self.inner.scanners.lock().unwrap().remove(job_id);
+            }
+        }
+    }
+
     /// Starts attempt `attempt` of `job` with `gpus` visible to it.
     pub(crate) fn spawn(
         &self,
         job: &Job,
         attempt: u32,
         gpus: &[u32],
+        extra_env: &[(String, String)],
     ) -> Result<Watch, ComputeError> {
         let dir = self.job_dir(&job.id);
         std::fs::create_dir_all(&dir)?;
@@ -111,7 +195,8 @@ impl LocalExecutor {
                 cmd.env_remove(&key);
             }
         }
-        cmd.envs(&job.env)
+        cmd.envs(extra_env.iter().map(|(k, v)| (k, v)))
+            .envs(&job.env)
             .env("TRAINYARD_JOB_ID", &job.id)
             .env("TRAINYARD_JOB_ATTEMPT", attempt.to_string())
             .env(
@@ -160,7 +245,10 @@ impl LocalExecutor {
             Watch::Child(mut child) => loop {
                 tokio::select! {
                     status = child.wait() => break status.ok(),
-                    _ = tick.tick() => self.ship_if_due(job_id, &shipped, started, &mut last_ship).await,
+                    _ = tick.tick() => {
+                        self.scan_metrics(job_id, false).await;
+                        self.ship_if_due(job_id, &shipped, started, &mut last_ship).await
+                    }
                 }
             },
             Watch::Adopted => loop {
@@ -174,10 +262,12 @@ impl LocalExecutor {
                 if !alive {
                     break None;
                 }
+                self.scan_metrics(job_id, false).await;
                 self.ship_if_due(job_id, &shipped, started, &mut last_ship)
                     .await;
             },
         };
+        self.scan_metrics(job_id, true).await;
         if !self.ship_rest(job_id, &shipped).await {
             tracing::error!(
                 job = job_id,

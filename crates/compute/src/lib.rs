@@ -5,13 +5,14 @@
 mod capacity;
 mod error;
 mod executor;
+mod job_metrics;
 mod logs;
 mod scheduler;
 pub mod shim;
 
 pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;
-pub use executor::LocalExecutor;
+pub use executor::{JobTracking, LocalExecutor};
 pub use logs::{JobLogs, LogPiece, LogReader};
 pub use scheduler::{
     Amounts, Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions, Usage,

@@ -196,11 +196,21 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let db = trainyard_store::Db::connect(&trainyard_store::Db::sqlite_url(
+            &dir.path().join("meta.db"),
+        ))
+        .await
+        .unwrap();
+        let tracking = crate::JobTracking {
+            tracking: trainyard_tracking::Tracking::new(db, blobs.clone()),
+            tracking_uri: "http://127.0.0.1:1".into(),
+        };
         let executor = LocalExecutor::new(
             dir.path().join("executor"),
             "/bin/false".into(),
             blobs,
             Duration::from_secs(1),
+            tracking,
         )
         .unwrap();
         let logs = JobLogs::new(executor);

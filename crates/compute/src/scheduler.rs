@@ -12,7 +12,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use trainyard_core::time::now_ms;
-use trainyard_core::{new_id, Capacity, ExitReason, Job, JobState, JobSubmission, Resources};
+use trainyard_core::{
+    new_id, Capacity, ExitReason, InvalidField, Job, JobState, JobSubmission, Resources,
+};
 use trainyard_store::{Outcome, Store};
 
 use crate::executor::{LocalExecutor, Watch};
@@ -48,6 +50,7 @@ pub struct SchedulerHandle {
     store: Store,
     capacity: Capacity,
     logs: JobLogs,
+    tracking: trainyard_tracking::Tracking,
     queue_len: Arc<AtomicUsize>,
     metrics: Arc<SchedulerMetrics>,
 }
@@ -106,6 +109,10 @@ impl SchedulerHandle {
         &self.logs
     }
 
+    pub fn tracking(&self) -> &trainyard_tracking::Tracking {
+        &self.tracking
+    }
+
     pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
         &self.metrics
     }
@@ -134,6 +141,26 @@ impl SchedulerHandle {
         if let Some(why) = self.capacity.never_fits(&submission.resources) {
             return Err(ComputeError::Unschedulable(why));
         }
+        if let Some(re) = &submission.tracking.metric_regex {
+            trainyard_tracking::stdout_metrics::MetricCollector::new(Vec::new(), Some(re))
+                .map_err(|e| InvalidField::new("tracking.metric_regex", e))?;
+        }
+        let experiment = self
+            .tracking
+            .experiment_for_name(
+                submission
+                    .tracking
+                    .experiment
+                    .as_deref()
+                    .unwrap_or("Default"),
+            )
+            .await
+            .map_err(|e| match e {
+                trainyard_tracking::TrackingError::InvalidParameter(m) => {
+                    ComputeError::Invalid(InvalidField::new("tracking.experiment", m))
+                }
+                other => other.into(),
+            })?;
         let job = Job {
             id: new_id(),
             workspace: workspace.to_string(),
@@ -147,6 +174,7 @@ impl SchedulerHandle {
             max_retries: submission.max_retries,
             timeout_s: submission.timeout_s,
             labels: submission.labels,
+            tracking: submission.tracking,
             attempt: 0,
             exit_code: None,
             exit_reason: None,
@@ -157,6 +185,21 @@ impl SchedulerHandle {
             started_at_ms: None,
             finished_at_ms: None,
         };
+        // The run first: a job is never visible without its run.
+        self.tracking
+            .create_run(trainyard_tracking::NewRun {
+                experiment_id: experiment,
+                user_id: workspace.to_string(),
+                run_name: Some(job.name.clone()),
+                start_time: Some(job.created_at_ms),
+                tags: vec![trainyard_tracking::KeyValue::new(
+                    "trainyard.job_id",
+                    job.id.clone(),
+                )],
+                job_id: Some(job.id.clone()),
+                status: trainyard_tracking::RunStatus::Scheduled,
+            })
+            .await?;
         self.store.db.insert_job(&job).await?;
         self.tx
             .send(Command::Enqueue(Box::new(job.clone())))
@@ -334,6 +377,7 @@ impl Scheduler {
             tx,
             store,
             capacity,
+            tracking: executor.tracking().clone(),
             logs: JobLogs::new(executor),
             queue_len: scheduler.queue_len.clone(),
             metrics: scheduler.metrics.clone(),
@@ -359,6 +403,7 @@ impl Scheduler {
                     job: job.clone(),
                 },
             );
+            self.executor.collect_metrics(&job).await;
             self.watch(job.id.clone(), attempt, Watch::Adopted);
         }
         for job in self.store.db.jobs_in_state(JobState::Queued).await? {
@@ -530,7 +575,14 @@ impl Scheduler {
                 .submit_to_start
                 .observe((started - queued.queued_since_ms).max(0) as f64 / 1000.0);
             metrics.attempts_started.inc();
-            let record = match executor.spawn(&job, attempt, &gpus) {
+            let spawned = match executor.tracking_env(&job).await {
+                Ok(env) => {
+                    executor.collect_metrics(&job).await;
+                    executor.spawn(&job, attempt, &gpus, &env)
+                }
+                Err(e) => Err(e),
+            };
+            let record = match spawned {
                 Ok(watch) => {
                     let _ = tx.send(Command::Started {
                         id: id.clone(),

@@ -123,6 +123,70 @@ pub struct JobSubmission {
     pub timeout_s: Option<u64>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Which experiment the job's run joins and which metrics to read from its output.
+    #[serde(default)]
+    pub tracking: JobTracking,
+}
+
+/// How a job is tracked: every job is a run (its run id is the job id).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobTracking {
+    /// Experiment name; created when missing. Default: MLflow's `Default` experiment.
+    #[serde(default)]
+    pub experiment: Option<String>,
+    /// Metric names to collect from `name=value` pairs in the job's output (an optional
+    /// `step=N` or `epoch=N` on the same line sets the step).
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub metrics: Vec<String>,
+    /// A regex with named groups `name` and `value` (and optionally `step`) used instead
+    /// of the `name=value` convention.
+    #[serde(default)]
+    pub metric_regex: Option<String>,
+}
+
+pub const MAX_TRACKED_METRICS: usize = 64;
+
+impl JobTracking {
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        if let Some(e) = &self.experiment {
+            if e.trim().is_empty() || e.len() > 500 || e.contains('\0') {
+                return Err(InvalidField::new(
+                    "tracking.experiment",
+                    "must be 1 to 500 characters without NUL bytes",
+                ));
+            }
+        }
+        if self.metrics.len() > MAX_TRACKED_METRICS {
+            return Err(InvalidField::new(
+                "tracking.metrics",
+                format!("at most {MAX_TRACKED_METRICS} metric names"),
+            ));
+        }
+        for (i, name) in self.metrics.iter().enumerate() {
+            let ok = !name.is_empty()
+                && name.len() <= 250
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "_-./".contains(c));
+            if !ok {
+                return Err(InvalidField::new(
+                    format!("tracking.metrics[{i}]"),
+                    "metric names are 1-250 letters, digits, '_', '-', '.', '/'",
+                ));
+            }
+        }
+        if let Some(re) = &self.metric_regex {
+            if re.is_empty() || re.len() > 1000 || re.contains('\0') {
+                return Err(InvalidField::new(
+                    "tracking.metric_regex",
+                    "must be 1 to 1000 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 pub const MAX_NAME_LEN: usize = 256;
@@ -228,7 +292,7 @@ impl JobSubmission {
                 ));
             }
         }
-        Ok(())
+        self.tracking.validate()
     }
 
     /// The name shown for the job: the given one, else the program's file name.
@@ -258,6 +322,7 @@ pub struct Job {
     pub max_retries: u32,
     pub timeout_s: Option<u64>,
     pub labels: BTreeMap<String, String>,
+    pub tracking: JobTracking,
     /// How many times the job has been started (1 on its first run).
     pub attempt: u32,
     pub exit_code: Option<i32>,

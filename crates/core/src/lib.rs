@@ -9,7 +9,7 @@ pub mod time;
 
 pub use error::InvalidField;
 pub use id::new_id;
-pub use job::{ExitReason, Job, JobState, JobSubmission};
+pub use job::{ExitReason, Job, JobState, JobSubmission, JobTracking};
 pub use resources::{Capacity, Resources};
 
 /// The workspace every row belongs to until multi-tenancy arrives.

@@ -125,6 +125,12 @@ impl Blobs {
         Ok(())
     }
 
+    /// The store itself, for layers that keep their own trees in it (run artifacts under
+    /// `artifacts/`); job logs stay behind the methods below.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
     /// Whether the store answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.inner.head(&Path::from("_trainyard/marker")).await?;

@@ -10,6 +10,7 @@ use crate::StoreError;
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
+    backend: Backend,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +72,7 @@ impl Db {
             conn.ping().await.map_err(unreachable)?;
         }
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, backend })
     }
 
     /// The SQLite URL for a file inside the data directory.
@@ -83,6 +84,26 @@ impl Db {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// The pool, for layers that keep their own tables (tracking); they follow this
+    /// crate's rules: `$N` placeholders and SQL that SQLite and PostgreSQL both accept.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A transaction that holds SQLite's write lock from its first statement (`BEGIN
+    /// IMMEDIATE`), so a read-then-write inside it can never fail to upgrade its lock.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// SQLite allows one writer: callers serialise multi-statement writes on it.
+    pub fn is_sqlite(&self) -> bool {
+        self.backend == Backend::Sqlite
     }
 
     pub async fn close(&self) {

@@ -30,7 +30,7 @@ pub struct Outcome {
 
 const COLUMNS: &str = "id, workspace_id, name, state, command, env, working_dir, cpus, memory_mb, \
     gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, exit_reason, message, \
-    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms";
+    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking";
 
 impl Db {
     /// Stores a new job; once this returns the job is durable and may be acknowledged.
@@ -39,9 +39,9 @@ impl Db {
         sqlx::query(
             "INSERT INTO jobs (id, workspace_id, name, state, command, env, working_dir, cpus, \
              memory_mb, gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, \
-             exit_reason, message, host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22, $23)",
+             exit_reason, message, host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, \
+             tracking) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19, $20, $21, $22, $23, $24)",
         )
         .bind(&job.id)
         .bind(&job.workspace)
@@ -66,6 +66,7 @@ impl Db {
         .bind(job.created_at_ms)
         .bind(job.started_at_ms)
         .bind(job.finished_at_ms)
+        .bind(to_json(&job.tracking))
         .execute(&mut *tx)
         .await?;
         for (key, value) in &job.labels {
@@ -182,6 +183,9 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            self.follow_job_run(id, "RUNNING", None).await?;
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -205,7 +209,36 @@ impl Db {
         .bind(from.as_str())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            let status = match outcome.state {
+                JobState::Succeeded => "FINISHED",
+                JobState::Cancelled => "KILLED",
+                _ => "FAILED",
+            };
+            self.follow_job_run(id, status, Some(outcome.finished_at_ms))
+                .await?;
+        }
         Ok(done.rows_affected() == 1)
+    }
+
+    /// A job's run follows its state (the run of job `id` has run id `id`). The job's end
+    /// is the authority on how the run ended, even when its script ended the run itself.
+    async fn follow_job_run(
+        &self,
+        id: &str,
+        status: &str,
+        end_time: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET status = $1, end_time = COALESCE($2, end_time) \
+             WHERE run_id = $3 AND job_id = $3",
+        )
+        .bind(status)
+        .bind(end_time)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// `running → queued` after a failed attempt that has retries left; the last outcome
@@ -242,6 +275,11 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
     let env: String = row.try_get("env")?;
     let labels: String = row.try_get("labels")?;
     let gpu_ids: String = row.try_get("gpu_ids")?;
+    let tracking: Option<String> = row.try_get("tracking")?;
+    let tracking = match tracking {
+        Some(t) => serde_json::from_str(&t).map_err(|e| corrupt("tracking", &e))?,
+        None => Default::default(),
+    };
     let memory_mb: Option<i64> = row.try_get("memory_mb")?;
     let timeout_s: Option<i64> = row.try_get("timeout_s")?;
     let exit_code: Option<i64> = row.try_get("exit_code")?;
@@ -262,6 +300,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         max_retries: row.try_get::<i64, _>("max_retries")? as u32,
         timeout_s: timeout_s.map(|t| t as u64),
         labels: serde_json::from_str(&labels).map_err(|e| corrupt("labels", &e))?,
+        tracking,
         attempt: row.try_get::<i64, _>("attempt")? as u32,
         exit_code: exit_code.map(|c| c as i32),
         exit_reason,

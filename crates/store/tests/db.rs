@@ -40,6 +40,7 @@ fn job(labels: &[(&str, &str)]) -> Job {
         priority: -3,
         max_retries: 2,
         timeout_s: Some(60),
+        tracking: Default::default(),
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures::StreamExt;
 use reqwest::Method;
-use trainyard_core::{Job, JobState, JobSubmission, Resources};
+use trainyard_core::{Job, JobState, JobSubmission, JobTracking, Resources};
 
 use crate::client::Client;
 use crate::output::{print_json, Format};
@@ -48,6 +48,16 @@ pub struct RunArgs {
     /// Directory the command starts in [default: the current directory].
     #[arg(long)]
     pub workdir: Option<String>,
+    /// Experiment the job's run joins (created when missing) [default: Default].
+    #[arg(long)]
+    pub experiment: Option<String>,
+    /// Metric to collect from `NAME=VALUE` in the job's output (repeatable); `step=N` or
+    /// `epoch=N` on the same line sets the step.
+    #[arg(long = "metric", short = 'm')]
+    pub metrics: Vec<String>,
+    /// Regex with named groups `name`, `value` (and `step`) to read metrics instead.
+    #[arg(long)]
+    pub metric_regex: Option<String>,
     /// Print the job id and return at once instead of streaming.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -84,6 +94,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         max_retries: args.retries,
         timeout_s: args.timeout,
         labels: args.labels.into_iter().collect(),
+        tracking: JobTracking {
+            experiment: args.experiment,
+            metrics: args.metrics,
+            metric_regex: args.metric_regex,
+        },
     };
     let job: Job = client
         .json(

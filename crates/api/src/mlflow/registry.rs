@@ -1,0 +1,348 @@
+//! Logged models and the model registry.
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde_json::json;
+use trainyard_store::Principal;
+use trainyard_tracking::{validate, KeyValue, LoggedModelStatus, NewLoggedModel, NewModelVersion};
+
+use super::params::missing;
+use super::{MlflowError, Params, Reply};
+use crate::AppState;
+
+fn key_values(p: &Params, name: &str) -> Result<Vec<KeyValue>, MlflowError> {
+    p.objects(name)?
+        .iter()
+        .map(|t| {
+            Ok(KeyValue::new(
+                t.req_str("key")?,
+                t.str("value")?.unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+fn version(p: &Params) -> Result<i64, MlflowError> {
+    let raw = match p.str("version") {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(missing("version")),
+        Err(_) => p
+            .i64("version")?
+            .ok_or_else(|| missing("version"))?
+            .to_string(),
+    };
+    Ok(validate::version(&raw)?)
+}
+
+fn ok() -> Reply {
+    Ok(Json(json!({})))
+}
+
+pub async fn create_logged_model(State(s): State<AppState>, p: Params) -> Reply {
+    let model = s
+        .tracking
+        .create_logged_model(NewLoggedModel {
+            experiment_id: p.req_str("experiment_id")?,
+            name: p.str("name")?,
+            model_type: p.str("model_type")?,
+            source_run_id: p.str("source_run_id")?,
+            params: key_values(&p, "params")?,
+            tags: key_values(&p, "tags")?,
+        })
+        .await?;
+    Ok(Json(json!({ "model": model })))
+}
+
+pub async fn get_logged_model(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    let model = s.tracking.get_logged_model(&id).await?;
+    Ok(Json(json!({ "model": model })))
+}
+
+pub async fn finalize_logged_model(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Reply {
+    let raw = match p.str("status") {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(missing("status")),
+        Err(_) => p
+            .i64("status")?
+            .ok_or_else(|| missing("status"))?
+            .to_string(),
+    };
+    let status = LoggedModelStatus::parse(&raw).ok_or_else(|| {
+        MlflowError::invalid(format!(
+            "Invalid value \"{raw}\" for parameter 'status' supplied"
+        ))
+    })?;
+    let model = s.tracking.finalize_logged_model(&id, status).await?;
+    Ok(Json(json!({ "model": model })))
+}
+
+pub async fn delete_logged_model(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    s.tracking.delete_logged_model(&id).await?;
+    ok()
+}
+
+pub async fn set_logged_model_tags(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Reply {
+    let model = s
+        .tracking
+        .set_logged_model_tags(&id, key_values(&p, "tags")?)
+        .await?;
+    Ok(Json(json!({ "model": model })))
+}
+
+pub async fn delete_logged_model_tag(
+    State(s): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+) -> Reply {
+    s.tracking.delete_logged_model_tag(&id, &key).await?;
+    ok()
+}
+
+pub async fn log_logged_model_params(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Reply {
+    s.tracking
+        .log_logged_model_params(&id, key_values(&p, "params")?)
+        .await?;
+    ok()
+}
+
+pub async fn search_logged_models(State(s): State<AppState>, p: Params) -> Reply {
+    let page = s
+        .tracking
+        .search_logged_models(
+            &p.strs("experiment_ids")?,
+            &p.str("filter")?.unwrap_or_default(),
+            p.i64("max_results")?.unwrap_or(100),
+            p.str("page_token")?.as_deref(),
+        )
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["models"] = json!(page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+pub async fn create_registered_model(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    p: Params,
+) -> Reply {
+    let model = s
+        .tracking
+        .create_registered_model(
+            &p.req_str("name")?,
+            p.str("description")?,
+            key_values(&p, "tags")?,
+            &who.name,
+        )
+        .await?;
+    Ok(Json(json!({ "registered_model": model })))
+}
+
+pub async fn get_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+    let model = s.tracking.get_registered_model(&p.req_str("name")?).await?;
+    Ok(Json(json!({ "registered_model": model })))
+}
+
+pub async fn update_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+    let model = s
+        .tracking
+        .update_registered_model(&p.req_str("name")?, p.str("description")?)
+        .await?;
+    Ok(Json(json!({ "registered_model": model })))
+}
+
+pub async fn rename_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+    let model = s
+        .tracking
+        .rename_registered_model(&p.req_str("name")?, &p.req_str("new_name")?)
+        .await?;
+    Ok(Json(json!({ "registered_model": model })))
+}
+
+pub async fn delete_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .delete_registered_model(&p.req_str("name")?)
+        .await?;
+    ok()
+}
+
+pub async fn search_registered_models(State(s): State<AppState>, p: Params) -> Reply {
+    let page = s
+        .tracking
+        .search_registered_models(
+            &p.str("filter")?.unwrap_or_default(),
+            p.i64("max_results")?.unwrap_or(100),
+            &p.strs("order_by")?,
+            p.str("page_token")?.as_deref(),
+        )
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["registered_models"] = json!(page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+pub async fn latest_versions(State(s): State<AppState>, p: Params) -> Reply {
+    let versions = s
+        .tracking
+        .latest_versions(&p.req_str("name")?, &p.strs("stages")?)
+        .await?;
+    Ok(Json(json!({ "model_versions": versions })))
+}
+
+pub async fn set_registered_model_tag(State(s): State<AppState>, p: Params) -> Reply {
+    let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
+    s.tracking
+        .set_registered_model_tag(&p.req_str("name")?, tag)
+        .await?;
+    ok()
+}
+
+pub async fn delete_registered_model_tag(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .delete_registered_model_tag(&p.req_str("name")?, &p.req_str("key")?)
+        .await?;
+    ok()
+}
+
+pub async fn set_alias(State(s): State<AppState>, p: Params) -> Reply {
+    let v = version(&p)?;
+    s.tracking
+        .set_alias(&p.req_str("name")?, &p.req_str("alias")?, &v.to_string())
+        .await?;
+    ok()
+}
+
+pub async fn delete_alias(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .delete_alias(&p.req_str("name")?, &p.req_str("alias")?)
+        .await?;
+    ok()
+}
+
+pub async fn get_by_alias(State(s): State<AppState>, p: Params) -> Reply {
+    let v = s
+        .tracking
+        .version_by_alias(&p.req_str("name")?, &p.req_str("alias")?)
+        .await?;
+    Ok(Json(json!({ "model_version": v })))
+}
+
+pub async fn create_model_version(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    p: Params,
+) -> Reply {
+    let v = s
+        .tracking
+        .create_model_version(NewModelVersion {
+            name: p.req_str("name")?,
+            source: p.req_str("source")?,
+            run_id: p.str("run_id")?.filter(|r| !r.is_empty()),
+            model_id: p.str("model_id")?.filter(|r| !r.is_empty()),
+            tags: key_values(&p, "tags")?,
+            run_link: p.str("run_link")?,
+            description: p.str("description")?,
+            user_id: who.name,
+        })
+        .await?;
+    Ok(Json(json!({ "model_version": v })))
+}
+
+pub async fn get_model_version(State(s): State<AppState>, p: Params) -> Reply {
+    let v = s
+        .tracking
+        .get_model_version(&p.req_str("name")?, version(&p)?)
+        .await?;
+    Ok(Json(json!({ "model_version": v })))
+}
+
+pub async fn update_model_version(State(s): State<AppState>, p: Params) -> Reply {
+    let v = s
+        .tracking
+        .update_model_version(&p.req_str("name")?, version(&p)?, p.str("description")?)
+        .await?;
+    Ok(Json(json!({ "model_version": v })))
+}
+
+pub async fn transition_stage(State(s): State<AppState>, p: Params) -> Reply {
+    let v = s
+        .tracking
+        .transition_stage(
+            &p.req_str("name")?,
+            version(&p)?,
+            &p.req_str("stage")?,
+            p.bool("archive_existing_versions")?.unwrap_or(false),
+        )
+        .await?;
+    Ok(Json(json!({ "model_version": v })))
+}
+
+pub async fn delete_model_version(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .delete_model_version(&p.req_str("name")?, version(&p)?)
+        .await?;
+    ok()
+}
+
+pub async fn search_model_versions(State(s): State<AppState>, p: Params) -> Reply {
+    let page = s
+        .tracking
+        .search_model_versions(
+            &p.str("filter")?.unwrap_or_default(),
+            p.i64("max_results")?.unwrap_or(10_000),
+            &p.strs("order_by")?,
+            p.str("page_token")?.as_deref(),
+        )
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["model_versions"] = json!(page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+pub async fn download_uri(State(s): State<AppState>, p: Params) -> Reply {
+    let uri = s
+        .tracking
+        .download_uri(&p.req_str("name")?, version(&p)?)
+        .await?;
+    Ok(Json(json!({ "artifact_uri": uri })))
+}
+
+pub async fn set_model_version_tag(State(s): State<AppState>, p: Params) -> Reply {
+    let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
+    s.tracking
+        .set_model_version_tag(&p.req_str("name")?, version(&p)?, tag)
+        .await?;
+    ok()
+}
+
+pub async fn delete_model_version_tag(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .delete_model_version_tag(&p.req_str("name")?, version(&p)?, &p.req_str("key")?)
+        .await?;
+    ok()
+}

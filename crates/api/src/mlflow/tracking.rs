@@ -1,0 +1,451 @@
+//! Experiments, runs, params, tags, metrics and run artifact listings.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use trainyard_store::Principal;
+use trainyard_tracking::{
+    BatchInput, Dataset, DatasetInput, KeyValue, Lifecycle, MetricPoint, ModelOutput,
+    NewExperiment, NewRun, RunStatus, SearchRequest, ViewType,
+};
+
+use super::params::missing;
+use super::{MlflowError, Params, Reply};
+use crate::AppState;
+
+fn key_values(p: &Params, name: &str) -> Result<Vec<KeyValue>, MlflowError> {
+    p.objects(name)?
+        .iter()
+        .map(|t| {
+            Ok(KeyValue::new(
+                t.req_str("key")?,
+                t.str("value")?.unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+fn view_type(p: &Params, name: &str) -> Result<ViewType, MlflowError> {
+    match p.str(name)? {
+        None => match p.i64(name)? {
+            None => Ok(ViewType::default()),
+            Some(n) => ViewType::parse(&n.to_string()).ok_or_else(|| {
+                MlflowError::invalid(format!("Invalid value {n} for parameter '{name}'"))
+            }),
+        },
+        Some(s) => ViewType::parse(&s).ok_or_else(|| {
+            MlflowError::invalid(format!("Invalid value \"{s}\" for parameter '{name}'"))
+        }),
+    }
+}
+
+fn ok() -> Reply {
+    Ok(Json(json!({})))
+}
+
+pub async fn create_experiment(State(s): State<AppState>, p: Params) -> Reply {
+    let id = s
+        .tracking
+        .create_experiment(NewExperiment {
+            name: p.req_str("name")?,
+            artifact_location: p.str("artifact_location")?,
+            tags: key_values(&p, "tags")?,
+        })
+        .await?;
+    Ok(Json(json!({ "experiment_id": id })))
+}
+
+pub async fn get_experiment(State(s): State<AppState>, p: Params) -> Reply {
+    let e = s
+        .tracking
+        .get_experiment(&p.req_str("experiment_id")?)
+        .await?;
+    Ok(Json(json!({ "experiment": e })))
+}
+
+pub async fn get_experiment_by_name(State(s): State<AppState>, p: Params) -> Reply {
+    let e = s
+        .tracking
+        .get_experiment_by_name(&p.req_str("experiment_name")?)
+        .await?;
+    Ok(Json(json!({ "experiment": e })))
+}
+
+pub async fn search_experiments(State(s): State<AppState>, p: Params) -> Reply {
+    let page = s
+        .tracking
+        .search_experiments(
+            view_type(&p, "view_type")?,
+            &p.str("filter")?.unwrap_or_default(),
+            &p.strs("order_by")?,
+            p.i64("max_results")?.unwrap_or(1000),
+            p.str("page_token")?.as_deref(),
+        )
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["experiments"] = json!(page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+pub async fn update_experiment(State(s): State<AppState>, p: Params) -> Reply {
+    let id = p.req_str("experiment_id")?;
+    if let Some(name) = p.str("new_name")? {
+        s.tracking.rename_experiment(&id, &name).await?;
+    } else {
+        s.tracking.get_experiment(&id).await?;
+    }
+    ok()
+}
+
+pub async fn delete_experiment(State(s): State<AppState>, p: Params) -> Reply {
+    let id = p.req_str("experiment_id")?;
+    s.tracking
+        .set_experiment_lifecycle(&id, Lifecycle::Deleted)
+        .await?;
+    ok()
+}
+
+pub async fn restore_experiment(State(s): State<AppState>, p: Params) -> Reply {
+    let id = p.req_str("experiment_id")?;
+    s.tracking
+        .set_experiment_lifecycle(&id, Lifecycle::Active)
+        .await?;
+    ok()
+}
+
+pub async fn set_experiment_tag(State(s): State<AppState>, p: Params) -> Reply {
+    let id = p.req_str("experiment_id")?;
+    let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
+    s.tracking.set_experiment_tag(&id, tag).await?;
+    ok()
+}
+
+pub async fn delete_experiment_tag(State(s): State<AppState>, p: Params) -> Reply {
+    let id = p.req_str("experiment_id")?;
+    s.tracking
+        .delete_experiment_tag(&id, &p.req_str("key")?)
+        .await?;
+    ok()
+}
+
+pub async fn search_datasets(State(s): State<AppState>, p: Params) -> Reply {
+    let mut summaries = Vec::new();
+    let page = s
+        .tracking
+        .search_runs(SearchRequest {
+            experiment_ids: p.strs("experiment_ids")?,
+            filter: String::new(),
+            view: ViewType::ActiveOnly,
+            max_results: 50_000,
+            order_by: Vec::new(),
+            page_token: None,
+        })
+        .await?;
+    for run in page.items {
+        for input in run.inputs.dataset_inputs {
+            let context = input
+                .tags
+                .iter()
+                .find(|t| t.key == "mlflow.data.context")
+                .map(|t| t.value.clone());
+            let entry = json!({
+                "experiment_id": run.info.experiment_id,
+                "name": input.dataset.name,
+                "digest": input.dataset.digest,
+                "context": context,
+            });
+            if !summaries.contains(&entry) {
+                summaries.push(entry);
+            }
+        }
+    }
+    Ok(Json(json!({ "dataset_summaries": summaries })))
+}
+
+pub async fn create_run(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    p: Params,
+) -> Reply {
+    let run = s
+        .tracking
+        .create_run(NewRun {
+            experiment_id: p.str("experiment_id")?.unwrap_or_else(|| "0".into()),
+            user_id: p.str("user_id")?.unwrap_or(who.name),
+            run_name: p.str("run_name")?,
+            start_time: p.i64("start_time")?,
+            tags: key_values(&p, "tags")?,
+            job_id: None,
+            status: RunStatus::Running,
+        })
+        .await?;
+    Ok(Json(json!({ "run": run })))
+}
+
+pub async fn get_run(State(s): State<AppState>, p: Params) -> Reply {
+    let run = s.tracking.get_run(&p.run_id()?).await?;
+    Ok(Json(json!({ "run": run })))
+}
+
+fn run_status(p: &Params) -> Result<Option<RunStatus>, MlflowError> {
+    let raw = match p.str("status") {
+        Ok(s) => s,
+        Err(_) => p.i64("status")?.map(|n| n.to_string()),
+    };
+    raw.map(|s| {
+        RunStatus::parse(&s).ok_or_else(|| {
+            MlflowError::invalid(format!(
+                "Invalid value \"{s}\" for parameter 'status' supplied"
+            ))
+        })
+    })
+    .transpose()
+}
+
+pub async fn update_run(State(s): State<AppState>, p: Params) -> Reply {
+    let info = s
+        .tracking
+        .update_run(
+            &p.run_id()?,
+            run_status(&p)?,
+            p.i64("end_time")?,
+            p.str("run_name")?,
+        )
+        .await?;
+    Ok(Json(json!({ "run_info": info })))
+}
+
+pub async fn delete_run(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .set_run_lifecycle(&p.run_id()?, Lifecycle::Deleted)
+        .await?;
+    ok()
+}
+
+pub async fn restore_run(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .set_run_lifecycle(&p.run_id()?, Lifecycle::Active)
+        .await?;
+    ok()
+}
+
+pub async fn log_param(State(s): State<AppState>, p: Params) -> Reply {
+    let param = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
+    s.tracking.log_param(&p.run_id()?, param).await?;
+    ok()
+}
+
+pub async fn set_tag(State(s): State<AppState>, p: Params) -> Reply {
+    let tag = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
+    s.tracking.set_run_tag(&p.run_id()?, tag).await?;
+    ok()
+}
+
+pub async fn delete_tag(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .delete_run_tag(&p.run_id()?, &p.req_str("key")?)
+        .await?;
+    ok()
+}
+
+/// One metric from a request object; `at` prefixes field names in errors (`metrics[3].`).
+fn metric_point(m: &Params, at: &str) -> Result<MetricPoint, MlflowError> {
+    let named = |e: MlflowError, field: &str| MlflowError {
+        message: e
+            .message
+            .replace(&format!("'{field}'"), &format!("'{at}{field}'")),
+        ..e
+    };
+    let key = m.req_str("key").map_err(|e| named(e, "key"))?;
+    let value = m
+        .f64("value")
+        .map_err(|e| named(e, "value"))?
+        .ok_or_else(|| named(missing("value"), "value"))?;
+    let timestamp = m
+        .i64("timestamp")
+        .map_err(|e| named(e, "timestamp"))?
+        .ok_or_else(|| named(missing("timestamp"), "timestamp"))?;
+    let step = m.i64("step").map_err(|e| named(e, "step"))?.unwrap_or(0);
+    Ok(MetricPoint {
+        key,
+        value,
+        timestamp,
+        step,
+        model_id: m.str("model_id")?.filter(|s| !s.is_empty()),
+        dataset_name: m.str("dataset_name")?,
+        dataset_digest: m.str("dataset_digest")?,
+    })
+}
+
+pub async fn log_metric(State(s): State<AppState>, p: Params) -> Reply {
+    let point = metric_point(&p, "")?;
+    s.tracking.log_metric(&p.run_id()?, point).await?;
+    ok()
+}
+
+pub async fn log_batch(State(s): State<AppState>, p: Params) -> Reply {
+    let run_id = p.run_id()?;
+    let metrics = p
+        .objects("metrics")?
+        .iter()
+        .enumerate()
+        .map(|(i, m)| metric_point(m, &format!("metrics[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = BatchInput {
+        metrics,
+        params: key_values(&p, "params")?,
+        tags: key_values(&p, "tags")?,
+    };
+    s.tracking.log_batch(&run_id, batch).await?;
+    ok()
+}
+
+pub async fn log_inputs(State(s): State<AppState>, p: Params) -> Reply {
+    let mut datasets = Vec::new();
+    for input in p.objects("datasets")? {
+        let d = input.object("dataset")?.ok_or_else(|| missing("dataset"))?;
+        datasets.push(DatasetInput {
+            tags: key_values(&input, "tags")?,
+            dataset: Dataset {
+                name: d.req_str("name")?,
+                digest: d.req_str("digest")?,
+                source_type: d.req_str("source_type")?,
+                source: d.req_str("source")?,
+                schema: d.str("schema")?,
+                profile: d.str("profile")?,
+            },
+        });
+    }
+    let models = p
+        .objects("models")?
+        .iter()
+        .map(|m| m.req_str("model_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    s.tracking
+        .log_inputs(&p.run_id()?, datasets, models)
+        .await?;
+    ok()
+}
+
+pub async fn log_outputs(State(s): State<AppState>, p: Params) -> Reply {
+    let models = p
+        .objects("models")?
+        .iter()
+        .map(|m| {
+            Ok(ModelOutput {
+                model_id: m.req_str("model_id")?,
+                step: m.i64("step")?.unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>, MlflowError>>()?;
+    s.tracking.log_outputs(&p.run_id()?, models).await?;
+    ok()
+}
+
+pub async fn log_model(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking
+        .append_model_history(&p.run_id()?, &p.req_str("model_json")?)
+        .await?;
+    ok()
+}
+
+pub async fn search_runs(State(s): State<AppState>, p: Params) -> Reply {
+    let page = s
+        .tracking
+        .search_runs(SearchRequest {
+            experiment_ids: p.strs("experiment_ids")?,
+            filter: p.str("filter")?.unwrap_or_default(),
+            view: view_type(&p, "run_view_type")?,
+            max_results: p.i64("max_results")?.unwrap_or(1000),
+            order_by: p.strs("order_by")?,
+            page_token: p.str("page_token")?,
+        })
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["runs"] = json!(page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+pub async fn metric_history(State(s): State<AppState>, p: Params) -> Reply {
+    let page = s
+        .tracking
+        .metric_history(
+            &p.run_id()?,
+            &p.req_str("metric_key")?,
+            p.i64("max_results")?,
+            p.str("page_token")?.as_deref(),
+        )
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["metrics"] = json!(page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+/// Sampled histories of one metric for up to 100 runs, optionally within a step range.
+pub async fn metric_history_bulk_interval(State(s): State<AppState>, p: Params) -> Reply {
+    let run_ids = p.strs("run_ids")?;
+    if run_ids.is_empty() {
+        return Err(missing("run_ids"));
+    }
+    if run_ids.len() > 100 {
+        return Err(MlflowError::invalid(format!(
+            "GetMetricHistoryBulkInterval request must specify at most 100 run_ids. Received {} run_ids.",
+            run_ids.len()
+        )));
+    }
+    let key = p.req_str("metric_key")?;
+    let max_results = p.i64("max_results")?.unwrap_or(320);
+    if !(1..=1000).contains(&max_results) {
+        return Err(MlflowError::invalid(format!(
+            "max_results must be between 1 and 1000, got {max_results}"
+        )));
+    }
+    let (start, end) = (p.i64("start_step")?, p.i64("end_step")?);
+    let mut metrics: Vec<Value> = Vec::new();
+    for run_id in run_ids {
+        let sampled = match s
+            .tracking
+            .sampled_metric(&run_id, &key, max_results as usize)
+            .await
+        {
+            Ok(m) => m,
+            Err(trainyard_tracking::TrackingError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for mut m in sampled.points {
+            if start.is_some_and(|st| m.step < st) || end.is_some_and(|en| m.step > en) {
+                continue;
+            }
+            m.run_id = Some(run_id.clone());
+            metrics.push(json!(m));
+        }
+    }
+    Ok(Json(json!({ "metrics": metrics })))
+}
+
+pub async fn list_run_artifacts(State(s): State<AppState>, p: Params) -> Reply {
+    let (root_uri, files) = s
+        .tracking
+        .list_run_artifacts(&p.run_id()?, &p.str("path")?.unwrap_or_default())
+        .await?;
+    let mut out = json!({ "root_uri": root_uri });
+    if !files.is_empty() {
+        out["files"] = json!(files);
+    }
+    Ok(Json(out))
+}

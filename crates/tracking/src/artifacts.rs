@@ -1,0 +1,242 @@
+//! Run and model artifacts in the blob store, under `artifacts/<path>` where `<path>` is
+//! what follows `mlflow-artifacts:/` (`<experiment>/<run>/artifacts/…`). Uploads stream to
+//! the store and become visible only when complete.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, GetResult, ObjectStore};
+use tokio::io::AsyncWriteExt;
+
+use crate::entities::FileInfo;
+use crate::error::{invalid, not_found};
+use crate::search::ARTIFACTS_PREFIX;
+use crate::{Tracking, TrackingError};
+
+const ROOT: &str = "artifacts";
+
+/// Refuses paths that could leave the artifact root or mean something else to a store.
+pub fn check_path(path: &str) -> Result<(), TrackingError> {
+    let bad = |why: &str| Err(invalid(format!("Invalid path: '{path}' ({why})")));
+    if path.starts_with('/') {
+        return bad("absolute paths are not allowed");
+    }
+    if path.contains('\\') || path.contains('#') || path.contains('\0') {
+        return bad("backslashes, '#' and NUL are not allowed");
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.starts_with("file:")
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+    {
+        return bad("URIs and encoded separators are not allowed");
+    }
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+        return bad("drive letters are not allowed");
+    }
+    if path.split('/').any(|seg| seg == ".." || seg == ".") {
+        return bad("'..' and '.' segments are not allowed");
+    }
+    Ok(())
+}
+
+fn location(path: &str) -> Result<Path, TrackingError> {
+    check_path(path)?;
+    let parts = std::iter::once(ROOT).chain(path.split('/').filter(|s| !s.is_empty()));
+    Ok(Path::from_iter(parts))
+}
+
+/// The store path behind an artifact URI of ours (`mlflow-artifacts:/x/y`), if it is one.
+pub fn artifact_path(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix(ARTIFACTS_PREFIX)?;
+    // `mlflow-artifacts://host:port/path` names a server; ours has no host.
+    Some(rest.trim_start_matches('/'))
+}
+
+/// A download: the bytes (possibly a range of them) and how many the whole file has.
+pub struct Download {
+    pub size: u64,
+    pub range: Option<std::ops::Range<u64>>,
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, TrackingError>>,
+}
+
+impl Tracking {
+    fn store(&self) -> &std::sync::Arc<dyn ObjectStore> {
+        self.blobs.object_store()
+    }
+
+    /// Stores a file from a stream of body chunks; a failed or cut-off stream stores nothing.
+    pub async fn put_artifact<S, E>(&self, path: &str, body: S) -> Result<u64, TrackingError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if path.is_empty() || path.ends_with('/') {
+            return Err(invalid(format!(
+                "Invalid path: '{path}' (a file name is needed)"
+            )));
+        }
+        let location = location(path)?;
+        let mut writer = object_store::buffered::BufWriter::new(self.store().clone(), location);
+        let mut body = body;
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(invalid(format!("the upload of '{path}' was cut off: {e}")));
+                }
+            };
+            written += chunk.len() as u64;
+            if let Err(e) = writer.write_all(&chunk).await {
+                let _ = writer.abort().await;
+                return Err(TrackingError::Store(trainyard_store::StoreError::Blob(
+                    object_store::Error::Generic {
+                        store: "artifacts",
+                        source: Box::new(e),
+                    },
+                )));
+            }
+        }
+        writer.shutdown().await.map_err(|e| {
+            TrackingError::Store(trainyard_store::StoreError::Blob(
+                object_store::Error::Generic {
+                    store: "artifacts",
+                    source: Box::new(e),
+                },
+            ))
+        })?;
+        Ok(written)
+    }
+
+    /// A file's bytes; `range` is an inclusive-exclusive byte range within it.
+    pub async fn get_artifact(
+        &self,
+        path: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Download, TrackingError> {
+        let location = location(path)?;
+        let options = GetOptions {
+            range: range.clone().map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let result: GetResult = match self.store().get_opts(&location, options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                let is_dir = !self.list_artifacts(path).await?.is_empty();
+                return Err(if is_dir {
+                    invalid(format!("'{path}' is a directory, not a file"))
+                } else {
+                    not_found(format!("No such artifact: '{path}'"))
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = result.meta.size;
+        Ok(Download {
+            size,
+            range,
+            body: result.into_stream().map_err(TrackingError::from).boxed(),
+        })
+    }
+
+    /// The immediate children of a folder (bare names); a missing folder or a file has none.
+    pub async fn list_artifacts(&self, path: &str) -> Result<Vec<FileInfo>, TrackingError> {
+        let prefix = location(path)?;
+        let listing = self.store().list_with_delimiter(Some(&prefix)).await?;
+        let mut out: Vec<FileInfo> = Vec::new();
+        for dir in listing.common_prefixes {
+            if let Some(name) = dir.filename() {
+                out.push(FileInfo {
+                    path: name.to_string(),
+                    is_dir: true,
+                    file_size: None,
+                });
+            }
+        }
+        for obj in listing.objects {
+            if let Some(name) = obj.location.filename() {
+                out.push(FileInfo {
+                    path: name.to_string(),
+                    is_dir: false,
+                    file_size: Some(obj.size as i64),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Deletes a file, or a folder and everything under it.
+    pub async fn delete_artifacts(&self, path: &str) -> Result<(), TrackingError> {
+        let location = location(path)?;
+        match self.store().delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let under: Vec<_> = self.store().list(Some(&location)).try_collect().await?;
+        for meta in under {
+            match self.store().delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `artifacts/list` for a run: entries under `path` relative to the run's root.
+    pub async fn list_run_artifacts(
+        &self,
+        run_id: &str,
+        path: &str,
+    ) -> Result<(String, Vec<FileInfo>), TrackingError> {
+        let run = self.get_run(run_id).await?;
+        let root_uri = run.info.artifact_uri.clone();
+        let Some(root) = artifact_path(&root_uri) else {
+            return Ok((root_uri, Vec::new()));
+        };
+        check_path(path)?;
+        let path = path.trim_matches('/');
+        let full = if path.is_empty() {
+            root.to_string()
+        } else {
+            format!("{root}/{path}")
+        };
+        let mut files = self.list_artifacts(&full).await?;
+        if !path.is_empty() {
+            for f in &mut files {
+                f.path = format!("{path}/{}", f.path);
+            }
+        }
+        Ok((root_uri, files))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_paths_are_refused() {
+        for bad in [
+            "../x",
+            "a/../../b",
+            "/etc/passwd",
+            "a\\b",
+            "a%2e%2e/b",
+            "%2E%2E/x",
+            "C:/x",
+            "file:/x",
+            "a#b",
+            "./a",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for ok in ["1/abc/artifacts/model/MLmodel", "", "a b/c.txt", "x..y"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Experiments: named groups of runs with an artifact location (spec §3).
+
+use sqlx::any::AnyRow;
+
+use crate::entities::{Experiment, KeyValue, Lifecycle, Page, ViewType};
+use crate::error::{invalid, not_found};
+use crate::filter::{self, Entity, Field, Grammar};
+use crate::rows::{get, key_values};
+use crate::validate;
+use crate::{Tracking, TrackingError};
+use trainyard_core::time::now_ms;
+
+pub struct NewExperiment {
+    pub name: String,
+    pub artifact_location: Option<String>,
+    pub tags: Vec<KeyValue>,
+}
+
+const GRAMMAR: Grammar = Grammar {
+    entities: &[Entity::Attribute, Entity::Tag],
+    string_attributes: &["name"],
+    numeric_attributes: &["experiment_id", "creation_time", "last_update_time"],
+    list_attributes: &[],
+    aliases: &[],
+};
+
+/// Most experiments one search page returns.
+pub const MAX_EXPERIMENTS_PAGE: i64 = 50_000;
+
+impl Tracking {
+    pub async fn create_experiment(&self, new: NewExperiment) -> Result<String, TrackingError> {
+        let name = new.name.trim();
+        if name.is_empty() {
+            return Err(invalid(
+                "Invalid experiment name: '' (it must not be empty)",
+            ));
+        }
+        validate::length("name", name, validate::MAX_EXPERIMENT_NAME_LEN)?;
+        for tag in &new.tags {
+            validate::key("key", &tag.key)?;
+            validate::length("value", &tag.value, validate::MAX_EXPERIMENT_TAG_VALUE_LEN)?;
+        }
+        let now = now_ms();
+        let mut tx = self.db.begin_write().await?;
+        let exists = sqlx::query("SELECT id FROM experiments WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(TrackingError::AlreadyExists(format!(
+                "Experiment '{name}' already exists."
+            )));
+        }
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 AS next FROM experiments")
+            .fetch_one(&mut *tx)
+            .await?;
+        let id: i64 = get(&row, "next")?;
+        let location = new
+            .artifact_location
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| format!("{}{id}", crate::ARTIFACTS_PREFIX));
+        sqlx::query(
+            "INSERT INTO experiments (id, name, artifact_location, lifecycle_stage, \
+             creation_time, last_update_time) VALUES ($1, $2, $3, 'active', $4, $4)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(&location)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for tag in &new.tags {
+            upsert_tag(&mut tx, id, tag).await?;
+        }
+        tx.commit().await?;
+        Ok(id.to_string())
+    }
+
+    pub async fn get_experiment(&self, id: &str) -> Result<Experiment, TrackingError> {
+        let id = validate::experiment_id(id)?;
+        let row = sqlx::query("SELECT * FROM experiments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| not_found(format!("No Experiment with id={id} exists")))?;
+        self.experiment_from_row(&row).await
+    }
+
+    pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment, TrackingError> {
+        let row = sqlx::query("SELECT * FROM experiments WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| not_found(format!("Could not find experiment with name '{name}'")))?;
+        self.experiment_from_row(&row).await
+    }
+
+    /// The id of the experiment called `name`, created when missing (jobs name theirs).
+    pub async fn experiment_for_name(&self, name: &str) -> Result<String, TrackingError> {
+        match self.get_experiment_by_name(name).await {
+            Ok(e) if e.lifecycle_stage == Lifecycle::Deleted => Err(invalid(format!(
+                "Experiment '{name}' is deleted; restore it or choose another name"
+            ))),
+            Ok(e) => Ok(e.experiment_id),
+            Err(TrackingError::NotFound(_)) => {
+                match self
+                    .create_experiment(NewExperiment {
+                        name: name.to_string(),
+                        artifact_location: None,
+                        tags: Vec::new(),
+                    })
+                    .await
+                {
+                    // Two jobs naming a new experiment at once: the loser reads the winner's.
+                    Err(TrackingError::AlreadyExists(_)) => {
+                        Ok(self.get_experiment_by_name(name).await?.experiment_id)
+                    }
+                    other => other,
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn experiment_from_row(&self, row: &AnyRow) -> Result<Experiment, TrackingError> {
+        let id: i64 = get(row, "id")?;
+        let tags = sqlx::query(
+            "SELECT key, value FROM experiment_tags WHERE experiment_id = $1 ORDER BY key",
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(Experiment {
+            experiment_id: id.to_string(),
+            name: get(row, "name")?,
+            artifact_location: get(row, "artifact_location")?,
+            lifecycle_stage: Lifecycle::parse(&get::<String>(row, "lifecycle_stage")?),
+            creation_time: get(row, "creation_time")?,
+            last_update_time: get(row, "last_update_time")?,
+            tags: key_values(&tags)?,
+        })
+    }
+
+    pub async fn search_experiments(
+        &self,
+        view: ViewType,
+        filter: &str,
+        order_by: &[String],
+        max_results: i64,
+        page_token: Option<&str>,
+    ) -> Result<Page<Experiment>, TrackingError> {
+        if !(1..=MAX_EXPERIMENTS_PAGE).contains(&max_results) {
+            return Err(invalid(format!(
+                "Invalid value {max_results} for parameter 'max_results' supplied. It must be \
+                 at most {MAX_EXPERIMENTS_PAGE} and at least 1"
+            )));
+        }
+        let clauses = filter::parse_filter(&GRAMMAR, filter)?;
+        let order = filter::parse_order_by(&GRAMMAR, order_by)?;
+        if order.iter().any(|o| o.entity != Entity::Attribute) {
+            return Err(invalid("Experiments can only be ordered by attributes"));
+        }
+        let offset = filter::decode_page_token(page_token)?;
+        let rows = sqlx::query("SELECT * FROM experiments")
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut all = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let e = self.experiment_from_row(row).await?;
+            if view.admits(e.lifecycle_stage) {
+                all.push(e);
+            }
+        }
+        let field = |e: &Experiment, entity: Entity, key: &str| -> Option<(String, f64)> {
+            match (entity, key) {
+                (Entity::Attribute, "name") => Some((e.name.clone(), 0.0)),
+                (Entity::Attribute, "experiment_id") => {
+                    Some((String::new(), e.experiment_id.parse().unwrap_or(0.0)))
+                }
+                (Entity::Attribute, "creation_time") => {
+                    Some((String::new(), e.creation_time as f64))
+                }
+                (Entity::Attribute, "last_update_time") => {
+                    Some((String::new(), e.last_update_time as f64))
+                }
+                (Entity::Tag, k) => e
+                    .tags
+                    .iter()
+                    .find(|t| t.key == k)
+                    .map(|t| (t.value.clone(), 0.0)),
+                _ => None,
+            }
+        };
+        all.retain(|e| {
+            clauses.iter().all(|c| {
+                let v = field(e, c.entity, &c.key);
+                match &v {
+                    None => c.matches(None),
+                    Some((s, n)) => {
+                        if c.entity == Entity::Attribute && c.key != "name" {
+                            c.matches(Some(Field::Num(*n)))
+                        } else {
+                            c.matches(Some(Field::Str(s)))
+                        }
+                    }
+                }
+            })
+        });
+        all.sort_by(|a, b| {
+            for o in &order {
+                let (va, vb) = (field(a, o.entity, &o.key), field(b, o.entity, &o.key));
+                let fa = va.as_ref().map(|(s, n)| {
+                    if o.key == "name" {
+                        Field::Str(s)
+                    } else {
+                        Field::Num(*n)
+                    }
+                });
+                let fb = vb.as_ref().map(|(s, n)| {
+                    if o.key == "name" {
+                        Field::Str(s)
+                    } else {
+                        Field::Num(*n)
+                    }
+                });
+                let ord = filter::compare(fa.as_ref(), fb.as_ref(), o.ascending);
+                if ord.is_ne() {
+                    return ord;
+                }
+            }
+            if order.is_empty() {
+                let ord = b.creation_time.cmp(&a.creation_time);
+                if ord.is_ne() {
+                    return ord;
+                }
+            }
+            let ida: i64 = a.experiment_id.parse().unwrap_or(0);
+            let idb: i64 = b.experiment_id.parse().unwrap_or(0);
+            ida.cmp(&idb)
+        });
+        Ok(paginate(all, offset, max_results as usize))
+    }
+
+    pub async fn rename_experiment(&self, id: &str, new_name: &str) -> Result<(), TrackingError> {
+        let e = self.get_experiment(id).await?;
+        if e.lifecycle_stage == Lifecycle::Deleted {
+            return Err(invalid(format!(
+                "Cannot rename a non-active experiment {id}: it is deleted."
+            )));
+        }
+        let new_name = new_name.trim();
+        if new_name.is_empty() {
+            return Err(invalid(
+                "Invalid experiment name: '' (it must not be empty)",
+            ));
+        }
+        validate::length("new_name", new_name, validate::MAX_EXPERIMENT_NAME_LEN)?;
+        let mut tx = self.db.begin_write().await?;
+        let taken = sqlx::query("SELECT id FROM experiments WHERE name = $1 AND id != $2")
+            .bind(new_name)
+            .bind(validate::experiment_id(id)?)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(TrackingError::AlreadyExists(format!(
+                "Experiment '{new_name}' already exists."
+            )));
+        }
+        sqlx::query("UPDATE experiments SET name = $1, last_update_time = $2 WHERE id = $3")
+            .bind(new_name)
+            .bind(now_ms())
+            .bind(validate::experiment_id(id)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Soft-deletes (or restores) an experiment and all its runs.
+    pub async fn set_experiment_lifecycle(
+        &self,
+        id: &str,
+        to: Lifecycle,
+    ) -> Result<(), TrackingError> {
+        let e = self.get_experiment(id).await?;
+        if e.lifecycle_stage == to {
+            return Err(not_found(format!(
+                "Experiment {id} is already {}; only a {} experiment can be {}",
+                to.as_str(),
+                if to == Lifecycle::Deleted {
+                    "active"
+                } else {
+                    "deleted"
+                },
+                if to == Lifecycle::Deleted {
+                    "deleted"
+                } else {
+                    "restored"
+                },
+            )));
+        }
+        let id = validate::experiment_id(id)?;
+        let now = now_ms();
+        let deleted_time = (to == Lifecycle::Deleted).then_some(now);
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE id = $3",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE experiment_id = $3",
+        )
+        .bind(to.as_str())
+        .bind(deleted_time)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_experiment_tag(&self, id: &str, tag: KeyValue) -> Result<(), TrackingError> {
+        let e = self.get_experiment(id).await?;
+        if e.lifecycle_stage != Lifecycle::Active {
+            return Err(invalid(format!(
+                "The experiment {id} must be in the 'active' state. Current state is deleted."
+            )));
+        }
+        validate::key("key", &tag.key)?;
+        validate::length("value", &tag.value, validate::MAX_EXPERIMENT_TAG_VALUE_LEN)?;
+        let mut tx = self.db.begin_write().await?;
+        upsert_tag(&mut tx, validate::experiment_id(id)?, &tag).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_experiment_tag(&self, id: &str, key: &str) -> Result<(), TrackingError> {
+        let e = self.get_experiment(id).await?;
+        if e.lifecycle_stage != Lifecycle::Active {
+            return Err(invalid(format!(
+                "The experiment {id} must be in the 'active' state. Current state is deleted."
+            )));
+        }
+        sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
+            .bind(validate::experiment_id(id)?)
+            .bind(key)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+async fn upsert_tag(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: i64,
+    tag: &KeyValue,
+) -> Result<(), TrackingError> {
+    sqlx::query(
+        "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(id)
+    .bind(&tag.key)
+    .bind(&tag.value)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One page of an already ordered list; the token says where the next page starts.
+pub(crate) fn paginate<T>(mut all: Vec<T>, offset: usize, max: usize) -> Page<T> {
+    let total = all.len();
+    let start = offset.min(total);
+    let end = start.saturating_add(max).min(total);
+    let items: Vec<T> = all.drain(start..end).collect();
+    Page {
+        items,
+        next_page_token: (end < total).then(|| filter::encode_page_token(end)),
+    }
+}

@@ -1,0 +1,457 @@
+//! Metric points: appended in batches with their per-series summary and rollups updated in
+//! the same transaction, read back as full histories (paged) or as downsampled charts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::any::AnyRow;
+
+use crate::downsample::{self, Extremes, Point, ROLLUP_WIDTHS};
+use crate::entities::{Metric, Page};
+use crate::error::invalid;
+use crate::filter;
+use crate::rows::get;
+use crate::validate;
+use crate::{Tracking, TrackingError};
+
+/// A point as logged by a client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    pub model_id: Option<String>,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+}
+
+impl MetricPoint {
+    pub fn new(key: &str, value: f64, timestamp: i64, step: i64) -> Self {
+        Self {
+            key: key.to_string(),
+            value,
+            timestamp,
+            step,
+            model_id: None,
+            dataset_name: None,
+            dataset_digest: None,
+        }
+    }
+
+    /// (stored value, is_nan): NaN is stored as 0 with a flag; infinities as ±f64::MAX.
+    fn stored(&self) -> (f64, i64) {
+        if self.value.is_nan() {
+            (0.0, 1)
+        } else if self.value.is_infinite() {
+            (validate::MAX_DOUBLE.copysign(self.value), 0)
+        } else {
+            (self.value, 0)
+        }
+    }
+}
+
+/// A chart-ready view of one metric.
+#[derive(Debug, Clone)]
+pub struct SampledMetric {
+    pub key: String,
+    pub total_points: i64,
+    /// False when `points` is the whole history.
+    pub sampled: bool,
+    pub points: Vec<Metric>,
+}
+
+/// Rows per multi-row INSERT (5 values each; well under every placeholder limit).
+const INSERT_ROWS: usize = 500;
+
+pub(crate) fn latest_from_row(row: &AnyRow) -> Result<Metric, TrackingError> {
+    let is_nan: i64 = get(row, "is_nan")?;
+    let value: f64 = get(row, "value")?;
+    Ok(Metric::point(
+        &get::<String>(row, "key")?,
+        if is_nan != 0 { f64::NAN } else { value },
+        get(row, "timestamp")?,
+        get(row, "step")?,
+    ))
+}
+
+/// Appends points to their series (creating series as needed) inside `tx`.
+pub(crate) async fn insert_points(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    run_id: &str,
+    points: &[MetricPoint],
+) -> Result<(), TrackingError> {
+    let mut by_key: BTreeMap<&str, Vec<&MetricPoint>> = BTreeMap::new();
+    for p in points {
+        by_key.entry(p.key.as_str()).or_default().push(p);
+    }
+    for (key, points) in by_key {
+        let series = series_id(tx, run_id, key, points[0]).await?;
+        let mut inserted = 0;
+        for chunk in points.chunks(INSERT_ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO metric_points (series_id, step, timestamp, value, is_nan) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql += &format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                );
+            }
+            sql += " ON CONFLICT DO NOTHING";
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                let (value, is_nan) = p.stored();
+                q = q
+                    .bind(series)
+                    .bind(p.step)
+                    .bind(p.timestamp)
+                    .bind(value)
+                    .bind(is_nan);
+            }
+            inserted += q.execute(&mut **tx).await?.rows_affected() as i64;
+        }
+        update_rollups(tx, series, &points).await?;
+        let latest = points
+            .iter()
+            .map(|p| (p.step, p.timestamp, p.stored()))
+            .max_by(|a, b| {
+                (a.0, a.1).cmp(&(b.0, b.1)).then(
+                    a.2 .0
+                        .partial_cmp(&b.2 .0)
+                        .unwrap_or(std::cmp::Ordering::Equal),
+                )
+            })
+            .expect("a key has at least one point");
+        let min_step = points.iter().map(|p| p.step).min().unwrap_or(0);
+        let max_step = points.iter().map(|p| p.step).max().unwrap_or(0);
+        sqlx::query(
+            "UPDATE metric_series SET points = points + $1, \
+             min_step = CASE WHEN $2 < min_step THEN $2 ELSE min_step END, \
+             max_step = CASE WHEN $3 > max_step THEN $3 ELSE max_step END WHERE id = $4",
+        )
+        .bind(inserted)
+        .bind(min_step)
+        .bind(max_step)
+        .bind(series)
+        .execute(&mut **tx)
+        .await?;
+        let (step, ts, (value, is_nan)) = latest;
+        sqlx::query(
+            "UPDATE metric_series SET value = $1, is_nan = $2, timestamp = $3, step = $4 \
+             WHERE id = $5 AND (step < $4 OR (step = $4 AND (timestamp < $3 \
+             OR (timestamp = $3 AND value <= $1))))",
+        )
+        .bind(value)
+        .bind(is_nan)
+        .bind(ts)
+        .bind(step)
+        .bind(series)
+        .execute(&mut **tx)
+        .await?;
+        for p in points.iter().filter(|p| p.model_id.is_some()) {
+            let (value, is_nan) = p.stored();
+            sqlx::query(
+                "INSERT INTO logged_model_metrics (model_id, key, value, is_nan, timestamp, \
+                 step, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model_id, key) \
+                 DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
+                 timestamp = excluded.timestamp, step = excluded.step, run_id = excluded.run_id",
+            )
+            .bind(p.model_id.clone())
+            .bind(&p.key)
+            .bind(value)
+            .bind(is_nan)
+            .bind(p.timestamp)
+            .bind(p.step)
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The series' id, creating the series (with `first` as its latest point) when new.
+async fn series_id(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    run_id: &str,
+    key: &str,
+    first: &MetricPoint,
+) -> Result<i64, TrackingError> {
+    if let Some(row) = sqlx::query("SELECT id FROM metric_series WHERE run_id = $1 AND key = $2")
+        .bind(run_id)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        return get(&row, "id");
+    }
+    // Random ids need no read of a counter; 62 bits make a clash practically impossible.
+    let id = (rand::random::<u64>() >> 2) as i64;
+    let (value, is_nan) = first.stored();
+    sqlx::query(
+        "INSERT INTO metric_series (id, run_id, key, value, is_nan, timestamp, step, points, \
+         min_step, max_step) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7, $7)",
+    )
+    .bind(id)
+    .bind(run_id)
+    .bind(key)
+    .bind(value)
+    .bind(is_nan)
+    .bind(first.timestamp)
+    .bind(first.step)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+async fn update_rollups(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    series: i64,
+    points: &[&MetricPoint],
+) -> Result<(), TrackingError> {
+    let mut buckets: HashMap<(usize, i64), (i64, Extremes)> = HashMap::new();
+    for p in points.iter().filter(|p| !p.value.is_nan()) {
+        let point = Point {
+            step: p.step,
+            timestamp: p.timestamp,
+            value: p.stored().0,
+        };
+        for (level, width) in ROLLUP_WIDTHS.iter().enumerate() {
+            let bucket = p.step.div_euclid(*width);
+            buckets
+                .entry((level, bucket))
+                .and_modify(|(n, e)| {
+                    *n += 1;
+                    e.merge(&Extremes::of(point));
+                })
+                .or_insert((1, Extremes::of(point)));
+        }
+    }
+    for ((level, bucket), (n, e)) in buckets {
+        sqlx::query(
+            "INSERT INTO metric_rollups (series_id, level, bucket, points, min_value, min_step, \
+             min_timestamp, max_value, max_step, max_timestamp) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (series_id, level, bucket) DO UPDATE SET \
+             points = metric_rollups.points + excluded.points, \
+             min_step = CASE WHEN excluded.min_value < metric_rollups.min_value \
+                 THEN excluded.min_step ELSE metric_rollups.min_step END, \
+             min_timestamp = CASE WHEN excluded.min_value < metric_rollups.min_value \
+                 THEN excluded.min_timestamp ELSE metric_rollups.min_timestamp END, \
+             min_value = CASE WHEN excluded.min_value < metric_rollups.min_value \
+                 THEN excluded.min_value ELSE metric_rollups.min_value END, \
+             max_step = CASE WHEN excluded.max_value > metric_rollups.max_value \
+                 THEN excluded.max_step ELSE metric_rollups.max_step END, \
+             max_timestamp = CASE WHEN excluded.max_value > metric_rollups.max_value \
+                 THEN excluded.max_timestamp ELSE metric_rollups.max_timestamp END, \
+             max_value = CASE WHEN excluded.max_value > metric_rollups.max_value \
+                 THEN excluded.max_value ELSE metric_rollups.max_value END",
+        )
+        .bind(series)
+        .bind(level as i64)
+        .bind(bucket)
+        .bind(n)
+        .bind(e.min.value)
+        .bind(e.min.step)
+        .bind(e.min.timestamp)
+        .bind(e.max.value)
+        .bind(e.max.step)
+        .bind(e.max.timestamp)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+struct Series {
+    id: i64,
+    points: i64,
+    min_step: i64,
+    max_step: i64,
+}
+
+impl Tracking {
+    async fn series(&self, run_id: &str, key: &str) -> Result<Option<Series>, TrackingError> {
+        let row = sqlx::query(
+            "SELECT id, points, min_step, max_step FROM metric_series \
+             WHERE run_id = $1 AND key = $2",
+        )
+        .bind(run_id)
+        .bind(key)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| {
+            Ok(Series {
+                id: get(&r, "id")?,
+                points: get(&r, "points")?,
+                min_step: get(&r, "min_step")?,
+                max_step: get(&r, "max_step")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every point of one metric ordered by (timestamp, step, value), in pages when
+    /// `max_results` is given. An unknown run or key is an empty history, not an error.
+    pub async fn metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+        max_results: Option<i64>,
+        page_token: Option<&str>,
+    ) -> Result<Page<Metric>, TrackingError> {
+        if let Some(n) = max_results {
+            if n <= 0 {
+                return Err(invalid(format!(
+                    "Invalid value {n} for parameter 'max_results' supplied: it must be positive"
+                )));
+            }
+        }
+        let offset = filter::decode_page_token(page_token)?;
+        let Some(series) = self.series(run_id, key).await? else {
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: None,
+            });
+        };
+        let limit = max_results.unwrap_or(i64::MAX / 2);
+        // One extra row tells whether another page exists.
+        let rows = sqlx::query(
+            "SELECT step, timestamp, value, is_nan FROM metric_points WHERE series_id = $1 \
+             ORDER BY timestamp, step, value LIMIT $2 OFFSET $3",
+        )
+        .bind(series.id)
+        .bind(limit.saturating_add(1))
+        .bind(offset as i64)
+        .fetch_all(self.db.pool())
+        .await?;
+        let more = rows.len() as i64 > limit;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows.iter().take(limit as usize) {
+            let is_nan: i64 = get(row, "is_nan")?;
+            let value: f64 = get(row, "value")?;
+            let mut m = Metric::point(
+                key,
+                if is_nan != 0 { f64::NAN } else { value },
+                get(row, "timestamp")?,
+                get(row, "step")?,
+            );
+            m.run_id = Some(run_id.to_string());
+            items.push(m);
+        }
+        let next = more.then(|| filter::encode_page_token(offset + items.len()));
+        Ok(Page {
+            items,
+            next_page_token: next,
+        })
+    }
+
+    /// At most about `max_points` points of a metric, keeping each bucket's min and max:
+    /// reads raw points for short histories and the rollups for long ones, so the cost
+    /// does not grow with the history's length.
+    pub async fn sampled_metric(
+        &self,
+        run_id: &str,
+        key: &str,
+        max_points: usize,
+    ) -> Result<SampledMetric, TrackingError> {
+        let max_points = max_points.clamp(2, 100_000);
+        let Some(series) = self.series(run_id, key).await? else {
+            return Err(TrackingError::NotFound(format!(
+                "Run {run_id} has no metric '{key}'"
+            )));
+        };
+        let to_metric = |p: Point| Metric::point(key, p.value, p.timestamp, p.step);
+        if series.points as usize <= max_points {
+            let rows = sqlx::query(
+                "SELECT step, timestamp, value, is_nan FROM metric_points WHERE series_id = $1 \
+                 ORDER BY step, timestamp, value",
+            )
+            .bind(series.id)
+            .fetch_all(self.db.pool())
+            .await?;
+            let points = rows
+                .iter()
+                .map(|r| {
+                    let nan: i64 = get(r, "is_nan")?;
+                    let v: f64 = get(r, "value")?;
+                    Ok(Metric::point(
+                        key,
+                        if nan != 0 { f64::NAN } else { v },
+                        get(r, "timestamp")?,
+                        get(r, "step")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, TrackingError>>()?;
+            return Ok(SampledMetric {
+                key: key.to_string(),
+                total_points: series.points,
+                sampled: false,
+                points,
+            });
+        }
+        // Each output bucket yields up to two points (its min and its max).
+        let span = series.max_step - series.min_step + 1;
+        let width = downsample::bucket_width(span, max_points / 2);
+        let extremes: Vec<Extremes> = match downsample::rollup_level(width) {
+            Some(level) => sqlx::query(
+                "SELECT min_value, min_step, min_timestamp, max_value, max_step, max_timestamp \
+                 FROM metric_rollups WHERE series_id = $1 AND level = $2 ORDER BY bucket",
+            )
+            .bind(series.id)
+            .bind(level as i64)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Extremes {
+                    min: Point {
+                        step: get(r, "min_step")?,
+                        timestamp: get(r, "min_timestamp")?,
+                        value: get(r, "min_value")?,
+                    },
+                    max: Point {
+                        step: get(r, "max_step")?,
+                        timestamp: get(r, "max_timestamp")?,
+                        value: get(r, "max_value")?,
+                    },
+                })
+            })
+            .collect::<Result<_, TrackingError>>()?,
+            None => sqlx::query(
+                "SELECT step, timestamp, value FROM metric_points WHERE series_id = $1 \
+                 AND is_nan = 0 ORDER BY step, timestamp, value",
+            )
+            .bind(series.id)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Extremes::of(Point {
+                    step: get(r, "step")?,
+                    timestamp: get(r, "timestamp")?,
+                    value: get(r, "value")?,
+                }))
+            })
+            .collect::<Result<_, TrackingError>>()?,
+        };
+        let points = downsample::sample(extremes, series.min_step, width)
+            .into_iter()
+            .map(to_metric)
+            .collect();
+        Ok(SampledMetric {
+            key: key.to_string(),
+            total_points: series.points,
+            sampled: true,
+            points,
+        })
+    }
+}
