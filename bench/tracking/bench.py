@@ -550,7 +550,8 @@ def row_big_query(ctx, reps):
         if lists:
             row["response_list_lengths"] = lists
     if status != 200:
-        row["error"] = f"HTTP {status}: " + " ".join(raw[:200].decode(errors="replace").split())
+        row["error"] = (f"HTTP {status}: " + " ".join(raw[:200].decode(errors="replace").split())
+                        ).replace("|", "\\|")
         return row
     lat = []
     with Timer(ctx.pid) as tm:

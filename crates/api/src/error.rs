@@ -120,10 +120,7 @@ impl From<ComputeError> for ApiError {
                 "the server is shutting down; retry against the restarted server",
             ),
             ComputeError::Store(e) => e.into(),
-            ComputeError::Tracking(trainyard_tracking::TrackingError::Store(e)) => e.into(),
-            ComputeError::Tracking(e) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", e.to_string())
-            }
+            ComputeError::Tracking(e) => e.into(),
             ComputeError::Io(e) => ApiError::internal(e),
         }
     }
@@ -141,6 +138,23 @@ impl From<StoreError> for ApiError {
                 )
             }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<trainyard_tracking::TrackingError> for ApiError {
+    fn from(e: trainyard_tracking::TrackingError) -> Self {
+        use trainyard_tracking::TrackingError as T;
+        match e {
+            T::InvalidParameter(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", m)
+            }
+            T::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, "already_exists", m),
+            T::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            T::NotImplemented(m) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
+            }
+            T::Store(e) => e.into(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod jobs;
 mod metrics;
 mod mlflow;
 mod openapi;
+mod tracking;
 
 use std::sync::Arc;
 
@@ -43,6 +44,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/api/v1/resources", get(jobs::resources))
+        .route("/api/v1/experiments", get(tracking::list_experiments))
+        .route("/api/v1/runs", get(tracking::list_runs))
+        .route("/api/v1/runs/{id}", get(tracking::get_run))
+        .route("/api/v1/runs/{id}/metrics/{key}", get(tracking::metric))
+        .route("/api/v1/models", get(tracking::list_models))
+        .route("/api/v1/models/{name}", get(tracking::get_model))
         .route("/metrics", get(metrics::render))
         .merge(mlflow::routes())
         .route_layer(axum::middleware::from_fn_with_state(

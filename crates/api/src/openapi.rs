@@ -5,13 +5,21 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Trainyard REST API", version = "1",
-         description = "Jobs on local CPUs and GPUs. Every route but health needs `Authorization: Bearer TOKEN`."),
+         description = "Jobs on local CPUs and GPUs, and their tracking (experiments, runs, metrics, models). The MLflow-compatible API is at /api/2.0/mlflow. Every route but health needs `Authorization: Bearer TOKEN`."),
     paths(crate::jobs::submit, crate::jobs::list, crate::jobs::get, crate::jobs::cancel,
-          crate::jobs::logs, crate::jobs::resources, crate::health::healthz, crate::health::readyz),
+          crate::jobs::logs, crate::jobs::resources, crate::health::healthz, crate::health::readyz,
+          crate::tracking::list_experiments, crate::tracking::list_runs, crate::tracking::get_run,
+          crate::tracking::metric, crate::tracking::list_models, crate::tracking::get_model),
     components(schemas(trainyard_core::JobSubmission, trainyard_core::Job, trainyard_core::Resources,
                        trainyard_core::JobState, trainyard_core::ExitReason,
                        crate::jobs::JobPage, crate::ErrorBody, crate::ErrorDetail,
-                       trainyard_compute::Usage, trainyard_compute::Amounts)),
+                       trainyard_compute::Usage, trainyard_compute::Amounts,
+                       trainyard_core::JobTracking, crate::tracking::ExperimentView,
+                       crate::tracking::ExperimentList, crate::tracking::RunView,
+                       crate::tracking::RunList, crate::tracking::LatestMetric,
+                       crate::tracking::MetricSeriesView, crate::tracking::MetricPointView,
+                       crate::tracking::ModelView, crate::tracking::ModelVersionView,
+                       crate::tracking::ModelList)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -36,6 +36,16 @@ enum Command {
         #[command(subcommand)]
         command: commands::jobs::JobsCommand,
     },
+    /// Tracked runs (every job is one): list, show, metric histories.
+    Runs {
+        #[command(subcommand)]
+        command: commands::tracking::RunsCommand,
+    },
+    /// Registered models and their versions.
+    Models {
+        #[command(subcommand)]
+        command: commands::tracking::ModelsCommand,
+    },
     /// Commands run by executors, not by people.
     #[command(hide = true)]
     Task {
@@ -119,6 +129,8 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Jobs { command } => commands::jobs::run(command).await,
             Command::Status(args) => commands::status::run(args).await,
+            Command::Runs { command } => commands::tracking::runs(command).await,
+            Command::Models { command } => commands::tracking::models(command).await,
             Command::Task { .. } => unreachable!("handled above"),
         }
     });

@@ -1,3 +1,4 @@
 pub mod jobs;
 pub mod run;
 pub mod status;
+pub mod tracking;

@@ -1,0 +1,381 @@
+//! REST v1 views of tracking for people and the UI: experiments, runs, downsampled metric
+//! histories and registered models, in Trainyard's own shapes (maps instead of MLflow's
+//! key/value lists, numbers for ids) and error format.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use trainyard_tracking::{Lifecycle, ModelVersion, RegisteredModel, Run, SearchRequest, ViewType};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::ApiQuery;
+use crate::{ApiError, AppState, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentView {
+    pub experiment_id: String,
+    pub name: String,
+    pub artifact_location: String,
+    pub deleted: bool,
+    pub creation_time: i64,
+    pub last_update_time: i64,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentList {
+    pub experiments: Vec<ExperimentView>,
+}
+
+/// A metric's latest point (greatest step). `value` is null for NaN.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestMetric {
+    pub value: Option<f64>,
+    pub step: i64,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub run_id: String,
+    pub experiment_id: String,
+    pub name: String,
+    /// RUNNING, SCHEDULED, FINISHED, FAILED or KILLED.
+    pub status: String,
+    pub user_id: String,
+    pub start_time: i64,
+    pub end_time: Option<i64>,
+    pub deleted: bool,
+    pub artifact_uri: String,
+    /// The job this run records, when a job made it.
+    pub job_id: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, LatestMetric>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricPointView {
+    pub step: i64,
+    pub timestamp: i64,
+    /// Null for NaN.
+    pub value: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricSeriesView {
+    pub key: String,
+    /// Points the history really has.
+    pub total_points: i64,
+    /// True when `points` is a downsampled view (every bucket's minimum and maximum).
+    pub sampled: bool,
+    pub points: Vec<MetricPointView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelVersionView {
+    pub version: i64,
+    pub stage: String,
+    pub source: String,
+    pub run_id: String,
+    pub description: String,
+    pub aliases: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    pub creation_time: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelView {
+    pub name: String,
+    pub description: String,
+    pub creation_time: i64,
+    pub last_updated_time: i64,
+    pub tags: BTreeMap<String, String>,
+    pub aliases: BTreeMap<String, i64>,
+    /// Newest first (all versions on `GET /api/v1/models/{name}`, the newest on listings).
+    pub versions: Vec<ModelVersionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelView>,
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn run_view(run: Run) -> RunView {
+    let i = run.info;
+    RunView {
+        run_id: i.run_id,
+        experiment_id: i.experiment_id,
+        name: i.run_name,
+        status: i.status.as_str().to_string(),
+        user_id: i.user_id,
+        start_time: i.start_time,
+        end_time: i.end_time,
+        deleted: i.lifecycle_stage == Lifecycle::Deleted,
+        artifact_uri: i.artifact_uri,
+        job_id: i.job_id,
+        params: run
+            .data
+            .params
+            .into_iter()
+            .map(|p| (p.key, p.value))
+            .collect(),
+        tags: run
+            .data
+            .tags
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect(),
+        metrics: run
+            .data
+            .metrics
+            .into_iter()
+            .map(|m| {
+                (
+                    m.key,
+                    LatestMetric {
+                        value: finite(m.value.0),
+                        step: m.step,
+                        timestamp: m.timestamp,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn version_view(v: ModelVersion) -> ModelVersionView {
+    ModelVersionView {
+        version: v.version.parse().unwrap_or(0),
+        stage: v.current_stage,
+        source: v.source,
+        run_id: v.run_id,
+        description: v.description,
+        aliases: v.aliases,
+        tags: v.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+        creation_time: v.creation_timestamp,
+    }
+}
+
+fn model_view(m: RegisteredModel, mut versions: Vec<ModelVersion>) -> ModelView {
+    versions.sort_by_key(|v| std::cmp::Reverse(v.version.parse::<i64>().unwrap_or(0)));
+    ModelView {
+        name: m.name,
+        description: m.description,
+        creation_time: m.creation_timestamp,
+        last_updated_time: m.last_updated_timestamp,
+        tags: m.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+        aliases: m
+            .aliases
+            .into_iter()
+            .map(|a| (a.alias, a.version.parse().unwrap_or(0)))
+            .collect(),
+        versions: versions.into_iter().map(version_view).collect(),
+    }
+}
+
+/// Experiments, newest first.
+#[utoipa::path(get, path = "/api/v1/experiments", tag = "tracking",
+    responses((status = 200, body = ExperimentList)), security(("bearer" = [])))]
+pub async fn list_experiments(State(s): State<AppState>) -> Result<Json<ExperimentList>, ApiError> {
+    let page = s
+        .tracking
+        .search_experiments(ViewType::ActiveOnly, "", &[], 50_000, None)
+        .await?;
+    Ok(Json(ExperimentList {
+        experiments: page
+            .items
+            .into_iter()
+            .map(|e| ExperimentView {
+                experiment_id: e.experiment_id,
+                name: e.name,
+                artifact_location: e.artifact_location,
+                deleted: e.lifecycle_stage == Lifecycle::Deleted,
+                creation_time: e.creation_time,
+                last_update_time: e.last_update_time,
+                tags: e.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsQuery {
+    /// Only runs of this experiment (its id); default: every active experiment.
+    experiment_id: Option<String>,
+    /// MLflow search syntax, e.g. `metrics.loss < 0.1 AND params.lr = '0.01'`.
+    filter: Option<String>,
+    /// e.g. `metrics.loss ASC`; default newest first.
+    order_by: Option<String>,
+    /// At most this many runs (1-1000, default 100).
+    limit: Option<u32>,
+    page_token: Option<String>,
+}
+
+/// Runs, searched and ordered like MLflow's `runs/search`.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "tracking", params(RunsQuery),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_runs(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
+) -> Result<Json<RunList>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 1000",
+        ));
+    }
+    let experiment_ids = match q.experiment_id {
+        Some(id) => vec![id],
+        None => s
+            .tracking
+            .search_experiments(ViewType::ActiveOnly, "", &[], 50_000, None)
+            .await?
+            .items
+            .into_iter()
+            .map(|e| e.experiment_id)
+            .collect(),
+    };
+    let page = s
+        .tracking
+        .search_runs(SearchRequest {
+            experiment_ids,
+            filter: q.filter.unwrap_or_default(),
+            view: ViewType::ActiveOnly,
+            max_results: limit as i64,
+            order_by: q.order_by.into_iter().collect(),
+            page_token: q.page_token,
+        })
+        .await?;
+    Ok(Json(RunList {
+        runs: page.items.into_iter().map(run_view).collect(),
+        next_page_token: page.next_page_token,
+    }))
+}
+
+/// One run with its params, tags and latest metric values.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "tracking",
+    params(("id" = String, Path, description = "run id (a job's run id is the job id)")),
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    Ok(Json(run_view(s.tracking.get_run(&id).await?)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricQuery {
+    /// At most about this many points (2-100000, default 1000): longer histories are
+    /// downsampled keeping each bucket's minimum and maximum.
+    max_points: Option<u32>,
+}
+
+/// A metric's history for charts: the whole history when short, else a downsampled view
+/// that keeps every bucket's extremes, at a cost independent of the history's length.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/metrics/{key}", tag = "tracking",
+    params(("id" = String, Path, description = "run id"),
+           ("key" = String, Path, description = "metric key"), MetricQuery),
+    responses((status = 200, body = MetricSeriesView), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn metric(
+    State(s): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<MetricQuery>,
+) -> Result<Json<MetricSeriesView>, ApiError> {
+    let max_points = q.max_points.unwrap_or(1000);
+    if !(2..=100_000).contains(&max_points) {
+        return Err(ApiError::invalid_field(
+            "max_points",
+            "must be between 2 and 100000",
+        ));
+    }
+    s.tracking.get_run(&id).await?;
+    let m = s
+        .tracking
+        .sampled_metric(&id, &key, max_points as usize)
+        .await?;
+    Ok(Json(MetricSeriesView {
+        key: m.key,
+        total_points: m.total_points,
+        sampled: m.sampled,
+        points: m
+            .points
+            .into_iter()
+            .map(|p| MetricPointView {
+                step: p.step,
+                timestamp: p.timestamp,
+                value: finite(p.value.0),
+            })
+            .collect(),
+    }))
+}
+
+/// Registered models with their newest version.
+#[utoipa::path(get, path = "/api/v1/models", tag = "tracking",
+    responses((status = 200, body = ModelList)), security(("bearer" = [])))]
+pub async fn list_models(State(s): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let mut models = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s
+            .tracking
+            .search_registered_models("", 1000, &[], token.as_deref())
+            .await?;
+        for m in page.items {
+            let newest = m
+                .latest_versions
+                .iter()
+                .max_by_key(|v| v.version.parse::<i64>().unwrap_or(0))
+                .cloned();
+            models.push(model_view(m, newest.into_iter().collect()));
+        }
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    Ok(Json(ModelList { models }))
+}
+
+/// One registered model with all its versions.
+#[utoipa::path(get, path = "/api/v1/models/{name}", tag = "tracking",
+    params(("name" = String, Path, description = "registered model name")),
+    responses((status = 200, body = ModelView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_model(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelView>, ApiError> {
+    let model = s.tracking.get_registered_model(&name).await?;
+    let versions = s
+        .tracking
+        .search_model_versions(
+            &format!("name = '{}'", name.replace('\'', "''")),
+            200_000,
+            &[],
+            None,
+        )
+        .await?
+        .items;
+    Ok(Json(model_view(model, versions)))
+}

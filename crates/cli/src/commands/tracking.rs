@@ -1,0 +1,300 @@
+//! `trainyard runs ls | show | metrics` and `trainyard models ls | show`: tracking from
+//! the terminal, over the REST v1 views.
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::output::{print_json, print_table, time, Format};
+use crate::ClientArgs;
+
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first (every job is a run; its run id is the job id).
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only runs of this experiment (name).
+        #[arg(long)]
+        experiment: Option<String>,
+        /// MLflow search filter, e.g. "metrics.loss < 0.1".
+        #[arg(long)]
+        filter: Option<String>,
+        /// e.g. "metrics.loss ASC".
+        #[arg(long)]
+        order_by: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show a run: status, params, tags and latest metrics.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Print a metric's history (downsampled to about --max-points when longer).
+    Metrics {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        key: String,
+        #[arg(long, default_value_t = 1000)]
+        max_points: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// List registered models with their newest version.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a registered model and all its versions.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+    },
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
+    match command {
+        RunsCommand::Ls {
+            client: args,
+            experiment,
+            filter,
+            order_by,
+            limit,
+        } => {
+            let client = Client::new(&args)?;
+            let mut query = vec![("limit", limit.to_string())];
+            if let Some(name) = experiment {
+                let list: Value = client
+                    .json(client.request(Method::GET, "/api/v1/experiments"))
+                    .await?;
+                let id = list["experiments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["name"] == name.as_str())
+                    .map(|e| text(&e["experiment_id"]))
+                    .ok_or_else(|| anyhow::anyhow!("no experiment named `{name}`"))?;
+                query.push(("experiment_id", id));
+            }
+            if let Some(f) = filter {
+                query.push(("filter", f));
+            }
+            if let Some(o) = order_by {
+                query.push(("order_by", o));
+            }
+            let page: Value = client
+                .json(client.request(Method::GET, "/api/v1/runs").query(&query))
+                .await?;
+            if args.output == Format::Json {
+                print_json(&page);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = page["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let metrics: Vec<String> = r["metrics"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .take(3)
+                        .map(|(k, m)| format!("{k}={}", text(&m["value"])))
+                        .collect();
+                    vec![
+                        text(&r["run_id"]),
+                        text(&r["name"]),
+                        text(&r["experiment_id"]),
+                        text(&r["status"]),
+                        time(r["start_time"].as_i64()),
+                        metrics.join(" "),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["RUN", "NAME", "EXPERIMENT", "STATUS", "STARTED", "METRICS"],
+                &rows,
+            );
+            Ok(0)
+        }
+        RunsCommand::Show { client: args, id } => {
+            let client = Client::new(&args)?;
+            let run: Value = client
+                .json(client.request(Method::GET, &format!("/api/v1/runs/{}", path_segment(&id))))
+                .await?;
+            if args.output == Format::Json {
+                print_json(&run);
+                return Ok(0);
+            }
+            for (label, key) in [
+                ("run", "run_id"),
+                ("name", "name"),
+                ("experiment", "experiment_id"),
+                ("status", "status"),
+                ("job", "job_id"),
+                ("artifacts", "artifact_uri"),
+            ] {
+                println!("{label:<11} {}", text(&run[key]));
+            }
+            println!("{:<11} {}", "started", time(run["start_time"].as_i64()));
+            println!("{:<11} {}", "ended", time(run["end_time"].as_i64()));
+            for section in ["params", "tags"] {
+                if let Some(map) = run[section].as_object().filter(|m| !m.is_empty()) {
+                    println!("{section}:");
+                    for (k, v) in map {
+                        println!("  {k} = {}", text(v));
+                    }
+                }
+            }
+            if let Some(map) = run["metrics"].as_object().filter(|m| !m.is_empty()) {
+                println!("metrics (latest):");
+                for (k, m) in map {
+                    println!("  {k} = {} (step {})", text(&m["value"]), text(&m["step"]));
+                }
+            }
+            Ok(0)
+        }
+        RunsCommand::Metrics {
+            client: args,
+            id,
+            key,
+            max_points,
+        } => {
+            let client = Client::new(&args)?;
+            let series: Value = client
+                .json(
+                    client
+                        .request(
+                            Method::GET,
+                            &format!(
+                                "/api/v1/runs/{}/metrics/{}",
+                                path_segment(&id),
+                                path_segment(&key)
+                            ),
+                        )
+                        .query(&[("max_points", max_points)]),
+                )
+                .await?;
+            if args.output == Format::Json {
+                print_json(&series);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = series["points"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    vec![
+                        text(&p["step"]),
+                        text(&p["value"]),
+                        time(p["timestamp"].as_i64()),
+                    ]
+                })
+                .collect();
+            print_table(&["STEP", "VALUE", "TIME"], &rows);
+            if series["sampled"] == true {
+                eprintln!(
+                    "({} of {} points: each bucket's minimum and maximum)",
+                    rows.len(),
+                    text(&series["total_points"])
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
+    match command {
+        ModelsCommand::Ls { client: args } => {
+            let client = Client::new(&args)?;
+            let list: Value = client
+                .json(client.request(Method::GET, "/api/v1/models"))
+                .await?;
+            if args.output == Format::Json {
+                print_json(&list);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = list["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    let newest = &m["versions"][0];
+                    vec![
+                        text(&m["name"]),
+                        text(&newest["version"]),
+                        text(&newest["stage"]),
+                        time(m["last_updated_time"].as_i64()),
+                    ]
+                })
+                .collect();
+            print_table(&["MODEL", "LATEST", "STAGE", "UPDATED"], &rows);
+            Ok(0)
+        }
+        ModelsCommand::Show { client: args, name } => {
+            let client = Client::new(&args)?;
+            let model: Value = client
+                .json(client.request(
+                    Method::GET,
+                    &format!("/api/v1/models/{}", path_segment(&name)),
+                ))
+                .await?;
+            if args.output == Format::Json {
+                print_json(&model);
+                return Ok(0);
+            }
+            println!("model       {}", text(&model["name"]));
+            println!("description {}", text(&model["description"]));
+            if let Some(aliases) = model["aliases"].as_object().filter(|a| !a.is_empty()) {
+                let list: Vec<String> = aliases
+                    .iter()
+                    .map(|(a, v)| format!("{a}→v{}", text(v)))
+                    .collect();
+                println!("aliases     {}", list.join(", "));
+            }
+            let rows: Vec<Vec<String>> = model["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    vec![
+                        text(&v["version"]),
+                        text(&v["stage"]),
+                        text(&v["run_id"]),
+                        text(&v["source"]),
+                        time(v["creation_time"].as_i64()),
+                    ]
+                })
+                .collect();
+            print_table(&["VERSION", "STAGE", "RUN", "SOURCE", "CREATED"], &rows);
+            Ok(0)
+        }
+    }
+}
