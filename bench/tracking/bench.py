@@ -618,6 +618,7 @@ def bench(args):
     res = {
         "system": args.system,
         "url": ctx.url,
+        "auth": "bearer token" if token else "none",
         "scale": sc,
         "sizes": {"points": points, "log_metric_calls": calls, "runs": runs,
                   "big_points": big if do_big else 0, "batch": BATCH, "page": PAGE},

@@ -52,6 +52,7 @@ MLFLOW_VERSION=${MLFLOW_VERSION:-3.17.2}
 MLFLOW_LISTEN=${MLFLOW_LISTEN:-127.0.0.1:15000}
 TRAINYARD_BIN=${TRAINYARD_BIN:-/var/tmp/trainyard-target/release/trainyard}
 TRAINYARD_LISTEN=${TRAINYARD_LISTEN:-127.0.0.1:18090}
+TRAINYARD_HEALTH=${TRAINYARD_HEALTH:-/healthz}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-7200}
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 [ -n "$BIG_POINTS" ] && EXTRA+=(--big-points "$BIG_POINTS")
@@ -162,7 +163,7 @@ if [[ " $SYSTEMS " == *" trainyard "* ]]; then
     log "trainyard binary $TRAINYARD_BIN not found; skipping trainyard (set TRAINYARD_BIN)"
   else
     SRV_DATA=$(mktemp -d /var/tmp/trainyard-bench-data.XXXXXX)
-    start_server trainyard "$TRAINYARD_LISTEN" /healthz "$SRV_DATA/admin-token" \
+    start_server trainyard "$TRAINYARD_LISTEN" "$TRAINYARD_HEALTH" "$SRV_DATA/admin-token" \
       "$TRAINYARD_BIN" up --listen "$TRAINYARD_LISTEN" --data-dir "$SRV_DATA"
     quiet_check
     ver=$("$TRAINYARD_BIN" --version 2>/dev/null | head -n1 || true)

@@ -170,6 +170,7 @@ impl Db {
         gpus: &[u32],
         started_at_ms: i64,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'running', attempt = $1, host = $2, gpu_ids = $3, \
              started_at_ms = $4, finished_at_ms = NULL, exit_code = NULL, exit_reason = NULL \
@@ -181,11 +182,12 @@ impl Db {
         .bind(serde_json::to_string(gpus).unwrap_or_else(|_| "[]".into()))
         .bind(started_at_ms)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            self.follow_job_run(id, "RUNNING", None).await?;
+            follow_job_run(&mut tx, id, "RUNNING", None).await?;
         }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -196,6 +198,7 @@ impl Db {
         from: JobState,
         outcome: &Outcome,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = $1, exit_code = $2, exit_reason = $3, message = $4, \
              finished_at_ms = $5 WHERE id = $6 AND state = $7",
@@ -207,7 +210,7 @@ impl Db {
         .bind(outcome.finished_at_ms)
         .bind(id)
         .bind(from.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
             let status = match outcome.state {
@@ -215,30 +218,10 @@ impl Db {
                 JobState::Cancelled => "KILLED",
                 _ => "FAILED",
             };
-            self.follow_job_run(id, status, Some(outcome.finished_at_ms))
-                .await?;
+            follow_job_run(&mut tx, id, status, Some(outcome.finished_at_ms)).await?;
         }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// A job's run follows its state (the run of job `id` has run id `id`). The job's end
-    /// is the authority on how the run ended, even when its script ended the run itself.
-    async fn follow_job_run(
-        &self,
-        id: &str,
-        status: &str,
-        end_time: Option<i64>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE runs SET status = $1, end_time = COALESCE($2, end_time) \
-             WHERE run_id = $3 AND job_id = $3",
-        )
-        .bind(status)
-        .bind(end_time)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// `running → queued` after a failed attempt that has retries left; the last outcome
@@ -257,6 +240,26 @@ impl Db {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// A job's run follows its state (the run of job `id` has run id `id`). The job's end
+/// is the authority on how the run ended, even when its script ended the run itself.
+async fn follow_job_run(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    status: &str,
+    end_time: Option<i64>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE runs SET status = $1, end_time = COALESCE($2, end_time) \
+         WHERE run_id = $3 AND job_id = $3",
+    )
+    .bind(status)
+    .bind(end_time)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
