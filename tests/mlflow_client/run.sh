@@ -3,6 +3,7 @@
 # MLFLOW_TRACKING_URI (and optionally MLFLOW_TRACKING_TOKEN).
 #
 #   MLFLOW_TRACKING_URI=http://127.0.0.1:58081 tests/mlflow_client/run.sh [pytest args...]
+#   tests/mlflow_client/run.sh --prepare     # only build the venv (prints its python)
 #
 # The client venv lives at ${TRAINYARD_MLFLOW_VENV:-/var/tmp/trainyard-mlflow-venv}; it is
 # (re)built only when requirements.txt changes (hash stored inside the venv).
@@ -14,11 +15,6 @@ PYTHON="${TRAINYARD_MLFLOW_PYTHON:-python3}"
 REQ="$HERE/requirements.txt"
 STAMP="$VENV/.trainyard-requirements.sha256"
 
-if [[ -z "${MLFLOW_TRACKING_URI:-}" ]]; then
-  echo "run.sh: MLFLOW_TRACKING_URI must name the server under test (e.g. http://127.0.0.1:58081)" >&2
-  exit 2
-fi
-
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 if [[ ! -x "$VENV/bin/python" || "$want" != "$have" ]]; then
@@ -28,6 +24,14 @@ if [[ ! -x "$VENV/bin/python" || "$want" != "$have" ]]; then
   fi
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQ" >&2
   echo "$want" > "$STAMP"
+fi
+if [[ "${1:-}" == "--prepare" ]]; then
+  echo "$VENV/bin/python"
+  exit 0
+fi
+if [[ -z "${MLFLOW_TRACKING_URI:-}" ]]; then
+  echo "run.sh: MLFLOW_TRACKING_URI must name the server under test (e.g. http://127.0.0.1:58081)" >&2
+  exit 2
 fi
 
 # Test paths may be given relative to the caller's directory or to this folder; with none,
