@@ -549,6 +549,12 @@ def row_big_query(ctx, reps):
         lists = {k: len(v) for k, v in body.items() if isinstance(v, list)}
         if lists:
             row["response_list_lengths"] = lists
+        for k in ("total_points", "sampled"):   # docs/tracking.md: the answer says both
+            if k in body:
+                row[k] = body[k]
+        if status == 200 and body.get("total_points") not in (None, n):
+            row["warning"] = f"total_points {body['total_points']} != {n} points logged"
+            log(f"  big_query: WARNING: {row['warning']}")
     if status != 200:
         row["error"] = (f"HTTP {status}: " + " ".join(raw[:200].decode(errors="replace").split())
                         ).replace("|", "\\|")
@@ -823,7 +829,10 @@ def _tail(out, results):
                 out.append(f"| GET /api/v1/runs/{{id}}/metrics/{{key}}?max_points=1000 over "
                            f"{bq['points_in_metric']:,} points | p50 {lm['p50']:.1f} ms, p95 "
                            f"{lm['p95']:.1f} ms, max {lm['max']:.1f} ms ({lm['n']} calls; first "
-                           f"{bq['first_call_ms']:.1f} ms; {bq['bytes']:,} bytes) |")
+                           f"{bq['first_call_ms']:.1f} ms; {bq['bytes']:,} bytes"
+                           + (f"; {', '.join(f'{k} {v}' for k, v in bq['response_list_lengths'].items())} "
+                              "points returned" if bq.get("response_list_lengths") else "")
+                           + (f"; {bq['warning']}" if bq.get("warning") else "") + ") |")
             else:
                 out.append(f"| GET /api/v1/runs/{{id}}/metrics/{{key}}?max_points=1000 "
                            f"| {bq.get('error', 'no result')} |")

@@ -87,6 +87,9 @@ impl Tracking {
     }
 
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment, TrackingError> {
+        if name.contains('\0') {
+            return Err(invalid("Experiment names cannot contain NUL bytes"));
+        }
         let row = sqlx::query("SELECT * FROM experiments WHERE name = $1")
             .bind(name)
             .fetch_optional(self.db.pool())

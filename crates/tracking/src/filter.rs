@@ -90,6 +90,9 @@ enum Token {
 }
 
 fn tokenize(input: &str) -> Result<Vec<Token>, TrackingError> {
+    if input.contains('\0') {
+        return Err(invalid("Invalid filter string: NUL bytes are not allowed"));
+    }
     let chars: Vec<char> = input.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;

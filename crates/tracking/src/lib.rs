@@ -36,11 +36,16 @@ pub use search::{SearchRequest, ARTIFACTS_PREFIX};
 pub struct Tracking {
     db: Db,
     blobs: Blobs,
+    series: std::sync::Arc<metrics::SeriesCache>,
 }
 
 impl Tracking {
     pub fn new(db: Db, blobs: Blobs) -> Self {
-        Self { db, blobs }
+        Self {
+            db,
+            blobs,
+            series: Default::default(),
+        }
     }
 
     pub fn db(&self) -> &Db {

@@ -91,6 +91,9 @@ impl Tracking {
     }
 
     pub async fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel, TrackingError> {
+        if model_id.contains('\0') {
+            return Err(not_found("Logged model ids never contain NUL bytes."));
+        }
         let row = sqlx::query("SELECT * FROM logged_models WHERE model_id = $1 AND deleted = 0")
             .bind(model_id)
             .fetch_optional(self.db.pool())

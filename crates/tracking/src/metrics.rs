@@ -74,9 +74,33 @@ pub(crate) fn latest_from_row(row: &AnyRow) -> Result<Metric, TrackingError> {
     ))
 }
 
+/// Ids of recently written series, so a write to an existing series skips one lookup.
+#[derive(Default)]
+pub(crate) struct SeriesCache {
+    ids: std::sync::Mutex<HashMap<(String, String), i64>>,
+}
+
+impl SeriesCache {
+    const MAX: usize = 100_000;
+
+    fn get(&self, run_id: &str, key: &str) -> Option<i64> {
+        let ids = self.ids.lock().unwrap();
+        ids.get(&(run_id.to_string(), key.to_string())).copied()
+    }
+
+    fn put(&self, run_id: &str, key: &str, id: i64) {
+        let mut ids = self.ids.lock().unwrap();
+        if ids.len() >= Self::MAX {
+            ids.clear();
+        }
+        ids.insert((run_id.to_string(), key.to_string()), id);
+    }
+}
+
 /// Appends points to their series (creating series as needed) inside `tx`.
 pub(crate) async fn insert_points(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    cache: &SeriesCache,
     run_id: &str,
     points: &[MetricPoint],
 ) -> Result<(), TrackingError> {
@@ -85,7 +109,7 @@ pub(crate) async fn insert_points(
         by_key.entry(p.key.as_str()).or_default().push(p);
     }
     for (key, points) in by_key {
-        let series = series_id(tx, run_id, key, points[0]).await?;
+        let series = series_id(tx, cache, run_id, key, points[0]).await?;
         let mut inserted = 0;
         for chunk in points.chunks(INSERT_ROWS) {
             let mut sql = String::from(
@@ -132,23 +156,24 @@ pub(crate) async fn insert_points(
             .expect("a key has at least one point");
         let min_step = points.iter().map(|p| p.step).min().unwrap_or(0);
         let max_step = points.iter().map(|p| p.step).max().unwrap_or(0);
-        sqlx::query(
+        let (step, ts, (value, is_nan)) = latest;
+        // One statement: counts, step range, and the latest point when this one is later
+        // by (step, timestamp, value). Every CASE reads the row's old values.
+        let newer = "(step < $7 OR (step = $7 AND (timestamp < $6 \
+                     OR (timestamp = $6 AND value <= $4))))";
+        sqlx::query(&format!(
             "UPDATE metric_series SET points = points + $1, \
              min_step = CASE WHEN $2 < min_step THEN $2 ELSE min_step END, \
-             max_step = CASE WHEN $3 > max_step THEN $3 ELSE max_step END WHERE id = $4",
-        )
+             max_step = CASE WHEN $3 > max_step THEN $3 ELSE max_step END, \
+             value = CASE WHEN {newer} THEN $4 ELSE value END, \
+             is_nan = CASE WHEN {newer} THEN $5 ELSE is_nan END, \
+             timestamp = CASE WHEN {newer} THEN $6 ELSE timestamp END, \
+             step = CASE WHEN {newer} THEN $7 ELSE step END \
+             WHERE id = $8"
+        ))
         .bind(inserted)
         .bind(min_step)
         .bind(max_step)
-        .bind(series)
-        .execute(&mut **tx)
-        .await?;
-        let (step, ts, (value, is_nan)) = latest;
-        sqlx::query(
-            "UPDATE metric_series SET value = $1, is_nan = $2, timestamp = $3, step = $4 \
-             WHERE id = $5 AND (step < $4 OR (step = $4 AND (timestamp < $3 \
-             OR (timestamp = $3 AND value <= $1))))",
-        )
         .bind(value)
         .bind(is_nan)
         .bind(ts)
@@ -181,17 +206,24 @@ pub(crate) async fn insert_points(
 /// The series' id, creating the series (with `first` as its latest point) when new.
 async fn series_id(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    cache: &SeriesCache,
     run_id: &str,
     key: &str,
     first: &MetricPoint,
 ) -> Result<i64, TrackingError> {
+    if let Some(id) = cache.get(run_id, key) {
+        return Ok(id);
+    }
     if let Some(row) = sqlx::query("SELECT id FROM metric_series WHERE run_id = $1 AND key = $2")
         .bind(run_id)
         .bind(key)
         .fetch_optional(&mut **tx)
         .await?
     {
-        return get(&row, "id");
+        // Found, not created by this transaction: committed, and series are never deleted.
+        let id: i64 = get(&row, "id")?;
+        cache.put(run_id, key, id);
+        return Ok(id);
     }
     // Random ids need no read of a counter; 62 bits make a clash practically impossible.
     let id = (rand::random::<u64>() >> 2) as i64;
@@ -235,39 +267,50 @@ async fn update_rollups(
                 .or_insert((1, Extremes::of(point)));
         }
     }
-    for ((level, bucket), (n, e)) in buckets {
-        sqlx::query(
-            "INSERT INTO metric_rollups (series_id, level, bucket, points, min_value, min_step, \
-             min_timestamp, max_value, max_step, max_timestamp) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (series_id, level, bucket) DO UPDATE SET \
-             points = metric_rollups.points + excluded.points, \
-             min_step = CASE WHEN excluded.min_value < metric_rollups.min_value \
-                 THEN excluded.min_step ELSE metric_rollups.min_step END, \
-             min_timestamp = CASE WHEN excluded.min_value < metric_rollups.min_value \
-                 THEN excluded.min_timestamp ELSE metric_rollups.min_timestamp END, \
-             min_value = CASE WHEN excluded.min_value < metric_rollups.min_value \
-                 THEN excluded.min_value ELSE metric_rollups.min_value END, \
-             max_step = CASE WHEN excluded.max_value > metric_rollups.max_value \
-                 THEN excluded.max_step ELSE metric_rollups.max_step END, \
-             max_timestamp = CASE WHEN excluded.max_value > metric_rollups.max_value \
-                 THEN excluded.max_timestamp ELSE metric_rollups.max_timestamp END, \
-             max_value = CASE WHEN excluded.max_value > metric_rollups.max_value \
-                 THEN excluded.max_value ELSE metric_rollups.max_value END",
-        )
-        .bind(series)
-        .bind(level as i64)
-        .bind(bucket)
-        .bind(n)
-        .bind(e.min.value)
-        .bind(e.min.step)
-        .bind(e.min.timestamp)
-        .bind(e.max.value)
-        .bind(e.max.step)
-        .bind(e.max.timestamp)
-        .execute(&mut **tx)
-        .await?;
+    if buckets.is_empty() {
+        return Ok(());
     }
+    let mut sql = String::from(
+        "INSERT INTO metric_rollups (series_id, level, bucket, points, min_value, min_step, \
+         min_timestamp, max_value, max_step, max_timestamp) VALUES ",
+    );
+    for i in 0..buckets.len() {
+        if i > 0 {
+            sql.push(',');
+        }
+        let b = i * 10;
+        let cols: Vec<String> = (1..=10).map(|c| format!("${}", b + c)).collect();
+        sql += &format!("({})", cols.join(", "));
+    }
+    sql += " ON CONFLICT (series_id, level, bucket) DO UPDATE SET \
+         points = metric_rollups.points + excluded.points, \
+         min_step = CASE WHEN excluded.min_value < metric_rollups.min_value \
+             THEN excluded.min_step ELSE metric_rollups.min_step END, \
+         min_timestamp = CASE WHEN excluded.min_value < metric_rollups.min_value \
+             THEN excluded.min_timestamp ELSE metric_rollups.min_timestamp END, \
+         min_value = CASE WHEN excluded.min_value < metric_rollups.min_value \
+             THEN excluded.min_value ELSE metric_rollups.min_value END, \
+         max_step = CASE WHEN excluded.max_value > metric_rollups.max_value \
+             THEN excluded.max_step ELSE metric_rollups.max_step END, \
+         max_timestamp = CASE WHEN excluded.max_value > metric_rollups.max_value \
+             THEN excluded.max_timestamp ELSE metric_rollups.max_timestamp END, \
+         max_value = CASE WHEN excluded.max_value > metric_rollups.max_value \
+             THEN excluded.max_value ELSE metric_rollups.max_value END";
+    let mut q = sqlx::query(&sql);
+    for ((level, bucket), (n, e)) in buckets {
+        q = q
+            .bind(series)
+            .bind(level as i64)
+            .bind(bucket)
+            .bind(n)
+            .bind(e.min.value)
+            .bind(e.min.step)
+            .bind(e.min.timestamp)
+            .bind(e.max.value)
+            .bind(e.max.step)
+            .bind(e.max.timestamp);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -280,6 +323,9 @@ struct Series {
 
 impl Tracking {
     async fn series(&self, run_id: &str, key: &str) -> Result<Option<Series>, TrackingError> {
+        if key.contains('\0') || !validate::is_run_id(run_id) {
+            return Ok(None);
+        }
         let row = sqlx::query(
             "SELECT id, points, min_step, max_step FROM metric_series \
              WHERE run_id = $1 AND key = $2",

@@ -98,6 +98,9 @@ impl Tracking {
     }
 
     pub async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel, TrackingError> {
+        if name.contains('\0') {
+            return Err(model_not_found(&name.escape_default().to_string()));
+        }
         let row = sqlx::query("SELECT * FROM registered_models WHERE name = $1")
             .bind(name)
             .fetch_optional(self.db.pool())

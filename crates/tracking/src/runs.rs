@@ -458,7 +458,7 @@ impl Tracking {
         for tag in &tags {
             upsert_run_tag(&mut tx, run_id, tag).await?;
         }
-        metrics::insert_points(&mut tx, run_id, &batch.metrics).await?;
+        metrics::insert_points(&mut tx, &self.series, run_id, &batch.metrics).await?;
         tx.commit().await?;
         Ok(())
     }

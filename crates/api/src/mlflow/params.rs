@@ -161,12 +161,41 @@ impl Params {
         }
     }
 
+    /// Like [`Params::objects`], moving the items out instead of copying them (large
+    /// batches).
+    pub fn take_objects(&mut self, name: &str) -> Result<Vec<Params>, MlflowError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Object(map) => Ok(Params { map }),
+                    other => Err(wrong_type(name, &other)),
+                })
+                .collect(),
+            Some(v) => Err(wrong_type(name, &v)),
+        }
+    }
+
     pub fn object(&self, name: &str) -> Result<Option<Params>, MlflowError> {
         match self.map.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(m)) => Ok(Some(Params { map: m.clone() })),
             Some(v) => Err(wrong_type(name, v)),
         }
+    }
+
+    /// Whether any string anywhere in the request holds a NUL byte (no database takes one).
+    fn has_nul(&self) -> bool {
+        fn walk(v: &Value) -> bool {
+            match v {
+                Value::String(s) => s.contains('\0'),
+                Value::Array(a) => a.iter().any(walk),
+                Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || walk(v)),
+                _ => false,
+            }
+        }
+        self.map.iter().any(|(k, v)| k.contains('\0') || walk(v))
     }
 
     /// `run_id`, or the legacy `run_uuid`.
@@ -214,7 +243,13 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             }
         })?;
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Params { map });
+            let params = Params { map };
+            if params.has_nul() {
+                return Err(MlflowError::invalid(
+                    "Invalid request: NUL bytes are not allowed in any field",
+                ));
+            }
+            return Ok(params);
         }
         if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
             match content_type.as_deref() {
@@ -241,7 +276,13 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         match value {
             Value::Object(body) => {
                 map.extend(body);
-                Ok(Params { map })
+                let params = Params { map };
+                if params.has_nul() {
+                    return Err(MlflowError::invalid(
+                        "Invalid request: NUL bytes are not allowed in any field",
+                    ));
+                }
+                Ok(params)
             }
             _ => Err(MlflowError::bad_request("The JSON body must be an object")),
         }

@@ -288,10 +288,10 @@ pub async fn log_metric(State(s): State<AppState>, p: Params) -> Reply {
     ok()
 }
 
-pub async fn log_batch(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn log_batch(State(s): State<AppState>, mut p: Params) -> Reply {
     let run_id = p.run_id()?;
     let metrics = p
-        .objects("metrics")?
+        .take_objects("metrics")?
         .iter()
         .enumerate()
         .map(|(i, m)| metric_point(m, &format!("metrics[{i}].")))
@@ -354,7 +354,11 @@ pub async fn log_model(State(s): State<AppState>, p: Params) -> Reply {
     ok()
 }
 
-pub async fn search_runs(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn search_runs(
+    State(s): State<AppState>,
+    p: Params,
+) -> Result<axum::response::Response, MlflowError> {
+    use axum::response::IntoResponse;
     let page = s
         .tracking
         .search_runs(SearchRequest {
@@ -366,17 +370,35 @@ pub async fn search_runs(State(s): State<AppState>, p: Params) -> Reply {
             page_token: p.str("page_token")?,
         })
         .await?;
-    let mut out = json!({});
-    if !page.items.is_empty() {
-        out["runs"] = json!(page.items);
-    }
-    if let Some(t) = page.next_page_token {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    Ok(Json(RunsPage {
+        runs: page.items,
+        next_page_token: page.next_page_token,
+    })
+    .into_response())
 }
 
-pub async fn metric_history(State(s): State<AppState>, p: Params) -> Reply {
+/// `{metrics, next_page_token}` serialised straight from the entities (no JSON tree).
+#[derive(serde::Serialize)]
+struct HistoryPage {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<trainyard_tracking::Metric>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct RunsPage {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<trainyard_tracking::Run>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+pub async fn metric_history(
+    State(s): State<AppState>,
+    p: Params,
+) -> Result<axum::response::Response, MlflowError> {
+    use axum::response::IntoResponse;
     let page = s
         .tracking
         .metric_history(
@@ -386,14 +408,11 @@ pub async fn metric_history(State(s): State<AppState>, p: Params) -> Reply {
             p.str("page_token")?.as_deref(),
         )
         .await?;
-    let mut out = json!({});
-    if !page.items.is_empty() {
-        out["metrics"] = json!(page.items);
-    }
-    if let Some(t) = page.next_page_token {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    Ok(Json(HistoryPage {
+        metrics: page.items,
+        next_page_token: page.next_page_token,
+    })
+    .into_response())
 }
 
 /// Sampled histories of one metric for up to 100 runs, optionally within a step range.
