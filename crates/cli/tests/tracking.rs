@@ -637,3 +637,50 @@ impl Server {
         (status, body)
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn histories_page_in_timestamp_order_whatever_the_steps() {
+    let server = Server::start().await;
+    let run = server.new_run().await;
+    // Steps go up while timestamps go down (and one step repeats): not the primary key's
+    // order, so pages come from the sorted path; a second key is ordinary.
+    let odd: Vec<Value> = (0..30)
+        .map(|i| json!({"key": "odd", "value": i, "timestamp": 1000 - i, "step": i / 2}))
+        .collect();
+    let plain: Vec<Value> = (0..30)
+        .map(|i| json!({"key": "plain", "value": i, "timestamp": 1000 + i, "step": i}))
+        .collect();
+    for batch in [odd, plain] {
+        let (status, body) = server
+            .mlflow("runs/log-batch", json!({"run_id": run, "metrics": batch}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (key, expect_ts) in [
+        ("odd", (971..=1000).collect::<Vec<i64>>()),
+        ("plain", (1000..1030).collect()),
+    ] {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut q = vec![
+                ("run_id", run.as_str()),
+                ("metric_key", key),
+                ("max_results", "7"),
+            ];
+            if !token.is_empty() {
+                q.push(("page_token", &token));
+            }
+            let (status, body) = server.mlflow_get("metrics/get-history", &q).await;
+            assert_eq!(status, 200, "{body}");
+            let page = body["metrics"].as_array().unwrap();
+            assert!(page.len() <= 7);
+            seen.extend(page.iter().map(|m| m["timestamp"].as_i64().unwrap()));
+            match body["next_page_token"].as_str() {
+                Some(t) => token = t.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expect_ts, "{key}");
+    }
+}

@@ -55,6 +55,8 @@ CREATE TABLE run_tags (
 
 -- One row per (run, metric key): its latest point (greatest step, timestamp, value), how
 -- many points it has and their step range, so listings and searches never read history.
+-- `monotone` = 1 while timestamps never decrease as steps grow (the usual case): then the
+-- history in (timestamp, step) order is the primary key's order and pages need no sort.
 CREATE TABLE metric_series (
     id BIGINT PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -66,6 +68,7 @@ CREATE TABLE metric_series (
     points BIGINT NOT NULL,
     min_step BIGINT NOT NULL,
     max_step BIGINT NOT NULL,
+    monotone BIGINT NOT NULL,
     UNIQUE (run_id, key)
 );
 

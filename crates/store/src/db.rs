@@ -49,6 +49,9 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            // A SQLite file does not drop connections: skip the ping before every use
+            // (each statement is a round trip to the connection's worker thread).
+            .test_before_acquire(backend == Backend::Postgres)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {

@@ -323,6 +323,7 @@ impl Tracking {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.forget_active_runs();
         Ok(())
     }
 

@@ -37,6 +37,8 @@ pub struct Tracking {
     db: Db,
     blobs: Blobs,
     series: std::sync::Arc<metrics::SeriesCache>,
+    /// Runs known to be active (run id → experiment id); emptied by every lifecycle change.
+    active_runs: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl Tracking {
@@ -45,6 +47,7 @@ impl Tracking {
             db,
             blobs,
             series: Default::default(),
+            active_runs: Default::default(),
         }
     }
 

@@ -157,6 +157,11 @@ pub(crate) async fn insert_points(
         let min_step = points.iter().map(|p| p.step).min().unwrap_or(0);
         let max_step = points.iter().map(|p| p.step).max().unwrap_or(0);
         let (step, ts, (value, is_nan)) = latest;
+        // Does this batch keep timestamps non-decreasing along steps?
+        let mut ordered: Vec<(i64, i64)> = points.iter().map(|p| (p.step, p.timestamp)).collect();
+        ordered.sort_unstable();
+        let batch_monotone = ordered.windows(2).all(|w| w[0].1 <= w[1].1);
+        let (first_step, first_ts) = ordered[0];
         // One statement: counts, step range, and the latest point when this one is later
         // by (step, timestamp, value). Every CASE reads the row's old values.
         let newer = "(step < $7 OR (step = $7 AND (timestamp < $6 \
@@ -168,7 +173,9 @@ pub(crate) async fn insert_points(
              value = CASE WHEN {newer} THEN $4 ELSE value END, \
              is_nan = CASE WHEN {newer} THEN $5 ELSE is_nan END, \
              timestamp = CASE WHEN {newer} THEN $6 ELSE timestamp END, \
-             step = CASE WHEN {newer} THEN $7 ELSE step END \
+             step = CASE WHEN {newer} THEN $7 ELSE step END, \
+             monotone = CASE WHEN monotone = 1 AND $9 = 1 AND (points = 0 \
+                 OR ($10 >= max_step AND $11 >= timestamp)) THEN 1 ELSE 0 END \
              WHERE id = $8"
         ))
         .bind(inserted)
@@ -179,6 +186,9 @@ pub(crate) async fn insert_points(
         .bind(ts)
         .bind(step)
         .bind(series)
+        .bind(batch_monotone as i64)
+        .bind(first_step)
+        .bind(first_ts)
         .execute(&mut **tx)
         .await?;
         for p in points.iter().filter(|p| p.model_id.is_some()) {
@@ -230,7 +240,7 @@ async fn series_id(
     let (value, is_nan) = first.stored();
     sqlx::query(
         "INSERT INTO metric_series (id, run_id, key, value, is_nan, timestamp, step, points, \
-         min_step, max_step) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7, $7)",
+         min_step, max_step, monotone) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7, $7, 1)",
     )
     .bind(id)
     .bind(run_id)
@@ -319,6 +329,53 @@ struct Series {
     points: i64,
     min_step: i64,
     max_step: i64,
+    monotone: bool,
+}
+
+/// Where a history page starts: an offset into the sorted history, or (for monotone
+/// series) the primary key of the last point sent, which makes each page an index range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum HistoryCursor {
+    Offset(usize),
+    After {
+        step: i64,
+        timestamp: i64,
+        value: f64,
+        is_nan: i64,
+    },
+}
+
+impl HistoryCursor {
+    fn encode(self) -> String {
+        match self {
+            HistoryCursor::Offset(n) => filter::encode_page_token(n),
+            HistoryCursor::After {
+                step,
+                timestamp,
+                value,
+                is_nan,
+            } => format!("k{step}:{timestamp}:{}:{is_nan}", value.to_bits()),
+        }
+    }
+
+    fn decode(token: Option<&str>) -> Result<Self, TrackingError> {
+        if let Some(rest) = token.and_then(|t| t.strip_prefix('k')) {
+            let parts: Vec<&str> = rest.split(':').collect();
+            let parsed = match parts.as_slice() {
+                [s, t, v, n] => (|| {
+                    Some(HistoryCursor::After {
+                        step: s.parse().ok()?,
+                        timestamp: t.parse().ok()?,
+                        value: f64::from_bits(v.parse().ok()?),
+                        is_nan: n.parse().ok()?,
+                    })
+                })(),
+                _ => None,
+            };
+            return parsed.ok_or_else(|| invalid(format!("Invalid page token {rest:?}")));
+        }
+        Ok(HistoryCursor::Offset(filter::decode_page_token(token)?))
+    }
 }
 
 impl Tracking {
@@ -327,7 +384,7 @@ impl Tracking {
             return Ok(None);
         }
         let row = sqlx::query(
-            "SELECT id, points, min_step, max_step FROM metric_series \
+            "SELECT id, points, min_step, max_step, monotone FROM metric_series \
              WHERE run_id = $1 AND key = $2",
         )
         .bind(run_id)
@@ -340,6 +397,7 @@ impl Tracking {
                 points: get(&r, "points")?,
                 min_step: get(&r, "min_step")?,
                 max_step: get(&r, "max_step")?,
+                monotone: get::<i64>(&r, "monotone")? == 1,
             })
         })
         .transpose()
@@ -361,7 +419,7 @@ impl Tracking {
                 )));
             }
         }
-        let offset = filter::decode_page_token(page_token)?;
+        let cursor = HistoryCursor::decode(page_token)?;
         let Some(series) = self.series(run_id, key).await? else {
             return Ok(Page {
                 items: Vec::new(),
@@ -370,15 +428,48 @@ impl Tracking {
         };
         let limit = max_results.unwrap_or(i64::MAX / 2);
         // One extra row tells whether another page exists.
-        let rows = sqlx::query(
-            "SELECT step, timestamp, value, is_nan FROM metric_points WHERE series_id = $1 \
-             ORDER BY timestamp, step, value LIMIT $2 OFFSET $3",
-        )
-        .bind(series.id)
-        .bind(limit.saturating_add(1))
-        .bind(offset as i64)
-        .fetch_all(self.db.pool())
-        .await?;
+        let rows = match cursor {
+            HistoryCursor::After {
+                step,
+                timestamp,
+                value,
+                is_nan,
+            } => {
+                sqlx::query(
+                    "SELECT step, timestamp, value, is_nan FROM metric_points \
+                     WHERE series_id = $1 AND (step, timestamp, value, is_nan) > ($2, $3, $4, $5) \
+                     ORDER BY step, timestamp, value, is_nan LIMIT $6",
+                )
+                .bind(series.id)
+                .bind(step)
+                .bind(timestamp)
+                .bind(value)
+                .bind(is_nan)
+                .bind(limit.saturating_add(1))
+                .fetch_all(self.db.pool())
+                .await?
+            }
+            // Timestamps follow steps: the primary key's order is the history's order.
+            HistoryCursor::Offset(0) if series.monotone => {
+                sqlx::query(
+                    "SELECT step, timestamp, value, is_nan FROM metric_points \
+                     WHERE series_id = $1 ORDER BY step, timestamp, value, is_nan LIMIT $2",
+                )
+                .bind(series.id)
+                .bind(limit.saturating_add(1))
+                .fetch_all(self.db.pool())
+                .await?
+            }
+            HistoryCursor::Offset(offset) => sqlx::query(
+                "SELECT step, timestamp, value, is_nan FROM metric_points WHERE series_id = $1 \
+                     ORDER BY timestamp, step, value, is_nan LIMIT $2 OFFSET $3",
+            )
+            .bind(series.id)
+            .bind(limit.saturating_add(1))
+            .bind(offset as i64)
+            .fetch_all(self.db.pool())
+            .await?,
+        };
         let more = rows.len() as i64 > limit;
         let mut items = Vec::with_capacity(rows.len());
         for row in rows.iter().take(limit as usize) {
@@ -393,7 +484,21 @@ impl Tracking {
             m.run_id = Some(run_id.to_string());
             items.push(m);
         }
-        let next = more.then(|| filter::encode_page_token(offset + items.len()));
+        let next = match (more, cursor, rows.get(items.len().saturating_sub(1))) {
+            (false, ..) | (_, _, None) => None,
+            (true, HistoryCursor::Offset(offset), _) if !series.monotone => {
+                Some(HistoryCursor::Offset(offset + items.len()).encode())
+            }
+            (true, _, Some(last)) => Some(
+                HistoryCursor::After {
+                    step: get(last, "step")?,
+                    timestamp: get(last, "timestamp")?,
+                    value: get(last, "value")?,
+                    is_nan: get(last, "is_nan")?,
+                }
+                .encode(),
+            ),
+        };
         Ok(Page {
             items,
             next_page_token: next,

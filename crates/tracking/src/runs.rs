@@ -259,6 +259,9 @@ impl Tracking {
         if !validate::is_run_id(run_id) {
             return Err(not_found(format!("Run with id={run_id} not found")));
         }
+        if let Some(&experiment_id) = self.active_runs.lock().unwrap().get(run_id) {
+            return Ok(RunHead { experiment_id });
+        }
         let row = sqlx::query("SELECT experiment_id, lifecycle_stage FROM runs WHERE run_id = $1")
             .bind(run_id)
             .fetch_optional(self.db.pool())
@@ -270,9 +273,13 @@ impl Tracking {
                 "The run {run_id} must be in the 'active' state. Current state is {stage}."
             )));
         }
-        Ok(RunHead {
-            experiment_id: get(&row, "experiment_id")?,
-        })
+        let experiment_id: i64 = get(&row, "experiment_id")?;
+        let mut active = self.active_runs.lock().unwrap();
+        if active.len() >= 100_000 {
+            active.clear();
+        }
+        active.insert(run_id.to_string(), experiment_id);
+        Ok(RunHead { experiment_id })
     }
 
     pub async fn update_run(
@@ -317,6 +324,7 @@ impl Tracking {
             .bind(run_id)
             .execute(self.db.pool())
             .await?;
+        self.forget_active_runs();
         Ok(())
     }
 
@@ -581,6 +589,14 @@ async fn fetch_in(
         q = q.bind((*id).clone());
     }
     Ok(q.fetch_all(tracking.db.pool()).await?)
+}
+
+impl Tracking {
+    /// Drops the active-run cache; called after every lifecycle change is written, so
+    /// the next write to a run reads its state from the database.
+    pub(crate) fn forget_active_runs(&self) {
+        self.active_runs.lock().unwrap().clear();
+    }
 }
 
 /// Turns `metrics[0].key` back into `key` for the single-item endpoints.
