@@ -620,7 +620,6 @@ def bench(args):
     ctx = Ctx()
     ctx.pid, ctx.url, ctx.token = args.server_pid, args.url.rstrip("/"), token
     ctx.client = MlflowClient(ctx.url)
-    idle = server_sample(ctx.pid)
     res = {
         "system": args.system,
         "url": ctx.url,
@@ -633,7 +632,6 @@ def bench(args):
         "meta": dict(kv.split("=", 1) for kv in args.meta),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loadavg_before": os.getloadavg(),
-        "server_idle": {"rss_mib": idle["rss_mib"], "procs": idle["procs"], "cpu_s": idle["cpu_s"]},
         "rows": {},
     }
     rows = res["rows"]
@@ -650,11 +648,11 @@ def bench(args):
         for k in ("points_per_s", "calls_per_s", "runs_per_s"):
             if k in r:
                 msg += f", {r[k]:,.0f} {k.replace('_per_s', '')}/s"
+        if r.get("latency_ms"):
+            msg += f", p50 {r['latency_ms']['p50']:.1f} ms, p95 {r['latency_ms']['p95']:.1f} ms"
         byp = (r.get("reps") or [r])[-1].get("server_cpu_by_process")
         if byp:
             msg += "\n    server CPU by process: " + ", ".join(f"{k} {v:.2f}" for k, v in list(byp.items())[:5])
-        if "latency_ms" in r and r["latency_ms"]:
-            msg += f", p50 {r['latency_ms']['p50']:.1f} ms, p95 {r['latency_ms']['p95']:.1f} ms"
         log(msg)
 
     t_start = time.perf_counter()
@@ -739,6 +737,14 @@ def markdown(results):
                    f"{r['client']['mlflow']}, started {r['started_at']}, load average before "
                    f"{r['loadavg_before'][0]:.2f}, {r['host']['cpus']} CPUs"
                    + (f", {', '.join(f'{k}={v}' for k, v in r['meta'].items())}" if r["meta"] else ""))
+    if m and t:
+        sm = {k: v for k, v in m["sizes"].items() if k != "big_points"}
+        st = {k: v for k, v in t["sizes"].items() if k != "big_points"}
+        if sm != st:
+            out.append("")
+            out.append(f"**WARNING: the two runs used different sizes (mlflow {sm}, trainyard {st}); "
+                       "the ratios compare unlike work.**")
+            log("WARNING: the two result files used different sizes")
     if not any(name in r["rows"] for r in results for name, _ in ROWS):
         out.append("")
     else:

@@ -18,6 +18,8 @@
 #   MLFLOW_LISTEN     (default 127.0.0.1:15000)
 #   TRAINYARD_BIN     server binary (default /var/tmp/trainyard-target/release/trainyard)
 #   TRAINYARD_LISTEN  (default 127.0.0.1:18090)
+#   TRAINYARD_HEALTH  readiness path (default /healthz; the harness self-test points
+#                     TRAINYARD_BIN at a script running `mlflow server` and sets /health)
 #   BENCH_ARGS        extra bench.py arguments (e.g. "--reps 5 --big-procs 3")
 #   BENCH_TIMEOUT     per-system limit in seconds (default 7200)
 #   KEEP_DATA=1       keep the servers' temp data dirs

@@ -60,8 +60,8 @@ pub struct SampledMetric {
     pub points: Vec<Metric>,
 }
 
-/// Rows per multi-row INSERT (5 values each; well under every placeholder limit).
-const INSERT_ROWS: usize = 500;
+/// Rows per multi-row INSERT.
+const INSERT_ROWS: usize = 1000;
 
 pub(crate) fn latest_from_row(row: &AnyRow) -> Result<Metric, TrackingError> {
     let is_nan: i64 = get(row, "is_nan")?;
@@ -112,35 +112,34 @@ pub(crate) async fn insert_points(
         let series = series_id(tx, cache, run_id, key, points[0]).await?;
         let mut inserted = 0;
         for chunk in points.chunks(INSERT_ROWS) {
-            let mut sql = String::from(
+            // Points are numbers only, written as literals: SQLite looks bound parameters up
+            // by name in a list, which makes thousands of them per statement quadratic.
+            // Rust prints every i64 and finite f64 as a valid SQL literal that reads back
+            // exactly; non-finite values never get here (see `stored`).
+            let mut sql = String::with_capacity(64 + chunk.len() * 48);
+            sql.push_str(
                 "INSERT INTO metric_points (series_id, step, timestamp, value, is_nan) VALUES ",
             );
-            for i in 0..chunk.len() {
-                let b = i * 5;
+            for (i, p) in chunk.iter().enumerate() {
+                let (value, is_nan) = p.stored();
+                debug_assert!(value.is_finite());
                 if i > 0 {
                     sql.push(',');
                 }
-                sql += &format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
+                use std::fmt::Write;
+                let _ = write!(
+                    sql,
+                    "({series},{},{},{value:?},{is_nan})",
+                    p.step, p.timestamp
                 );
             }
-            sql += " ON CONFLICT DO NOTHING";
-            let mut q = sqlx::query(&sql);
-            for p in chunk {
-                let (value, is_nan) = p.stored();
-                q = q
-                    .bind(series)
-                    .bind(p.step)
-                    .bind(p.timestamp)
-                    .bind(value)
-                    .bind(is_nan);
-            }
-            inserted += q.execute(&mut **tx).await?.rows_affected() as i64;
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            // Each statement's text is unique: do not keep it in the prepared-statement cache.
+            inserted += sqlx::query(&sql)
+                .persistent(false)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected() as i64;
         }
         update_rollups(tx, series, &points).await?;
         let latest = points
