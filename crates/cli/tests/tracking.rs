@@ -684,3 +684,79 @@ async fn histories_page_in_timestamp_order_whatever_the_steps() {
         assert_eq!(seen, expect_ts, "{key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_uploads_become_visible_only_when_complete() {
+    let server = Server::start().await;
+    let mpu = "/api/2.0/mlflow-artifacts/mpu";
+    let folder = "0/r/artifacts/model";
+    let path = format!("{folder}/weights.bin");
+    let created: Value = server
+        .post(&format!("{mpu}/create/{folder}"))
+        .json(&json!({"path": "/local/weights.bin", "num_parts": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["upload_id"].as_str().unwrap().to_string();
+    let credentials = created["credentials"].as_array().unwrap();
+    assert_eq!(credentials.len(), 3);
+    // Parts arrive in any order, authorised by the headers the server handed out.
+    let http = reqwest::Client::new();
+    for (i, body) in [(2, "bbb"), (3, "cc"), (1, "aaaa")] {
+        let cred = &credentials[i - 1];
+        assert_eq!(cred["part_number"], i);
+        let mut req = http.put(cred["url"].as_str().unwrap()).body(body);
+        for (k, v) in cred["headers"].as_object().unwrap() {
+            req = req.header(k.as_str(), v.as_str().unwrap());
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("etag"));
+    }
+    let file = format!("/api/2.0/mlflow-artifacts/artifacts/{path}");
+    assert_eq!(
+        server.get(&file).send().await.unwrap().status(),
+        404,
+        "not before complete"
+    );
+    // Completing with a part that was never sent fails and publishes nothing.
+    let r = server
+        .post(&format!("{mpu}/complete/{folder}"))
+        .json(&json!({"upload_id": id, "path": "/local/weights.bin",
+                      "parts": [{"part_number": 1}, {"part_number": 4}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(server.get(&file).send().await.unwrap().status(), 404);
+    let parts: Vec<Value> = (1..=3)
+        .map(|n| json!({"part_number": n, "etag": "x"}))
+        .collect();
+    let r = server
+        .post(&format!("{mpu}/complete/{folder}"))
+        .json(&json!({"upload_id": id, "path": "/local/weights.bin", "parts": parts}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = server.get(&file).send().await.unwrap();
+    assert_eq!(got.text().await.unwrap(), "aaaabbbcc");
+    // The upload is gone once complete; unknown ids are 404s.
+    let r = server
+        .post(&format!("{mpu}/complete/{folder}"))
+        .json(&json!({"upload_id": id, "path": "/local/weights.bin", "parts": parts}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = server
+        .post(&format!("{mpu}/create/../escape"))
+        .json(&json!({"num_parts": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+}

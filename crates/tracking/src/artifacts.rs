@@ -14,6 +14,10 @@ use crate::search::ARTIFACTS_PREFIX;
 use crate::{Tracking, TrackingError};
 
 const ROOT: &str = "artifacts";
+/// Parts of multipart uploads in progress, one folder per upload, outside the artifact tree.
+const UPLOADS: &str = "artifact-uploads";
+/// Most parts one multipart upload may have (S3's limit too).
+pub const MAX_PARTS: i64 = 10_000;
 
 /// Refuses paths that could leave the artifact root or mean something else to a store.
 pub fn check_path(path: &str) -> Result<(), TrackingError> {
@@ -40,6 +44,19 @@ pub fn check_path(path: &str) -> Result<(), TrackingError> {
         return bad("'..' and '.' segments are not allowed");
     }
     Ok(())
+}
+
+fn upload_path(upload_id: &str, name: &str) -> Path {
+    Path::from_iter([UPLOADS, upload_id, name])
+}
+
+fn io_error(e: std::io::Error) -> TrackingError {
+    TrackingError::Store(trainyard_store::StoreError::Blob(
+        object_store::Error::Generic {
+            store: "artifacts",
+            source: Box::new(e),
+        },
+    ))
 }
 
 fn location(path: &str) -> Result<Path, TrackingError> {
@@ -78,7 +95,20 @@ impl Tracking {
                 "Invalid path: '{path}' (a file name is needed)"
             )));
         }
-        let location = location(path)?;
+        self.write_stream(location(path)?, path, body).await
+    }
+
+    /// Streams a body into `location`; on any failure the write is aborted, leaving nothing.
+    async fn write_stream<S, E>(
+        &self,
+        location: Path,
+        path: &str,
+        body: S,
+    ) -> Result<u64, TrackingError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         let mut writer = object_store::buffered::BufWriter::new(self.store().clone(), location);
         let mut body = body;
         let mut written = 0u64;
@@ -93,23 +123,151 @@ impl Tracking {
             written += chunk.len() as u64;
             if let Err(e) = writer.write_all(&chunk).await {
                 let _ = writer.abort().await;
-                return Err(TrackingError::Store(trainyard_store::StoreError::Blob(
-                    object_store::Error::Generic {
-                        store: "artifacts",
-                        source: Box::new(e),
-                    },
-                )));
+                return Err(io_error(e));
             }
         }
-        writer.shutdown().await.map_err(|e| {
-            TrackingError::Store(trainyard_store::StoreError::Blob(
-                object_store::Error::Generic {
-                    store: "artifacts",
-                    source: Box::new(e),
-                },
-            ))
-        })?;
+        writer.shutdown().await.map_err(io_error)?;
         Ok(written)
+    }
+
+    /// Starts a multipart upload of `path` in `parts` parts; returns the upload's id.
+    /// Parts are stored apart and become the file only when the upload completes.
+    pub async fn create_multipart(&self, path: &str, parts: i64) -> Result<String, TrackingError> {
+        location(path)?;
+        if path.is_empty() || path.ends_with('/') {
+            return Err(invalid(format!(
+                "Invalid path: '{path}' (a file name is needed)"
+            )));
+        }
+        if !(1..=MAX_PARTS).contains(&parts) {
+            return Err(invalid(format!(
+                "Invalid value {parts} for parameter 'num_parts' supplied: 1 to {MAX_PARTS}"
+            )));
+        }
+        let id = trainyard_core::new_id();
+        self.store()
+            .put(
+                &upload_path(&id, "target"),
+                bytes::Bytes::from(path.to_string()).into(),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// The file an upload was started for; refuses unknown or malformed ids.
+    async fn upload_target(&self, upload_id: &str) -> Result<String, TrackingError> {
+        if !trainyard_core::id::is_valid_id(upload_id) {
+            return Err(not_found(format!(
+                "No multipart upload with id '{upload_id}'"
+            )));
+        }
+        match self.store().get(&upload_path(upload_id, "target")).await {
+            Ok(r) => Ok(String::from_utf8_lossy(&r.bytes().await?).into_owned()),
+            Err(object_store::Error::NotFound { .. }) => Err(not_found(format!(
+                "No multipart upload with id '{upload_id}'"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores part `part` (1-based) of an upload; returns its ETag (the part's size and number).
+    pub async fn put_part<S, E>(
+        &self,
+        upload_id: &str,
+        part: i64,
+        body: S,
+    ) -> Result<String, TrackingError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.upload_target(upload_id).await?;
+        if !(1..=MAX_PARTS).contains(&part) {
+            return Err(invalid(format!(
+                "Invalid part number {part}: 1 to {MAX_PARTS}"
+            )));
+        }
+        let name = format!("part-{part:05}");
+        let size = self
+            .write_stream(upload_path(upload_id, &name), &name, body)
+            .await?;
+        Ok(format!("\"{part}-{size}\""))
+    }
+
+    /// Joins the parts (in part-number order) into the file, then forgets the upload.
+    pub async fn complete_multipart(
+        &self,
+        path: &str,
+        upload_id: &str,
+        parts: &[i64],
+    ) -> Result<(), TrackingError> {
+        let target = self.upload_target(upload_id).await?;
+        if target != path {
+            return Err(invalid(format!(
+                "Upload '{upload_id}' is for '{target}', not '{path}'"
+            )));
+        }
+        let mut numbers = parts.to_vec();
+        numbers.sort_unstable();
+        numbers.dedup();
+        if numbers.is_empty() {
+            return Err(invalid("A multipart upload needs at least one part"));
+        }
+        let mut writer =
+            object_store::buffered::BufWriter::new(self.store().clone(), location(path)?);
+        for n in numbers {
+            let part = match self
+                .store()
+                .get(&upload_path(upload_id, &format!("part-{n:05}")))
+                .await
+            {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => {
+                    let _ = writer.abort().await;
+                    return Err(invalid(format!(
+                        "Part {n} of upload '{upload_id}' was never uploaded"
+                    )));
+                }
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e.into());
+                }
+            };
+            let mut stream = part.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(e.into());
+                    }
+                };
+                if let Err(e) = writer.write_all(&chunk).await {
+                    let _ = writer.abort().await;
+                    return Err(io_error(e));
+                }
+            }
+        }
+        writer.shutdown().await.map_err(io_error)?;
+        self.abort_multipart(upload_id).await
+    }
+
+    /// Forgets an upload and its parts (also how a completed upload is cleaned up).
+    pub async fn abort_multipart(&self, upload_id: &str) -> Result<(), TrackingError> {
+        if !trainyard_core::id::is_valid_id(upload_id) {
+            return Err(not_found(format!(
+                "No multipart upload with id '{upload_id}'"
+            )));
+        }
+        let prefix = Path::from_iter([UPLOADS, upload_id]);
+        let files: Vec<_> = self.store().list(Some(&prefix)).try_collect().await?;
+        for meta in files {
+            match self.store().delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// A file's bytes; `range` is an inclusive-exclusive byte range within it.

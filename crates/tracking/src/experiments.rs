@@ -174,62 +174,33 @@ impl Tracking {
                 all.push(e);
             }
         }
-        let field = |e: &Experiment, entity: Entity, key: &str| -> Option<(String, f64)> {
+        fn field<'a>(e: &'a Experiment, entity: Entity, key: &str) -> Option<Field<'a>> {
             match (entity, key) {
-                (Entity::Attribute, "name") => Some((e.name.clone(), 0.0)),
+                (Entity::Attribute, "name") => Some(Field::Str(&e.name)),
                 (Entity::Attribute, "experiment_id") => {
-                    Some((String::new(), e.experiment_id.parse().unwrap_or(0.0)))
+                    Some(Field::Num(e.experiment_id.parse().unwrap_or(0.0)))
                 }
-                (Entity::Attribute, "creation_time") => {
-                    Some((String::new(), e.creation_time as f64))
-                }
+                (Entity::Attribute, "creation_time") => Some(Field::Num(e.creation_time as f64)),
                 (Entity::Attribute, "last_update_time") => {
-                    Some((String::new(), e.last_update_time as f64))
+                    Some(Field::Num(e.last_update_time as f64))
                 }
                 (Entity::Tag, k) => e
                     .tags
                     .iter()
                     .find(|t| t.key == k)
-                    .map(|t| (t.value.clone(), 0.0)),
+                    .map(|t| Field::Str(&t.value)),
                 _ => None,
             }
-        };
+        }
         all.retain(|e| {
-            clauses.iter().all(|c| {
-                let v = field(e, c.entity, &c.key);
-                match &v {
-                    None => c.matches(None),
-                    Some((s, n)) => {
-                        if c.entity == Entity::Attribute && c.key != "name" {
-                            c.matches(Some(Field::Num(*n)))
-                        } else {
-                            c.matches(Some(Field::Str(s)))
-                        }
-                    }
-                }
-            })
+            clauses
+                .iter()
+                .all(|c| c.matches(field(e, c.entity, &c.key)))
         });
         all.sort_by(|a, b| {
-            for o in &order {
-                let (va, vb) = (field(a, o.entity, &o.key), field(b, o.entity, &o.key));
-                let fa = va.as_ref().map(|(s, n)| {
-                    if o.key == "name" {
-                        Field::Str(s)
-                    } else {
-                        Field::Num(*n)
-                    }
-                });
-                let fb = vb.as_ref().map(|(s, n)| {
-                    if o.key == "name" {
-                        Field::Str(s)
-                    } else {
-                        Field::Num(*n)
-                    }
-                });
-                let ord = filter::compare(fa.as_ref(), fb.as_ref(), o.ascending);
-                if ord.is_ne() {
-                    return ord;
-                }
+            let ord = filter::order_by(a, b, &order, field);
+            if ord.is_ne() {
+                return ord;
             }
             if order.is_empty() {
                 let ord = b.creation_time.cmp(&a.creation_time);

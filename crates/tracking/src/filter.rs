@@ -629,6 +629,25 @@ pub fn compare(a: Option<&Field<'_>>, b: Option<&Field<'_>>, ascending: bool) ->
     }
 }
 
+/// Orders two items by `order` (each key's field read through `field`); `Equal` when every
+/// key ties, for the caller's own tie-breakers.
+pub fn order_by<'a, T, F>(a: &'a T, b: &'a T, order: &[OrderKey], field: F) -> Ordering
+where
+    F: Fn(&'a T, Entity, &str) -> Option<Field<'a>>,
+{
+    for o in order {
+        let ord = compare(
+            field(a, o.entity, &o.key).as_ref(),
+            field(b, o.entity, &o.key).as_ref(),
+            o.ascending,
+        );
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    Ordering::Equal
+}
+
 /// Page tokens are opaque to clients; inside they are an offset.
 pub fn encode_page_token(offset: usize) -> String {
     format!("o{offset}")
@@ -652,19 +671,7 @@ pub fn decode_page_token(token: Option<&str>) -> Result<usize, TrackingError> {
 mod tests {
     use super::*;
 
-    const RUNS: Grammar = Grammar {
-        entities: &[
-            Entity::Metric,
-            Entity::Param,
-            Entity::Tag,
-            Entity::Attribute,
-            Entity::Dataset,
-        ],
-        string_attributes: &["run_id", "run_name", "status", "user_id", "artifact_uri"],
-        numeric_attributes: &["start_time", "end_time"],
-        list_attributes: &["run_id"],
-        aliases: &[("created", "start_time"), ("Created", "start_time")],
-    };
+    const RUNS: Grammar = crate::search::GRAMMAR;
 
     #[test]
     fn parses_every_clause_shape() {

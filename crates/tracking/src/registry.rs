@@ -316,17 +316,7 @@ impl Tracking {
             })
         });
         models.sort_by(|a, b| {
-            for o in &order {
-                let ord = filter::compare(
-                    field(a, o.entity, &o.key).as_ref(),
-                    field(b, o.entity, &o.key).as_ref(),
-                    o.ascending,
-                );
-                if ord.is_ne() {
-                    return ord;
-                }
-            }
-            a.name.cmp(&b.name)
+            filter::order_by(a, b, &order, field).then_with(|| a.name.cmp(&b.name))
         });
         Ok(paginate(models, offset, max_results as usize))
     }
@@ -797,22 +787,14 @@ impl Tracking {
                 .all(|c| is_prompt_exclusion(c) || c.matches(field(v, c.entity, &c.key)))
         });
         versions.sort_by(|a, b| {
-            for o in &order {
-                let ord = filter::compare(
-                    field(a, o.entity, &o.key).as_ref(),
-                    field(b, o.entity, &o.key).as_ref(),
-                    o.ascending,
-                );
-                if ord.is_ne() {
-                    return ord;
-                }
-            }
-            a.name.cmp(&b.name).then_with(|| {
-                let (x, y): (i64, i64) = (
-                    a.version.parse().unwrap_or(0),
-                    b.version.parse().unwrap_or(0),
-                );
-                y.cmp(&x)
+            filter::order_by(a, b, &order, field).then_with(|| {
+                a.name.cmp(&b.name).then_with(|| {
+                    let (x, y): (i64, i64) = (
+                        a.version.parse().unwrap_or(0),
+                        b.version.parse().unwrap_or(0),
+                    );
+                    y.cmp(&x)
+                })
             })
         });
         Ok(paginate(versions, offset, max_results as usize))

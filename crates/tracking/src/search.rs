@@ -27,7 +27,7 @@ pub struct SearchRequest {
     pub page_token: Option<String>,
 }
 
-const GRAMMAR: Grammar = Grammar {
+pub(crate) const GRAMMAR: Grammar = Grammar {
     entities: &[
         Entity::Metric,
         Entity::Param,
@@ -207,19 +207,7 @@ impl Tracking {
             key: "run_id".into(),
             ascending: true,
         });
-        runs.sort_by(|a, b| {
-            for o in &order {
-                let ord = filter::compare(
-                    field(&columns, a, o.entity, &o.key).as_ref(),
-                    field(&columns, b, o.entity, &o.key).as_ref(),
-                    o.ascending,
-                );
-                if ord.is_ne() {
-                    return ord;
-                }
-            }
-            std::cmp::Ordering::Equal
-        });
+        runs.sort_by(|a, b| filter::order_by(a, b, &order, |r, e, k| field(&columns, r, e, k)));
         let ids: Vec<String> = runs.into_iter().map(|r| r.run_id).collect();
         let page = paginate(ids, offset, req.max_results as usize);
         Ok(Page {

@@ -170,10 +170,109 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-pub async fn multipart_unsupported() -> MlflowError {
-    MlflowError::not_implemented(
-        "Multipart upload is not supported by this server; use a single PUT.",
-    )
+/// Where a multipart upload lands: the route names the folder, and the body's `path` (the
+/// client's local file) gives the file name, as MLflow's server reads them.
+fn upload_target(folder: &str, p: &Params) -> Result<String, MlflowError> {
+    let local = p.req_str("path")?;
+    let name = local.rsplit(['/', '\\']).next().unwrap_or_default();
+    if name.is_empty() {
+        return Err(MlflowError::invalid(format!(
+            "Invalid value for parameter 'path': '{local}' names no file"
+        )));
+    }
+    let folder = folder.trim_matches('/');
+    Ok(if folder.is_empty() {
+        name.to_string()
+    } else {
+        format!("{folder}/{name}")
+    })
+}
+
+/// `mpu/create/<path>`: an upload id and one URL per part. The part URLs point back at
+/// this server (as the client reached it) and carry the caller's own credentials as the
+/// headers the client sends with each part.
+pub async fn multipart_create(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Reply {
+    let parts = p.i64("num_parts")?.unwrap_or(1);
+    let id = s
+        .tracking
+        .create_multipart(&upload_target(&path, &p)?, parts)
+        .await?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    let mut part_headers = serde_json::Map::new();
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    {
+        part_headers.insert("Authorization".into(), json!(auth));
+    }
+    let credentials: Vec<_> = (1..=parts)
+        .map(|n| {
+            json!({
+                "url": format!("{scheme}://{host}/api/2.0/mlflow-artifacts/mpu/upload/{id}/{n}"),
+                "part_number": n,
+                "headers": part_headers,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "upload_id": id, "credentials": credentials })))
+}
+
+/// `PUT mpu/upload/<id>/<n>`: one part's bytes; answers its `ETag`.
+pub async fn multipart_part(
+    State(s): State<AppState>,
+    Path((id, part)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, MlflowError> {
+    let part: i64 = part
+        .parse()
+        .map_err(|_| MlflowError::invalid(format!("Invalid part number '{part}'")))?;
+    let etag = s
+        .tracking
+        .put_part(&id, part, body.into_data_stream())
+        .await?;
+    let mut response = Json(json!({})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
+pub async fn multipart_complete(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+    p: Params,
+) -> Reply {
+    let id = p.req_str("upload_id")?;
+    let parts = p
+        .objects("parts")?
+        .iter()
+        .map(|part| {
+            part.i64("part_number")?
+                .ok_or_else(|| super::params::missing("part_number"))
+        })
+        .collect::<Result<Vec<i64>, MlflowError>>()?;
+    s.tracking
+        .complete_multipart(&upload_target(&path, &p)?, &id, &parts)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn multipart_abort(State(s): State<AppState>, p: Params) -> Reply {
+    s.tracking.abort_multipart(&p.req_str("upload_id")?).await?;
+    Ok(Json(json!({})))
 }
 
 pub async fn presigned_unsupported() -> MlflowError {

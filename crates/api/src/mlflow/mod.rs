@@ -120,7 +120,7 @@ async fn server_info() -> Json<Value> {
         "store_type": "SqlStore",
         "workspaces_enabled": false,
         "trace_archival_enabled": false,
-        "multipart_uploads_enabled": false,
+        "multipart_uploads_enabled": true,
         "multipart_downloads_enabled": false,
         "presigned_upload_run_id_supported": false,
         "presigned_upload_model_id_supported": false,
@@ -260,7 +260,13 @@ pub fn routes() -> Router<AppState> {
                 .put(artifacts::upload)
                 .delete(artifacts::remove),
         )
-        .route("/mpu/{*rest}", post(artifacts::multipart_unsupported))
+        .route("/mpu/create/{*path}", post(artifacts::multipart_create))
+        .route(
+            "/mpu/upload/{id}/{part}",
+            axum::routing::put(artifacts::multipart_part),
+        )
+        .route("/mpu/complete/{*path}", post(artifacts::multipart_complete))
+        .route("/mpu/abort/{*path}", post(artifacts::multipart_abort))
         .route("/presigned/{*rest}", get(artifacts::presigned_unsupported))
         .fallback(endpoint_not_found)
         .method_not_allowed_fallback(endpoint_not_found);

@@ -198,6 +198,19 @@ impl Params {
         self.map.iter().any(|(k, v)| k.contains('\0') || walk(v))
     }
 
+    /// A repeated `{key, value}` field (tags, params); a missing value is empty.
+    pub fn key_values(&self, name: &str) -> Result<Vec<trainyard_tracking::KeyValue>, MlflowError> {
+        self.objects(name)?
+            .iter()
+            .map(|t| {
+                Ok(trainyard_tracking::KeyValue::new(
+                    t.req_str("key")?,
+                    t.str("value")?.unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
     /// `run_id`, or the legacy `run_uuid`.
     pub fn run_id(&self) -> Result<String, MlflowError> {
         match self.str("run_id")?.filter(|s| !s.is_empty()) {

@@ -10,18 +10,6 @@ use super::params::missing;
 use super::{MlflowError, Params, Reply};
 use crate::AppState;
 
-fn key_values(p: &Params, name: &str) -> Result<Vec<KeyValue>, MlflowError> {
-    p.objects(name)?
-        .iter()
-        .map(|t| {
-            Ok(KeyValue::new(
-                t.req_str("key")?,
-                t.str("value")?.unwrap_or_default(),
-            ))
-        })
-        .collect()
-}
-
 fn version(p: &Params) -> Result<i64, MlflowError> {
     let raw = match p.str("version") {
         Ok(Some(v)) => v,
@@ -46,8 +34,8 @@ pub async fn create_logged_model(State(s): State<AppState>, p: Params) -> Reply 
             name: p.str("name")?,
             model_type: p.str("model_type")?,
             source_run_id: p.str("source_run_id")?,
-            params: key_values(&p, "params")?,
-            tags: key_values(&p, "tags")?,
+            params: p.key_values("params")?,
+            tags: p.key_values("tags")?,
         })
         .await?;
     Ok(Json(json!({ "model": model })))
@@ -92,7 +80,7 @@ pub async fn set_logged_model_tags(
 ) -> Reply {
     let model = s
         .tracking
-        .set_logged_model_tags(&id, key_values(&p, "tags")?)
+        .set_logged_model_tags(&id, p.key_values("tags")?)
         .await?;
     Ok(Json(json!({ "model": model })))
 }
@@ -111,7 +99,7 @@ pub async fn log_logged_model_params(
     p: Params,
 ) -> Reply {
     s.tracking
-        .log_logged_model_params(&id, key_values(&p, "params")?)
+        .log_logged_model_params(&id, p.key_values("params")?)
         .await?;
     ok()
 }
@@ -146,7 +134,7 @@ pub async fn create_registered_model(
         .create_registered_model(
             &p.req_str("name")?,
             p.str("description")?,
-            key_values(&p, "tags")?,
+            p.key_values("tags")?,
             &who.name,
         )
         .await?;
@@ -259,7 +247,7 @@ pub async fn create_model_version(
             source: p.req_str("source")?,
             run_id: p.str("run_id")?.filter(|r| !r.is_empty()),
             model_id: p.str("model_id")?.filter(|r| !r.is_empty()),
-            tags: key_values(&p, "tags")?,
+            tags: p.key_values("tags")?,
             run_link: p.str("run_link")?,
             description: p.str("description")?,
             user_id: who.name,

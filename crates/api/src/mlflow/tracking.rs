@@ -13,18 +13,6 @@ use super::params::missing;
 use super::{MlflowError, Params, Reply};
 use crate::AppState;
 
-fn key_values(p: &Params, name: &str) -> Result<Vec<KeyValue>, MlflowError> {
-    p.objects(name)?
-        .iter()
-        .map(|t| {
-            Ok(KeyValue::new(
-                t.req_str("key")?,
-                t.str("value")?.unwrap_or_default(),
-            ))
-        })
-        .collect()
-}
-
 fn view_type(p: &Params, name: &str) -> Result<ViewType, MlflowError> {
     match p.str(name)? {
         None => match p.i64(name)? {
@@ -49,7 +37,7 @@ pub async fn create_experiment(State(s): State<AppState>, p: Params) -> Reply {
         .create_experiment(NewExperiment {
             name: p.req_str("name")?,
             artifact_location: p.str("artifact_location")?,
-            tags: key_values(&p, "tags")?,
+            tags: p.key_values("tags")?,
         })
         .await?;
     Ok(Json(json!({ "experiment_id": id })))
@@ -179,7 +167,7 @@ pub async fn create_run(
             user_id: p.str("user_id")?.unwrap_or(who.name),
             run_name: p.str("run_name")?,
             start_time: p.i64("start_time")?,
-            tags: key_values(&p, "tags")?,
+            tags: p.key_values("tags")?,
             job_id: None,
             status: RunStatus::Running,
         })
@@ -298,8 +286,8 @@ pub async fn log_batch(State(s): State<AppState>, mut p: Params) -> Reply {
         .collect::<Result<Vec<_>, _>>()?;
     let batch = BatchInput {
         metrics,
-        params: key_values(&p, "params")?,
-        tags: key_values(&p, "tags")?,
+        params: p.key_values("params")?,
+        tags: p.key_values("tags")?,
     };
     s.tracking.log_batch(&run_id, batch).await?;
     ok()
@@ -310,7 +298,7 @@ pub async fn log_inputs(State(s): State<AppState>, p: Params) -> Reply {
     for input in p.objects("datasets")? {
         let d = input.object("dataset")?.ok_or_else(|| missing("dataset"))?;
         datasets.push(DatasetInput {
-            tags: key_values(&input, "tags")?,
+            tags: input.key_values("tags")?,
             dataset: Dataset {
                 name: d.req_str("name")?,
                 digest: d.req_str("digest")?,
