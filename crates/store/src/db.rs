@@ -104,6 +104,19 @@ impl Db {
         })
     }
 
+    /// Runs a script of several statements that brings its own `BEGIN … COMMIT`, in one
+    /// round trip to the database; when a statement fails, the transaction is rolled back
+    /// before the connection goes back to the pool.
+    pub async fn run_script(&self, script: &str) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let result = conn.execute(script).await;
+        if let Err(e) = result {
+            let _ = conn.execute("ROLLBACK").await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// SQLite allows one writer: callers serialise multi-statement writes on it.
     pub fn is_sqlite(&self) -> bool {
         self.backend == Backend::Sqlite

@@ -97,25 +97,24 @@ impl SeriesCache {
     }
 }
 
-/// Appends points to their series (creating series as needed) inside `tx`.
-pub(crate) async fn insert_points(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    cache: &SeriesCache,
-    run_id: &str,
-    points: &[MetricPoint],
-) -> Result<(), TrackingError> {
-    let mut by_key: BTreeMap<&str, Vec<&MetricPoint>> = BTreeMap::new();
-    for p in points {
-        by_key.entry(p.key.as_str()).or_default().push(p);
-    }
-    for (key, points) in by_key {
-        let series = series_id(tx, cache, run_id, key, points[0]).await?;
-        let mut inserted = 0;
-        for chunk in points.chunks(INSERT_ROWS) {
-            // Points are numbers only, written as literals: SQLite looks bound parameters up
-            // by name in a list, which makes thousands of them per statement quadratic.
-            // Rust prints every i64 and finite f64 as a valid SQL literal that reads back
-            // exactly; non-finite values never get here (see `stored`).
+/// The SQL that appends one key's points to its series. Points are numbers only and are
+/// written as literals: SQLite looks bound parameters up by name in a list, which makes
+/// thousands of them per statement quadratic, and literals let a whole batch travel as one
+/// script. Rust prints every i64 and finite f64 as a SQL literal that reads back exactly;
+/// non-finite values never get here (see `MetricPoint::stored`).
+struct KeyWrite {
+    /// Multi-row INSERTs of at most `INSERT_ROWS` points each.
+    inserts: Vec<String>,
+    /// The series UPDATE; `{inserted}` stands for how many points the inserts added.
+    update: String,
+    rollups: Option<String>,
+}
+
+fn plan_key(series: i64, points: &[&MetricPoint]) -> KeyWrite {
+    use std::fmt::Write;
+    let inserts = points
+        .chunks(INSERT_ROWS)
+        .map(|chunk| {
             let mut sql = String::with_capacity(64 + chunk.len() * 48);
             sql.push_str(
                 "INSERT INTO metric_points (series_id, step, timestamp, value, is_nan) VALUES ",
@@ -126,7 +125,6 @@ pub(crate) async fn insert_points(
                 if i > 0 {
                     sql.push(',');
                 }
-                use std::fmt::Write;
                 let _ = write!(
                     sql,
                     "({series},{},{},{value:?},{is_nan})",
@@ -134,62 +132,117 @@ pub(crate) async fn insert_points(
                 );
             }
             sql.push_str(" ON CONFLICT DO NOTHING");
-            // Each statement's text is unique: do not keep it in the prepared-statement cache.
-            inserted += sqlx::query(&sql)
+            sql
+        })
+        .collect();
+    let (step, ts, (value, is_nan)) = points
+        .iter()
+        .map(|p| (p.step, p.timestamp, p.stored()))
+        .max_by(|a, b| {
+            (a.0, a.1).cmp(&(b.0, b.1)).then(
+                a.2 .0
+                    .partial_cmp(&b.2 .0)
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
+        })
+        .expect("a key has at least one point");
+    let min_step = points.iter().map(|p| p.step).min().unwrap_or(0);
+    let max_step = points.iter().map(|p| p.step).max().unwrap_or(0);
+    // Does this batch keep timestamps non-decreasing along steps?
+    let mut ordered: Vec<(i64, i64)> = points.iter().map(|p| (p.step, p.timestamp)).collect();
+    ordered.sort_unstable();
+    let batch_monotone = ordered.windows(2).all(|w| w[0].1 <= w[1].1) as i64;
+    let (first_step, first_ts) = ordered[0];
+    // Counts, step range, and the latest point when this one is later by (step,
+    // timestamp, value); every CASE reads the row's old values.
+    let newer = format!(
+        "(step < {step} OR (step = {step} AND (timestamp < {ts} \
+         OR (timestamp = {ts} AND value <= {value:?}))))"
+    );
+    let update = format!(
+        "UPDATE metric_series SET points = points + {{inserted}}, \
+         min_step = CASE WHEN {min_step} < min_step THEN {min_step} ELSE min_step END, \
+         max_step = CASE WHEN {max_step} > max_step THEN {max_step} ELSE max_step END, \
+         value = CASE WHEN {newer} THEN {value:?} ELSE value END, \
+         is_nan = CASE WHEN {newer} THEN {is_nan} ELSE is_nan END, \
+         timestamp = CASE WHEN {newer} THEN {ts} ELSE timestamp END, \
+         step = CASE WHEN {newer} THEN {step} ELSE step END, \
+         monotone = CASE WHEN monotone = 1 AND {batch_monotone} = 1 AND (points = 0 \
+             OR ({first_step} >= max_step AND {first_ts} >= timestamp)) THEN 1 ELSE 0 END \
+         WHERE id = {series}"
+    );
+    KeyWrite {
+        inserts,
+        update,
+        rollups: rollups_sql(series, points),
+    }
+}
+
+fn by_key(points: &[MetricPoint]) -> BTreeMap<&str, Vec<&MetricPoint>> {
+    let mut by_key: BTreeMap<&str, Vec<&MetricPoint>> = BTreeMap::new();
+    for p in points {
+        by_key.entry(p.key.as_str()).or_default().push(p);
+    }
+    by_key
+}
+
+/// The whole batch as one SQLite script (one round trip to the database thread), when
+/// every series already exists and is known and no point names a logged model.
+pub(crate) fn sqlite_script(
+    cache: &SeriesCache,
+    run_id: &str,
+    points: &[MetricPoint],
+) -> Option<String> {
+    if points.iter().any(|p| p.model_id.is_some()) {
+        return None;
+    }
+    let mut script = String::from("BEGIN IMMEDIATE;");
+    for (key, points) in by_key(points) {
+        let series = cache.get(run_id, key)?;
+        let plan = plan_key(series, &points);
+        let [insert] = plan.inserts.as_slice() else {
+            return None;
+        };
+        script.push_str(insert);
+        script.push(';');
+        // `changes()`: rows the statement just before added.
+        script.push_str(&plan.update.replace("{inserted}", "changes()"));
+        script.push(';');
+        if let Some(r) = &plan.rollups {
+            script.push_str(r);
+            script.push(';');
+        }
+    }
+    script.push_str("COMMIT;");
+    Some(script)
+}
+
+/// Appends points to their series (creating series as needed) inside `tx`.
+pub(crate) async fn insert_points(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    cache: &SeriesCache,
+    run_id: &str,
+    points: &[MetricPoint],
+) -> Result<(), TrackingError> {
+    for (key, points) in by_key(points) {
+        let series = series_id(tx, cache, run_id, key, points[0]).await?;
+        let plan = plan_key(series, &points);
+        let mut inserted = 0;
+        for sql in &plan.inserts {
+            // Each statement's text is unique: keep it out of the prepared-statement cache.
+            inserted += sqlx::query(sql)
                 .persistent(false)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected() as i64;
         }
-        update_rollups(tx, series, &points).await?;
-        let latest = points
-            .iter()
-            .map(|p| (p.step, p.timestamp, p.stored()))
-            .max_by(|a, b| {
-                (a.0, a.1).cmp(&(b.0, b.1)).then(
-                    a.2 .0
-                        .partial_cmp(&b.2 .0)
-                        .unwrap_or(std::cmp::Ordering::Equal),
-                )
-            })
-            .expect("a key has at least one point");
-        let min_step = points.iter().map(|p| p.step).min().unwrap_or(0);
-        let max_step = points.iter().map(|p| p.step).max().unwrap_or(0);
-        let (step, ts, (value, is_nan)) = latest;
-        // Does this batch keep timestamps non-decreasing along steps?
-        let mut ordered: Vec<(i64, i64)> = points.iter().map(|p| (p.step, p.timestamp)).collect();
-        ordered.sort_unstable();
-        let batch_monotone = ordered.windows(2).all(|w| w[0].1 <= w[1].1);
-        let (first_step, first_ts) = ordered[0];
-        // One statement: counts, step range, and the latest point when this one is later
-        // by (step, timestamp, value). Every CASE reads the row's old values.
-        let newer = "(step < $7 OR (step = $7 AND (timestamp < $6 \
-                     OR (timestamp = $6 AND value <= $4))))";
-        sqlx::query(&format!(
-            "UPDATE metric_series SET points = points + $1, \
-             min_step = CASE WHEN $2 < min_step THEN $2 ELSE min_step END, \
-             max_step = CASE WHEN $3 > max_step THEN $3 ELSE max_step END, \
-             value = CASE WHEN {newer} THEN $4 ELSE value END, \
-             is_nan = CASE WHEN {newer} THEN $5 ELSE is_nan END, \
-             timestamp = CASE WHEN {newer} THEN $6 ELSE timestamp END, \
-             step = CASE WHEN {newer} THEN $7 ELSE step END, \
-             monotone = CASE WHEN monotone = 1 AND $9 = 1 AND (points = 0 \
-                 OR ($10 >= max_step AND $11 >= timestamp)) THEN 1 ELSE 0 END \
-             WHERE id = $8"
-        ))
-        .bind(inserted)
-        .bind(min_step)
-        .bind(max_step)
-        .bind(value)
-        .bind(is_nan)
-        .bind(ts)
-        .bind(step)
-        .bind(series)
-        .bind(batch_monotone as i64)
-        .bind(first_step)
-        .bind(first_ts)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(&plan.update.replace("{inserted}", &inserted.to_string()))
+            .persistent(false)
+            .execute(&mut **tx)
+            .await?;
+        if let Some(r) = &plan.rollups {
+            sqlx::query(r).persistent(false).execute(&mut **tx).await?;
+        }
         for p in points.iter().filter(|p| p.model_id.is_some()) {
             let (value, is_nan) = p.stored();
             sqlx::query(
@@ -253,11 +306,9 @@ async fn series_id(
     Ok(id)
 }
 
-async fn update_rollups(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    series: i64,
-    points: &[&MetricPoint],
-) -> Result<(), TrackingError> {
+/// One multi-row upsert of the per-bucket extremes of `points` at every rollup level.
+fn rollups_sql(series: i64, points: &[&MetricPoint]) -> Option<String> {
+    use std::fmt::Write;
     let mut buckets: HashMap<(usize, i64), (i64, Extremes)> = HashMap::new();
     for p in points.iter().filter(|p| !p.value.is_nan()) {
         let point = Point {
@@ -277,21 +328,24 @@ async fn update_rollups(
         }
     }
     if buckets.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut sql = String::from(
         "INSERT INTO metric_rollups (series_id, level, bucket, points, min_value, min_step, \
          min_timestamp, max_value, max_step, max_timestamp) VALUES ",
     );
-    for i in 0..buckets.len() {
+    for (i, ((level, bucket), (n, e))) in buckets.into_iter().enumerate() {
         if i > 0 {
             sql.push(',');
         }
-        let b = i * 10;
-        let cols: Vec<String> = (1..=10).map(|c| format!("${}", b + c)).collect();
-        sql += &format!("({})", cols.join(", "));
+        let _ = write!(
+            sql,
+            "({series},{level},{bucket},{n},{:?},{},{},{:?},{},{})",
+            e.min.value, e.min.step, e.min.timestamp, e.max.value, e.max.step, e.max.timestamp
+        );
     }
-    sql += " ON CONFLICT (series_id, level, bucket) DO UPDATE SET \
+    sql.push_str(
+        " ON CONFLICT (series_id, level, bucket) DO UPDATE SET \
          points = metric_rollups.points + excluded.points, \
          min_step = CASE WHEN excluded.min_value < metric_rollups.min_value \
              THEN excluded.min_step ELSE metric_rollups.min_step END, \
@@ -304,23 +358,9 @@ async fn update_rollups(
          max_timestamp = CASE WHEN excluded.max_value > metric_rollups.max_value \
              THEN excluded.max_timestamp ELSE metric_rollups.max_timestamp END, \
          max_value = CASE WHEN excluded.max_value > metric_rollups.max_value \
-             THEN excluded.max_value ELSE metric_rollups.max_value END";
-    let mut q = sqlx::query(&sql);
-    for ((level, bucket), (n, e)) in buckets {
-        q = q
-            .bind(series)
-            .bind(level as i64)
-            .bind(bucket)
-            .bind(n)
-            .bind(e.min.value)
-            .bind(e.min.step)
-            .bind(e.min.timestamp)
-            .bind(e.max.value)
-            .bind(e.max.step)
-            .bind(e.max.timestamp);
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
+             THEN excluded.max_value ELSE metric_rollups.max_value END",
+    );
+    Some(sql)
 }
 
 struct Series {

@@ -435,6 +435,14 @@ impl Tracking {
             ));
         }
         self.active_run(run_id).await?;
+        // The common case, metrics into existing series on SQLite: one round trip.
+        if params.is_empty() && tags.is_empty() && self.db.is_sqlite() && !batch.metrics.is_empty()
+        {
+            if let Some(script) = metrics::sqlite_script(&self.series, run_id, &batch.metrics) {
+                self.db.run_script(&script).await?;
+                return Ok(());
+            }
+        }
         let mut tx = self.db.begin_write().await?;
         for param in &params {
             sqlx::query(

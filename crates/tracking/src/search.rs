@@ -76,6 +76,22 @@ impl Tracking {
                 next_page_token: None,
             });
         }
+        // No filter and ordered by start time (the usual listing): the index on
+        // (experiment_id, start_time) answers the page directly.
+        if clauses.is_empty()
+            && order
+                .iter()
+                .all(|o| o.entity == Entity::Attribute && o.key == "start_time")
+        {
+            let direction = if order.first().is_some_and(|o| o.ascending) {
+                "ASC"
+            } else {
+                "DESC"
+            };
+            return self
+                .search_by_start_time(&experiments, req.view, direction, offset, req.max_results)
+                .await;
+        }
         let list = placeholders(1, experiments.len());
         let sql = format!(
             "SELECT run_id, experiment_id, name, user_id, status, start_time, end_time, \
@@ -213,6 +229,49 @@ impl Tracking {
         Ok(Page {
             items: self.load_runs(&page.items).await?,
             next_page_token: page.next_page_token,
+        })
+    }
+
+    async fn search_by_start_time(
+        &self,
+        experiments: &[i64],
+        view: ViewType,
+        direction: &str,
+        offset: usize,
+        max_results: i64,
+    ) -> Result<Page<Run>, TrackingError> {
+        let stages = match view {
+            ViewType::ActiveOnly => "'active'",
+            ViewType::DeletedOnly => "'deleted'",
+            ViewType::All => "'active', 'deleted'",
+        };
+        let n = experiments.len();
+        let sql = format!(
+            "SELECT run_id FROM runs WHERE experiment_id IN ({}) AND lifecycle_stage IN ({stages}) \
+             ORDER BY start_time {direction}, run_id ASC LIMIT ${} OFFSET ${}",
+            placeholders(1, n),
+            n + 1,
+            n + 2
+        );
+        let mut query = sqlx::query(&sql);
+        for e in experiments {
+            query = query.bind(*e);
+        }
+        let rows = query
+            .bind(max_results + 1)
+            .bind(offset as i64)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut ids = rows
+            .iter()
+            .map(|r| get::<String>(r, "run_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = ids.len() as i64 > max_results;
+        ids.truncate(max_results as usize);
+        let next_page_token = more.then(|| filter::encode_page_token(offset + ids.len()));
+        Ok(Page {
+            items: self.load_runs(&ids).await?,
+            next_page_token,
         })
     }
 
