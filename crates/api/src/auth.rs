@@ -2,6 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a recognised token is trusted without asking the database again.
+const CACHE_FOR: Duration = Duration::from_secs(60);
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -11,11 +15,12 @@ use trainyard_store::{hash_token, Db, Principal};
 
 use crate::{ApiError, AppState};
 
-/// Recognises tokens; known ones are cached by hash so a request costs no query.
+/// Recognises tokens; known ones are cached by hash for a minute, so a request rarely
+/// costs a query and a revoked token (a finished job's) stops working soon after.
 #[derive(Clone)]
 pub struct Auth {
     db: Db,
-    known: Arc<RwLock<HashMap<String, Principal>>>,
+    known: Arc<RwLock<HashMap<String, (Principal, Instant)>>>,
 }
 
 impl Auth {
@@ -28,12 +33,19 @@ impl Auth {
 
     pub async fn principal(&self, token: &str) -> Result<Option<Principal>, ApiError> {
         let hash = hash_token(token);
-        if let Some(p) = self.known.read().unwrap().get(&hash) {
-            return Ok(Some(p.clone()));
+        if let Some((p, at)) = self.known.read().unwrap().get(&hash) {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(Some(p.clone()));
+            }
         }
         let found = self.db.find_token(token).await?;
         if let Some(p) = &found {
-            self.known.write().unwrap().insert(hash, p.clone());
+            self.known
+                .write()
+                .unwrap()
+                .insert(hash, (p.clone(), Instant::now()));
+        } else {
+            self.known.write().unwrap().remove(&hash);
         }
         Ok(found)
     }

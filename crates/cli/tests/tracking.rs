@@ -175,6 +175,28 @@ async fn a_job_is_a_run_with_metrics_read_from_its_output() {
     let (_, run) = server.mlflow_get("runs/get", &[("run_id", sid)]).await;
     assert_eq!(run["run"]["info"]["status"], "KILLED");
 
+    // The job's MLflow variables name its run; its token dies with the attempt.
+    let printer = server
+        .submit(json!({"command": ["sh", "-c",
+            "echo \"$MLFLOW_RUN_ID $MLFLOW_EXPERIMENT_ID $MLFLOW_TRACKING_URI $MLFLOW_TRACKING_TOKEN\""]}))
+        .await;
+    let pid = printer["id"].as_str().unwrap();
+    server.wait_done(pid, LONG).await;
+    let line = server.logs(pid, "").await;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "{line}");
+    assert_eq!(fields[0], pid);
+    assert_eq!(fields[1], "0", "the Default experiment");
+    assert_eq!(fields[2], server.url(""));
+    let r = reqwest::Client::new()
+        .get(server.url("/api/2.0/mlflow/runs/get"))
+        .query(&[("run_id", pid)])
+        .bearer_auth(fields[3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a finished job's token is revoked");
+
     // A bad regex or experiment name is refused at submit, naming the field.
     let r = server
         .post("/api/v1/jobs")

@@ -219,6 +219,7 @@ impl Db {
                 _ => "FAILED",
             };
             follow_job_run(&mut tx, id, status, Some(outcome.finished_at_ms)).await?;
+            revoke_job_tokens(&mut tx, id).await?;
         }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -238,8 +239,26 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            // The next attempt gets a token of its own.
+            let mut tx = self.begin_write().await?;
+            revoke_job_tokens(&mut tx, id).await?;
+            tx.commit().await?;
+        }
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Tokens handed to a job's attempts (named `job:<id>`) end with the attempt.
+async fn revoke_job_tokens(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM api_tokens WHERE role = 'job' AND name = $1")
+        .bind(format!("job:{id}"))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// A job's run follows its state (the run of job `id` has run id `id`). The job's end
@@ -251,7 +270,8 @@ async fn follow_job_run(
     end_time: Option<i64>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE runs SET status = $1, end_time = COALESCE($2, end_time) \
+        "UPDATE runs SET status = $1, \
+         end_time = CASE WHEN $1 = 'RUNNING' THEN NULL ELSE COALESCE($2, end_time) END \
          WHERE run_id = $3 AND job_id = $3",
     )
     .bind(status)
