@@ -152,12 +152,7 @@ impl Tracking {
         max_results: i64,
         page_token: Option<&str>,
     ) -> Result<Page<Experiment>, TrackingError> {
-        if !(1..=MAX_EXPERIMENTS_PAGE).contains(&max_results) {
-            return Err(invalid(format!(
-                "Invalid value {max_results} for parameter 'max_results' supplied. It must be \
-                 at most {MAX_EXPERIMENTS_PAGE} and at least 1"
-            )));
-        }
+        validate::max_results(max_results, MAX_EXPERIMENTS_PAGE)?;
         let clauses = filter::parse_filter(&GRAMMAR, filter)?;
         let order = filter::parse_order_by(&GRAMMAR, order_by)?;
         if order.iter().any(|o| o.entity != Entity::Attribute) {

@@ -273,12 +273,7 @@ impl Tracking {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<RegisteredModel>, TrackingError> {
-        if !(1..=1000).contains(&max_results) {
-            return Err(invalid(format!(
-                "Invalid value {max_results} for parameter 'max_results' supplied. It must be \
-                 at most 1000 and at least 1"
-            )));
-        }
+        validate::max_results(max_results, 1000)?;
         let clauses = filter::parse_filter(&MODEL_GRAMMAR, filter_text)?;
         let order = filter::parse_order_by(&MODEL_GRAMMAR, order_by)?;
         let offset = filter::decode_page_token(page_token)?;
@@ -718,12 +713,7 @@ impl Tracking {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<ModelVersion>, TrackingError> {
-        if !(1..=200_000).contains(&max_results) {
-            return Err(invalid(format!(
-                "Invalid value {max_results} for parameter 'max_results' supplied. It must be \
-                 at most 200000 and at least 1"
-            )));
-        }
+        validate::max_results(max_results, 200_000)?;
         let clauses = filter::parse_filter(&VERSION_GRAMMAR, filter_text)?;
         let order = filter::parse_order_by(&VERSION_GRAMMAR, order_by)?;
         let offset = filter::decode_page_token(page_token)?;

@@ -329,39 +329,43 @@ impl Tracking {
     }
 
     pub async fn log_param(&self, run_id: &str, param: KeyValue) -> Result<(), TrackingError> {
-        self.log_batch(
-            run_id,
-            BatchInput {
-                params: vec![param],
-                ..BatchInput::default()
-            },
-        )
-        .await
-        .map_err(|e| unprefix(e, "params[0]."))
+        let batch = BatchInput {
+            params: vec![param],
+            ..BatchInput::default()
+        };
+        self.log_one(run_id, batch, "params[0].").await
     }
 
     pub async fn set_run_tag(&self, run_id: &str, tag: KeyValue) -> Result<(), TrackingError> {
-        self.log_batch(
-            run_id,
-            BatchInput {
-                tags: vec![tag],
-                ..BatchInput::default()
-            },
-        )
-        .await
-        .map_err(|e| unprefix(e, "tags[0]."))
+        let batch = BatchInput {
+            tags: vec![tag],
+            ..BatchInput::default()
+        };
+        self.log_one(run_id, batch, "tags[0].").await
     }
 
     pub async fn log_metric(&self, run_id: &str, point: MetricPoint) -> Result<(), TrackingError> {
-        self.log_batch(
-            run_id,
-            BatchInput {
-                metrics: vec![point],
-                ..BatchInput::default()
-            },
-        )
-        .await
-        .map_err(|e| unprefix(e, "metrics[0]."))
+        let batch = BatchInput {
+            metrics: vec![point],
+            ..BatchInput::default()
+        };
+        self.log_one(run_id, batch, "metrics[0].").await
+    }
+
+    /// A one-item batch, its errors naming the field as the single-item endpoints do
+    /// (`key`, not `metrics[0].key`).
+    async fn log_one(
+        &self,
+        run_id: &str,
+        batch: BatchInput,
+        prefix: &str,
+    ) -> Result<(), TrackingError> {
+        self.log_batch(run_id, batch).await.map_err(|e| match e {
+            TrackingError::InvalidParameter(m) => {
+                TrackingError::InvalidParameter(m.replace(prefix, ""))
+            }
+            other => other,
+        })
     }
 
     pub async fn delete_run_tag(&self, run_id: &str, key: &str) -> Result<(), TrackingError> {
@@ -604,16 +608,6 @@ impl Tracking {
     /// the next write to a run reads its state from the database.
     pub(crate) fn forget_active_runs(&self) {
         self.active_runs.lock().unwrap().clear();
-    }
-}
-
-/// Turns `metrics[0].key` back into `key` for the single-item endpoints.
-fn unprefix(e: TrackingError, prefix: &str) -> TrackingError {
-    match e {
-        TrackingError::InvalidParameter(m) => {
-            TrackingError::InvalidParameter(m.replace(prefix, ""))
-        }
-        other => other,
     }
 }
 

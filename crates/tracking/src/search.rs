@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use crate::entities::{Page, Run, RunInfo, ViewType};
-use crate::error::invalid;
 use crate::experiments::paginate;
 use crate::filter::{self, Clause, Entity, Field, Grammar, OrderKey};
 use crate::rows::{get, placeholders};
@@ -55,13 +54,7 @@ enum Column {
 
 impl Tracking {
     pub async fn search_runs(&self, req: SearchRequest) -> Result<Page<Run>, TrackingError> {
-        if !(1..=MAX_RUNS_PAGE).contains(&req.max_results) {
-            return Err(invalid(format!(
-                "Invalid value {} for parameter 'max_results' supplied. It must be at most \
-                 {MAX_RUNS_PAGE} and at least 1",
-                req.max_results
-            )));
-        }
+        validate::max_results(req.max_results, MAX_RUNS_PAGE)?;
         let clauses = filter::parse_filter(&GRAMMAR, &req.filter)?;
         let order = filter::parse_order_by(&GRAMMAR, &req.order_by)?;
         let offset = filter::decode_page_token(req.page_token.as_deref())?;

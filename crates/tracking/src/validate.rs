@@ -149,6 +149,17 @@ pub fn stage(stage: &str) -> Result<&'static str, TrackingError> {
         })
 }
 
+/// A page size between 1 and `max` (each search has its own MLflow limit).
+pub fn max_results(n: i64, max: i64) -> Result<(), TrackingError> {
+    if !(1..=max).contains(&n) {
+        return Err(invalid(format!(
+            "Invalid value {n} for parameter 'max_results' supplied. It must be at most {max} \
+             and at least 1"
+        )));
+    }
+    Ok(())
+}
+
 pub fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
 }
