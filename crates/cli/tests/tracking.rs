@@ -92,24 +92,10 @@ async fn a_job_is_a_run_with_metrics_read_from_its_output() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let jobs: Value = server
-        .get("/api/v1/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = server.get_json("/api/v1/jobs").await;
     let id = jobs["jobs"][0]["id"].as_str().unwrap().to_string();
 
-    let run: Value = server
-        .get(&format!("/api/v1/runs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = server.get_json(&format!("/api/v1/runs/{id}")).await;
     assert_eq!(run["job_id"], id.as_str(), "{run}");
     assert_eq!(run["status"], "FINISHED", "{run}");
     assert!(run["end_time"].as_i64().is_some());
@@ -121,14 +107,7 @@ async fn a_job_is_a_run_with_metrics_read_from_its_output() {
     assert_eq!(run["metrics"]["loss"]["step"], 100, "{run}");
     assert_eq!(run["metrics"]["loss"]["value"], 0.25, "{run}");
 
-    let experiments: Value = server
-        .get("/api/v1/experiments")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let experiments: Value = server.get_json("/api/v1/experiments").await;
     let exp = experiments["experiments"]
         .as_array()
         .unwrap()
@@ -152,14 +131,7 @@ async fn a_job_is_a_run_with_metrics_read_from_its_output() {
         .await;
     let fid = failed["id"].as_str().unwrap();
     server.wait_done(fid, LONG).await;
-    let run: Value = server
-        .get(&format!("/api/v1/runs/{fid}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = server.get_json(&format!("/api/v1/runs/{fid}")).await;
     assert_eq!(run["status"], "FAILED");
     let sleeper = server.submit(json!({"command": ["sleep", "600"]})).await;
     let sid = sleeper["id"].as_str().unwrap();
@@ -319,13 +291,8 @@ async fn long_histories_are_downsampled_keeping_extremes() {
         assert_eq!(status, 200, "{body}");
     }
     let view: Value = server
-        .get(&format!("/api/v1/runs/{run}/metrics/wave?max_points=500"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/runs/{run}/metrics/wave?max_points=500"))
+        .await;
     assert_eq!(view["total_points"], n);
     assert_eq!(view["sampled"], true);
     let points = view["points"].as_array().unwrap();
@@ -343,15 +310,10 @@ async fn long_histories_are_downsampled_keeping_extremes() {
     );
     // A short history comes back whole.
     let whole: Value = server
-        .get(&format!(
+        .get_json(&format!(
             "/api/v1/runs/{run}/metrics/wave?max_points=100000"
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(whole["sampled"], false);
     assert_eq!(whole["points"].as_array().unwrap().len(), n as usize);
     for (path, code) in [

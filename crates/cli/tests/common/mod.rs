@@ -196,6 +196,11 @@ impl Server {
         self.http.post(self.url(path)).bearer_auth(&self.token)
     }
 
+    /// GET with the token; the body as JSON whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn submit(&self, body: Value) -> Value {
         let r = self.post("/api/v1/jobs").json(&body).send().await.unwrap();
         let status = r.status();
