@@ -316,6 +316,30 @@ async fn long_histories_are_downsampled_keeping_extremes() {
         .await;
     assert_eq!(whole["sampled"], false);
     assert_eq!(whole["points"].as_array().unwrap().len(), n as usize);
+    // Logged without steps (all step 0): cut along time, the spike still shows.
+    for start in (0..5_000).step_by(1000) {
+        let metrics: Vec<Value> = (start..start + 1000)
+            .map(|i| {
+                json!({"key": "flat", "value": if i == 2_345 { 7.0 } else { 0.5 },
+                            "timestamp": 10_000 + i, "step": 0})
+            })
+            .collect();
+        let (status, body) = server
+            .mlflow("runs/log-batch", json!({"run_id": run, "metrics": metrics}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let flat = server
+        .get_json(&format!("/api/v1/runs/{run}/metrics/flat?max_points=100"))
+        .await;
+    assert_eq!(flat["sampled"], true);
+    let points = flat["points"].as_array().unwrap();
+    assert!(
+        points.len() <= 100 && points.len() >= 50,
+        "{}",
+        points.len()
+    );
+    assert!(points.contains(&json!({"step": 0, "timestamp": 12_345, "value": 7.0})));
     for (path, code) in [
         (format!("/api/v1/runs/{run}/metrics/nope"), 404),
         (format!("/api/v1/runs/{run}/metrics/wave?max_points=1"), 400),

@@ -55,10 +55,36 @@ pub fn sample(
     first_step: i64,
     width: i64,
 ) -> Vec<Point> {
+    sample_along(Axis::Step, items, first_step, width)
+}
+
+/// What the buckets cut: steps, or (for histories logged without steps) time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Step,
+    Time,
+}
+
+impl Axis {
+    pub fn of(self, p: &Point) -> i64 {
+        match self {
+            Axis::Step => p.step,
+            Axis::Time => p.timestamp,
+        }
+    }
+}
+
+/// [`sample`] along either axis; `items` come in that axis' order.
+pub fn sample_along(
+    axis: Axis,
+    items: impl IntoIterator<Item = Extremes>,
+    first: i64,
+    width: i64,
+) -> Vec<Point> {
     let mut out = Vec::new();
     let mut current: Option<(i64, Extremes)> = None;
     let flush = |out: &mut Vec<Point>, e: Extremes| {
-        let (a, b) = if e.min.step <= e.max.step {
+        let (a, b) = if axis.of(&e.min) <= axis.of(&e.max) {
             (e.min, e.max)
         } else {
             (e.max, e.min)
@@ -69,7 +95,7 @@ pub fn sample(
         }
     };
     for item in items {
-        let bucket = (item.min.step.min(item.max.step) - first_step).div_euclid(width);
+        let bucket = (axis.of(&item.min).min(axis.of(&item.max)) - first).div_euclid(width);
         match &mut current {
             Some((b, e)) if *b == bucket => e.merge(&item),
             _ => {
@@ -110,6 +136,26 @@ mod tests {
         assert!(out.contains(&p(4321, 100.0)));
         assert!(out.contains(&p(7777, -100.0)));
         assert!(out.windows(2).all(|w| w[0].step < w[1].step));
+    }
+
+    #[test]
+    fn histories_without_steps_are_cut_along_time() {
+        let points: Vec<Point> = (0..5_000)
+            .map(|i| Point {
+                step: 0,
+                timestamp: 1_000 + i,
+                value: if i == 2_500 { 9.0 } else { 0.0 },
+            })
+            .collect();
+        let width = bucket_width(5_000, 100);
+        let out = sample_along(
+            Axis::Time,
+            points.iter().map(|&q| Extremes::of(q)),
+            1_000,
+            width,
+        );
+        assert!(out.len() <= 200 && out.len() >= 100, "{}", out.len());
+        assert!(out.iter().any(|p| p.value == 9.0 && p.timestamp == 3_500));
     }
 
     #[test]

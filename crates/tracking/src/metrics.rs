@@ -590,6 +590,43 @@ impl Tracking {
         }
         // Each output bucket yields up to two points (its min and its max).
         let span = series.max_step - series.min_step + 1;
+        if span < (max_points / 2) as i64 {
+            // Few distinct steps for many points (clients that log without steps): cut
+            // along time instead, from the raw points (rollups are kept per step).
+            let raw = sqlx::query(
+                "SELECT step, timestamp, value FROM metric_points WHERE series_id = $1 \
+                 AND is_nan = 0 ORDER BY timestamp, step, value",
+            )
+            .bind(series.id)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Point {
+                    step: get(r, "step")?,
+                    timestamp: get(r, "timestamp")?,
+                    value: get(r, "value")?,
+                })
+            })
+            .collect::<Result<Vec<Point>, TrackingError>>()?;
+            let (first, last) = match (raw.first(), raw.last()) {
+                (Some(a), Some(b)) => (a.timestamp, b.timestamp),
+                _ => (0, 0),
+            };
+            let width = downsample::bucket_width(last - first + 1, max_points / 2);
+            let points = downsample::sample_along(
+                downsample::Axis::Time,
+                raw.into_iter().map(Extremes::of),
+                first,
+                width,
+            );
+            return Ok(SampledMetric {
+                key: key.to_string(),
+                total_points: series.points,
+                sampled: true,
+                points: points.into_iter().map(to_metric).collect(),
+            });
+        }
         let width = downsample::bucket_width(span, max_points / 2);
         let extremes: Vec<Extremes> = match downsample::rollup_level(width) {
             Some(level) => sqlx::query(
