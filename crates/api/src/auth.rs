@@ -4,6 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Where a job's own token may go: the MLflow-compatible tracking API.
+const JOB_TOKEN_PREFIXES: &[&str] = &[
+    "/api/2.0/mlflow",
+    "/ajax-api/2.0/mlflow",
+    "/api/3.0/mlflow",
+    "/get-artifact",
+];
+
 /// How long a recognised token is trusted without asking the database again.
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
@@ -91,6 +99,18 @@ pub async fn require_token(
         .principal(&token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+    // A job's token logs into tracking; it cannot submit or cancel jobs.
+    if principal.role == "job"
+        && !JOB_TOKEN_PREFIXES
+            .iter()
+            .any(|p| request.uri().path().starts_with(p))
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "a job's token only reaches the tracking API (/api/2.0/mlflow…)",
+        ));
+    }
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }

@@ -147,7 +147,36 @@ async fn a_job_is_a_run_with_metrics_read_from_its_output() {
     let (_, run) = server.mlflow_get("runs/get", &[("run_id", sid)]).await;
     assert_eq!(run["run"]["info"]["status"], "KILLED");
 
-    // The job's MLflow variables name its run; its token dies with the attempt.
+    // The job's MLflow variables name its run; its token reaches tracking only, and dies
+    // with the attempt.
+    let sleeper = server
+        .submit(json!({"command": ["sh", "-c", "echo \"token $MLFLOW_TRACKING_TOKEN\"; sleep 5"]}))
+        .await;
+    let sid2 = sleeper["id"].as_str().unwrap();
+    server.wait_log(sid2, "token ").await;
+    let line = server.logs(sid2, "").await;
+    let token = line.split_whitespace().nth(1).unwrap().to_string();
+    let http = reqwest::Client::new();
+    let jobs = http
+        .get(server.url("/api/v1/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.status(),
+        403,
+        "a job's token cannot list or submit jobs"
+    );
+    let own = http
+        .get(server.url("/api/2.0/mlflow/runs/get"))
+        .query(&[("run_id", sid2)])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200, "but it reaches tracking");
+    // A token never used while its job ran is refused as soon as the job has ended.
     let printer = server
         .submit(json!({"command": ["sh", "-c",
             "echo \"$MLFLOW_RUN_ID $MLFLOW_EXPERIMENT_ID $MLFLOW_TRACKING_URI $MLFLOW_TRACKING_TOKEN\""]}))

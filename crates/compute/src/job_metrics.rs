@@ -7,18 +7,21 @@ use std::path::Path;
 use trainyard_core::time::now_ms;
 use trainyard_core::Job;
 use trainyard_tracking::stdout_metrics::MetricCollector;
-use trainyard_tracking::{BatchInput, MetricPoint, Tracking};
+use trainyard_tracking::{BatchInput, MetricPoint, Tracking, TrackingError};
 
 use crate::executor::read_piece;
 
 /// Largest piece of output scanned at once; a longer line is cut there.
 const SCAN_PIECE: u64 = 1 << 20;
+/// Most points kept for a retry while the store refuses writes.
+const MAX_PENDING: usize = 100_000;
 
 pub(crate) struct MetricScanner {
     job_id: String,
     collector: MetricCollector,
     offset: u64,
     carry: Vec<u8>,
+    pending: Vec<MetricPoint>,
 }
 
 impl MetricScanner {
@@ -34,6 +37,7 @@ impl MetricScanner {
                 collector,
                 offset,
                 carry: Vec::new(),
+                pending: Vec::new(),
             }),
             Err(e) => {
                 tracing::warn!(job = %job.id, error = %e, "not collecting metrics");
@@ -71,13 +75,23 @@ impl MetricScanner {
             let rest = std::mem::take(&mut self.carry);
             self.collect(&rest, &mut points);
         }
-        for chunk in points.chunks(1000) {
+        // Points the store could not take last time go first; they wait for the next scan.
+        let mut queue = std::mem::take(&mut self.pending);
+        queue.extend(points);
+        for chunk in queue.chunks(1000) {
             let batch = BatchInput {
                 metrics: chunk.to_vec(),
                 ..BatchInput::default()
             };
-            if let Err(e) = tracking.log_batch(&self.job_id, batch).await {
-                tracing::warn!(job = %self.job_id, error = %e, "cannot log metrics from output");
+            match tracking.log_batch(&self.job_id, batch).await {
+                Ok(()) => {}
+                Err(TrackingError::Store(e)) if self.pending.len() < MAX_PENDING => {
+                    tracing::warn!(job = %self.job_id, error = %e, "metrics from output wait for the store");
+                    self.pending.extend_from_slice(chunk);
+                }
+                Err(e) => {
+                    tracing::warn!(job = %self.job_id, error = %e, "cannot log metrics from output");
+                }
             }
         }
     }
@@ -86,7 +100,10 @@ impl MetricScanner {
         let now = now_ms();
         for line in String::from_utf8_lossy(text).lines() {
             for found in self.collector.scan(line) {
-                points.push(MetricPoint::new(&found.name, found.value, now, found.step));
+                // A name the tracking rules refuse would sink the whole batch: skip it.
+                if trainyard_tracking::validate::key("key", &found.name).is_ok() {
+                    points.push(MetricPoint::new(&found.name, found.value, now, found.step));
+                }
             }
         }
     }

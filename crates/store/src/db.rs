@@ -107,14 +107,38 @@ impl Db {
     /// Runs a script of several statements that brings its own `BEGIN … COMMIT`, in one
     /// round trip to the database; when a statement fails, the transaction is rolled back
     /// before the connection goes back to the pool.
-    pub async fn run_script(&self, script: &str) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = conn.execute(script).await;
-        if let Err(e) = result {
-            let _ = conn.execute("ROLLBACK").await;
-            return Err(e.into());
+    /// It runs in a task of its own, so a caller that goes away (a client timing out)
+    /// cannot leave the connection inside an open transaction.
+    pub async fn run_script(&self, script: String) -> Result<(), StoreError> {
+        let pool = self.pool.clone();
+        let task = tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            let result = conn.execute(script.as_str()).await;
+            if let Err(e) = result {
+                let _ = conn.execute("ROLLBACK").await;
+                return Err(e);
+            }
+            Ok(())
+        });
+        match task.await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(StoreError::Database(sqlx::Error::WorkerCrashed)).inspect_err(|_| {
+                tracing::error!(error = %e, "a database script task failed");
+            }),
         }
-        Ok(())
+    }
+
+    /// Whether an error is a unique-constraint violation (a concurrent insert won).
+    pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+        match e {
+            sqlx::Error::Database(db) => {
+                db.is_unique_violation()
+                    || db
+                        .code()
+                        .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+            }
+            _ => false,
+        }
     }
 
     /// SQLite allows one writer: callers serialise multi-statement writes on it.

@@ -38,7 +38,7 @@ pub const ROLLUP_WIDTHS: [i64; 3] = [64, 1024, 16384];
 /// The bucket width that fits `span` steps into `buckets` buckets.
 pub fn bucket_width(span: i64, buckets: usize) -> i64 {
     let buckets = buckets.max(1) as i64;
-    ((span + buckets - 1) / buckets).max(1)
+    (span.saturating_add(buckets - 1) / buckets).max(1)
 }
 
 /// Which rollup level to read for output buckets of `width` steps: the coarsest whose
@@ -95,7 +95,11 @@ pub fn sample_along(
         }
     };
     for item in items {
-        let bucket = (axis.of(&item.min).min(axis.of(&item.max)) - first).div_euclid(width);
+        let bucket = axis
+            .of(&item.min)
+            .min(axis.of(&item.max))
+            .saturating_sub(first)
+            .div_euclid(width);
         match &mut current {
             Some((b, e)) if *b == bucket => e.merge(&item),
             _ => {

@@ -40,6 +40,24 @@ impl Tracking {
             validate::key("key", &tag.key)?;
             validate::length("value", &tag.value, validate::MAX_EXPERIMENT_TAG_VALUE_LEN)?;
         }
+        // On PostgreSQL two creates can pick the same next id (or name) at once: the
+        // loser's insert fails on the unique constraint, and it tries again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_create_experiment(name, &new).await {
+                Err(TrackingError::Store(trainyard_store::StoreError::Database(e)))
+                    if trainyard_store::Db::is_unique_violation(&e) && attempt < 5 => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_create_experiment(
+        &self,
+        name: &str,
+        new: &NewExperiment,
+    ) -> Result<String, TrackingError> {
         let now = now_ms();
         let mut tx = self.db.begin_write().await?;
         let exists = sqlx::query("SELECT id FROM experiments WHERE name = $1")
@@ -57,6 +75,7 @@ impl Tracking {
         let id: i64 = get(&row, "next")?;
         let location = new
             .artifact_location
+            .clone()
             .filter(|l| !l.is_empty())
             .unwrap_or_else(|| format!("{}{id}", crate::ARTIFACTS_PREFIX));
         sqlx::query(

@@ -658,7 +658,8 @@ pub fn decode_page_token(token: Option<&str>) -> Result<usize, TrackingError> {
         None | Some("") => Ok(0),
         Some(t) => t
             .strip_prefix('o')
-            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(|n| n as usize)
             .ok_or_else(|| {
                 invalid(format!(
                     "Invalid page token, could not base64-decode: {t:?}"

@@ -37,8 +37,10 @@ pub struct Tracking {
     db: Db,
     blobs: Blobs,
     series: std::sync::Arc<metrics::SeriesCache>,
-    /// Runs known to be active (run id → experiment id); emptied by every lifecycle change.
-    active_runs: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// Runs known to be active (run id → experiment id) and a generation that every
+    /// lifecycle change bumps (and empties the map), so a lookup that raced with a change
+    /// is not cached.
+    active_runs: std::sync::Arc<std::sync::Mutex<(u64, std::collections::HashMap<String, i64>)>>,
 }
 
 impl Tracking {

@@ -243,6 +243,12 @@ impl Tracking {
         key: &str,
     ) -> Result<(), TrackingError> {
         self.get_logged_model(model_id).await?;
+        if key.contains('\0') {
+            return Err(not_found(format!(
+                "No tag with key '{}' found for logged model '{model_id}'.",
+                key.escape_default()
+            )));
+        }
         let done = sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
             .bind(model_id)
             .bind(key)

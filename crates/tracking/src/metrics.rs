@@ -290,9 +290,10 @@ async fn series_id(
     // Random ids need no read of a counter; 62 bits make a clash practically impossible.
     let id = (rand::random::<u64>() >> 2) as i64;
     let (value, is_nan) = first.stored();
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO metric_series (id, run_id, key, value, is_nan, timestamp, step, points, \
-         min_step, max_step, monotone) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7, $7, 1)",
+         min_step, max_step, monotone) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7, $7, 1) \
+         ON CONFLICT (run_id, key) DO NOTHING",
     )
     .bind(id)
     .bind(run_id)
@@ -303,6 +304,15 @@ async fn series_id(
     .bind(first.step)
     .execute(&mut **tx)
     .await?;
+    if done.rows_affected() == 0 {
+        // A concurrent writer (PostgreSQL) created the series first: use its id.
+        let row = sqlx::query("SELECT id FROM metric_series WHERE run_id = $1 AND key = $2")
+            .bind(run_id)
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+        return get(&row, "id");
+    }
     Ok(id)
 }
 
@@ -589,7 +599,10 @@ impl Tracking {
             });
         }
         // Each output bucket yields up to two points (its min and its max).
-        let span = series.max_step - series.min_step + 1;
+        let span = series
+            .max_step
+            .saturating_sub(series.min_step)
+            .saturating_add(1);
         if span < (max_points / 2) as i64 {
             // Few distinct steps for many points (clients that log without steps): cut
             // along time instead, from the raw points (rollups are kept per step).
@@ -613,7 +626,10 @@ impl Tracking {
                 (Some(a), Some(b)) => (a.timestamp, b.timestamp),
                 _ => (0, 0),
             };
-            let width = downsample::bucket_width(last - first + 1, max_points / 2);
+            let width = downsample::bucket_width(
+                last.saturating_sub(first).saturating_add(1),
+                max_points / 2,
+            );
             let points = downsample::sample_along(
                 downsample::Axis::Time,
                 raw.into_iter().map(Extremes::of),

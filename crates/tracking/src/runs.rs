@@ -259,9 +259,13 @@ impl Tracking {
         if !validate::is_run_id(run_id) {
             return Err(not_found(format!("Run with id={run_id} not found")));
         }
-        if let Some(&experiment_id) = self.active_runs.lock().unwrap().get(run_id) {
-            return Ok(RunHead { experiment_id });
-        }
+        let generation = {
+            let cache = self.active_runs.lock().unwrap();
+            if let Some(&experiment_id) = cache.1.get(run_id) {
+                return Ok(RunHead { experiment_id });
+            }
+            cache.0
+        };
         let row = sqlx::query("SELECT experiment_id, lifecycle_stage FROM runs WHERE run_id = $1")
             .bind(run_id)
             .fetch_optional(self.db.pool())
@@ -274,11 +278,13 @@ impl Tracking {
             )));
         }
         let experiment_id: i64 = get(&row, "experiment_id")?;
-        let mut active = self.active_runs.lock().unwrap();
-        if active.len() >= 100_000 {
-            active.clear();
+        let mut cache = self.active_runs.lock().unwrap();
+        if cache.0 == generation {
+            if cache.1.len() >= 100_000 {
+                cache.1.clear();
+            }
+            cache.1.insert(run_id.to_string(), experiment_id);
         }
-        active.insert(run_id.to_string(), experiment_id);
         Ok(RunHead { experiment_id })
     }
 
@@ -443,7 +449,7 @@ impl Tracking {
         if params.is_empty() && tags.is_empty() && self.db.is_sqlite() && !batch.metrics.is_empty()
         {
             if let Some(script) = metrics::sqlite_script(&self.series, run_id, &batch.metrics) {
-                self.db.run_script(&script).await?;
+                self.db.run_script(script).await?;
                 return Ok(());
             }
         }
@@ -607,7 +613,9 @@ impl Tracking {
     /// Drops the active-run cache; called after every lifecycle change is written, so
     /// the next write to a run reads its state from the database.
     pub(crate) fn forget_active_runs(&self) {
-        self.active_runs.lock().unwrap().clear();
+        let mut cache = self.active_runs.lock().unwrap();
+        cache.0 += 1;
+        cache.1.clear();
     }
 }
 

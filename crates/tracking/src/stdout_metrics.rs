@@ -84,7 +84,7 @@ impl MetricCollector {
             .map(|(name, value, step)| {
                 let next = self.next_step.entry(name.clone()).or_insert(0);
                 let step = step.unwrap_or(*next);
-                *next = step + 1;
+                *next = step.saturating_add(1);
                 Found { name, value, step }
             })
             .collect()

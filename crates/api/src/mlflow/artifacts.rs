@@ -77,7 +77,7 @@ fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
             size.saturating_sub(n)..size
         }
         (a, "") => a.parse().ok()?..size,
-        (a, b) => a.parse().ok()?..(b.parse::<u64>().ok()? + 1).min(size),
+        (a, b) => a.parse().ok()?..b.parse::<u64>().ok()?.saturating_add(1).min(size),
     };
     (range.start < range.end && range.end <= size).then_some(range)
 }
