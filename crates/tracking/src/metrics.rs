@@ -64,14 +64,43 @@ pub struct SampledMetric {
 const INSERT_ROWS: usize = 1000;
 
 pub(crate) fn latest_from_row(row: &AnyRow) -> Result<Metric, TrackingError> {
+    metric_from_row(row, &get::<String>(row, "key")?)
+}
+
+/// A stored point (`step`, `timestamp`, `value`, `is_nan` columns) of metric `key`.
+fn metric_from_row(row: &AnyRow, key: &str) -> Result<Metric, TrackingError> {
     let is_nan: i64 = get(row, "is_nan")?;
     let value: f64 = get(row, "value")?;
     Ok(Metric::point(
-        &get::<String>(row, "key")?,
+        key,
         if is_nan != 0 { f64::NAN } else { value },
         get(row, "timestamp")?,
         get(row, "step")?,
     ))
+}
+
+/// The non-NaN points of a series as `(step, timestamp, value)`, in `order`.
+async fn finite_points(
+    tracking: &Tracking,
+    series_id: i64,
+    order: &str,
+) -> Result<Vec<Point>, TrackingError> {
+    sqlx::query(&format!(
+        "SELECT step, timestamp, value FROM metric_points WHERE series_id = $1 \
+         AND is_nan = 0 ORDER BY {order}"
+    ))
+    .bind(series_id)
+    .fetch_all(tracking.db.pool())
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Point {
+            step: get(r, "step")?,
+            timestamp: get(r, "timestamp")?,
+            value: get(r, "value")?,
+        })
+    })
+    .collect()
 }
 
 /// Ids of recently written series, so a write to an existing series skips one lookup.
@@ -522,14 +551,7 @@ impl Tracking {
         let more = rows.len() as i64 > limit;
         let mut items = Vec::with_capacity(rows.len());
         for row in rows.iter().take(limit as usize) {
-            let is_nan: i64 = get(row, "is_nan")?;
-            let value: f64 = get(row, "value")?;
-            let mut m = Metric::point(
-                key,
-                if is_nan != 0 { f64::NAN } else { value },
-                get(row, "timestamp")?,
-                get(row, "step")?,
-            );
+            let mut m = metric_from_row(row, key)?;
             m.run_id = Some(run_id.to_string());
             items.push(m);
         }
@@ -580,16 +602,7 @@ impl Tracking {
             .await?;
             let points = rows
                 .iter()
-                .map(|r| {
-                    let nan: i64 = get(r, "is_nan")?;
-                    let v: f64 = get(r, "value")?;
-                    Ok(Metric::point(
-                        key,
-                        if nan != 0 { f64::NAN } else { v },
-                        get(r, "timestamp")?,
-                        get(r, "step")?,
-                    ))
-                })
+                .map(|r| metric_from_row(r, key))
                 .collect::<Result<Vec<_>, TrackingError>>()?;
             return Ok(SampledMetric {
                 key: key.to_string(),
@@ -606,22 +619,7 @@ impl Tracking {
         if span < (max_points / 2) as i64 {
             // Few distinct steps for many points (clients that log without steps): cut
             // along time instead, from the raw points (rollups are kept per step).
-            let raw = sqlx::query(
-                "SELECT step, timestamp, value FROM metric_points WHERE series_id = $1 \
-                 AND is_nan = 0 ORDER BY timestamp, step, value",
-            )
-            .bind(series.id)
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(Point {
-                    step: get(r, "step")?,
-                    timestamp: get(r, "timestamp")?,
-                    value: get(r, "value")?,
-                })
-            })
-            .collect::<Result<Vec<Point>, TrackingError>>()?;
+            let raw = finite_points(self, series.id, "timestamp, step, value").await?;
             let (first, last) = match (raw.first(), raw.last()) {
                 (Some(a), Some(b)) => (a.timestamp, b.timestamp),
                 _ => (0, 0),
@@ -669,22 +667,11 @@ impl Tracking {
                 })
             })
             .collect::<Result<_, TrackingError>>()?,
-            None => sqlx::query(
-                "SELECT step, timestamp, value FROM metric_points WHERE series_id = $1 \
-                 AND is_nan = 0 ORDER BY step, timestamp, value",
-            )
-            .bind(series.id)
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(Extremes::of(Point {
-                    step: get(r, "step")?,
-                    timestamp: get(r, "timestamp")?,
-                    value: get(r, "value")?,
-                }))
-            })
-            .collect::<Result<_, TrackingError>>()?,
+            None => finite_points(self, series.id, "step, timestamp, value")
+                .await?
+                .into_iter()
+                .map(Extremes::of)
+                .collect(),
         };
         let points = downsample::sample(extremes, series.min_step, width)
             .into_iter()

@@ -146,39 +146,20 @@ impl Tracking {
                     .metrics
                     .push(m);
             }
-            for row in fetch_in(
-                self,
-                &format!(
-                "SELECT run_id, key, value FROM run_params WHERE run_id IN ({list}) ORDER BY key"
-            ),
-                chunk,
-            )
-            .await?
-            {
-                data.entry(get(&row, "run_id")?)
-                    .or_default()
-                    .params
-                    .push(KeyValue::new(
-                        get::<String>(&row, "key")?,
-                        get::<String>(&row, "value")?,
-                    ));
-            }
-            for row in fetch_in(
-                self,
-                &format!(
-                    "SELECT run_id, key, value FROM run_tags WHERE run_id IN ({list}) ORDER BY key"
-                ),
-                chunk,
-            )
-            .await?
-            {
-                data.entry(get(&row, "run_id")?)
-                    .or_default()
-                    .tags
-                    .push(KeyValue::new(
-                        get::<String>(&row, "key")?,
-                        get::<String>(&row, "value")?,
-                    ));
+            for table in ["run_params", "run_tags"] {
+                let sql = format!(
+                    "SELECT run_id, key, value FROM {table} WHERE run_id IN ({list}) ORDER BY key"
+                );
+                for row in fetch_in(self, &sql, chunk).await? {
+                    let kv =
+                        KeyValue::new(get::<String>(&row, "key")?, get::<String>(&row, "value")?);
+                    let run = data.entry(get(&row, "run_id")?).or_default();
+                    if table == "run_params" {
+                        run.params.push(kv);
+                    } else {
+                        run.tags.push(kv);
+                    }
+                }
             }
             for row in fetch_in(
                 self,
