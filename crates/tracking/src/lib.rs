@@ -22,6 +22,7 @@ pub mod validate;
 
 use trainyard_store::{Blobs, Db};
 
+pub use artifacts::artifact_path;
 pub use entities::*;
 pub use error::TrackingError;
 pub use experiments::NewExperiment;

@@ -1,0 +1,206 @@
+//! A model's serving configuration: the subset of Triton's `ModelConfig` (rendered as JSON
+//! with proto field names) that this server acts on. The same document is read from
+//! `<repository>/<model>/config.json`, answered at `/v2/models/{m}/config`, and accepted as
+//! the `config` parameter of a load.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{RuntimeKind, Signature};
+use crate::tensor::DataType;
+use crate::ServeError;
+
+/// Batch size a model gets when it batches (first dim dynamic on every tensor) and no
+/// config says otherwise.
+pub const DEFAULT_MAX_BATCH: u32 = 64;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelConfig {
+    pub name: String,
+    pub platform: String,
+    /// `onnxruntime` or `tract`; empty = the server's default runtime.
+    pub backend: String,
+    /// 0 = the model does not batch; > 0 = the first dimension of every tensor is the batch.
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_batch_size: u32,
+    pub input: Vec<TensorConfig>,
+    pub output: Vec<TensorConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_batching: Option<DynamicBatching>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instance_group: Vec<InstanceGroup>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub default_model_filename: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, ParameterValue>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TensorConfig {
+    pub name: String,
+    pub data_type: String,
+    /// Without the batch dimension when the model batches; -1 = variable.
+    pub dims: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DynamicBatching {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preferred_batch_size: Vec<u32>,
+    #[serde(deserialize_with = "number_or_string_u64")]
+    pub max_queue_delay_microseconds: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceGroup {
+    #[serde(deserialize_with = "number_or_string")]
+    pub count: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParameterValue {
+    pub string_value: String,
+}
+
+/// int64 fields arrive as numbers or, from proto3 JSON, as strings.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = number_or_string_u64(d)?;
+    u32::try_from(v).map_err(serde::de::Error::custom)
+}
+
+fn number_or_string_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(u64),
+        Str(String),
+    }
+    match N::deserialize(d)? {
+        N::Num(n) => Ok(n),
+        N::Str(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+impl ModelConfig {
+    pub fn parse(text: &str, origin: &str) -> Result<ModelConfig, ServeError> {
+        serde_json::from_str(text)
+            .map_err(|e| ServeError::invalid(format!("{origin}: not a model config: {e}")))
+    }
+
+    /// Threads (instances) that run this model, each with its own session.
+    pub fn instances(&self) -> usize {
+        self.instance_group
+            .iter()
+            .map(|g| g.count.max(1) as usize)
+            .sum::<usize>()
+            .max(1)
+    }
+
+    pub fn runtime(&self) -> Result<Option<RuntimeKind>, ServeError> {
+        if self.backend.is_empty() {
+            return Ok(None);
+        }
+        RuntimeKind::parse(&self.backend).map(Some).ok_or_else(|| {
+            ServeError::invalid(format!(
+                "config backend '{}': known backends are onnxruntime and tract",
+                self.backend
+            ))
+        })
+    }
+
+    /// How long the batcher may hold the first request waiting for more; `None` = no
+    /// dynamic batching configured (requests already queued are still stacked).
+    pub fn queue_delay(&self) -> Duration {
+        self.dynamic_batching
+            .as_ref()
+            .map(|b| Duration::from_micros(b.max_queue_delay_microseconds))
+            .unwrap_or_default()
+    }
+
+    /// The config as served: what the file said, completed from the model's signature.
+    /// Declared tensors must exist in the model with the same datatype.
+    pub fn complete(
+        mut self,
+        name: &str,
+        runtime: RuntimeKind,
+        sig: &Signature,
+    ) -> Result<Self, ServeError> {
+        self.name = name.to_string();
+        self.backend = runtime.as_str().to_string();
+        self.platform = "onnxruntime_onnx".to_string();
+        let batchable = sig.batchable();
+        if self.max_batch_size > 0 && !batchable {
+            return Err(ServeError::invalid(format!(
+                "config max_batch_size is {}, but the model's tensors have no variable first dimension to batch along",
+                self.max_batch_size
+            )));
+        }
+        if self.input.is_empty() && self.output.is_empty() && self.max_batch_size == 0 && batchable
+        {
+            self.max_batch_size = DEFAULT_MAX_BATCH;
+        }
+        let skip = usize::from(self.max_batch_size > 0);
+        for (declared, actual, side) in [
+            (&mut self.input, &sig.inputs, "input"),
+            (&mut self.output, &sig.outputs, "output"),
+        ] {
+            for d in declared.iter() {
+                let Some(a) = actual.iter().find(|a| a.name == d.name) else {
+                    return Err(ServeError::invalid(format!(
+                        "config {side} '{}' is not in the model (it has {})",
+                        d.name,
+                        actual
+                            .iter()
+                            .map(|a| a.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                if DataType::parse_config(&d.data_type) != Some(a.datatype) {
+                    return Err(ServeError::invalid(format!(
+                        "config {side} '{}': data_type {} but the model has {}",
+                        d.name,
+                        d.data_type,
+                        a.datatype.config_name()
+                    )));
+                }
+            }
+            *declared = actual
+                .iter()
+                .map(|a| TensorConfig {
+                    name: a.name.clone(),
+                    data_type: a.datatype.config_name(),
+                    dims: a.shape.iter().skip(skip).copied().collect(),
+                })
+                .collect();
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_triton_json_with_string_numbers() {
+        let c = ModelConfig::parse(
+            r#"{"name":"m","max_batch_size":"8","dynamic_batching":{"max_queue_delay_microseconds":"500","preferred_batch_size":[4,8]},"instance_group":[{"count":2,"kind":"KIND_CPU"}]}"#,
+            "config.json",
+        )
+        .unwrap();
+        assert_eq!(c.max_batch_size, 8);
+        assert_eq!(c.queue_delay(), Duration::from_micros(500));
+        assert_eq!(c.instances(), 2);
+        let err = ModelConfig::parse("{\"max_batch_size\": -1}", "x/config.json").unwrap_err();
+        assert!(err.to_string().starts_with("x/config.json"), "{err}");
+    }
+}

@@ -1,0 +1,984 @@
+//! The model manager: which model versions are loaded, loading them on first use (once, however
+//! many requests ask at the same time), and keeping their memory within a budget by unloading
+//! the least recently used idle ones. A model with requests in flight holds a lease and is
+//! never evicted under them; models named as pinned are never evicted at all.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::config::ModelConfig;
+use crate::memory::{allocated_bytes, release_free_memory, resident_bytes};
+use crate::metrics::{ModelLabels, ServeMetrics};
+use crate::runtime::{RuntimeKind, Runtimes, Signature};
+use crate::source::{ModelSource, SourceModel};
+use crate::stats::ModelStats;
+use crate::tensor::Tensor;
+use crate::worker::{self, BatchPolicy, Context, Job};
+use crate::ServeError;
+
+/// How a request for a model that is not loaded is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlMode {
+    /// The request loads it.
+    OnDemand,
+    /// Only the load API loads; requests get "unavailable".
+    Explicit,
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Bytes loaded models may hold; `None` = no limit.
+    pub memory_limit: Option<u64>,
+    /// Never evicted (and loaded at start).
+    pub pinned: HashSet<String>,
+    pub control: ControlMode,
+    /// How long a load waits for busy models to become evictable.
+    pub room_timeout: Duration,
+    /// How long a failed load is remembered before a request tries again.
+    pub retry_failed_after: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        Self {
+            memory_limit: None,
+            pinned: HashSet::new(),
+            control: ControlMode::OnDemand,
+            room_timeout: Duration::from_secs(30),
+            retry_failed_after: Duration::from_secs(30),
+        }
+    }
+}
+
+pub type ModelKey = (String, u64);
+
+/// A loaded model version.
+pub struct LoadedModel {
+    pub name: String,
+    pub version: u64,
+    pub config: ModelConfig,
+    pub signature: Signature,
+    pub runtime: RuntimeKind,
+    /// What loading cost: growth of the resident set, at least the model file's size.
+    pub memory_bytes: u64,
+    queue: crossbeam_channel::Sender<Job>,
+    in_flight: AtomicUsize,
+    last_used: AtomicU64,
+}
+
+/// A model in use by one request; while any lease exists the model is not evicted.
+pub struct Lease {
+    model: Arc<LoadedModel>,
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = LoadedModel;
+    fn deref(&self) -> &LoadedModel {
+        &self.model
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.model.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.inner.released.notify_waiters();
+        }
+    }
+}
+
+/// State of one model version, as the repository index reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    Loading,
+    Ready,
+    Unavailable,
+}
+
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Loading => "LOADING",
+            ModelState::Ready => "READY",
+            ModelState::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+/// One line of the repository index: a model the source has, and where each of its versions
+/// stands (`versions` empty = never loaded).
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub name: String,
+    pub versions: Vec<(u64, ModelState, String)>,
+}
+
+type LoadResult = Option<Result<Arc<LoadedModel>, String>>;
+
+enum Slot {
+    Loading(watch::Receiver<LoadResult>),
+    Ready(Arc<LoadedModel>),
+    Unavailable {
+        reason: String,
+        since: Instant,
+        failed: bool,
+    },
+}
+
+struct Catalog {
+    models: Vec<SourceModel>,
+    read_at: Option<Instant>,
+}
+
+struct Inner {
+    source: Arc<dyn ModelSource>,
+    runtimes: Runtimes,
+    options: ManagerOptions,
+    slots: Mutex<HashMap<ModelKey, Slot>>,
+    /// Loads run one at a time so the resident-set growth of each is its own.
+    load_lock: tokio::sync::Mutex<()>,
+    /// Signalled when a model may have become evictable.
+    released: Notify,
+    clock: AtomicU64,
+    stats: Mutex<HashMap<ModelKey, Arc<ModelStats>>>,
+    /// Measured cost of earlier loads, to make room before loading again.
+    known_cost: Mutex<HashMap<ModelKey, u64>>,
+    /// Configs given with a load call, used instead of the source's.
+    overrides: Mutex<HashMap<String, ModelConfig>>,
+    catalog: tokio::sync::Mutex<Catalog>,
+    metrics: ServeMetrics,
+}
+
+/// Cheap to clone; all clones share one set of models.
+#[derive(Clone)]
+pub struct ModelManager {
+    inner: Arc<Inner>,
+}
+
+/// How long a listing of the source is trusted before a request for an unknown model reads
+/// it again.
+const CATALOG_TTL: Duration = Duration::from_secs(2);
+
+fn labels(key: &ModelKey) -> ModelLabels {
+    ModelLabels {
+        model: key.0.clone(),
+        version: key.1.to_string(),
+    }
+}
+
+impl ModelManager {
+    pub fn new(source: Arc<dyn ModelSource>, runtimes: Runtimes, options: ManagerOptions) -> Self {
+        let metrics = ServeMetrics::default();
+        metrics
+            .budget_bytes
+            .set(options.memory_limit.unwrap_or(0) as i64);
+        Self {
+            inner: Arc::new(Inner {
+                source,
+                runtimes,
+                options,
+                slots: Mutex::default(),
+                load_lock: tokio::sync::Mutex::new(()),
+                released: Notify::new(),
+                clock: AtomicU64::new(1),
+                stats: Mutex::default(),
+                known_cost: Mutex::default(),
+                overrides: Mutex::default(),
+                catalog: tokio::sync::Mutex::new(Catalog {
+                    models: Vec::new(),
+                    read_at: None,
+                }),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &ServeMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.inner.runtimes
+    }
+
+    pub fn options(&self) -> &ManagerOptions {
+        &self.inner.options
+    }
+
+    pub fn describe_source(&self) -> String {
+        self.inner.source.describe()
+    }
+
+    /// Loads the pinned models (their failures are logged and shown in the index).
+    pub async fn load_pinned(&self) {
+        let mut pinned: Vec<String> = self.inner.options.pinned.iter().cloned().collect();
+        pinned.sort();
+        for name in pinned {
+            if let Err(e) = self.load(&name, None).await {
+                tracing::warn!(model = %name, "pinned model did not load: {e}");
+            }
+        }
+    }
+
+    async fn catalog(&self, refresh: bool) -> Result<Vec<SourceModel>, ServeError> {
+        let mut c = self.inner.catalog.lock().await;
+        let stale = c.read_at.is_none_or(|at| at.elapsed() > CATALOG_TTL);
+        if refresh || stale {
+            c.models = self.inner.source.list().await?;
+            c.read_at = Some(Instant::now());
+        }
+        Ok(c.models.clone())
+    }
+
+    /// The model the source has under `name`, reading the source again if it was not there.
+    async fn source_model(&self, name: &str) -> Result<SourceModel, ServeError> {
+        for refresh in [false, true] {
+            if let Some(m) = self
+                .catalog(refresh)
+                .await?
+                .into_iter()
+                .find(|m| m.name == name)
+            {
+                return Ok(m);
+            }
+        }
+        Err(ServeError::not_found(format!(
+            "Request for unknown model: '{name}' is not found"
+        )))
+    }
+
+    /// Which version a request means: the one named, else the source's default.
+    pub async fn resolve(&self, name: &str, version: Option<u64>) -> Result<ModelKey, ServeError> {
+        let m = self.source_model(name).await?;
+        match version {
+            None => Ok((name.to_string(), m.default_version)),
+            Some(v) if m.versions.contains(&v) => Ok((name.to_string(), v)),
+            Some(v) => {
+                // A version added since the last listing.
+                let m = self
+                    .catalog(true)
+                    .await?
+                    .into_iter()
+                    .find(|m| m.name == name);
+                if m.is_some_and(|m| m.versions.contains(&v)) {
+                    Ok((name.to_string(), v))
+                } else {
+                    Err(ServeError::not_found(format!(
+                        "Request for unknown model: '{name}' version {v} is not found"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// A lease on a ready model version, loading it first when the control mode allows.
+    pub async fn acquire(&self, name: &str, version: Option<u64>) -> Result<Lease, ServeError> {
+        let key = self.resolve(name, version).await?;
+        self.acquire_key(&key, self.inner.options.control == ControlMode::OnDemand)
+            .await
+    }
+
+    /// The lease if the version is ready now; never loads.
+    pub fn ready(&self, key: &ModelKey) -> Option<Lease> {
+        let slots = self.inner.slots.lock().unwrap();
+        match slots.get(key) {
+            Some(Slot::Ready(m)) => Some(self.lease(m)),
+            _ => None,
+        }
+    }
+
+    fn lease(&self, model: &Arc<LoadedModel>) -> Lease {
+        model.in_flight.fetch_add(1, Relaxed);
+        model
+            .last_used
+            .store(self.inner.clock.fetch_add(1, Relaxed), Relaxed);
+        Lease {
+            model: model.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+
+    async fn acquire_key(&self, key: &ModelKey, may_load: bool) -> Result<Lease, ServeError> {
+        loop {
+            let mut waiting = {
+                let mut slots = self.inner.slots.lock().unwrap();
+                match slots.get(key) {
+                    Some(Slot::Ready(m)) => return Ok(self.lease(m)),
+                    Some(Slot::Loading(rx)) => rx.clone(),
+                    Some(Slot::Unavailable { reason, since, failed }) => {
+                        let retry = *failed && since.elapsed() >= self.inner.options.retry_failed_after;
+                        if !may_load || (*failed && !retry) {
+                            return Err(ServeError::unavailable(format!(
+                                "model '{}' version {} is not available: {reason}",
+                                key.0, key.1
+                            )));
+                        }
+                        self.start_load(&mut slots, key)
+                    }
+                    None if may_load => self.start_load(&mut slots, key),
+                    None => {
+                        return Err(ServeError::unavailable(format!(
+                            "model '{}' version {} is not loaded; load it with POST /v2/repository/models/{}/load",
+                            key.0, key.1, key.0
+                        )))
+                    }
+                }
+            };
+            let result = waiting
+                .wait_for(|r| r.is_some())
+                .await
+                .map(|r| r.clone())
+                .ok()
+                .flatten();
+            match result {
+                Some(Ok(_)) => continue, // take the lease under the lock
+                Some(Err(reason)) => {
+                    return Err(ServeError::unavailable(format!(
+                        "failed to load '{}' version {}: {reason}",
+                        key.0, key.1
+                    )))
+                }
+                None => {
+                    return Err(ServeError::internal("the model load was abandoned"));
+                }
+            }
+        }
+    }
+
+    /// Puts a `Loading` slot in place and starts the load task; returns its result channel.
+    fn start_load(
+        &self,
+        slots: &mut HashMap<ModelKey, Slot>,
+        key: &ModelKey,
+    ) -> watch::Receiver<LoadResult> {
+        let (tx, rx) = watch::channel(None);
+        slots.insert(key.clone(), Slot::Loading(rx.clone()));
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let result = this.load_now(&key).await;
+            let mut slots = this.inner.slots.lock().unwrap();
+            match &result {
+                Ok(model) => {
+                    slots.insert(key.clone(), Slot::Ready(model.clone()));
+                }
+                Err(reason) => {
+                    this.inner
+                        .metrics
+                        .load_failures
+                        .get_or_create(&labels(&key))
+                        .inc();
+                    tracing::warn!(model = %key.0, version = key.1, "load failed: {reason}");
+                    slots.insert(
+                        key.clone(),
+                        Slot::Unavailable {
+                            reason: reason.clone(),
+                            since: Instant::now(),
+                            failed: true,
+                        },
+                    );
+                }
+            }
+            this.update_used(&slots);
+            let _ = tx.send(Some(result));
+        });
+        rx
+    }
+
+    fn update_used(&self, slots: &HashMap<ModelKey, Slot>) {
+        let used: u64 = slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(m) => Some(m.memory_bytes),
+                _ => None,
+            })
+            .sum();
+        self.inner.metrics.budget_used_bytes.set(used as i64);
+    }
+
+    /// Loads (or reloads) a model version through the load API. A ready version keeps serving
+    /// until the new copy is ready; a failed reload keeps the old one.
+    pub async fn load(&self, name: &str, config: Option<ModelConfig>) -> Result<(), ServeError> {
+        let key = self.resolve(name, None).await?;
+        if let Some(c) = config {
+            self.inner
+                .overrides
+                .lock()
+                .unwrap()
+                .insert(name.to_string(), c);
+        }
+        let reload = matches!(
+            self.inner.slots.lock().unwrap().get(&key),
+            Some(Slot::Ready(_))
+        );
+        if reload {
+            let model = self
+                .load_now(&key)
+                .await
+                .map_err(|r| ServeError::invalid(format!("load failed for model '{name}': {r}")))?;
+            let mut slots = self.inner.slots.lock().unwrap();
+            slots.insert(key, Slot::Ready(model));
+            self.update_used(&slots);
+            return Ok(());
+        }
+        // A failed or unloaded version is tried again now.
+        {
+            let mut slots = self.inner.slots.lock().unwrap();
+            if matches!(slots.get(&key), Some(Slot::Unavailable { .. })) {
+                slots.remove(&key);
+            }
+        }
+        self.acquire_key(&key, true)
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                ServeError::Unavailable(m) => {
+                    ServeError::invalid(format!("load failed for model '{name}': {m}"))
+                }
+                other => other,
+            })
+    }
+
+    /// Unloads every version of `name`. Requests in flight finish; later ones load it again
+    /// (on demand) or are refused (explicit mode).
+    pub async fn unload(&self, name: &str) -> Result<(), ServeError> {
+        let mut slots = self.inner.slots.lock().unwrap();
+        let keys: Vec<ModelKey> = slots.keys().filter(|k| k.0 == name).cloned().collect();
+        for key in keys {
+            if let Some(Slot::Ready(_)) = slots.get(&key) {
+                self.inner
+                    .metrics
+                    .unloads
+                    .get_or_create(&labels(&key))
+                    .inc();
+                self.inner.metrics.model_bytes.remove(&labels(&key));
+            }
+            slots.insert(
+                key,
+                Slot::Unavailable {
+                    reason: "unloaded".to_string(),
+                    since: Instant::now(),
+                    failed: false,
+                },
+            );
+        }
+        self.update_used(&slots);
+        drop(slots);
+        release_free_memory();
+        Ok(())
+    }
+
+    /// Reads, builds and starts a model version; returns the error text on failure.
+    async fn load_now(&self, key: &ModelKey) -> Result<Arc<LoadedModel>, String> {
+        let started = Instant::now();
+        // One load at a time: the memory each one takes is measured alone, and waiting loads
+        // do not hold their model files in memory meanwhile.
+        let _one_at_a_time = self.inner.load_lock.lock().await;
+        let files = self
+            .inner
+            .source
+            .fetch(&key.0, key.1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = self
+            .inner
+            .overrides
+            .lock()
+            .unwrap()
+            .get(&key.0)
+            .cloned()
+            .unwrap_or(files.config);
+        let runtime_kind = config.runtime().map_err(|e| e.to_string())?;
+        let runtime = self
+            .inner
+            .runtimes
+            .get(runtime_kind)
+            .map_err(|e| e.to_string())?;
+        let instances = config.instances();
+        let file_bytes = files.onnx.len() as u64;
+        let estimate = self
+            .inner
+            .known_cost
+            .lock()
+            .unwrap()
+            .get(key)
+            .copied()
+            .unwrap_or(file_bytes * instances as u64);
+        self.make_room(key, estimate)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (rss_before, heap_before) = (resident_bytes(), allocated_bytes());
+        let onnx = files.onnx;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.load(&onnx, instances)
+            }));
+            drop(onnx);
+            made
+        })
+        .await
+        .map_err(|e| format!("the load task failed: {e}"))?
+        .map_err(|_| "the runtime panicked while loading the model".to_string())?;
+        let (signature, instances) = loaded.map_err(|e| e.to_string())?;
+        // What the model holds: heap growth where the allocator tells, else resident growth;
+        // never less than its file.
+        let rss_grew = resident_bytes().saturating_sub(rss_before);
+        let heap_grew = match (heap_before, allocated_bytes()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => 0,
+        };
+        tracing::debug!(model = %key.0, rss_grew, heap_grew, file_bytes, "load measured");
+        release_free_memory();
+        // A load that reuses memory an evicted model gave back shows less growth than it
+        // holds, so the largest cost seen for this model is the one that counts.
+        let cost = {
+            let mut known = self.inner.known_cost.lock().unwrap();
+            let seen = known.entry(key.clone()).or_default();
+            *seen = (*seen).max(rss_grew).max(heap_grew).max(file_bytes);
+            *seen
+        };
+        if let Some(limit) = self.inner.options.memory_limit {
+            if cost > limit {
+                return Err(format!(
+                    "the model needs {cost} bytes, more than the whole memory budget of {limit} bytes"
+                ));
+            }
+        }
+        let kind = runtime_kind.unwrap_or(self.inner.runtimes.default_kind());
+        let config = config
+            .complete(&key.0, kind, &signature)
+            .map_err(|e| format!("{}: {e}", files.origin))?;
+        let stats = self
+            .inner
+            .stats
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let policy = BatchPolicy {
+            max_rows: config.max_batch_size as usize,
+            max_delay: config.queue_delay(),
+            preferred: config
+                .dynamic_batching
+                .iter()
+                .flat_map(|b| b.preferred_batch_size.iter().map(|n| *n as usize))
+                .collect(),
+        };
+        worker::spawn(
+            &key.0,
+            instances,
+            rx,
+            Arc::new(Context {
+                policy,
+                stats,
+                metrics: self.inner.metrics.clone(),
+                labels: labels(key),
+            }),
+        )
+        .map_err(|e| e.to_string())?;
+        let l = labels(key);
+        self.inner.metrics.loads.get_or_create(&l).inc();
+        self.inner
+            .metrics
+            .model_bytes
+            .get_or_create(&l)
+            .set(cost as i64);
+        self.inner
+            .metrics
+            .load_seconds
+            .get_or_create(&l)
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            model = %key.0,
+            version = key.1,
+            runtime = kind.as_str(),
+            memory_bytes = cost,
+            ms = started.elapsed().as_millis() as u64,
+            "model loaded from {}",
+            files.origin
+        );
+        Ok(Arc::new(LoadedModel {
+            name: key.0.clone(),
+            version: key.1,
+            config,
+            signature,
+            runtime: kind,
+            memory_bytes: cost,
+            queue: tx,
+            in_flight: AtomicUsize::new(0),
+            last_used: AtomicU64::new(self.inner.clock.fetch_add(1, Relaxed)),
+        }))
+    }
+
+    /// Evicts least-recently-used idle models until `needed` more bytes fit the budget,
+    /// waiting (up to `room_timeout`) for busy models to become idle.
+    async fn make_room(&self, loading: &ModelKey, needed: u64) -> Result<(), ServeError> {
+        let Some(limit) = self.inner.options.memory_limit else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + self.inner.options.room_timeout;
+        loop {
+            let notified = self.inner.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut evicted = false;
+            {
+                let mut slots = self.inner.slots.lock().unwrap();
+                let mut used = 0u64;
+                let mut victim: Option<(u64, ModelKey)> = None;
+                for (key, slot) in slots.iter() {
+                    if let Slot::Ready(m) = slot {
+                        if key == loading {
+                            continue;
+                        }
+                        used += m.memory_bytes;
+                        let idle = m.in_flight.load(Relaxed) == 0;
+                        let pinned = self.inner.options.pinned.contains(&key.0);
+                        let age = m.last_used.load(Relaxed);
+                        if idle && !pinned && victim.as_ref().is_none_or(|(a, _)| age < *a) {
+                            victim = Some((age, key.clone()));
+                        }
+                    }
+                }
+                if used + needed <= limit {
+                    return Ok(());
+                }
+                if let Some((_, key)) = victim {
+                    tracing::info!(model = %key.0, version = key.1, "evicted to stay within the memory budget");
+                    self.inner
+                        .metrics
+                        .evictions
+                        .get_or_create(&labels(&key))
+                        .inc();
+                    self.inner.metrics.model_bytes.remove(&labels(&key));
+                    slots.insert(
+                        key,
+                        Slot::Unavailable {
+                            reason: "evicted".to_string(),
+                            since: Instant::now(),
+                            failed: false,
+                        },
+                    );
+                    self.update_used(&slots);
+                    evicted = true;
+                }
+            }
+            if evicted {
+                release_free_memory();
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ServeError::unavailable(format!(
+                    "the memory budget ({limit} bytes) is held by models that are in use or pinned; {} more bytes do not fit",
+                    needed
+                )));
+            }
+        }
+    }
+
+    /// Runs one request: checks the inputs against the model, queues it for an instance
+    /// (where it may be batched with others) and returns the requested outputs.
+    pub async fn infer(
+        &self,
+        model: &Lease,
+        inputs: Vec<Tensor>,
+        outputs: Option<&[String]>,
+    ) -> Result<Vec<Tensor>, ServeError> {
+        let (inputs, rows) = check_inputs(model, inputs)?;
+        if let Some(wanted) = outputs {
+            for w in wanted {
+                if !model.signature.outputs.iter().any(|o| &o.name == w) {
+                    return Err(ServeError::invalid(format!(
+                        "unexpected inference output '{w}' for model '{}'; it has {}",
+                        model.name,
+                        names(&model.signature.outputs)
+                    )));
+                }
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        model
+            .queue
+            .send(Job {
+                inputs,
+                rows,
+                enqueued: Instant::now(),
+                reply: tx,
+            })
+            .map_err(|_| {
+                ServeError::unavailable(format!("model '{}' is shutting down", model.name))
+            })?;
+        let mut result = rx
+            .await
+            .map_err(|_| ServeError::internal("the instance stopped before answering"))??;
+        if let Some(wanted) = outputs {
+            result.retain(|t| wanted.contains(&t.name));
+            result.sort_by_key(|t| wanted.iter().position(|w| w == &t.name));
+        }
+        Ok(result)
+    }
+
+    /// Every model the source has and the state of each version that was ever loaded.
+    pub async fn index(&self) -> Result<Vec<IndexEntry>, ServeError> {
+        let models = self.catalog(true).await?;
+        let slots = self.inner.slots.lock().unwrap();
+        let mut out: Vec<IndexEntry> = models
+            .iter()
+            .map(|m| IndexEntry {
+                name: m.name.clone(),
+                versions: Vec::new(),
+            })
+            .collect();
+        let mut keys: Vec<&ModelKey> = slots.keys().collect();
+        keys.sort();
+        for key in keys {
+            let (state, reason) = match &slots[key] {
+                Slot::Loading(_) => (ModelState::Loading, String::new()),
+                Slot::Ready(_) => (ModelState::Ready, String::new()),
+                Slot::Unavailable { reason, .. } => (ModelState::Unavailable, reason.clone()),
+            };
+            match out.iter_mut().find(|e| e.name == key.0) {
+                Some(e) => e.versions.push((key.1, state, reason)),
+                None => out.push(IndexEntry {
+                    name: key.0.clone(),
+                    versions: vec![(key.1, state, reason)],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Versions of `name` that are ready now.
+    pub fn ready_versions(&self, name: &str) -> Vec<u64> {
+        let slots = self.inner.slots.lock().unwrap();
+        let mut v: Vec<u64> = slots
+            .iter()
+            .filter(|(k, s)| k.0 == name && matches!(s, Slot::Ready(_)))
+            .map(|(k, _)| k.1)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Statistics of the versions that have any, filtered by name and version.
+    pub fn statistics(
+        &self,
+        name: Option<&str>,
+        version: Option<u64>,
+    ) -> Vec<(ModelKey, Arc<ModelStats>)> {
+        let stats = self.inner.stats.lock().unwrap();
+        let mut out: Vec<(ModelKey, Arc<ModelStats>)> = stats
+            .iter()
+            .filter(|(k, _)| name.is_none_or(|n| k.0 == n) && version.is_none_or(|v| k.1 == v))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Bytes held by ready models.
+    pub fn memory_used(&self) -> u64 {
+        let slots = self.inner.slots.lock().unwrap();
+        slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(m) => Some(m.memory_bytes),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+fn names(specs: &[crate::runtime::TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("'{}'", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Orders the inputs as the model declares them and checks names, datatypes, shapes and
+/// sizes; returns them with the number of batch rows.
+fn check_inputs(
+    model: &LoadedModel,
+    mut inputs: Vec<Tensor>,
+) -> Result<(Vec<Tensor>, usize), ServeError> {
+    let sig = &model.signature;
+    let max_batch = model.config.max_batch_size as usize;
+    for t in &inputs {
+        if !sig.inputs.iter().any(|s| s.name == t.name) {
+            return Err(ServeError::invalid(format!(
+                "unexpected inference input '{}' for model '{}'; it expects {}",
+                t.name,
+                model.name,
+                names(&sig.inputs)
+            )));
+        }
+        if inputs.iter().filter(|o| o.name == t.name).count() > 1 {
+            return Err(ServeError::invalid(format!(
+                "input '{}' is given twice",
+                t.name
+            )));
+        }
+    }
+    let mut ordered = Vec::with_capacity(sig.inputs.len());
+    let mut rows = 1;
+    for spec in &sig.inputs {
+        let Some(pos) = inputs.iter().position(|t| t.name == spec.name) else {
+            return Err(ServeError::invalid(format!(
+                "expected {} inputs but got {} inputs for model '{}': input '{}' is missing",
+                sig.inputs.len(),
+                inputs.len(),
+                model.name,
+                spec.name
+            )));
+        };
+        let t = inputs.swap_remove(pos);
+        if t.datatype != spec.datatype {
+            return Err(ServeError::invalid(format!(
+                "input '{}': datatype {} but model '{}' expects {}",
+                t.name, t.datatype, model.name, spec.datatype
+            )));
+        }
+        let fits = t.shape.len() == spec.shape.len()
+            && t.shape
+                .iter()
+                .zip(&spec.shape)
+                .all(|(got, want)| *want < 0 || *got as i64 == *want);
+        if !fits {
+            return Err(ServeError::invalid(format!(
+                "input '{}': shape {:?} does not match the model's {:?} (-1 = any)",
+                t.name, t.shape, spec.shape
+            )));
+        }
+        if max_batch > 0 {
+            let batch = t.shape[0];
+            if batch == 0 || batch > max_batch {
+                return Err(ServeError::invalid(format!(
+                    "input '{}': batch size {batch} is outside 1..={max_batch} (max_batch_size of model '{}')",
+                    t.name, model.name
+                )));
+            }
+            if ordered.is_empty() {
+                rows = batch;
+            } else if batch != rows {
+                return Err(ServeError::invalid(format!(
+                    "input '{}' has batch size {batch} but an earlier input has {rows}",
+                    t.name
+                )));
+            }
+        }
+        t.check_size()?;
+        ordered.push(t);
+    }
+    Ok((ordered, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ModelFiles;
+
+    struct NoSource;
+
+    #[async_trait::async_trait]
+    impl ModelSource for NoSource {
+        fn describe(&self) -> String {
+            "nothing".into()
+        }
+        async fn list(&self) -> Result<Vec<SourceModel>, ServeError> {
+            Ok(Vec::new())
+        }
+        async fn fetch(&self, name: &str, _: u64) -> Result<ModelFiles, ServeError> {
+            Err(ServeError::not_found(name))
+        }
+    }
+
+    fn manager(limit: u64, pinned: &[&str]) -> ModelManager {
+        ModelManager::new(
+            Arc::new(NoSource),
+            Runtimes::new(None, Some(RuntimeKind::Tract)).unwrap(),
+            ManagerOptions {
+                memory_limit: Some(limit),
+                pinned: pinned.iter().map(|s| s.to_string()).collect(),
+                room_timeout: Duration::from_millis(50),
+                ..ManagerOptions::default()
+            },
+        )
+    }
+
+    /// A ready model of `bytes` with no instances behind it (nothing is run here).
+    fn put(m: &ModelManager, name: &str, bytes: u64) -> ModelKey {
+        let key = (name.to_string(), 1);
+        let (queue, _) = crossbeam_channel::unbounded();
+        let model = Arc::new(LoadedModel {
+            name: name.into(),
+            version: 1,
+            config: ModelConfig::default(),
+            signature: Signature::default(),
+            runtime: RuntimeKind::Tract,
+            memory_bytes: bytes,
+            queue,
+            in_flight: AtomicUsize::new(0),
+            last_used: AtomicU64::new(m.inner.clock.fetch_add(1, Relaxed)),
+        });
+        m.inner
+            .slots
+            .lock()
+            .unwrap()
+            .insert(key.clone(), Slot::Ready(model));
+        key
+    }
+
+    fn state(m: &ModelManager, key: &ModelKey) -> (ModelState, String) {
+        match &m.inner.slots.lock().unwrap()[key] {
+            Slot::Ready(_) => (ModelState::Ready, String::new()),
+            Slot::Loading(_) => (ModelState::Loading, String::new()),
+            Slot::Unavailable { reason, .. } => (ModelState::Unavailable, reason.clone()),
+        }
+    }
+
+    #[tokio::test]
+    async fn evicts_least_recently_used_idle_models_first() {
+        let m = manager(100, &[]);
+        let a = put(&m, "a", 40);
+        let b = put(&m, "b", 40);
+        // `a` is used after `b`, so `b` is the least recently used.
+        drop(m.ready(&a).unwrap());
+        m.make_room(&("new".into(), 1), 40).await.unwrap();
+        assert_eq!(state(&m, &b), (ModelState::Unavailable, "evicted".into()));
+        assert_eq!(state(&m, &a).0, ModelState::Ready);
+        assert_eq!(m.memory_used(), 40);
+    }
+
+    #[tokio::test]
+    async fn never_evicts_under_a_request_or_a_pin() {
+        let m = manager(100, &["pinned"]);
+        let busy = put(&m, "busy", 40);
+        let pinned = put(&m, "pinned", 40);
+        let lease = m.ready(&busy).unwrap();
+        let err = m.make_room(&("new".into(), 1), 40).await.unwrap_err();
+        assert!(matches!(err, ServeError::Unavailable(_)), "{err:?}");
+        assert_eq!(state(&m, &busy).0, ModelState::Ready);
+        assert_eq!(state(&m, &pinned).0, ModelState::Ready);
+        // Once the request ends, a waiting load gets its room.
+        let waiting = {
+            let m = m.clone();
+            tokio::spawn(async move { m.make_room(&("new".into(), 1), 40).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(lease);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(
+            state(&m, &busy),
+            (ModelState::Unavailable, "evicted".into())
+        );
+        assert_eq!(state(&m, &pinned).0, ModelState::Ready);
+    }
+}

@@ -1,0 +1,163 @@
+//! tract: pure Rust, always available. One optimized plan is shared by every instance
+//! (running it takes `&self`); instances only give the model more threads.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::{
+    DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedFact,
+    TypedRunnableModel,
+};
+
+use super::{Instance, Runtime, RuntimeKind, Signature, TensorSpec};
+use crate::tensor::{DataType, Tensor};
+use crate::ServeError;
+
+pub struct Tract;
+
+fn datatype(dt: DatumType) -> Option<DataType> {
+    Some(match dt {
+        DatumType::Bool => DataType::Bool,
+        DatumType::U8 => DataType::U8,
+        DatumType::U16 => DataType::U16,
+        DatumType::U32 => DataType::U32,
+        DatumType::U64 => DataType::U64,
+        DatumType::I8 => DataType::I8,
+        DatumType::I16 => DataType::I16,
+        DatumType::I32 => DataType::I32,
+        DatumType::I64 => DataType::I64,
+        DatumType::F16 => DataType::F16,
+        DatumType::F32 => DataType::F32,
+        DatumType::F64 => DataType::F64,
+        _ => return None,
+    })
+}
+
+fn datum(dt: DataType) -> Option<DatumType> {
+    Some(match dt {
+        DataType::Bool => DatumType::Bool,
+        DataType::U8 => DatumType::U8,
+        DataType::U16 => DatumType::U16,
+        DataType::U32 => DatumType::U32,
+        DataType::U64 => DatumType::U64,
+        DataType::I8 => DatumType::I8,
+        DataType::I16 => DatumType::I16,
+        DataType::I32 => DatumType::I32,
+        DataType::I64 => DatumType::I64,
+        DataType::F16 => DatumType::F16,
+        DataType::F32 => DatumType::F32,
+        DataType::F64 => DatumType::F64,
+        DataType::BF16 | DataType::Bytes => return None,
+    })
+}
+
+fn spec(name: &str, fact: &TypedFact) -> Result<TensorSpec, ServeError> {
+    let datatype = datatype(fact.datum_type).ok_or_else(|| {
+        ServeError::invalid(format!(
+            "model tensor '{name}' has an element type tract cannot serve ({:?})",
+            fact.datum_type
+        ))
+    })?;
+    Ok(TensorSpec {
+        name: name.to_string(),
+        datatype,
+        shape: fact
+            .shape
+            .iter()
+            .map(|d| d.as_i64().unwrap_or(-1))
+            .collect(),
+    })
+}
+
+fn fail(e: impl std::fmt::Display) -> ServeError {
+    ServeError::invalid(format!("tract cannot load the model: {e:#}"))
+}
+
+impl Runtime for Tract {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Tract
+    }
+
+    fn load(
+        &self,
+        onnx: &[u8],
+        instances: usize,
+    ) -> Result<(Signature, Vec<Box<dyn Instance>>), ServeError> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .map_err(fail)?
+            .into_optimized()
+            .map_err(fail)?;
+        let mut signature = Signature::default();
+        for (i, outlet) in model.input_outlets().map_err(fail)?.iter().enumerate() {
+            let name = &model.node(outlet.node).name;
+            signature
+                .inputs
+                .push(spec(name, model.input_fact(i).map_err(fail)?)?);
+        }
+        for (i, outlet) in model.output_outlets().map_err(fail)?.iter().enumerate() {
+            let name = model
+                .outlet_label(*outlet)
+                .unwrap_or(&model.node(outlet.node).name)
+                .to_string();
+            signature
+                .outputs
+                .push(spec(&name, model.output_fact(i).map_err(fail)?)?);
+        }
+        let plan = model.into_runnable().map_err(fail)?;
+        let output_names: Arc<[String]> =
+            signature.outputs.iter().map(|o| o.name.clone()).collect();
+        let all = (0..instances.max(1))
+            .map(|_| {
+                Box::new(TractInstance {
+                    plan: plan.clone(),
+                    output_names: output_names.clone(),
+                }) as Box<dyn Instance>
+            })
+            .collect();
+        Ok((signature, all))
+    }
+}
+
+struct TractInstance {
+    plan: Arc<TypedRunnableModel>,
+    output_names: Arc<[String]>,
+}
+
+impl Instance for TractInstance {
+    /// Inputs come in the model's input order (the manager sorts them).
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ServeError> {
+        let mut values: TVec<TValue> = TVec::new();
+        for t in &inputs {
+            let dt = datum(t.datatype).ok_or_else(|| {
+                ServeError::invalid(format!(
+                    "input '{}': {} is not supported by the tract runtime",
+                    t.name, t.datatype
+                ))
+            })?;
+            // SAFETY: `from_raw_dt` copies the bytes into an aligned buffer after checking
+            // that their length matches the shape and type.
+            let tensor = unsafe { tract_onnx::prelude::Tensor::from_raw_dt(dt, &t.shape, &t.data) }
+                .map_err(|e| ServeError::invalid(format!("input '{}': {e}", t.name)))?;
+            values.push(tensor.into_tvalue());
+        }
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|e| ServeError::internal(format!("tract: {e:#}")))?;
+        outputs
+            .iter()
+            .zip(self.output_names.iter())
+            .map(|(v, name)| {
+                let datatype = datatype(v.datum_type()).ok_or_else(|| {
+                    ServeError::internal(format!("output '{name}' has type {:?}", v.datum_type()))
+                })?;
+                Ok(Tensor {
+                    name: name.clone(),
+                    datatype,
+                    shape: v.shape().to_vec(),
+                    data: v.as_bytes().to_vec(),
+                })
+            })
+            .collect()
+    }
+}

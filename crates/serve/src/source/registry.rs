@@ -1,0 +1,147 @@
+//! Registered model versions whose artifacts hold an ONNX file, by name and version number.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use futures::TryStreamExt;
+use trainyard_tracking::{artifact_path, Tracking};
+
+use super::{ModelFiles, ModelSource, SourceModel};
+use crate::config::ModelConfig;
+use crate::ServeError;
+
+/// The alias that picks the version a request without a version number gets.
+pub const PRODUCTION_ALIAS: &str = "production";
+
+pub struct RegistrySource {
+    tracking: Tracking,
+    /// Artifacts are immutable once a version exists, so "which file is the model" is
+    /// remembered per (name, version, location).
+    onnx_files: Mutex<HashMap<(String, u64, String), Option<String>>>,
+}
+
+impl RegistrySource {
+    pub fn new(tracking: Tracking) -> Self {
+        Self {
+            tracking,
+            onnx_files: Mutex::default(),
+        }
+    }
+
+    /// The blob path of the version's ONNX file (`model.onnx`, else the only `.onnx`).
+    async fn onnx_file(
+        &self,
+        name: &str,
+        version: u64,
+        location: &str,
+    ) -> Result<Option<String>, ServeError> {
+        let key = (name.to_string(), version, location.to_string());
+        if let Some(found) = self.onnx_files.lock().unwrap().get(&key) {
+            return Ok(found.clone());
+        }
+        let found = match artifact_path(location) {
+            None => None,
+            Some(dir) => {
+                let files = self.tracking.list_artifacts(dir).await?;
+                let onnx: Vec<_> = files
+                    .iter()
+                    .filter(|f| !f.is_dir && f.path.ends_with(".onnx"))
+                    .collect();
+                let pick = onnx
+                    .iter()
+                    .find(|f| f.path == "model.onnx")
+                    .or(if onnx.len() == 1 { onnx.first() } else { None });
+                pick.map(|f| format!("{}/{}", dir.trim_end_matches('/'), f.path))
+            }
+        };
+        self.onnx_files.lock().unwrap().insert(key, found.clone());
+        Ok(found)
+    }
+
+    async fn read(&self, path: &str) -> Result<Vec<u8>, ServeError> {
+        let download = self.tracking.get_artifact(path, None).await?;
+        let chunks: Vec<bytes::Bytes> = download.body.try_collect().await?;
+        Ok(chunks.concat())
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelSource for RegistrySource {
+    fn describe(&self) -> String {
+        "model registry".to_string()
+    }
+
+    async fn list(&self) -> Result<Vec<SourceModel>, ServeError> {
+        let page = self
+            .tracking
+            .search_model_versions("", 200_000, &[], None)
+            .await?;
+        let mut by_name: BTreeMap<String, (Vec<u64>, Option<u64>)> = BTreeMap::new();
+        for v in page.items {
+            let Ok(number) = v.version.parse::<u64>() else {
+                continue;
+            };
+            if v.status != "READY"
+                || self
+                    .onnx_file(&v.name, number, &v.storage_location)
+                    .await?
+                    .is_none()
+            {
+                continue;
+            }
+            let entry = by_name.entry(v.name.clone()).or_default();
+            entry.0.push(number);
+            if v.aliases.iter().any(|a| a == PRODUCTION_ALIAS) {
+                entry.1 = Some(number);
+            }
+        }
+        Ok(by_name
+            .into_iter()
+            .map(|(name, (mut versions, production))| {
+                versions.sort_unstable();
+                let default_version = production.unwrap_or(*versions.last().unwrap());
+                SourceModel {
+                    name,
+                    versions,
+                    default_version,
+                }
+            })
+            .collect())
+    }
+
+    async fn fetch(&self, name: &str, version: u64) -> Result<ModelFiles, ServeError> {
+        let v = match self.tracking.get_model_version(name, version as i64).await {
+            Ok(v) => v,
+            Err(trainyard_tracking::TrackingError::NotFound(_)) => {
+                return Err(ServeError::not_found(format!(
+                    "Request for unknown model: '{name}' version {version} is not found"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(path) = self.onnx_file(name, version, &v.storage_location).await? else {
+            return Err(ServeError::unavailable(format!(
+                "model '{name}' version {version} has no ONNX file at {}",
+                v.storage_location
+            )));
+        };
+        let onnx = self.read(&path).await?;
+        let config_path = format!(
+            "{}/config.json",
+            path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+        );
+        let config = match self.tracking.get_artifact(&config_path, None).await {
+            Ok(_) => {
+                let text = String::from_utf8(self.read(&config_path).await?)
+                    .map_err(|_| ServeError::invalid(format!("{config_path}: not UTF-8")))?;
+                ModelConfig::parse(&text, &config_path)?
+            }
+            Err(_) => ModelConfig::default(),
+        };
+        Ok(ModelFiles {
+            onnx,
+            config,
+            origin: format!("models:/{name}/{version}"),
+        })
+    }
+}

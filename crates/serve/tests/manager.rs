@@ -1,0 +1,177 @@
+//! The model manager over a real repository folder and the tract runtime (always available):
+//! on-demand load, single flight, batching, bad input, unload, a broken model.
+
+use std::sync::Arc;
+
+use trainyard_serve::source::RepositoryFolder;
+use trainyard_serve::{
+    ControlMode, ManagerOptions, ModelManager, RuntimeKind, Runtimes, ServeError, Tensor,
+};
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/repo/tiny/1/model.onnx"
+    );
+    for name in ["tiny", "tiny2"] {
+        std::fs::create_dir_all(dir.path().join(name).join("1")).unwrap();
+        std::fs::copy(fixture, dir.path().join(name).join("1/model.onnx")).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("broken/1")).unwrap();
+    std::fs::write(dir.path().join("broken/1/model.onnx"), b"not onnx").unwrap();
+    dir
+}
+
+fn manager(dir: &std::path::Path, control: ControlMode) -> ModelManager {
+    ModelManager::new(
+        Arc::new(RepositoryFolder::new(dir).unwrap()),
+        Runtimes::new(None, Some(RuntimeKind::Tract)).unwrap(),
+        ManagerOptions {
+            control,
+            ..ManagerOptions::default()
+        },
+    )
+}
+
+fn input(rows: &[[f32; 4]]) -> Tensor {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Tensor::from_vec("input", vec![rows.len(), 4], &flat)
+}
+
+fn loads(m: &ModelManager, name: &str) -> u64 {
+    m.metrics()
+        .loads
+        .get_or_create(&trainyard_serve::metrics::ModelLabels {
+            model: name.into(),
+            version: "1".into(),
+        })
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_load_once_and_all_get_answers() {
+    let dir = repo();
+    let m = manager(dir.path(), ControlMode::OnDemand);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            let lease = m.acquire("tiny", None).await?;
+            let x = [i as f32, 1.0, 2.0, 3.0];
+            let out = m.infer(&lease, vec![input(&[x])], None).await?;
+            Ok::<_, ServeError>((x, out[0].to_vec::<f32>()))
+        }));
+    }
+    for t in tasks {
+        let (x, y) = t.await.unwrap().unwrap();
+        // w = [[0,1,2,3],[4,5,6,7]] / 8, b = [0.5, -0.5]
+        let want0 = (x[1] + 2.0 * x[2] + 3.0 * x[3]) / 8.0 + 0.5;
+        let want1 = (4.0 * x[0] + 5.0 * x[1] + 6.0 * x[2] + 7.0 * x[3]) / 8.0 - 0.5;
+        assert!(
+            (y[0] - want0).abs() < 1e-5 && (y[1] - want1).abs() < 1e-5,
+            "{x:?} -> {y:?}"
+        );
+    }
+    assert_eq!(loads(&m, "tiny"), 1);
+    let stats = m.statistics(Some("tiny"), None);
+    let s = &stats[0].1;
+    assert_eq!(s.queue.get().0, 16);
+    assert_eq!(
+        s.inference_count.load(std::sync::atomic::Ordering::Relaxed),
+        16
+    );
+}
+
+#[tokio::test]
+async fn bad_inputs_are_refused_with_the_tensor_named() {
+    let dir = repo();
+    let m = manager(dir.path(), ControlMode::OnDemand);
+    let lease = m.acquire("tiny", None).await.unwrap();
+    let cases = [
+        (
+            Tensor::from_vec("input", vec![1, 3], &[1.0f32, 2.0, 3.0]),
+            "shape [1, 3]",
+        ),
+        (
+            Tensor::from_vec("input", vec![1, 4], &[1.0f64, 2.0, 3.0, 4.0]),
+            "datatype FP64",
+        ),
+        (
+            Tensor::from_vec("other", vec![1, 4], &[1.0f32; 4]),
+            "unexpected inference input 'other'",
+        ),
+        (
+            Tensor::from_vec("input", vec![65, 4], &[1.0f32; 260]),
+            "batch size 65",
+        ),
+    ];
+    for (t, want) in cases {
+        let err = m.infer(&lease, vec![t], None).await.unwrap_err();
+        assert!(matches!(err, ServeError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains(want), "{err} should say {want}");
+    }
+    let err = m
+        .infer(
+            &lease,
+            vec![input(&[[0.0; 4]])],
+            Some(&["nope".to_string()]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("'nope'"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_models_versions_and_broken_files() {
+    let dir = repo();
+    let m = manager(dir.path(), ControlMode::OnDemand);
+    assert!(matches!(
+        m.acquire("nope", None).await,
+        Err(ServeError::NotFound(_))
+    ));
+    assert!(matches!(
+        m.acquire("tiny", Some(2)).await,
+        Err(ServeError::NotFound(_))
+    ));
+    let err = m.acquire("broken", None).await.err().unwrap();
+    assert!(matches!(err, ServeError::Unavailable(_)), "{err:?}");
+    assert!(err.to_string().contains("tract cannot load"), "{err}");
+    // Others keep serving; the index shows the failure with its reason.
+    m.acquire("tiny", None).await.unwrap();
+    let index = m.index().await.unwrap();
+    let broken = index.iter().find(|e| e.name == "broken").unwrap();
+    assert_eq!(
+        broken.versions[0].1,
+        trainyard_serve::ModelState::Unavailable
+    );
+    assert!(!broken.versions[0].2.is_empty());
+    assert!(index
+        .iter()
+        .any(|e| e.name == "tiny2" && e.versions.is_empty()));
+}
+
+#[tokio::test]
+async fn unload_lets_requests_in_flight_finish_and_explicit_mode_refuses_new_ones() {
+    let dir = repo();
+    let m = manager(dir.path(), ControlMode::Explicit);
+    assert!(matches!(
+        m.acquire("tiny", None).await,
+        Err(ServeError::Unavailable(_))
+    ));
+    m.load("tiny", None).await.unwrap();
+    let lease = m.acquire("tiny", None).await.unwrap();
+    m.unload("tiny").await.unwrap();
+    // The lease taken before the unload still answers.
+    let out = m
+        .infer(&lease, vec![input(&[[1.0, 2.0, 3.0, 4.0]])], None)
+        .await
+        .unwrap();
+    assert_eq!(out[0].to_vec::<f32>(), vec![3.0, 7.0]);
+    drop(lease);
+    let err = m.acquire("tiny", None).await.err().unwrap();
+    assert!(err.to_string().contains("unloaded"), "{err}");
+    // An explicit load brings it back.
+    m.load("tiny", None).await.unwrap();
+    assert!(m.acquire("tiny", None).await.is_ok());
+}
