@@ -21,32 +21,58 @@ use axum::middleware::Next;
 use axum::response::Response;
 use trainyard_store::{hash_token, Db, Principal};
 
-use crate::{ApiError, AppState};
+use crate::ApiError;
 
 /// Recognises tokens; known ones are cached by hash for a minute, so a request rarely
 /// costs a query and a revoked token (a finished job's) stops working soon after.
 #[derive(Clone)]
 pub struct Auth {
-    db: Db,
+    backend: Backend,
     known: Arc<RwLock<HashMap<String, (Principal, Instant)>>>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Db(Db),
+    /// One admin token, by hash: the standalone `trainyard serve`, which has no database.
+    Fixed(String),
 }
 
 impl Auth {
     pub fn new(db: Db) -> Self {
         Self {
-            db,
+            backend: Backend::Db(db),
+            known: Arc::default(),
+        }
+    }
+
+    /// Accepts exactly `token` (as an admin).
+    pub fn fixed(token: &str) -> Self {
+        Self {
+            backend: Backend::Fixed(hash_token(token)),
             known: Arc::default(),
         }
     }
 
     pub async fn principal(&self, token: &str) -> Result<Option<Principal>, ApiError> {
         let hash = hash_token(token);
+        let db = match &self.backend {
+            Backend::Db(db) => db,
+            Backend::Fixed(admin) => {
+                return Ok((*admin == hash).then(|| Principal {
+                    token_id: "admin".to_string(),
+                    workspace: trainyard_core::DEFAULT_WORKSPACE.to_string(),
+                    name: "admin (TRAINYARD_ADMIN_TOKEN)".to_string(),
+                    role: "admin".to_string(),
+                }))
+            }
+        };
         if let Some((p, at)) = self.known.read().unwrap().get(&hash) {
             if at.elapsed() < CACHE_FOR {
                 return Ok(Some(p.clone()));
             }
         }
-        let found = self.db.find_token(token).await?;
+        let found = db.find_token(token).await?;
         if let Some(p) = &found {
             self.known
                 .write()
@@ -61,7 +87,7 @@ impl Auth {
 
 /// `Bearer TOKEN`, or `Basic` credentials carrying the token as password (or as user name
 /// when the password is empty) — how MLflow clients send `MLFLOW_TRACKING_PASSWORD`.
-fn token_from_header(value: &str) -> Option<String> {
+pub(crate) fn token_from_header(value: &str) -> Option<String> {
     use base64::Engine;
     let (scheme, rest) = value.split_once(' ')?;
     let rest = rest.trim();
@@ -81,7 +107,7 @@ fn token_from_header(value: &str) -> Option<String> {
 }
 
 pub async fn require_token(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -94,8 +120,7 @@ pub async fn require_token(
         .ok()
         .and_then(token_from_header)
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
-    let principal = state
-        .auth
+    let principal = auth
         .principal(&token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;

@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod extract;
 mod health;
+pub mod inference;
 mod jobs;
 mod metrics;
 mod mlflow;
@@ -22,6 +23,7 @@ use trainyard_tracking::Tracking;
 
 pub use auth::Auth;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use inference::InferenceState;
 pub use metrics::HttpMetrics;
 
 /// Largest request body the REST API takes (a job submission is a few KiB).
@@ -36,8 +38,9 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
 }
 
-/// All routes, with auth, metrics and limits applied.
-pub fn router(state: AppState) -> Router {
+/// All routes, with auth, metrics and limits applied; with `inference`, the Open Inference
+/// Protocol's `/v2` routes too.
+pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
     let api = Router::new()
         .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::get))
@@ -53,32 +56,56 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .merge(mlflow::routes())
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.auth.clone(),
             auth::require_token,
         ));
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v1/openapi.json", get(openapi::document));
-    api.merge(open)
+    let mut all: Router = api
+        .merge(open)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state.clone());
+    if let Some(inference) = inference {
+        all = all.merge(inference::router(inference));
+    }
+    all.layer(axum::middleware::from_fn_with_state(
+        state.metrics.clone(),
+        metrics::track_requests,
+    ))
+    .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The standalone inference server (`trainyard serve`): `/v2`, `/metrics` and health.
+pub fn inference_router(inference: InferenceState, metrics: Arc<HttpMetrics>) -> Router {
+    let scrape = Router::new()
+        .route("/metrics", get(metrics::render_registry))
+        .route_layer(axum::middleware::from_fn_with_state(
+            inference.auth.clone(),
+            auth::require_token,
+        ))
+        .route("/healthz", get(health::healthz))
+        .with_state(metrics.clone());
+    inference::router(inference)
+        .merge(scrape)
+        .fallback(error::route_not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            metrics,
             metrics::track_requests,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains open requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: AppState,
+    router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

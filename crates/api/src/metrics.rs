@@ -1,6 +1,7 @@
 //! Prometheus text exposition: jobs by state, queue length, submit→start latency, and
 //! HTTP requests by route and status with their latency.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -43,7 +44,30 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
-    pub fn new(scheduler: &trainyard_compute::SchedulerHandle) -> Self {
+    /// The registry of the standalone inference server: HTTP and the model manager.
+    pub fn for_serving(serve: &trainyard_serve::metrics::ServeMetrics) -> Self {
+        let mut registry = Registry::with_prefix("trainyard");
+        let requests = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP requests by method, route and status, with their latency",
+            requests.clone(),
+        );
+        serve.register(&mut registry);
+        Self {
+            registry,
+            requests,
+            jobs: Family::default(),
+            queue_length: Gauge::default(),
+        }
+    }
+
+    pub fn new(
+        scheduler: &trainyard_compute::SchedulerHandle,
+        serve: Option<&trainyard_serve::metrics::ServeMetrics>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("trainyard");
         let requests = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
@@ -77,6 +101,9 @@ impl HttpMetrics {
             "Job attempts finished",
             m.attempts_finished.clone(),
         );
+        if let Some(serve) = serve {
+            serve.register(&mut registry);
+        }
         Self {
             registry,
             requests,
@@ -84,10 +111,29 @@ impl HttpMetrics {
             queue_length,
         }
     }
+
+    fn encode(&self) -> Result<Response, ApiError> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            )
+        })?;
+        Ok((
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response())
+    }
 }
 
 pub async fn track_requests(
-    State(state): State<AppState>,
+    State(metrics): State<Arc<HttpMetrics>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -99,8 +145,7 @@ pub async fn track_requests(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
-    state
-        .metrics
+    metrics
         .requests
         .get_or_create(&RequestLabels {
             method,
@@ -132,20 +177,12 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
         .metrics
         .queue_length
         .set(state.scheduler.queue_len() as i64);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        )
-    })?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    state.metrics.encode()
+}
+
+/// `GET /metrics` of the standalone inference server.
+pub async fn render_registry(
+    State(metrics): State<Arc<HttpMetrics>>,
+) -> Result<Response, ApiError> {
+    metrics.encode()
 }
