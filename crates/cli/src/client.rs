@@ -51,7 +51,13 @@ impl Client {
         let body = response.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .and_then(|v| {
+                // REST v1 errors are {"error": {"message"}}; inference errors {"error": "..."}.
+                v["error"]["message"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or(body);
         if status == StatusCode::UNAUTHORIZED {
             return Err(anyhow!(

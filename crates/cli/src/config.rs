@@ -43,6 +43,8 @@ pub struct UpArgs {
     /// that, jobs behind it wait until it runs, so it cannot starve [default: 120].
     #[arg(long, env = "TRAINYARD_BACKFILL_WINDOW_S")]
     pub backfill_window_s: Option<f64>,
+    #[command(flatten)]
+    pub serve: crate::serving::ServeArgs,
 }
 
 /// `trainyard.toml`: the same settings as the flags.

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod output;
 mod server;
+mod serving;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ struct Cli {
 enum Command {
     /// Start the server: REST API, scheduler and local executor.
     Up(Box<config::UpArgs>),
+    /// Serve models from a model repository folder (Open Inference Protocol, HTTP and gRPC), without the rest of the platform.
+    Serve(Box<serving::ServeCommand>),
+    /// Send one inference request and print the outputs.
+    Infer(commands::inference::InferArgs),
     /// Submit a command as a job, stream its log, and exit with its exit code.
     Run(commands::run::RunArgs),
     /// What the server's machine has, what is free, and how much work waits.
@@ -41,7 +46,7 @@ enum Command {
         #[command(subcommand)]
         command: commands::tracking::RunsCommand,
     },
-    /// Registered models and their versions.
+    /// Registered models and their versions; load and unload them for serving.
     Models {
         #[command(subcommand)]
         command: commands::tracking::ModelsCommand,
@@ -126,6 +131,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => server::up(*args).await.map(|()| 0),
+            Command::Serve(args) => serving::serve(*args).await.map(|()| 0),
+            Command::Infer(args) => commands::inference::infer(args).await,
             Command::Run(args) => commands::run::run(args).await,
             Command::Jobs { command } => commands::jobs::run(command).await,
             Command::Status(args) => commands::status::run(args).await,

@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
-use trainyard_api::{AppState, Auth, HttpMetrics};
+use trainyard_api::{AppState, Auth, HttpMetrics, InferenceState};
 use trainyard_compute::{
     detect_capacity, CapacityOverrides, JobTracking, LocalExecutor, Scheduler, SchedulerOptions,
 };
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
+use trainyard_serve::source::RegistrySource;
 use trainyard_store::{generate_token, redact_url, Store};
 use trainyard_tracking::Tracking;
 
@@ -22,7 +23,7 @@ use crate::config::{ServerConfig, UpArgs};
 /// How long open requests get to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
 
-pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+pub fn init_logging() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     // `TRAINYARD_LOG_FORMAT=json`: one JSON object per line, for log shippers.
@@ -34,6 +35,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     } else {
         builder.init();
     }
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    init_logging();
+    let serve_args = args.serve.clone();
     let config = args.resolve()?;
     let store = Store::open(&config.database_url, &config.blobs_url).await?;
     ensure_admin_token(&store, &config).await?;
@@ -64,9 +70,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let (scheduler, _loop) =
         Scheduler::start(store.clone(), executor, capacity.clone(), options).await?;
+    let auth = Auth::new(store.db.clone());
+    let models =
+        crate::serving::manager(&serve_args, Arc::new(RegistrySource::new(tracking.clone())))?;
+    let inference = InferenceState {
+        manager: models.clone(),
+        auth: auth.clone(),
+        max_body: crate::serving::max_body(&serve_args)?,
+    };
     let state = AppState {
-        metrics: Arc::new(HttpMetrics::new(&scheduler)),
-        auth: Auth::new(store.db.clone()),
+        metrics: Arc::new(HttpMetrics::new(&scheduler, Some(models.metrics()))),
+        auth,
         scheduler,
         tracking,
     };
@@ -83,6 +97,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // On SIGTERM: stop accepting, let open requests finish for a moment, then close the
     // rest (log streams that follow a job would otherwise hold the server open).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc = crate::serving::start_grpc(&serve_args, inference.clone(), stop_rx.clone()).await?;
+    tracing::info!(grpc = %grpc, "inference gRPC on {grpc}");
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -90,7 +106,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut graceful = stop_rx.clone();
     let mut deadline = stop_rx;
     tokio::select! {
-        served = trainyard_api::serve(listener, state, async move {
+        served = trainyard_api::serve(listener, trainyard_api::router(state, Some(inference)), async move {
             let _ = graceful.wait_for(|stop| *stop).await;
         }) => served?,
         _ = async move {
@@ -103,7 +119,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

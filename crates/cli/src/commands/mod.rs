@@ -1,3 +1,4 @@
+pub mod inference;
 pub mod jobs;
 pub mod run;
 pub mod status;

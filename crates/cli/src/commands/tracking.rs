@@ -57,6 +57,18 @@ pub enum ModelsCommand {
         client: ClientArgs,
         name: String,
     },
+    /// Load a model for serving now (its default version: alias `production`, else the latest).
+    Load {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+    },
+    /// Unload a model from serving; requests in flight finish.
+    Unload {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+    },
 }
 
 fn text(v: &Value) -> String {
@@ -232,6 +244,26 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
 
 pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
     match command {
+        ModelsCommand::Load { client: args, name } => {
+            let client = Client::new(&args)?;
+            let path = format!(
+                "/v2/repository/models/{}/load",
+                crate::commands::inference::segment(&name)
+            );
+            client.send(client.request(Method::POST, &path)).await?;
+            println!("loaded {name}");
+            Ok(0)
+        }
+        ModelsCommand::Unload { client: args, name } => {
+            let client = Client::new(&args)?;
+            let path = format!(
+                "/v2/repository/models/{}/unload",
+                crate::commands::inference::segment(&name)
+            );
+            client.send(client.request(Method::POST, &path)).await?;
+            println!("unloaded {name}");
+            Ok(0)
+        }
         ModelsCommand::Ls { client: args } => {
             let client = Client::new(&args)?;
             let list: Value = client
