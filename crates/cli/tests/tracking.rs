@@ -629,12 +629,6 @@ async fn artifacts_stay_inside_the_root_and_cut_uploads_leave_nothing() {
 }
 
 impl Server {
-    fn http_put(&self, path: &str) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
-            .put(self.url(path))
-            .bearer_auth(&self.token)
-    }
-
     /// One HTTP/1.1 request over a plain socket, exactly as written; with
     /// `claimed_length`, the header promises more than is sent and the socket is closed.
     /// Returns the status (0 when the server answered nothing) and the body text.

@@ -88,6 +88,9 @@ impl Server {
             opts.gpus.to_string(),
             "--kill-grace-s".into(),
             opts.kill_grace_s.to_string(),
+            // Many servers run at once: each takes a free gRPC port.
+            "--grpc-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         if let Some(url) = database_url().await {
             args.push("--database".into());
@@ -314,6 +317,10 @@ pub fn pid_alive(pid: u32) -> bool {
 impl Server {
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.delete(self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub fn http_put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.put(self.url(path)).bearer_auth(&self.token)
     }
 }
 

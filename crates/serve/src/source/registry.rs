@@ -39,9 +39,10 @@ impl RegistrySource {
         if let Some(found) = self.onnx_files.lock().unwrap().get(&key) {
             return Ok(found.clone());
         }
-        let found = match artifact_path(location) {
+        let found = match self.resolve(location).await? {
             None => None,
             Some(dir) => {
+                let dir = dir.as_str();
                 let files = self.tracking.list_artifacts(dir).await?;
                 let onnx: Vec<_> = files
                     .iter()
@@ -56,6 +57,25 @@ impl RegistrySource {
         };
         self.onnx_files.lock().unwrap().insert(key, found.clone());
         Ok(found)
+    }
+
+    /// The blob folder behind a version's location: ours (`mlflow-artifacts:/…`), or a path
+    /// inside a run's artifacts (`runs:/RUN_ID/path`).
+    async fn resolve(&self, location: &str) -> Result<Option<String>, ServeError> {
+        if let Some(rest) = location.strip_prefix("runs:/") {
+            let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let run = match self.tracking.get_run(run_id).await {
+                Ok(run) => run,
+                Err(trainyard_tracking::TrackingError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            return Ok(artifact_path(&run.info.artifact_uri).map(|root| {
+                format!("{}/{}", root.trim_end_matches('/'), path.trim_matches('/'))
+                    .trim_end_matches('/')
+                    .to_string()
+            }));
+        }
+        Ok(artifact_path(location).map(str::to_string))
     }
 
     async fn read(&self, path: &str) -> Result<Vec<u8>, ServeError> {
