@@ -77,6 +77,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         manager: models.clone(),
         auth: auth.clone(),
         max_body: crate::serving::max_body(&serve_args)?,
+        anonymous_inference: serve_args.anonymous_inference,
     };
     let state = AppState {
         metrics: Arc::new(HttpMetrics::new(&scheduler, Some(models.metrics()))),

@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// What a request for a model that is not loaded does.
     #[arg(long, value_enum, default_value_t = ControlChoice::OnDemand)]
     pub model_control_mode: ControlChoice,
+    /// Let requests without a token infer and read model metadata (loading and unloading
+    /// still need the token). For trusted networks and clients that cannot send a token
+    /// (perf_analyzer over gRPC).
+    #[arg(long, env = "TRAINYARD_ANONYMOUS_INFERENCE")]
+    pub anonymous_inference: bool,
 }
 
 impl Default for ServeArgs {
@@ -67,6 +72,7 @@ impl Default for ServeArgs {
             serve_threads: 1,
             serve_max_body: "64MiB".into(),
             model_control_mode: ControlChoice::OnDemand,
+            anonymous_inference: false,
         }
     }
 }
@@ -181,6 +187,7 @@ pub async fn serve(args: ServeCommand) -> anyhow::Result<()> {
         manager: manager.clone(),
         auth: Auth::fixed(&token),
         max_body: max_body(&args.serve)?,
+        anonymous_inference: args.serve.anonymous_inference,
     };
     let listener = TcpListener::bind(&args.listen)
         .await

@@ -1,31 +1,26 @@
 //! Per-model-version counters, shaped like the statistics extension wants them: cumulative
-//! counts and nanoseconds that only grow (perf_analyzer diffs them across a window).
+//! counts and nanoseconds that only grow (perf_analyzer diffs them across a window). One
+//! lock per model version: a reader never sees a request counted in one field and not yet
+//! in another (perf_analyzer refuses compute counts that disagree).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
 pub struct DurationStat {
-    count: AtomicU64,
-    ns: AtomicU64,
+    pub count: u64,
+    pub ns: u64,
 }
 
 impl DurationStat {
-    pub fn add(&self, d: Duration) {
-        self.add_n(1, d);
-    }
-    fn add_n(&self, n: u64, d: Duration) {
-        self.count.fetch_add(n, Relaxed);
-        self.ns.fetch_add(d.as_nanos() as u64, Relaxed);
-    }
-    pub fn get(&self) -> (u64, u64) {
-        (self.count.load(Relaxed), self.ns.load(Relaxed))
+    pub fn add(&mut self, d: Duration) {
+        self.count += 1;
+        self.ns += d.as_nanos() as u64;
     }
 }
 
-/// One execution's timings, per batch size.
+/// One batch size's executions and their timings.
 #[derive(Default, Clone, Copy, Debug, PartialEq)]
 pub struct BatchTimes {
     pub count: u64,
@@ -34,33 +29,35 @@ pub struct BatchTimes {
     pub compute_output_ns: u64,
 }
 
-#[derive(Default)]
-pub struct ModelStats {
+#[derive(Default, Clone, Debug, PartialEq)]
+pub struct StatsSnapshot {
     pub success: DurationStat,
     pub fail: DurationStat,
     pub queue: DurationStat,
     pub compute_input: DurationStat,
     pub compute_infer: DurationStat,
     pub compute_output: DurationStat,
-    pub inference_count: AtomicU64,
-    pub execution_count: AtomicU64,
+    /// Successful inferences, counting every row of a batch.
+    pub inference_count: u64,
+    /// Model executions (a dynamic batch counts once).
+    pub execution_count: u64,
     /// Milliseconds since the epoch.
-    pub last_inference: AtomicU64,
-    batches: Mutex<BTreeMap<usize, BatchTimes>>,
+    pub last_inference: u64,
+    pub batches: BTreeMap<usize, BatchTimes>,
+}
+
+#[derive(Default)]
+pub struct ModelStats {
+    counts: Mutex<StatsSnapshot>,
 }
 
 impl ModelStats {
-    pub fn record_batch(&self, size: usize, input: Duration, infer: Duration, output: Duration) {
-        self.execution_count.fetch_add(1, Relaxed);
-        let mut b = self.batches.lock().unwrap();
-        let e = b.entry(size).or_default();
-        e.count += 1;
-        e.compute_input_ns += input.as_nanos() as u64;
-        e.compute_infer_ns += infer.as_nanos() as u64;
-        e.compute_output_ns += output.as_nanos() as u64;
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.counts.lock().unwrap().clone()
     }
 
-    pub fn batches(&self) -> BTreeMap<usize, BatchTimes> {
-        self.batches.lock().unwrap().clone()
+    /// Applies one execution's updates at once.
+    pub(crate) fn record(&self, update: impl FnOnce(&mut StatsSnapshot)) {
+        update(&mut self.counts.lock().unwrap());
     }
 }

@@ -171,9 +171,8 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 
 fn execute(instance: &mut dyn Instance, mut jobs: Vec<Job>, rows: usize, cx: &Context) {
     let started = Instant::now();
-    for j in &jobs {
-        let waited = started - j.enqueued;
-        cx.stats.queue.add(waited);
+    let waits: Vec<Duration> = jobs.iter().map(|j| started - j.enqueued).collect();
+    for waited in &waits {
         cx.metrics
             .queue_seconds
             .get_or_create(&cx.labels)
@@ -221,7 +220,6 @@ fn execute(instance: &mut dyn Instance, mut jobs: Vec<Job>, rows: usize, cx: &Co
         infer_done - input_done,
         done - infer_done,
     );
-    cx.stats.record_batch(rows, input_t, infer_t, output_t);
     cx.metrics
         .compute_seconds
         .get_or_create(&cx.labels)
@@ -230,22 +228,29 @@ fn execute(instance: &mut dyn Instance, mut jobs: Vec<Job>, rows: usize, cx: &Co
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    for (job, result) in jobs.into_iter().zip(results) {
-        let total = done - job.enqueued;
-        if result.is_ok() {
-            cx.stats.success.add(total);
-            cx.stats.compute_input.add(input_t);
-            cx.stats.compute_infer.add(infer_t);
-            cx.stats.compute_output.add(output_t);
-            cx.stats
-                .inference_count
-                .fetch_add(job.rows as u64, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            cx.stats.fail.add(total);
+    cx.stats.record(|s| {
+        s.execution_count += 1;
+        let b = s.batches.entry(rows).or_default();
+        b.count += 1;
+        b.compute_input_ns += input_t.as_nanos() as u64;
+        b.compute_infer_ns += infer_t.as_nanos() as u64;
+        b.compute_output_ns += output_t.as_nanos() as u64;
+        for ((job, result), waited) in jobs.iter().zip(&results).zip(&waits) {
+            s.queue.add(*waited);
+            let total = done - job.enqueued;
+            if result.is_ok() {
+                s.success.add(total);
+                s.compute_input.add(input_t);
+                s.compute_infer.add(infer_t);
+                s.compute_output.add(output_t);
+                s.inference_count += job.rows as u64;
+            } else {
+                s.fail.add(total);
+            }
         }
-        cx.stats
-            .last_inference
-            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        s.last_inference = now_ms;
+    });
+    for (job, result) in jobs.into_iter().zip(results) {
         // The caller may have gone away; its answer is simply dropped.
         let _ = job.reply.send(result);
     }

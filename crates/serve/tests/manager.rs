@@ -75,12 +75,9 @@ async fn concurrent_first_requests_load_once_and_all_get_answers() {
     }
     assert_eq!(loads(&m, "tiny"), 1);
     let stats = m.statistics(Some("tiny"), None);
-    let s = &stats[0].1;
-    assert_eq!(s.queue.get().0, 16);
-    assert_eq!(
-        s.inference_count.load(std::sync::atomic::Ordering::Relaxed),
-        16
-    );
+    let s = stats[0].1.snapshot();
+    assert_eq!(s.queue.count, 16);
+    assert_eq!(s.inference_count, 16);
 }
 
 #[tokio::test]

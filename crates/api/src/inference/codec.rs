@@ -10,6 +10,18 @@ use trainyard_serve::{DataType, ServeError, Tensor};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// Reserved request parameters clients send that mean nothing for a model that answers
+/// once per request (perf_analyzer always sends the first).
+pub const IGNORED_TRITON_PARAMETERS: &[&str] = &["triton_enable_empty_final_response"];
+
+/// A reserved parameter this server does not understand.
+pub fn refused_parameter<'a>(mut keys: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    keys.find(|k| {
+        (k.starts_with("triton_") && !IGNORED_TRITON_PARAMETERS.contains(&k.as_str()))
+            || k.starts_with("sequence_")
+    })
+}
+
 /// A decoded infer request.
 pub struct InferRequest {
     pub id: Option<String>,
@@ -124,15 +136,10 @@ pub fn decode(body: &[u8], header_length: Option<usize>) -> Result<InferRequest,
     let request: RequestJson = serde_json::from_slice(json)
         .map_err(|e| invalid(format!("failed to parse the request JSON: {e}")))?;
     if let Some(params) = &request.parameters {
-        if let Some(k) = params.keys().find(|k| k.starts_with("triton_")) {
-            return Err(invalid(format!("parameter '{k}' is reserved")));
-        }
-        for k in ["sequence_id", "sequence_start", "sequence_end"] {
-            if params.contains_key(k) {
-                return Err(ServeError::Unsupported(format!(
-                    "parameter '{k}': sequence batching is not supported"
-                )));
-            }
+        if let Some(k) = refused_parameter(params.keys()) {
+            return Err(invalid(format!(
+                "parameter '{k}' is reserved or needs sequence batching, which is not supported"
+            )));
         }
     }
     let binary_outputs =

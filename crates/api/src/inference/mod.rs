@@ -2,7 +2,7 @@
 //! REST here, gRPC in `grpc`. Errors are `{"error": "..."}`, as tritonclient and
 //! perf_analyzer expect, not the REST v1 error shape.
 
-mod codec;
+pub(crate) mod codec;
 pub mod grpc;
 mod rest;
 
@@ -20,6 +20,9 @@ pub struct InferenceState {
     pub auth: Auth,
     /// Largest request body (after inflating a compressed one).
     pub max_body: usize,
+    /// Inference and metadata without a token (load and unload still need one), for clients
+    /// that cannot send one — perf_analyzer sends no gRPC metadata.
+    pub anonymous_inference: bool,
 }
 
 /// Extensions this server implements, as `GET /v2` lists them.

@@ -49,6 +49,11 @@ pub fn router(state: InferenceState) -> Router {
         .route("/v2/models/{m}/versions/{v}/infer", only(post(infer)))
         .route("/v2/repository/index", only(post(index)))
         .route("/v2/repository/{repo}/index", only(post(index)))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    let admin = Router::new()
         .route("/v2/repository/models/{m}/load", only(post(load)))
         .route("/v2/repository/models/{m}/unload", only(post(unload)))
         .route(
@@ -61,7 +66,7 @@ pub fn router(state: InferenceState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            require_token,
+            require_admin_token,
         ));
     let open = Router::new()
         .route("/v2/health/live", only(get(live)))
@@ -70,6 +75,7 @@ pub fn router(state: InferenceState) -> Router {
         .route("/v2/models/{m}/versions/{v}/ready", only(get(model_ready)))
         .route("/v2/{*rest}", axum::routing::any(not_found));
     guarded
+        .merge(admin)
         .merge(open)
         // Rejections become `{"error"}` bodies; 413 stays 413.
         .layer(axum::middleware::from_fn(error_bodies))
@@ -97,11 +103,28 @@ async fn error_bodies(request: Request, next: Next) -> Response {
     response
 }
 
+/// The token, unless the server lets inference go without one and none was sent.
 async fn require_token(
     State(state): State<InferenceState>,
     request: Request,
     next: Next,
 ) -> Response {
+    if state.anonymous_inference && !request.headers().contains_key(AUTHORIZATION) {
+        return next.run(request).await;
+    }
+    check_token(state, request, next).await
+}
+
+/// Loading and unloading always take the token.
+async fn require_admin_token(
+    State(state): State<InferenceState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    check_token(state, request, next).await
+}
+
+async fn check_token(state: InferenceState, request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(AUTHORIZATION)
@@ -283,19 +306,18 @@ async fn infer(
 }
 
 fn duration(stat: &trainyard_serve::stats::DurationStat) -> Value {
-    let (count, ns) = stat.get();
-    json!({"count": count, "ns": ns})
+    json!({"count": stat.count, "ns": stat.ns})
 }
 
 pub(crate) fn stats_json(key: &ModelKey, s: &trainyard_serve::stats::ModelStats) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
+    let s = s.snapshot();
     let zero = json!({"count": 0, "ns": 0});
     json!({
         "name": key.0,
         "version": key.1.to_string(),
-        "last_inference": s.last_inference.load(Relaxed),
-        "inference_count": s.inference_count.load(Relaxed),
-        "execution_count": s.execution_count.load(Relaxed),
+        "last_inference": s.last_inference,
+        "inference_count": s.inference_count,
+        "execution_count": s.execution_count,
         "inference_stats": {
             "success": duration(&s.success),
             "fail": duration(&s.fail),
@@ -307,7 +329,7 @@ pub(crate) fn stats_json(key: &ModelKey, s: &trainyard_serve::stats::ModelStats)
             "cache_miss": zero,
         },
         "response_stats": {},
-        "batch_stats": s.batches().iter().map(|(size, b)| json!({
+        "batch_stats": s.batches.iter().map(|(size, b)| json!({
             "batch_size": size,
             "compute_input": {"count": b.count, "ns": b.compute_input_ns},
             "compute_infer": {"count": b.count, "ns": b.compute_infer_ns},
