@@ -19,10 +19,11 @@ from conftest import AUTH, HTTP, reference, sample
 
 PID = int(os.environ.get("TRAINYARD_TEST_SERVER_PID", "0"))
 BUDGET = int(os.environ.get("TRAINYARD_TEST_BUDGET", "0"))
-# Allowance above the budget: the model file read while it loads (~17 MiB each here),
-# ONNX Runtime's transient copies during session creation, request buffers and allocator
-# slack that malloc_trim cannot return.
-SLACK = 96 << 20
+# Allowance above the budget: the budget counts what each loaded model holds (and room for
+# a load's peak); on top come the file of the model being loaded (~17 MiB here), request
+# buffers, and memory evicted models freed that the allocators keep for reuse instead of
+# returning to the OS. Observed excess over the budget in 9 runs: 11-81 MiB.
+SLACK = 128 << 20
 MODELS = [f"big{i}" for i in range(10)]
 SECONDS = float(os.environ.get("TRAINYARD_TEST_EVICTION_SECONDS", "20"))
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::config::ModelConfig;
-use crate::memory::{allocated_bytes, release_free_memory, resident_bytes};
+use crate::memory::{allocated_bytes, release_free_memory, resident_bytes, PeakSampler};
 use crate::metrics::{ModelLabels, ServeMetrics};
 use crate::runtime::{RuntimeKind, Runtimes, Signature};
 use crate::source::{ModelSource, SourceModel};
@@ -55,6 +55,20 @@ impl Default for ManagerOptions {
 }
 
 pub type ModelKey = (String, u64);
+
+/// What a model version was seen to need, the largest over its loads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Footprint {
+    /// Memory it holds once loaded.
+    held: u64,
+    /// Memory its load needed at the peak (parsing, weight copies), at least `held`.
+    peak: u64,
+}
+
+/// Before a model's first load, its peak is guessed at this many times its file: ONNX
+/// Runtime holds the parsed graph and up to two copies of the weights while it builds a
+/// session.
+const FIRST_LOAD_PEAK_PER_FILE_BYTE: u64 = 4;
 
 /// A loaded model version.
 pub struct LoadedModel {
@@ -145,8 +159,8 @@ struct Inner {
     released: Notify,
     clock: AtomicU64,
     stats: Mutex<HashMap<ModelKey, Arc<ModelStats>>>,
-    /// Measured cost of earlier loads, to make room before loading again.
-    known_cost: Mutex<HashMap<ModelKey, u64>>,
+    /// Measured footprint of earlier loads, to make room before loading again.
+    known_cost: Mutex<HashMap<ModelKey, Footprint>>,
     /// Configs given with a load call, used instead of the source's.
     overrides: Mutex<HashMap<String, ModelConfig>>,
     catalog: tokio::sync::Mutex<Catalog>,
@@ -500,18 +514,20 @@ impl ModelManager {
             .map_err(|e| e.to_string())?;
         let instances = config.instances();
         let file_bytes = files.onnx.len() as u64;
-        let estimate = self
+        // Room for the load's peak, so the resident set stays within the budget while it runs.
+        let peak_estimate = self
             .inner
             .known_cost
             .lock()
             .unwrap()
             .get(key)
-            .copied()
-            .unwrap_or(file_bytes * instances as u64);
-        self.make_room(key, estimate)
+            .map(|f| f.peak)
+            .unwrap_or(file_bytes * FIRST_LOAD_PEAK_PER_FILE_BYTE * instances as u64);
+        self.make_room(key, peak_estimate)
             .await
             .map_err(|e| e.to_string())?;
         let (rss_before, heap_before) = (resident_bytes(), allocated_bytes());
+        let sampler = PeakSampler::start();
         let onnx = files.onnx;
         let loaded = tokio::task::spawn_blocking(move || {
             let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -523,23 +539,25 @@ impl ModelManager {
         .await
         .map_err(|e| format!("the load task failed: {e}"))?
         .map_err(|_| "the runtime panicked while loading the model".to_string())?;
+        let peak_grew = sampler.finish().saturating_sub(rss_before);
         let (signature, instances) = loaded.map_err(|e| e.to_string())?;
-        // What the model holds: heap growth where the allocator tells, else resident growth;
-        // never less than its file.
+        // What the model holds: the growth of the resident set or of the heap, whichever is
+        // larger; never less than its file.
         let rss_grew = resident_bytes().saturating_sub(rss_before);
         let heap_grew = match (heap_before, allocated_bytes()) {
             (Some(before), Some(after)) => after.saturating_sub(before),
             _ => 0,
         };
-        tracing::debug!(model = %key.0, rss_grew, heap_grew, file_bytes, "load measured");
+        tracing::debug!(model = %key.0, rss_grew, heap_grew, peak_grew, file_bytes, "load measured");
         release_free_memory();
         // A load that reuses memory an evicted model gave back shows less growth than it
         // holds, so the largest cost seen for this model is the one that counts.
         let cost = {
             let mut known = self.inner.known_cost.lock().unwrap();
             let seen = known.entry(key.clone()).or_default();
-            *seen = (*seen).max(rss_grew).max(heap_grew).max(file_bytes);
-            *seen
+            seen.held = seen.held.max(rss_grew).max(heap_grew).max(file_bytes);
+            seen.peak = seen.peak.max(peak_grew).max(seen.held);
+            seen.held
         };
         if let Some(limit) = self.inner.options.memory_limit {
             if cost > limit {

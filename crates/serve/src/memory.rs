@@ -42,6 +42,35 @@ pub fn release_free_memory() {
     }
 }
 
+/// Samples the resident set on a thread while something runs, to learn its peak: a model's
+/// load briefly needs more than the loaded model holds (parsed graph, copies of weights).
+pub struct PeakSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakSampler {
+    pub fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = resident_bytes();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                peak = peak.max(resident_bytes());
+            }
+            peak.max(resident_bytes())
+        });
+        Self { stop, thread }
+    }
+
+    /// The highest resident set seen.
+    pub fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 /// `2GiB`, `512MiB`, `1.5G`, `300M`, `1000000` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, ServeError> {
     let t = text.trim();
