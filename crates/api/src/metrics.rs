@@ -29,6 +29,8 @@ struct StateLabels {
     state: String,
 }
 
+type RequestHistograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
 fn latency_histogram() -> Histogram {
     Histogram::new([
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -38,7 +40,7 @@ fn latency_histogram() -> Histogram {
 /// HTTP-side metrics and the registry they are exposed from.
 pub struct HttpMetrics {
     registry: Registry,
-    requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    requests: RequestHistograms,
     jobs: Family<StateLabels, Gauge>,
     queue_length: Gauge,
 }
@@ -46,15 +48,7 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     /// The registry of the standalone inference server: HTTP and the model manager.
     pub fn for_serving(serve: &trainyard_serve::metrics::ServeMetrics) -> Self {
-        let mut registry = Registry::with_prefix("trainyard");
-        let requests = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP requests by method, route and status, with their latency",
-            requests.clone(),
-        );
+        let (mut registry, requests) = Self::http_registry();
         serve.register(&mut registry);
         Self {
             registry,
@@ -64,10 +58,8 @@ impl HttpMetrics {
         }
     }
 
-    pub fn new(
-        scheduler: &trainyard_compute::SchedulerHandle,
-        serve: Option<&trainyard_serve::metrics::ServeMetrics>,
-    ) -> Self {
+    /// A registry with the HTTP request histogram every server has.
+    fn http_registry() -> (Registry, RequestHistograms) {
         let mut registry = Registry::with_prefix("trainyard");
         let requests = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
@@ -77,6 +69,14 @@ impl HttpMetrics {
             "HTTP requests by method, route and status, with their latency",
             requests.clone(),
         );
+        (registry, requests)
+    }
+
+    pub fn new(
+        scheduler: &trainyard_compute::SchedulerHandle,
+        serve: Option<&trainyard_serve::metrics::ServeMetrics>,
+    ) -> Self {
+        let (mut registry, requests) = Self::http_registry();
         let jobs = Family::<StateLabels, Gauge>::default();
         registry.register("jobs", "Jobs by state", jobs.clone());
         let queue_length = Gauge::default();

@@ -463,27 +463,44 @@ impl ModelManager {
         let mut slots = self.inner.slots.lock().unwrap();
         let keys: Vec<ModelKey> = slots.keys().filter(|k| k.0 == name).cloned().collect();
         for key in keys {
-            if let Some(Slot::Ready(_)) = slots.get(&key) {
-                self.inner
-                    .metrics
-                    .unloads
-                    .get_or_create(&labels(&key))
-                    .inc();
-                self.inner.metrics.model_bytes.remove(&labels(&key));
-            }
-            slots.insert(
-                key,
-                Slot::Unavailable {
-                    reason: "unloaded".to_string(),
-                    since: Instant::now(),
-                    failed: false,
-                },
-            );
+            let counter = match slots.get(&key) {
+                Some(Slot::Ready(_)) => Some(&self.inner.metrics.unloads),
+                _ => None,
+            };
+            self.retire(&mut slots, key, "unloaded", counter);
         }
         self.update_used(&slots);
         drop(slots);
         release_free_memory();
         Ok(())
+    }
+
+    /// Takes a version out of service (its copy goes when the last lease ends), counting
+    /// it on `counter` when it was loaded.
+    fn retire(
+        &self,
+        slots: &mut HashMap<ModelKey, Slot>,
+        key: ModelKey,
+        reason: &str,
+        counter: Option<
+            &prometheus_client::metrics::family::Family<
+                ModelLabels,
+                prometheus_client::metrics::counter::Counter,
+            >,
+        >,
+    ) {
+        if let Some(counter) = counter {
+            counter.get_or_create(&labels(&key)).inc();
+        }
+        self.inner.metrics.model_bytes.remove(&labels(&key));
+        slots.insert(
+            key,
+            Slot::Unavailable {
+                reason: reason.to_string(),
+                since: Instant::now(),
+                failed: false,
+            },
+        );
     }
 
     /// Reads, builds and starts a model version; returns the error text on failure.
@@ -669,19 +686,11 @@ impl ModelManager {
                 }
                 if let Some((_, key)) = victim {
                     tracing::info!(model = %key.0, version = key.1, "evicted to stay within the memory budget");
-                    self.inner
-                        .metrics
-                        .evictions
-                        .get_or_create(&labels(&key))
-                        .inc();
-                    self.inner.metrics.model_bytes.remove(&labels(&key));
-                    slots.insert(
+                    self.retire(
+                        &mut slots,
                         key,
-                        Slot::Unavailable {
-                            reason: "evicted".to_string(),
-                            since: Instant::now(),
-                            failed: false,
-                        },
+                        "evicted",
+                        Some(&self.inner.metrics.evictions),
                     );
                     self.update_used(&slots);
                     evicted = true;
