@@ -123,10 +123,14 @@ def test_statistics_http_and_grpc(http, grpc):
     for key in ("success", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss"):
         assert set(s[key]) == {"count", "ns"}
     assert s["success"]["count"] >= 1 and s["compute_infer"]["ns"] > 0
+    # What loading cost, measured; cnn's weights alone are 4.8 MB.
+    assert stats[0]["memory_usage"][0]["type"] == "CPU"
+    assert stats[0]["memory_usage"][0]["byte_size"] >= 4_000_000
     everything = http.get_inference_statistics(headers=dict(AUTH))["model_stats"]
     assert {"mlp", "cnn"} <= {m["name"] for m in everything}
     g = grpc.get_inference_statistics("cnn", headers=dict(AUTH))
     assert g.model_stats[0].inference_stats.success.count >= 1
+    assert g.model_stats[0].memory_usage[0].byte_size >= 4_000_000
 
 
 def test_unload_then_on_demand_reload(http, grpc):

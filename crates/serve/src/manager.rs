@@ -296,6 +296,23 @@ impl ModelManager {
             .await
     }
 
+    /// What the version holds in memory, if it is loaded (the statistics' `memory_usage`).
+    pub fn memory_of(&self, key: &ModelKey) -> Option<u64> {
+        match self.inner.slots.lock().unwrap().get(key) {
+            Some(Slot::Ready(m)) => Some(m.memory_bytes),
+            _ => None,
+        }
+    }
+
+    /// The runtime serving the version, if it is ready now. Unlike a lease, asking does not
+    /// count as use: readiness probes do not keep a model from being evicted.
+    pub fn ready_runtime(&self, key: &ModelKey) -> Option<RuntimeKind> {
+        match self.inner.slots.lock().unwrap().get(key) {
+            Some(Slot::Ready(m)) => Some(m.runtime),
+            _ => None,
+        }
+    }
+
     /// The lease if the version is ready now; never loads.
     pub fn ready(&self, key: &ModelKey) -> Option<Lease> {
         let slots = self.inner.slots.lock().unwrap();

@@ -295,6 +295,54 @@ mod tests {
         assert_eq!(parts[1][0].to_vec::<f32>(), vec![3.0, 4.0, 5.0, 6.0]);
     }
 
+    /// Panics on a negative first element, else doubles its input.
+    struct Touchy;
+
+    impl Instance for Touchy {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ServeError> {
+            let v = inputs[0].to_vec::<f32>();
+            assert!(v[0] >= 0.0, "negative input");
+            let doubled: Vec<f32> = v.iter().map(|x| x * 2.0).collect();
+            Ok(vec![Tensor::from_vec(
+                "y",
+                inputs[0].shape.clone(),
+                &doubled,
+            )])
+        }
+    }
+
+    #[test]
+    fn a_panicking_runtime_fails_its_batch_and_the_instance_goes_on() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let context = Arc::new(Context {
+            policy: BatchPolicy {
+                max_rows: 0,
+                max_delay: Duration::ZERO,
+                preferred: Vec::new(),
+            },
+            stats: Arc::default(),
+            metrics: ServeMetrics::default(),
+            labels: ModelLabels {
+                model: "touchy".into(),
+                version: "1".into(),
+            },
+        });
+        spawn("touchy", vec![Box::new(Touchy)], rx, context.clone()).unwrap();
+        let (bad, bad_answer) = job(1, &[-1.0, 0.0]);
+        let (good, good_answer) = job(1, &[1.0, 2.0]);
+        tx.send(bad).unwrap();
+        tx.send(good).unwrap();
+        let err = bad_answer.blocking_recv().unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("panicked: negative input"),
+            "{err}"
+        );
+        let out = good_answer.blocking_recv().unwrap().unwrap();
+        assert_eq!(out[0].to_vec::<f32>(), vec![2.0, 4.0]);
+        let stats = context.stats.snapshot();
+        assert_eq!((stats.success.count, stats.fail.count), (1, 1));
+    }
+
     #[test]
     fn different_row_shapes_do_not_stack() {
         let (a, _ra) = job(1, &[1.0, 2.0]);

@@ -302,7 +302,7 @@ impl GrpcInferenceService for Service {
             .await
             .map_err(status)?;
         Ok(Response::new(ModelReadyResponse {
-            ready: self.state.manager.ready(&key).is_some(),
+            ready: self.state.manager.ready_runtime(&key).is_some(),
         }))
     }
 
@@ -481,7 +481,17 @@ impl GrpcInferenceService for Service {
                             }),
                         })
                         .collect(),
-                    memory_usage: Vec::new(),
+                    memory_usage: self
+                        .state
+                        .manager
+                        .memory_of(k)
+                        .map(|byte_size| MemoryUsage {
+                            r#type: "CPU".to_string(),
+                            id: 0,
+                            byte_size,
+                        })
+                        .into_iter()
+                        .collect(),
                 }
             })
             .collect();

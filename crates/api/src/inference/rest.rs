@@ -185,7 +185,7 @@ async fn model_ready(
 ) -> V2Result<StatusCode> {
     let (name, version) = model_path(&p)?;
     let key = state.manager.resolve(&name, version).await?;
-    match state.manager.ready(&key) {
+    match state.manager.ready_runtime(&key) {
         Some(_) => Ok(StatusCode::OK),
         None => Err(V2Error(
             StatusCode::BAD_REQUEST,
@@ -309,7 +309,11 @@ fn duration(stat: &trainyard_serve::stats::DurationStat) -> Value {
     json!({"count": stat.count, "ns": stat.ns})
 }
 
-pub(crate) fn stats_json(key: &ModelKey, s: &trainyard_serve::stats::ModelStats) -> Value {
+pub(crate) fn stats_json(
+    key: &ModelKey,
+    s: &trainyard_serve::stats::ModelStats,
+    memory: Option<u64>,
+) -> Value {
     let s = s.snapshot();
     let zero = json!({"count": 0, "ns": 0});
     json!({
@@ -335,7 +339,9 @@ pub(crate) fn stats_json(key: &ModelKey, s: &trainyard_serve::stats::ModelStats)
             "compute_infer": {"count": b.count, "ns": b.compute_infer_ns},
             "compute_output": {"count": b.count, "ns": b.compute_output_ns},
         })).collect::<Vec<_>>(),
-        "memory_usage": [],
+        "memory_usage": memory
+            .map(|bytes| vec![json!({"type": "CPU", "id": 0, "byte_size": bytes})])
+            .unwrap_or_default(),
     })
 }
 
@@ -363,7 +369,7 @@ async fn stats(
         ));
     }
     Ok(Json(json!({
-        "model_stats": list.iter().map(|(k, s)| stats_json(k, s)).collect::<Vec<_>>()
+        "model_stats": list.iter().map(|(k, s)| stats_json(k, s, state.manager.memory_of(k))).collect::<Vec<_>>()
     })))
 }
 
@@ -404,8 +410,8 @@ async fn index(State(state): State<InferenceState>, body: Bytes) -> V2Result<Jso
             if !reason.is_empty() {
                 e["reason"] = Value::String(reason);
             }
-            if let Some(m) = state.manager.ready(&(entry.name.clone(), version)) {
-                e["runtime"] = Value::String(m.runtime.as_str().to_string());
+            if let Some(runtime) = state.manager.ready_runtime(&(entry.name.clone(), version)) {
+                e["runtime"] = Value::String(runtime.as_str().to_string());
             }
             out.push(e);
         }
