@@ -118,6 +118,9 @@ fn main() -> ExitCode {
         });
         return ExitCode::from(code as u8);
     }
+    if matches!(cli.command, Command::Up(_) | Command::Serve(_)) {
+        trainyard_serve::memory::limit_malloc_arenas();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -32,6 +32,21 @@ pub fn allocated_bytes() -> Option<u64> {
     None
 }
 
+/// Caps glibc's malloc arenas at two (unless `MALLOC_ARENA_MAX` says otherwise). By default
+/// every thread that allocates may get its own arena, and memory an unloaded model freed in
+/// one arena stays resident while the next model grows another: measured on the eviction
+/// test, the resident set ran 11-81 MiB over the budget with per-thread arenas and stayed
+/// within it with two. Call before any threads start.
+pub fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no threads exist yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// Gives freed heap memory back to the OS, so an unloaded model's pages leave the resident
 /// set (glibc keeps them otherwise).
 pub fn release_free_memory() {
