@@ -390,10 +390,21 @@ impl ModelManager {
         slots.insert(key.clone(), Slot::Loading(rx.clone()));
         let this = self.clone();
         let key = key.clone();
+        let ours = rx.clone();
         tokio::spawn(async move {
             let result = this.load_now(&key).await;
             let mut slots = this.inner.slots.lock().unwrap();
+            // An unload while this load ran wins: the new copy is dropped, and waiters see
+            // the version as unloaded (on demand, their next try loads it again).
+            let still_wanted = matches!(
+                slots.get(&key),
+                Some(Slot::Loading(current)) if current.same_channel(&ours)
+            );
             match &result {
+                Ok(_) if !still_wanted => {
+                    tracing::info!(model = %key.0, version = key.1, "unloaded while it loaded; the new copy is dropped");
+                    this.inner.metrics.model_bytes.remove(&labels(&key));
+                }
                 Ok(model) => {
                     slots.insert(key.clone(), Slot::Ready(model.clone()));
                 }
@@ -404,6 +415,11 @@ impl ModelManager {
                         .get_or_create(&labels(&key))
                         .inc();
                     tracing::warn!(model = %key.0, version = key.1, "load failed: {reason}");
+                    if !still_wanted {
+                        drop(slots);
+                        let _ = tx.send(Some(result));
+                        return;
+                    }
                     slots.insert(
                         key.clone(),
                         Slot::Unavailable {
