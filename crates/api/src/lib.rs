@@ -72,11 +72,17 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
     if let Some(inference) = inference {
         all = all.merge(inference::router(inference));
     }
-    all.layer(axum::middleware::from_fn_with_state(
-        state.metrics.clone(),
-        metrics::track_requests,
-    ))
-    .layer(tower_http::trace::TraceLayer::new_for_http())
+    observed(all, state.metrics.clone())
+}
+
+/// Request metrics and tracing around every route.
+fn observed(router: Router, metrics: Arc<HttpMetrics>) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track_requests,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// The standalone inference server (`trainyard serve`): `/v2`, `/metrics` and health.
@@ -89,14 +95,12 @@ pub fn inference_router(inference: InferenceState, metrics: Arc<HttpMetrics>) ->
         ))
         .route("/healthz", get(health::healthz))
         .with_state(metrics.clone());
-    inference::router(inference)
-        .merge(scrape)
-        .fallback(error::route_not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::track_requests,
-        ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    observed(
+        inference::router(inference)
+            .merge(scrape)
+            .fallback(error::route_not_found),
+        metrics,
+    )
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains open requests.

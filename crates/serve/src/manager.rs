@@ -215,18 +215,6 @@ impl ModelManager {
         &self.inner.metrics
     }
 
-    pub fn runtimes(&self) -> &Runtimes {
-        &self.inner.runtimes
-    }
-
-    pub fn options(&self) -> &ManagerOptions {
-        &self.inner.options
-    }
-
-    pub fn describe_source(&self) -> String {
-        self.inner.source.describe()
-    }
-
     /// Loads the pinned models (their failures are logged and shown in the index).
     pub async fn load_pinned(&self) {
         let mut pinned: Vec<String> = self.inner.options.pinned.iter().cloned().collect();
@@ -238,55 +226,41 @@ impl ModelManager {
         }
     }
 
-    async fn catalog(&self, refresh: bool) -> Result<Vec<SourceModel>, ServeError> {
+    /// The source's listing, read again when asked to or when older than `CATALOG_TTL`.
+    async fn catalog(
+        &self,
+        refresh: bool,
+    ) -> Result<tokio::sync::MutexGuard<'_, Catalog>, ServeError> {
         let mut c = self.inner.catalog.lock().await;
-        let stale = c.read_at.is_none_or(|at| at.elapsed() > CATALOG_TTL);
-        if refresh || stale {
+        if refresh || c.read_at.is_none_or(|at| at.elapsed() > CATALOG_TTL) {
             c.models = self.inner.source.list().await?;
             c.read_at = Some(Instant::now());
         }
-        Ok(c.models.clone())
+        Ok(c)
     }
 
-    /// The model the source has under `name`, reading the source again if it was not there.
-    async fn source_model(&self, name: &str) -> Result<SourceModel, ServeError> {
-        for refresh in [false, true] {
-            if let Some(m) = self
-                .catalog(refresh)
-                .await?
-                .into_iter()
-                .find(|m| m.name == name)
-            {
-                return Ok(m);
-            }
-        }
-        Err(ServeError::not_found(format!(
-            "Request for unknown model: '{name}' is not found"
-        )))
-    }
-
-    /// Which version a request means: the one named, else the source's default.
+    /// Which version a request means: the one named, else the source's default. A name or
+    /// version missing from the cached listing reads the source again before it is unknown.
     pub async fn resolve(&self, name: &str, version: Option<u64>) -> Result<ModelKey, ServeError> {
-        let m = self.source_model(name).await?;
-        match version {
-            None => Ok((name.to_string(), m.default_version)),
-            Some(v) if m.versions.contains(&v) => Ok((name.to_string(), v)),
-            Some(v) => {
-                // A version added since the last listing.
-                let m = self
-                    .catalog(true)
-                    .await?
-                    .into_iter()
-                    .find(|m| m.name == name);
-                if m.is_some_and(|m| m.versions.contains(&v)) {
-                    Ok((name.to_string(), v))
-                } else {
-                    Err(ServeError::not_found(format!(
-                        "Request for unknown model: '{name}' version {v} is not found"
-                    )))
-                }
+        let mut known_name = false;
+        for refresh in [false, true] {
+            let catalog = self.catalog(refresh).await?;
+            let Some(m) = catalog.models.iter().find(|m| m.name == name) else {
+                continue;
+            };
+            known_name = true;
+            match version {
+                None => return Ok((name.to_string(), m.default_version)),
+                Some(v) if m.versions.contains(&v) => return Ok((name.to_string(), v)),
+                Some(_) => {}
             }
         }
+        Err(ServeError::not_found(match (known_name, version) {
+            (true, Some(v)) => {
+                format!("Request for unknown model: '{name}' version {v} is not found")
+            }
+            _ => format!("Request for unknown model: '{name}' is not found"),
+        }))
     }
 
     /// A lease on a ready model version, loading it first when the control mode allows.
@@ -296,28 +270,11 @@ impl ModelManager {
             .await
     }
 
-    /// What the version holds in memory, if it is loaded (the statistics' `memory_usage`).
-    pub fn memory_of(&self, key: &ModelKey) -> Option<u64> {
+    /// The version if it is ready now, without a lease: asking does not count as use, so
+    /// readiness probes and statistics do not keep a model from being evicted.
+    pub fn peek(&self, key: &ModelKey) -> Option<Arc<LoadedModel>> {
         match self.inner.slots.lock().unwrap().get(key) {
-            Some(Slot::Ready(m)) => Some(m.memory_bytes),
-            _ => None,
-        }
-    }
-
-    /// The runtime serving the version, if it is ready now. Unlike a lease, asking does not
-    /// count as use: readiness probes do not keep a model from being evicted.
-    pub fn ready_runtime(&self, key: &ModelKey) -> Option<RuntimeKind> {
-        match self.inner.slots.lock().unwrap().get(key) {
-            Some(Slot::Ready(m)) => Some(m.runtime),
-            _ => None,
-        }
-    }
-
-    /// The lease if the version is ready now; never loads.
-    pub fn ready(&self, key: &ModelKey) -> Option<Lease> {
-        let slots = self.inner.slots.lock().unwrap();
-        match slots.get(key) {
-            Some(Slot::Ready(m)) => Some(self.lease(m)),
+            Some(Slot::Ready(m)) => Some(m.clone()),
             _ => None,
         }
     }
@@ -437,14 +394,10 @@ impl ModelManager {
     }
 
     fn update_used(&self, slots: &HashMap<ModelKey, Slot>) {
-        let used: u64 = slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(m) => Some(m.memory_bytes),
-                _ => None,
-            })
-            .sum();
-        self.inner.metrics.budget_used_bytes.set(used as i64);
+        self.inner
+            .metrics
+            .budget_used_bytes
+            .set(used_bytes(slots) as i64);
     }
 
     /// Loads (or reloads) a model version through the load API. A ready version keeps serving
@@ -556,12 +509,12 @@ impl ModelManager {
             .get(&key.0)
             .cloned()
             .unwrap_or(files.config);
-        let runtime_kind = config.runtime().map_err(|e| e.to_string())?;
         let runtime = self
             .inner
             .runtimes
-            .get(runtime_kind)
+            .get(config.runtime().map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
+        let kind = runtime.kind();
         let instances = config.instances();
         let file_bytes = files.onnx.len() as u64;
         // Room for the load's peak, so the resident set stays within the budget while it runs.
@@ -616,7 +569,6 @@ impl ModelManager {
                 ));
             }
         }
-        let kind = runtime_kind.unwrap_or(self.inner.runtimes.default_kind());
         let config = config
             .complete(&key.0, kind, &signature)
             .map_err(|e| format!("{}: {e}", files.origin))?;
@@ -786,7 +738,7 @@ impl ModelManager {
 
     /// Every model the source has and the state of each version that was ever loaded.
     pub async fn index(&self) -> Result<Vec<IndexEntry>, ServeError> {
-        let models = self.catalog(true).await?;
+        let models = self.catalog(true).await?.models.clone();
         let slots = self.inner.slots.lock().unwrap();
         let mut out: Vec<IndexEntry> = models
             .iter()
@@ -844,15 +796,18 @@ impl ModelManager {
 
     /// Bytes held by ready models.
     pub fn memory_used(&self) -> u64 {
-        let slots = self.inner.slots.lock().unwrap();
-        slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Ready(m) => Some(m.memory_bytes),
-                _ => None,
-            })
-            .sum()
+        used_bytes(&self.inner.slots.lock().unwrap())
     }
+}
+
+fn used_bytes(slots: &HashMap<ModelKey, Slot>) -> u64 {
+    slots
+        .values()
+        .filter_map(|s| match s {
+            Slot::Ready(m) => Some(m.memory_bytes),
+            _ => None,
+        })
+        .sum()
 }
 
 fn names(specs: &[crate::runtime::TensorSpec]) -> String {
@@ -996,6 +951,11 @@ mod tests {
         key
     }
 
+    /// A lease on a ready version, as a request holds one.
+    fn lease(m: &ModelManager, key: &ModelKey) -> Lease {
+        m.lease(&m.peek(key).unwrap())
+    }
+
     fn state(m: &ModelManager, key: &ModelKey) -> (ModelState, String) {
         match &m.inner.slots.lock().unwrap()[key] {
             Slot::Ready(_) => (ModelState::Ready, String::new()),
@@ -1010,7 +970,7 @@ mod tests {
         let a = put(&m, "a", 40);
         let b = put(&m, "b", 40);
         // `a` is used after `b`, so `b` is the least recently used.
-        drop(m.ready(&a).unwrap());
+        drop(lease(&m, &a));
         m.make_room(&("new".into(), 1), 40).await.unwrap();
         assert_eq!(state(&m, &b), (ModelState::Unavailable, "evicted".into()));
         assert_eq!(state(&m, &a).0, ModelState::Ready);
@@ -1022,7 +982,7 @@ mod tests {
         let m = manager(100, &["pinned"]);
         let busy = put(&m, "busy", 40);
         let pinned = put(&m, "pinned", 40);
-        let lease = m.ready(&busy).unwrap();
+        let lease = lease(&m, &busy);
         let err = m.make_room(&("new".into(), 1), 40).await.unwrap_err();
         assert!(matches!(err, ServeError::Unavailable(_)), "{err:?}");
         assert_eq!(state(&m, &busy).0, ModelState::Ready);

@@ -111,10 +111,6 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn element_count(&self) -> usize {
-        element_count(&self.shape)
-    }
-
     /// Checks that the bytes hold exactly the elements the shape promises.
     pub fn check_size(&self) -> Result<(), ServeError> {
         let count = checked_element_count(&self.shape).ok_or_else(|| {
@@ -171,10 +167,6 @@ impl Tensor {
             data,
         }
     }
-}
-
-pub fn element_count(shape: &[usize]) -> usize {
-    shape.iter().product()
 }
 
 fn checked_element_count(shape: &[usize]) -> Option<usize> {

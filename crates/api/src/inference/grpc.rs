@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 use trainyard_serve::tensor::Element;
 use trainyard_serve::{DataType, ModelConfig, ServeError, Tensor};
 
-use super::{InferenceState, EXTENSIONS, SERVER_NAME};
+use super::{
+    index_rows, load_config, Denied, InferenceState, EXTENSIONS, JOB_TOKEN_REFUSED, SERVER_NAME,
+};
 
 #[allow(clippy::all, clippy::pedantic)]
 mod proto {
@@ -48,33 +50,30 @@ struct Service {
 impl Service {
     /// Inference and metadata: the token, unless anonymous inference is on and none came.
     async fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        if self.state.anonymous_inference && request.metadata().get("authorization").is_none() {
-            return Ok(());
-        }
-        self.authorize_admin(request).await
+        self.check(request, false).await
     }
 
     /// Loading and unloading: always the token.
     async fn authorize_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let token = request
+        self.check(request, true).await
+    }
+
+    async fn check<T>(&self, request: &Request<T>, admin: bool) -> Result<(), Status> {
+        let header = request
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::auth::token_from_header)
-            .ok_or_else(|| {
-                Status::unauthenticated("send `authorization: Bearer TOKEN` metadata")
-            })?;
-        match self.state.auth.principal(&token).await {
-            Ok(Some(p)) if p.role != "job" => Ok(()),
-            Ok(Some(_)) => Err(Status::permission_denied(
-                "a job's token only reaches the tracking API",
-            )),
-            Ok(None) => Err(Status::unauthenticated("unknown token")),
-            Err(e) => Err(Status::unavailable(format!(
-                "cannot check the token: {}",
-                e.message
-            ))),
-        }
+            .map(|v| v.to_str().unwrap_or(""));
+        self.state
+            .authorize(header, admin)
+            .await
+            .map_err(|denied| match denied {
+                Denied::NoToken => {
+                    Status::unauthenticated("send `authorization: Bearer TOKEN` metadata")
+                }
+                Denied::UnknownToken => Status::unauthenticated("unknown token"),
+                Denied::JobToken => Status::permission_denied(JOB_TOKEN_REFUSED),
+                Denied::Unavailable(m) => Status::unavailable(m),
+            })
     }
 }
 
@@ -302,7 +301,7 @@ impl GrpcInferenceService for Service {
             .await
             .map_err(status)?;
         Ok(Response::new(ModelReadyResponse {
-            ready: self.state.manager.ready_runtime(&key).is_some(),
+            ready: self.state.manager.peek(&key).is_some(),
         }))
     }
 
@@ -484,11 +483,11 @@ impl GrpcInferenceService for Service {
                     memory_usage: self
                         .state
                         .manager
-                        .memory_of(k)
-                        .map(|byte_size| MemoryUsage {
+                        .peek(k)
+                        .map(|m| MemoryUsage {
                             r#type: "CPU".to_string(),
                             id: 0,
-                            byte_size,
+                            byte_size: m.memory_bytes,
                         })
                         .into_iter()
                         .collect(),
@@ -504,26 +503,21 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         self.authorize(&request).await?;
         let ready_only = request.get_ref().ready;
-        let mut models = Vec::new();
-        for entry in self.state.manager.index().await.map_err(status)? {
-            if entry.versions.is_empty() && !ready_only {
-                models.push(repository_index_response::ModelIndex {
-                    name: entry.name.clone(),
-                    ..Default::default()
-                });
-            }
-            for (v, st, reason) in entry.versions {
-                if ready_only && st != trainyard_serve::ModelState::Ready {
-                    continue;
-                }
-                models.push(repository_index_response::ModelIndex {
-                    name: entry.name.clone(),
-                    version: v.to_string(),
-                    state: st.as_str().to_string(),
-                    reason,
-                });
-            }
-        }
+        let models = index_rows(&self.state.manager, ready_only)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .map(|row| repository_index_response::ModelIndex {
+                version: row.version.map(|v| v.to_string()).unwrap_or_default(),
+                state: if row.version.is_some() {
+                    row.state.as_str().to_string()
+                } else {
+                    String::new()
+                },
+                name: row.name,
+                reason: row.reason,
+            })
+            .collect();
         Ok(Response::new(RepositoryIndexResponse { models }))
     }
 
@@ -538,24 +532,16 @@ impl GrpcInferenceService for Service {
                 "'repository_name' specification is not supported",
             ));
         }
-        let mut config = None;
-        for (k, v) in &r.parameters {
-            if k.starts_with("file:") {
-                return Err(Status::unimplemented(format!(
-                    "load parameter '{k}': model files in the request are not supported"
-                )));
-            }
-            if k == "config" {
-                let Some(model_repository_parameter::ParameterChoice::StringParam(text)) =
-                    &v.parameter_choice
-                else {
-                    return Err(Status::invalid_argument(
-                        "load parameter 'config' must be a string of JSON",
-                    ));
-                };
-                config = Some(ModelConfig::parse(text, "load parameter 'config'").map_err(status)?);
-            }
-        }
+        let config = load_config(r.parameters.iter().map(|(k, v)| {
+            let text = match &v.parameter_choice {
+                Some(model_repository_parameter::ParameterChoice::StringParam(t)) => {
+                    Some(t.as_str())
+                }
+                _ => None,
+            };
+            (k.as_str(), text)
+        }))
+        .map_err(status)?;
         self.state
             .manager
             .load(&r.model_name, config)

@@ -15,7 +15,10 @@ use trainyard_serve::manager::ModelKey;
 use trainyard_serve::{ModelConfig, ServeError};
 
 use super::codec::{self, HEADER_LENGTH};
-use super::{InferenceState, V2Error, EXTENSIONS, SERVER_NAME};
+use super::{
+    index_rows, load_config, Denied, InferenceState, V2Error, EXTENSIONS, JOB_TOKEN_REFUSED,
+    SERVER_NAME,
+};
 
 type V2Result<T> = Result<T, V2Error>;
 
@@ -109,10 +112,7 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.anonymous_inference && !request.headers().contains_key(AUTHORIZATION) {
-        return next.run(request).await;
-    }
-    check_token(state, request, next).await
+    check_token(state, request, next, false).await
 }
 
 /// Loading and unloading always take the token.
@@ -121,36 +121,25 @@ async fn require_admin_token(
     request: Request,
     next: Next,
 ) -> Response {
-    check_token(state, request, next).await
+    check_token(state, request, next, true).await
 }
 
-async fn check_token(state: InferenceState, request: Request, next: Next) -> Response {
-    let token = request
+async fn check_token(state: InferenceState, request: Request, next: Next, admin: bool) -> Response {
+    let header = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(crate::auth::token_from_header);
-    let Some(token) = token else {
-        return V2Error(
+        .map(|h| h.to_str().unwrap_or(""));
+    let (status, message) = match state.authorize(header, admin).await {
+        Ok(()) => return next.run(request).await,
+        Err(Denied::NoToken) => (
             StatusCode::UNAUTHORIZED,
-            "send `Authorization: Bearer TOKEN`".into(),
-        )
-        .into_response();
+            "send `Authorization: Bearer TOKEN`".to_string(),
+        ),
+        Err(Denied::UnknownToken) => (StatusCode::UNAUTHORIZED, "unknown token".to_string()),
+        Err(Denied::JobToken) => (StatusCode::FORBIDDEN, JOB_TOKEN_REFUSED.to_string()),
+        Err(Denied::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, m),
     };
-    match state.auth.principal(&token).await {
-        Ok(Some(p)) if p.role != "job" => next.run(request).await,
-        Ok(Some(_)) => V2Error(
-            StatusCode::FORBIDDEN,
-            "a job's token only reaches the tracking API".into(),
-        )
-        .into_response(),
-        Ok(None) => V2Error(StatusCode::UNAUTHORIZED, "unknown token".into()).into_response(),
-        Err(e) => V2Error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot check the token: {}", e.message),
-        )
-        .into_response(),
-    }
+    V2Error(status, message).into_response()
 }
 
 /// `{m}` and the optional `{v}` (digits only; anything else is not a route).
@@ -185,7 +174,7 @@ async fn model_ready(
 ) -> V2Result<StatusCode> {
     let (name, version) = model_path(&p)?;
     let key = state.manager.resolve(&name, version).await?;
-    match state.manager.ready_runtime(&key) {
+    match state.manager.peek(&key) {
         Some(_) => Ok(StatusCode::OK),
         None => Err(V2Error(
             StatusCode::BAD_REQUEST,
@@ -369,7 +358,7 @@ async fn stats(
         ));
     }
     Ok(Json(json!({
-        "model_stats": list.iter().map(|(k, s)| stats_json(k, s, state.manager.memory_of(k))).collect::<Vec<_>>()
+        "model_stats": list.iter().map(|(k, s)| stats_json(k, s, state.manager.peek(k).map(|m| m.memory_bytes))).collect::<Vec<_>>()
     })))
 }
 
@@ -394,27 +383,20 @@ async fn index(State(state): State<InferenceState>, body: Bytes) -> V2Result<Jso
         Some(_) => return Err(ServeError::invalid("'ready' must be a boolean").into()),
     };
     let mut out = Vec::new();
-    for entry in state.manager.index().await? {
-        if entry.versions.is_empty() {
-            if !ready_only {
-                out.push(json!({"name": entry.name}));
-            }
+    for row in index_rows(&state.manager, ready_only).await? {
+        let Some(version) = row.version else {
+            out.push(json!({"name": row.name}));
             continue;
+        };
+        let mut e =
+            json!({"name": row.name, "version": version.to_string(), "state": row.state.as_str()});
+        if !row.reason.is_empty() {
+            e["reason"] = Value::String(row.reason);
         }
-        for (version, st, reason) in entry.versions {
-            if ready_only && st != trainyard_serve::ModelState::Ready {
-                continue;
-            }
-            let mut e =
-                json!({"name": entry.name, "version": version.to_string(), "state": st.as_str()});
-            if !reason.is_empty() {
-                e["reason"] = Value::String(reason);
-            }
-            if let Some(runtime) = state.manager.ready_runtime(&(entry.name.clone(), version)) {
-                e["runtime"] = Value::String(runtime.as_str().to_string());
-            }
-            out.push(e);
+        if let Some(runtime) = row.runtime {
+            e["runtime"] = Value::String(runtime.as_str().to_string());
         }
+        out.push(e);
     }
     Ok(Json(Value::Array(out)))
 }
@@ -436,21 +418,12 @@ async fn load(
     check_name(&name)?;
     let request = optional_json(&body)?;
     let params = request.get("parameters").and_then(Value::as_object);
-    let mut config = None;
-    if let Some(params) = params {
-        if let Some(k) = params.keys().find(|k| k.starts_with("file:")) {
-            return Err(ServeError::Unsupported(format!(
-                "load parameter '{k}': model files in the request are not supported; put them in the repository"
-            ))
-            .into());
-        }
-        if let Some(c) = params.get("config") {
-            let text = c.as_str().ok_or_else(|| {
-                ServeError::invalid("load parameter 'config' must be a string of JSON")
-            })?;
-            config = Some(ModelConfig::parse(text, "load parameter 'config'")?);
-        }
-    }
+    let config = load_config(
+        params
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
     state.manager.load(&name, config).await?;
     Ok(StatusCode::OK)
 }

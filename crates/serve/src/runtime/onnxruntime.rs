@@ -45,7 +45,6 @@ pub fn find_library() -> Option<PathBuf> {
 
 pub struct OnnxRuntime {
     environment: Environment,
-    library: PathBuf,
     intra_threads: usize,
 }
 
@@ -65,13 +64,8 @@ impl OnnxRuntime {
             .map_err(|e| ServeError::unavailable(format!("ONNX Runtime: {e}")))?;
         Ok(Self {
             environment,
-            library: library.to_path_buf(),
             intra_threads: intra_threads.max(1),
         })
-    }
-
-    pub fn library(&self) -> &Path {
-        &self.library
     }
 
     fn session(&self, onnx: &[u8]) -> Result<Session, ServeError> {

@@ -78,7 +78,7 @@ impl RegistrySource {
         Ok(artifact_path(location).map(str::to_string))
     }
 
-    async fn read(&self, path: &str) -> Result<Vec<u8>, ServeError> {
+    async fn read(&self, path: &str) -> Result<Vec<u8>, trainyard_tracking::TrackingError> {
         let download = self.tracking.get_artifact(path, None).await?;
         let chunks: Vec<bytes::Bytes> = download.body.try_collect().await?;
         Ok(chunks.concat())
@@ -150,13 +150,15 @@ impl ModelSource for RegistrySource {
             "{}/config.json",
             path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
         );
-        let config = match self.tracking.get_artifact(&config_path, None).await {
-            Ok(_) => {
-                let text = String::from_utf8(self.read(&config_path).await?)
+        // One read: a missing config means the defaults; a store failure is an error.
+        let config = match self.read(&config_path).await {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
                     .map_err(|_| ServeError::invalid(format!("{config_path}: not UTF-8")))?;
                 ModelConfig::parse(&text, &config_path)?
             }
-            Err(_) => ModelConfig::default(),
+            Err(trainyard_tracking::TrackingError::NotFound(_)) => ModelConfig::default(),
+            Err(e) => return Err(e.into()),
         };
         Ok(ModelFiles {
             onnx,
