@@ -11,8 +11,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PA_VENV="${TRAINYARD_PA_VENV:-/var/tmp/trainyard-pa-venv}"
 BIN="${TRAINYARD_BIN:-${CARGO_TARGET_DIR:-/var/tmp/trainyard-target}/debug/trainyard}"
-PORT="${TRAINYARD_PA_PORT:-58110}"
-GPORT="${TRAINYARD_PA_GRPC_PORT:-58111}"
+# Below the kernel's ephemeral range (32768-60999), so no outgoing connection holds them.
+PORT="${TRAINYARD_PA_PORT:-28110}"
+GPORT="${TRAINYARD_PA_GRPC_PORT:-28111}"
 
 if [[ ! -x "$PA_VENV/bin/perf_analyzer" ]]; then
   echo "perf_analyzer.sh: installing perf_analyzer into $PA_VENV" >&2
@@ -42,6 +43,7 @@ TRAINYARD_ADMIN_TOKEN="perf-analyzer-check-$$-token" \
     --grpc-listen "127.0.0.1:$GPORT" --anonymous-inference >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$GPORT") 2>/dev/null && break; sleep 0.1; done
+(exec 3<>"/dev/tcp/127.0.0.1/$GPORT") 2>/dev/null || { echo "the server did not come up:" >&2; tail -30 "$WORK/serve.log" >&2; exit 1; }
 
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/v2/repository/models/mlp/unload")
 [[ "$code" == 401 ]] || { echo "unload without a token answered $code, not 401" >&2; exit 1; }

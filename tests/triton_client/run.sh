@@ -16,8 +16,9 @@ VENV="${TRAINYARD_SERVE_VENV:-/var/tmp/trainyard-serve-venv}"
 REQ="$HERE/requirements.txt"
 STAMP="$VENV/.trainyard-requirements.sha256"
 BIN="${TRAINYARD_BIN:-${CARGO_TARGET_DIR:-/var/tmp/trainyard-target}/debug/trainyard}"
-HTTP_PORT="${TRAINYARD_TEST_HTTP_PORT:-58100}"
-GRPC_PORT="${TRAINYARD_TEST_GRPC_PORT:-58101}"
+# Below the kernel's ephemeral range (32768-60999), so no outgoing connection holds them.
+HTTP_PORT="${TRAINYARD_TEST_HTTP_PORT:-28100}"
+GRPC_PORT="${TRAINYARD_TEST_GRPC_PORT:-28101}"
 
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
@@ -54,7 +55,11 @@ start_server() { # start_server LOG ARGS...
   "$BIN" serve --model-repository "$WORK/repo" --listen "$TRAINYARD_TEST_HTTP" \
     --grpc-listen "$TRAINYARD_TEST_GRPC" "$@" >"$log" 2>&1 &
   SERVER=$!
-  wait_port "$HTTP_PORT" && wait_port "$GRPC_PORT"
+  if ! { wait_port "$HTTP_PORT" && wait_port "$GRPC_PORT"; }; then
+    echo "run.sh: the server did not come up; its log:" >&2
+    tail -30 "$log" >&2
+    return 1
+  fi
 }
 
 cd "$HERE"
