@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// Where a job's own token may go: the MLflow-compatible tracking API.
+/// Where a job's own token may go: the MLflow-compatible tracking API, and datasets (a
+/// training job reads them, a prediction job writes one).
 const JOB_TOKEN_PREFIXES: &[&str] = &[
+    "/api/v1/datasets",
     "/api/2.0/mlflow",
     "/ajax-api/2.0/mlflow",
     "/api/3.0/mlflow",
@@ -133,7 +135,7 @@ pub async fn require_token(
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
-            "a job's token only reaches the tracking API (/api/2.0/mlflow…)",
+            "a job's token only reaches the tracking API (/api/2.0/mlflow…) and datasets",
         ));
     }
     request.extensions_mut().insert(principal);

@@ -3,6 +3,7 @@
 //! turns every domain error into a status and a stable error code, once, in `error`.
 
 mod auth;
+mod datasets;
 mod error;
 mod extract;
 mod health;
@@ -52,6 +53,22 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route("/api/v1/runs/{id}", get(tracking::get_run))
         .route("/api/v1/runs/{id}/metrics/{key}", get(tracking::metric))
         .route("/api/v1/models", get(tracking::list_models))
+        .route("/api/v1/datasets", get(datasets::list))
+        .route("/api/v1/datasets/{name}", get(datasets::versions))
+        .route(
+            "/api/v1/datasets/{name}/versions",
+            post(datasets::create_version),
+        )
+        .route(
+            "/api/v1/datasets/{name}/versions/{version}",
+            get(datasets::version),
+        )
+        .route(
+            "/api/v1/datasets/shards/{sha256}",
+            get(datasets::get_shard)
+                .put(datasets::put_shard)
+                .layer(DefaultBodyLimit::max(datasets::MAX_SHARD_BYTES)),
+        )
         .route("/api/v1/models/{name}", get(tracking::get_model))
         .route("/metrics", get(metrics::render))
         .merge(mlflow::routes())

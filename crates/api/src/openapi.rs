@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
     paths(crate::jobs::submit, crate::jobs::list, crate::jobs::get, crate::jobs::cancel,
           crate::jobs::logs, crate::jobs::resources, crate::health::healthz, crate::health::readyz,
           crate::tracking::list_experiments, crate::tracking::list_runs, crate::tracking::get_run,
-          crate::tracking::metric, crate::tracking::list_models, crate::tracking::get_model),
+          crate::tracking::metric, crate::tracking::list_models, crate::tracking::get_model,
+          crate::datasets::list, crate::datasets::versions, crate::datasets::version,
+          crate::datasets::create_version, crate::datasets::put_shard, crate::datasets::get_shard),
     components(schemas(trainyard_core::JobSubmission, trainyard_core::Job, trainyard_core::Resources,
                        trainyard_core::JobState, trainyard_core::ExitReason,
                        crate::jobs::JobPage, crate::ErrorBody, crate::ErrorDetail,
@@ -19,7 +21,10 @@ use utoipa::{Modify, OpenApi};
                        crate::tracking::RunList, crate::tracking::LatestMetric,
                        crate::tracking::MetricSeriesView, crate::tracking::MetricPointView,
                        crate::tracking::ModelView, crate::tracking::ModelVersionView,
-                       crate::tracking::ModelList)),
+                       crate::tracking::ModelList, crate::datasets::DatasetVersionView,
+                       crate::datasets::DatasetView, crate::datasets::DatasetList,
+                       crate::datasets::DatasetVersionList, crate::datasets::CreateVersion,
+                       crate::datasets::CreatedVersion)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -2,12 +2,14 @@
 //! and blobs in an object store (a local folder by default, S3 to scale out).
 
 mod blobs;
+mod datasets;
 mod db;
 mod error;
 mod jobs;
 mod tokens;
 
 pub use blobs::{log_end, Blobs, LogChunk};
+pub use datasets::{DatasetSummary, DatasetVersion};
 pub use db::Db;
 pub use error::{redact_url, StoreError};
 pub use jobs::{JobFilter, Outcome};

@@ -1,0 +1,157 @@
+//! The dataset catalog: version rows in SQL, shards as content-addressed blobs. A version
+//! row is written only after every shard it names is stored, so a version that can be
+//! listed can always be read.
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+use sqlx::Row;
+
+use crate::{Blobs, Db, StoreError};
+
+/// One stored version; `manifest` is the JSON document the data crate reads.
+#[derive(Debug, Clone)]
+pub struct DatasetVersion {
+    pub name: String,
+    pub version: String,
+    pub created_ms: i64,
+    pub rows: i64,
+    pub bytes: i64,
+    pub parent: Option<String>,
+    pub manifest: String,
+}
+
+/// A dataset: its name, how many versions, and the newest one.
+#[derive(Debug, Clone)]
+pub struct DatasetSummary {
+    pub name: String,
+    pub versions: i64,
+    pub latest: DatasetVersion,
+}
+
+const COLUMNS: &str = "name, version, created_ms, row_count, byte_count, parent, manifest";
+
+fn version_from_row(row: &sqlx::any::AnyRow) -> Result<DatasetVersion, StoreError> {
+    Ok(DatasetVersion {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        created_ms: row.try_get("created_ms")?,
+        rows: row.try_get("row_count")?,
+        bytes: row.try_get("byte_count")?,
+        parent: row.try_get("parent")?,
+        manifest: row.try_get("manifest")?,
+    })
+}
+
+impl Db {
+    /// Records a version; returns false when that exact version already exists (importing
+    /// the same content twice is not an error and creates nothing new).
+    pub async fn insert_dataset_version(&self, v: &DatasetVersion) -> Result<bool, StoreError> {
+        let result = sqlx::query(&format!(
+            "INSERT INTO dataset_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(&v.name)
+        .bind(&v.version)
+        .bind(v.created_ms)
+        .bind(v.rows)
+        .bind(v.bytes)
+        .bind(v.parent.as_deref())
+        .bind(&v.manifest)
+        .execute(self.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if Db::is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Versions of `name`, newest first.
+    pub async fn dataset_versions(&self, name: &str) -> Result<Vec<DatasetVersion>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM dataset_versions WHERE name = $1 ORDER BY created_ms DESC, version"
+        ))
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// One version: `latest`, a full id, or a unique prefix of at least 6 characters.
+    pub async fn dataset_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<DatasetVersion>, StoreError> {
+        let versions = self.dataset_versions(name).await?;
+        if version == "latest" {
+            return Ok(versions.into_iter().next());
+        }
+        if let Some(exact) = versions.iter().find(|v| v.version == version) {
+            return Ok(Some(exact.clone()));
+        }
+        if version.len() < 6 {
+            return Ok(None);
+        }
+        let mut matching = versions
+            .into_iter()
+            .filter(|v| v.version.starts_with(version));
+        match (matching.next(), matching.next()) {
+            (Some(one), None) => Ok(Some(one)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every dataset with its newest version, by name.
+    pub async fn datasets(&self) -> Result<Vec<DatasetSummary>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM dataset_versions ORDER BY name, created_ms DESC, version"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: Vec<DatasetSummary> = Vec::new();
+        for row in &rows {
+            let v = version_from_row(row)?;
+            match out.last_mut() {
+                Some(last) if last.name == v.name => last.versions += 1,
+                _ => out.push(DatasetSummary {
+                    name: v.name.clone(),
+                    versions: 1,
+                    latest: v,
+                }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn shard_path(sha256: &str) -> Path {
+    Path::from(format!("datasets/shards/{sha256}"))
+}
+
+impl Blobs {
+    /// Stores a shard under its checksum (the caller has verified it). The object store
+    /// writes to a temporary name and renames, so a shard is never seen half-written.
+    pub async fn put_shard(&self, sha256: &str, data: Bytes) -> Result<(), StoreError> {
+        self.object_store()
+            .put(&shard_path(sha256), PutPayload::from(data))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_shard(&self, sha256: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.object_store().get(&shard_path(sha256)).await {
+            Ok(got) => Ok(Some(got.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn has_shard(&self, sha256: &str) -> Result<bool, StoreError> {
+        match self.object_store().head(&shard_path(sha256)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
