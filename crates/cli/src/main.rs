@@ -5,8 +5,10 @@ mod client;
 mod commands;
 mod config;
 mod output;
+mod remote;
 mod server;
 mod serving;
+mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +53,17 @@ enum Command {
         #[command(subcommand)]
         command: commands::tracking::ModelsCommand,
     },
+    /// Datasets: import, process into new versions, list, show, head, stats.
+    Dataset {
+        #[command(subcommand)]
+        command: commands::datasets::DatasetCommand,
+    },
+    /// Train a model with the built-in engine, as a job (or resume a run from its checkpoint).
+    Train(commands::train::TrainArgs),
+    /// Evaluate a registered model version on a dataset, as a job.
+    Eval(commands::train::EvalArgs),
+    /// Batch inference of a model version over a dataset into a new dataset, as a job.
+    Predict(commands::train::PredictArgs),
     /// Commands run by executors, not by people.
     #[command(hide = true)]
     Task {
@@ -63,6 +76,40 @@ enum Command {
 enum TaskCommand {
     /// Supervise one attempt of a job (started by the local executor).
     Shim(ShimArgs),
+    /// Train with the built-in engine inside a job.
+    Train {
+        /// The training file as JSON, dataset pinned.
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        resume_from: Option<String>,
+    },
+    /// Evaluate a model version inside a job.
+    Eval {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        split: Option<String>,
+        #[arg(long, default_value = "split")]
+        split_column: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 3)]
+        top_k: usize,
+    },
+    /// Predict with a model version inside a job.
+    Predict {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        output: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Args)]
@@ -141,7 +188,55 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Runs { command } => commands::tracking::runs(command).await,
             Command::Models { command } => commands::tracking::models(command).await,
-            Command::Task { .. } => unreachable!("handled above"),
+            Command::Dataset { command } => commands::datasets::run(command).await,
+            Command::Train(args) => commands::train::train(args).await,
+            Command::Eval(args) => commands::train::eval(args).await,
+            Command::Predict(args) => commands::train::predict(args).await,
+            Command::Task { command } => match command {
+                TaskCommand::Shim(_) => unreachable!("handled above"),
+                TaskCommand::Train {
+                    config,
+                    resume_from,
+                } => {
+                    tasks::train::run(tasks::train::TrainTask {
+                        config,
+                        resume_from,
+                    })
+                    .await
+                }
+                TaskCommand::Eval {
+                    model,
+                    dataset,
+                    split,
+                    split_column,
+                    device,
+                    top_k,
+                } => {
+                    tasks::evaluate::eval(tasks::evaluate::EvalTask {
+                        model,
+                        dataset,
+                        split,
+                        split_column,
+                        device,
+                        top_k,
+                    })
+                    .await
+                }
+                TaskCommand::Predict {
+                    model,
+                    dataset,
+                    output,
+                    device,
+                } => {
+                    tasks::evaluate::predict(tasks::evaluate::PredictTask {
+                        model,
+                        dataset,
+                        output,
+                        device,
+                    })
+                    .await
+                }
+            },
         }
     });
     match result {

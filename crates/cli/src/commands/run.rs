@@ -100,21 +100,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             metric_regex: args.metric_regex,
         },
     };
+    submit_and_follow(&client, &submission, args.detach, args.client.output).await
+}
+
+/// Submits a job and, unless `detach`, waits for it while streaming its log; returns the
+/// exit code the CLI should end with (the job's own).
+pub async fn submit_and_follow(
+    client: &Client,
+    submission: &JobSubmission,
+    detach: bool,
+    output: Format,
+) -> anyhow::Result<i32> {
     let job: Job = client
         .json(
             client
                 .request(Method::POST, "/api/v1/jobs")
-                .json(&submission),
+                .json(submission),
         )
         .await?;
-    if args.detach {
-        match args.client.output {
+    if detach {
+        match output {
             Format::Json => print_json(&job),
             Format::Table => println!("{}", job.id),
         }
         return Ok(0);
     }
-    let json = args.client.output == Format::Json;
+    let json = output == Format::Json;
     eprintln!("job {} queued", job.id);
     // Ctrl-C once cancels the job (queued or running) and keeps following it to its end;
     // a second Ctrl-C leaves at once.
@@ -132,7 +143,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             std::process::exit(130);
         });
     }
-    wait_while_queued(&client, &job.id).await?;
+    wait_while_queued(client, &job.id).await?;
 
     let mut offset = 0u64;
     let mut out: Box<dyn Write> = if json {
@@ -174,7 +185,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let done = job_reconnecting(&client, &job.id).await?;
+    let done = job_reconnecting(client, &job.id).await?;
     if json {
         print_json(&done);
     } else if done.state != JobState::Succeeded {

@@ -1,0 +1,432 @@
+//! `trainyard dataset …`: import files as versioned datasets, derive versions with
+//! processing steps, and look at them. Import and processing run in this process (the
+//! files are here); shards go to the server under their checksums and the version is
+//! committed last, so an interrupted import leaves no version behind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::{Subcommand, ValueEnum};
+use reqwest::Method;
+use serde::Deserialize;
+use trainyard_data::{Column, Format, ImportOptions, OnBad, Step};
+
+use crate::client::Client;
+use crate::output::{print_json, print_table, Format as Output};
+use crate::remote::{self, RemoteShards, VersionView};
+use crate::ClientArgs;
+
+#[derive(Subcommand)]
+pub enum DatasetCommand {
+    /// Import CSV (also .gz), JSONL, IDX (MNIST) or an image folder as a new version.
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Dataset name.
+        name: String,
+        /// File or folder to import.
+        path: PathBuf,
+        /// Format [default: from the path].
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// CSV: the first row is a header.
+        #[arg(long, conflicts_with = "no_header")]
+        header: bool,
+        /// CSV: there is no header row (columns are named c0, c1, …).
+        #[arg(long)]
+        no_header: bool,
+        /// Images: skip files that do not decode instead of failing.
+        #[arg(long)]
+        skip_bad_files: bool,
+        /// Rows per shard.
+        #[arg(long, default_value_t = trainyard_data::DEFAULT_SHARD_ROWS)]
+        shard_rows: usize,
+    },
+    /// Apply processing steps (a TOML file with [[steps]]) to a version, making a new one.
+    Process {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// `NAME[:VERSION]` to start from.
+        dataset: String,
+        /// TOML (or JSON) with `[[steps]]`: stack, split, shuffle, standardize, normalize,
+        /// label_encode, rename, drop, cast, resize.
+        #[arg(long)]
+        steps: PathBuf,
+        /// Name of the result [default: the same dataset, as a new version].
+        #[arg(long)]
+        into: Option<String>,
+    },
+    /// List datasets with their latest version.
+    Ls(ClientArgs),
+    /// A version's schema, lineage and shards (and the other versions).
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        dataset: String,
+    },
+    /// The first rows of a version.
+    Head {
+        #[command(flatten)]
+        client: ClientArgs,
+        dataset: String,
+        #[arg(short = 'n', long, default_value_t = 10)]
+        rows: usize,
+    },
+    /// Per-column statistics and class histograms.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        dataset: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Jsonl,
+    Idx,
+    ImageFolder,
+}
+
+#[derive(Deserialize)]
+struct StepsFile {
+    steps: Vec<Step>,
+}
+
+pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
+    match command {
+        DatasetCommand::Import {
+            client,
+            name,
+            path,
+            format,
+            header,
+            no_header,
+            skip_bad_files,
+            shard_rows,
+        } => {
+            let args = client;
+            let client = Client::new(&args)?;
+            let options = ImportOptions {
+                format: format.map(|f| match f {
+                    FormatArg::Csv => Format::Csv,
+                    FormatArg::Jsonl => Format::Jsonl,
+                    FormatArg::Idx => Format::Idx,
+                    FormatArg::ImageFolder => Format::ImageFolder,
+                }),
+                header: match (header, no_header) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                on_bad_file: if skip_bad_files {
+                    OnBad::Skip
+                } else {
+                    OnBad::Fail
+                },
+                shard_rows,
+            };
+            let mut sink = RemoteShards::new(client.clone(), None)?;
+            let started = std::time::Instant::now();
+            let (manifest, report, sink) = tokio::task::spawn_blocking(move || {
+                let (m, r) = trainyard_data::import_with_report(&path, &options, &mut sink)?;
+                anyhow::Ok((m, r, sink))
+            })
+            .await??;
+            for skipped in &report.skipped {
+                eprintln!("skipped {skipped}: not a decodable image");
+            }
+            let created = remote::commit_version(&client, &name, &manifest).await?;
+            finish_version(&args, &created, manifest.rows, sink.uploaded_bytes, started)
+        }
+        DatasetCommand::Process {
+            client,
+            dataset,
+            steps,
+            into,
+        } => {
+            let args = client;
+            let client = Client::new(&args)?;
+            let text = std::fs::read_to_string(&steps)
+                .with_context(|| format!("cannot read {}", steps.display()))?;
+            let file: StepsFile = if text.trim_start().starts_with('{') {
+                serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", steps.display()))?
+            } else {
+                toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", steps.display()))?
+            };
+            let input = remote::fetch_version(&client, &dataset).await?;
+            let manifest = input.manifest()?;
+            let name = into.unwrap_or_else(|| input.name.clone());
+            let source = RemoteShards::new(client.clone(), Some(remote::cache_dir()))?;
+            let mut sink = RemoteShards::new(client.clone(), None)?;
+            let started = std::time::Instant::now();
+            let input_id = input.version.clone();
+            let (out, sink) = tokio::task::spawn_blocking(move || {
+                let out =
+                    trainyard_data::apply(&file.steps, &manifest, &input_id, &source, &mut sink)?;
+                anyhow::Ok((out, sink))
+            })
+            .await??;
+            let created = remote::commit_version(&client, &name, &out).await?;
+            finish_version(&args, &created, out.rows, sink.uploaded_bytes, started)
+        }
+        DatasetCommand::Ls(args) => {
+            let client = Client::new(&args)?;
+            let list: serde_json::Value = client
+                .json(client.request(Method::GET, "/api/v1/datasets"))
+                .await?;
+            if args.output == Output::Json {
+                print_json(&list);
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = list["datasets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let latest = &d["latest"];
+                    vec![
+                        d["name"].as_str().unwrap_or("").to_string(),
+                        short(latest["version"].as_str().unwrap_or("")),
+                        d["versions"].to_string(),
+                        latest["rows"].to_string(),
+                        human_bytes(latest["bytes"].as_i64().unwrap_or(0)),
+                        crate::output::time(Some(latest["created_ms"].as_i64().unwrap_or(0))),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["NAME", "LATEST", "VERSIONS", "ROWS", "SIZE", "CREATED"],
+                &rows,
+            );
+            Ok(0)
+        }
+        DatasetCommand::Show { client, dataset } => {
+            let args = client;
+            let client = Client::new(&args)?;
+            let version = remote::fetch_version(&client, &dataset).await?;
+            if args.output == Output::Json {
+                print_json(&version);
+                return Ok(0);
+            }
+            show(&version)?;
+            let (name, _) = remote::split_reference(&dataset);
+            let all: serde_json::Value = client
+                .json(client.request(Method::GET, &format!("/api/v1/datasets/{name}")))
+                .await?;
+            let versions = all["versions"].as_array().cloned().unwrap_or_default();
+            if versions.len() > 1 {
+                println!("\nversions:");
+                for v in versions {
+                    println!(
+                        "  {}  {} rows  parent {}",
+                        short(v["version"].as_str().unwrap_or("")),
+                        v["rows"],
+                        v["parent"]
+                            .as_str()
+                            .map(short)
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            Ok(0)
+        }
+        DatasetCommand::Head {
+            client,
+            dataset,
+            rows,
+        } => {
+            let args = client;
+            let client = Client::new(&args)?;
+            let version = remote::fetch_version(&client, &dataset).await?;
+            let manifest = version.manifest()?;
+            let source: Arc<dyn trainyard_data::ShardSource> = Arc::new(RemoteShards::new(
+                client.clone(),
+                Some(remote::cache_dir()),
+            )?);
+            let table = tokio::task::spawn_blocking(move || {
+                let mut out = trainyard_data::Table::empty(&manifest.schema);
+                for index in 0..manifest.shards.len() {
+                    if out.rows() >= rows {
+                        break;
+                    }
+                    let t = trainyard_data::read_shard(&manifest, index, source.as_ref(), None)?;
+                    out.append(&t)?;
+                }
+                let n = out.rows().min(rows);
+                anyhow::Ok(out.slice(0, n))
+            })
+            .await??;
+            let header: Vec<&str> = table.schema.iter().map(|f| f.name.as_str()).collect();
+            let cells: Vec<Vec<String>> = (0..table.rows())
+                .map(|r| table.columns.iter().map(|c| cell(c, r)).collect())
+                .collect();
+            if args.output == Output::Json {
+                let rows: Vec<serde_json::Value> = cells
+                    .iter()
+                    .map(|row| {
+                        serde_json::Value::Object(
+                            header
+                                .iter()
+                                .zip(row)
+                                .map(|(h, c)| (h.to_string(), serde_json::Value::String(c.clone())))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                print_json(&rows);
+            } else {
+                print_table(&header, &cells);
+            }
+            Ok(0)
+        }
+        DatasetCommand::Stats { client, dataset } => {
+            let args = client;
+            let client = Client::new(&args)?;
+            let version = remote::fetch_version(&client, &dataset).await?;
+            let manifest = version.manifest()?;
+            if args.output == Output::Json {
+                print_json(&manifest.stats);
+                return Ok(0);
+            }
+            let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
+            let rows: Vec<Vec<String>> = manifest
+                .schema
+                .iter()
+                .map(|f| {
+                    let s = manifest.stats.get(&f.name);
+                    vec![
+                        f.name.clone(),
+                        type_name(&f.dtype),
+                        s.map(|s| s.count.to_string()).unwrap_or_default(),
+                        fmt(s.and_then(|s| s.min)),
+                        fmt(s.and_then(|s| s.max)),
+                        fmt(s.and_then(|s| s.mean)),
+                        fmt(s.and_then(|s| s.std)),
+                        s.and_then(|s| s.distinct)
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "COLUMN", "TYPE", "COUNT", "MIN", "MAX", "MEAN", "STD", "DISTINCT",
+                ],
+                &rows,
+            );
+            for f in &manifest.schema {
+                if let Some(h) = manifest
+                    .stats
+                    .get(&f.name)
+                    .and_then(|s| s.histogram.as_ref())
+                {
+                    if h.len() <= 50 {
+                        let parts: Vec<String> =
+                            h.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        println!("{}: {}", f.name, parts.join(" "));
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn finish_version(
+    args: &ClientArgs,
+    created: &remote::Created,
+    rows: u64,
+    uploaded: u64,
+    started: std::time::Instant,
+) -> anyhow::Result<i32> {
+    if args.output == Output::Json {
+        print_json(created);
+    } else {
+        println!(
+            "{}:{}  {} rows, {} uploaded in {:.1} s{}",
+            created.name,
+            short(&created.version),
+            rows,
+            human_bytes(uploaded as i64),
+            started.elapsed().as_secs_f64(),
+            if created.created {
+                ""
+            } else {
+                " (this exact version already existed)"
+            }
+        );
+    }
+    Ok(0)
+}
+
+fn show(v: &VersionView) -> anyhow::Result<()> {
+    let m = v.manifest()?;
+    println!("{}:{}", v.name, v.version);
+    println!("rows     {}", m.rows);
+    println!("shards   {} ({})", m.shards.len(), human_bytes(v.bytes));
+    println!("created  {}", crate::output::time(Some(v.created_ms)));
+    if let Some(source) = &m.lineage.source {
+        println!("source   {source}");
+    }
+    if let Some(parent) = &m.lineage.parent {
+        println!("parent   {}", short(parent));
+    }
+    for step in &m.lineage.steps {
+        println!(
+            "step     {}",
+            serde_json::to_string(step).unwrap_or_default()
+        );
+    }
+    println!("schema:");
+    for f in &m.schema {
+        println!("  {:<20} {}", f.name, type_name(&f.dtype));
+    }
+    Ok(())
+}
+
+fn type_name(t: &trainyard_data::ColumnType) -> String {
+    match t {
+        trainyard_data::ColumnType::Float32 { shape } if shape.is_empty() => "float32".into(),
+        trainyard_data::ColumnType::Float32 { shape } => format!("float32{shape:?}"),
+        trainyard_data::ColumnType::Int64 => "int64".into(),
+        trainyard_data::ColumnType::String => "string".into(),
+        trainyard_data::ColumnType::Bytes => "bytes".into(),
+    }
+}
+
+fn cell(column: &Column, row: usize) -> String {
+    match column {
+        Column::Float32 { shape, values } => {
+            let n: usize = shape.iter().product::<usize>().max(1);
+            let v = &values[row * n..(row + 1) * n];
+            if n == 1 {
+                format!("{}", v[0])
+            } else {
+                let head: Vec<String> = v.iter().take(4).map(|x| format!("{x}")).collect();
+                format!("[{}{}]", head.join(", "), if n > 4 { ", …" } else { "" })
+            }
+        }
+        Column::Int64(v) => v[row].to_string(),
+        Column::String(v) => v[row].clone(),
+        Column::Bytes(v) => format!("<{} bytes>", v[row].len()),
+    }
+}
+
+fn short(version: &str) -> String {
+    version.chars().take(12).collect()
+}
+
+fn human_bytes(n: i64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1} MB", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} kB", n / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}

@@ -1,0 +1,267 @@
+//! `trainyard train | eval | predict`: check what can be checked here (the training file,
+//! the model spec against the dataset's shapes), then submit the work as a job and follow it
+//! like `trainyard run` does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use trainyard_core::{JobSubmission, JobTracking, Resources};
+use trainyard_engine::config::TrainConfig;
+use trainyard_engine::dataset;
+
+use crate::client::Client;
+use crate::commands::run::submit_and_follow;
+use crate::remote;
+use crate::tasks::mlflow::{self, RunClient};
+use crate::ClientArgs;
+
+#[derive(Args)]
+pub struct JobArgs {
+    /// CPUs to reserve (also the engine's thread count).
+    #[arg(long, default_value_t = 2.0)]
+    pub cpus: f64,
+    /// GPUs to reserve [default: 1 when the device is cuda, else 0].
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Print the job id and return at once instead of streaming.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The training file (TOML or JSON): [data], [model], [training], [checkpoints].
+    #[arg(required_unless_present = "resume")]
+    pub file: Option<PathBuf>,
+    /// Continue a run from its latest checkpoint (its training file is reused unless one is given).
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
+}
+
+pub async fn train(args: TrainArgs) -> anyhow::Result<i32> {
+    let client = Client::new(&args.client)?;
+    let (text, origin) = match (&args.file, &args.resume) {
+        (Some(file), _) => (
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?,
+            file.display().to_string(),
+        ),
+        (None, Some(run_id)) => {
+            let previous = RunClient::for_run(client.clone(), run_id.clone()).await?;
+            let bytes = previous
+                .download(crate::tasks::train::CONFIG_ARTIFACT)
+                .await
+                .with_context(|| format!("run {run_id} was not a `trainyard train` run"))?;
+            (String::from_utf8(bytes)?, format!("run {run_id}"))
+        }
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let mut config = TrainConfig::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+    // Pin the dataset version now, so the job trains on what was checked here.
+    let version = remote::fetch_version(&client, &config.data.dataset).await?;
+    let manifest = version.manifest()?;
+    let check = || -> anyhow::Result<()> {
+        let shape =
+            dataset::sample_shape(&manifest, &config.data.input, config.data.image.as_ref())?;
+        let head = dataset::head(&manifest, &config.data.target, config.training.task)?;
+        config
+            .model
+            .resolve(Some(&shape), Some(head.outputs), "model")?;
+        if manifest.field(&config.data.split_column).is_none()
+            && (config.data.train_split.is_some() || config.data.eval_split.is_some())
+        {
+            return Err(anyhow!(
+                "data.split_column: dataset {} has no `{}` column; add one with a `split` step (`trainyard dataset process`), or set train_split = \"\" (every row) and eval_split = \"\" (no validation)",
+                version.reference(),
+                config.data.split_column
+            ));
+        }
+        Ok(())
+    };
+    check().map_err(|e| anyhow!("{origin}: {e:#}"))?;
+    config.data.dataset = version.reference();
+    let pinned = serde_json::to_string(&config)?;
+    let mut command = vec![
+        program()?,
+        "task".into(),
+        "train".into(),
+        "--config".into(),
+        pinned,
+    ];
+    if let Some(run_id) = &args.resume {
+        command.extend(["--resume-from".into(), run_id.clone()]);
+    }
+    let cuda = config.training.device.starts_with("cuda");
+    let submission = submission(
+        config.name.clone(),
+        command,
+        &args.job,
+        cuda,
+        config.experiment.clone(),
+    );
+    submit_and_follow(&client, &submission, args.job.detach, args.client.output).await
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// `MODEL:VERSION` (or `MODEL` for its latest version).
+    pub model: String,
+    /// `NAME[:VERSION]`.
+    #[arg(long)]
+    pub dataset: String,
+    /// Rows of this split only (when the dataset has a split column); `all` for every row.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long, default_value = "split")]
+    pub split_column: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// Experiment the evaluation run joins [default: Default].
+    #[arg(long)]
+    pub experiment: Option<String>,
+}
+
+pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
+    let client = Client::new(&args.client)?;
+    trainyard_engine::device::parse(&args.device)?;
+    mlflow::model_source(&client, &args.model).await?;
+    let version = remote::fetch_version(&client, &args.dataset).await?;
+    let mut command = vec![
+        program()?,
+        "task".into(),
+        "eval".into(),
+        "--model".into(),
+        args.model.clone(),
+        "--dataset".into(),
+        version.reference(),
+        "--split-column".into(),
+        args.split_column.clone(),
+        "--device".into(),
+        args.device.clone(),
+        "--top-k".into(),
+        args.top_k.to_string(),
+    ];
+    if args.split != "all" {
+        command.extend(["--split".into(), args.split.clone()]);
+    }
+    let submission = submission(
+        format!("eval {}", args.model),
+        command,
+        &args.job,
+        args.device.starts_with("cuda"),
+        args.experiment.clone(),
+    );
+    submit_and_follow(&client, &submission, args.job.detach, args.client.output).await
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The server to talk to.
+    #[arg(
+        long,
+        env = "TRAINYARD_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// API token; defaults to the local server's `<data-dir>/admin-token`.
+    #[arg(long, env = "TRAINYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// `MODEL:VERSION` (or `MODEL` for its latest version).
+    pub model: String,
+    /// `NAME[:VERSION]` to predict over.
+    #[arg(long)]
+    pub dataset: String,
+    /// Dataset the predictions become (a new version of it).
+    #[arg(long)]
+    pub output: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
+    // `--output` names the dataset here, so this command prints for people only.
+    let client_args = ClientArgs {
+        server: args.server.clone(),
+        token: args.token.clone(),
+        output: crate::output::Format::Table,
+    };
+    let client = Client::new(&client_args)?;
+    trainyard_engine::device::parse(&args.device)?;
+    mlflow::model_source(&client, &args.model).await?;
+    let version = remote::fetch_version(&client, &args.dataset).await?;
+    let command = vec![
+        program()?,
+        "task".into(),
+        "predict".into(),
+        "--model".into(),
+        args.model.clone(),
+        "--dataset".into(),
+        version.reference(),
+        "--output".into(),
+        args.output.clone(),
+        "--device".into(),
+        args.device.clone(),
+    ];
+    let submission = submission(
+        format!("predict {}", args.model),
+        command,
+        &args.job,
+        args.device.starts_with("cuda"),
+        None,
+    );
+    submit_and_follow(&client, &submission, args.job.detach, client_args.output).await
+}
+
+/// This binary, so the job runs the same build that checked its input.
+fn program() -> anyhow::Result<String> {
+    Ok(std::env::current_exe()
+        .context("cannot find the trainyard binary")?
+        .display()
+        .to_string())
+}
+
+fn submission(
+    name: String,
+    command: Vec<String>,
+    job: &JobArgs,
+    cuda: bool,
+    experiment: Option<String>,
+) -> JobSubmission {
+    let threads = job.cpus.ceil().max(1.0) as u32;
+    JobSubmission {
+        name: Some(name),
+        command,
+        env: BTreeMap::from([("RAYON_NUM_THREADS".to_string(), threads.to_string())]),
+        working_dir: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
+        resources: Resources {
+            cpus: job.cpus,
+            memory_mb: None,
+            gpus: job.gpus.unwrap_or(u32::from(cuda)),
+        },
+        priority: 0,
+        max_retries: 0,
+        timeout_s: None,
+        labels: BTreeMap::new(),
+        tracking: JobTracking {
+            experiment,
+            metrics: Vec::new(),
+            metric_regex: None,
+        },
+    }
+}

@@ -1,0 +1,268 @@
+//! The tracking calls a task process makes, through the same MLflow-compatible REST API any
+//! MLflow client uses (the job's token reaches only that and datasets).
+
+use anyhow::{anyhow, Context};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::ClientArgs;
+
+/// The job's run, from the variables the executor sets.
+#[derive(Clone)]
+pub struct RunClient {
+    pub client: Client,
+    pub run_id: String,
+    /// Where the run's artifacts live on the proxy: `<experiment>/<run>/artifacts`.
+    pub artifact_root: String,
+}
+
+/// One metric point; `step` is the x axis of its curve.
+#[derive(Clone, Debug)]
+pub struct Point {
+    pub key: String,
+    pub value: f64,
+    pub step: u64,
+}
+
+impl RunClient {
+    /// Connects as the job (MLFLOW_TRACKING_URI / _TOKEN / MLFLOW_RUN_ID).
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let var = |k: &str| {
+            std::env::var(k).map_err(|_| {
+                anyhow!("{k} is not set: task commands run inside a job started by `trainyard up`")
+            })
+        };
+        let client = Client::new(&ClientArgs {
+            server: var("MLFLOW_TRACKING_URI")?,
+            token: std::env::var("MLFLOW_TRACKING_TOKEN").ok(),
+            output: crate::output::Format::Table,
+        })?;
+        let run_id = var("MLFLOW_RUN_ID")?;
+        Self::for_run(client, run_id).await
+    }
+
+    pub async fn for_run(client: Client, run_id: String) -> anyhow::Result<Self> {
+        let run: Value = client
+            .json(client.request(
+                Method::GET,
+                &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"),
+            ))
+            .await
+            .with_context(|| format!("run {run_id}"))?;
+        let uri = run["run"]["info"]["artifact_uri"]
+            .as_str()
+            .ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
+        let artifact_root = uri
+            .strip_prefix("mlflow-artifacts:/")
+            .ok_or_else(|| anyhow!("run {run_id} stores artifacts at {uri}, not on the server"))?
+            .trim_start_matches('/')
+            .to_string();
+        Ok(Self {
+            client,
+            run_id,
+            artifact_root,
+        })
+    }
+
+    pub fn artifact_uri(&self, path: &str) -> String {
+        format!("mlflow-artifacts:/{}/{path}", self.artifact_root)
+    }
+
+    async fn post(&self, endpoint: &str, body: Value) -> anyhow::Result<Value> {
+        self.client
+            .json(
+                self.client
+                    .request(Method::POST, &format!("/api/2.0/mlflow/{endpoint}"))
+                    .json(&body),
+            )
+            .await
+    }
+
+    pub async fn log_metrics(&self, points: &[Point]) -> anyhow::Result<()> {
+        let now = trainyard_core::time::now_ms();
+        for chunk in points.chunks(1000) {
+            let metrics: Vec<Value> = chunk
+                .iter()
+                .map(|p| json!({"key": p.key, "value": p.value, "step": p.step, "timestamp": now}))
+                .collect();
+            self.post(
+                "runs/log-batch",
+                json!({"run_id": self.run_id, "metrics": metrics}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn log_params(&self, params: &[(String, String)]) -> anyhow::Result<()> {
+        for chunk in params.chunks(100) {
+            let params: Vec<Value> = chunk
+                .iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect();
+            self.post(
+                "runs/log-batch",
+                json!({"run_id": self.run_id, "params": params}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn set_tag(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.post(
+            "runs/set-tag",
+            json!({"run_id": self.run_id, "key": key, "value": value}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    fn artifact_path(&self, root: &str, path: &str) -> String {
+        format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{path}")
+    }
+
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let url = self.artifact_path(&self.artifact_root, path);
+        self.client
+            .send(self.client.request(Method::PUT, &url).body(bytes))
+            .await
+            .with_context(|| format!("uploading artifact {path}"))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let url = self.artifact_path(&self.artifact_root, path);
+        self.client
+            .send(self.client.request(Method::DELETE, &url))
+            .await?;
+        Ok(())
+    }
+
+    /// Downloads an artifact of this run.
+    pub async fn download(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        download_uri(&self.client, &self.artifact_uri(path)).await
+    }
+
+    /// File names directly under `path` in this run's artifacts.
+    pub async fn list(&self, path: &str) -> anyhow::Result<Vec<String>> {
+        let full = format!("{}/{path}", self.artifact_root);
+        let listing: Value = self
+            .client
+            .json(
+                self.client
+                    .request(Method::GET, "/api/2.0/mlflow-artifacts/artifacts")
+                    .query(&[("path", full.as_str())]),
+            )
+            .await?;
+        Ok(listing["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| !f["is_dir"].as_bool().unwrap_or(false))
+            .filter_map(|f| f["path"].as_str())
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            .collect())
+    }
+
+    /// Registers `source` as a new version of `name` (creating the model when needed);
+    /// returns the version number.
+    pub async fn register(
+        &self,
+        name: &str,
+        source: &str,
+        description: &str,
+        tags: &[(String, String)],
+    ) -> anyhow::Result<String> {
+        let created = self
+            .client
+            .send(
+                self.client
+                    .request(Method::POST, "/api/2.0/mlflow/registered-models/create")
+                    .json(&json!({"name": name})),
+            )
+            .await;
+        if let Err(e) = created {
+            // Already registered is the usual case after the first training.
+            if !format!("{e:#}").contains("already exists") {
+                return Err(e);
+            }
+        }
+        let tags: Vec<Value> = tags
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        let version: Value = self
+            .post(
+                "model-versions/create",
+                json!({"name": name, "source": source, "run_id": self.run_id,
+                       "description": description, "tags": tags}),
+            )
+            .await?;
+        version["model_version"]["version"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the registry answered without a version: {version}"))
+    }
+}
+
+/// Downloads an artifact by its `mlflow-artifacts:/` URI.
+pub async fn download_uri(client: &Client, uri: &str) -> anyhow::Result<Vec<u8>> {
+    let path = uri
+        .strip_prefix("mlflow-artifacts:/")
+        .ok_or_else(|| anyhow!("cannot download {uri}: not an mlflow-artifacts:/ URI"))?
+        .trim_start_matches('/');
+    let response = client
+        .send(client.request(
+            Method::GET,
+            &format!("/api/2.0/mlflow-artifacts/artifacts/{path}"),
+        ))
+        .await
+        .with_context(|| format!("downloading {uri}"))?;
+    Ok(response.bytes().await?.to_vec())
+}
+
+/// A registered version's artifact folder, from `NAME:VERSION` (or `NAME` for the latest).
+pub async fn model_source(
+    client: &Client,
+    reference: &str,
+) -> anyhow::Result<(String, String, String)> {
+    let (name, version) = match reference.split_once(':') {
+        Some((n, v)) => (n.to_string(), v.to_string()),
+        None => {
+            let model: Value = client
+                .json(client.request(
+                    Method::GET,
+                    &format!(
+                        "/api/2.0/mlflow/registered-models/get?name={name}",
+                        name = reference
+                    ),
+                ))
+                .await
+                .with_context(|| format!("model `{reference}`"))?;
+            let latest = model["registered_model"]["latest_versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["version"].as_str()?.parse::<u64>().ok())
+                .max()
+                .ok_or_else(|| anyhow!("model `{reference}` has no versions"))?;
+            (reference.to_string(), latest.to_string())
+        }
+    };
+    let found: Value = client
+        .json(client.request(
+            Method::GET,
+            &format!(
+                "/api/2.0/mlflow/model-versions/get-download-uri?name={name}&version={version}"
+            ),
+        ))
+        .await
+        .with_context(|| format!("model version `{name}:{version}`"))?;
+    let uri = found["artifact_uri"]
+        .as_str()
+        .ok_or_else(|| anyhow!("model version `{name}:{version}` has no artifacts"))?
+        .to_string();
+    Ok((name, version, uri))
+}

@@ -1,0 +1,353 @@
+//! `trainyard task train`: what a training job runs. Reads the dataset from the server,
+//! trains with the engine, logs metrics and checkpoints into the job's run, and registers
+//! the result as a model version.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use trainyard_engine::checkpoint::Checkpoint;
+use trainyard_engine::config::TrainConfig;
+use trainyard_engine::dataset::{self, DatasetData};
+use trainyard_engine::metrics::Report;
+use trainyard_engine::model::{ModelCard, CARD_FILE, WEIGHTS_FILE};
+use trainyard_engine::train::{self, Observer, Trainer};
+use trainyard_engine::EngineError;
+
+use crate::remote::{self, RemoteShards};
+use crate::tasks::mlflow::{Point, RunClient};
+
+/// Folder of a run's checkpoints; files are `step-<9 digits>.ckpt` and `best.ckpt`.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// The training file as the job ran it, so `--resume` can run it again.
+pub const CONFIG_ARTIFACT: &str = "trainyard/train.json";
+
+pub struct TrainTask {
+    /// The training file as JSON, with the dataset pinned to a version.
+    pub config: String,
+    /// The run whose latest checkpoint to continue from.
+    pub resume_from: Option<String>,
+}
+
+pub async fn run(task: TrainTask) -> anyhow::Result<i32> {
+    let config = TrainConfig::parse(&task.config)?;
+    let run = RunClient::from_env().await?;
+    let handle = tokio::runtime::Handle::current();
+
+    let version = remote::fetch_version(&run.client, &config.data.dataset).await?;
+    let manifest = version.manifest()?;
+    let input_shape =
+        dataset::sample_shape(&manifest, &config.data.input, config.data.image.as_ref())?;
+    let head = dataset::head(&manifest, &config.data.target, config.training.task)?;
+    let spec = config
+        .model
+        .resolve(Some(&input_shape), Some(head.outputs), "model")?;
+
+    run.upload(CONFIG_ARTIFACT, task.config.clone().into_bytes())
+        .await?;
+    run.log_params(&params(&config, &version.reference()))
+        .await?;
+    let resume = match &task.resume_from {
+        Some(from) => {
+            let previous = RunClient::for_run(run.client.clone(), from.clone()).await?;
+            let ck = latest_checkpoint(&previous).await?;
+            println!(
+                "resuming run {from} from step {} (epoch {}, batch {})",
+                ck.state.step, ck.state.epoch, ck.state.batch
+            );
+            run.set_tag("trainyard.resumed_from", from).await?;
+            Some(ck)
+        }
+        None => None,
+    };
+
+    let source = Arc::new(RemoteShards::new(
+        run.client.clone(),
+        Some(remote::cache_dir()),
+    )?);
+    let data = DatasetData {
+        manifest,
+        source,
+        data: config.data.clone(),
+        batch_size: config.training.batch_size,
+        seed: config.training.seed,
+    };
+    let card = ModelCard {
+        format: 1,
+        spec: spec.clone(),
+        head,
+        input: config.data.input.clone(),
+        target: config.data.target.clone(),
+        image: config.data.image.clone(),
+        dataset: version.reference(),
+    };
+    println!(
+        "training {} on {} ({} rows): {} → {:?}, {} epochs, batch {}, device {}",
+        config.name,
+        version.reference(),
+        version.rows,
+        format_shape(&spec.input),
+        spec.output,
+        config.training.epochs,
+        config.training.batch_size,
+        config.training.device
+    );
+
+    // The engine is synchronous (burn's kernels use their own threads): run it off the
+    // async runtime; the observer blocks on uploads through the handle.
+    let trained = {
+        let run = run.clone();
+        let config = config.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut observer = RunObserver {
+                run,
+                handle,
+                pending: Vec::new(),
+                kept: Vec::new(),
+                keep_last: config.checkpoints.keep_last,
+                epochs: config.training.epochs,
+                started: Instant::now(),
+            };
+            let trainer = Trainer {
+                config: &config.training,
+                checkpoints: &config.checkpoints,
+                spec: &spec,
+                head,
+            };
+            let result = trainer.run(&data, resume, &mut observer);
+            let flushed = observer.flush();
+            let (net, outcome) = result?;
+            flushed?;
+            anyhow::Ok((train::weights(&net)?, outcome))
+        })
+        .await?
+    };
+    let (weights, outcome) = match trained {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(EngineError::NonFinite { .. }) = e.downcast_ref::<EngineError>() {
+                let _ = run.set_tag("trainyard.failure", &e.to_string()).await;
+            }
+            return Err(e);
+        }
+    };
+    if outcome.stopped_early {
+        println!("stopped early after epoch {}", outcome.state.epoch);
+    }
+
+    run.upload(&format!("model/{WEIGHTS_FILE}"), weights)
+        .await?;
+    run.upload(
+        &format!("model/{CARD_FILE}"),
+        serde_json::to_vec_pretty(&card)?,
+    )
+    .await?;
+    let mut tags = vec![
+        ("trainyard.dataset".to_string(), version.reference()),
+        (
+            "trainyard.task".to_string(),
+            format!("{:?}", head.task).to_lowercase(),
+        ),
+        (
+            "trainyard.signature".to_string(),
+            card.signature().to_string(),
+        ),
+        ("trainyard.format".to_string(), "burnpack".to_string()),
+    ];
+    if let Some(report) = &outcome.report {
+        run.upload("eval/report.json", serde_json::to_vec_pretty(report)?)
+            .await?;
+        let final_metrics: Vec<Point> = report
+            .scalars("test_")
+            .into_iter()
+            .map(|(key, value)| Point {
+                key,
+                value,
+                step: outcome.state.step,
+            })
+            .collect();
+        run.log_metrics(&final_metrics).await?;
+        for p in &final_metrics {
+            tags.push((format!("metric.{}", p.key), format!("{:.6}", p.value)));
+        }
+        print_report(report, config.data.eval_split.as_deref().unwrap_or("eval"));
+    }
+    let model_version = run
+        .register(
+            &config.name,
+            &run.artifact_uri("model"),
+            &format!(
+                "{} trained on {} by run {}",
+                config.name,
+                version.reference(),
+                run.run_id
+            ),
+            &tags,
+        )
+        .await
+        .context("registering the model version")?;
+    println!("registered model {}:{model_version}", config.name);
+    Ok(0)
+}
+
+fn format_shape(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+/// The training file's settings as run parameters (what the MLflow UI compares).
+fn params(config: &TrainConfig, dataset: &str) -> Vec<(String, String)> {
+    let t = &config.training;
+    let mut p = vec![
+        ("dataset".to_string(), dataset.to_string()),
+        ("input".into(), config.data.input.clone()),
+        ("target".into(), config.data.target.clone()),
+        ("task".into(), format!("{:?}", t.task).to_lowercase()),
+        (
+            "optimizer".into(),
+            format!("{:?}", t.optimizer.kind).to_lowercase(),
+        ),
+        ("lr".into(), t.optimizer.lr.to_string()),
+        ("weight_decay".into(), t.optimizer.weight_decay.to_string()),
+        (
+            "schedule".into(),
+            format!("{:?}", t.schedule.kind).to_lowercase(),
+        ),
+        ("warmup_steps".into(), t.schedule.warmup_steps.to_string()),
+        ("batch_size".into(), t.batch_size.to_string()),
+        ("epochs".into(), t.epochs.to_string()),
+        ("seed".into(), t.seed.to_string()),
+        ("device".into(), t.device.clone()),
+    ];
+    if let Some(arch) = &config.model.architecture {
+        let v = serde_json::to_value(arch).unwrap_or_default();
+        if let Some(name) = v["architecture"].as_str() {
+            p.push(("architecture".into(), name.to_string()));
+        }
+    }
+    p
+}
+
+async fn latest_checkpoint(run: &RunClient) -> anyhow::Result<Checkpoint> {
+    let names = run.list(CHECKPOINTS).await.unwrap_or_default();
+    let latest = names
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("step-")?
+                .strip_suffix(".ckpt")?
+                .parse::<u64>()
+                .ok()
+                .map(|s| (s, n))
+        })
+        .max_by_key(|(s, _)| *s)
+        .map(|(_, n)| n.clone())
+        .ok_or_else(|| anyhow!("run {} has no checkpoint to resume from", run.run_id))?;
+    let bytes = run.download(&format!("{CHECKPOINTS}/{latest}")).await?;
+    Ok(Checkpoint::decode(&bytes)?)
+}
+
+pub fn print_report(report: &Report, split: &str) {
+    match report {
+        Report::Classification(r) => println!(
+            "{split}: accuracy {:.4}  top-{} {:.4}  f1(macro) {:.4}  log-loss {:.4}  ({} rows)",
+            r.accuracy, r.top_k, r.top_k_accuracy, r.f1_macro, r.log_loss, r.rows
+        ),
+        Report::Regression(r) => println!(
+            "{split}: mse {:.6}  mae {:.6}  r2 {:.4}  ({} rows)",
+            r.mse, r.mae, r.r2, r.rows
+        ),
+    }
+}
+
+struct RunObserver {
+    run: RunClient,
+    handle: tokio::runtime::Handle,
+    pending: Vec<Point>,
+    /// Checkpoint files kept, oldest first.
+    kept: Vec<String>,
+    keep_last: usize,
+    epochs: u64,
+    started: Instant,
+}
+
+impl RunObserver {
+    fn flush(&mut self) -> Result<(), EngineError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let points = std::mem::take(&mut self.pending);
+        let run = self.run.clone();
+        self.handle
+            .block_on(async move { run.log_metrics(&points).await })
+            .map_err(|e| EngineError::Stopped(format!("cannot log metrics: {e:#}")))
+    }
+
+    fn upload(&self, path: String, bytes: Vec<u8>) -> Result<(), EngineError> {
+        let run = self.run.clone();
+        self.handle
+            .block_on(async move { run.upload(&path, bytes).await })
+            .map_err(|e| EngineError::Stopped(format!("cannot store a checkpoint: {e:#}")))
+    }
+}
+
+impl Observer for RunObserver {
+    fn step(
+        &mut self,
+        step: u64,
+        _epoch: u64,
+        metrics: &[(String, f64)],
+    ) -> Result<(), EngineError> {
+        self.pending.extend(metrics.iter().map(|(k, v)| Point {
+            key: k.clone(),
+            value: *v,
+            step,
+        }));
+        if self.pending.len() >= 1000 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn epoch(
+        &mut self,
+        epoch: u64,
+        _step: u64,
+        metrics: &[(String, f64)],
+    ) -> Result<(), EngineError> {
+        self.pending.extend(metrics.iter().map(|(k, v)| Point {
+            key: k.clone(),
+            value: *v,
+            step: epoch,
+        }));
+        self.flush()?;
+        let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        println!(
+            "epoch {epoch}/{} {} ({:.1} s)",
+            self.epochs,
+            shown.join(" "),
+            self.started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, checkpoint: &Checkpoint, best: bool) -> Result<(), EngineError> {
+        let bytes = checkpoint.encode();
+        let name = format!("step-{:09}.ckpt", checkpoint.state.step);
+        if best {
+            self.upload(format!("{CHECKPOINTS}/best.ckpt"), bytes.clone())?;
+        }
+        if self.kept.last() != Some(&name) {
+            self.upload(format!("{CHECKPOINTS}/{name}"), bytes)?;
+            self.kept.push(name);
+        }
+        while self.kept.len() > self.keep_last {
+            let old = self.kept.remove(0);
+            let run = self.run.clone();
+            // Deleting an old checkpoint is housekeeping: failing it must not fail training.
+            let _ = self
+                .handle
+                .block_on(async move { run.delete(&format!("{CHECKPOINTS}/{old}")).await });
+        }
+        Ok(())
+    }
+}

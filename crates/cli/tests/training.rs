@@ -1,0 +1,336 @@
+//! The built-in engine end to end through the CLI, as a user runs `examples/digits`: a real
+//! server, real jobs running `trainyard task train|eval|predict`, the real digits data
+//! (fetched by `examples/digits/fetch.sh`; `scripts/test` runs it first).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{Server, ServerOptions};
+use serde_json::Value;
+
+fn example(file: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/digits")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: Output) -> String {
+    let t = text(&out);
+    assert!(out.status.success(), "exit {:?}:\n{t}", out.status.code());
+    t
+}
+
+async fn server() -> Server {
+    let cache = tempfile::tempdir().unwrap().keep();
+    Server::start_with(ServerOptions {
+        cpus: 4.0,
+        env: vec![("TRAINYARD_CACHE_DIR".into(), cache.display().to_string())],
+        ..Default::default()
+    })
+    .await
+}
+
+/// Imports digits.csv.gz and applies the example's steps; returns the processed version.
+fn prepare_digits(server: &Server) -> String {
+    let data = example("data/digits.csv.gz");
+    assert!(
+        std::path::Path::new(&data).exists(),
+        "{data} is missing: run examples/digits/fetch.sh"
+    );
+    let imported = ok(server.cli(&["dataset", "import", "digits", &data]));
+    assert!(imported.contains("1797 rows"), "{imported}");
+    let again = ok(server.cli(&["dataset", "import", "digits", &data]));
+    assert!(again.contains("already existed"), "{again}");
+    ok(server.cli(&[
+        "dataset",
+        "process",
+        "digits",
+        "--steps",
+        &example("steps.toml"),
+    ]));
+    let shown: Value =
+        serde_json::from_str(&ok(server.cli(&["dataset", "show", "digits", "-o", "json"])))
+            .unwrap();
+    let histogram = &shown["manifest"]["stats"]["split"]["histogram"];
+    // 1797 rows, 80/20 per class: every class's share in both parts.
+    let train = histogram["train"].as_u64().unwrap();
+    let test = histogram["test"].as_u64().unwrap();
+    assert_eq!(train + test, 1797, "{shown}");
+    assert!((355..=365).contains(&test), "{histogram}");
+    shown["version"].as_str().unwrap().to_string()
+}
+
+/// Final value of `key` in the job's run.
+async fn final_metric(server: &Server, run_id: &str, key: &str) -> f64 {
+    let run = server.get_json(&format!("/api/v1/runs/{run_id}")).await;
+    run["metrics"][key]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("run {run_id} has no {key}: {run}"))
+}
+
+fn job_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix("job ")
+                .and_then(|r| r.strip_suffix(" queued"))
+        })
+        .unwrap_or_else(|| panic!("no job id in:\n{out}"))
+        .to_string()
+}
+
+fn eval_accuracy(out: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("test: accuracy "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in:\n{out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digits_mlp_and_cnn_train_register_and_evaluate() {
+    let server = server().await;
+    let version = prepare_digits(&server);
+
+    for (file, model, floor) in [
+        ("mlp.toml", "digits-mlp", 0.97),
+        ("cnn.toml", "digits-cnn", 0.98),
+    ] {
+        let trained = ok(server.cli(&["train", &example(file)]));
+        assert!(
+            trained.contains(&format!("registered model {model}:1")),
+            "{trained}"
+        );
+        let run_id = job_id(&trained);
+
+        // The curves, through the MLflow API.
+        let history = server
+            .get_json(&format!(
+                "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=val_accuracy"
+            ))
+            .await;
+        assert_eq!(
+            history["metrics"].as_array().unwrap().len(),
+            40,
+            "{history}"
+        );
+
+        let evaluated = ok(server.cli(&[
+            "eval",
+            &format!("{model}:1"),
+            "--dataset",
+            &format!("digits:{version}"),
+        ]));
+        let accuracy = eval_accuracy(&evaluated);
+        assert!(
+            accuracy >= floor,
+            "{model}: test accuracy {accuracy} < {floor}\n{evaluated}"
+        );
+
+        // The version carries its dataset, signature and the evaluation.
+        let mv = server
+            .get_json(&format!(
+                "/api/2.0/mlflow/model-versions/get?name={model}&version=1"
+            ))
+            .await;
+        let tags: Vec<(String, String)> = mv["model_version"]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap().into(),
+                    t["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let tag = |k: &str| {
+            tags.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(tag("trainyard.dataset"), Some(format!("digits:{version}")));
+        assert!(tag("trainyard.signature").unwrap().contains("[-1,1,8,8]"));
+        let tagged: f64 = tag("eval.digits.test.accuracy").unwrap().parse().unwrap();
+        assert!((tagged - accuracy).abs() < 1e-4);
+    }
+
+    // Batch prediction into a new dataset.
+    let predicted = ok(server.cli(&[
+        "predict",
+        "digits-mlp:1",
+        "--dataset",
+        "digits",
+        "--output",
+        "digits-predictions",
+    ]));
+    assert!(predicted.contains("1797 rows"), "{predicted}");
+    let stats: Value = serde_json::from_str(&ok(server.cli(&[
+        "dataset",
+        "stats",
+        "digits-predictions",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(stats["prediction"]["count"], 1797, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_seed_same_metrics_and_resume_is_exact() {
+    let server = server().await;
+    prepare_digits(&server);
+    let dir = tempfile::tempdir().unwrap();
+    // Checkpoints every 20 steps, so a kill half-way leaves a mid-epoch checkpoint.
+    let config = std::fs::read_to_string(example("mlp.toml"))
+        .unwrap()
+        .replace("name = \"digits-mlp\"", "name = \"resume-mlp\"")
+        .replace("epochs = 40", "epochs = 12")
+        .replace("every_epochs = 5", "every_epochs = 0\nevery_steps = 20");
+    let file = dir.path().join("train.toml");
+    std::fs::write(&file, config).unwrap();
+    let file = file.display().to_string();
+
+    let first = ok(server.cli(&["train", &file]));
+    let second = ok(server.cli(&["train", &file]));
+    let (a, b) = (job_id(&first), job_id(&second));
+    for key in ["train_loss", "val_loss", "val_accuracy", "test_accuracy"] {
+        let (x, y) = (
+            final_metric(&server, &a, key).await,
+            final_metric(&server, &b, key).await,
+        );
+        assert_eq!(x, y, "{key}: same seed, different result");
+    }
+
+    // Start a third run, cancel it once it has checkpointed past the middle, resume it.
+    let detached = ok(server.cli(&["train", &file, "--detach"]));
+    let killed = detached.trim().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let listing = server
+            .get_json(&format!(
+                "/api/2.0/mlflow-artifacts/artifacts?path={}",
+                artifact_dir(&server, &killed, "checkpoints").await
+            ))
+            .await;
+        let steps: Vec<u64> = listing["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["path"].as_str())
+            .filter_map(|p| {
+                p.rsplit('/')
+                    .next()?
+                    .strip_prefix("step-")?
+                    .strip_suffix(".ckpt")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        // 12 epochs × 45 batches = 540 steps; past 200, before the end.
+        if steps.iter().any(|&s| s >= 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint past step 200"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+        .post(&format!("/api/v1/jobs/{killed}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    let job = server.wait_done(&killed, Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+
+    let resumed = ok(server.cli(&["train", "--resume", &killed]));
+    assert!(
+        resumed.contains(&format!("resuming run {killed} from step")),
+        "{resumed}"
+    );
+    let c = job_id(&resumed);
+    for key in ["train_loss", "val_loss", "val_accuracy", "test_accuracy"] {
+        let (x, y) = (
+            final_metric(&server, &a, key).await,
+            final_metric(&server, &c, key).await,
+        );
+        assert_eq!(
+            x, y,
+            "{key}: resumed run differs from the uninterrupted one"
+        );
+    }
+}
+
+async fn artifact_dir(server: &Server, run_id: &str, path: &str) -> String {
+    let run = server.get_json(&format!("/api/v1/runs/{run_id}")).await;
+    let uri = run["artifact_uri"].as_str().unwrap();
+    format!(
+        "{}/{path}",
+        uri.trim_start_matches("mlflow-artifacts:/")
+            .trim_start_matches('/')
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_specs_fail_before_a_job_and_nan_fails_the_run() {
+    let server = server().await;
+    prepare_digits(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(example("mlp.toml")).unwrap();
+
+    let bad = base.replace(
+        "[model]\narchitecture = \"mlp\"\nhidden = [256, 128]\ndropout = 0.1\n",
+        "[model]\n[[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"linear\"\nin_features = 60\nout_features = 10\n",
+    );
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, bad).unwrap();
+    let out = server.cli(&["train", &file.display().to_string()]);
+    let t = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        t.contains("model.layers[1].in_features: previous layer gives 64, spec says 60"),
+        "{t}"
+    );
+    assert!(t.contains("bad.toml"), "{t}");
+
+    let unknown = base.replace("input = \"pixels\"", "input = \"pixel\"");
+    std::fs::write(&file, unknown).unwrap();
+    let t = text(&server.cli(&["train", &file.display().to_string()]));
+    assert!(
+        t.contains("data.input: the dataset has no column `pixel`"),
+        "{t}"
+    );
+
+    let jobs = server.get_json("/api/v1/jobs").await;
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        0,
+        "no job for a bad spec"
+    );
+
+    let nan = base
+        .replace("lr = 0.001", "lr = 1e30")
+        .replace("epochs = 40", "epochs = 2");
+    std::fs::write(&file, nan).unwrap();
+    let out = server.cli(&["train", &file.display().to_string()]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("loss became NaN at step") || t.contains("loss became infinite at step"),
+        "{t}"
+    );
+}
