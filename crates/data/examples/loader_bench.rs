@@ -34,12 +34,12 @@ fn main() {
             state ^= state << 17;
             image::Luma([(state >> 56) as u8])
         });
-        img.save(folder.join(&class).join(format!("{i}.png"))).unwrap();
+        img.save(folder.join(&class).join(format!("{i}.png")))
+            .unwrap();
     }
     let mut store = DirStore::new(dir.path().join("shards"));
     let started = Instant::now();
-    let manifest =
-        trainyard_data::import(&folder, &ImportOptions::default(), &mut store).unwrap();
+    let manifest = trainyard_data::import(&folder, &ImportOptions::default(), &mut store).unwrap();
     let import_s = started.elapsed().as_secs_f64();
     println!(
         "{{\"what\":\"import\",\"images\":{images},\"size\":{size},\"images_per_s\":{:.0}}}",
