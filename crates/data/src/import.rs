@@ -28,6 +28,7 @@ use crate::DataError;
 pub enum Format {
     Csv,
     Jsonl,
+    Parquet,
     Idx,
     ImageFolder,
 }
@@ -96,6 +97,9 @@ pub fn import_with_report(
     match format {
         Format::Csv => import_csv(path, opts, sink).map(|m| (m, none)),
         Format::Jsonl => import_jsonl(path, opts, sink).map(|m| (m, none)),
+        Format::Parquet => {
+            crate::parquet_import::import_parquet(path, opts.shard_rows, sink).map(|m| (m, none))
+        }
         Format::Idx if path.is_dir() => {
             let (images, labels) = find_idx_pair(path)?;
             let m = import_idx_pair(&images, &labels, opts, sink)?;
@@ -126,6 +130,8 @@ pub fn detect_format(path: &Path) -> Result<Format, DataError> {
         Ok(Format::Csv)
     } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
         Ok(Format::Jsonl)
+    } else if name.ends_with(".parquet") || name.ends_with(".pq") {
+        Ok(Format::Parquet)
     } else if name.ends_with("-ubyte") || name.ends_with(".idx") {
         Ok(Format::Idx)
     } else {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod import;
 pub mod loader;
 pub mod manifest;
+mod parquet_import;
 pub mod schema;
 pub mod shard;
 pub mod steps;

@@ -19,7 +19,7 @@ use crate::ClientArgs;
 
 #[derive(Subcommand)]
 pub enum DatasetCommand {
-    /// Import CSV (also .gz), JSONL, IDX (MNIST) or an image folder as a new version.
+    /// Import CSV (also .gz), JSONL, Parquet, IDX (MNIST) or an image folder as a new version.
     Import {
         #[command(flatten)]
         client: ClientArgs,
@@ -85,6 +85,7 @@ pub enum DatasetCommand {
 pub enum FormatArg {
     Csv,
     Jsonl,
+    Parquet,
     Idx,
     ImageFolder,
 }
@@ -112,6 +113,7 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
                 format: format.map(|f| match f {
                     FormatArg::Csv => Format::Csv,
                     FormatArg::Jsonl => Format::Jsonl,
+                    FormatArg::Parquet => Format::Parquet,
                     FormatArg::Idx => Format::Idx,
                     FormatArg::ImageFolder => Format::ImageFolder,
                 }),
