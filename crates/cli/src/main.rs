@@ -167,6 +167,13 @@ fn main() -> ExitCode {
     }
     if matches!(cli.command, Command::Up(_) | Command::Serve(_)) {
         trainyard_serve::memory::limit_malloc_arenas();
+    } else if !matches!(cli.command, Command::Task { .. }) {
+        // A client command piped into `head` should end quietly when the pipe closes, as
+        // other Unix tools do, instead of panicking on a failed write (Rust ignores SIGPIPE).
+        // Servers and tasks keep ignoring it: a closed socket or log must not kill them.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
