@@ -293,6 +293,19 @@ pub async fn put_shard(
     Ok(StatusCode::CREATED)
 }
 
+/// Whether a shard is stored, without reading it (clients ask before uploading).
+pub async fn has_shard(
+    State(s): State<AppState>,
+    Path(sha): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    check_sha(&sha)?;
+    if s.scheduler.store().blobs.has_shard(&sha).await? {
+        Ok(StatusCode::OK)
+    } else {
+        Err(not_found(format!("no shard {sha}")))
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/datasets/shards/{sha256}", tag = "datasets",
     params(("sha256" = String, Path, description = "SHA-256 of the shard")),
     responses((status = 200, content_type = "application/octet-stream"), (status = 404, body = ErrorBody)),

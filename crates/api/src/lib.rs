@@ -66,6 +66,7 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route(
             "/api/v1/datasets/shards/{sha256}",
             get(datasets::get_shard)
+                .head(datasets::has_shard)
                 .put(datasets::put_shard)
                 .layer(DefaultBodyLimit::max(datasets::MAX_SHARD_BYTES)),
         )

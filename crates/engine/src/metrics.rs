@@ -201,7 +201,8 @@ impl Report {
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
+/// Index of the largest value (the first one on ties): the predicted class of a logit row.
+pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {

@@ -128,6 +128,8 @@ impl Trainer<'_> {
         let total = per_epoch * self.config.epochs;
         let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
         let mut last_epoch = Vec::new();
+        // The last epoch's evaluation is the final report: the weights have not changed since.
+        let mut last_report = None;
         let mut stopped_early = false;
         let best_metric = self.checkpoints.best_metric.clone();
 
@@ -228,6 +230,7 @@ impl Trainer<'_> {
                 let (report, loss) = evaluate(&net.valid(), eval, self.head, self.config.top_k)?;
                 metrics.push(("val_loss".into(), loss));
                 metrics.extend(report.scalars("val_"));
+                last_report = Some(report);
             }
             state.epoch_loss_sum = 0.0;
             state.epoch_rows = 0;
@@ -257,8 +260,6 @@ impl Trainer<'_> {
                     .is_none_or(|b| mode.better(value, b));
                 if improved {
                     state.early_stopping_best = Some(value);
-                }
-                if improved {
                     state.epochs_without_improvement = 0;
                 } else {
                     state.epochs_without_improvement += 1;
@@ -278,9 +279,11 @@ impl Trainer<'_> {
             }
         }
         let valid = net.valid();
-        let report = match data.eval()? {
-            Some(eval) => Some(evaluate(&valid, eval, self.head, self.config.top_k)?.0),
-            None => None,
+        // Only a run resumed from its final checkpoint has no epoch left to have evaluated.
+        let report = match (last_report, data.eval()?) {
+            (Some(report), _) => Some(report),
+            (None, Some(eval)) => Some(evaluate(&valid, eval, self.head, self.config.top_k)?.0),
+            (None, None) => None,
         };
         Ok((
             valid,
@@ -318,12 +321,7 @@ fn checkpoint(
 ) -> Result<Checkpoint, EngineError> {
     Ok(Checkpoint {
         state: state.clone(),
-        model: net
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(EngineError::record)?
-            .to_vec(),
+        model: weights(net)?,
         optimizer: optim.into_bytes().map_err(EngineError::record)?.to_vec(),
     })
 }

@@ -285,7 +285,7 @@ pub async fn predict(task: PredictTask) -> anyhow::Result<i32> {
             let prediction = match card.head.task {
                 Task::Classification => Column::Int64(
                     part.chunks_exact(outputs)
-                        .map(|row| argmax(row) as i64)
+                        .map(|row| trainyard_engine::metrics::argmax(row) as i64)
                         .collect(),
                 ),
                 Task::Regression => Column::Float32 {
@@ -320,14 +320,4 @@ pub async fn predict(task: PredictTask) -> anyhow::Result<i32> {
         out.rows
     );
     Ok(0)
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
