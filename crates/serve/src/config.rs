@@ -89,10 +89,111 @@ fn number_or_string_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D
     }
 }
 
+/// Bounds on what a config may ask for. A config is untrusted input (a job can write one
+/// into a run's artifacts and register it), and each instance is an OS thread with a runtime
+/// session of its own: an unbounded count exhausts the process's threads or memory and aborts
+/// it. The limits are far above what one machine can use well.
+pub mod limits {
+    /// Instances (threads, sessions) over all instance groups.
+    pub const MAX_INSTANCES: u64 = 64;
+    /// Rows one batch may stack.
+    pub const MAX_BATCH_SIZE: u64 = 65_536;
+    /// How long the batcher may hold a request: 10 s.
+    pub const MAX_QUEUE_DELAY_US: u64 = 10_000_000;
+    /// Entries of `preferred_batch_size`.
+    pub const MAX_PREFERRED_SIZES: usize = 64;
+    /// Declared inputs or outputs.
+    pub const MAX_TENSORS: usize = 1_024;
+    /// Dimensions of one declared tensor.
+    pub const MAX_DIMS: usize = 32;
+    /// Entries of `parameters`, and bytes of one parameter value.
+    pub const MAX_PARAMETERS: usize = 256;
+    pub const MAX_PARAMETER_BYTES: usize = 64 * 1024;
+}
+
 impl ModelConfig {
+    /// Reads and bounds-checks a config; an error names `origin` and the field at fault.
     pub fn parse(text: &str, origin: &str) -> Result<ModelConfig, ServeError> {
-        serde_json::from_str(text)
-            .map_err(|e| ServeError::invalid(format!("{origin}: not a model config: {e}")))
+        let config: ModelConfig = serde_json::from_str(text)
+            .map_err(|e| ServeError::invalid(format!("{origin}: not a model config: {e}")))?;
+        config
+            .check_bounds()
+            .map_err(|(field, why)| ServeError::invalid(format!("{origin}: {field}: {why}")))?;
+        Ok(config)
+    }
+
+    /// Every numeric field within [`limits`]; `Err((field, why))` names the first that is not.
+    pub fn check_bounds(&self) -> Result<(), (String, String)> {
+        use limits::*;
+        let over = |field: String, value: u64, max: u64| -> Result<(), (String, String)> {
+            if value > max {
+                Err((field, format!("{value} is more than the limit of {max}")))
+            } else {
+                Ok(())
+            }
+        };
+        let mut instances = 0u64;
+        for (i, g) in self.instance_group.iter().enumerate() {
+            over(
+                format!("instance_group[{i}].count"),
+                u64::from(g.count),
+                MAX_INSTANCES,
+            )?;
+            instances += u64::from(g.count.max(1));
+        }
+        over("instance_group".into(), instances, MAX_INSTANCES).map_err(|(f, _)| {
+            (
+                f,
+                format!("{instances} instances in all is more than the limit of {MAX_INSTANCES}"),
+            )
+        })?;
+        over(
+            "max_batch_size".into(),
+            u64::from(self.max_batch_size),
+            MAX_BATCH_SIZE,
+        )?;
+        if let Some(b) = &self.dynamic_batching {
+            over(
+                "dynamic_batching.max_queue_delay_microseconds".into(),
+                b.max_queue_delay_microseconds,
+                MAX_QUEUE_DELAY_US,
+            )?;
+            over(
+                "dynamic_batching.preferred_batch_size".into(),
+                b.preferred_batch_size.len() as u64,
+                MAX_PREFERRED_SIZES as u64,
+            )?;
+            for (i, n) in b.preferred_batch_size.iter().enumerate() {
+                let field = format!("dynamic_batching.preferred_batch_size[{i}]");
+                if *n == 0 {
+                    return Err((field, "must be at least 1".into()));
+                }
+                over(field, u64::from(*n), MAX_BATCH_SIZE)?;
+            }
+        }
+        for (side, tensors) in [("input", &self.input), ("output", &self.output)] {
+            over(side.into(), tensors.len() as u64, MAX_TENSORS as u64)?;
+            for (i, t) in tensors.iter().enumerate() {
+                over(
+                    format!("{side}[{i}].dims"),
+                    t.dims.len() as u64,
+                    MAX_DIMS as u64,
+                )?;
+            }
+        }
+        over(
+            "parameters".into(),
+            self.parameters.len() as u64,
+            MAX_PARAMETERS as u64,
+        )?;
+        for (key, value) in &self.parameters {
+            over(
+                format!("parameters.{key}"),
+                value.string_value.len() as u64,
+                MAX_PARAMETER_BYTES as u64,
+            )?;
+        }
+        Ok(())
     }
 
     /// Threads (instances) that run this model, each with its own session.
@@ -202,5 +303,40 @@ mod tests {
         assert_eq!(c.instances(), 2);
         let err = ModelConfig::parse("{\"max_batch_size\": -1}", "x/config.json").unwrap_err();
         assert!(err.to_string().starts_with("x/config.json"), "{err}");
+    }
+
+    #[test]
+    fn refuses_configs_past_the_bounds_naming_the_field() {
+        for (text, field) in [
+            (
+                r#"{"instance_group":[{"count":100000,"kind":"KIND_CPU"}]}"#,
+                "instance_group[0].count",
+            ),
+            (
+                r#"{"instance_group":[{"count":40},{"count":40}]}"#,
+                "instance_group:",
+            ),
+            (r#"{"max_batch_size":"4294967295"}"#, "max_batch_size"),
+            (
+                r#"{"dynamic_batching":{"max_queue_delay_microseconds":"18446744073709551615"}}"#,
+                "dynamic_batching.max_queue_delay_microseconds",
+            ),
+            (
+                r#"{"dynamic_batching":{"preferred_batch_size":[4,0]}}"#,
+                "dynamic_batching.preferred_batch_size[1]",
+            ),
+        ] {
+            let err = ModelConfig::parse(text, "c.json").unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("c.json: {field}")),
+                "{text}: {err}"
+            );
+            assert!(matches!(
+                ModelConfig::parse(text, "c.json"),
+                Err(ServeError::Invalid(_))
+            ));
+        }
+        let fine = r#"{"instance_group":[{"count":64}],"max_batch_size":65536}"#;
+        assert_eq!(ModelConfig::parse(fine, "c.json").unwrap().instances(), 64);
     }
 }
