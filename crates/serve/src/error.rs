@@ -38,6 +38,15 @@ impl ServeError {
 
 impl From<trainyard_tracking::TrackingError> for ServeError {
     fn from(e: trainyard_tracking::TrackingError) -> Self {
-        ServeError::Internal(format!("model registry: {e}"))
+        use trainyard_tracking::TrackingError as T;
+        match e {
+            // The storage failing is ours; anything else is about the data asked for.
+            T::Store(_) => ServeError::Internal(format!("model registry: {e}")),
+            T::NotFound(_) => ServeError::NotFound(format!("model registry: {e}")),
+            T::InvalidParameter(_)
+            | T::AlreadyExists(_)
+            | T::Forbidden(_)
+            | T::NotImplemented(_) => ServeError::Unavailable(format!("model registry: {e}")),
+        }
     }
 }

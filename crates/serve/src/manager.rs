@@ -250,9 +250,18 @@ impl ModelManager {
             };
             known_name = true;
             match version {
-                None => return Ok((name.to_string(), m.default_version)),
+                None if !m.versions.is_empty() => return Ok((name.to_string(), m.default_version)),
                 Some(v) if m.versions.contains(&v) => return Ok((name.to_string(), v)),
-                Some(_) => {}
+                _ => {}
+            }
+            let broken = m
+                .unservable
+                .iter()
+                .find(|(v, _)| version.is_none_or(|want| *v == want));
+            if let (true, Some((v, why))) = (refresh, broken) {
+                return Err(ServeError::unavailable(format!(
+                    "model '{name}' version {v} cannot be served: {why}"
+                )));
             }
         }
         Err(ServeError::not_found(match (known_name, version) {
@@ -744,7 +753,12 @@ impl ModelManager {
             .iter()
             .map(|m| IndexEntry {
                 name: m.name.clone(),
-                versions: Vec::new(),
+                versions: m
+                    .unservable
+                    .iter()
+                    .filter(|(v, _)| !slots.contains_key(&(m.name.clone(), *v)))
+                    .map(|(v, why)| (*v, ModelState::Unavailable, why.clone()))
+                    .collect(),
             })
             .collect();
         let mut keys: Vec<&ModelKey> = slots.keys().collect();
@@ -762,6 +776,9 @@ impl ModelManager {
                     versions: vec![(key.1, state, reason)],
                 }),
             }
+        }
+        for entry in &mut out {
+            entry.versions.sort_by_key(|v| v.0);
         }
         Ok(out)
     }
@@ -961,6 +978,59 @@ mod tests {
             Slot::Ready(_) => (ModelState::Ready, String::new()),
             Slot::Loading(_) => (ModelState::Loading, String::new()),
             Slot::Unavailable { reason, .. } => (ModelState::Unavailable, reason.clone()),
+        }
+    }
+
+    /// One model with a good version 1 and an unresolvable version 2; one with nothing good.
+    struct HalfBroken;
+
+    #[async_trait::async_trait]
+    impl ModelSource for HalfBroken {
+        fn describe(&self) -> String {
+            "half broken".into()
+        }
+        async fn list(&self) -> Result<Vec<SourceModel>, ServeError> {
+            Ok(vec![
+                SourceModel {
+                    name: "ok".into(),
+                    versions: vec![1],
+                    default_version: 1,
+                    unservable: vec![(2, "cannot read runs:/r/..%2f..".into())],
+                },
+                SourceModel {
+                    name: "bad".into(),
+                    versions: vec![],
+                    default_version: 0,
+                    unservable: vec![(1, "no such run".into())],
+                },
+            ])
+        }
+        async fn fetch(&self, name: &str, _: u64) -> Result<ModelFiles, ServeError> {
+            Err(ServeError::not_found(name))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unservable_version_is_listed_unavailable_and_the_rest_resolve() {
+        let m = ModelManager::new(
+            Arc::new(HalfBroken),
+            Runtimes::new(None, Some(RuntimeKind::Tract)).unwrap(),
+            ManagerOptions::default(),
+        );
+        let index = m.index().await.unwrap();
+        let ok = index.iter().find(|e| e.name == "ok").unwrap();
+        assert_eq!(ok.versions.len(), 1);
+        assert_eq!(ok.versions[0].0, 2);
+        assert_eq!(ok.versions[0].1, ModelState::Unavailable);
+        assert!(ok.versions[0].2.contains("..%2f"));
+        assert_eq!(m.resolve("ok", None).await.unwrap(), ("ok".into(), 1));
+        assert!(matches!(
+            m.resolve("ok", Some(2)).await,
+            Err(ServeError::Unavailable(_))
+        ));
+        match m.resolve("bad", None).await {
+            Err(ServeError::Unavailable(why)) => assert!(why.contains("no such run"), "{why}"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -549,7 +549,14 @@ impl Tracking {
             if rest.starts_with('/') {
                 return Err(bad_source(source, "'runs:' URIs may not name a host."));
             }
-            let run = rest.split('/').next().unwrap_or_default();
+            let (run, path) = rest.split_once('/').unwrap_or((rest, ""));
+            // The path is read as an artifact path when the version is served: the same
+            // rules, so no source can name a place outside the run's artifacts.
+            let path = path.trim_end_matches('/');
+            if !path.is_empty() {
+                crate::artifacts::check_path(path)
+                    .map_err(|e| bad_source(source, &e.to_string()))?;
+            }
             if new.run_id.as_deref() != Some(run) {
                 return Err(bad_source(
                     source,
@@ -572,6 +579,7 @@ impl Tracking {
                     .map(|(_, p)| p.to_string())
             });
         if let Some(path) = in_artifacts {
+            crate::artifacts::check_path(&path).map_err(|e| bad_source(source, &e.to_string()))?;
             let mut roots = Vec::new();
             if let Some(run_id) = &new.run_id {
                 if let Ok(run) = self.get_run(run_id).await {

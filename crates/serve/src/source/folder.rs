@@ -84,6 +84,7 @@ impl ModelSource for RepositoryFolder {
                     name,
                     versions,
                     default_version: last,
+                    unservable: Vec::new(),
                 });
             }
         }

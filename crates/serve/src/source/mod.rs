@@ -16,8 +16,11 @@ pub struct SourceModel {
     /// Ascending.
     pub versions: Vec<u64>,
     /// What a request without a version gets (the registry's `production` alias, else the
-    /// highest version).
+    /// highest version). Meaningless when `versions` is empty.
     pub default_version: u64,
+    /// Versions the source has but cannot serve, with why (an unreadable or unresolvable
+    /// location): listed as unavailable, never a reason to fail the whole listing.
+    pub unservable: Vec<(u64, String)>,
 }
 
 /// A version's files, ready for a runtime.

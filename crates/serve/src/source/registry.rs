@@ -96,34 +96,57 @@ impl ModelSource for RegistrySource {
             .tracking
             .search_model_versions("", 200_000, &[], None)
             .await?;
-        let mut by_name: BTreeMap<String, (Vec<u64>, Option<u64>)> = BTreeMap::new();
+        #[derive(Default)]
+        struct Found {
+            versions: Vec<u64>,
+            production: Option<u64>,
+            unservable: Vec<(u64, String)>,
+        }
+        let mut by_name: BTreeMap<String, Found> = BTreeMap::new();
         for v in page.items {
             let Ok(number) = v.version.parse::<u64>() else {
                 continue;
             };
-            if v.status != "READY"
-                || self
-                    .onnx_file(&v.name, number, &v.storage_location)
-                    .await?
-                    .is_none()
-            {
+            if v.status != "READY" {
                 continue;
             }
+            // One version whose location cannot be read (a bad source, a missing run) is
+            // that version's problem: it is listed as unservable, and the rest still serve.
+            match self.onnx_file(&v.name, number, &v.storage_location).await {
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(ServeError::Internal(e)) => return Err(ServeError::Internal(e)),
+                Err(e) => {
+                    tracing::warn!(model = %v.name, version = number, error = %e,
+                        "a registered version cannot be served");
+                    by_name
+                        .entry(v.name.clone())
+                        .or_default()
+                        .unservable
+                        .push((number, format!("cannot read {}: {e}", v.storage_location)));
+                    continue;
+                }
+            }
             let entry = by_name.entry(v.name.clone()).or_default();
-            entry.0.push(number);
+            entry.versions.push(number);
             if v.aliases.iter().any(|a| a == PRODUCTION_ALIAS) {
-                entry.1 = Some(number);
+                entry.production = Some(number);
             }
         }
         Ok(by_name
             .into_iter()
-            .map(|(name, (mut versions, production))| {
-                versions.sort_unstable();
-                let default_version = production.unwrap_or(*versions.last().unwrap());
+            .map(|(name, mut found)| {
+                found.versions.sort_unstable();
+                found.unservable.sort();
+                let default_version = found
+                    .production
+                    .or(found.versions.last().copied())
+                    .unwrap_or(0);
                 SourceModel {
                     name,
-                    versions,
+                    versions: found.versions,
                     default_version,
+                    unservable: found.unservable,
                 }
             })
             .collect())
