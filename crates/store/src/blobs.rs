@@ -18,6 +18,25 @@ use crate::StoreError;
 pub struct Blobs {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// The folder behind a `file://` store. Jobs may be able to write into it (when they run
+    /// as the server's own user), so what is served from it must never follow a symbolic
+    /// link out of it: see [`Blobs::local_children`] and [`Blobs::reaches_through_link`].
+    local_root: Option<std::path::PathBuf>,
+}
+
+/// A child of a folder in a local store, read without following links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// object_store's local backend writes `NAME#N` while an upload is in flight and renames it
+/// at the end; a crash in between leaves the temporary file behind.
+fn is_staged_upload(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One piece of a job's log, named by the byte offset where it starts.
@@ -42,11 +61,19 @@ pub fn log_end(chunks: &[LogChunk]) -> u64 {
 impl Blobs {
     /// Opens the store and proves it is usable by writing and reading back a marker.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = if let Some(dir) = url.strip_prefix("file://") {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::BlobsUnreachable {
                 url: url.into(),
                 message: format!("cannot create {dir}: {e}"),
             })?;
+            local_root =
+                Some(
+                    std::fs::canonicalize(dir).map_err(|e| StoreError::BlobsUnreachable {
+                        url: url.into(),
+                        message: format!("cannot resolve {dir}: {e}"),
+                    })?,
+                );
             Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| {
                 StoreError::BlobsUnreachable {
                     url: url.into(),
@@ -106,9 +133,136 @@ impl Blobs {
         let blobs = Self {
             inner,
             url: url.to_string(),
+            local_root,
         };
         blobs.check_writable().await?;
         Ok(blobs)
+    }
+
+    /// Removes the temporary files uploads cut off by a crash left in a local store (an
+    /// upload in flight writes `NAME#N` and renames it when complete; `kill -9` in between
+    /// leaves a file nothing lists and nothing deletes). Call at start, before uploads are
+    /// taken. Returns how many were removed. Links are not followed.
+    pub fn sweep_staged_uploads(&self) -> std::io::Result<usize> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let mut pending = vec![root.clone()];
+        while let Some(dir) = pending.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                } else if kind.is_file() && is_staged_upload(&entry.file_name().to_string_lossy()) {
+                    match std::fs::remove_file(entry.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The file or folder behind `location` in a local store.
+    fn local_path(&self, location: &Path) -> Option<std::path::PathBuf> {
+        let mut path = self.local_root.clone()?;
+        for part in location.parts() {
+            path.push(part.as_ref());
+        }
+        Some(path)
+    }
+
+    /// Whether `location`, or a folder on the way to it, is a symbolic link (or otherwise
+    /// not a plain file or folder) in a local store. Such a location is treated as absent:
+    /// serving it would follow the link wherever it points. Always false for S3.
+    pub fn reaches_through_link(&self, location: &Path) -> bool {
+        let Some(mut path) = self.local_root.clone() else {
+            return false;
+        };
+        for part in location.parts() {
+            path.push(part.as_ref());
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => return true,
+                Ok(meta) if !meta.is_dir() && !meta.is_file() => return true,
+                Ok(_) => {}
+                // Absent from here on: nothing to follow.
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// The children of a folder of a local store, read without following links: links,
+    /// sockets and the like are left out, and a folder reached through a link has none.
+    /// `None` for S3, whose listings hold no links. A missing folder has no children.
+    pub async fn local_children(
+        &self,
+        prefix: &Path,
+    ) -> Option<Result<Vec<LocalEntry>, StoreError>> {
+        let dir = self.local_path(prefix)?;
+        if self.reaches_through_link(prefix) {
+            return Some(Ok(Vec::new()));
+        }
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<LocalEntry>> {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(e),
+            };
+            let mut out = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                // `DirEntry::file_type` does not follow links.
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    out.push(LocalEntry {
+                        name,
+                        is_dir: true,
+                        size: 0,
+                    });
+                } else if kind.is_file() && !is_staged_upload(&name) {
+                    let size = entry.metadata()?.len();
+                    out.push(LocalEntry {
+                        name,
+                        is_dir: false,
+                        size,
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await;
+        Some(match read {
+            Ok(Ok(entries)) => Ok(entries),
+            Ok(Err(e)) => Err(StoreError::Blob(object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            })),
+            Err(e) => Err(StoreError::Blob(object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            })),
+        })
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
@@ -189,6 +343,52 @@ impl Blobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn links_in_a_local_store_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s3cr3t").unwrap();
+        let blobs = Blobs::open(&format!("file://{}", dir.path().display()))
+            .await
+            .unwrap();
+        let root = dir.path().join("a");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::write(root.join("real/f.txt"), b"ok").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("passwd")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("outdir")).unwrap();
+        std::os::unix::fs::symlink(root.join("loop"), root.join("loop")).unwrap();
+        let children = blobs
+            .local_children(&Path::from("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        let names: Vec<_> = children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["real"]);
+        assert!(blobs.reaches_through_link(&Path::from("a/passwd")));
+        assert!(blobs.reaches_through_link(&Path::from("a/outdir/secret")));
+        assert!(blobs.reaches_through_link(&Path::from("a/loop")));
+        assert!(!blobs.reaches_through_link(&Path::from("a/real/f.txt")));
+        assert!(!blobs.reaches_through_link(&Path::from("a/absent/x")));
+        let through = blobs.local_children(&Path::from("a/outdir")).await.unwrap();
+        assert!(through.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn staged_uploads_left_by_a_crash_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&format!("file://{}", dir.path().display()))
+            .await
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("x/y")).unwrap();
+        std::fs::write(dir.path().join("x/y/shard#3"), b"partial").unwrap();
+        std::fs::write(dir.path().join("x/y/kept#name"), b"a real file").unwrap();
+        std::fs::write(dir.path().join("x/done"), b"whole").unwrap();
+        assert_eq!(blobs.sweep_staged_uploads().unwrap(), 1);
+        assert!(!dir.path().join("x/y/shard#3").exists());
+        assert!(dir.path().join("x/y/kept#name").exists());
+        assert!(dir.path().join("x/done").exists());
+    }
 
     #[tokio::test]
     async fn log_chunks_round_trip_in_offset_order() {

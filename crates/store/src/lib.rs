@@ -8,7 +8,7 @@ mod error;
 mod jobs;
 mod tokens;
 
-pub use blobs::{log_end, Blobs, LogChunk};
+pub use blobs::{log_end, Blobs, LocalEntry, LogChunk};
 pub use datasets::{DatasetSummary, DatasetVersion};
 pub use db::Db;
 pub use error::{redact_url, StoreError};

@@ -155,7 +155,7 @@ impl Tracking {
     }
 
     /// The file an upload was started for; refuses unknown or malformed ids.
-    async fn upload_target(&self, upload_id: &str) -> Result<String, TrackingError> {
+    pub async fn multipart_target(&self, upload_id: &str) -> Result<String, TrackingError> {
         if !trainyard_core::id::is_valid_id(upload_id) {
             return Err(not_found(format!(
                 "No multipart upload with id '{upload_id}'"
@@ -181,7 +181,7 @@ impl Tracking {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        self.upload_target(upload_id).await?;
+        self.multipart_target(upload_id).await?;
         if !(1..=MAX_PARTS).contains(&part) {
             return Err(invalid(format!(
                 "Invalid part number {part}: 1 to {MAX_PARTS}"
@@ -201,7 +201,7 @@ impl Tracking {
         upload_id: &str,
         parts: &[i64],
     ) -> Result<(), TrackingError> {
-        let target = self.upload_target(upload_id).await?;
+        let target = self.multipart_target(upload_id).await?;
         if target != path {
             return Err(invalid(format!(
                 "Upload '{upload_id}' is for '{target}', not '{path}'"
@@ -277,6 +277,11 @@ impl Tracking {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Download, TrackingError> {
         let location = location(path)?;
+        // A link in a local store (a job can plant one when it runs as the server's user)
+        // is not an artifact: following it would serve whatever it points at.
+        if self.blobs.reaches_through_link(&location) {
+            return Err(not_found(format!("No such artifact: '{path}'")));
+        }
         let options = GetOptions {
             range: range.clone().map(GetRange::Bounded),
             ..GetOptions::default()
@@ -304,6 +309,16 @@ impl Tracking {
     /// The immediate children of a folder (bare names); a missing folder or a file has none.
     pub async fn list_artifacts(&self, path: &str) -> Result<Vec<FileInfo>, TrackingError> {
         let prefix = location(path)?;
+        if let Some(children) = self.blobs.local_children(&prefix).await {
+            return Ok(children?
+                .into_iter()
+                .map(|c| FileInfo {
+                    path: c.name,
+                    is_dir: c.is_dir,
+                    file_size: (!c.is_dir).then_some(c.size as i64),
+                })
+                .collect());
+        }
         let listing = self.store().list_with_delimiter(Some(&prefix)).await?;
         let mut out: Vec<FileInfo> = Vec::new();
         for dir in listing.common_prefixes {
