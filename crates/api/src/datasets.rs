@@ -3,7 +3,6 @@
 //! upload each under its SHA-256, then commit a manifest naming them; the server checks
 //! the checksums and that every shard is there before the version exists.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -275,11 +274,33 @@ pub async fn create_version(
 pub async fn put_shard(
     State(s): State<AppState>,
     Path(sha): Path<String>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
     check_sha(&sha)?;
-    let actual = trainyard_data::shard::sha256_hex(&body);
-    if actual != sha {
+    // Each upload holds only the store's write buffer, and at most this many run at once.
+    let _slot = UPLOAD_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "closed"))?;
+    let blobs = &s.scheduler.store().blobs;
+    let staged = blobs
+        .stage_shard(
+            body.into_data_stream(),
+            trainyard_data::shard::layout_prefix_len,
+            MAX_SHARD_BYTES as u64,
+        )
+        .await?
+        .map_err(|why| {
+            if why.starts_with("the body is larger") {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", why)
+                    .with_field("body")
+            } else {
+                ApiError::invalid_field("body", why)
+            }
+        })?;
+    if staged.sha256 != sha {
+        let actual = staged.sha256.clone();
+        blobs.discard_shard(staged).await?;
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "checksum_mismatch",
@@ -287,11 +308,19 @@ pub async fn put_shard(
         )
         .with_field("sha256"));
     }
-    trainyard_data::shard::decode(&body)
-        .map_err(|e| ApiError::invalid_field("body", format!("not a dataset shard: {e}")))?;
-    s.scheduler.store().blobs.put_shard(&sha, body).await?;
+    if let Err(e) = trainyard_data::shard::check_layout(&staged.start, staged.size) {
+        blobs.discard_shard(staged).await?;
+        return Err(ApiError::invalid_field(
+            "body",
+            format!("not a dataset shard: {e}"),
+        ));
+    }
+    blobs.commit_shard(staged).await?;
     Ok(StatusCode::CREATED)
 }
+
+/// Shard uploads streaming at once; more wait their turn.
+static UPLOAD_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// Whether a shard is stored, without reading it (clients ask before uploading).
 pub async fn has_shard(

@@ -111,6 +111,97 @@ fn corrupt(msg: impl Into<String>) -> DataError {
     DataError::Corrupt(format!("shard: {}", msg.into()))
 }
 
+/// Largest header [`check_layout`] reads: a shard's header is a few hundred bytes per column.
+pub const MAX_HEADER_BYTES: usize = 16 << 20;
+
+/// Bytes of a shard's start that [`check_layout`] needs: the magic, the header length and
+/// the header. `None` until `start` holds the first 12 bytes.
+pub fn layout_prefix_len(start: &[u8]) -> Option<usize> {
+    let hlen = u32::from_le_bytes(start.get(8..12)?.try_into().ok()?) as usize;
+    Some(12 + hlen.min(MAX_HEADER_BYTES))
+}
+
+/// Checks a shard's layout from its first bytes and total length, without the column data:
+/// the magic, the header, every column buffer in place and of the length its type and the
+/// row count give (variable-length columns: at least their offsets), nothing trailing. What
+/// an upload can check while streaming; values are checked where shards are decoded.
+pub fn check_layout(start: &[u8], total_len: u64) -> Result<(), DataError> {
+    if total_len < 12 || start.len() < 12 {
+        return Err(corrupt(format!("too short ({total_len} bytes)")));
+    }
+    if &start[..8] != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    let hlen = u32::from_le_bytes(start[8..12].try_into().unwrap()) as usize;
+    if hlen > MAX_HEADER_BYTES {
+        return Err(corrupt(format!(
+            "header of {hlen} bytes is over the limit of {MAX_HEADER_BYTES}"
+        )));
+    }
+    let header_end = 12u64 + hlen as u64;
+    if header_end > total_len || start.len() < 12 + hlen {
+        return Err(corrupt(format!(
+            "header length {hlen} exceeds remaining {} bytes",
+            total_len - 12
+        )));
+    }
+    let header: Header = serde_json::from_slice(&start[12..12 + hlen])
+        .map_err(|e| corrupt(format!("header: {e}")))?;
+    let data_len = total_len - header_end;
+    if header.columns.is_empty() && header.rows != 0 {
+        return Err(corrupt("rows without columns"));
+    }
+    let mut expected_offset = 0u64;
+    for ch in &header.columns {
+        if ch.offset != expected_offset {
+            return Err(corrupt(format!("column `{}`: misplaced buffer", ch.name)));
+        }
+        let end = ch
+            .offset
+            .checked_add(ch.len)
+            .filter(|&e| e <= data_len)
+            .ok_or_else(|| corrupt(format!("column `{}`: buffer out of bounds", ch.name)))?;
+        expected_offset = end;
+        let bad_len = || {
+            corrupt(format!(
+                "column `{}`: wrong buffer length {}",
+                ch.name, ch.len
+            ))
+        };
+        match &ch.dtype {
+            ColumnType::Float32 { shape } => {
+                let per = shape
+                    .iter()
+                    .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| corrupt(format!("column `{}`: bad shape {shape:?}", ch.name)))?;
+                let want = header.rows.checked_mul(per).and_then(|n| n.checked_mul(4));
+                if want != Some(ch.len) {
+                    return Err(bad_len());
+                }
+            }
+            ColumnType::Int64 => {
+                if header.rows.checked_mul(8) != Some(ch.len) {
+                    return Err(bad_len());
+                }
+            }
+            ColumnType::String | ColumnType::Bytes => {
+                let offsets = header.rows.checked_add(1).and_then(|n| n.checked_mul(8));
+                if offsets.is_none_or(|o| o > ch.len) {
+                    return Err(bad_len());
+                }
+            }
+        }
+    }
+    if expected_offset != data_len {
+        return Err(corrupt(format!(
+            "{} trailing bytes",
+            data_len - expected_offset
+        )));
+    }
+    Ok(())
+}
+
 fn decode_inner(bytes: &[u8], only: Option<&[&str]>) -> Result<Table, DataError> {
     if bytes.len() < 12 {
         return Err(corrupt(format!("too short ({} bytes)", bytes.len())));
@@ -282,6 +373,35 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn layout_check_agrees_with_decode_on_structure() {
+        let bytes = encode(&sample());
+        let prefix = layout_prefix_len(&bytes).unwrap();
+        check_layout(&bytes[..prefix], bytes.len() as u64).unwrap();
+        // Cut short, grown, or with a wrong magic: refused, as decode refuses them.
+        for len in [
+            0,
+            11,
+            prefix as u64,
+            bytes.len() as u64 - 1,
+            bytes.len() as u64 + 1,
+        ] {
+            assert!(
+                check_layout(&bytes[..prefix.min(len as usize)], len).is_err(),
+                "{len}"
+            );
+        }
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(check_layout(&bad[..prefix], bad.len() as u64).is_err());
+        // A header length past the limit is refused before anything is read.
+        let mut huge = bytes[..12].to_vec();
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(layout_prefix_len(&huge), Some(12 + MAX_HEADER_BYTES));
+        assert!(check_layout(&huge, u64::MAX).is_err());
+        assert!(check_layout(b"garbage garbage", 15).is_err());
     }
 
     #[test]

@@ -129,7 +129,139 @@ fn shard_path(sha256: &str) -> Path {
     Path::from(format!("datasets/shards/{sha256}"))
 }
 
+/// Where shard uploads stream to before they are checked; a finished check renames them to
+/// their content address, so a shard is visible only once whole and verified.
+const SHARD_UPLOADS: &str = "datasets/uploads";
+
+/// Staged uploads older than this are left over from a crash and removed at start. Uploads
+/// in flight on another server sharing the store are younger.
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A shard upload in its staging place, hashed as it streamed in.
+pub struct StagedShard {
+    location: Path,
+    /// Lower-case hex SHA-256 of the whole body.
+    pub sha256: String,
+    pub size: u64,
+    /// The body's first bytes, as many as the caller's `keep` asked for.
+    pub start: Vec<u8>,
+}
+
 impl Blobs {
+    /// Streams an upload into a staging object while hashing it, in bounded memory (the
+    /// store's write buffer and the first bytes `keep` asks for: given what has arrived,
+    /// it says how many to keep, `None` while it cannot tell yet). A body that fails
+    /// midway leaves nothing and gives `Ok(Err(why))`.
+    pub async fn stage_shard<S, E>(
+        &self,
+        mut body: S,
+        keep: impl Fn(&[u8]) -> Option<usize>,
+        max_bytes: u64,
+    ) -> Result<Result<StagedShard, String>, StoreError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use futures::StreamExt;
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let location = Path::from(format!("{SHARD_UPLOADS}/{}", trainyard_core::new_id()));
+        let mut writer =
+            object_store::buffered::BufWriter::new(self.object_store().clone(), location.clone());
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut start = Vec::new();
+        let mut wanted: Option<usize> = None;
+        const PEEK: usize = 64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Ok(Err(format!("the upload was cut off: {e}")));
+                }
+            };
+            size += chunk.len() as u64;
+            if size > max_bytes {
+                let _ = writer.abort().await;
+                return Ok(Err(format!("the body is larger than {max_bytes} bytes")));
+            }
+            hasher.update(&chunk);
+            let limit = wanted.unwrap_or(PEEK);
+            if start.len() < limit {
+                let take = (limit - start.len()).min(chunk.len());
+                start.extend_from_slice(&chunk[..take]);
+                if wanted.is_none() {
+                    wanted = keep(&start);
+                    if let Some(w) = wanted {
+                        if start.len() < w {
+                            let more = (w - start.len()).min(chunk.len() - take);
+                            start.extend_from_slice(&chunk[take..take + more]);
+                        }
+                    }
+                }
+            }
+            if let Err(e) = writer.write_all(&chunk).await {
+                let _ = writer.abort().await;
+                return Err(StoreError::Blob(object_store::Error::Generic {
+                    store: "shards",
+                    source: Box::new(e),
+                }));
+            }
+        }
+        writer.shutdown().await.map_err(|e| {
+            StoreError::Blob(object_store::Error::Generic {
+                store: "shards",
+                source: Box::new(e),
+            })
+        })?;
+        Ok(Ok(StagedShard {
+            location,
+            sha256: hex::encode(hasher.finalize()),
+            size,
+            start,
+        }))
+    }
+
+    /// Makes a checked upload the shard of its checksum (a rename: atomic on a folder).
+    pub async fn commit_shard(&self, staged: StagedShard) -> Result<(), StoreError> {
+        let target = shard_path(&staged.sha256);
+        self.object_store()
+            .rename(&staged.location, &target)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops an upload that failed its checks.
+    pub async fn discard_shard(&self, staged: StagedShard) -> Result<(), StoreError> {
+        match self.object_store().delete(&staged.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes staged uploads a crash left behind (older than an hour); returns how many.
+    pub async fn sweep_stale_shard_uploads(&self) -> Result<usize, StoreError> {
+        use futures::TryStreamExt;
+        let prefix = Path::from(SHARD_UPLOADS);
+        let stale: Vec<_> = self
+            .object_store()
+            .list(Some(&prefix))
+            .try_filter(|m| {
+                let age_ms = trainyard_core::time::now_ms() - m.last_modified.timestamp_millis();
+                futures::future::ready(age_ms > STALE_UPLOAD.as_millis() as i64)
+            })
+            .try_collect()
+            .await?;
+        for meta in &stale {
+            match self.object_store().delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stale.len())
+    }
+
     /// Stores a shard under its checksum (the caller has verified it). The object store
     /// writes to a temporary name and renames, so a shard is never seen half-written.
     pub async fn put_shard(&self, sha256: &str, data: Bytes) -> Result<(), StoreError> {
