@@ -4,23 +4,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// Where a job's own token may go: the MLflow-compatible tracking API, and datasets (a
-/// training job reads them, a prediction job writes one).
-const JOB_TOKEN_PREFIXES: &[&str] = &[
-    "/api/v1/datasets",
-    "/api/2.0/mlflow",
-    "/ajax-api/2.0/mlflow",
-    "/api/3.0/mlflow",
-    "/get-artifact",
-];
-
 /// How long a recognised token is trusted without asking the database again.
 const CACHE_FOR: Duration = Duration::from_secs(60);
+/// The same for a job's token.
+const JOB_CACHE_FOR: Duration = Duration::from_secs(5);
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use trainyard_store::{hash_token, Db, Principal};
 
 use crate::ApiError;
@@ -70,7 +62,14 @@ impl Auth {
             }
         };
         if let Some((p, at)) = self.known.read().unwrap().get(&hash) {
-            if at.elapsed() < CACHE_FOR {
+            // A job's token is deleted when its attempt ends: trust it only briefly, so it
+            // stops working within seconds of that.
+            let trusted_for = if p.role == "job" {
+                JOB_CACHE_FOR
+            } else {
+                CACHE_FOR
+            };
+            if at.elapsed() < trusted_for {
                 return Ok(Some(p.clone()));
             }
         }
@@ -126,16 +125,28 @@ pub async fn require_token(
         .principal(&token)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
-    // A job's token logs into tracking; it cannot submit or cancel jobs.
+    // A job's token logs into tracking and reads and writes datasets; it cannot submit or
+    // cancel jobs, nor delete, rename or re-point anything (see `mlflow::job_may_call`).
     if principal.role == "job"
-        && !JOB_TOKEN_PREFIXES
-            .iter()
-            .any(|p| request.uri().path().starts_with(p))
+        && !crate::mlflow::job_may_call(request.method(), request.uri().path())
     {
+        let path = request.uri().path();
+        let message = format!(
+            "a job's token may not {} {path}: it reaches the tracking API and datasets, writes \
+             only what its job owns, and never deletes, renames or moves aliases and stages",
+            request.method()
+        );
+        // MLflow clients read MLflow's error shape.
+        if path.starts_with("/api/2.0/mlflow")
+            || path.starts_with("/ajax-api/")
+            || path.starts_with("/api/3.0/mlflow")
+        {
+            return Ok(crate::mlflow::MlflowError::permission_denied(message).into_response());
+        }
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
-            "a job's token only reaches the tracking API (/api/2.0/mlflow…) and datasets",
+            message,
         ));
     }
     request.extensions_mut().insert(principal);

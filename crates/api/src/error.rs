@@ -151,6 +151,7 @@ impl From<trainyard_tracking::TrackingError> for ApiError {
             }
             T::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, "already_exists", m),
             T::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            T::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
             T::NotImplemented(m) => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
             }

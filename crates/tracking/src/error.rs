@@ -12,6 +12,10 @@ pub enum TrackingError {
     /// `RESOURCE_DOES_NOT_EXIST` (404).
     #[error("{0}")]
     NotFound(String),
+    /// `PERMISSION_DENIED` (403): the caller's token may not make this change (a job's
+    /// token writing outside what its job owns).
+    #[error("{0}")]
+    Forbidden(String),
     /// `NOT_IMPLEMENTED` (501): an optional protocol feature this server leaves out.
     #[error("{0}")]
     NotImplemented(String),

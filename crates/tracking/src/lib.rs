@@ -5,6 +5,7 @@
 //! Every job is a run (its run id is the job id), so metrics logged by a job's script, or
 //! parsed from its output, land next to its logs.
 
+pub mod access;
 mod artifacts;
 pub mod downsample;
 pub mod entities;
@@ -22,7 +23,8 @@ pub mod validate;
 
 use trainyard_store::{Blobs, Db};
 
-pub use artifacts::artifact_path;
+pub use access::{Writer, CREATED_BY_JOB_TAG};
+pub use artifacts::{artifact_path, check_path};
 pub use entities::*;
 pub use error::TrackingError;
 pub use experiments::NewExperiment;

@@ -8,10 +8,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{MlflowError, Params, Reply};
+use super::{By, MlflowError, Params, Reply};
 use crate::AppState;
 
-pub async fn upload(State(s): State<AppState>, Path(path): Path<String>, body: Body) -> Reply {
+pub async fn upload(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+    By(w): By,
+    body: Body,
+) -> Reply {
+    s.tracking.check_artifact_write(&w, &path).await?;
     s.tracking
         .put_artifact(&path, body.into_data_stream())
         .await?;
@@ -27,7 +33,8 @@ pub async fn list(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "files": files })))
 }
 
-pub async fn remove(State(s): State<AppState>, Path(path): Path<String>) -> Reply {
+pub async fn remove(State(s): State<AppState>, Path(path): Path<String>, By(w): By) -> Reply {
+    w.check_not_job("delete artifacts")?;
     s.tracking.delete_artifacts(&path).await?;
     Ok(Json(json!({})))
 }
@@ -195,13 +202,13 @@ pub async fn multipart_create(
     State(s): State<AppState>,
     Path(path): Path<String>,
     headers: HeaderMap,
+    By(w): By,
     p: Params,
 ) -> Reply {
     let parts = p.i64("num_parts")?.unwrap_or(1);
-    let id = s
-        .tracking
-        .create_multipart(&upload_target(&path, &p)?, parts)
-        .await?;
+    let target = upload_target(&path, &p)?;
+    s.tracking.check_artifact_write(&w, &target).await?;
+    let id = s.tracking.create_multipart(&target, parts).await?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -234,8 +241,13 @@ pub async fn multipart_create(
 pub async fn multipart_part(
     State(s): State<AppState>,
     Path((id, part)): Path<(String, String)>,
+    By(w): By,
     body: Body,
 ) -> Result<Response, MlflowError> {
+    if w != trainyard_tracking::Writer::User {
+        let target = s.tracking.multipart_target(&id).await?;
+        s.tracking.check_artifact_write(&w, &target).await?;
+    }
     let part: i64 = part
         .parse()
         .map_err(|_| MlflowError::invalid(format!("Invalid part number '{part}'")))?;
@@ -253,9 +265,13 @@ pub async fn multipart_part(
 pub async fn multipart_complete(
     State(s): State<AppState>,
     Path(path): Path<String>,
+    By(w): By,
     p: Params,
 ) -> Reply {
     let id = p.req_str("upload_id")?;
+    s.tracking
+        .check_artifact_write(&w, &upload_target(&path, &p)?)
+        .await?;
     let parts = p
         .objects("parts")?
         .iter()
@@ -270,8 +286,13 @@ pub async fn multipart_complete(
     Ok(Json(json!({})))
 }
 
-pub async fn multipart_abort(State(s): State<AppState>, p: Params) -> Reply {
-    s.tracking.abort_multipart(&p.req_str("upload_id")?).await?;
+pub async fn multipart_abort(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let id = p.req_str("upload_id")?;
+    if w != trainyard_tracking::Writer::User {
+        let target = s.tracking.multipart_target(&id).await?;
+        s.tracking.check_artifact_write(&w, &target).await?;
+    }
+    s.tracking.abort_multipart(&id).await?;
     Ok(Json(json!({})))
 }
 

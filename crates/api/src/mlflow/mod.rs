@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use trainyard_tracking::TrackingError;
+use trainyard_store::Principal;
+use trainyard_tracking::{TrackingError, Writer};
 
 pub use params::Params;
 
@@ -53,6 +54,14 @@ impl MlflowError {
         }
     }
 
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "PERMISSION_DENIED",
+            message: message.into(),
+        }
+    }
+
     fn not_implemented(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_IMPLEMENTED,
@@ -85,6 +94,7 @@ impl From<TrackingError> for MlflowError {
             }
             TrackingError::AlreadyExists(_) => (StatusCode::BAD_REQUEST, "RESOURCE_ALREADY_EXISTS"),
             TrackingError::NotFound(_) => (StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+            TrackingError::Forbidden(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
             TrackingError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED"),
         };
         Self {
@@ -106,6 +116,103 @@ impl IntoResponse for MlflowError {
 }
 
 pub type Reply = Result<Json<Value>, MlflowError>;
+
+/// Who is writing, from the request's principal: a job's token is
+/// [`Writer::Job`](trainyard_tracking::Writer) and may change only what its job owns
+/// (`trainyard_tracking::access`). A request without a principal (none reaches these routes)
+/// gets the least: a job that owns nothing.
+pub struct By(pub Writer);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for By {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(By(match parts.extensions.get::<Principal>() {
+            Some(p) => writer_of(p),
+            None => Writer::Job(String::new()),
+        }))
+    }
+}
+
+/// A job's token is named `job:<id>` (`compute` mints it per attempt).
+pub fn writer_of(p: &Principal) -> Writer {
+    if p.role == "job" {
+        Writer::Job(p.name.strip_prefix("job:").unwrap_or_default().to_string())
+    } else {
+        Writer::User
+    }
+}
+
+/// Whether a job's token may call this route at all (default deny): every read, and the
+/// writes whose handlers check what the job owns. Everything else (deletes, renames,
+/// aliases, stages, experiment changes) is refused here, before any handler runs.
+pub fn job_may_call(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let tail = ["/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/"]
+        .iter()
+        .find_map(|p| path.strip_prefix(p));
+    if let Some(tail) = tail {
+        const SCOPED_WRITES: &[&str] = &[
+            "experiments/create",
+            "experiments/search",
+            "experiments/search-datasets",
+            "runs/create",
+            "runs/update",
+            "runs/log-parameter",
+            "runs/set-tag",
+            "runs/delete-tag",
+            "runs/log-metric",
+            "runs/log-batch",
+            "runs/log-inputs",
+            "runs/outputs",
+            "runs/log-model",
+            "runs/search",
+            "logged-models",
+            "logged-models/search",
+            "registered-models/create",
+            "registered-models/get-latest-versions",
+            "model-versions/create",
+            "model-versions/set-tag",
+            "upload-artifact",
+        ];
+        if *method == Method::GET || *method == Method::HEAD {
+            return true;
+        }
+        if SCOPED_WRITES.contains(&tail) {
+            return *method == Method::POST;
+        }
+        // logged-models/{id} (finalize), …/tags (set), …/tags/{key} (delete), …/params.
+        if let Some(rest) = tail.strip_prefix("logged-models/") {
+            let segments: Vec<&str> = rest.split('/').collect();
+            return match (method.as_str(), segments.as_slice()) {
+                ("PATCH", [_]) | ("PATCH", [_, "tags"]) => true,
+                ("DELETE", [_, "tags", _]) => true,
+                ("POST", [_, "params"]) => true,
+                _ => false,
+            };
+        }
+        return false;
+    }
+    if let Some(tail) = path.strip_prefix("/api/2.0/mlflow-artifacts/") {
+        return match method.as_str() {
+            "GET" | "HEAD" => true,
+            "PUT" => tail.starts_with("artifacts/") || tail.starts_with("mpu/upload/"),
+            "POST" => ["mpu/create/", "mpu/complete/", "mpu/abort/"]
+                .iter()
+                .any(|p| tail.starts_with(p)),
+            _ => false,
+        };
+    }
+    // The capability probe, the UI's file route, datasets (reads, and new versions a
+    // prediction job writes: creation only, no route deletes).
+    path == "/api/3.0/mlflow/server-info"
+        || path == "/get-artifact"
+        || path == "/api/v1/datasets"
+        || path.starts_with("/api/v1/datasets/")
+}
 
 async fn endpoint_not_found(uri: axum::http::Uri) -> MlflowError {
     MlflowError {

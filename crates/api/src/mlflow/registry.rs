@@ -7,7 +7,7 @@ use trainyard_store::Principal;
 use trainyard_tracking::{validate, KeyValue, LoggedModelStatus, NewLoggedModel, NewModelVersion};
 
 use super::params::missing;
-use super::{MlflowError, Params, Reply};
+use super::{By, MlflowError, Params, Reply};
 use crate::AppState;
 
 fn version(p: &Params) -> Result<i64, MlflowError> {
@@ -26,16 +26,23 @@ fn ok() -> Reply {
     Ok(Json(json!({})))
 }
 
-pub async fn create_logged_model(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn create_logged_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let experiment_id = p.req_str("experiment_id")?;
+    let source_run_id = p.str("source_run_id")?;
+    if let Some(run) = source_run_id.as_deref().filter(|r| !r.is_empty()) {
+        s.tracking.check_run_write(&w, run).await?;
+    }
+    let mut tags = p.key_values("tags")?;
+    w.stamp(&mut tags);
     let model = s
         .tracking
         .create_logged_model(NewLoggedModel {
-            experiment_id: p.req_str("experiment_id")?,
+            experiment_id,
             name: p.str("name")?,
             model_type: p.str("model_type")?,
-            source_run_id: p.str("source_run_id")?,
+            source_run_id,
             params: p.key_values("params")?,
-            tags: p.key_values("tags")?,
+            tags,
         })
         .await?;
     Ok(Json(json!({ "model": model })))
@@ -49,8 +56,10 @@ pub async fn get_logged_model(State(s): State<AppState>, Path(id): Path<String>)
 pub async fn finalize_logged_model(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    By(w): By,
     p: Params,
 ) -> Reply {
+    s.tracking.check_logged_model_write(&w, &id).await?;
     let raw = match p.str("status") {
         Ok(Some(v)) => v,
         Ok(None) => return Err(missing("status")),
@@ -68,7 +77,12 @@ pub async fn finalize_logged_model(
     Ok(Json(json!({ "model": model })))
 }
 
-pub async fn delete_logged_model(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+pub async fn delete_logged_model(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    By(w): By,
+) -> Reply {
+    w.check_not_job("delete logged models")?;
     s.tracking.delete_logged_model(&id).await?;
     ok()
 }
@@ -76,8 +90,10 @@ pub async fn delete_logged_model(State(s): State<AppState>, Path(id): Path<Strin
 pub async fn set_logged_model_tags(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    By(w): By,
     p: Params,
 ) -> Reply {
+    s.tracking.check_logged_model_write(&w, &id).await?;
     let model = s
         .tracking
         .set_logged_model_tags(&id, p.key_values("tags")?)
@@ -88,7 +104,9 @@ pub async fn set_logged_model_tags(
 pub async fn delete_logged_model_tag(
     State(s): State<AppState>,
     Path((id, key)): Path<(String, String)>,
+    By(w): By,
 ) -> Reply {
+    s.tracking.check_logged_model_write(&w, &id).await?;
     s.tracking.delete_logged_model_tag(&id, &key).await?;
     ok()
 }
@@ -96,8 +114,10 @@ pub async fn delete_logged_model_tag(
 pub async fn log_logged_model_params(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    By(w): By,
     p: Params,
 ) -> Reply {
+    s.tracking.check_logged_model_write(&w, &id).await?;
     s.tracking
         .log_logged_model_params(&id, p.key_values("params")?)
         .await?;
@@ -146,7 +166,8 @@ pub async fn get_registered_model(State(s): State<AppState>, p: Params) -> Reply
     Ok(Json(json!({ "registered_model": model })))
 }
 
-pub async fn update_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn update_registered_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("update registered models")?;
     let model = s
         .tracking
         .update_registered_model(&p.req_str("name")?, p.str("description")?)
@@ -154,7 +175,8 @@ pub async fn update_registered_model(State(s): State<AppState>, p: Params) -> Re
     Ok(Json(json!({ "registered_model": model })))
 }
 
-pub async fn rename_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn rename_registered_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("rename registered models")?;
     let model = s
         .tracking
         .rename_registered_model(&p.req_str("name")?, &p.req_str("new_name")?)
@@ -162,7 +184,8 @@ pub async fn rename_registered_model(State(s): State<AppState>, p: Params) -> Re
     Ok(Json(json!({ "registered_model": model })))
 }
 
-pub async fn delete_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_registered_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete registered models")?;
     s.tracking
         .delete_registered_model(&p.req_str("name")?)
         .await?;
@@ -197,7 +220,8 @@ pub async fn latest_versions(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "model_versions": versions })))
 }
 
-pub async fn set_registered_model_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn set_registered_model_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("tag registered models")?;
     let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
     s.tracking
         .set_registered_model_tag(&p.req_str("name")?, tag)
@@ -205,14 +229,16 @@ pub async fn set_registered_model_tag(State(s): State<AppState>, p: Params) -> R
     ok()
 }
 
-pub async fn delete_registered_model_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_registered_model_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete registered-model tags")?;
     s.tracking
         .delete_registered_model_tag(&p.req_str("name")?, &p.req_str("key")?)
         .await?;
     ok()
 }
 
-pub async fn set_alias(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn set_alias(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("set registry aliases")?;
     let v = version(&p)?;
     s.tracking
         .set_alias(&p.req_str("name")?, &p.req_str("alias")?, &v.to_string())
@@ -220,7 +246,8 @@ pub async fn set_alias(State(s): State<AppState>, p: Params) -> Reply {
     ok()
 }
 
-pub async fn delete_alias(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_alias(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete registry aliases")?;
     s.tracking
         .delete_alias(&p.req_str("name")?, &p.req_str("alias")?)
         .await?;
@@ -238,21 +265,21 @@ pub async fn get_by_alias(State(s): State<AppState>, p: Params) -> Reply {
 pub async fn create_model_version(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
+    By(w): By,
     p: Params,
 ) -> Reply {
-    let v = s
-        .tracking
-        .create_model_version(NewModelVersion {
-            name: p.req_str("name")?,
-            source: p.req_str("source")?,
-            run_id: p.str("run_id")?.filter(|r| !r.is_empty()),
-            model_id: p.str("model_id")?.filter(|r| !r.is_empty()),
-            tags: p.key_values("tags")?,
-            run_link: p.str("run_link")?,
-            description: p.str("description")?,
-            user_id: who.name,
-        })
-        .await?;
+    let new = NewModelVersion {
+        name: p.req_str("name")?,
+        source: p.req_str("source")?,
+        run_id: p.str("run_id")?.filter(|r| !r.is_empty()),
+        model_id: p.str("model_id")?.filter(|r| !r.is_empty()),
+        tags: p.key_values("tags")?,
+        run_link: p.str("run_link")?,
+        description: p.str("description")?,
+        user_id: who.name,
+    };
+    s.tracking.check_version_create(&w, &new).await?;
+    let v = s.tracking.create_model_version(new).await?;
     Ok(Json(json!({ "model_version": v })))
 }
 
@@ -264,7 +291,8 @@ pub async fn get_model_version(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "model_version": v })))
 }
 
-pub async fn update_model_version(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn update_model_version(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("update model versions")?;
     let v = s
         .tracking
         .update_model_version(&p.req_str("name")?, version(&p)?, p.str("description")?)
@@ -272,7 +300,8 @@ pub async fn update_model_version(State(s): State<AppState>, p: Params) -> Reply
     Ok(Json(json!({ "model_version": v })))
 }
 
-pub async fn transition_stage(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn transition_stage(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("move model versions between stages")?;
     let v = s
         .tracking
         .transition_stage(
@@ -285,7 +314,8 @@ pub async fn transition_stage(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "model_version": v })))
 }
 
-pub async fn delete_model_version(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_model_version(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete model versions")?;
     s.tracking
         .delete_model_version(&p.req_str("name")?, version(&p)?)
         .await?;
@@ -320,15 +350,16 @@ pub async fn download_uri(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "artifact_uri": uri })))
 }
 
-pub async fn set_model_version_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn set_model_version_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
     let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
-    s.tracking
-        .set_model_version_tag(&p.req_str("name")?, version(&p)?, tag)
-        .await?;
+    let (name, number) = (p.req_str("name")?, version(&p)?);
+    s.tracking.check_version_write(&w, &name, number).await?;
+    s.tracking.set_model_version_tag(&name, number, tag).await?;
     ok()
 }
 
-pub async fn delete_model_version_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_model_version_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete model-version tags")?;
     s.tracking
         .delete_model_version_tag(&p.req_str("name")?, version(&p)?, &p.req_str("key")?)
         .await?;

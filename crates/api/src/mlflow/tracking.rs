@@ -10,7 +10,7 @@ use trainyard_tracking::{
 };
 
 use super::params::missing;
-use super::{MlflowError, Params, Reply};
+use super::{By, MlflowError, Params, Reply};
 use crate::AppState;
 
 fn view_type(p: &Params, name: &str) -> Result<ViewType, MlflowError> {
@@ -31,12 +31,15 @@ fn ok() -> Reply {
     Ok(Json(json!({})))
 }
 
-pub async fn create_experiment(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn create_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let name = p.req_str("name")?;
+    let artifact_location = p.str("artifact_location")?;
+    w.check_experiment_create(artifact_location.as_deref())?;
     let id = s
         .tracking
         .create_experiment(NewExperiment {
-            name: p.req_str("name")?,
-            artifact_location: p.str("artifact_location")?,
+            name,
+            artifact_location,
             tags: p.key_values("tags")?,
         })
         .await?;
@@ -80,7 +83,8 @@ pub async fn search_experiments(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(out))
 }
 
-pub async fn update_experiment(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn update_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("update experiment")?;
     let id = p.req_str("experiment_id")?;
     if let Some(name) = p.str("new_name")? {
         s.tracking.rename_experiment(&id, &name).await?;
@@ -90,7 +94,8 @@ pub async fn update_experiment(State(s): State<AppState>, p: Params) -> Reply {
     ok()
 }
 
-pub async fn delete_experiment(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete experiment")?;
     let id = p.req_str("experiment_id")?;
     s.tracking
         .set_experiment_lifecycle(&id, Lifecycle::Deleted)
@@ -98,7 +103,8 @@ pub async fn delete_experiment(State(s): State<AppState>, p: Params) -> Reply {
     ok()
 }
 
-pub async fn restore_experiment(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn restore_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("restore experiment")?;
     let id = p.req_str("experiment_id")?;
     s.tracking
         .set_experiment_lifecycle(&id, Lifecycle::Active)
@@ -106,14 +112,16 @@ pub async fn restore_experiment(State(s): State<AppState>, p: Params) -> Reply {
     ok()
 }
 
-pub async fn set_experiment_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn set_experiment_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("set experiment tag")?;
     let id = p.req_str("experiment_id")?;
     let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
     s.tracking.set_experiment_tag(&id, tag).await?;
     ok()
 }
 
-pub async fn delete_experiment_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_experiment_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete experiment tag")?;
     let id = p.req_str("experiment_id")?;
     s.tracking
         .delete_experiment_tag(&id, &p.req_str("key")?)
@@ -158,8 +166,11 @@ pub async fn search_datasets(State(s): State<AppState>, p: Params) -> Reply {
 pub async fn create_run(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
+    By(w): By,
     p: Params,
 ) -> Reply {
+    let mut tags = p.key_values("tags")?;
+    w.stamp(&mut tags);
     let run = s
         .tracking
         .create_run(NewRun {
@@ -167,7 +178,7 @@ pub async fn create_run(
             user_id: p.str("user_id")?.unwrap_or(who.name),
             run_name: p.str("run_name")?,
             start_time: p.i64("start_time")?,
-            tags: p.key_values("tags")?,
+            tags,
             job_id: None,
             status: RunStatus::Running,
         })
@@ -195,11 +206,13 @@ fn run_status(p: &Params) -> Result<Option<RunStatus>, MlflowError> {
     .transpose()
 }
 
-pub async fn update_run(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn update_run(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
     let info = s
         .tracking
         .update_run(
-            &p.run_id()?,
+            &run_id,
             run_status(&p)?,
             p.i64("end_time")?,
             p.str("run_name")?,
@@ -208,35 +221,43 @@ pub async fn update_run(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "run_info": info })))
 }
 
-pub async fn delete_run(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_run(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("delete run")?;
     s.tracking
         .set_run_lifecycle(&p.run_id()?, Lifecycle::Deleted)
         .await?;
     ok()
 }
 
-pub async fn restore_run(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn restore_run(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    w.check_not_job("restore run")?;
     s.tracking
         .set_run_lifecycle(&p.run_id()?, Lifecycle::Active)
         .await?;
     ok()
 }
 
-pub async fn log_param(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn log_param(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
     let param = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
-    s.tracking.log_param(&p.run_id()?, param).await?;
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
+    s.tracking.log_param(&run_id, param).await?;
     ok()
 }
 
-pub async fn set_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn set_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
     let tag = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
-    s.tracking.set_run_tag(&p.run_id()?, tag).await?;
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
+    s.tracking.set_run_tag(&run_id, tag).await?;
     ok()
 }
 
-pub async fn delete_tag(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn delete_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
     s.tracking
-        .delete_run_tag(&p.run_id()?, &p.req_str("key")?)
+        .delete_run_tag(&run_id, &p.req_str("key")?)
         .await?;
     ok()
 }
@@ -270,14 +291,17 @@ fn metric_point(m: &Params, at: &str) -> Result<MetricPoint, MlflowError> {
     })
 }
 
-pub async fn log_metric(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn log_metric(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
     let point = metric_point(&p, "")?;
-    s.tracking.log_metric(&p.run_id()?, point).await?;
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
+    s.tracking.log_metric(&run_id, point).await?;
     ok()
 }
 
-pub async fn log_batch(State(s): State<AppState>, mut p: Params) -> Reply {
+pub async fn log_batch(State(s): State<AppState>, By(w): By, mut p: Params) -> Reply {
     let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
     let metrics = p
         .take_objects("metrics")?
         .iter()
@@ -293,7 +317,9 @@ pub async fn log_batch(State(s): State<AppState>, mut p: Params) -> Reply {
     ok()
 }
 
-pub async fn log_inputs(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn log_inputs(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
     let mut datasets = Vec::new();
     for input in p.objects("datasets")? {
         let d = input.object("dataset")?.ok_or_else(|| missing("dataset"))?;
@@ -314,13 +340,13 @@ pub async fn log_inputs(State(s): State<AppState>, p: Params) -> Reply {
         .iter()
         .map(|m| m.req_str("model_id"))
         .collect::<Result<Vec<_>, _>>()?;
-    s.tracking
-        .log_inputs(&p.run_id()?, datasets, models)
-        .await?;
+    s.tracking.log_inputs(&run_id, datasets, models).await?;
     ok()
 }
 
-pub async fn log_outputs(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn log_outputs(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
     let models = p
         .objects("models")?
         .iter()
@@ -331,13 +357,15 @@ pub async fn log_outputs(State(s): State<AppState>, p: Params) -> Reply {
             })
         })
         .collect::<Result<Vec<_>, MlflowError>>()?;
-    s.tracking.log_outputs(&p.run_id()?, models).await?;
+    s.tracking.log_outputs(&run_id, models).await?;
     ok()
 }
 
-pub async fn log_model(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn log_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+    let run_id = p.run_id()?;
+    s.tracking.check_run_write(&w, &run_id).await?;
     s.tracking
-        .append_model_history(&p.run_id()?, &p.req_str("model_json")?)
+        .append_model_history(&run_id, &p.req_str("model_json")?)
         .await?;
     ok()
 }

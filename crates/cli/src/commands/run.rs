@@ -111,6 +111,18 @@ pub async fn submit_and_follow(
     detach: bool,
     output: Format,
 ) -> anyhow::Result<i32> {
+    Ok(submit_and_follow_job(client, submission, detach, output)
+        .await?
+        .1)
+}
+
+/// [`submit_and_follow`], also returning the job's id.
+pub async fn submit_and_follow_job(
+    client: &Client,
+    submission: &JobSubmission,
+    detach: bool,
+    output: Format,
+) -> anyhow::Result<(String, i32)> {
     let job: Job = client
         .json(
             client
@@ -123,7 +135,7 @@ pub async fn submit_and_follow(
             Format::Json => print_json(&job),
             Format::Table => println!("{}", job.id),
         }
-        return Ok(0);
+        return Ok((job.id, 0));
     }
     let json = output == Format::Json;
     eprintln!("job {} queued", job.id);
@@ -196,7 +208,7 @@ pub async fn submit_and_follow(
             done.message.as_deref().unwrap_or("-")
         );
     }
-    Ok(exit_code_of(&done))
+    Ok((done.id.clone(), exit_code_of(&done)))
 }
 
 /// The CLI exits as the job did: its exit code, 130 when cancelled, 1 when it never ran.

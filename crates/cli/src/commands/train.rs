@@ -12,7 +12,7 @@ use trainyard_engine::config::TrainConfig;
 use trainyard_engine::dataset;
 
 use crate::client::Client;
-use crate::commands::run::submit_and_follow;
+use crate::commands::run::{submit_and_follow, submit_and_follow_job};
 use crate::remote;
 use crate::tasks::mlflow::{self, RunClient};
 use crate::ClientArgs;
@@ -163,7 +163,17 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
         args.device.starts_with("cuda"),
         args.experiment.clone(),
     );
-    submit_and_follow(&client, &submission, args.job.detach, args.client.output).await
+    let (job_id, code) =
+        submit_and_follow_job(&client, &submission, args.job.detach, args.client.output).await?;
+    if args.job.detach {
+        eprintln!(
+            "detached: the evaluation's numbers stay on its run {job_id}; they are put on {} only when `trainyard eval` waits for the job",
+            args.model
+        );
+    } else if code == 0 {
+        crate::tasks::evaluate::apply_version_tags(&client, &job_id).await?;
+    }
+    Ok(code)
 }
 
 #[derive(Args)]

@@ -167,29 +167,70 @@ pub async fn eval(task: EvalTask) -> anyhow::Result<i32> {
     });
     run.upload("eval/report.json", serde_json::to_vec_pretty(&document)?)
         .await?;
-    // The headline numbers go on the model version, where people compare versions.
+    // The headline numbers belong on the model version, where people compare versions. A
+    // job's token may not tag a version another run registered, so the task proposes them
+    // on its own run and `trainyard eval` applies them with the user's token.
     let dataset_name = &version.name;
+    let mut tags = serde_json::Map::new();
     for (key, value) in report.scalars("") {
         if matches!(key.as_str(), "accuracy" | "f1_macro" | "mse" | "r2") {
-            set_version_tag(
-                &run.client,
-                &model.name,
-                &model.version,
-                &format!("eval.{dataset_name}.{split}.{key}"),
-                &format!("{value:.6}"),
-            )
-            .await?;
+            tags.insert(
+                format!("eval.{dataset_name}.{split}.{key}"),
+                json!(format!("{value:.6}")),
+            );
         }
     }
-    set_version_tag(
-        &run.client,
-        &model.name,
-        &model.version,
-        &format!("eval.{dataset_name}.{split}.run"),
-        &run.run_id,
+    tags.insert(
+        format!("eval.{dataset_name}.{split}.run"),
+        json!(run.run_id),
+    );
+    run.set_tag(
+        VERSION_TAGS_TAG,
+        &serde_json::to_string(&json!({
+            "name": model.name,
+            "version": model.version,
+            "tags": tags,
+        }))?,
     )
     .await?;
     Ok(0)
+}
+
+/// The run tag in which an evaluation proposes tags for the version it evaluated:
+/// `{"name", "version", "tags": {key: value}}`.
+pub const VERSION_TAGS_TAG: &str = "trainyard.eval.versionTags";
+
+/// Applies what an evaluation run proposed (see [`VERSION_TAGS_TAG`]) to the model version,
+/// with the caller's token; returns how many tags were set.
+pub async fn apply_version_tags(client: &Client, run_id: &str) -> anyhow::Result<usize> {
+    let run: serde_json::Value = client
+        .json(client.request(
+            Method::GET,
+            &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"),
+        ))
+        .await?;
+    let proposed = run["run"]["data"]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["key"] == VERSION_TAGS_TAG)
+        .and_then(|t| t["value"].as_str())
+        .map(serde_json::from_str::<serde_json::Value>)
+        .transpose()?;
+    let Some(proposed) = proposed else {
+        return Ok(0);
+    };
+    let (Some(name), Some(version)) = (proposed["name"].as_str(), proposed["version"].as_str())
+    else {
+        anyhow::bail!("run {run_id}: {VERSION_TAGS_TAG} names no model version");
+    };
+    let mut n = 0;
+    for (key, value) in proposed["tags"].as_object().into_iter().flatten() {
+        let value = value.as_str().unwrap_or_default();
+        set_version_tag(client, name, version, key, value).await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 async fn set_version_tag(
