@@ -43,6 +43,10 @@ pub struct UpArgs {
     /// that, jobs behind it wait until it runs, so it cannot starve [default: 120].
     #[arg(long, env = "TRAINYARD_BACKFILL_WINDOW_S")]
     pub backfill_window_s: Option<f64>,
+    /// Account jobs run as [default: `trainyard-job` (created if missing) when the server runs
+    /// as root; else the server's own user, which lets jobs read the server's secrets].
+    #[arg(long, env = "TRAINYARD_JOB_USER")]
+    pub job_user: Option<String>,
     #[command(flatten)]
     pub serve: crate::serving::ServeArgs,
 }
@@ -60,6 +64,7 @@ struct FileConfig {
     gpus: Option<u32>,
     kill_grace_s: Option<f64>,
     backfill_window_s: Option<f64>,
+    job_user: Option<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -74,6 +79,7 @@ pub struct ServerConfig {
     pub gpus: Option<u32>,
     pub kill_grace_s: f64,
     pub backfill_window_s: f64,
+    pub job_user: Option<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -135,6 +141,7 @@ impl UpArgs {
             gpus: self.gpus.or(file.gpus),
             kill_grace_s,
             backfill_window_s,
+            job_user: self.job_user.or(file.job_user),
         })
     }
 }

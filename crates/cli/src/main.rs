@@ -124,6 +124,13 @@ struct ShimArgs {
     kill_grace_ms: u64,
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// Run the command as this uid (with --gid and --groups); the supervisor keeps its own.
+    #[arg(long, requires = "gid")]
+    uid: Option<u32>,
+    #[arg(long)]
+    gid: Option<u32>,
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<u32>,
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -161,6 +168,14 @@ fn main() -> ExitCode {
             timeout: args.timeout_s.map(std::time::Duration::from_secs),
             kill_grace: std::time::Duration::from_millis(args.kill_grace_ms),
             working_dir: args.workdir,
+            run_as: match (args.uid, args.gid) {
+                (Some(uid), Some(gid)) => Some(trainyard_compute::shim::RunAs {
+                    uid,
+                    gid,
+                    groups: args.groups,
+                }),
+                _ => None,
+            },
             command: args.command,
         });
         return ExitCode::from(code as u8);

@@ -1,7 +1,7 @@
 //! `trainyard up`: open storage, make sure an admin token exists, reconcile jobs, serve.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use trainyard_api::{AppState, Auth, HttpMetrics, InferenceState};
 use trainyard_compute::{
-    detect_capacity, CapacityOverrides, JobTracking, LocalExecutor, Scheduler, SchedulerOptions,
+    detect_capacity, CapacityOverrides, JobTracking, JobUser, LocalExecutor, Scheduler,
+    SchedulerOptions,
 };
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
@@ -39,9 +40,40 @@ pub fn init_logging() {
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     init_logging();
+    // Nobody but root may read this process's memory or environment (`/proc/<pid>/environ`
+    // holds TRAINYARD_ADMIN_TOKEN and database passwords), not even jobs of the same user.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let serve_args = args.serve.clone();
     let config = args.resolve()?;
+    let job_user = JobUser::resolve(config.job_user.as_deref())?;
+    if job_user.is_server_user() {
+        tracing::warn!(
+            user = %job_user.name,
+            "jobs run as the server's own user and can read its secrets (the data directory, \
+             the admin token); start the server as root, or pass --job-user NAME, to run them \
+             as another account"
+        );
+    } else {
+        tracing::info!(user = %job_user.name, uid = job_user.uid, "jobs run as {}", job_user.name);
+    }
+    // The data directory (database, blobs, spools, admin token) is the server's alone.
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", config.data_dir.display()))?;
     let store = Store::open(&config.database_url, &config.blobs_url).await?;
+    let blobs = store.blobs.clone();
+    let swept = tokio::task::spawn_blocking(move || blobs.sweep_staged_uploads()).await?;
+    match swept {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed uploads a crash left unfinished"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep unfinished uploads"),
+    }
+    match store.blobs.sweep_stale_shard_uploads().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(uploads = n, "removed dataset shard uploads a crash left"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep stale shard uploads"),
+    }
     ensure_admin_token(&store, &config).await?;
 
     let capacity = detect_capacity(&CapacityOverrides {
@@ -64,6 +96,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             tracking: tracking.clone(),
             tracking_uri: local_url(address),
         },
+        job_user,
     )?;
     let options = SchedulerOptions {
         backfill_window: Duration::from_secs_f64(config.backfill_window_s),

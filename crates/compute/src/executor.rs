@@ -16,6 +16,7 @@ use trainyard_store::{generate_token, log_end, Blobs};
 use trainyard_tracking::Tracking;
 
 use crate::job_metrics::MetricScanner;
+use crate::job_user::JobUser;
 
 use crate::shim::{self, ExitRecord, PidRecord};
 use crate::ComputeError;
@@ -30,9 +31,6 @@ const SHIP_INTERVAL: Duration = Duration::from_secs(2);
 const SHIP_INTERVAL_LONG: Duration = Duration::from_secs(30);
 const SHIP_SETTLE: Duration = Duration::from_secs(60);
 
-/// Environment variables of the server that jobs must not inherit (secrets, server config).
-const PRIVATE_ENV_PREFIXES: &[&str] = &["TRAINYARD_", "AWS_SECRET", "AWS_SESSION_TOKEN"];
-
 #[derive(Clone)]
 pub struct LocalExecutor {
     inner: Arc<Inner>,
@@ -43,6 +41,8 @@ struct Inner {
     program: PathBuf,
     blobs: Blobs,
     kill_grace: Duration,
+    /// The account jobs run as.
+    job_user: JobUser,
     /// Bytes of each active job's log already in the blob store.
     shipped: Mutex<HashMap<String, Arc<AtomicU64>>>,
     tracking: JobTracking,
@@ -74,6 +74,7 @@ impl LocalExecutor {
         blobs: Blobs,
         kill_grace: Duration,
         tracking: JobTracking,
+        job_user: JobUser,
     ) -> Result<Self, ComputeError> {
         std::fs::create_dir_all(&root)?;
         Ok(Self {
@@ -82,6 +83,7 @@ impl LocalExecutor {
                 program,
                 blobs,
                 kill_grace,
+                job_user,
                 shipped: Mutex::new(HashMap::new()),
                 tracking,
                 scanners: Mutex::new(HashMap::new()),
@@ -188,14 +190,27 @@ impl LocalExecutor {
         if let Some(wd) = &job.working_dir {
             cmd.arg("--workdir").arg(wd);
         }
-        cmd.arg("--").args(&job.command);
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if PRIVATE_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) {
-                cmd.env_remove(&key);
-            }
+        let user = &self.inner.job_user;
+        if !user.is_server_user() {
+            cmd.arg("--uid")
+                .arg(user.uid.to_string())
+                .arg("--gid")
+                .arg(user.gid.to_string())
+                .arg("--groups")
+                .arg(
+                    user.groups
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
         }
-        cmd.envs(extra_env.iter().map(|(k, v)| (k, v)))
+        cmd.arg("--").args(&job.command);
+        // Nothing of the server's environment (its secrets, its configuration) reaches a
+        // job but the few variables `base_env` names.
+        cmd.env_clear()
+            .envs(user.base_env())
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .envs(&job.env)
             .env("TRAINYARD_JOB_ID", &job.id)
             .env("TRAINYARD_JOB_ATTEMPT", attempt.to_string())

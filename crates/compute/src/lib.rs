@@ -6,6 +6,7 @@ mod capacity;
 mod error;
 mod executor;
 mod job_metrics;
+mod job_user;
 mod logs;
 mod scheduler;
 pub mod shim;
@@ -13,6 +14,7 @@ pub mod shim;
 pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;
 pub use executor::{JobTracking, LocalExecutor};
+pub use job_user::{JobUser, DEFAULT_JOB_USER};
 pub use logs::{JobLogs, LogPiece, LogReader};
 pub use scheduler::{
     Amounts, Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions, Usage,

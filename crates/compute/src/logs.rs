@@ -211,6 +211,7 @@ mod tests {
             blobs,
             Duration::from_secs(1),
             tracking,
+            crate::JobUser::current().unwrap(),
         )
         .unwrap();
         let logs = JobLogs::new(executor);

@@ -53,7 +53,18 @@ pub struct ShimOptions {
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub working_dir: Option<PathBuf>,
+    /// The account the command runs as (uid, gid, supplementary groups); `None` = the
+    /// supervisor's own. The supervisor itself keeps its user, so the job cannot touch its
+    /// files (the outcome, the pid file) nor signal it.
+    pub run_as: Option<RunAs>,
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
 }
 
 /// Writes `value` as JSON to `path` atomically (temporary file, then rename): a reader
@@ -158,11 +169,29 @@ fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
     if let Some(dir) = &opts.working_dir {
         command.current_dir(dir);
     }
+    let run_as = opts.run_as.clone();
+    // std changes directory before `pre_exec` runs, still as the supervisor's user; after the
+    // drop the job user changes there again, so a folder it may not enter is refused.
+    let workdir_c = match &opts.working_dir {
+        Some(dir) => Some(
+            std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // Own process group, so one kill reaches the whole tree; default signal state.
             if libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(r) = &run_as {
+                crate::job_user::become_user(r.uid, r.gid, &r.groups)?;
+                if let Some(dir) = &workdir_c {
+                    if libc::chdir(dir.as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
             }
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
