@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(["proto/inference.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(false)
+        // Unparseable requests are INVALID_ARGUMENT, not INTERNAL (see grpc_codec.rs).
+        .codec_path("crate::inference::grpc_codec::ArgCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

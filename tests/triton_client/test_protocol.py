@@ -225,6 +225,22 @@ def test_malformed_bodies_are_400_with_an_error_field():
     assert status == 400 and "binary_data_size" in err["error"]
 
 
+def test_unknown_content_encoding_is_415():
+    status, err = raw("POST", "/v2/models/mlp/infer", b"\x00\x01", {**AUTH, "Content-Encoding": "br"})
+    assert status == 415 and "br" in err["error"], (status, err)
+
+
+def test_unparseable_grpc_request_is_invalid_argument():
+    import grpc as grpclib
+    with grpclib.insecure_channel(GRPC) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                   request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpclib.RpcError) as e:
+            # A tag whose varint never ends: no prefix of it is a message.
+            call(b"\xff" * 16, metadata=[(k.lower(), v) for k, v in AUTH.items()], timeout=10)
+    assert e.value.code() == grpclib.StatusCode.INVALID_ARGUMENT, e.value
+
+
 def test_body_over_the_limit_is_413():
     body = gzip.compress(b" " * (17 << 20))
     status, err = raw("POST", "/v2/models/mlp/infer", b"x" * (17 << 20), AUTH)

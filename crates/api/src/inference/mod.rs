@@ -4,6 +4,7 @@
 
 pub(crate) mod codec;
 pub mod grpc;
+pub(crate) mod grpc_codec;
 mod rest;
 
 use axum::http::StatusCode;

@@ -234,7 +234,12 @@ async fn infer(
 ) -> V2Result<Response> {
     let (name, version) = model_path(&p)?;
     let encoding = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let body = codec::decompress(encoding, body, state.max_body)?;
+    // An encoding this server cannot read is the request's media type problem (415), not a
+    // missing feature of the server.
+    let body = codec::decompress(encoding, body, state.max_body).map_err(|e| match e {
+        ServeError::Unsupported(m) => V2Error(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
+        other => other.into(),
+    })?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
