@@ -22,6 +22,10 @@ CPUS=${SLURM_CPUS:-$(nproc)}
 EPILOG=${EPILOG-/bin/true}
 export SLURM_CONF=$CONF
 
+# stdout is for the one line the caller evals; everything else (apt, daemons) goes to
+# stderr. fd 3 keeps the real stdout for that line.
+exec 3>&1 1>&2
+
 log() { printf '[slurm-up] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -34,7 +38,7 @@ if pid_alive "$BASE/slurmctld.pid" && pid_alive "$BASE/slurmd.pid" \
    && timeout 10 scontrol ping 2>/dev/null | grep -q UP; then
   log "already running (config $CONF)"
   sinfo -N -o '%N %T %c' >&2 || true
-  echo "export SLURM_CONF=$CONF"
+  echo "export SLURM_CONF=$CONF" >&3
   exit 0
 fi
 
@@ -160,4 +164,4 @@ for _ in $(seq 1 120); do
 done
 [ "$st" = idle ] || { tail -n 20 "$BASE/log/slurmctld.log" "$BASE/log/slurmd.log" >&2; die "node not idle (state '$st')"; }
 log "up: $(sinfo -V) node $NODE cpus=$CPUS config $CONF"
-echo "export SLURM_CONF=$CONF"
+echo "export SLURM_CONF=$CONF" >&3

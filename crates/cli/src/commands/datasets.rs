@@ -376,16 +376,67 @@ fn show(v: &VersionView) -> anyhow::Result<()> {
         println!("parent   {}", short(parent));
     }
     for step in &m.lineage.steps {
-        println!(
-            "step     {}",
-            serde_json::to_string(step).unwrap_or_default()
-        );
+        println!("step     {}", step_summary(step));
     }
     println!("schema:");
     for f in &m.schema {
         println!("  {:<20} {}", f.name, type_name(&f.dtype));
     }
     Ok(())
+}
+
+/// A processing step for people: its op and settings on one line, fitted parameters as
+/// what they cover (`fitted pixels: 64 means, 64 deviations`) instead of every number;
+/// `-o json` keeps the full values.
+fn step_summary(step: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let Value::Object(map) = step else {
+        return step.to_string();
+    };
+    let mut out = map
+        .get("op")
+        .and_then(Value::as_str)
+        .unwrap_or("step")
+        .to_string();
+    for (key, value) in map {
+        if key == "op" || key == "fitted" || value.is_null() {
+            continue;
+        }
+        out.push_str(&format!(" {key}={}", compact(value)));
+    }
+    if let Some(Value::Object(fitted)) = map.get("fitted") {
+        let parts: Vec<String> = fitted
+            .iter()
+            .map(|(name, v)| match v {
+                Value::Object(stats) => format!(
+                    "{name}: {}",
+                    stats
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Value::Array(a) if a.len() > 4 => format!("{} {k}", a.len()),
+                            other => format!("{k} {}", compact(other)),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                other => format!("{name} {}", compact(other)),
+            })
+            .collect();
+        out.push_str(&format!(" (fitted {})", parts.join("; ")));
+    }
+    out
+}
+
+/// A JSON value in a few characters: long lists are counted, not listed.
+fn compact(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.len() > 8 => format!("[{} values]", a.len()),
+        Value::Array(a) => format!("[{}]", a.iter().map(compact).collect::<Vec<_>>().join(",")),
+        Value::Object(o) if o.len() > 4 => format!("{{{} entries}}", o.len()),
+        other => other.to_string(),
+    }
 }
 
 fn type_name(t: &trainyard_data::ColumnType) -> String {
@@ -430,5 +481,31 @@ fn human_bytes(n: i64) -> String {
         format!("{:.1} kB", n / 1e3)
     } else {
         format!("{n} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_summary;
+    use serde_json::json;
+
+    #[test]
+    fn fitted_statistics_are_summarised_for_people() {
+        let step = json!({
+            "op": "standardize", "columns": ["pixels"], "fit_on": "train", "split_column": "split",
+            "fitted": {"pixels": {"mean": vec![0.5; 64], "std": vec![1.0; 64]}}
+        });
+        let line = step_summary(&step);
+        assert_eq!(
+            line,
+            "standardize columns=[pixels] fit_on=train split_column=split (fitted pixels: 64 mean, 64 std)"
+        );
+        assert!(line.len() < 120);
+        let labels =
+            json!({"op": "label_encode", "column": "y", "fitted": {"classes": ["a", "b"]}});
+        assert_eq!(
+            step_summary(&labels),
+            "label_encode column=y (fitted classes [a,b])"
+        );
     }
 }
