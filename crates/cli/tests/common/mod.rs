@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub blobs: Option<String>,
     pub env: Vec<(String, String)>,
     pub backfill_window_s: Option<f64>,
+    /// `--job-user`; `None` = the test's own user, so jobs see the files the test made (the
+    /// server's default for root, a dedicated account, is tested on its own).
+    pub job_user: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +43,7 @@ impl Default for ServerOptions {
             blobs: None,
             env: Vec::new(),
             backfill_window_s: None,
+            job_user: None,
         }
     }
 }
@@ -96,6 +100,11 @@ impl Server {
             args.push("--database".into());
             args.push(url);
         }
+        args.push("--job-user".into());
+        args.push(match opts.job_user {
+            Some(user) => user,
+            None => trainyard_compute::JobUser::current().unwrap().name,
+        });
         if let Some(window) = opts.backfill_window_s {
             args.push("--backfill-window-s".into());
             args.push(window.to_string());
@@ -115,10 +124,18 @@ impl Server {
             http: reqwest::Client::new(),
         };
         server.spawn().await;
-        server.token = std::fs::read_to_string(server.data_dir.join("admin-token"))
-            .expect("admin-token written at first start")
-            .trim()
-            .to_string();
+        // A server given TRAINYARD_ADMIN_TOKEN takes that token and writes no file.
+        server.token = match server
+            .env
+            .iter()
+            .find(|(k, _)| k == "TRAINYARD_ADMIN_TOKEN")
+        {
+            Some((_, token)) => token.clone(),
+            None => std::fs::read_to_string(server.data_dir.join("admin-token"))
+                .expect("admin-token written at first start")
+                .trim()
+                .to_string(),
+        };
         server
     }
 

@@ -1,0 +1,723 @@
+//! Attacks an adversarial probe made on a live server, each performed for real: a job's
+//! token trying to change other runs and the registry, a model config that asks for 100,000
+//! threads, a version source that climbs out of its run, links a job plants in the blob
+//! store, a job reading the server's secrets, a shard upload that used to be buffered whole.
+//! Each test passes only when the attack fails.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, ServerOptions};
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(60);
+const TINY: &[u8] = include_bytes!("../../serve/tests/fixtures/repo/tiny/1/model.onnx");
+
+async fn start() -> Server {
+    Server::start_with(ServerOptions {
+        env: vec![("TRAINYARD_SERVE_RUNTIME".into(), "tract".into())],
+        ..ServerOptions::default()
+    })
+    .await
+}
+
+/// A job that prints its token and stays alive; returns (job id = its run id, token).
+async fn job_with_token(server: &Server) -> (String, String) {
+    let job = server
+        .submit(json!({"command": ["sh", "-c", "echo \"token $MLFLOW_TRACKING_TOKEN\"; sleep 60"]}))
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    server.wait_log(&id, "token ").await;
+    let token = server
+        .logs(&id, "")
+        .await
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    (id, token)
+}
+
+async fn call(
+    server: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let mut req = http
+        .request(method.clone(), server.url(path))
+        .bearer_auth(token);
+    if method == reqwest::Method::GET {
+        let query: Vec<(String, String)> = body
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map(str::to_string).unwrap_or(v.to_string()),
+                )
+            })
+            .collect();
+        req = req.query(&query);
+    } else {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin(server: &Server, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    call(server, &server.token.clone(), method, path, body).await
+}
+
+/// A run (made with the admin token) whose artifacts hold `model/model.onnx` and
+/// `model/config.json`, registered as a version of `name`; returns (run id, artifact root).
+async fn registered(server: &Server, name: &str, config: Option<&str>) -> (String, String) {
+    use reqwest::Method;
+    let (s, run) = admin(
+        server,
+        Method::POST,
+        "/api/2.0/mlflow/runs/create",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let root = run["run"]["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mlflow-artifacts:")
+        .trim_start_matches('/')
+        .to_string();
+    let put = |path: String, body: Vec<u8>| {
+        server
+            .http_put(&format!(
+                "/api/2.0/mlflow-artifacts/artifacts/{root}/{path}"
+            ))
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        put("model/model.onnx".into(), TINY.to_vec())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    if let Some(c) = config {
+        assert_eq!(
+            put("model/config.json".into(), c.as_bytes().to_vec())
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let _ = admin(
+        server,
+        Method::POST,
+        "/api/2.0/mlflow/registered-models/create",
+        json!({"name": name}),
+    )
+    .await;
+    let (s, v) = admin(
+        server,
+        Method::POST,
+        "/api/2.0/mlflow/model-versions/create",
+        json!({"name": name, "source": format!("runs:/{run_id}/model"), "run_id": run_id}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    (run_id, root)
+}
+
+fn infer_body() -> Value {
+    json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+}
+
+async fn healthy(server: &Server) {
+    let r = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the server must still be up:\n{}",
+        server.server_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_token_writes_only_what_its_job_owns() {
+    use reqwest::Method;
+    let server = start().await;
+    let (victim_run, victim_root) = registered(&server, "victim", None).await;
+    let (job, token) = job_with_token(&server).await;
+    let t = token.as_str();
+    let s = &server;
+
+    // Every write into another run is refused with MLflow's PERMISSION_DENIED.
+    let ts = json!(1_700_000_000_000i64);
+    for (path, body) in [
+        (
+            "/api/2.0/mlflow/runs/log-metric",
+            json!({"run_id": victim_run, "key": "m", "value": 1, "timestamp": ts}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/log-parameter",
+            json!({"run_id": victim_run, "key": "p", "value": "x"}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/set-tag",
+            json!({"run_id": victim_run, "key": "t", "value": "x"}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/delete-tag",
+            json!({"run_id": victim_run, "key": "mlflow.runName"}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/log-batch",
+            json!({"run_id": victim_run, "metrics": [{"key": "m", "value": 1, "timestamp": ts}]}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/update",
+            json!({"run_id": victim_run, "status": "KILLED"}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/log-inputs",
+            json!({"run_id": victim_run, "datasets": []}),
+        ),
+        (
+            "/ajax-api/2.0/mlflow/runs/set-tag",
+            json!({"run_id": victim_run, "key": "t", "value": "x"}),
+        ),
+    ] {
+        let (status, body) = call(s, t, Method::POST, path, body).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["error_code"], "PERMISSION_DENIED", "{path}: {body}");
+    }
+    // Deletes, restores, renames, aliases and stages: refused whoever owns the target.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/2.0/mlflow/runs/delete",
+            json!({"run_id": victim_run}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/runs/delete",
+            json!({"run_id": job}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/runs/restore",
+            json!({"run_id": victim_run}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/experiments/delete",
+            json!({"experiment_id": "0"}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/experiments/update",
+            json!({"experiment_id": "0", "new_name": "x"}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/experiments/set-experiment-tag",
+            json!({"experiment_id": "0", "key": "k", "value": "v"}),
+        ),
+        (
+            Method::DELETE,
+            "/api/2.0/mlflow/registered-models/delete",
+            json!({"name": "victim"}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/registered-models/rename",
+            json!({"name": "victim", "new_name": "mine"}),
+        ),
+        (
+            Method::PATCH,
+            "/api/2.0/mlflow/registered-models/update",
+            json!({"name": "victim", "description": "x"}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/registered-models/alias",
+            json!({"name": "victim", "alias": "production", "version": "1"}),
+        ),
+        (
+            Method::DELETE,
+            "/api/2.0/mlflow/registered-models/alias",
+            json!({"name": "victim", "alias": "production"}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/model-versions/transition-stage",
+            json!({"name": "victim", "version": "1", "stage": "Production"}),
+        ),
+        (
+            Method::DELETE,
+            "/api/2.0/mlflow/model-versions/delete",
+            json!({"name": "victim", "version": "1"}),
+        ),
+        (
+            Method::POST,
+            "/api/2.0/mlflow/model-versions/set-tag",
+            json!({"name": "victim", "version": "1", "key": "k", "value": "v"}),
+        ),
+        (
+            Method::DELETE,
+            &format!("/api/2.0/mlflow-artifacts/artifacts/{victim_root}/model/model.onnx"),
+            json!({}),
+        ),
+        (Method::POST, "/api/v1/jobs", json!({"command": ["true"]})),
+    ] {
+        let (status, body) = call(s, t, method.clone(), path, body).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+    // Overwriting another run's artifacts, whole or in parts, is refused too.
+    let http = reqwest::Client::new();
+    let r = http
+        .put(s.url(&format!(
+            "/api/2.0/mlflow-artifacts/artifacts/{victim_root}/model/model.onnx"
+        )))
+        .bearer_auth(t)
+        .body(b"evil".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (status, _) = call(
+        s,
+        t,
+        Method::POST,
+        &format!("/api/2.0/mlflow-artifacts/mpu/create/{victim_root}/model/model.onnx"),
+        json!({"path": format!("{victim_root}/model/model.onnx"), "num_parts": 1}),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // The job's own run, and what it creates, stay writable.
+    for (path, body) in [
+        (
+            "/api/2.0/mlflow/runs/log-metric",
+            json!({"run_id": job, "key": "m", "value": 1, "timestamp": ts}),
+        ),
+        (
+            "/api/2.0/mlflow/runs/set-tag",
+            json!({"run_id": job, "key": "t", "value": "x"}),
+        ),
+        (
+            "/api/2.0/mlflow/registered-models/create",
+            json!({"name": "from-the-job"}),
+        ),
+    ] {
+        let (status, body) = call(s, t, Method::POST, path, body).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, child) = call(s, t, Method::POST, "/api/2.0/mlflow/runs/create", json!({"experiment_id": "0", "tags": [{"key": "trainyard.createdByJob", "value": victim_run}]})).await;
+    assert_eq!(status, 200, "{child}");
+    let child_id = child["run"]["info"]["run_id"].as_str().unwrap();
+    let stamped: Vec<&Value> = child["run"]["data"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["key"] == "trainyard.createdByJob")
+        .collect();
+    assert_eq!(stamped.len(), 1, "{child}");
+    assert_eq!(
+        stamped[0]["value"],
+        job.as_str(),
+        "the server stamps the creator; a claimed one is dropped"
+    );
+    let (status, _) = call(
+        s,
+        t,
+        Method::POST,
+        "/api/2.0/mlflow/runs/log-parameter",
+        json!({"run_id": child_id, "key": "p", "value": "1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "a run the job created is its own");
+    let own_root = format!("0/{job}/artifacts");
+    let r = http
+        .put(s.url(&format!(
+            "/api/2.0/mlflow-artifacts/artifacts/{own_root}/model/model.onnx"
+        )))
+        .bearer_auth(t)
+        .body(TINY.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Registering a version: only from its own run (so not from the victim's).
+    let (status, body) = call(s, t, Method::POST, "/api/2.0/mlflow/model-versions/create", json!({"name": "victim", "source": format!("runs:/{victim_run}/model"), "run_id": victim_run})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call(
+        s,
+        t,
+        Method::POST,
+        "/api/2.0/mlflow/model-versions/create",
+        json!({"name": "victim", "source": format!("runs:/{job}/model"), "run_id": job}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(
+        s,
+        t,
+        Method::POST,
+        "/api/2.0/mlflow/model-versions/set-tag",
+        json!({"name": "victim", "version": "2", "key": "k", "value": "v"}),
+    )
+    .await;
+    assert_eq!(status, 200, "a version of its own run takes its tags");
+
+    // Nothing of the victim changed: no metric, tags intact, the run still RUNNING, the
+    // artifact the same bytes, no alias.
+    let (_, run) = admin(
+        s,
+        Method::GET,
+        "/api/2.0/mlflow/runs/get",
+        json!({"run_id": victim_run}),
+    )
+    .await;
+    assert_eq!(run["run"]["info"]["status"], "RUNNING", "{run}");
+    assert!(run["run"]["data"].get("metrics").is_none(), "{run}");
+    let bytes = server
+        .get(&format!(
+            "/api/2.0/mlflow-artifacts/artifacts/{victim_root}/model/model.onnx"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..], TINY);
+    let (_, model) = admin(
+        s,
+        Method::GET,
+        "/api/2.0/mlflow/registered-models/get",
+        json!({"name": "victim"}),
+    )
+    .await;
+    assert!(
+        model["registered_model"].get("aliases").is_none(),
+        "{model}"
+    );
+    // Reads stay open to the job.
+    let (status, _) = call(
+        s,
+        t,
+        Method::GET,
+        "/api/2.0/mlflow/runs/get",
+        json!({"run_id": victim_run}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_asking_for_100000_instances_fails_its_load_not_the_server() {
+    use reqwest::Method;
+    let server = start().await;
+    let evil = r#"{"instance_group":[{"count":100000,"kind":"KIND_CPU"}]}"#;
+    registered(&server, "greedy", Some(evil)).await;
+    let (status, body) = admin(
+        &server,
+        Method::POST,
+        "/v2/models/greedy/infer",
+        infer_body(),
+    )
+    .await;
+    assert!(
+        (400..500).contains(&status) || status == 503,
+        "{status} {body}"
+    );
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("instance_group[0].count"), "{body}");
+    healthy(&server).await;
+    // The same config through the load API: 400 naming the field.
+    registered(&server, "plain", None).await;
+    let (status, body) = admin(
+        &server,
+        Method::POST,
+        "/v2/repository/models/plain/load",
+        json!({"parameters": {"config": evil}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("instance_group[0].count"),
+        "{body}"
+    );
+    healthy(&server).await;
+    let (status, body) = admin(
+        &server,
+        Method::POST,
+        "/v2/models/plain/infer",
+        infer_body(),
+    )
+    .await;
+    assert_eq!(status, 200, "other models still serve: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_source_cannot_climb_out_of_its_run() {
+    use reqwest::Method;
+    let server = start().await;
+    let (run_id, _) = registered(&server, "good", None).await;
+    for source in [
+        format!("runs:/{run_id}/..%2f.."),
+        format!("runs:/{run_id}/../../x"),
+        format!("runs:/{run_id}/model/%2e%2e/%2e%2e"),
+        format!("runs:/{run_id}/a\\..\\b"),
+    ] {
+        let (status, body) = admin(
+            &server,
+            Method::POST,
+            "/api/2.0/mlflow/model-versions/create",
+            json!({"name": "good", "source": source, "run_id": run_id}),
+        )
+        .await;
+        assert_eq!(status, 400, "{source}: {body}");
+        assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE");
+    }
+    // Serving is untouched: the index answers, the model serves.
+    let (status, index) = admin(&server, Method::POST, "/v2/repository/index", json!({})).await;
+    assert_eq!(status, 200, "{index}");
+    let (status, _) = admin(&server, Method::POST, "/v2/models/good/infer", infer_body()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn links_planted_in_the_blob_store_are_never_followed() {
+    use reqwest::Method;
+    let server = start().await;
+    let (run_id, root) = registered(&server, "linked", None).await;
+    let dir = server.data_dir.join("blobs/artifacts").join(&root);
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    std::os::unix::fs::symlink(server.data_dir.join("trainyard.db"), dir.join("db")).unwrap();
+    std::os::unix::fs::symlink(&server.data_dir, dir.join("data")).unwrap();
+    std::os::unix::fs::symlink(dir.join("loop"), dir.join("loop")).unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("model/up")).unwrap();
+    for path in [
+        "passwd",
+        "db",
+        "data/admin-token",
+        "loop",
+        "model/up/model/model.onnx",
+    ] {
+        for url in [
+            format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{path}"),
+            format!("/get-artifact?run_id={run_id}&path={path}"),
+        ] {
+            let r = server.get(&url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert!((400..500).contains(&status), "{url}: {status}");
+            assert!(
+                !text.contains("root:") && !text.contains(&server.token),
+                "{url} leaked: {text}"
+            );
+        }
+    }
+    for path in ["", "model", "data", "model/up"] {
+        let (status, listing) = admin(
+            &server,
+            Method::GET,
+            "/api/2.0/mlflow/artifacts/list",
+            json!({"run_id": run_id, "path": path}),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {listing}");
+        let names: Vec<&str> = listing["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["path"].as_str())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.ends_with("passwd")
+                && !n.ends_with("loop")
+                && !n.ends_with("up")
+                && !n.ends_with("data")),
+            "{path}: {names:?}"
+        );
+    }
+    let (status, listing) = admin(
+        &server,
+        Method::GET,
+        "/api/2.0/mlflow/artifacts/list",
+        json!({"run_id": run_id}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listing["files"].as_array().unwrap().len(),
+        1,
+        "only model/: {listing}"
+    );
+}
+
+/// The job user test needs root (to become another user); CI runs as root.
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_cannot_read_the_servers_secrets() {
+    if !is_root() {
+        eprintln!("skipped: running jobs as another user needs root");
+        return;
+    }
+    let secret = "ty_this-admin-token-must-not-leak-0123456789";
+    let server = Server::start_with(ServerOptions {
+        job_user: Some(trainyard_compute::DEFAULT_JOB_USER.into()),
+        env: vec![
+            ("TRAINYARD_ADMIN_TOKEN".into(), secret.into()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                "aws-secret-must-not-leak".into(),
+            ),
+            (
+                "SOME_SERVER_SETTING".into(),
+                "server-env-must-not-leak".into(),
+            ),
+        ],
+        ..ServerOptions::default()
+    })
+    .await;
+    let data = server.data_dir.display().to_string();
+    let script = format!(
+        "id -un; env; cat /proc/{pid}/environ; cat {data}/admin-token; cat {data}/trainyard.db | head -c 64; ls {data}; echo done",
+        pid = server.pid()
+    );
+    let job = server
+        .submit(json!({"command": ["sh", "-c", script], "working_dir": "/tmp"}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let done = server.wait_done(id, LONG).await;
+    let log = server.logs(id, "").await;
+    assert!(log.contains("done"), "{done}\n{log}");
+    assert!(
+        log.starts_with(trainyard_compute::DEFAULT_JOB_USER),
+        "{log}"
+    );
+    for leaked in [
+        secret,
+        "aws-secret-must-not-leak",
+        "server-env-must-not-leak",
+        "SQLite format",
+    ] {
+        assert!(!log.contains(leaked), "the job read {leaked:?}:\n{log}");
+    }
+    let token_file =
+        std::fs::read_to_string(server.data_dir.join("admin-token")).unwrap_or_default();
+    assert!(
+        token_file.is_empty() || !log.contains(token_file.trim()),
+        "{log}"
+    );
+    assert!(
+        log.contains("MLFLOW_TRACKING_TOKEN="),
+        "its own variables are there: {log}"
+    );
+    // The job still logs into its run with its own token.
+    let probe = server
+        .submit(json!({"command": ["sh", "-c", "test -n \"$MLFLOW_TRACKING_TOKEN\" && echo ok"], "working_dir": "/tmp"}))
+        .await;
+    let pid = probe["id"].as_str().unwrap();
+    let done = server.wait_done(pid, LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_256_mib_shard_upload_streams_in_bounded_memory() {
+    use trainyard_data::{Column, ColumnType, Field, Table};
+    let server = start().await;
+    let rows = 64 << 20; // 64 Mi float32 values: 256 MiB of column data
+    let table = Table::new(
+        vec![Field::new("x", ColumnType::Float32 { shape: vec![] })],
+        vec![Column::Float32 {
+            shape: vec![],
+            values: vec![0.25; rows],
+        }],
+    )
+    .unwrap();
+    let bytes = trainyard_data::shard::encode(&table);
+    drop(table);
+    let sha = trainyard_data::shard::sha256_hex(&bytes);
+    let before = rss_kb(server.pid());
+    let body = bytes;
+    let r = server
+        .http_put(&format!("/api/v1/datasets/shards/{sha}"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let grew_mib = (peak_rss_kb(server.pid()).saturating_sub(before)) / 1024;
+    // The body is 256 MiB; what the server holds at once is its write buffer.
+    assert!(
+        grew_mib < 96,
+        "a 256 MiB upload raised the server's peak memory by {grew_mib} MiB"
+    );
+    let r = server
+        .get(&format!("/api/v1/datasets/shards/{sha}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A wrong checksum and garbage are refused, and leave nothing behind.
+    let r = server
+        .http_put(&format!("/api/v1/datasets/shards/{}", "0".repeat(64)))
+        .body(body[..1 << 20].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let garbage = b"definitely not a shard".to_vec();
+    let gsha = trainyard_data::shard::sha256_hex(&garbage);
+    let r = server
+        .http_put(&format!("/api/v1/datasets/shards/{gsha}"))
+        .body(garbage)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = server
+        .get(&format!("/api/v1/datasets/shards/{gsha}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let staged = server.data_dir.join("blobs/datasets/uploads");
+    let left = std::fs::read_dir(&staged).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "staged uploads are removed");
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:")
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM:")
+}
