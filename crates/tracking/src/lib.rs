@@ -14,10 +14,12 @@ mod experiments;
 pub mod filter;
 mod logged_models;
 mod metrics;
+mod python_json;
 mod registry;
 mod rows;
 mod runs;
 mod search;
+mod sources;
 pub mod stdout_metrics;
 pub mod validate;
 

@@ -11,6 +11,7 @@ use crate::error::{invalid, not_found};
 use crate::experiments::paginate;
 use crate::filter::{self, Clause, Entity, Field, Grammar, Op};
 use crate::rows::{get, key_values};
+use crate::sources::{self, bad_source};
 use crate::validate;
 use crate::{Tracking, TrackingError};
 
@@ -56,10 +57,6 @@ fn version_not_found(name: &str, version: i64) -> TrackingError {
     not_found(format!(
         "Model Version (name={name}, version={version}) not found"
     ))
-}
-
-fn bad_source(source: &str, why: &str) -> TrackingError {
-    invalid(format!("Invalid model version source: '{source}'. {why}"))
 }
 
 impl Tracking {
@@ -424,9 +421,10 @@ impl Tracking {
         &self,
         new: NewModelVersion,
     ) -> Result<ModelVersion, TrackingError> {
+        // MLflow's order: the source is judged before the model's existence.
+        let storage = self.check_source(&new).await?;
         self.get_registered_model(&new.name).await?;
         check_model_tags(&new.tags)?;
-        let storage = self.check_source(&new).await?;
         let mut new = new;
         // A version of a logged model belongs to the run that produced it.
         if new.run_id.is_none() {
@@ -493,19 +491,25 @@ impl Tracking {
             .find(|t| t.key == "mlflow.modelVersions")
             .and_then(|t| serde_json::from_str(&t.value).ok())
             .unwrap_or_default();
-        list.push(serde_json::json!({"name": name, "version": version}));
+        let entry = serde_json::json!({"name": name, "version": version});
+        if list.contains(&entry) {
+            return Ok(());
+        }
+        list.push(entry);
+        // Byte for byte what MLflow writes (Python's json.dumps): clients compare it.
         self.set_logged_model_tags(
             model_id,
             vec![KeyValue::new(
                 "mlflow.modelVersions",
-                serde_json::to_string(&list).unwrap_or_default(),
+                crate::python_json::dumps(&serde_json::Value::Array(list)),
             )],
         )
         .await?;
         Ok(())
     }
 
-    /// Checks a version's source (spec §8) and says where its files are.
+    /// Checks a version's source with MLflow's rules (see `sources`) and says where its
+    /// files are.
     async fn check_source(&self, new: &NewModelVersion) -> Result<String, TrackingError> {
         let source = new.source.as_str();
         if source.is_empty() {
@@ -514,103 +518,139 @@ impl Tracking {
                  information about request parameters.",
             ));
         }
-        let lower = source.to_ascii_lowercase();
-        if source.contains('\0')
-            || lower.contains("%2e%2e")
-            || source.split(['/', '\\']).any(|seg| seg == "..")
-        {
-            return Err(bad_source(
-                source,
-                "Sources may not contain '..' path segments.",
-            ));
-        }
-        if let Some(rest) = source.strip_prefix("models:/") {
-            if rest.starts_with('/') {
-                return Err(bad_source(source, "'models:' URIs may not name a host."));
-            }
-            if rest.starts_with("m-") && !rest.contains('/') {
-                if new.model_id.as_deref() != Some(rest) {
-                    return Err(bad_source(
-                        source,
-                        "The model_id request parameter must identify the resource that \
-                         contains the source.",
-                    ));
-                }
-                return Ok(self.get_logged_model(rest).await?.info.artifact_uri);
-            }
-            let (name, version) = rest
-                .rsplit_once('/')
-                .ok_or_else(|| bad_source(source, "Expected models:/<name>/<version>."))?;
-            let version = validate::version(version)?;
-            let v = self.get_model_version(name, version).await?;
-            return Ok(v.storage_location);
-        }
-        if let Some(rest) = source.strip_prefix("runs:/") {
-            if rest.starts_with('/') {
-                return Err(bad_source(source, "'runs:' URIs may not name a host."));
-            }
-            let (run, path) = rest.split_once('/').unwrap_or((rest, ""));
-            // The path is read as an artifact path when the version is served: the same
-            // rules, so no source can name a place outside the run's artifacts.
-            let path = path.trim_end_matches('/');
-            if !path.is_empty() {
-                crate::artifacts::check_path(path)
-                    .map_err(|e| bad_source(source, &e.to_string()))?;
-            }
-            if new.run_id.as_deref() != Some(run) {
+        sources::check_not_host_addressed(source)?;
+        let parts = sources::split(source);
+        // `models:/<name>/<version>`: the version it names, wherever that one lives.
+        if parts.scheme == "models" {
+            if !parts.netloc.is_empty() {
                 return Err(bad_source(
                     source,
-                    "The run_id request parameter has to be specified and must match the run \
-                     ID in the source.",
+                    "Registered model sources must use the active model registry.",
                 ));
             }
-            return Ok(source.to_string());
+            let rest = parts.path.trim_start_matches('/');
+            if let Some((name, version)) = rest.rsplit_once('/') {
+                let version = validate::version(version)?;
+                let v = self.get_model_version(name, version).await?;
+                let run_differs = new.run_id.as_deref().is_some_and(|r| r != v.run_id);
+                let model_differs = new
+                    .model_id
+                    .as_deref()
+                    .is_some_and(|m| Some(m) != v.model_id.as_deref());
+                if run_differs || model_differs {
+                    return Err(bad_source(
+                        source,
+                        "The run_id and model_id request parameters must match the referenced \
+                         model version.",
+                    ));
+                }
+                return Ok(v.storage_location);
+            }
         }
-        let artifact_root = |uri: &str| -> Option<String> {
-            let path = crate::artifacts::artifact_path(uri)?;
-            Some(path.to_string())
-        };
-        let in_artifacts = crate::artifacts::artifact_path(source)
-            .map(str::to_string)
-            .or_else(|| {
-                source
-                    .split_once("/api/2.0/mlflow-artifacts/artifacts/")
-                    .filter(|_| lower.starts_with("http://") || lower.starts_with("https://"))
-                    .map(|(_, p)| p.to_string())
-            });
-        if let Some(path) = in_artifacts {
-            crate::artifacts::check_path(&path).map_err(|e| bad_source(source, &e.to_string()))?;
-            let mut roots = Vec::new();
-            if let Some(run_id) = &new.run_id {
-                if let Ok(run) = self.get_run(run_id).await {
-                    roots.extend(artifact_root(&run.info.artifact_uri));
-                }
-            }
-            if let Some(model_id) = &new.model_id {
-                if let Ok(m) = self.get_logged_model(model_id).await {
-                    roots.extend(artifact_root(&m.info.artifact_uri));
-                }
-            }
-            if roots
-                .iter()
-                .any(|root| path == *root || path.starts_with(&format!("{root}/")))
-            {
-                return Ok(source.to_string());
-            }
+        if let Some(model_id) = &new.model_id {
+            return self.check_source_in_model(source, &parts, model_id).await;
+        }
+        if sources::is_local(source) {
             return Err(bad_source(
                 source,
-                "To use a proxied artifact location, the source must lie inside the artifact \
-                 root of the run_id or model_id given.",
+                "To use a local path as a model version source, the run_id request parameter \
+                 has to be specified and the local path has to be contained within the \
+                 artifact directory of the run specified by the run_id.",
             ));
         }
-        match lower.split_once("://") {
-            Some((scheme, _)) if scheme != "file" && !scheme.is_empty() => Ok(source.to_string()),
-            _ => Err(bad_source(
-                source,
-                "Local paths are not accepted: this server keeps artifacts in its own store \
-                 (log them through mlflow-artifacts).",
-            )),
+        sources::check_no_relative_references(source)?;
+        match parts.scheme.as_str() {
+            "runs" => {
+                let rest = parts.path.trim_start_matches('/');
+                let (run, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if !parts.netloc.is_empty() || new.run_id.as_deref() != Some(run) {
+                    return Err(bad_source(source, sources::RUN_ID_MUST_MATCH));
+                }
+                // The path is read as an artifact path when the version is served: the same
+                // rules, so no source names a place outside the run's artifacts.
+                let path = path.trim_end_matches('/');
+                if !path.is_empty() {
+                    crate::artifacts::check_path(path)
+                        .map_err(|e| bad_source(source, &e.to_string()))?;
+                }
+                Ok(source.to_string())
+            }
+            "models" => Err(bad_source(source, sources::MODEL_ID_MUST_MATCH)),
+            "mlflow-artifacts" => {
+                let inside = match &new.run_id {
+                    Some(run_id) => match self.get_run(run_id).await {
+                        Ok(run) => self.lies_inside(source, &run.info.artifact_uri),
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
+                if !inside {
+                    return Err(bad_source(source, sources::RUN_ID_MUST_MATCH));
+                }
+                Ok(source.to_string())
+            }
+            // Other object stores: kept as given; serving reads only this server's store.
+            _ => Ok(source.to_string()),
         }
+    }
+
+    /// The source rules when the version names a logged model: its own `models:/<id>`, or a
+    /// place inside its artifacts.
+    async fn check_source_in_model(
+        &self,
+        source: &str,
+        parts: &sources::Parts<'_>,
+        model_id: &str,
+    ) -> Result<String, TrackingError> {
+        if sources::is_local(source) {
+            return Err(bad_source(
+                source,
+                "To use a local path as a model version source, the model_id request parameter \
+                 has to be specified and the local path has to be contained within the \
+                 artifact directory of the logged model specified by the model_id.",
+            ));
+        }
+        sources::check_no_relative_references(source)?;
+        let model = self.get_logged_model(model_id).await?;
+        match parts.scheme.as_str() {
+            "models" => {
+                if parts.path.trim_start_matches('/') != model_id {
+                    return Err(bad_source(source, sources::MODEL_ID_MUST_MATCH));
+                }
+                Ok(model.info.artifact_uri)
+            }
+            "runs" => Err(bad_source(source, sources::MODEL_ID_MUST_MATCH)),
+            "mlflow-artifacts" => {
+                if !self.lies_inside(source, &model.info.artifact_uri) {
+                    return Err(bad_source(source, sources::MODEL_ID_MUST_MATCH));
+                }
+                Ok(source.to_string())
+            }
+            _ => Ok(source.to_string()),
+        }
+    }
+
+    /// Whether an `mlflow-artifacts:` source lies inside `root` (an artifact URI of ours),
+    /// compared on decoded path segments.
+    fn lies_inside(&self, source: &str, root: &str) -> bool {
+        let (Some(path), Some(root)) = (
+            crate::artifacts::artifact_path(source),
+            crate::artifacts::artifact_path(root),
+        ) else {
+            return false;
+        };
+        let path = sources::unquote_fully(path);
+        if crate::artifacts::check_path(&path).is_err() {
+            return false;
+        }
+        let segments = |p: &str| -> Vec<String> {
+            p.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let (path, root) = (segments(&path), segments(root));
+        path.len() >= root.len() && path[..root.len()] == root[..]
     }
 
     pub async fn get_model_version(
@@ -723,7 +763,15 @@ impl Tracking {
     ) -> Result<Page<ModelVersion>, TrackingError> {
         validate::max_results(max_results, 200_000)?;
         let clauses = filter::parse_filter(&VERSION_GRAMMAR, filter_text)?;
-        let order = filter::parse_order_by(&VERSION_GRAMMAR, order_by)?;
+        let mut order = filter::parse_order_by(&VERSION_GRAMMAR, order_by)?;
+        if order.is_empty() {
+            // MLflow's default: the most recently changed first.
+            order.push(filter::OrderKey {
+                entity: Entity::Attribute,
+                key: "last_updated_timestamp".into(),
+                ascending: false,
+            });
+        }
         let offset = filter::decode_page_token(page_token)?;
         // A name filter narrows the read to those models.
         let names: Vec<String> = match clauses
