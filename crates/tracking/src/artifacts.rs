@@ -19,14 +19,26 @@ const UPLOADS: &str = "artifact-uploads";
 /// Most parts one multipart upload may have (S3's limit too).
 pub const MAX_PARTS: i64 = 10_000;
 
-/// Refuses paths that could leave the artifact root or mean something else to a store.
+/// Refuses paths that could leave the artifact root or mean something else to a store,
+/// as given and after percent-decoding as often as it decodes (`%252e%252e` is `..`). The
+/// error is MLflow's: exactly `Invalid path` (the reason goes to the log).
 pub fn check_path(path: &str) -> Result<(), TrackingError> {
-    let bad = |why: &str| Err(invalid(format!("Invalid path: '{path}' ({why})")));
+    let decoded = crate::sources::unquote_fully(path);
+    for candidate in [path, decoded.as_str()] {
+        if let Err(why) = path_problem(candidate) {
+            tracing::debug!(path, why, "artifact path refused");
+            return Err(invalid("Invalid path"));
+        }
+    }
+    Ok(())
+}
+
+fn path_problem(path: &str) -> Result<(), &'static str> {
     if path.starts_with('/') {
-        return bad("absolute paths are not allowed");
+        return Err("absolute paths are not allowed");
     }
     if path.contains('\\') || path.contains('#') || path.contains('\0') {
-        return bad("backslashes, '#' and NUL are not allowed");
+        return Err("backslashes, '#' and NUL are not allowed");
     }
     let lower = path.to_ascii_lowercase();
     if lower.starts_with("file:")
@@ -34,14 +46,14 @@ pub fn check_path(path: &str) -> Result<(), TrackingError> {
         || lower.contains("%2f")
         || lower.contains("%5c")
     {
-        return bad("URIs and encoded separators are not allowed");
+        return Err("URIs and encoded separators are not allowed");
     }
     let bytes = path.as_bytes();
     if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
-        return bad("drive letters are not allowed");
+        return Err("drive letters are not allowed");
     }
     if path.split('/').any(|seg| seg == ".." || seg == ".") {
-        return bad("'..' and '.' segments are not allowed");
+        return Err("'..' and '.' segments are not allowed");
     }
     Ok(())
 }
@@ -291,7 +303,9 @@ impl Tracking {
             Err(object_store::Error::NotFound { .. }) => {
                 let is_dir = !self.list_artifacts(path).await?.is_empty();
                 return Err(if is_dir {
-                    invalid(format!("'{path}' is a directory, not a file"))
+                    invalid(format!(
+                        "Artifact path refers to a directory, not a file: '{path}'"
+                    ))
                 } else {
                     not_found(format!("No such artifact: '{path}'"))
                 });
@@ -366,8 +380,44 @@ impl Tracking {
         run_id: &str,
         path: &str,
     ) -> Result<(String, Vec<FileInfo>), TrackingError> {
+        check_path(path)?;
         let run = self.get_run(run_id).await?;
-        let root_uri = run.info.artifact_uri.clone();
+        self.list_under(run.info.artifact_uri, path).await
+    }
+
+    /// A logged model's artifacts under `path`, as `list_run_artifacts` lists a run's.
+    pub async fn list_logged_model_artifacts(
+        &self,
+        model_id: &str,
+        path: &str,
+    ) -> Result<(String, Vec<FileInfo>), TrackingError> {
+        check_path(path)?;
+        let model = self.get_logged_model(model_id).await?;
+        self.list_under(model.info.artifact_uri, path).await
+    }
+
+    /// The store path of `path` inside an artifact root URI of ours (checked).
+    pub fn path_under(&self, root_uri: &str, path: &str) -> Result<String, TrackingError> {
+        check_path(path)?;
+        let root = artifact_path(root_uri).ok_or_else(|| {
+            invalid(format!(
+                "the artifacts at '{root_uri}' are not kept by this server"
+            ))
+        })?;
+        let path = path.trim_matches('/');
+        Ok(if path.is_empty() {
+            root.to_string()
+        } else {
+            format!("{}/{path}", root.trim_end_matches('/'))
+        })
+    }
+
+    /// Children of `path` inside an artifact root, their paths relative to the root.
+    async fn list_under(
+        &self,
+        root_uri: String,
+        path: &str,
+    ) -> Result<(String, Vec<FileInfo>), TrackingError> {
         let Some(root) = artifact_path(&root_uri) else {
             return Ok((root_uri, Vec::new()));
         };
@@ -379,9 +429,13 @@ impl Tracking {
             format!("{root}/{path}")
         };
         let mut files = self.list_artifacts(&full).await?;
-        if !path.is_empty() {
-            for f in &mut files {
+        for f in &mut files {
+            if !path.is_empty() {
                 f.path = format!("{path}/{}", f.path);
+            }
+            // MLflow's listings (proto3) leave a zero size out.
+            if f.file_size == Some(0) {
+                f.file_size = None;
             }
         }
         Ok((root_uri, files))

@@ -73,11 +73,10 @@ impl Tracking {
             .fetch_one(&mut *tx)
             .await?;
         let id: i64 = get(&row, "next")?;
-        let location = new
-            .artifact_location
-            .clone()
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| format!("{}{id}", crate::ARTIFACTS_PREFIX));
+        let location = match new.artifact_location.as_deref().filter(|l| !l.is_empty()) {
+            Some(given) => resolve_artifact_location(given)?,
+            None => format!("{}{id}", crate::ARTIFACTS_PREFIX),
+        };
         sqlx::query(
             "INSERT INTO experiments (id, name, artifact_location, lifecycle_stage, \
              creation_time, last_update_time) VALUES ($1, $2, $3, 'active', $4, $4)",
@@ -369,5 +368,80 @@ pub(crate) fn paginate<T>(mut all: Vec<T>, offset: usize, max: usize) -> Page<T>
     Page {
         items,
         next_page_token: (end < total).then(|| filter::encode_page_token(end)),
+    }
+}
+
+/// An experiment's `artifact_location` as MLflow takes it: never a `runs:/` URI, a host it
+/// would connect to, fragments or parameters; a relative local path is made absolute against
+/// the server's working directory (`./` dropped), a relative `file:` path likewise.
+fn resolve_artifact_location(given: &str) -> Result<String, TrackingError> {
+    if given.starts_with("runs:") {
+        return Err(invalid(format!(
+            "Artifact location cannot be a runs:/ URI. Given: '{given}'"
+        )));
+    }
+    if given.contains('#') || given.contains(';') {
+        return Err(invalid(
+            "'artifact_location' URL can't include fragments or params.",
+        ));
+    }
+    crate::sources::check_not_host_addressed(given)
+        .map_err(|e| invalid(e.to_string().replacen("'source'", "'artifact_location'", 1)))?;
+    let parts = crate::sources::split(given);
+    let local = match parts.scheme.as_str() {
+        "" => Some(("", given)),
+        "file" if parts.netloc.is_empty() && !given.starts_with("file:/") => {
+            Some(("file:", &given["file:".len()..]))
+        }
+        _ => None,
+    };
+    let Some((scheme, path)) = local else {
+        return Ok(given.to_string());
+    };
+    if path.starts_with('/') {
+        return Ok(given.to_string());
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        TrackingError::Store(trainyard_store::StoreError::Blob(
+            object_store::Error::Generic {
+                store: "local",
+                source: Box::new(e),
+            },
+        ))
+    })?;
+    let mut out = cwd.to_string_lossy().trim_end_matches('/').to_string();
+    for segment in path.split('/') {
+        if !segment.is_empty() && segment != "." {
+            out.push('/');
+            out.push_str(segment);
+        }
+    }
+    Ok(format!("{scheme}{out}"))
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::resolve_artifact_location;
+
+    #[test]
+    fn relative_locations_become_absolute_like_mlflow_makes_them() {
+        let cwd = std::env::current_dir().unwrap();
+        let cwd = cwd.to_string_lossy();
+        assert_eq!(
+            resolve_artifact_location("rel/path").unwrap(),
+            format!("{cwd}/rel/path")
+        );
+        assert_eq!(
+            resolve_artifact_location("./rel2").unwrap(),
+            format!("{cwd}/rel2")
+        );
+        assert_eq!(resolve_artifact_location("/abs/p").unwrap(), "/abs/p");
+        assert_eq!(resolve_artifact_location("s3://b/x").unwrap(), "s3://b/x");
+        assert_eq!(
+            resolve_artifact_location("mlflow-artifacts:/custom").unwrap(),
+            "mlflow-artifacts:/custom"
+        );
+        assert!(resolve_artifact_location("runs:/abc/x").is_err());
+        assert!(resolve_artifact_location("http://host/x").is_err());
     }
 }

@@ -116,8 +116,8 @@ impl Tracking {
             .fetch_all(self.db.pool())
             .await?;
         let metric_rows = sqlx::query(
-            "SELECT key, value, is_nan, timestamp, step, run_id FROM logged_model_metrics \
-             WHERE model_id = $1 ORDER BY key",
+            "SELECT key, value, is_nan, timestamp, step, run_id, dataset_name, dataset_digest \
+             FROM logged_model_metric_points WHERE model_id = $1 ORDER BY key, timestamp, step",
         )
         .bind(&model_id)
         .fetch_all(self.db.pool())
@@ -127,6 +127,8 @@ impl Tracking {
             let mut m = crate::metrics::latest_from_row(r)?;
             m.run_id = get(r, "run_id")?;
             m.model_id = Some(model_id.clone());
+            m.dataset_name = get(r, "dataset_name")?;
+            m.dataset_digest = get(r, "dataset_digest")?;
             metrics.push(m);
         }
         let tags = key_values(&tags)?;
@@ -262,14 +264,27 @@ impl Tracking {
         Ok(())
     }
 
+    /// Logged models of the experiments that pass the filter, in `order` (each
+    /// `(field_name, ascending)`: an attribute or `metrics.<key>`, nulls last), then newest
+    /// first and by id, as MLflow orders them.
     pub async fn search_logged_models(
         &self,
         experiment_ids: &[String],
         filter_text: &str,
+        order: &[(String, bool)],
         max_results: i64,
         page_token: Option<&str>,
     ) -> Result<Page<LoggedModel>, TrackingError> {
         let clauses = filter::parse_filter(&GRAMMAR, filter_text)?;
+        for (field, _) in order {
+            if model_order_field(field).is_none() && !field.starts_with("metrics.") {
+                return Err(invalid(if field.contains('.') {
+                    format!("Invalid order by field name: {field}. Only metrics are supported.")
+                } else {
+                    format!("Invalid order by field name: {field}")
+                }));
+            }
+        }
         let offset = filter::decode_page_token(page_token)?;
         let mut models = Vec::new();
         for id in experiment_ids {
@@ -312,10 +327,12 @@ impl Tracking {
                         .iter()
                         .find(|t| t.key == k)
                         .map(|t| Field::Str(&t.value)),
+                    // The points are in time order: the last one is the latest value.
                     (Entity::Metric, k) => m
                         .data
                         .metrics
                         .iter()
+                        .rev()
                         .find(|t| t.key == k)
                         .map(|t| Field::Num(t.value.0)),
                     _ => None,
@@ -323,12 +340,82 @@ impl Tracking {
                 c.matches(value)
             })
         });
+        models.sort_by(|a, b| {
+            for (field, ascending) in order {
+                let (x, y) = (order_value(a, field), order_value(b, field));
+                let ord = match (x, y) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (Some(x), Some(y)) => {
+                        let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+                        if *ascending {
+                            o
+                        } else {
+                            o.reverse()
+                        }
+                    }
+                };
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+            }
+            b.info
+                .creation_timestamp_ms
+                .cmp(&a.info.creation_timestamp_ms)
+                .then_with(|| a.info.model_id.cmp(&b.info.model_id))
+        });
         Ok(paginate(
             models,
             offset,
             max_results.clamp(1, 10_000) as usize,
         ))
     }
+}
+
+/// The attribute a logged-model `order_by` field names (MLflow's names and aliases).
+fn model_order_field(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "name" => "name",
+        "model_id" => "model_id",
+        "model_type" => "model_type",
+        "status" => "status",
+        "source_run_id" => "source_run_id",
+        "experiment_id" => "experiment_id",
+        "creation_time" | "creation_timestamp" | "creation_timestamp_ms" => "creation",
+        "last_updated_timestamp" | "last_updated_timestamp_ms" => "updated",
+        _ => return None,
+    })
+}
+
+/// A value to order by: text or a number; `None` sorts last.
+#[derive(PartialEq, PartialOrd)]
+enum OrderValue<'a> {
+    Num(f64),
+    Text(&'a str),
+}
+
+fn order_value<'a>(m: &'a LoggedModel, field: &str) -> Option<OrderValue<'a>> {
+    let i = &m.info;
+    if let Some(key) = field.strip_prefix("metrics.") {
+        return m
+            .data
+            .metrics
+            .iter()
+            .rev()
+            .find(|p| p.key == key)
+            .map(|p| OrderValue::Num(p.value.0));
+    }
+    Some(match model_order_field(field)? {
+        "name" => OrderValue::Text(&i.name),
+        "model_id" => OrderValue::Text(&i.model_id),
+        "model_type" => OrderValue::Text(i.model_type.as_deref()?),
+        "status" => OrderValue::Text(i.status.as_str()),
+        "source_run_id" => OrderValue::Text(i.source_run_id.as_deref()?),
+        "experiment_id" => OrderValue::Num(i.experiment_id.parse().ok()?),
+        "creation" => OrderValue::Num(i.creation_timestamp_ms as f64),
+        _ => OrderValue::Num(i.last_updated_timestamp_ms as f64),
+    })
 }
 
 async fn upsert(

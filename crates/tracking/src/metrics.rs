@@ -275,10 +275,9 @@ pub(crate) async fn insert_points(
         for p in points.iter().filter(|p| p.model_id.is_some()) {
             let (value, is_nan) = p.stored();
             sqlx::query(
-                "INSERT INTO logged_model_metrics (model_id, key, value, is_nan, timestamp, \
-                 step, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (model_id, key) \
-                 DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
-                 timestamp = excluded.timestamp, step = excluded.step, run_id = excluded.run_id",
+                "INSERT INTO logged_model_metric_points (model_id, key, value, is_nan, \
+                 timestamp, step, run_id, dataset_name, dataset_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(p.model_id.clone())
             .bind(&p.key)
@@ -287,6 +286,8 @@ pub(crate) async fn insert_points(
             .bind(p.timestamp)
             .bind(p.step)
             .bind(run_id)
+            .bind(p.dataset_name.clone())
+            .bind(p.dataset_digest.clone())
             .execute(&mut **tx)
             .await?;
         }
@@ -574,6 +575,97 @@ impl Tracking {
             items,
             next_page_token: next,
         })
+    }
+
+    /// The first `limit` points of a metric in `(timestamp, step, value)` order, as MLflow's
+    /// bulk history reads them; an unknown run or key has none.
+    pub async fn metric_history_by_time(
+        &self,
+        run_id: &str,
+        key: &str,
+        limit: i64,
+    ) -> Result<Vec<Metric>, TrackingError> {
+        let Some(series) = self.series(run_id, key).await? else {
+            return Ok(Vec::new());
+        };
+        sqlx::query(
+            "SELECT step, timestamp, value, is_nan FROM metric_points WHERE series_id = $1 \
+             ORDER BY timestamp, step, value, is_nan LIMIT $2",
+        )
+        .bind(series.id)
+        .bind(limit.max(0))
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(|r| metric_from_row(r, key))
+        .collect()
+    }
+
+    /// MLflow's `get-history-bulk-interval` sample of one metric: the points within
+    /// `steps` (inclusive) in `(step, timestamp, value, is_nan)` order, cut into `k`
+    /// buckets as SQL's `NTILE(k)` cuts them (the first `N % k` one row longer), the first
+    /// point of each, with the very last point in place of the last bucket's first. All of
+    /// them when there are at most `k`. The database picks the rows: only `k` travel.
+    pub async fn interval_sample(
+        &self,
+        run_id: &str,
+        key: &str,
+        k: usize,
+        steps: Option<(i64, i64)>,
+    ) -> Result<Vec<Metric>, TrackingError> {
+        let k = k.max(1) as i64;
+        let Some(series) = self.series(run_id, key).await? else {
+            return Ok(Vec::new());
+        };
+        let (lo, hi) = steps.unwrap_or((i64::MIN, i64::MAX));
+        let n: i64 = get(
+            &sqlx::query(
+                "SELECT COUNT(*) AS n FROM metric_points WHERE series_id = $1 \
+                 AND step >= $2 AND step <= $3",
+            )
+            .bind(series.id)
+            .bind(lo)
+            .bind(hi)
+            .fetch_one(self.db.pool())
+            .await?,
+            "n",
+        )?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // Bucket b starts at b*q + min(b, r): every (q+1)-th row while the buckets are q+1
+        // long (the first r), then every q-th. With n <= k, (q, r) = (1, 0): every row.
+        let (q, r) = if n <= k { (1, 0) } else { (n / k, n % k) };
+        let long_end = r * (q + 1);
+        let rows = sqlx::query(
+            "SELECT step, timestamp, value, is_nan FROM (SELECT step, timestamp, value, is_nan, \
+             ROW_NUMBER() OVER (ORDER BY step, timestamp, value, is_nan) - 1 AS rn \
+             FROM metric_points WHERE series_id = $1 AND step >= $2 AND step <= $3) AS ranked \
+             WHERE (rn < $4 AND rn % $5 = 0) OR (rn >= $4 AND (rn - $4) % $6 = 0) OR rn = $7 \
+             ORDER BY rn",
+        )
+        .bind(series.id)
+        .bind(lo)
+        .bind(hi)
+        .bind(long_end)
+        .bind(q + 1)
+        .bind(q)
+        .bind(n - 1)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut points = rows
+            .iter()
+            .map(|r| metric_from_row(r, key))
+            .collect::<Result<Vec<_>, TrackingError>>()?;
+        if n > k {
+            // k bucket starts plus the last row: the last start is replaced by the last row.
+            if points.len() as i64 > k {
+                let last = points.pop().expect("more than k points");
+                points.pop();
+                points.push(last);
+            }
+        }
+        Ok(points)
     }
 
     /// At most about `max_points` points of a metric, keeping each bucket's min and max:

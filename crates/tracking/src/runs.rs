@@ -383,6 +383,26 @@ impl Tracking {
                 Ok(())
             }
         };
+        // MLflow's order: every item, then the batch's size, then duplicate params, then
+        // the run.
+        for (i, point) in batch.metrics.iter().enumerate() {
+            validate::key(&format!("metrics[{i}].name"), &point.key)?;
+            if point.timestamp < 0 {
+                return Err(invalid(format!(
+                    "Invalid value {} for parameter 'metrics[{i}].timestamp' supplied: metric \
+                     '{}' (value={}). Timestamp must be a nonnegative long (64-bit integer) ",
+                    point.timestamp,
+                    point.key,
+                    validate::python_float(point.value)
+                )));
+            }
+        }
+        for (i, param) in batch.params.iter().enumerate() {
+            validate::key(&format!("params[{i}].key"), &param.key)?;
+        }
+        for (i, tag) in batch.tags.iter().enumerate() {
+            validate::key(&format!("tags[{i}].key"), &tag.key)?;
+        }
         limit("metrics", m, validate::MAX_BATCH_METRICS)?;
         limit("params", p, validate::MAX_BATCH_PARAMS)?;
         limit("tags", t, validate::MAX_BATCH_TAGS)?;
@@ -391,20 +411,9 @@ impl Tracking {
             m + p + t,
             validate::MAX_BATCH_TOTAL,
         )?;
-        for (i, point) in batch.metrics.iter().enumerate() {
-            validate::key(&format!("metrics[{i}].key"), &point.key)?;
-            if point.timestamp < 0 {
-                return Err(invalid(format!(
-                    "Invalid value {} for parameter 'metrics[{i}].timestamp' supplied: \
-                     timestamps are milliseconds since the epoch, at least 0",
-                    point.timestamp
-                )));
-            }
-        }
         let mut seen = HashSet::new();
         let mut params = Vec::with_capacity(p);
-        for (i, param) in batch.params.into_iter().enumerate() {
-            validate::key(&format!("params[{i}].key"), &param.key)?;
+        for param in batch.params {
             if !seen.insert(param.key.clone()) {
                 return Err(invalid(format!(
                     "Duplicate parameter keys have been submitted: [{}]. Please ensure the \
@@ -417,15 +426,28 @@ impl Tracking {
                 validate::truncate(param.value, validate::MAX_PARAM_VALUE_LEN),
             ));
         }
-        let mut tags = Vec::with_capacity(t);
-        for (i, tag) in batch.tags.into_iter().enumerate() {
-            validate::key(&format!("tags[{i}].key"), &tag.key)?;
-            tags.push(KeyValue::new(
-                tag.key,
-                validate::truncate(tag.value, validate::MAX_RUN_TAG_VALUE_LEN),
-            ));
-        }
+        let tags: Vec<KeyValue> = batch
+            .tags
+            .into_iter()
+            .map(|tag| {
+                KeyValue::new(
+                    tag.key,
+                    validate::truncate(tag.value, validate::MAX_RUN_TAG_VALUE_LEN),
+                )
+            })
+            .collect();
         self.active_run(run_id).await?;
+        // A point for a logged model that does not exist is refused, and the batch with it.
+        let mut models: Vec<&str> = batch
+            .metrics
+            .iter()
+            .filter_map(|m| m.model_id.as_deref())
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        for model_id in models {
+            self.get_logged_model(model_id).await?;
+        }
         // The common case, metrics into existing series on SQLite: one round trip.
         if params.is_empty() && tags.is_empty() && self.db.is_sqlite() && !batch.metrics.is_empty()
         {

@@ -160,6 +160,20 @@ pub fn max_results(n: i64, max: i64) -> Result<(), TrackingError> {
     Ok(())
 }
 
+/// A float as Python's `repr` writes it (`1.0`, `0.5`, `nan`, `inf`), for messages that
+/// quote MLflow's.
+pub fn python_float(v: f64) -> String {
+    if v.is_nan() {
+        "nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.into()
+    } else if v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.1}")
+    } else {
+        format!("{v}")
+    }
+}
+
 pub fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
 }
