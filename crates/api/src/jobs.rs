@@ -182,8 +182,11 @@ pub async fn logs(
     let scheduler = state.scheduler.clone();
     let workspace = who.workspace.clone();
     let reader = logs.reader(&job.id);
+    // When the stream ends (or the client goes), its buffers go back to the system.
+    let trim = TrimOnDrop;
     let stream =
         futures::stream::unfold((reader, start, false), move |(mut reader, offset, done)| {
+            let _trim = &trim;
             let scheduler = scheduler.clone();
             let workspace = workspace.clone();
             let id = id.clone();
@@ -242,6 +245,16 @@ pub async fn logs(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Hands freed memory back to the system when a log stream is dropped: hundreds of
+/// followed logs otherwise leave their buffers resident in the allocator's arenas.
+struct TrimOnDrop;
+
+impl Drop for TrimOnDrop {
+    fn drop(&mut self) {
+        trainyard_serve::memory::release_free_memory_soon();
+    }
 }
 
 /// The machine's resources: capacity, what is free now, queued and running counts.

@@ -47,28 +47,104 @@ pub async fn download(
     serve_file(&s, &path, &headers).await
 }
 
-/// `GET /get-artifact?run_id=&path=`: a run's file, as the MLflow UI fetches it.
+/// `GET /get-artifact?path=&run_uuid=` (or `run_id=`): a run's file, as the MLflow UI
+/// fetches it. The path is judged before the run is looked up, as MLflow does.
 pub async fn get_run_artifact(
     State(s): State<AppState>,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, MlflowError> {
-    let run = s.tracking.get_run(&p.run_id()?).await?;
-    let root = trainyard_tracking::ARTIFACTS_PREFIX;
-    let base = run
-        .info
-        .artifact_uri
-        .strip_prefix(root)
-        .ok_or_else(|| MlflowError::invalid("this run's artifacts are not kept by this server"))?
-        .trim_start_matches('/')
-        .to_string();
     let path = p.req_str("path")?;
-    serve_file(
-        &s,
-        &format!("{base}/{}", path.trim_start_matches('/')),
-        &headers,
+    trainyard_tracking::check_path(&path)?;
+    let run_id = p
+        .run_id()
+        .map_err(|_| MlflowError::not_found("Run with id=None not found".to_string()))?;
+    let run = s.tracking.get_run(&run_id).await?;
+    let full = s.tracking.path_under(&run.info.artifact_uri, &path)?;
+    serve_file(&s, &full, &headers).await
+}
+
+/// `GET /ajax-api/…/logged-models/{id}/artifacts/files?artifact_file_path=`: one file of a
+/// logged model.
+pub async fn logged_model_file(
+    State(s): State<AppState>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    p: Params,
+) -> Result<Response, MlflowError> {
+    let Some(path) = p.str("artifact_file_path")?.filter(|p| !p.is_empty()) else {
+        return Err(MlflowError::bad_request(
+            "Request must include the \"artifact_file_path\" query parameter.",
+        ));
+    };
+    trainyard_tracking::check_path(&path)?;
+    let model = s.tracking.get_logged_model(&model_id).await?;
+    let full = s.tracking.path_under(&model.info.artifact_uri, &path)?;
+    serve_file(&s, &full, &headers).await
+}
+
+/// Largest file `upload-artifact` takes (MLflow's limit: it is the UI's upload button).
+const MAX_UI_UPLOAD: usize = 10 * 1024 * 1024;
+
+/// `POST /ajax-api/…/upload-artifact?run_uuid=&path=` with the file as the body: how the
+/// MLflow UI adds a file to a run. Answers 200 with an empty body, as MLflow does.
+pub async fn upload_run_artifact(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    By(w): By,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, MlflowError> {
+    let Some(run_id) = q.get("run_uuid").filter(|r| !r.is_empty()) else {
+        return Err(MlflowError::invalid("Request must specify run_uuid."));
+    };
+    let Some(path) = q.get("path").filter(|p| !p.is_empty()) else {
+        return Err(MlflowError::invalid("Request must specify path."));
+    };
+    trainyard_tracking::check_path(path)?;
+    let too_large = || MlflowError::invalid("Artifact size is too large. Max size is 10MB.");
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Read what is sent (so the client is answered, not cut off mid-send), keeping at most
+    // the limit; a body declared or found larger is refused.
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk =
+            chunk.map_err(|e| MlflowError::invalid(format!("the upload was cut off: {e}")))?;
+        seen += chunk.len();
+        if seen > MAX_UI_UPLOAD * 4 {
+            break;
+        }
+        if seen <= MAX_UI_UPLOAD {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_UI_UPLOAD || declared.is_some_and(|n| n > MAX_UI_UPLOAD as u64) {
+        return Err(too_large());
+    }
+    let bytes = kept.freeze();
+    if bytes.is_empty() {
+        return Err(MlflowError::invalid("Request must specify data."));
+    }
+    let run = s.tracking.get_run(run_id).await?;
+    s.tracking.check_run_write(&w, run_id).await?;
+    let full = s.tracking.path_under(&run.info.artifact_uri, path)?;
+    s.tracking
+        .put_artifact(
+            &full,
+            futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]),
+        )
+        .await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "",
     )
-    .await
+        .into_response())
 }
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against a file of `size` bytes.
@@ -160,18 +236,48 @@ async fn serve_file(
     Ok(response)
 }
 
-/// Types by extension, never `text/html` (a stored page must not run in the UI's origin).
+/// Types as MLflow's server gives them (text formats as `text/plain`), except that nothing
+/// is ever `text/html` or `image/svg+xml`: a stored page must not run in the UI's origin.
 fn content_type(name: &str) -> &'static str {
+    const TEXT: &[&str] = &[
+        "txt",
+        "log",
+        "err",
+        "cfg",
+        "conf",
+        "cnf",
+        "cf",
+        "ini",
+        "properties",
+        "prop",
+        "hocon",
+        "toml",
+        "yaml",
+        "yml",
+        "xml",
+        "json",
+        "js",
+        "py",
+        "py3",
+        "csv",
+        "tsv",
+        "md",
+        "rst",
+        "ipynb",
+        "html",
+        "htm",
+        "svg",
+    ];
+    if matches!(name, "MLmodel" | "MLproject" | "mlproject") {
+        return "text/plain";
+    }
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
     match ext.as_deref() {
-        _ if name == "MLmodel" || name == "MLproject" => "text/plain",
-        Some("txt" | "log" | "yaml" | "yml" | "md" | "csv" | "py" | "html" | "htm") => "text/plain",
-        Some("json") => "application/json",
+        Some(e) if TEXT.contains(&e) => "text/plain",
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("gif") => "image/gif",
         Some("webp") => "image/webp",
-        Some("svg") => "text/plain",
         Some("pdf") => "application/pdf",
         _ => "application/octet-stream",
     }

@@ -38,6 +38,14 @@ impl MlflowError {
         }
     }
 
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "RESOURCE_DOES_NOT_EXIST",
+            message: message.into(),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
@@ -187,12 +195,10 @@ pub fn job_may_call(method: &axum::http::Method, path: &str) -> bool {
         // logged-models/{id} (finalize), …/tags (set), …/tags/{key} (delete), …/params.
         if let Some(rest) = tail.strip_prefix("logged-models/") {
             let segments: Vec<&str> = rest.split('/').collect();
-            return match (method.as_str(), segments.as_slice()) {
-                ("PATCH", [_]) | ("PATCH", [_, "tags"]) => true,
-                ("DELETE", [_, "tags", _]) => true,
-                ("POST", [_, "params"]) => true,
-                _ => false,
-            };
+            return matches!(
+                (method.as_str(), segments.as_slice()),
+                ("PATCH", [_] | [_, "tags"]) | ("DELETE", [_, "tags", _]) | ("POST", [_, "params"])
+            );
         }
         return false;
     }
@@ -299,6 +305,16 @@ fn api_routes() -> Router<AppState> {
             "/logged-models/{model_id}/params",
             post(reg::log_logged_model_params),
         )
+        .route(
+            "/logged-models/{model_id}/artifacts/directories",
+            get(reg::list_logged_model_artifacts),
+        )
+        .route(
+            "/logged-models/{model_id}/artifacts/files",
+            get(artifacts::logged_model_file),
+        )
+        .route("/upload-artifact", post(artifacts::upload_run_artifact))
+        .route("/metrics/get-history-bulk", get(tr::metric_history_bulk))
         .route(
             "/registered-models/create",
             post(reg::create_registered_model),

@@ -212,6 +212,30 @@ impl Params {
     }
 
     /// `run_id`, or the legacy `run_uuid`.
+    /// `max_results` checked as MLflow checks it on each endpoint: past `schema_max` the
+    /// request schema refuses it (with the raw value and its JSON type), and below 1 the
+    /// endpoint's own `below_one` message. Absent: `default`.
+    pub fn max_results(
+        &self,
+        schema_max: Option<i64>,
+        below_one: Option<&str>,
+        default: i64,
+    ) -> Result<i64, MlflowError> {
+        let Some(n) = self.i64("max_results")? else {
+            return Ok(default);
+        };
+        if schema_max.is_some_and(|max| n > max) {
+            let raw = self.get("max_results").cloned().unwrap_or_default();
+            return Err(wrong_type("max_results", &raw));
+        }
+        if n < 1 {
+            if let Some(message) = below_one {
+                return Err(MlflowError::invalid(message.replace("{n}", &n.to_string())));
+            }
+        }
+        Ok(n)
+    }
+
     pub fn run_id(&self) -> Result<String, MlflowError> {
         match self.str("run_id")?.filter(|s| !s.is_empty()) {
             Some(id) => Ok(id),

@@ -124,13 +124,48 @@ pub async fn log_logged_model_params(
     ok()
 }
 
+/// `GET …/logged-models/{id}/artifacts/directories[?artifact_directory_path=]`.
+pub async fn list_logged_model_artifacts(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    p: Params,
+) -> Reply {
+    let path = p.str("artifact_directory_path")?.unwrap_or_default();
+    let (root_uri, files) = s.tracking.list_logged_model_artifacts(&id, &path).await?;
+    let mut out = json!({ "root_uri": root_uri });
+    if !files.is_empty() {
+        out["files"] = json!(files);
+    }
+    Ok(Json(out))
+}
+
 pub async fn search_logged_models(State(s): State<AppState>, p: Params) -> Reply {
     let page = s
         .tracking
         .search_logged_models(
-            &p.strs("experiment_ids")?,
+            &{
+                let ids = p.strs("experiment_ids")?;
+                if ids.is_empty() {
+                    return Err(missing("experiment_ids"));
+                }
+                ids
+            },
             &p.str("filter")?.unwrap_or_default(),
-            p.i64("max_results")?.unwrap_or(100),
+            &p.objects("order_by")?
+                .iter()
+                .map(|o| {
+                    Ok((
+                        o.req_str("field_name")?,
+                        o.bool("ascending")?.unwrap_or(true),
+                    ))
+                })
+                .collect::<Result<Vec<_>, MlflowError>>()?,
+            // MLflow: 50 when unset, and an explicit 0 means the store's 100.
+            match p.i64("max_results")? {
+                None => 50,
+                Some(n) if n <= 0 => 100,
+                Some(n) => n,
+            },
             p.str("page_token")?.as_deref(),
         )
         .await?;
@@ -197,7 +232,7 @@ pub async fn search_registered_models(State(s): State<AppState>, p: Params) -> R
         .tracking
         .search_registered_models(
             &p.str("filter")?.unwrap_or_default(),
-            p.i64("max_results")?.unwrap_or(100),
+            p.max_results(Some(1000), None, 100)?,
             &p.strs("order_by")?,
             p.str("page_token")?.as_deref(),
         )
@@ -327,7 +362,11 @@ pub async fn search_model_versions(State(s): State<AppState>, p: Params) -> Repl
         .tracking
         .search_model_versions(
             &p.str("filter")?.unwrap_or_default(),
-            p.i64("max_results")?.unwrap_or(10_000),
+            p.max_results(
+                Some(200_000),
+                Some("Invalid value for max_results. It must be a positive integer, but got {n}"),
+                200_000,
+            )?,
             &p.strs("order_by")?,
             p.str("page_token")?.as_deref(),
         )

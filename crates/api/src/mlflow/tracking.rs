@@ -69,7 +69,19 @@ pub async fn search_experiments(State(s): State<AppState>, p: Params) -> Reply {
             view_type(&p, "view_type")?,
             &p.str("filter")?.unwrap_or_default(),
             &p.strs("order_by")?,
-            p.i64("max_results")?.unwrap_or(1000),
+            {
+                let n = p.max_results(
+                    None,
+                    Some("Invalid value {n} for parameter 'max_results' supplied. It must be a positive integer"),
+                    1000,
+                )?;
+                if n > 50_000 {
+                    return Err(MlflowError::invalid(format!(
+                        "Invalid value {n} for parameter 'max_results' supplied. It must be at most 50000"
+                    )));
+                }
+                n
+            },
             p.str("page_token")?.as_deref(),
         )
         .await?;
@@ -129,12 +141,43 @@ pub async fn delete_experiment_tag(State(s): State<AppState>, By(w): By, p: Para
     ok()
 }
 
+/// The datasets the runs of up to 20 experiments logged as inputs, once per (experiment,
+/// name, digest, context); unknown experiments have none.
 pub async fn search_datasets(State(s): State<AppState>, p: Params) -> Reply {
+    let ids = p.strs("experiment_ids").unwrap_or_default();
+    if ids.is_empty() {
+        return Err(MlflowError::invalid(
+            "SearchDatasets request must specify at least one experiment_id.",
+        ));
+    }
+    if ids.len() > 20 {
+        return Err(MlflowError::invalid(format!(
+            "SearchDatasets request cannot specify more than 20 experiment_ids. Received {} \
+             experiment_ids.",
+            ids.len()
+        )));
+    }
+    let mut known = Vec::new();
+    for id in ids {
+        if id.parse::<i64>().is_err() {
+            return Err(MlflowError::invalid(format!(
+                "Invalid experiment ID '{id}'. Experiment ID must be a valid integer."
+            )));
+        }
+        match s.tracking.get_experiment(&id).await {
+            Ok(_) => known.push(id),
+            Err(trainyard_tracking::TrackingError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if known.is_empty() {
+        return Ok(Json(json!({})));
+    }
     let mut summaries = Vec::new();
     let page = s
         .tracking
         .search_runs(SearchRequest {
-            experiment_ids: p.strs("experiment_ids")?,
+            experiment_ids: known,
             filter: String::new(),
             view: ViewType::ActiveOnly,
             max_results: 50_000,
@@ -149,16 +192,21 @@ pub async fn search_datasets(State(s): State<AppState>, p: Params) -> Reply {
                 .iter()
                 .find(|t| t.key == "mlflow.data.context")
                 .map(|t| t.value.clone());
-            let entry = json!({
+            let mut entry = json!({
                 "experiment_id": run.info.experiment_id,
                 "name": input.dataset.name,
                 "digest": input.dataset.digest,
-                "context": context,
             });
+            if let Some(context) = context {
+                entry["context"] = json!(context);
+            }
             if !summaries.contains(&entry) {
                 summaries.push(entry);
             }
         }
+    }
+    if summaries.is_empty() {
+        return Ok(Json(json!({})));
     }
     Ok(Json(json!({ "dataset_summaries": summaries })))
 }
@@ -280,20 +328,27 @@ fn metric_point(m: &Params, at: &str) -> Result<MetricPoint, MlflowError> {
         .map_err(|e| named(e, "timestamp"))?
         .ok_or_else(|| named(missing("timestamp"), "timestamp"))?;
     let step = m.i64("step").map_err(|e| named(e, "step"))?.unwrap_or(0);
+    let (dataset_name, dataset_digest) = (m.str("dataset_name")?, m.str("dataset_digest")?);
+    if dataset_name.is_some() != dataset_digest.is_some() {
+        return Err(MlflowError::invalid(
+            "Both dataset_name and dataset_digest must be provided if one is provided",
+        ));
+    }
     Ok(MetricPoint {
         key,
         value,
         timestamp,
         step,
         model_id: m.str("model_id")?.filter(|s| !s.is_empty()),
-        dataset_name: m.str("dataset_name")?,
-        dataset_digest: m.str("dataset_digest")?,
+        dataset_name,
+        dataset_digest,
     })
 }
 
 pub async fn log_metric(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
-    let point = metric_point(&p, "")?;
+    // MLflow's schema order: run_id, then the metric's fields.
     let run_id = p.run_id()?;
+    let point = metric_point(&p, "")?;
     s.tracking.check_run_write(&w, &run_id).await?;
     s.tracking.log_metric(&run_id, point).await?;
     ok()
@@ -381,7 +436,11 @@ pub async fn search_runs(
             experiment_ids: p.strs("experiment_ids")?,
             filter: p.str("filter")?.unwrap_or_default(),
             view: view_type(&p, "run_view_type")?,
-            max_results: p.i64("max_results")?.unwrap_or(1000),
+            max_results: p.max_results(
+                Some(50_000),
+                Some("Invalid value {n} for parameter 'max_results' supplied. It must be a positive integer"),
+                1000,
+            )?,
             order_by: p.strs("order_by")?,
             page_token: p.str("page_token")?,
         })
@@ -420,7 +479,14 @@ pub async fn metric_history(
         .metric_history(
             &p.run_id()?,
             &p.req_str("metric_key")?,
-            p.i64("max_results")?,
+            match p.i64("max_results")? {
+                Some(n) if n < 1 => {
+                    return Err(MlflowError::invalid(format!(
+                        "Invalid value {n} for parameter 'max_results' supplied. It must be a positive integer."
+                    )))
+                }
+                other => other,
+            },
             p.str("page_token")?.as_deref(),
         )
         .await?;
@@ -431,6 +497,9 @@ pub async fn metric_history(
     .into_response())
 }
 
+/// Points per run `get-history-bulk-interval` answers at most (MLflow's `MAX_RESULTS_PER_RUN`).
+const MAX_POINTS_PER_RUN: i64 = 2500;
+
 /// Sampled histories of one metric for up to 100 runs, optionally within a step range.
 pub async fn metric_history_bulk_interval(State(s): State<AppState>, p: Params) -> Reply {
     let run_ids = p.strs("run_ids")?;
@@ -439,38 +508,98 @@ pub async fn metric_history_bulk_interval(State(s): State<AppState>, p: Params) 
     }
     if run_ids.len() > 100 {
         return Err(MlflowError::invalid(format!(
-            "GetMetricHistoryBulkInterval request must specify at most 100 run_ids. Received {} run_ids.",
+            "GetMetricHistoryBulkInterval request must specify at most 100 run_ids. Received {} run_ids. See the API docs for more information about request parameters.",
             run_ids.len()
         )));
     }
     let key = p.req_str("metric_key")?;
-    let max_results = p.i64("max_results")?.unwrap_or(320);
-    if !(1..=1000).contains(&max_results) {
+    let (start, end) = (p.i64("start_step")?, p.i64("end_step")?);
+    let max_results = p.i64("max_results")?.unwrap_or(MAX_POINTS_PER_RUN);
+    if !(1..=MAX_POINTS_PER_RUN).contains(&max_results) {
         return Err(MlflowError::invalid(format!(
-            "max_results must be between 1 and 1000, got {max_results}"
+            "max_results must be between 1 and {MAX_POINTS_PER_RUN}. See the API docs for more \
+             information about request parameters."
         )));
     }
-    let (start, end) = (p.i64("start_step")?, p.i64("end_step")?);
+    match (start, end) {
+        (Some(a), Some(b)) if a > b => {
+            return Err(MlflowError::invalid(format!(
+                "end_step must be greater than start_step. Found start_step={a} and end_step={b}."
+            )))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(MlflowError::invalid(
+                "If either start step or end step are specified, both must be specified.",
+            ))
+        }
+        _ => {}
+    }
+    let window = start.zip(end);
     let mut metrics: Vec<Value> = Vec::new();
+    // Runs in the order asked (a repeated id repeats); unknown runs add nothing.
     for run_id in run_ids {
-        let sampled = match s
+        let points = s
             .tracking
-            .sampled_metric(&run_id, &key, max_results as usize)
-            .await
-        {
-            Ok(m) => m,
-            Err(trainyard_tracking::TrackingError::NotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for mut m in sampled.points {
-            if start.is_some_and(|st| m.step < st) || end.is_some_and(|en| m.step > en) {
-                continue;
-            }
+            .interval_sample(&run_id, &key, max_results as usize, window)
+            .await?;
+        for mut m in points {
             m.run_id = Some(run_id.clone());
             metrics.push(json!(m));
         }
     }
+    if metrics.is_empty() {
+        return Ok(Json(json!({})));
+    }
     Ok(Json(json!({ "metrics": metrics })))
+}
+
+/// `GET /ajax-api/…/metrics/get-history-bulk`: the whole history of one metric for up to
+/// 100 runs, ordered by run id, then timestamp, step and value; `max_results` (at most
+/// 25,000) caps the total, not each run.
+pub async fn metric_history_bulk(State(s): State<AppState>, p: Params) -> Reply {
+    let run_ids = p.strs("run_id")?;
+    if run_ids.is_empty() {
+        return Err(MlflowError::invalid(
+            "GetMetricHistoryBulk request must specify at least one run_id.",
+        ));
+    }
+    if run_ids.len() > 100 {
+        return Err(MlflowError::invalid(format!(
+            "GetMetricHistoryBulk request cannot specify more than 100 run_ids. Received {} run_ids.",
+            run_ids.len()
+        )));
+    }
+    let Some(key) = p.str("metric_key")?.filter(|k| !k.is_empty()) else {
+        return Err(MlflowError::invalid(
+            "GetMetricHistoryBulk request must specify a metric_key.",
+        ));
+    };
+    let max_results = p.i64("max_results")?.unwrap_or(25_000).clamp(0, 25_000) as usize;
+    let mut ids = run_ids;
+    ids.sort();
+    ids.dedup();
+    let mut out: Vec<Value> = Vec::new();
+    for run_id in ids {
+        if out.len() >= max_results {
+            break;
+        }
+        let left = (max_results - out.len()) as i64;
+        let page = s
+            .tracking
+            .metric_history_by_time(&run_id, &key, left)
+            .await?;
+        for m in page {
+            // Flask's jsonify: keys sorted.
+            out.push(json!({
+                "key": m.key,
+                "run_id": run_id,
+                "step": m.step,
+                "timestamp": m.timestamp,
+                "value": m.value,
+            }));
+        }
+    }
+    Ok(Json(json!({ "metrics": out })))
 }
 
 pub async fn list_run_artifacts(State(s): State<AppState>, p: Params) -> Reply {
