@@ -421,6 +421,101 @@ async fn a_job_token_writes_only_what_its_job_owns() {
     )
     .await;
     assert_eq!(status, 200);
+
+    // A metric point naming someone else's logged model writes into that model: refused.
+    let (_, lm) = admin(
+        s,
+        Method::POST,
+        "/api/2.0/mlflow/logged-models",
+        json!({"experiment_id": "0", "name": "victim-lm", "source_run_id": victim_run}),
+    )
+    .await;
+    let lm_id = lm["model"]["info"]["model_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = call(
+        s,
+        t,
+        Method::POST,
+        "/api/2.0/mlflow/runs/log-metric",
+        json!({"run_id": job, "key": "accuracy", "value": 1e9, "timestamp": ts, "model_id": lm_id}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (_, got) = admin(
+        s,
+        Method::GET,
+        &format!("/api/2.0/mlflow/logged-models/{lm_id}"),
+        json!({}),
+    )
+    .await;
+    assert!(got["model"]["data"].get("metrics").is_none(), "{got}");
+    // A tag on a version that does not exist yet (numbers are predictable) is not taken.
+    let (status, body) = call(
+        s,
+        t,
+        Method::POST,
+        "/api/2.0/mlflow/model-versions/set-tag",
+        json!({"name": "victim", "version": "9", "key": "k", "value": "v"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Datasets: a job may make its own, never add a version to someone else's.
+    let table = trainyard_data::Table::new(
+        vec![trainyard_data::Field::new(
+            "x",
+            trainyard_data::ColumnType::Int64,
+        )],
+        vec![trainyard_data::Column::Int64(vec![1, 2, 3])],
+    )
+    .unwrap();
+    let shard = trainyard_data::shard::encode(&table);
+    let sha = trainyard_data::shard::sha256_hex(&shard);
+    let r = http
+        .put(s.url(&format!("/api/v1/datasets/shards/{sha}")))
+        .bearer_auth(t)
+        .body(shard)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut writer = trainyard_data::VersionWriter::new(table.schema.clone(), 10);
+    let mut sink = trainyard_data::MemStore::default();
+    writer.push(table, &mut sink).unwrap();
+    let manifest = writer
+        .finish(trainyard_data::Lineage::default(), &mut sink)
+        .unwrap();
+    assert_eq!(manifest.shards[0].sha256, sha);
+    let body = json!({"manifest": manifest});
+    let r = server
+        .post("/api/v1/datasets/victim-data/versions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = http
+        .post(s.url("/api/v1/datasets/victim-data/versions"))
+        .bearer_auth(t)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+    let r = http
+        .post(s.url("/api/v1/datasets/job-output/versions"))
+        .bearer_auth(t)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "a job makes its own dataset: {}",
+        r.text().await.unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -631,6 +726,35 @@ async fn a_job_cannot_read_the_servers_secrets() {
         log.contains("MLFLOW_TRACKING_TOKEN="),
         "its own variables are there: {log}"
     );
+    // The job's environment (its LD_PRELOAD included) never reaches the supervisor, which
+    // runs as root: read the supervisor's own environment while a job runs.
+    let sleeper = server
+        .submit(json!({"command": ["sleep", "30"], "working_dir": "/tmp",
+                       "env": {"LD_PRELOAD": "/tmp/trainyard-no-such-preload.so"}}))
+        .await;
+    let sid = sleeper["id"].as_str().unwrap();
+    server.wait_state(sid, |s| s == "running", LONG).await;
+    let pid_file = server
+        .data_dir
+        .join(format!("executor/{sid}/attempt-1.pid.json"));
+    let deadline = std::time::Instant::now() + LONG;
+    while !pid_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no supervisor pid file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record: Value = serde_json::from_slice(&std::fs::read(&pid_file).unwrap()).unwrap();
+    let shim_env = std::fs::read(format!("/proc/{}/environ", record["pid"])).unwrap();
+    let shim_env = String::from_utf8_lossy(&shim_env);
+    assert!(!shim_env.contains("LD_PRELOAD"), "{shim_env}");
+    assert!(!shim_env.contains("MLFLOW_TRACKING_TOKEN"), "{shim_env}");
+    server
+        .post(&format!("/api/v1/jobs/{sid}/cancel"))
+        .send()
+        .await
+        .unwrap();
     // The job still logs into its run with its own token.
     let probe = server
         .submit(json!({"command": ["sh", "-c", "test -n \"$MLFLOW_TRACKING_TOKEN\" && echo ok"], "working_dir": "/tmp"}))

@@ -31,6 +31,9 @@ const SHIP_INTERVAL: Duration = Duration::from_secs(2);
 const SHIP_INTERVAL_LONG: Duration = Duration::from_secs(30);
 const SHIP_SETTLE: Duration = Duration::from_secs(60);
 
+/// The supervisor's own `PATH` (it runs the command through the command's environment).
+const SUPERVISOR_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 #[derive(Clone)]
 pub struct LocalExecutor {
     inner: Arc<Inner>,
@@ -206,21 +209,25 @@ impl LocalExecutor {
                 );
         }
         cmd.arg("--").args(&job.command);
-        // Nothing of the server's environment (its secrets, its configuration) reaches a
-        // job but the few variables `base_env` names.
+        // The command's environment: nothing of the server's (its secrets, its
+        // configuration) but the few variables `base_env` names, then the job's own. It
+        // goes to the supervisor in a file, not in its own environment: the supervisor may
+        // run as root, and a job's `LD_PRELOAD` must never reach a root process.
+        let mut env: Vec<(String, String)> = user.base_env();
+        env.extend(extra_env.iter().cloned());
+        env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("TRAINYARD_JOB_ID".into(), job.id.clone()));
+        env.push(("TRAINYARD_JOB_ATTEMPT".into(), attempt.to_string()));
+        env.push((
+            "CUDA_VISIBLE_DEVICES".into(),
+            gpus.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
+        shim::write_private_json(&shim::env_path(&dir, attempt), &env)?;
         cmd.env_clear()
-            .envs(user.base_env())
-            .envs(extra_env.iter().map(|(k, v)| (k, v)))
-            .envs(&job.env)
-            .env("TRAINYARD_JOB_ID", &job.id)
-            .env("TRAINYARD_JOB_ATTEMPT", attempt.to_string())
-            .env(
-                "CUDA_VISIBLE_DEVICES",
-                gpus.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
+            .env("PATH", SUPERVISOR_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

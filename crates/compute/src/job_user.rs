@@ -89,7 +89,15 @@ impl JobUser {
         {
             create_system_user(name)?;
         }
-        Self::lookup(name)
+        let user = Self::lookup(name)?;
+        // Only root can start processes as another user: say so now, not at every job.
+        if !user.is_server_user() && !Uid::effective().is_root() {
+            return Err(ComputeError::Io(std::io::Error::other(format!(
+                "jobs cannot run as `{name}`: only a server started as root can run them as \
+                 another user (leave --job-user out to run them as this user)"
+            ))));
+        }
+        Ok(user)
     }
 
     /// The environment a job starts from: [`PASSED_ENV`] from the server's, and the account's

@@ -29,6 +29,28 @@ pub fn exit_path(dir: &Path, attempt: u32) -> PathBuf {
     dir.join(format!("attempt-{attempt}.exit.json"))
 }
 
+/// The command's environment for one attempt, written by the executor (mode 0600) and
+/// removed by the supervisor once the command has started.
+pub fn env_path(dir: &Path, attempt: u32) -> PathBuf {
+    dir.join(format!("attempt-{attempt}.env.json"))
+}
+
+/// [`write_json_atomic`] for a file only its owner may read (it holds the job's token).
+pub fn write_private_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    }
+    fs::rename(&tmp, path)
+}
+
 /// Identifies a live supervisor; the start time guards against a recycled pid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidRecord {
@@ -109,6 +131,28 @@ fn is_zombie(pid: u32) -> bool {
     stat_fields(pid).is_some_and(|f| f.starts_with('Z'))
 }
 
+/// The program a command names, looked up in the command's own `PATH` (std would search the
+/// supervisor's): a name with a slash is taken as it is.
+fn resolve_program(name: &str, path: Option<&str>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    for dir in path
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+    {
+        let candidate = Path::new(dir).join(name);
+        if fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return candidate;
+        }
+    }
+    PathBuf::from(name)
+}
+
 /// Runs the supervisor to completion and returns its own exit status.
 pub fn run(opts: ShimOptions) -> i32 {
     match supervise(&opts) {
@@ -160,8 +204,20 @@ fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
         writeln!(output, "--- trainyard: attempt {} ---", opts.attempt)?;
     }
 
-    let mut command = Command::new(&opts.command[0]);
+    // The command's environment comes from the executor's file (see `env_path`); without
+    // one (a supervisor started by hand) the command gets an empty environment.
+    let env_file = env_path(&opts.dir, opts.attempt);
+    let env: Vec<(String, String)> = read_json(&env_file).unwrap_or_default();
+    let path_var = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    let program = resolve_program(&opts.command[0], path_var.as_deref());
+    let mut command = Command::new(&program);
     command
+        .env_clear()
+        .envs(env)
         .args(&opts.command[1..])
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
@@ -219,6 +275,7 @@ fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
             });
         }
     };
+    let _ = fs::remove_file(&env_file);
     let pgid = child.id() as i32;
     let started = Instant::now();
     // An absurd timeout (past what Instant can hold) means no deadline, never a panic.
