@@ -213,10 +213,30 @@ pub async fn version(
     security(("bearer" = [])))]
 pub async fn create_version(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<trainyard_store::Principal>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CreateVersion>,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
+    // A job's token adds versions only to datasets it created: otherwise a job could make
+    // its own data the `latest` version that other people's training reads.
+    if who.role == "job" {
+        let existing = s.tracking.db().dataset_versions(&name).await?;
+        if existing
+            .iter()
+            .any(|v| v.created_by.as_deref() != Some(who.name.as_str()))
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "a job's token adds versions only to datasets it created; `{name}` was made \
+                     by someone else (write the job's output under a new name)"
+                ),
+            )
+            .with_field("name"));
+        }
+    }
     let manifest: Manifest = serde_json::from_value(body.manifest)
         .map_err(|e| ApiError::invalid_field("manifest", format!("not a dataset manifest: {e}")))?;
     check_manifest(&manifest)?;
@@ -248,6 +268,7 @@ pub async fn create_version(
         bytes: manifest.shards.iter().map(|s| s.bytes as i64).sum(),
         parent: manifest.lineage.parent.clone(),
         manifest: serde_json::to_string(&manifest).expect("a manifest serialises"),
+        created_by: Some(who.name.clone()),
     };
     let created = s.tracking.db().insert_dataset_version(&row).await?;
     let status = if created {
@@ -278,10 +299,17 @@ pub async fn put_shard(
 ) -> Result<StatusCode, ApiError> {
     check_sha(&sha)?;
     // Each upload holds only the store's write buffer, and at most this many run at once.
-    let _slot = UPLOAD_SLOTS
-        .acquire()
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "uploads_busy",
+            "as many shard uploads as the server takes at once are running; retry shortly",
+        )
+    };
+    let _slot = tokio::time::timeout(std::time::Duration::from_secs(30), UPLOAD_SLOTS.acquire())
         .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "closed"))?;
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     let blobs = &s.scheduler.store().blobs;
     let staged = blobs
         .stage_shard(

@@ -240,7 +240,12 @@ impl Blobs {
                         size: 0,
                     });
                 } else if kind.is_file() && !is_staged_upload(&name) {
-                    let size = entry.metadata()?.len();
+                    // Removed since the directory was read: not there.
+                    let size = match entry.metadata() {
+                        Ok(m) => m.len(),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
                     out.push(LocalEntry {
                         name,
                         is_dir: false,

@@ -19,6 +19,9 @@ pub struct DatasetVersion {
     pub bytes: i64,
     pub parent: Option<String>,
     pub manifest: String,
+    /// The name of the token that made it (a user, or `job:<id>`); unknown for versions
+    /// from before this was kept.
+    pub created_by: Option<String>,
 }
 
 /// A dataset: its name, how many versions, and the newest one.
@@ -29,7 +32,8 @@ pub struct DatasetSummary {
     pub latest: DatasetVersion,
 }
 
-const COLUMNS: &str = "name, version, created_ms, row_count, byte_count, parent, manifest";
+const COLUMNS: &str =
+    "name, version, created_ms, row_count, byte_count, parent, manifest, created_by";
 
 fn version_from_row(row: &sqlx::any::AnyRow) -> Result<DatasetVersion, StoreError> {
     Ok(DatasetVersion {
@@ -40,6 +44,7 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<DatasetVersion, StoreErro
         bytes: row.try_get("byte_count")?,
         parent: row.try_get("parent")?,
         manifest: row.try_get("manifest")?,
+        created_by: row.try_get("created_by")?,
     })
 }
 
@@ -48,7 +53,7 @@ impl Db {
     /// the same content twice is not an error and creates nothing new).
     pub async fn insert_dataset_version(&self, v: &DatasetVersion) -> Result<bool, StoreError> {
         let result = sqlx::query(&format!(
-            "INSERT INTO dataset_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO dataset_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
         .bind(&v.name)
         .bind(&v.version)
@@ -57,6 +62,7 @@ impl Db {
         .bind(v.bytes)
         .bind(v.parent.as_deref())
         .bind(&v.manifest)
+        .bind(v.created_by.as_deref())
         .execute(self.pool())
         .await;
         match result {
@@ -272,6 +278,9 @@ impl Blobs {
     }
 
     pub async fn get_shard(&self, sha256: &str) -> Result<Option<Bytes>, StoreError> {
+        if self.reaches_through_link(&shard_path(sha256)) {
+            return Ok(None);
+        }
         match self.object_store().get(&shard_path(sha256)).await {
             Ok(got) => Ok(Some(got.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),

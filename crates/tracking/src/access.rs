@@ -126,6 +126,28 @@ impl Tracking {
         )))
     }
 
+    /// Whether `writer` may log these points: one naming a logged model (`model_id`) writes
+    /// into that model's metrics, so it needs the same right as changing the model.
+    pub async fn check_metric_models(
+        &self,
+        writer: &Writer,
+        points: &[crate::MetricPoint],
+    ) -> Result<(), TrackingError> {
+        if *writer == Writer::User {
+            return Ok(());
+        }
+        let mut models: Vec<&str> = points
+            .iter()
+            .filter_map(|p| p.model_id.as_deref())
+            .collect();
+        models.sort_unstable();
+        models.dedup();
+        for model_id in models {
+            self.check_logged_model_write(writer, model_id).await?;
+        }
+        Ok(())
+    }
+
     async fn run_exists(&self, run_id: &str) -> bool {
         self.get_run(run_id).await.is_ok()
     }
@@ -230,11 +252,9 @@ impl Tracking {
         let Writer::Job(job) = writer else {
             return Ok(());
         };
-        let v = match self.get_model_version(name, version).await {
-            Ok(v) => v,
-            Err(TrackingError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        // Strict: version numbers are predictable, so a version that does not exist yet
+        // must not pass (a job could tag the next one before its owner registers it).
+        let v = self.get_model_version(name, version).await?;
         if !v.run_id.is_empty() && self.check_run_write(writer, &v.run_id).await.is_ok() {
             return Ok(());
         }

@@ -212,12 +212,18 @@ pub fn job_may_call(method: &axum::http::Method, path: &str) -> bool {
             _ => false,
         };
     }
-    // The capability probe, the UI's file route, datasets (reads, and new versions a
-    // prediction job writes: creation only, no route deletes).
-    path == "/api/3.0/mlflow/server-info"
-        || path == "/get-artifact"
-        || path == "/api/v1/datasets"
-        || path.starts_with("/api/v1/datasets/")
+    // The capability probe, the UI's file route, dataset reads, and the two dataset writes
+    // (a shard, a new version: the handler checks the dataset is the job's own).
+    if let Some(tail) = path.strip_prefix("/api/v1/datasets") {
+        return match method.as_str() {
+            "GET" | "HEAD" => true,
+            "PUT" => tail.starts_with("/shards/") && tail.matches('/').count() == 2,
+            "POST" => tail.ends_with("/versions") && tail.matches('/').count() == 2,
+            _ => false,
+        };
+    }
+    matches!(method.as_str(), "GET" | "HEAD")
+        && (path == "/api/3.0/mlflow/server-info" || path == "/get-artifact")
 }
 
 async fn endpoint_not_found(uri: axum::http::Uri) -> MlflowError {

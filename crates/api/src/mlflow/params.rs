@@ -211,7 +211,6 @@ impl Params {
             .collect()
     }
 
-    /// `run_id`, or the legacy `run_uuid`.
     /// `max_results` checked as MLflow checks it on each endpoint: past `schema_max` the
     /// request schema refuses it (with the raw value and its JSON type), and below 1 the
     /// endpoint's own `below_one` message. Absent: `default`.
@@ -236,6 +235,7 @@ impl Params {
         Ok(n)
     }
 
+    /// `run_id`, or the legacy `run_uuid`.
     pub fn run_id(&self) -> Result<String, MlflowError> {
         match self.str("run_id")?.filter(|s| !s.is_empty()) {
             Some(id) => Ok(id),

@@ -350,6 +350,9 @@ pub async fn log_metric(State(s): State<AppState>, By(w): By, p: Params) -> Repl
     let run_id = p.run_id()?;
     let point = metric_point(&p, "")?;
     s.tracking.check_run_write(&w, &run_id).await?;
+    s.tracking
+        .check_metric_models(&w, std::slice::from_ref(&point))
+        .await?;
     s.tracking.log_metric(&run_id, point).await?;
     ok()
 }
@@ -363,6 +366,7 @@ pub async fn log_batch(State(s): State<AppState>, By(w): By, mut p: Params) -> R
         .enumerate()
         .map(|(i, m)| metric_point(m, &format!("metrics[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
+    s.tracking.check_metric_models(&w, &metrics).await?;
     let batch = BatchInput {
         metrics,
         params: p.key_values("params")?,

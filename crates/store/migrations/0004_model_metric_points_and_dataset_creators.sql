@@ -20,3 +20,7 @@ INSERT INTO logged_model_metric_points
 SELECT model_id, key, value, is_nan, timestamp, step, run_id, NULL, NULL FROM logged_model_metrics;
 
 DROP TABLE logged_model_metrics;
+
+-- Who made each dataset version (the token's name: a user, or `job:<id>`), so a job's token
+-- adds versions only to datasets it created.
+ALTER TABLE dataset_versions ADD COLUMN created_by TEXT;
