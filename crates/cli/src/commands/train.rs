@@ -136,14 +136,15 @@ pub struct EvalArgs {
 pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.client)?;
     trainyard_engine::device::parse(&args.device)?;
-    mlflow::model_source(&client, &args.model).await?;
+    let (model_name, model_version, _) = mlflow::model_source(&client, &args.model).await?;
     let version = remote::fetch_version(&client, &args.dataset).await?;
     let mut command = vec![
         program()?,
         "task".into(),
         "eval".into(),
         "--model".into(),
-        args.model.clone(),
+        // Pinned: the version evaluated is the one its numbers are put on.
+        format!("{model_name}:{model_version}"),
         "--dataset".into(),
         version.reference(),
         "--split-column".into(),
@@ -171,7 +172,8 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
             args.model
         );
     } else if code == 0 {
-        crate::tasks::evaluate::apply_version_tags(&client, &job_id).await?;
+        crate::tasks::evaluate::apply_version_tags(&client, &job_id, &model_name, &model_version)
+            .await?;
     }
     Ok(code)
 }

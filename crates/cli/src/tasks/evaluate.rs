@@ -201,8 +201,15 @@ pub async fn eval(task: EvalTask) -> anyhow::Result<i32> {
 pub const VERSION_TAGS_TAG: &str = "trainyard.eval.versionTags";
 
 /// Applies what an evaluation run proposed (see [`VERSION_TAGS_TAG`]) to the model version,
-/// with the caller's token; returns how many tags were set.
-pub async fn apply_version_tags(client: &Client, run_id: &str) -> anyhow::Result<usize> {
+/// with the caller's token; returns how many tags were set. The run is the job's to write,
+/// so what it says is checked: only the version that was evaluated (`name`, `version`), and
+/// only `eval.` keys.
+pub async fn apply_version_tags(
+    client: &Client,
+    run_id: &str,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<usize> {
     let run: serde_json::Value = client
         .json(client.request(
             Method::GET,
@@ -220,12 +227,18 @@ pub async fn apply_version_tags(client: &Client, run_id: &str) -> anyhow::Result
     let Some(proposed) = proposed else {
         return Ok(0);
     };
-    let (Some(name), Some(version)) = (proposed["name"].as_str(), proposed["version"].as_str())
-    else {
-        anyhow::bail!("run {run_id}: {VERSION_TAGS_TAG} names no model version");
-    };
+    if proposed["name"].as_str() != Some(name) || proposed["version"].as_str() != Some(version) {
+        anyhow::bail!(
+            "run {run_id}: {VERSION_TAGS_TAG} names another model version than {name}:{version}; not applied"
+        );
+    }
     let mut n = 0;
     for (key, value) in proposed["tags"].as_object().into_iter().flatten() {
+        if !key.starts_with("eval.") {
+            anyhow::bail!(
+                "run {run_id}: {VERSION_TAGS_TAG} proposes `{key}`, not an eval. tag; not applied"
+            );
+        }
         let value = value.as_str().unwrap_or_default();
         set_version_tag(client, name, version, key, value).await?;
         n += 1;
