@@ -182,8 +182,8 @@ pub async fn logs(
     let scheduler = state.scheduler.clone();
     let workspace = who.workspace.clone();
     let reader = logs.reader(&job.id);
-    // When the stream ends (or the client goes), its buffers go back to the system.
-    let trim = TrimOnDrop;
+    // When the last open stream ends (or its client goes), the buffers go back to the system.
+    let trim = TrimOnDrop::new();
     let stream =
         futures::stream::unfold((reader, start, false), move |(mut reader, offset, done)| {
             let _trim = &trim;
@@ -247,13 +247,26 @@ pub async fn logs(
         .into_response())
 }
 
-/// Hands freed memory back to the system when a log stream is dropped: hundreds of
-/// followed logs otherwise leave their buffers resident in the allocator's arenas.
+/// Log streams open now.
+static OPEN_LOG_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts an open log stream; when the last one is dropped, freed memory goes back to the
+/// system: hundreds of followed logs otherwise leave their buffers resident in the
+/// allocator's arenas.
 struct TrimOnDrop;
+
+impl TrimOnDrop {
+    fn new() -> Self {
+        OPEN_LOG_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TrimOnDrop
+    }
+}
 
 impl Drop for TrimOnDrop {
     fn drop(&mut self) {
-        trainyard_serve::memory::release_free_memory_soon();
+        if OPEN_LOG_STREAMS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+            trainyard_serve::memory::release_free_memory();
+        }
     }
 }
 

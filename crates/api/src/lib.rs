@@ -93,14 +93,22 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
     observed(all, state.metrics.clone())
 }
 
-/// Request metrics and tracing around every route.
+/// Request metrics and tracing around every route, and a 500 in the error shape for a
+/// handler that panics (inside the metrics, so they count it).
 fn observed(router: Router, metrics: Arc<HttpMetrics>) -> Router {
-    router
+    guarded(router)
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track_requests,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Turns a panic in a handler into a 500 answer instead of a dropped connection.
+fn guarded(router: Router) -> Router {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        error::panic_response,
+    ))
 }
 
 /// The standalone inference server (`trainyard serve`): `/v2`, `/metrics` and health.
@@ -135,4 +143,41 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape_and_serving_goes_on() {
+        async fn boom() -> &'static str {
+            panic!("the handler broke")
+        }
+        let app = super::guarded(
+            axum::Router::new()
+                .route("/boom", get(boom))
+                .route("/ok", get(|| async { "fine" })),
+        );
+        for _ in 0..2 {
+            let r = app
+                .clone()
+                .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], "internal", "{v}");
+            let r = app
+                .clone()
+                .oneshot(Request::get("/ok").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    }
 }

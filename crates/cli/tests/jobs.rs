@@ -1118,3 +1118,54 @@ async fn resources_show_capacity_and_what_is_free() {
         .unwrap();
     assert_eq!(usage["free"]["cpus"], 2.0);
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn followed_log_streams_give_their_memory_back() {
+    let server = Server::start().await;
+    let j = server
+        .submit(job(&[
+            "sh",
+            "-c",
+            "for i in $(seq 24); do echo line $i; sleep 0.25; done",
+        ]))
+        .await;
+    let id = j["id"].as_str().unwrap().to_string();
+    let before = rss_kb(server.pid());
+    // Each follower on a connection of its own, closed after (as `curl` or a CLI would).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let followers: Vec<_> = (0..200)
+        .map(|_| {
+            let request = http
+                .get(server.url(&format!("/api/v1/jobs/{id}/logs?follow=true")))
+                .bearer_auth(&server.token);
+            tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
+        })
+        .collect();
+    for f in followers {
+        assert!(f.await.unwrap().contains("line 24"));
+    }
+    // The streams' buffers go back to the system when the last one ends on the server (a
+    // moment after the clients have read their end); before, +70 MB for 200 streams stayed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = rss_kb(server.pid());
+    while after >= before + 24 * 1024 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = rss_kb(server.pid());
+    }
+    assert!(
+        after < before + 24 * 1024,
+        "resident memory {before} kB before 200 followed streams, {after} kB after they ended"
+    );
+}

@@ -57,26 +57,6 @@ pub fn release_free_memory() {
     }
 }
 
-/// [`release_free_memory`], at most once a second however many callers ask: for the end of
-/// many short-lived streams (followed logs), whose buffers the allocator would otherwise
-/// keep resident.
-pub fn release_free_memory_soon() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST_MS: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let last = LAST_MS.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 1000
-        && LAST_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        release_free_memory();
-    }
-}
-
 /// Samples the resident set on a thread while something runs, to learn its peak: a model's
 /// load briefly needs more than the loaded model holds (parsed graph, copies of weights).
 pub struct PeakSampler {
