@@ -52,7 +52,7 @@ pub struct UpArgs {
 }
 
 /// `trainyard.toml`: the same settings as the flags.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
@@ -65,6 +65,8 @@ struct FileConfig {
     kill_grace_s: Option<f64>,
     backfill_window_s: Option<f64>,
     job_user: Option<String>,
+    /// Inference options (`[serve]`).
+    serve: Option<crate::serving::ServeFile>,
 }
 
 /// The resolved configuration the server runs with.
@@ -80,6 +82,7 @@ pub struct ServerConfig {
     pub kill_grace_s: f64,
     pub backfill_window_s: f64,
     pub job_user: Option<String>,
+    pub serve: crate::serving::ServeSettings,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -142,6 +145,7 @@ impl UpArgs {
             kill_grace_s,
             backfill_window_s,
             job_user: self.job_user.or(file.job_user),
+            serve: self.serve.resolve(&file.serve.unwrap_or_default())?,
         })
     }
 }
@@ -195,12 +199,106 @@ mod tests {
 mod example_tests {
     use super::*;
 
+    fn example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trainyard.example.toml")
+    }
+
     #[test]
     fn the_shipped_example_configuration_parses() {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trainyard.example.toml");
-        let file = read_file_config(&path).unwrap();
+        let file = read_file_config(&example()).unwrap();
         assert_eq!(file.listen.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(file.kill_grace_s, Some(10.0));
+    }
+
+    /// The example names every setting, and with its commented settings switched on it is
+    /// still a valid file: it cannot fall behind the settings struct.
+    #[test]
+    fn the_shipped_example_names_every_setting() {
+        let text = std::fs::read_to_string(example()).unwrap();
+        let switched_on: String = text
+            .lines()
+            .map(|l| {
+                let t = l.trim_start_matches("# ");
+                let is_setting = t.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                });
+                if l.starts_with("# ") && is_setting {
+                    t
+                } else {
+                    l
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let full: FileConfig = toml::from_str(&switched_on)
+            .unwrap_or_else(|e| panic!("the example with every setting on: {e}\n{switched_on}"));
+        let given = serde_json::to_value(&full).unwrap();
+        let all = serde_json::to_value(FileConfig {
+            serve: Some(crate::serving::ServeFile::default()),
+            ..FileConfig::default()
+        })
+        .unwrap();
+        for (key, value) in all.as_object().unwrap() {
+            if key == "serve" {
+                for sub in value.as_object().unwrap().keys() {
+                    assert!(
+                        !given["serve"][sub].is_null(),
+                        "the example does not name serve.{sub}"
+                    );
+                }
+            } else {
+                assert!(!given[key].is_null(), "the example does not name {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn serving_options_come_from_the_file_unless_a_flag_says_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("t.toml");
+        std::fs::write(
+            &cfg,
+            "[serve]\nmax_body = \"1KiB\"\ngrpc_listen = \"127.0.0.1:9\"\nruntime = \"tract\"\n\
+             model_control_mode = \"explicit\"\npin = [\"a\"]\n",
+        )
+        .unwrap();
+        let from_file = UpArgs {
+            data_dir: Some(dir.path().join("data")),
+            config: Some(cfg.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(from_file.serve.max_body, 1024);
+        assert_eq!(from_file.serve.grpc_listen, "127.0.0.1:9");
+        assert_eq!(
+            from_file.serve.runtime,
+            crate::serving::RuntimeChoice::Tract
+        );
+        assert_eq!(
+            from_file.serve.control,
+            crate::serving::ControlChoice::Explicit
+        );
+        assert_eq!(from_file.serve.pin, ["a"]);
+        let flagged = UpArgs {
+            data_dir: Some(dir.path().join("data")),
+            config: Some(cfg),
+            serve: crate::serving::ServeArgs {
+                serve_max_body: Some("2KiB".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(flagged.serve.max_body, 2048);
+        let defaults = crate::serving::ServeSettings::default();
+        let none = UpArgs {
+            data_dir: Some(dir.path().join("data")),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(none.serve, defaults);
     }
 }

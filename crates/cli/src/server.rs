@@ -45,8 +45,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    let serve_args = args.serve.clone();
     let config = args.resolve()?;
+    let serve_args = config.serve.clone();
     let job_user = JobUser::resolve(config.job_user.as_deref())?;
     if job_user.is_server_user() {
         tracing::warn!(
@@ -109,7 +109,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let inference = InferenceState {
         manager: models.clone(),
         auth: auth.clone(),
-        max_body: crate::serving::max_body(&serve_args)?,
+        max_body: serve_args.max_body,
         anonymous_inference: serve_args.anonymous_inference,
     };
     let state = AppState {

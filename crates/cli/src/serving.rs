@@ -13,7 +13,8 @@ use trainyard_serve::runtime::{find_library, OnnxRuntime};
 use trainyard_serve::source::{ModelSource, RepositoryFolder};
 use trainyard_serve::{ControlMode, ManagerOptions, ModelManager, RuntimeKind, Runtimes};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RuntimeChoice {
     /// ONNX Runtime when its library is found, else tract.
     Auto,
@@ -21,7 +22,8 @@ pub enum RuntimeChoice {
     Tract,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ControlChoice {
     /// A request for a model that is not loaded loads it.
     OnDemand,
@@ -29,12 +31,14 @@ pub enum ControlChoice {
     Explicit,
 }
 
-/// Inference options shared by `up` and `serve`.
-#[derive(Args, Debug, Clone)]
+/// Inference options shared by `up` and `serve`, as flags and environment. Each is
+/// optional here: what is not given comes from `[serve]` in `trainyard.toml`, then from
+/// [`ServeSettings::default`], the one place the defaults are written.
+#[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// Address of the gRPC inference service (inference.GRPCInferenceService).
-    #[arg(long, env = "TRAINYARD_GRPC_LISTEN", default_value = "127.0.0.1:8081")]
-    pub grpc_listen: String,
+    /// Address of the gRPC inference service (inference.GRPCInferenceService) [default: 127.0.0.1:8081].
+    #[arg(long, env = "TRAINYARD_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
     /// Memory loaded models may hold, e.g. 2GiB; least recently used idle models are
     /// unloaded to stay within it [default: no limit].
     #[arg(long, env = "TRAINYARD_SERVE_MEMORY_LIMIT")]
@@ -42,19 +46,19 @@ pub struct ServeArgs {
     /// A model that is loaded at start and never evicted (repeatable).
     #[arg(long = "pin", value_name = "MODEL")]
     pub pin: Vec<String>,
-    /// Runtime for models whose config names none.
-    #[arg(long, env = "TRAINYARD_SERVE_RUNTIME", value_enum, default_value_t = RuntimeChoice::Auto)]
-    pub serve_runtime: RuntimeChoice,
+    /// Runtime for models whose config names none [default: auto].
+    #[arg(long, env = "TRAINYARD_SERVE_RUNTIME", value_enum)]
+    pub serve_runtime: Option<RuntimeChoice>,
     /// ONNX Runtime intra-op threads per instance (1 was fastest on 2 cores; instances and
-    /// batching give the parallelism).
-    #[arg(long, env = "TRAINYARD_SERVE_THREADS", default_value_t = 1)]
-    pub serve_threads: usize,
-    /// Largest inference request body (after decompression).
-    #[arg(long, env = "TRAINYARD_SERVE_MAX_BODY", default_value = "64MiB")]
-    pub serve_max_body: String,
-    /// What a request for a model that is not loaded does.
-    #[arg(long, value_enum, default_value_t = ControlChoice::OnDemand)]
-    pub model_control_mode: ControlChoice,
+    /// batching give the parallelism) [default: 1].
+    #[arg(long, env = "TRAINYARD_SERVE_THREADS")]
+    pub serve_threads: Option<usize>,
+    /// Largest inference request body (after decompression) [default: 64MiB].
+    #[arg(long, env = "TRAINYARD_SERVE_MAX_BODY")]
+    pub serve_max_body: Option<String>,
+    /// What a request for a model that is not loaded does [default: on-demand].
+    #[arg(long, value_enum)]
+    pub model_control_mode: Option<ControlChoice>,
     /// Let requests without a token infer and read model metadata (loading and unloading
     /// still need the token). For trusted networks and clients that cannot send a token
     /// (perf_analyzer over gRPC).
@@ -62,27 +66,98 @@ pub struct ServeArgs {
     pub anonymous_inference: bool,
 }
 
-impl Default for ServeArgs {
+/// `[serve]` in `trainyard.toml`: the same options as the flags, named without `serve_`.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    pub grpc_listen: Option<String>,
+    pub memory_limit: Option<String>,
+    pub pin: Option<Vec<String>>,
+    pub runtime: Option<RuntimeChoice>,
+    pub threads: Option<usize>,
+    pub max_body: Option<String>,
+    pub model_control_mode: Option<ControlChoice>,
+    pub anonymous_inference: Option<bool>,
+}
+
+/// The serving options in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeSettings {
+    pub grpc_listen: String,
+    /// Bytes; `None` = no limit.
+    pub memory_limit: Option<u64>,
+    pub pin: Vec<String>,
+    pub runtime: RuntimeChoice,
+    pub threads: usize,
+    pub max_body: usize,
+    pub control: ControlChoice,
+    pub anonymous_inference: bool,
+}
+
+impl Default for ServeSettings {
     fn default() -> Self {
         Self {
             grpc_listen: "127.0.0.1:8081".into(),
-            serve_memory_limit: None,
+            memory_limit: None,
             pin: Vec::new(),
-            serve_runtime: RuntimeChoice::Auto,
-            serve_threads: 1,
-            serve_max_body: "64MiB".into(),
-            model_control_mode: ControlChoice::OnDemand,
+            runtime: RuntimeChoice::Auto,
+            threads: 1,
+            max_body: 64 << 20,
+            control: ControlChoice::OnDemand,
             anonymous_inference: false,
         }
     }
 }
 
+impl ServeArgs {
+    /// Flags and environment over `file`, over the defaults.
+    pub fn resolve(self, file: &ServeFile) -> anyhow::Result<ServeSettings> {
+        let d = ServeSettings::default();
+        let size = |flag: Option<String>, file: &Option<String>, name: &str| {
+            flag.or_else(|| file.clone())
+                .map(|s| trainyard_serve::memory::parse_size(&s).with_context(|| name.to_string()))
+                .transpose()
+        };
+        let threads = self.serve_threads.or(file.threads).unwrap_or(d.threads);
+        if threads == 0 {
+            anyhow::bail!("serve threads must be at least 1");
+        }
+        Ok(ServeSettings {
+            grpc_listen: self
+                .grpc_listen
+                .or_else(|| file.grpc_listen.clone())
+                .unwrap_or(d.grpc_listen),
+            memory_limit: size(
+                self.serve_memory_limit,
+                &file.memory_limit,
+                "serve memory limit",
+            )?,
+            pin: if self.pin.is_empty() {
+                file.pin.clone().unwrap_or(d.pin)
+            } else {
+                self.pin
+            },
+            runtime: self.serve_runtime.or(file.runtime).unwrap_or(d.runtime),
+            threads,
+            max_body: size(self.serve_max_body, &file.max_body, "serve max body")?
+                .map(|n| n as usize)
+                .unwrap_or(d.max_body),
+            control: self
+                .model_control_mode
+                .or(file.model_control_mode)
+                .unwrap_or(d.control),
+            anonymous_inference: self.anonymous_inference
+                || file.anonymous_inference.unwrap_or(d.anonymous_inference),
+        })
+    }
+}
+
 /// Builds the model manager over `source` and loads the pinned models in the background.
-pub fn manager(args: &ServeArgs, source: Arc<dyn ModelSource>) -> anyhow::Result<ModelManager> {
-    let ort = match args.serve_runtime {
+pub fn manager(args: &ServeSettings, source: Arc<dyn ModelSource>) -> anyhow::Result<ModelManager> {
+    let ort = match args.runtime {
         RuntimeChoice::Tract => None,
         _ => match find_library() {
-            Some(lib) => match OnnxRuntime::new(&lib, args.serve_threads) {
+            Some(lib) => match OnnxRuntime::new(&lib, args.threads) {
                 Ok(o) => {
                     tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
                     Some(o)
@@ -95,22 +170,17 @@ pub fn manager(args: &ServeArgs, source: Arc<dyn ModelSource>) -> anyhow::Result
             None => None,
         },
     };
-    let preferred = match args.serve_runtime {
+    let preferred = match args.runtime {
         RuntimeChoice::Auto => None,
         RuntimeChoice::Onnxruntime => Some(RuntimeKind::OnnxRuntime),
         RuntimeChoice::Tract => Some(RuntimeKind::Tract),
     };
     let runtimes = Runtimes::new(ort, preferred)?;
-    let memory_limit = args
-        .serve_memory_limit
-        .as_deref()
-        .map(trainyard_serve::memory::parse_size)
-        .transpose()
-        .context("--serve-memory-limit")?;
+    let memory_limit = args.memory_limit;
     let options = ManagerOptions {
         memory_limit,
         pinned: args.pin.iter().cloned().collect::<HashSet<_>>(),
-        control: match args.model_control_mode {
+        control: match args.control {
             ControlChoice::OnDemand => ControlMode::OnDemand,
             ControlChoice::Explicit => ControlMode::Explicit,
         },
@@ -128,16 +198,9 @@ pub fn manager(args: &ServeArgs, source: Arc<dyn ModelSource>) -> anyhow::Result
     Ok(manager)
 }
 
-pub fn max_body(args: &ServeArgs) -> anyhow::Result<usize> {
-    Ok(
-        trainyard_serve::memory::parse_size(&args.serve_max_body).context("--serve-max-body")?
-            as usize,
-    )
-}
-
 /// Starts the gRPC service; it stops when `stop` turns true.
 pub async fn start_grpc(
-    args: &ServeArgs,
+    args: &ServeSettings,
     state: InferenceState,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<std::net::SocketAddr> {
@@ -181,20 +244,21 @@ pub async fn serve(args: ServeCommand) -> anyhow::Result<()> {
             t
         }
     };
+    let settings = args.serve.resolve(&ServeFile::default())?;
     let source = Arc::new(RepositoryFolder::new(&args.model_repository)?);
-    let manager = manager(&args.serve, source)?;
+    let manager = manager(&settings, source)?;
     let state = InferenceState {
         manager: manager.clone(),
         auth: Auth::fixed(&token),
-        max_body: max_body(&args.serve)?,
-        anonymous_inference: args.serve.anonymous_inference,
+        max_body: settings.max_body,
+        anonymous_inference: settings.anonymous_inference,
     };
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let grpc = start_grpc(&args.serve, state.clone(), stop_rx.clone()).await?;
+    let grpc = start_grpc(&settings, state.clone(), stop_rx.clone()).await?;
     tracing::info!(http = %address, grpc = %grpc, "trainyard serve is up on http://{address}");
     tokio::spawn(async move {
         crate::server::shutdown_signal().await;

@@ -228,3 +228,29 @@ async fn cli_infer_load_and_unload() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'input'") && err.contains("HTTP 400"), "{err}");
 }
+
+#[tokio::test]
+async fn a_serving_option_from_trainyard_toml_takes_effect() {
+    let server = Server::start_with(ServerOptions {
+        env: vec![("TRAINYARD_SERVE_RUNTIME".into(), "tract".into())],
+        config_toml: Some("[serve]\nmax_body = \"1KiB\"\n".into()),
+        ..ServerOptions::default()
+    })
+    .await;
+    register(&server, "small", TINY).await;
+    let (status, _) = post(&server, "/v2/models/small/infer", request()).await;
+    assert_eq!(status, 200, "a small request fits");
+    let big = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+        "data": [1, 2, 3, 4]}], "parameters": {"pad": "x".repeat(2048)}});
+    let r = server
+        .post("/v2/models/small/infer")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        413,
+        "max_body = 1KiB from [serve] in trainyard.toml"
+    );
+}

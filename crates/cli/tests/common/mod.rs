@@ -32,6 +32,8 @@ pub struct ServerOptions {
     /// `--job-user`; `None` = the test's own user, so jobs see the files the test made (the
     /// server's default for root, a dedicated account, is tested on its own).
     pub job_user: Option<String>,
+    /// A `trainyard.toml` for the server (`--config`).
+    pub config_toml: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -44,6 +46,7 @@ impl Default for ServerOptions {
             env: Vec::new(),
             backfill_window_s: None,
             job_user: None,
+            config_toml: None,
         }
     }
 }
@@ -105,6 +108,12 @@ impl Server {
             Some(user) => user,
             None => trainyard_compute::JobUser::current().unwrap().name,
         });
+        if let Some(text) = &opts.config_toml {
+            let path = dir.path().join("trainyard.toml");
+            std::fs::write(&path, text).unwrap();
+            args.push("--config".into());
+            args.push(path.display().to_string());
+        }
         if let Some(window) = opts.backfill_window_s {
             args.push("--backfill-window-s".into());
             args.push(window.to_string());
