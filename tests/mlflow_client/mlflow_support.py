@@ -61,6 +61,23 @@ def mlflow_quirk(reason: str):
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
+def headers_of(resp) -> dict:
+    """A raw response's headers with lower-case names."""
+    return {k.lower(): v for k, v in resp.headers.items()}
+
+
+def service_path(artifact_uri: str) -> str:
+    """Path under the artifact service of a proxied `mlflow-artifacts:` / http(s) URI."""
+    if artifact_uri.startswith("mlflow-artifacts:"):
+        rest = artifact_uri[len("mlflow-artifacts:") :]
+        if rest.startswith("//"):
+            rest = rest[2:].split("/", 1)[1]
+        return rest.lstrip("/")
+    marker = "/api/2.0/mlflow-artifacts/artifacts/"
+    assert marker in artifact_uri, artifact_uri
+    return artifact_uri.split(marker, 1)[1]
+
+
 
 # --------------------------------------------------------------------------------------------
 # Raw HTTP (http.client: sends the path byte-for-byte, no dot-segment normalisation, which

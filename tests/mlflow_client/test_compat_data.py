@@ -7,28 +7,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from mlflow_support import mlflow_quirk, unique
+from mlflow_support import headers_of, mlflow_quirk, service_path, unique
 
 from mlflow.entities import Metric
 
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 INTERVAL = f"{API}/metrics/get-history-bulk-interval"
-
-
-def headers_of(resp):
-    return {k.lower(): v for k, v in resp.headers.items()}
-
-
-def service_path(artifact_uri: str) -> str:
-    if artifact_uri.startswith("mlflow-artifacts:"):
-        rest = artifact_uri[len("mlflow-artifacts:") :]
-        if rest.startswith("//"):
-            rest = rest[2:].split("/", 1)[1]
-        return rest.lstrip("/")
-    marker = ARTIFACTS + "/"
-    assert marker in artifact_uri, artifact_uri
-    return artifact_uri.split(marker, 1)[1]
 
 
 # ------------------------------------------------------------------------------------------------

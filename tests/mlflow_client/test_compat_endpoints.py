@@ -4,7 +4,7 @@ artifact routes and the legacy /get-artifact route (shapes as `mlflow server` 3.
 from __future__ import annotations
 
 import pytest
-from mlflow_support import unique
+from mlflow_support import headers_of, service_path, unique
 
 from mlflow.entities import Metric
 
@@ -14,22 +14,6 @@ ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 BULK = f"{AJAX}/metrics/get-history-bulk"
 UPLOAD = f"{AJAX}/upload-artifact"
 MISSING_RUN = "0123456789abcdef0123456789abcdef"
-
-
-def headers_of(resp):
-    return {k.lower(): v for k, v in resp.headers.items()}
-
-
-def service_path(artifact_uri: str) -> str:
-    """Path under the artifact service of a proxied `mlflow-artifacts:` / http(s) URI."""
-    if artifact_uri.startswith("mlflow-artifacts:"):
-        rest = artifact_uri[len("mlflow-artifacts:") :]
-        if rest.startswith("//"):
-            rest = rest[2:].split("/", 1)[1]
-        return rest.lstrip("/")
-    marker = ARTIFACTS + "/"
-    assert marker in artifact_uri, artifact_uri
-    return artifact_uri.split(marker, 1)[1]
 
 
 # ------------------------------------------------------------------------------------------------

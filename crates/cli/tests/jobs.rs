@@ -892,10 +892,8 @@ async fn s3_blobs_hold_job_logs() {
         !server.data_dir.join("blobs").exists(),
         "nothing may land in the local folder"
     );
-    assert!(
-        !server.data_dir.join(format!("executor/{id}")).exists(),
-        "spool removed: the log below comes from S3"
-    );
+    // The spool goes just after the outcome is stored: the log below comes from S3.
+    server.wait_spool_removed(&id).await;
     let log = server.logs(&id, "").await;
     assert_eq!(log.len(), 6_000_000 + 1 + 5);
     assert!(log.ends_with("\ndone\n"));
@@ -1021,14 +1019,24 @@ async fn a_big_job_is_not_starved_by_a_stream_of_small_ones() {
     assert_eq!(done["state"], "succeeded");
 }
 
-/// Peak resident memory of a process, from /proc (kB).
-fn peak_rss_kb(pid: u32) -> u64 {
+/// A kB figure of a process's `/proc/PID/status` (`VmHWM:` peak, `VmRSS:` now).
+fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// Peak resident memory of a process (kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM:")
+}
+
+/// Resident memory of a process now (kB).
+fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS:")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1117,15 +1125,6 @@ async fn resources_show_capacity_and_what_is_free() {
         .await
         .unwrap();
     assert_eq!(usage["free"]["cpus"], 2.0);
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,6 +37,20 @@ struct ColumnHeader {
     len: u64,
 }
 
+impl ColumnHeader {
+    /// Where this column's buffer ends: it must start where the previous one ended and lie
+    /// within the `data_len` bytes after the header.
+    fn buffer_end(&self, expected_offset: u64, data_len: u64) -> Result<u64, DataError> {
+        if self.offset != expected_offset {
+            return Err(corrupt(format!("column `{}`: misplaced buffer", self.name)));
+        }
+        self.offset
+            .checked_add(self.len)
+            .filter(|&e| e <= data_len)
+            .ok_or_else(|| corrupt(format!("column `{}`: buffer out of bounds", self.name)))
+    }
+}
+
 /// Lowercase hex SHA-256 of `bytes`: the content address of a shard.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -153,15 +167,7 @@ pub fn check_layout(start: &[u8], total_len: u64) -> Result<(), DataError> {
     }
     let mut expected_offset = 0u64;
     for ch in &header.columns {
-        if ch.offset != expected_offset {
-            return Err(corrupt(format!("column `{}`: misplaced buffer", ch.name)));
-        }
-        let end = ch
-            .offset
-            .checked_add(ch.len)
-            .filter(|&e| e <= data_len)
-            .ok_or_else(|| corrupt(format!("column `{}`: buffer out of bounds", ch.name)))?;
-        expected_offset = end;
+        expected_offset = ch.buffer_end(expected_offset, data_len)?;
         let bad_len = || {
             corrupt(format!(
                 "column `{}`: wrong buffer length {}",
@@ -235,14 +241,7 @@ fn decode_inner(bytes: &[u8], only: Option<&[&str]>) -> Result<Table, DataError>
     let mut schema = Vec::new();
     let mut columns = Vec::new();
     for ch in &header.columns {
-        if ch.offset != expected_offset {
-            return Err(corrupt(format!("column `{}`: misplaced buffer", ch.name)));
-        }
-        let end = ch
-            .offset
-            .checked_add(ch.len)
-            .filter(|&e| e <= data.len() as u64)
-            .ok_or_else(|| corrupt(format!("column `{}`: buffer out of bounds", ch.name)))?;
+        let end = ch.buffer_end(expected_offset, data.len() as u64)?;
         expected_offset = end;
         let buf = &data[ch.offset as usize..end as usize];
         let want = only.is_none_or(|names| names.contains(&ch.name.as_str()));
