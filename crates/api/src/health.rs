@@ -12,19 +12,21 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready: the database and the blob store both answer. For readiness probes.
+/// Ready: the database and the blob store both answer, and the scheduler loop runs. For
+/// readiness probes.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "database and blobs reachable"),
-              (status = 503, description = "a dependency is unreachable")))]
+    responses((status = 200, description = "database and blobs reachable, scheduler running"),
+              (status = 503, description = "a dependency is unreachable or the scheduler stopped")))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store = state.scheduler.store();
     let database = store.db.ping().await;
     let blobs = store.blobs.ping().await;
+    let scheduler = state.scheduler.loop_running();
     let describe = |r: &Result<(), trainyard_store::StoreError>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
-    let ready = database.is_ok() && blobs.is_ok();
+    let ready = database.is_ok() && blobs.is_ok() && scheduler;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -36,6 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "status": if ready { "ready" } else { "unavailable" },
             "database": describe(&database),
             "blobs": describe(&blobs),
+            "scheduler": if scheduler { "running" } else { "stopped: no job starts or ends; restart the server" },
         })),
     )
 }

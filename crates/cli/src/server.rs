@@ -101,8 +101,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let options = SchedulerOptions {
         backfill_window: Duration::from_secs_f64(config.backfill_window_s),
     };
-    let (scheduler, _loop) =
+    let (scheduler, scheduler_loop) =
         Scheduler::start(store.clone(), executor, capacity.clone(), options).await?;
+    // The loop never ends while the server runs: if it does, say so loudly (and `/readyz`
+    // answers 503), never silently.
+    tokio::spawn(async move {
+        match scheduler_loop.await {
+            Err(e) if e.is_panic() => {
+                tracing::error!(error = %e, "the scheduler loop panicked: no job will start or end until the server restarts")
+            }
+            outcome => tracing::error!(
+                ?outcome,
+                "the scheduler loop ended: no job will start or end until the server restarts"
+            ),
+        }
+    });
     let auth = Auth::new(store.db.clone());
     let models =
         crate::serving::manager(&serve_args, Arc::new(RegistrySource::new(tracking.clone())))?;

@@ -105,6 +105,13 @@ impl SchedulerHandle {
         &self.store
     }
 
+    /// Whether the scheduler loop still runs. The loop owns the receiving end of its
+    /// channel, so a loop that ended, panicked or was aborted has dropped it: nothing would
+    /// start or finish jobs any more, and `/readyz` must say so.
+    pub fn loop_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     pub fn logs(&self) -> &JobLogs {
         &self.logs
     }
@@ -829,6 +836,38 @@ mod tests {
             memory_mb: c.memory_mb,
             gpus: c.gpus.into_iter().collect(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_dead_loop_is_seen_by_its_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &trainyard_store::Db::sqlite_url(&dir.path().join("meta.db")),
+            &format!("file://{}", dir.path().join("blobs").display()),
+        )
+        .await
+        .unwrap();
+        let executor = LocalExecutor::new(
+            dir.path().join("executor"),
+            "/bin/false".into(),
+            store.blobs.clone(),
+            Duration::from_secs(1),
+            crate::JobTracking {
+                tracking: trainyard_tracking::Tracking::new(store.db.clone(), store.blobs.clone()),
+                tracking_uri: "http://127.0.0.1:1".into(),
+            },
+            crate::JobUser::current().unwrap(),
+        )
+        .unwrap();
+        let (handle, task) =
+            Scheduler::start(store, executor, capacity(), SchedulerOptions::default())
+                .await
+                .unwrap();
+        assert!(handle.loop_running());
+        // A panic unwinds the loop's future the way an abort drops it.
+        task.abort();
+        let _ = task.await;
+        assert!(!handle.loop_running());
     }
 
     #[test]
