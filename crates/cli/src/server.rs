@@ -56,7 +56,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
              as another account"
         );
     } else {
-        tracing::info!(user = %job_user.name, uid = job_user.uid, "jobs run as {}", job_user.name);
+        tracing::info!(
+            user = %job_user.name,
+            uid = job_user.uid,
+            per_job_uids = job_user.per_job_uids,
+            "jobs run as {}{}",
+            job_user.name,
+            if job_user.per_job_uids { " (its group, a uid of their own each)" } else { "" }
+        );
     }
     // The data directory (database, blobs, spools, admin token) is the server's alone.
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))

@@ -694,7 +694,7 @@ async fn a_job_cannot_read_the_servers_secrets() {
     .await;
     let data = server.data_dir.display().to_string();
     let script = format!(
-        "id -un; env; cat /proc/{pid}/environ; cat {data}/admin-token; cat {data}/trainyard.db | head -c 64; ls {data}; echo done",
+        "id -u; env; cat /proc/{pid}/environ; cat {data}/admin-token; cat {data}/trainyard.db | head -c 64; ls {data}; echo done",
         pid = server.pid()
     );
     let job = server
@@ -704,9 +704,10 @@ async fn a_job_cannot_read_the_servers_secrets() {
     let done = server.wait_done(id, LONG).await;
     let log = server.logs(id, "").await;
     assert!(log.contains("done"), "{done}\n{log}");
+    let uid: u32 = log.lines().next().unwrap().trim().parse().unwrap();
     assert!(
-        log.starts_with(trainyard_compute::DEFAULT_JOB_USER),
-        "{log}"
+        trainyard_compute::PER_JOB_UIDS.contains(&uid),
+        "a uid of its own, not root's or the server's: {log}"
     );
     for leaked in [
         secret,
@@ -844,4 +845,52 @@ fn rss_kb(pid: u32) -> u64 {
 
 fn peak_rss_kb(pid: u32) -> u64 {
     status_kb(pid, "VmHWM:")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_cannot_read_each_others_tokens() {
+    if !is_root() {
+        eprintln!("skipped: running jobs as other users needs root");
+        return;
+    }
+    let server = Server::start_with(ServerOptions {
+        job_user: Some(trainyard_compute::DEFAULT_JOB_USER.into()),
+        ..ServerOptions::default()
+    })
+    .await;
+    // A holds its token in its environment; B, running at the same time, goes for it.
+    let a = server
+        .submit(json!({"command": ["sh", "-c", "echo \"pid $$ uid $(id -u) token $MLFLOW_TRACKING_TOKEN\"; sleep 30"],
+                       "working_dir": "/tmp"}))
+        .await;
+    let a_id = a["id"].as_str().unwrap().to_string();
+    server.wait_log(&a_id, "token ").await;
+    let line = server.logs(&a_id, "").await;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (a_pid, a_uid, a_token) = (words[1], words[3], words[5]);
+    let b = server
+        .submit(json!({"command": ["sh", "-c", format!(
+            "echo uid $(id -u); cat /proc/{a_pid}/environ; kill -9 {a_pid} && echo killed; echo done")],
+                       "working_dir": "/tmp"}))
+        .await;
+    let b_id = b["id"].as_str().unwrap();
+    server.wait_done(b_id, LONG).await;
+    let log = server.logs(b_id, "").await;
+    assert!(log.contains("done"), "{log}");
+    assert!(!log.contains(a_token), "job B read job A's token:\n{log}");
+    assert!(!log.contains("killed"), "job B could signal job A:\n{log}");
+    assert!(
+        !log.contains(&format!("uid {a_uid}\n")),
+        "both jobs got uid {a_uid}:\n{log}"
+    );
+    assert_eq!(
+        server.job(&a_id).await["state"],
+        "running",
+        "A is untouched"
+    );
+    server
+        .post(&format!("/api/v1/jobs/{a_id}/cancel"))
+        .send()
+        .await
+        .unwrap();
 }

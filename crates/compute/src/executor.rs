@@ -46,6 +46,8 @@ struct Inner {
     kill_grace: Duration,
     /// The account jobs run as.
     job_user: JobUser,
+    /// Per-job uids held by running attempts (see `JobUser::per_job_uids`), by job id.
+    job_uids: Mutex<HashMap<String, u32>>,
     /// Bytes of each active job's log already in the blob store.
     shipped: Mutex<HashMap<String, Arc<AtomicU64>>>,
     tracking: JobTracking,
@@ -87,6 +89,7 @@ impl LocalExecutor {
                 blobs,
                 kill_grace,
                 job_user,
+                job_uids: Mutex::new(HashMap::new()),
                 shipped: Mutex::new(HashMap::new()),
                 tracking,
                 scanners: Mutex::new(HashMap::new()),
@@ -195,8 +198,13 @@ impl LocalExecutor {
         }
         let user = &self.inner.job_user;
         if !user.is_server_user() {
+            let uid = if user.per_job_uids {
+                self.take_job_uid(&job.id)
+            } else {
+                user.uid
+            };
             cmd.arg("--uid")
-                .arg(user.uid.to_string())
+                .arg(uid.to_string())
                 .arg("--gid")
                 .arg(user.gid.to_string())
                 .arg("--groups")
@@ -256,8 +264,38 @@ impl LocalExecutor {
         false
     }
 
+    /// A uid no other running job holds, for `job_id`, from `PER_JOB_UIDS` (starting at a
+    /// place its id picks, so restarts spread out). Jobs re-adopted after a restart are not
+    /// known here; a clash with one of them shares a uid, as every job did before.
+    fn take_job_uid(&self, job_id: &str) -> u32 {
+        let mut held = self.inner.job_uids.lock().unwrap();
+        if let Some(uid) = held.get(job_id) {
+            return *uid;
+        }
+        let range = crate::job_user::PER_JOB_UIDS;
+        let size = range.end - range.start;
+        let start = job_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % size;
+        let in_use: std::collections::HashSet<u32> = held.values().copied().collect();
+        let uid = (0..size)
+            .map(|i| range.start + (start + i) % size)
+            .find(|u| !in_use.contains(u))
+            .unwrap_or(range.start + start);
+        held.insert(job_id.to_string(), uid);
+        uid
+    }
+
     /// Waits until the attempt ends, shipping output meanwhile; returns how it ended.
     pub(crate) async fn watch(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
+        let record = self.watch_attempt(job_id, attempt, watch).await;
+        // Its processes are gone (the supervisor reaped the whole tree): the uid is free.
+        self.inner.job_uids.lock().unwrap().remove(job_id);
+        record
+    }
+
+    async fn watch_attempt(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
         let dir = self.job_dir(job_id);
         let shipped = self.shipped_counter(job_id).await;
         let started = Instant::now();

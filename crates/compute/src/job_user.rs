@@ -18,6 +18,10 @@ pub const DEFAULT_JOB_USER: &str = "trainyard-job";
 /// tracking variables are added on top.
 const PASSED_ENV: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR"];
 
+/// Uids given to jobs one each (systemd's range for dynamic users): jobs of one account
+/// could read each other's `/proc/<pid>/environ` (their tokens) and signal each other.
+pub const PER_JOB_UIDS: std::ops::Range<u32> = 61184..65520;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobUser {
     pub name: String,
@@ -26,6 +30,9 @@ pub struct JobUser {
     /// Supplementary groups of the account, set along with the uid.
     pub groups: Vec<u32>,
     pub home: PathBuf,
+    /// Each running job gets a uid of its own from [`PER_JOB_UIDS`] (with this account's
+    /// group), instead of the account's uid: the default account under root.
+    pub per_job_uids: bool,
 }
 
 impl JobUser {
@@ -65,6 +72,7 @@ impl JobUser {
             gid: user.gid.as_raw(),
             groups: groups.into_iter().map(Gid::as_raw).collect(),
             home: user.dir,
+            per_job_uids: false,
         })
     }
 
@@ -82,6 +90,8 @@ impl JobUser {
             None if Uid::effective().is_root() => DEFAULT_JOB_USER,
             None => return Self::current(),
         };
+        // The dedicated account under root: one uid per job.
+        let per_job_uids = name == DEFAULT_JOB_USER && Uid::effective().is_root();
         // The dedicated account is made on first use; any other must exist already.
         if name == DEFAULT_JOB_USER
             && Uid::effective().is_root()
@@ -89,7 +99,8 @@ impl JobUser {
         {
             create_system_user(name)?;
         }
-        let user = Self::lookup(name)?;
+        let mut user = Self::lookup(name)?;
+        user.per_job_uids = per_job_uids;
         // Only root can start processes as another user: say so now, not at every job.
         if !user.is_server_user() && !Uid::effective().is_root() {
             return Err(ComputeError::Io(std::io::Error::other(format!(

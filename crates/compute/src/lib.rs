@@ -14,7 +14,7 @@ pub mod shim;
 pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;
 pub use executor::{JobTracking, LocalExecutor};
-pub use job_user::{JobUser, DEFAULT_JOB_USER};
+pub use job_user::{JobUser, DEFAULT_JOB_USER, PER_JOB_UIDS};
 pub use logs::{JobLogs, LogPiece, LogReader};
 pub use scheduler::{
     Amounts, Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions, Usage,
