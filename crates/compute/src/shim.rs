@@ -263,7 +263,14 @@ fn supervise(opts: &ShimOptions) -> std::io::Result<ExitRecord> {
                 Some(dir) => format!("`{}` in {}", opts.command[0], dir.display()),
                 None => format!("`{}`", opts.command[0]),
             };
-            let message = format!("cannot start {what}: {e}");
+            let mut message = format!("cannot start {what}: {e}");
+            if let (Some(r), std::io::ErrorKind::PermissionDenied) = (&opts.run_as, e.kind()) {
+                message.push_str(&format!(
+                    " (the job runs as uid {}, which may not enter or run it; use a folder \
+                     others can read, or start the server with --job-user)",
+                    r.uid
+                ));
+            }
             let _ = writeln!(output, "trainyard: {message}");
             let _ = output.sync_all();
             return Ok(ExitRecord {
