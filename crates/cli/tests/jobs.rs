@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{job, pid_alive, Server, ServerOptions};
+use common::{job, peak_rss_kb, pid_alive, rss_kb, Server, ServerOptions};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -1017,26 +1017,6 @@ async fn a_big_job_is_not_starved_by_a_stream_of_small_ones() {
     assert!(waited < Duration::from_secs(6), "waited {waited:?}");
     let done = server.wait_done(&big_id, LONG).await;
     assert_eq!(done["state"], "succeeded");
-}
-
-/// A kB figure of a process's `/proc/PID/status` (`VmHWM:` peak, `VmRSS:` now).
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// Peak resident memory of a process (kB).
-fn peak_rss_kb(pid: u32) -> u64 {
-    status_kb(pid, "VmHWM:")
-}
-
-/// Resident memory of a process now (kB).
-fn rss_kb(pid: u32) -> u64 {
-    status_kb(pid, "VmRSS:")
 }
 
 #[tokio::test(flavor = "multi_thread")]
