@@ -9,7 +9,7 @@
 //! server at creation (whatever the request says), so it survives restarts and needs no
 //! table of its own. Tenancy (workspaces, roles) will add its rules beside these.
 
-use crate::entities::KeyValue;
+use crate::entities::{KeyValue, LoggedModel, Run};
 use crate::registry::NewModelVersion;
 use crate::{Tracking, TrackingError};
 
@@ -70,6 +70,28 @@ impl Writer {
     }
 }
 
+/// Whether `job` owns this run: its own (run id = job id), or one it created.
+fn owns_run(job: &str, run: &Run) -> bool {
+    run.info.run_id == job || owned_by(&run.data.tags, job)
+}
+
+fn not_its_run(job: &str, run_id: &str) -> TrackingError {
+    forbidden(format!(
+        "a job's token writes only its own run ({job}) and the runs it created; run {run_id} \
+         is not one of them"
+    ))
+}
+
+/// The item, or `None` when it does not exist (an unknown id is the write's own "not
+/// found", answered as for anyone).
+fn found<T>(got: Result<T, TrackingError>) -> Result<Option<T>, TrackingError> {
+    match got {
+        Ok(v) => Ok(Some(v)),
+        Err(TrackingError::NotFound(_)) | Err(TrackingError::InvalidParameter(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Tracking {
     /// Whether `writer` may write to run `run_id`. An unknown run passes, so the write
     /// itself answers "not found" as it would for anyone.
@@ -84,19 +106,26 @@ impl Tracking {
         if run_id == job {
             return Ok(());
         }
-        match self.get_run(run_id).await {
-            Ok(run) if owned_by(&run.data.tags, job) => Ok(()),
-            Ok(_) => Err(forbidden(format!(
-                "a job's token writes only its own run ({job}) and the runs it created; run \
-                 {run_id} is not one of them"
-            ))),
-            Err(TrackingError::NotFound(_)) | Err(TrackingError::InvalidParameter(_)) => Ok(()),
-            Err(e) => Err(e),
+        match found(self.get_run(run_id).await)? {
+            Some(run) if !owns_run(job, &run) => Err(not_its_run(job, run_id)),
+            _ => Ok(()),
         }
     }
 
-    /// Whether `writer` may change logged model `model_id`: one it created, or one its
-    /// runs produced.
+    /// Whether `job` may change this logged model: one it created, or one a run it owns
+    /// produced.
+    async fn owns_model(&self, job: &str, model: &LoggedModel) -> Result<bool, TrackingError> {
+        if owned_by(&model.info.tags, job) {
+            return Ok(true);
+        }
+        let Some(run_id) = &model.info.source_run_id else {
+            return Ok(false);
+        };
+        Ok(found(self.get_run(run_id).await)?.is_some_and(|run| owns_run(job, &run)))
+    }
+
+    /// Whether `writer` may change logged model `model_id` (see `owns_model`). An unknown
+    /// model passes, as `check_run_write` lets an unknown run pass.
     pub async fn check_logged_model_write(
         &self,
         writer: &Writer,
@@ -105,25 +134,13 @@ impl Tracking {
         let Writer::Job(job) = writer else {
             return Ok(());
         };
-        let model = match self.get_logged_model(model_id).await {
-            Ok(m) => m,
-            Err(TrackingError::NotFound(_)) | Err(TrackingError::InvalidParameter(_)) => {
-                return Ok(())
-            }
-            Err(e) => return Err(e),
-        };
-        if owned_by(&model.info.tags, job) {
-            return Ok(());
+        match found(self.get_logged_model(model_id).await)? {
+            Some(model) if !self.owns_model(job, &model).await? => Err(forbidden(format!(
+                "a job's token changes only the logged models it created or its runs \
+                 produced; {model_id} is not one of them"
+            ))),
+            _ => Ok(()),
         }
-        if let Some(run) = &model.info.source_run_id {
-            if self.check_run_write(writer, run).await.is_ok() && self.run_exists(run).await {
-                return Ok(());
-            }
-        }
-        Err(forbidden(format!(
-            "a job's token changes only the logged models it created or its runs produced; \
-             {model_id} is not one of them"
-        )))
     }
 
     /// Whether `writer` may log these points: one naming a logged model (`model_id`) writes
@@ -148,10 +165,6 @@ impl Tracking {
         Ok(())
     }
 
-    async fn run_exists(&self, run_id: &str) -> bool {
-        self.get_run(run_id).await.is_ok()
-    }
-
     /// Whether `writer` may write the artifact at `path` (`<experiment>/<run>/artifacts/…`
     /// or `<experiment>/models/<model>/artifacts/…`): only inside the artifact root of a run
     /// or logged model it may write.
@@ -160,34 +173,29 @@ impl Tracking {
         writer: &Writer,
         path: &str,
     ) -> Result<(), TrackingError> {
-        if *writer == Writer::User {
+        let Writer::Job(job) = writer else {
             return Ok(());
-        }
-        crate::artifacts::check_path(path)?;
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let inside = |root: &str| {
-            let root = root.trim_matches('/');
-            !root.is_empty() && (path == root || path.starts_with(&format!("{root}/")))
         };
+        crate::artifacts::check_path(path)?;
+        let inside = |root_uri: &str| {
+            crate::artifact_path(root_uri)
+                .is_some_and(|root| crate::artifacts::path_within(path, root))
+        };
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         for i in 0..parts.len().saturating_sub(1) {
             if parts[i + 1] != "artifacts" {
                 continue;
             }
             let id = parts[i];
-            let is_model = i > 0 && parts[i - 1] == "models" && id.starts_with("m-");
-            if is_model {
-                if self.check_logged_model_write(writer, id).await.is_ok() {
-                    if let Ok(m) = self.get_logged_model(id).await {
-                        if crate::artifact_path(&m.info.artifact_uri).is_some_and(inside) {
-                            return Ok(());
-                        }
-                    }
-                }
-            } else if self.check_run_write(writer, id).await.is_ok() {
-                if let Ok(run) = self.get_run(id).await {
-                    if crate::artifact_path(&run.info.artifact_uri).is_some_and(inside) {
+            if i > 0 && parts[i - 1] == "models" && id.starts_with("m-") {
+                if let Some(model) = found(self.get_logged_model(id).await)? {
+                    if inside(&model.info.artifact_uri) && self.owns_model(job, &model).await? {
                         return Ok(());
                     }
+                }
+            } else if let Some(run) = found(self.get_run(id).await)? {
+                if inside(&run.info.artifact_uri) && owns_run(job, &run) {
+                    return Ok(());
                 }
             }
         }
@@ -198,7 +206,7 @@ impl Tracking {
     }
 
     /// Whether `writer` may register this version: a job only from a run (or a logged model
-    /// of a run) it may write.
+    /// of a run) it owns, and every run it names must exist.
     pub async fn check_version_create(
         &self,
         writer: &Writer,
@@ -212,27 +220,23 @@ impl Tracking {
             .strip_prefix("runs:/")
             .map(|rest| rest.split('/').next().unwrap_or_default().to_string());
         let mut runs: Vec<String> = new.run_id.iter().cloned().chain(from_source).collect();
-        let mut models_ok = true;
+        let mut model_ok = true;
         if let Some(model_id) = &new.model_id {
-            models_ok = self
-                .check_logged_model_write(writer, model_id)
-                .await
-                .is_ok();
-            if let Ok(m) = self.get_logged_model(model_id).await {
-                runs.extend(m.info.source_run_id);
+            if let Some(model) = found(self.get_logged_model(model_id).await)? {
+                model_ok = self.owns_model(job, &model).await?;
+                runs.extend(model.info.source_run_id);
             }
         }
-        let mut any = false;
-        for run in &runs {
-            if run.is_empty() {
-                continue;
+        runs.retain(|r| !r.is_empty());
+        runs.sort();
+        runs.dedup();
+        for run_id in &runs {
+            // Strict: a version must not name a run that does not exist (yet).
+            if !owns_run(job, &self.get_run(run_id).await?) {
+                return Err(not_its_run(job, run_id));
             }
-            any = true;
-            // Strict here: a version must not name a run that does not exist (yet).
-            self.get_run(run).await?;
-            self.check_run_write(writer, run).await?;
         }
-        if !any || !models_ok {
+        if runs.is_empty() || !model_ok {
             return Err(forbidden(format!(
                 "a job's token registers versions only from its own runs (job {job}); name \
                  the run with run_id or a runs:/ source"
@@ -242,7 +246,7 @@ impl Tracking {
     }
 
     /// Whether `writer` may tag version `version` of `name`: a job only a version registered
-    /// from a run it may write.
+    /// from a run it owns.
     pub async fn check_version_write(
         &self,
         writer: &Writer,
@@ -255,7 +259,10 @@ impl Tracking {
         // Strict: version numbers are predictable, so a version that does not exist yet
         // must not pass (a job could tag the next one before its owner registers it).
         let v = self.get_model_version(name, version).await?;
-        if !v.run_id.is_empty() && self.check_run_write(writer, &v.run_id).await.is_ok() {
+        let owned = !v.run_id.is_empty()
+            && (v.run_id == *job
+                || found(self.get_run(&v.run_id).await)?.is_some_and(|run| owns_run(job, &run)));
+        if owned {
             return Ok(());
         }
         Err(forbidden(format!(

@@ -33,6 +33,17 @@ pub fn check_path(path: &str) -> Result<(), TrackingError> {
     Ok(())
 }
 
+/// Whether store path `path` is `root` or lies below it, compared segment by segment
+/// (`a/bc` is not below `a/b`). Both are paths already checked, not URIs.
+pub(crate) fn path_within(path: &str, root: &str) -> bool {
+    let mut path = path.split('/').filter(|s| !s.is_empty());
+    let mut root = root.split('/').filter(|s| !s.is_empty()).peekable();
+    if root.peek().is_none() {
+        return false;
+    }
+    root.all(|r| path.next() == Some(r))
+}
+
 fn path_problem(path: &str) -> Result<(), &'static str> {
     if path.starts_with('/') {
         return Err("absolute paths are not allowed");
@@ -445,6 +456,15 @@ impl Tracking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_lie_within_roots_by_segment() {
+        assert!(path_within("0/r/artifacts/m/x", "0/r/artifacts"));
+        assert!(path_within("0/r/artifacts", "0/r/artifacts/"));
+        assert!(!path_within("0/r/artifactsX/m", "0/r/artifacts"));
+        assert!(!path_within("0/r", "0/r/artifacts"));
+        assert!(!path_within("x", ""));
+    }
 
     #[test]
     fn escaping_paths_are_refused() {

@@ -579,7 +579,7 @@ impl Tracking {
             "mlflow-artifacts" => {
                 let inside = match &new.run_id {
                     Some(run_id) => match self.get_run(run_id).await {
-                        Ok(run) => self.lies_inside(source, &run.info.artifact_uri),
+                        Ok(run) => sources::lies_inside(source, &run.info.artifact_uri),
                         Err(_) => false,
                     },
                     None => false,
@@ -621,36 +621,13 @@ impl Tracking {
             }
             "runs" => Err(bad_source(source, sources::MODEL_ID_MUST_MATCH)),
             "mlflow-artifacts" => {
-                if !self.lies_inside(source, &model.info.artifact_uri) {
+                if !sources::lies_inside(source, &model.info.artifact_uri) {
                     return Err(bad_source(source, sources::MODEL_ID_MUST_MATCH));
                 }
                 Ok(source.to_string())
             }
             _ => Ok(source.to_string()),
         }
-    }
-
-    /// Whether an `mlflow-artifacts:` source lies inside `root` (an artifact URI of ours),
-    /// compared on decoded path segments.
-    fn lies_inside(&self, source: &str, root: &str) -> bool {
-        let (Some(path), Some(root)) = (
-            crate::artifacts::artifact_path(source),
-            crate::artifacts::artifact_path(root),
-        ) else {
-            return false;
-        };
-        let path = sources::unquote_fully(path);
-        if crate::artifacts::check_path(&path).is_err() {
-            return false;
-        }
-        let segments = |p: &str| -> Vec<String> {
-            p.split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        let (path, root) = (segments(&path), segments(root));
-        path.len() >= root.len() && path[..root.len()] == root[..]
     }
 
     pub async fn get_model_version(

@@ -76,6 +76,19 @@ pub(crate) fn unquote_fully(s: &str) -> String {
     current
 }
 
+/// Whether an `mlflow-artifacts:` source lies inside `root` (an artifact URI of ours),
+/// compared on its decoded path.
+pub(crate) fn lies_inside(source: &str, root: &str) -> bool {
+    let (Some(path), Some(root)) = (
+        crate::artifacts::artifact_path(source),
+        crate::artifacts::artifact_path(root),
+    ) else {
+        return false;
+    };
+    let path = unquote_fully(path);
+    crate::artifacts::check_path(&path).is_ok() && crate::artifacts::path_within(&path, root)
+}
+
 /// A local path: no scheme, `file:`, or a scheme with a localhost host.
 pub(crate) fn is_local(uri: &str) -> bool {
     let p = split(uri);
