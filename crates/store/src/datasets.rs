@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
+use object_store::ObjectStore;
 use sqlx::Row;
 
 use crate::{Blobs, Db, StoreError};
@@ -177,8 +177,14 @@ impl Blobs {
         let mut hasher = sha2::Sha256::new();
         let mut size = 0u64;
         let mut start = Vec::new();
-        let mut wanted: Option<usize> = None;
+        // What `keep` cannot judge yet (too few bytes to read a header length) is this many.
         const PEEK: usize = 64;
+        let io = |e: std::io::Error| {
+            StoreError::Blob(object_store::Error::Generic {
+                store: "shards",
+                source: Box::new(e),
+            })
+        };
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
@@ -193,34 +199,24 @@ impl Blobs {
                 return Ok(Err(format!("the body is larger than {max_bytes} bytes")));
             }
             hasher.update(&chunk);
-            let limit = wanted.unwrap_or(PEEK);
-            if start.len() < limit {
-                let take = (limit - start.len()).min(chunk.len());
-                start.extend_from_slice(&chunk[..take]);
-                if wanted.is_none() {
-                    wanted = keep(&start);
-                    if let Some(w) = wanted {
-                        if start.len() < w {
-                            let more = (w - start.len()).min(chunk.len() - take);
-                            start.extend_from_slice(&chunk[take..take + more]);
-                        }
-                    }
+            // Keep the body's start until `keep` is satisfied; what it wants can grow as
+            // more arrives (a header length read from the first bytes).
+            let mut used = 0;
+            loop {
+                let want = keep(&start).unwrap_or(PEEK);
+                if start.len() >= want || used == chunk.len() {
+                    break;
                 }
+                let take = (want - start.len()).min(chunk.len() - used);
+                start.extend_from_slice(&chunk[used..used + take]);
+                used += take;
             }
             if let Err(e) = writer.write_all(&chunk).await {
                 let _ = writer.abort().await;
-                return Err(StoreError::Blob(object_store::Error::Generic {
-                    store: "shards",
-                    source: Box::new(e),
-                }));
+                return Err(io(e));
             }
         }
-        writer.shutdown().await.map_err(|e| {
-            StoreError::Blob(object_store::Error::Generic {
-                store: "shards",
-                source: Box::new(e),
-            })
-        })?;
+        writer.shutdown().await.map_err(io)?;
         Ok(Ok(StagedShard {
             location,
             sha256: hex::encode(hasher.finalize()),
@@ -268,15 +264,6 @@ impl Blobs {
         Ok(stale.len())
     }
 
-    /// Stores a shard under its checksum (the caller has verified it). The object store
-    /// writes to a temporary name and renames, so a shard is never seen half-written.
-    pub async fn put_shard(&self, sha256: &str, data: Bytes) -> Result<(), StoreError> {
-        self.object_store()
-            .put(&shard_path(sha256), PutPayload::from(data))
-            .await?;
-        Ok(())
-    }
-
     pub async fn get_shard(&self, sha256: &str) -> Result<Option<Bytes>, StoreError> {
         if self.reaches_through_link(&shard_path(sha256)) {
             return Ok(None);
@@ -294,5 +281,51 @@ impl Blobs {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::Blobs;
+
+    /// The layout rule of a shard, as `data::shard::layout_prefix_len` has it: 12 bytes, then
+    /// a header whose length the last 4 of them give.
+    fn header_len(start: &[u8]) -> Option<usize> {
+        Some(12 + u32::from_le_bytes(start.get(8..12)?.try_into().ok()?) as usize)
+    }
+
+    #[tokio::test]
+    async fn uploads_in_tiny_chunks_keep_exactly_their_header_and_hash_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&format!("file://{}", dir.path().display()))
+            .await
+            .unwrap();
+        let mut body = b"TYSHARD1".to_vec();
+        body.extend_from_slice(&100u32.to_le_bytes());
+        body.extend(std::iter::repeat_n(b'h', 100));
+        body.extend(std::iter::repeat_n(b'd', 5000));
+        let chunks: Vec<Result<Bytes, std::io::Error>> = body
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let staged = blobs
+            .stage_shard(futures::stream::iter(chunks), header_len, 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(staged.size, body.len() as u64);
+        assert!(staged.start.len() >= 112 && staged.start.len() < 112 + 64);
+        assert_eq!(&staged.start[..112], &body[..112]);
+        use sha2::Digest;
+        assert_eq!(staged.sha256, hex::encode(sha2::Sha256::digest(&body)));
+        // Over the limit: refused, nothing kept.
+        let big = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body.clone()))]);
+        let refused = blobs.stage_shard(big, header_len, 100).await.unwrap();
+        assert!(refused.is_err());
+        blobs.discard_shard(staged).await.unwrap();
+        let left = std::fs::read_dir(dir.path().join("datasets/uploads")).map(|d| d.count());
+        assert_eq!(left.unwrap_or(0), 0);
     }
 }
