@@ -233,7 +233,7 @@ impl LocalExecutor {
                 .collect::<Vec<_>>()
                 .join(","),
         ));
-        shim::write_private_json(&shim::env_path(&dir, attempt), &env)?;
+        shim::write_json_atomic(&shim::env_path(&dir, attempt), &env)?;
         cmd.env_clear()
             .env("PATH", SUPERVISOR_PATH)
             .stdin(Stdio::null())

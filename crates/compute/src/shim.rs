@@ -7,7 +7,7 @@
 //! As a child subreaper it inherits every orphan of the job; when the command ends, whatever
 //! it left behind (daemonised children included) is killed and reaped.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,22 +33,6 @@ pub fn exit_path(dir: &Path, attempt: u32) -> PathBuf {
 /// removed by the supervisor once the command has started.
 pub fn env_path(dir: &Path, attempt: u32) -> PathBuf {
     dir.join(format!("attempt-{attempt}.env.json"))
-}
-
-/// [`write_json_atomic`] for a file only its owner may read (it holds the job's token).
-pub fn write_private_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
-    }
-    fs::rename(&tmp, path)
 }
 
 /// Identifies a live supervisor; the start time guards against a recycled pid.
@@ -94,9 +78,16 @@ pub struct RunAs {
 /// which the page cache gives; after a crash of the machine the processes are gone too,
 /// and the attempt is reconciled as lost and retried per policy.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = File::create(&tmp)?;
+        // Only the owner reads these (one of them holds the job's token).
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
     }
     fs::rename(&tmp, path)
