@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, ServerOptions};
+use common::{peak_rss_kb, rss_kb, Server, ServerOptions};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -356,6 +356,18 @@ async fn a_job_token_writes_only_what_its_job_owns() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The UI's upload route: the job's own run yes, the victim's no.
+    for (run, want) in [(victim_run.as_str(), 403), (job.as_str(), 200)] {
+        let r = http
+            .post(s.url("/ajax-api/2.0/mlflow/upload-artifact"))
+            .query(&[("run_uuid", run), ("path", "ui/upload.txt")])
+            .bearer_auth(t)
+            .body(b"from the job".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "upload-artifact into {run}");
+    }
     // Registering a version: only from its own run (so not from the victim's).
     let (status, body) = call(s, t, Method::POST, "/api/2.0/mlflow/model-versions/create", json!({"name": "victim", "source": format!("runs:/{victim_run}/model"), "run_id": victim_run})).await;
     assert_eq!(status, 403, "{body}");
@@ -828,23 +840,6 @@ async fn a_256_mib_shard_upload_streams_in_bounded_memory() {
     let staged = server.data_dir.join("blobs/datasets/uploads");
     let left = std::fs::read_dir(&staged).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "staged uploads are removed");
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    status_kb(pid, "VmRSS:")
-}
-
-fn peak_rss_kb(pid: u32) -> u64 {
-    status_kb(pid, "VmHWM:")
 }
 
 #[tokio::test(flavor = "multi_thread")]

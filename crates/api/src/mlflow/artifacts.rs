@@ -102,6 +102,8 @@ pub async fn upload_run_artifact(
         return Err(MlflowError::invalid("Request must specify path."));
     };
     trainyard_tracking::check_path(path)?;
+    // A job writing into a run it may not write is refused before its body is read.
+    s.tracking.check_run_write(&w, run_id).await?;
     let too_large = || MlflowError::invalid("Artifact size is too large. Max size is 10MB.");
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -131,7 +133,6 @@ pub async fn upload_run_artifact(
         return Err(MlflowError::invalid("Request must specify data."));
     }
     let run = s.tracking.get_run(run_id).await?;
-    s.tracking.check_run_write(&w, run_id).await?;
     let full = s.tracking.path_under(&run.info.artifact_uri, path)?;
     s.tracking
         .put_artifact(
