@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use trainyard_core::JobState;
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ErrorCode};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -75,6 +75,7 @@ impl HttpMetrics {
     pub fn new(
         scheduler: &trainyard_compute::SchedulerHandle,
         serve: Option<&trainyard_serve::metrics::ServeMetrics>,
+        background: &trainyard_background::Background,
     ) -> Self {
         let (mut registry, requests) = Self::http_registry();
         let jobs = Family::<StateLabels, Gauge>::default();
@@ -104,6 +105,7 @@ impl HttpMetrics {
         if let Some(serve) = serve {
             serve.register(&mut registry);
         }
+        background.register_metrics(&mut registry);
         Self {
             registry,
             requests,
@@ -117,7 +119,7 @@ impl HttpMetrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 e.to_string(),
             )
         })?;

@@ -9,9 +9,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use trainyard_api::{AppState, Auth, HttpMetrics, InferenceState};
+use trainyard_background::Background;
 use trainyard_compute::{
-    detect_capacity, CapacityOverrides, JobTracking, JobUser, LocalExecutor, Scheduler,
-    SchedulerOptions,
+    detect_capacity, CapacityOverrides, JobTracking, JobUser, LocalExecutor, LocalOptions,
+    Scheduler, SchedulerOptions,
 };
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
@@ -95,37 +96,39 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     let executor = LocalExecutor::new(
-        config.data_dir.join("executor"),
-        program,
-        store.blobs.clone(),
-        Duration::from_secs_f64(config.kill_grace_s),
-        JobTracking {
-            tracking: tracking.clone(),
-            tracking_uri: local_url(address),
+        LocalOptions {
+            root: config.data_dir.join("executor"),
+            program,
+            kill_grace: Duration::from_secs_f64(config.kill_grace_s),
+            job_user,
+            capacity: capacity.clone(),
         },
-        job_user,
+        store.blobs.clone(),
+        tracking.clone(),
     )?;
     let options = SchedulerOptions {
         backfill_window: Duration::from_secs_f64(config.backfill_window_s),
     };
-    let (scheduler, scheduler_loop) =
-        Scheduler::start(store.clone(), executor, capacity.clone(), options).await?;
-    // The loop never ends while the server runs: if it does, say so loudly (and `/readyz`
-    // answers 503), never silently.
-    tokio::spawn(async move {
-        match scheduler_loop.await {
-            Err(e) if e.is_panic() => {
-                tracing::error!(error = %e, "the scheduler loop panicked: no job will start or end until the server restarts")
-            }
-            outcome => tracing::error!(
-                ?outcome,
-                "the scheduler loop ended: no job will start or end until the server restarts"
-            ),
-        }
-    });
+    // Every background loop of the server runs under this, so none ends or panics unseen
+    // (the scheduler loop's end is logged as an error and `/readyz` answers 503).
+    let background = Background::new();
+    let (scheduler, _scheduler_loop) = Scheduler::start(
+        store.clone(),
+        Arc::new(executor),
+        JobTracking {
+            tracking: tracking.clone(),
+            tracking_uri: local_url(address),
+        },
+        options,
+        &background,
+    )
+    .await?;
     let auth = Auth::new(store.db.clone());
-    let models =
-        crate::serving::manager(&serve_args, Arc::new(RegistrySource::new(tracking.clone())))?;
+    let models = crate::serving::manager(
+        &serve_args,
+        Arc::new(RegistrySource::new(tracking.clone())),
+        &background,
+    )?;
     let inference = InferenceState {
         manager: models.clone(),
         auth: auth.clone(),
@@ -133,9 +136,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         anonymous_inference: serve_args.anonymous_inference,
     };
     let state = AppState {
-        metrics: Arc::new(HttpMetrics::new(&scheduler, Some(models.metrics()))),
+        metrics: Arc::new(HttpMetrics::new(
+            &scheduler,
+            Some(models.metrics()),
+            &background,
+        )),
         auth,
         scheduler,
+        datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
         tracking,
     };
     tracing::info!(
@@ -151,7 +159,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // On SIGTERM: stop accepting, let open requests finish for a moment, then close the
     // rest (log streams that follow a job would otherwise hold the server open).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let grpc = crate::serving::start_grpc(&serve_args, inference.clone(), stop_rx.clone()).await?;
+    let grpc =
+        crate::serving::start_grpc(&serve_args, inference.clone(), stop_rx.clone(), &background)
+            .await?;
     tracing::info!(grpc = %grpc, "inference gRPC on {grpc}");
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use trainyard_api::{Auth, HttpMetrics, InferenceState};
+use trainyard_background::Background;
 use trainyard_serve::runtime::{find_library, OnnxRuntime};
 use trainyard_serve::source::{ModelSource, RepositoryFolder};
 use trainyard_serve::{ControlMode, ManagerOptions, ModelManager, RuntimeKind, Runtimes};
@@ -31,10 +32,12 @@ pub enum ControlChoice {
     Explicit,
 }
 
-/// Inference options shared by `up` and `serve`, as flags and environment. Each is
-/// optional here: what is not given comes from `[serve]` in `trainyard.toml`, then from
+/// Inference options shared by `up` and `serve`: one struct read twice, from flags and
+/// environment (clap) and from `[serve]` in `trainyard.toml` (serde, where the names drop
+/// `serve_`). Each is optional here: what neither gives comes from
 /// [`ServeSettings::default`], the one place the defaults are written.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// Address of the gRPC inference service (inference.GRPCInferenceService) [default: 127.0.0.1:8081].
     #[arg(long, env = "TRAINYARD_GRPC_LISTEN")]
@@ -42,19 +45,23 @@ pub struct ServeArgs {
     /// Memory loaded models may hold, e.g. 2GiB; least recently used idle models are
     /// unloaded to stay within it [default: no limit].
     #[arg(long, env = "TRAINYARD_SERVE_MEMORY_LIMIT")]
+    #[serde(rename = "memory_limit")]
     pub serve_memory_limit: Option<String>,
     /// A model that is loaded at start and never evicted (repeatable).
     #[arg(long = "pin", value_name = "MODEL")]
     pub pin: Vec<String>,
     /// Runtime for models whose config names none [default: auto].
     #[arg(long, env = "TRAINYARD_SERVE_RUNTIME", value_enum)]
+    #[serde(rename = "runtime")]
     pub serve_runtime: Option<RuntimeChoice>,
     /// ONNX Runtime intra-op threads per instance (1 was fastest on 2 cores; instances and
     /// batching give the parallelism) [default: 1].
     #[arg(long, env = "TRAINYARD_SERVE_THREADS")]
+    #[serde(rename = "threads")]
     pub serve_threads: Option<usize>,
     /// Largest inference request body (after decompression) [default: 64MiB].
     #[arg(long, env = "TRAINYARD_SERVE_MAX_BODY")]
+    #[serde(rename = "max_body")]
     pub serve_max_body: Option<String>,
     /// What a request for a model that is not loaded does [default: on-demand].
     #[arg(long, value_enum)]
@@ -64,20 +71,6 @@ pub struct ServeArgs {
     /// (perf_analyzer over gRPC).
     #[arg(long, env = "TRAINYARD_ANONYMOUS_INFERENCE")]
     pub anonymous_inference: bool,
-}
-
-/// `[serve]` in `trainyard.toml`: the same options as the flags, named without `serve_`.
-#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeFile {
-    pub grpc_listen: Option<String>,
-    pub memory_limit: Option<String>,
-    pub pin: Option<Vec<String>>,
-    pub runtime: Option<RuntimeChoice>,
-    pub threads: Option<usize>,
-    pub max_body: Option<String>,
-    pub model_control_mode: Option<ControlChoice>,
-    pub anonymous_inference: Option<bool>,
 }
 
 /// The serving options in force.
@@ -110,15 +103,18 @@ impl Default for ServeSettings {
 }
 
 impl ServeArgs {
-    /// Flags and environment over `file`, over the defaults.
-    pub fn resolve(self, file: &ServeFile) -> anyhow::Result<ServeSettings> {
+    /// Flags and environment (`self`) over the file's `[serve]`, over the defaults.
+    pub fn resolve(self, file: &ServeArgs) -> anyhow::Result<ServeSettings> {
         let d = ServeSettings::default();
         let size = |flag: Option<String>, file: &Option<String>, name: &str| {
             flag.or_else(|| file.clone())
                 .map(|s| trainyard_serve::memory::parse_size(&s).with_context(|| name.to_string()))
                 .transpose()
         };
-        let threads = self.serve_threads.or(file.threads).unwrap_or(d.threads);
+        let threads = self
+            .serve_threads
+            .or(file.serve_threads)
+            .unwrap_or(d.threads);
         if threads == 0 {
             anyhow::bail!("serve threads must be at least 1");
         }
@@ -129,17 +125,20 @@ impl ServeArgs {
                 .unwrap_or(d.grpc_listen),
             memory_limit: size(
                 self.serve_memory_limit,
-                &file.memory_limit,
+                &file.serve_memory_limit,
                 "serve memory limit",
             )?,
             pin: if self.pin.is_empty() {
-                file.pin.clone().unwrap_or(d.pin)
+                file.pin.clone()
             } else {
                 self.pin
             },
-            runtime: self.serve_runtime.or(file.runtime).unwrap_or(d.runtime),
+            runtime: self
+                .serve_runtime
+                .or(file.serve_runtime)
+                .unwrap_or(d.runtime),
             threads,
-            max_body: size(self.serve_max_body, &file.max_body, "serve max body")?
+            max_body: size(self.serve_max_body, &file.serve_max_body, "serve max body")?
                 .map(|n| n as usize)
                 .unwrap_or(d.max_body),
             control: self
@@ -147,13 +146,18 @@ impl ServeArgs {
                 .or(file.model_control_mode)
                 .unwrap_or(d.control),
             anonymous_inference: self.anonymous_inference
-                || file.anonymous_inference.unwrap_or(d.anonymous_inference),
+                || file.anonymous_inference
+                || d.anonymous_inference,
         })
     }
 }
 
 /// Builds the model manager over `source` and loads the pinned models in the background.
-pub fn manager(args: &ServeSettings, source: Arc<dyn ModelSource>) -> anyhow::Result<ModelManager> {
+pub fn manager(
+    args: &ServeSettings,
+    source: Arc<dyn ModelSource>,
+    background: &Background,
+) -> anyhow::Result<ModelManager> {
     let ort = match args.runtime {
         RuntimeChoice::Tract => None,
         _ => match find_library() {
@@ -194,7 +198,7 @@ pub fn manager(args: &ServeSettings, source: Arc<dyn ModelSource>) -> anyhow::Re
     );
     let manager = ModelManager::new(source, runtimes, options);
     let pinned = manager.clone();
-    tokio::spawn(async move { pinned.load_pinned().await });
+    background.spawn_task("model-pin", async move { pinned.load_pinned().await });
     Ok(manager)
 }
 
@@ -203,12 +207,13 @@ pub async fn start_grpc(
     args: &ServeSettings,
     state: InferenceState,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    background: &Background,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(&args.grpc_listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", args.grpc_listen))?;
     let address = listener.local_addr()?;
-    tokio::spawn(async move {
+    background.spawn_task("inference-grpc", async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
@@ -244,9 +249,10 @@ pub async fn serve(args: ServeCommand) -> anyhow::Result<()> {
             t
         }
     };
-    let settings = args.serve.resolve(&ServeFile::default())?;
+    let settings = args.serve.resolve(&ServeArgs::default())?;
     let source = Arc::new(RepositoryFolder::new(&args.model_repository)?);
-    let manager = manager(&settings, source)?;
+    let background = Background::new();
+    let manager = manager(&settings, source, &background)?;
     let state = InferenceState {
         manager: manager.clone(),
         auth: Auth::fixed(&token),
@@ -258,7 +264,7 @@ pub async fn serve(args: ServeCommand) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let grpc = start_grpc(&settings, state.clone(), stop_rx.clone()).await?;
+    let grpc = start_grpc(&settings, state.clone(), stop_rx.clone(), &background).await?;
     tracing::info!(http = %address, grpc = %grpc, "trainyard serve is up on http://{address}");
     tokio::spawn(async move {
         crate::server::shutdown_signal().await;

@@ -4,7 +4,8 @@
 
 mod capacity;
 mod error;
-mod executor;
+pub mod executor;
+mod job_env;
 mod job_metrics;
 mod job_user;
 mod logs;
@@ -13,7 +14,9 @@ pub mod shim;
 
 pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;
-pub use executor::{JobTracking, LocalExecutor};
+pub use executor::local::{LocalExecutor, LocalOptions};
+pub use executor::{Attempt, Executor, ExitRecord};
+pub use job_env::JobTracking;
 pub use job_user::{JobUser, DEFAULT_JOB_USER, PER_JOB_UIDS};
 pub use logs::{JobLogs, LogPiece, LogReader};
 pub use scheduler::{

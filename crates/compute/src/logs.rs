@@ -3,14 +3,20 @@
 
 use bytes::{Bytes, BytesMut};
 
-use trainyard_store::{log_end, LogChunk};
+use std::sync::Arc;
 
-use crate::executor::{read_piece, LocalExecutor};
+use trainyard_store::{log_end, Blobs, LogChunk};
+
+use crate::executor::local::read_piece;
+use crate::executor::Executor;
 use crate::ComputeError;
 
+/// A job's whole log: what the executor has shipped to the blob store, then the tail it
+/// still holds (`Executor::log_spool`).
 #[derive(Clone)]
 pub struct JobLogs {
-    executor: LocalExecutor,
+    blobs: Blobs,
+    executor: Arc<dyn Executor>,
 }
 
 /// A piece of a log and where the log currently ends.
@@ -24,8 +30,16 @@ pub struct LogPiece {
 }
 
 impl JobLogs {
-    pub fn new(executor: LocalExecutor) -> Self {
-        Self { executor }
+    pub fn new(blobs: Blobs, executor: Arc<dyn Executor>) -> Self {
+        Self { blobs, executor }
+    }
+
+    fn spool_len(&self, job_id: &str) -> u64 {
+        self.executor
+            .log_spool(job_id)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// A reader for many reads of one log (a download, a follow, a tail).
@@ -39,11 +53,11 @@ impl JobLogs {
 
     /// Current size of the log.
     pub async fn size(&self, job_id: &str) -> Result<u64, ComputeError> {
-        let spool_len = self.executor.spool_len(job_id);
-        let shipped = match self.executor.shipped(job_id) {
+        let spool_len = self.spool_len(job_id);
+        let shipped = match self.executor.log_shipped(job_id) {
             Some(shipped) => shipped,
             None => {
-                let chunks = self.executor.blobs().log_chunks(job_id).await?;
+                let chunks = self.blobs.log_chunks(job_id).await?;
                 log_end(&chunks)
             }
         };
@@ -93,10 +107,12 @@ impl JobLogs {
         offset: u64,
         max: u64,
     ) -> Result<Option<LogPiece>, ComputeError> {
-        let path = self.executor.spool_path(job_id);
+        let Some(path) = self.executor.log_spool(job_id) else {
+            return Ok(None);
+        };
         match read_piece(&path, offset, max).await {
             Ok(data) => {
-                let size = self.executor.spool_len(job_id);
+                let size = self.spool_len(job_id);
                 Ok(Some(LogPiece {
                     next_offset: offset + data.len() as u64,
                     size: size.max(offset + data.len() as u64),
@@ -121,10 +137,10 @@ pub struct LogReader {
 impl LogReader {
     /// Up to `max` bytes of the log from `offset`.
     pub async fn read(&mut self, offset: u64, max: u64) -> Result<LogPiece, ComputeError> {
-        let executor = &self.logs.executor;
+        let logs = &self.logs;
         let job_id = self.job_id.as_str();
         // Fast path for an active job: beyond what is shipped, the spool is the truth.
-        if let Some(shipped) = executor.shipped(job_id) {
+        if let Some(shipped) = logs.executor.log_shipped(job_id) {
             if offset >= shipped {
                 if let Some(piece) = self.logs.read_spool(job_id, offset, max).await? {
                     return Ok(piece);
@@ -132,7 +148,7 @@ impl LogReader {
             }
         }
         if offset >= log_end(&self.chunks) {
-            self.chunks = executor.blobs().log_chunks(job_id).await?;
+            self.chunks = logs.blobs.log_chunks(job_id).await?;
         }
         let shipped_end = log_end(&self.chunks);
         if offset >= shipped_end {
@@ -158,14 +174,14 @@ impl LogReader {
             }
             let start = at - chunk.offset;
             let want = (max - out.len() as u64).min(chunk.size - start);
-            let data = executor
-                .blobs()
+            let data = logs
+                .blobs
                 .read_log_chunk(chunk, start..start + want)
                 .await?;
             at += data.len() as u64;
             out.extend_from_slice(&data);
         }
-        let spool_len = executor.spool_len(job_id);
+        let spool_len = logs.spool_len(job_id);
         Ok(LogPiece {
             data: out.freeze(),
             next_offset: at,
@@ -201,20 +217,23 @@ mod tests {
         ))
         .await
         .unwrap();
-        let tracking = crate::JobTracking {
-            tracking: trainyard_tracking::Tracking::new(db, blobs.clone()),
-            tracking_uri: "http://127.0.0.1:1".into(),
-        };
-        let executor = LocalExecutor::new(
-            dir.path().join("executor"),
-            "/bin/false".into(),
-            blobs,
-            Duration::from_secs(1),
-            tracking,
-            crate::JobUser::current().unwrap(),
+        let executor = crate::LocalExecutor::new(
+            crate::LocalOptions {
+                root: dir.path().join("executor"),
+                program: "/bin/false".into(),
+                kill_grace: Duration::from_secs(1),
+                job_user: crate::JobUser::current().unwrap(),
+                capacity: trainyard_core::Capacity {
+                    cpus_milli: 1000,
+                    memory_mb: 100,
+                    gpus: Vec::new(),
+                },
+            },
+            blobs.clone(),
+            trainyard_tracking::Tracking::new(db, blobs.clone()),
         )
         .unwrap();
-        let logs = JobLogs::new(executor);
+        let logs = JobLogs::new(blobs, Arc::new(executor));
         let mut reader = logs.reader("j");
         let mut text = Vec::new();
         let mut at = 0;

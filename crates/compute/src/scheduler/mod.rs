@@ -17,9 +17,15 @@ use trainyard_core::{
 };
 use trainyard_store::{Outcome, Store};
 
-use crate::executor::{LocalExecutor, Watch};
-use crate::shim::ExitRecord;
-use crate::{ComputeError, JobLogs};
+use trainyard_background::{Background, Backoff};
+
+use crate::executor::{Attempt, Executor, ExitRecord};
+use crate::{ComputeError, JobLogs, JobTracking};
+
+/// The scheduler loop's name among background workers.
+pub const SCHEDULER_WORKER: &str = "scheduler";
+/// Where outcome writes that wait for the database are counted.
+const OUTCOME_WRITER: &str = "job-outcome";
 
 /// Scheduler figures for `/metrics`; plain atomics, registered by the API layer.
 pub struct SchedulerMetrics {
@@ -174,6 +180,7 @@ impl SchedulerHandle {
             name: submission.display_name(),
             state: JobState::Queued,
             command: submission.command,
+            task: submission.task,
             env: submission.env,
             working_dir: submission.working_dir,
             resources: submission.resources,
@@ -331,7 +338,9 @@ pub struct Scheduler {
     rx: mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
     store: Store,
-    executor: LocalExecutor,
+    executor: Arc<dyn Executor>,
+    job_tracking: JobTracking,
+    background: Background,
     capacity: Capacity,
     free: Free,
     host: String,
@@ -348,22 +357,26 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Reconciles what the database says with what is really running, then starts the loop.
+    /// The loop runs as the essential background worker `scheduler` (`SCHEDULER_WORKER`):
+    /// if it ever ends, `background` marks it failed and says so in the log.
     pub async fn start(
         store: Store,
-        executor: LocalExecutor,
-        capacity: Capacity,
+        executor: Arc<dyn Executor>,
+        job_tracking: JobTracking,
         options: SchedulerOptions,
+        background: &Background,
     ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), ComputeError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let host = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = executor.host().to_string();
+        let capacity = executor.capacity().clone();
         let mut scheduler = Scheduler {
             options,
             rx,
             tx: tx.clone(),
             store: store.clone(),
             executor: executor.clone(),
+            job_tracking: job_tracking.clone(),
+            background: background.clone(),
             free: Free {
                 cpus_milli: capacity.cpus_milli,
                 memory_mb: capacity.memory_mb,
@@ -384,12 +397,12 @@ impl Scheduler {
             tx,
             store,
             capacity,
-            tracking: executor.tracking().clone(),
-            logs: JobLogs::new(executor),
+            tracking: job_tracking.tracking,
+            logs: JobLogs::new(scheduler.store.blobs.clone(), executor),
             queue_len: scheduler.queue_len.clone(),
             metrics: scheduler.metrics.clone(),
         };
-        let task = tokio::spawn(scheduler.run());
+        let task = background.spawn_essential(SCHEDULER_WORKER, scheduler.run());
         Ok((handle, task))
     }
 
@@ -410,8 +423,7 @@ impl Scheduler {
                     job: job.clone(),
                 },
             );
-            self.executor.collect_metrics(&job).await;
-            self.watch(job.id.clone(), attempt, Watch::Adopted);
+            self.adopt(job, attempt);
         }
         for job in self.store.db.jobs_in_state(JobState::Queued).await? {
             let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
@@ -546,10 +558,11 @@ impl Scheduler {
         );
         let store = self.store.clone();
         let executor = self.executor.clone();
+        let job_tracking = self.job_tracking.clone();
         let tx = self.tx.clone();
         let host = self.host.clone();
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        self.background.spawn_task("job-launch", async move {
             let id = job.id.clone();
             let started = now_ms();
             // The start is durable before any process exists, so a restart never runs an
@@ -582,28 +595,34 @@ impl Scheduler {
                 .submit_to_start
                 .observe((started - queued.queued_since_ms).max(0) as f64 / 1000.0);
             metrics.attempts_started.inc();
-            let spawned = match executor.tracking_env(&job).await {
+            let record = match job_tracking.attempt_env(&job).await {
                 Ok(env) => {
-                    executor.collect_metrics(&job).await;
-                    executor.spawn(&job, attempt, &gpus, &env)
-                }
-                Err(e) => Err(e),
-            };
-            let record = match spawned {
-                Ok(watch) => {
-                    let _ = tx.send(Command::Started {
-                        id: id.clone(),
-                        attempt,
+                    let (started, on_start) = oneshot::channel();
+                    let started_tx = tx.clone();
+                    let started_id = id.clone();
+                    tokio::spawn(async move {
+                        if on_start.await.is_ok() {
+                            let _ = started_tx.send(Command::Started {
+                                id: started_id,
+                                attempt,
+                            });
+                        }
                     });
-                    executor.watch(&id, attempt, watch).await
+                    let attempt = Attempt {
+                        job,
+                        number: attempt,
+                        gpus,
+                        env,
+                    };
+                    executor.run(attempt, started).await
                 }
                 Err(e) => {
-                    tracing::error!(job = %id, error = %e, "cannot start the job's supervisor");
+                    tracing::error!(job = %id, error = %e, "cannot give the job its tracking token");
                     ExitRecord {
                         exit_code: None,
                         signal: None,
                         reason: ExitReason::SpawnFailed,
-                        message: format!("cannot start the job's supervisor: {e}"),
+                        message: format!("cannot give the job its tracking token: {e}"),
                         finished_at_ms: now_ms(),
                     }
                 }
@@ -645,13 +664,14 @@ impl Scheduler {
         }
     }
 
-    fn watch(&self, id: String, attempt: u32, watch: Watch) {
+    /// Watches an attempt an earlier server started until it ends.
+    fn adopt(&self, job: Job, attempt: u32) {
         let executor = self.executor.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let record = executor.watch(&id, attempt, watch).await;
+        self.background.spawn_task("job-watch", async move {
+            let record = executor.adopt(&job, attempt).await;
             let _ = tx.send(Command::Finished {
-                id,
+                id: job.id,
                 attempt,
                 record,
             });
@@ -695,7 +715,9 @@ impl Scheduler {
     fn signal_cancel(&self, id: &str, attempt: u32) {
         let executor = self.executor.clone();
         let id = id.to_string();
-        tokio::task::spawn_blocking(move || executor.cancel(&id, attempt));
+        self.background.spawn_task("job-cancel", async move {
+            executor.cancel(&id, attempt).await;
+        });
     }
 
     /// Records a job that is not running as cancelled, off the loop. If the write fails the
@@ -716,7 +738,7 @@ impl Scheduler {
         let store = self.store.clone();
         let executor = self.executor.clone();
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        self.background.spawn_task("job-cancel", async move {
             match store
                 .db
                 .finish_job(&job.id, JobState::Queued, &outcome)
@@ -791,21 +813,19 @@ impl Scheduler {
         let executor = self.executor.clone();
         let tx = self.tx.clone();
         let mut job = running.job;
-        tokio::spawn(async move {
-            loop {
-                let written = if retry {
-                    store.db.requeue_job(&id, &outcome).await
-                } else {
-                    store.db.finish_job(&id, JobState::Running, &outcome).await
-                };
-                match written {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::error!(job = %id, error = %e, "cannot record job outcome; will retry");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+        let background = self.background.clone();
+        self.background.spawn_task(OUTCOME_WRITER, async move {
+            // Until the database takes it; meanwhile it counts as pending in /metrics.
+            let what = format!("cannot record the outcome of job {id}");
+            let _ = background
+                .retry(OUTCOME_WRITER, &what, &Backoff::UNTIL_DONE, || async {
+                    if retry {
+                        store.db.requeue_job(&id, &outcome).await
+                    } else {
+                        store.db.finish_job(&id, JobState::Running, &outcome).await
                     }
-                }
-            }
+                })
+                .await;
             if retry {
                 job.state = JobState::Queued;
                 job.finished_at_ms = Some(outcome.finished_at_ms);
@@ -818,110 +838,4 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn capacity() -> Capacity {
-        Capacity {
-            cpus_milli: 2000,
-            memory_mb: 1000,
-            gpus: vec![0, 1],
-        }
-    }
-
-    fn free() -> Free {
-        let c = capacity();
-        Free {
-            cpus_milli: c.cpus_milli,
-            memory_mb: c.memory_mb,
-            gpus: c.gpus.into_iter().collect(),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_dead_loop_is_seen_by_its_handle() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &trainyard_store::Db::sqlite_url(&dir.path().join("meta.db")),
-            &format!("file://{}", dir.path().join("blobs").display()),
-        )
-        .await
-        .unwrap();
-        let executor = LocalExecutor::new(
-            dir.path().join("executor"),
-            "/bin/false".into(),
-            store.blobs.clone(),
-            Duration::from_secs(1),
-            crate::JobTracking {
-                tracking: trainyard_tracking::Tracking::new(store.db.clone(), store.blobs.clone()),
-                tracking_uri: "http://127.0.0.1:1".into(),
-            },
-            crate::JobUser::current().unwrap(),
-        )
-        .unwrap();
-        let (handle, task) =
-            Scheduler::start(store, executor, capacity(), SchedulerOptions::default())
-                .await
-                .unwrap();
-        assert!(handle.loop_running());
-        // A panic unwinds the loop's future the way an abort drops it.
-        task.abort();
-        let _ = task.await;
-        assert!(!handle.loop_running());
-    }
-
-    #[test]
-    fn gpus_are_handed_out_exclusively() {
-        let mut free = free();
-        let one_gpu = Resources {
-            cpus: 0.5,
-            memory_mb: None,
-            gpus: 1,
-        };
-        let a = free.reserve(&one_gpu).unwrap();
-        let b = free.reserve(&one_gpu).unwrap();
-        assert_ne!(a, b);
-        assert!(free.reserve(&one_gpu).is_none(), "no third GPU");
-        free.release(&one_gpu, &a, &capacity());
-        assert_eq!(free.reserve(&one_gpu).unwrap(), a);
-    }
-
-    #[test]
-    fn never_over_commits_cpus_or_memory() {
-        let mut free = free();
-        let job = Resources {
-            cpus: 1.0,
-            memory_mb: Some(400),
-            gpus: 0,
-        };
-        assert!(free.reserve(&job).is_some());
-        assert!(free.reserve(&job).is_some());
-        assert!(free.reserve(&job).is_none());
-        let mut free = self::free();
-        let big_memory = Resources {
-            cpus: 0.1,
-            memory_mb: Some(600),
-            gpus: 0,
-        };
-        assert!(free.reserve(&big_memory).is_some());
-        assert!(free.reserve(&big_memory).is_none());
-    }
-
-    #[test]
-    fn queue_orders_by_priority_then_age() {
-        let key = |p, t, id: &str| QueueKey {
-            priority: Reverse(p),
-            created_at_ms: t,
-            id: id.into(),
-        };
-        let mut keys = [
-            key(0, 1, "a"),
-            key(5, 3, "b"),
-            key(5, 2, "c"),
-            key(-1, 0, "d"),
-        ];
-        keys.sort();
-        let order: Vec<_> = keys.iter().map(|k| k.id.as_str()).collect();
-        assert_eq!(order, ["c", "b", "a", "d"]);
-    }
-}
+mod tests;

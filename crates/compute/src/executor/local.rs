@@ -1,4 +1,4 @@
-//! The local executor: starts one supervisor (`trainyard task shim`) per attempt, watches it,
+//! The local executor: runs attempts on this machine. It starts one supervisor (`trainyard task shim`) per attempt, watches it,
 //! and ships the attempt's output from the local spool file to the blob store while it runs.
 
 use std::collections::HashMap;
@@ -6,18 +6,23 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::oneshot;
 use trainyard_core::time::now_ms;
-use trainyard_core::{ExitReason, Job};
-use trainyard_store::{generate_token, log_end, Blobs};
+use trainyard_core::{Capacity, ExitReason, Job};
+use trainyard_store::{log_end, Blobs};
 use trainyard_tracking::Tracking;
 
 use crate::job_metrics::MetricScanner;
 use crate::job_user::JobUser;
 
+use super::{Attempt, Executor};
 use crate::shim::{self, ExitRecord, PidRecord};
 use crate::ComputeError;
 
@@ -50,45 +55,55 @@ struct Inner {
     job_uids: Mutex<HashMap<String, u32>>,
     /// Bytes of each active job's log already in the blob store.
     shipped: Mutex<HashMap<String, Arc<AtomicU64>>>,
-    tracking: JobTracking,
+    tracking: Tracking,
+    capacity: Capacity,
+    host: String,
     /// Jobs whose output is scanned for metrics.
     scanners: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MetricScanner>>>>,
 }
 
-/// What jobs need to log into their runs: the tracking service, and the URL by which the
-/// job's process reaches this server's MLflow-compatible API.
-#[derive(Clone)]
-pub struct JobTracking {
-    pub tracking: Tracking,
-    pub tracking_uri: String,
-}
-
 /// How the executor learns that an attempt has ended.
-pub(crate) enum Watch {
+enum Watch {
     /// We started the supervisor: wait for it directly.
     Child(tokio::process::Child),
     /// A supervisor from before a restart: poll its pid and exit file.
     Adopted,
 }
 
+/// How the local executor is set up.
+pub struct LocalOptions {
+    /// Holds one folder per active job (spool, pid, exit and env files).
+    pub root: PathBuf,
+    /// The `trainyard` binary: supervisors run as `program task shim`, and a job that
+    /// names a built-in task runs `program task run`.
+    pub program: PathBuf,
+    pub kill_grace: Duration,
+    /// The account jobs run as.
+    pub job_user: JobUser,
+    /// What this machine offers to jobs.
+    pub capacity: Capacity,
+}
+
 impl LocalExecutor {
-    /// `root` holds one folder per job; `program` is the `trainyard` binary to run shims with.
+    /// `tracking` is where metrics declared by a job (read from its output) are logged.
     pub fn new(
-        root: PathBuf,
-        program: PathBuf,
+        options: LocalOptions,
         blobs: Blobs,
-        kill_grace: Duration,
-        tracking: JobTracking,
-        job_user: JobUser,
+        tracking: Tracking,
     ) -> Result<Self, ComputeError> {
-        std::fs::create_dir_all(&root)?;
+        std::fs::create_dir_all(&options.root)?;
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
         Ok(Self {
             inner: Arc::new(Inner {
-                root,
-                program,
+                root: options.root,
+                program: options.program,
                 blobs,
-                kill_grace,
-                job_user,
+                kill_grace: options.kill_grace,
+                job_user: options.job_user,
+                capacity: options.capacity,
+                host,
                 job_uids: Mutex::new(HashMap::new()),
                 shipped: Mutex::new(HashMap::new()),
                 tracking,
@@ -101,62 +116,24 @@ impl LocalExecutor {
         self.inner.root.join(job_id)
     }
 
-    pub(crate) fn blobs(&self) -> &Blobs {
-        &self.inner.blobs
-    }
-
-    pub(crate) fn tracking(&self) -> &Tracking {
-        &self.inner.tracking.tracking
-    }
-
-    /// The MLflow variables a job's process gets, so an MLflow client in it logs into the
-    /// job's run with no configuration. Each attempt gets a fresh token of its own.
-    pub(crate) async fn tracking_env(
-        &self,
-        job: &Job,
-    ) -> Result<Vec<(String, String)>, ComputeError> {
-        let t = &self.inner.tracking;
-        let run = match t.tracking.get_run(&job.id).await {
-            Ok(run) => run,
-            // A job from before tracking existed has no run: it runs untracked.
-            Err(trainyard_tracking::TrackingError::NotFound(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let token = generate_token();
-        t.tracking
-            .db()
-            .insert_token(
-                &trainyard_core::new_id(),
-                &job.workspace,
-                &format!("job:{}", job.id),
-                "job",
-                &token,
-                now_ms(),
-            )
-            .await?;
-        Ok(vec![
-            ("MLFLOW_TRACKING_URI".into(), t.tracking_uri.clone()),
-            ("MLFLOW_TRACKING_TOKEN".into(), token),
-            ("MLFLOW_RUN_ID".into(), job.id.clone()),
-            ("MLFLOW_EXPERIMENT_ID".into(), run.info.experiment_id),
-        ])
+    fn tracking(&self) -> &Tracking {
+        &self.inner.tracking
     }
 
     /// Starts reading `job`'s output for its declared metrics (from what is already shipped,
     /// after a restart).
-    pub(crate) async fn collect_metrics(&self, job: &Job) {
+    async fn collect_metrics(&self, job: &Job) {
         let from = self.shipped_counter(&job.id).await.load(Ordering::Acquire);
         if let Some(scanner) = MetricScanner::for_job(job, from) {
             self.inner
                 .scanners
                 .lock()
-                .unwrap()
                 .insert(job.id.clone(), Arc::new(tokio::sync::Mutex::new(scanner)));
         }
     }
 
     async fn scan_metrics(&self, job_id: &str, finished: bool) {
-        let scanner = self.inner.scanners.lock().unwrap().get(job_id).cloned();
+        let scanner = self.inner.scanners.lock().get(job_id).cloned();
         if let Some(scanner) = scanner {
             let len = self.spool_len(job_id);
             let spool = self.spool_path(job_id);
@@ -166,13 +143,13 @@ impl LocalExecutor {
                 .scan(&spool, len, finished, self.tracking())
                 .await;
             if finished {
-                self.inner.scanners.lock().unwrap().remove(job_id);
+                self.inner.scanners.lock().remove(job_id);
             }
         }
     }
 
     /// Starts attempt `attempt` of `job` with `gpus` visible to it.
-    pub(crate) fn spawn(
+    fn spawn(
         &self,
         job: &Job,
         attempt: u32,
@@ -216,7 +193,12 @@ impl LocalExecutor {
                         .join(","),
                 );
         }
-        cmd.arg("--").args(&job.command);
+        cmd.arg("--");
+        match &job.task {
+            // A built-in task runs this machine's own program, whatever machine submitted it.
+            Some(task) => cmd.arg(&self.inner.program).args(task.argv_after_program()),
+            None => cmd.args(&job.command),
+        };
         // The command's environment: nothing of the server's (its secrets, its
         // configuration) but the few variables `base_env` names, then the job's own. It
         // goes to the supervisor in a file, not in its own environment: the supervisor may
@@ -246,7 +228,7 @@ impl LocalExecutor {
     }
 
     /// Asks the attempt's supervisor to end the job's process tree (it records "cancelled").
-    pub(crate) fn cancel(&self, job_id: &str, attempt: u32) -> bool {
+    fn signal_cancel(&self, job_id: &str, attempt: u32) -> bool {
         let dir = self.job_dir(job_id);
         // The supervisor writes its pid file first thing; give a just-started one time.
         for _ in 0..500 {
@@ -268,7 +250,7 @@ impl LocalExecutor {
     /// place its id picks, so restarts spread out). Jobs re-adopted after a restart are not
     /// known here; a clash with one of them shares a uid, as every job did before.
     fn take_job_uid(&self, job_id: &str) -> u32 {
-        let mut held = self.inner.job_uids.lock().unwrap();
+        let mut held = self.inner.job_uids.lock();
         if let Some(uid) = held.get(job_id) {
             return *uid;
         }
@@ -288,10 +270,10 @@ impl LocalExecutor {
     }
 
     /// Waits until the attempt ends, shipping output meanwhile; returns how it ended.
-    pub(crate) async fn watch(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
+    async fn watch(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
         let record = self.watch_attempt(job_id, attempt, watch).await;
         // Its processes are gone (the supervisor reaped the whole tree): the uid is free.
-        self.inner.job_uids.lock().unwrap().remove(job_id);
+        self.inner.job_uids.lock().remove(job_id);
         record
     }
 
@@ -353,10 +335,9 @@ impl LocalExecutor {
         }
     }
 
-    /// Forgets a finished job's local files once its log is safely in blobs.
     /// Forgets a finished job's local files, but only once every byte of its log is in
     /// the blob store: until then the spool is the only copy, and readers keep using it.
-    pub(crate) async fn cleanup(&self, job_id: &str) {
+    async fn forget(&self, job_id: &str) {
         let shipped = self.shipped_counter(job_id).await;
         if !self.ship_rest(job_id, &shipped).await {
             tracing::error!(
@@ -365,33 +346,32 @@ impl LocalExecutor {
             );
             return;
         }
-        self.inner.shipped.lock().unwrap().remove(job_id);
+        self.inner.shipped.lock().remove(job_id);
         let _ = tokio::fs::remove_dir_all(self.job_dir(job_id)).await;
     }
 
     /// Bytes of `job_id`'s log already shipped, when the job is active on this executor.
-    pub(crate) fn shipped(&self, job_id: &str) -> Option<u64> {
+    fn shipped(&self, job_id: &str) -> Option<u64> {
         self.inner
             .shipped
             .lock()
-            .unwrap()
             .get(job_id)
             .map(|c| c.load(Ordering::Acquire))
     }
 
-    pub(crate) fn spool_path(&self, job_id: &str) -> PathBuf {
+    fn spool_path(&self, job_id: &str) -> PathBuf {
         shim::output_path(&self.job_dir(job_id))
     }
 
     /// Bytes in the job's local spool (0 when it has none).
-    pub(crate) fn spool_len(&self, job_id: &str) -> u64 {
+    fn spool_len(&self, job_id: &str) -> u64 {
         std::fs::metadata(self.spool_path(job_id))
             .map(|m| m.len())
             .unwrap_or(0)
     }
 
     async fn shipped_counter(&self, job_id: &str) -> Arc<AtomicU64> {
-        if let Some(c) = self.inner.shipped.lock().unwrap().get(job_id) {
+        if let Some(c) = self.inner.shipped.lock().get(job_id) {
             return c.clone();
         }
         // After a restart the blob store is the truth about what was shipped. If it cannot
@@ -414,7 +394,6 @@ impl LocalExecutor {
         self.inner
             .shipped
             .lock()
-            .unwrap()
             .entry(job_id.to_string())
             .or_insert_with(|| Arc::new(AtomicU64::new(end)))
             .clone()
@@ -480,6 +459,69 @@ impl LocalExecutor {
             pause = (pause * 2).min(Duration::from_secs(15));
         }
         false
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn capacity(&self) -> &Capacity {
+        &self.inner.capacity
+    }
+
+    fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    async fn run(&self, attempt: Attempt, started: oneshot::Sender<()>) -> ExitRecord {
+        let Attempt {
+            job,
+            number,
+            gpus,
+            env,
+        } = attempt;
+        self.collect_metrics(&job).await;
+        match self.spawn(&job, number, &gpus, &env) {
+            Ok(watch) => {
+                let _ = started.send(());
+                self.watch(&job.id, number, watch).await
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, error = %e, "cannot start the job's supervisor");
+                self.inner.scanners.lock().remove(&job.id);
+                ExitRecord {
+                    exit_code: None,
+                    signal: None,
+                    reason: ExitReason::SpawnFailed,
+                    message: format!("cannot start the job's supervisor: {e}"),
+                    finished_at_ms: now_ms(),
+                }
+            }
+        }
+    }
+
+    async fn adopt(&self, job: &Job, attempt: u32) -> ExitRecord {
+        self.collect_metrics(job).await;
+        self.watch(&job.id, attempt, Watch::Adopted).await
+    }
+
+    async fn cancel(&self, job_id: &str, attempt: u32) -> bool {
+        let this = self.clone();
+        let id = job_id.to_string();
+        tokio::task::spawn_blocking(move || this.signal_cancel(&id, attempt))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn cleanup(&self, job_id: &str) {
+        self.forget(job_id).await
+    }
+
+    fn log_shipped(&self, job_id: &str) -> Option<u64> {
+        self.shipped(job_id)
+    }
+
+    fn log_spool(&self, job_id: &str) -> Option<PathBuf> {
+        Some(self.spool_path(job_id))
     }
 }
 

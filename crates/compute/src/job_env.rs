@@ -1,0 +1,52 @@
+//! What every attempt gets to log into its run, whatever executor runs it: the URL of this
+//! server's MLflow-compatible API and a fresh token of its own, scoped to the job.
+
+use trainyard_core::time::now_ms;
+use trainyard_core::Job;
+use trainyard_store::generate_token;
+use trainyard_tracking::Tracking;
+
+use crate::ComputeError;
+
+/// What jobs need to log into their runs: the tracking service, and the URL by which the
+/// job's process reaches this server's MLflow-compatible API.
+#[derive(Clone)]
+pub struct JobTracking {
+    pub tracking: Tracking,
+    pub tracking_uri: String,
+}
+
+impl JobTracking {
+    /// The MLflow variables a job's process gets, so an MLflow client in it logs into the
+    /// job's run with no configuration. Each attempt gets a fresh token of its own (`store`
+    /// deletes it when the attempt's end is recorded).
+    pub(crate) async fn attempt_env(
+        &self,
+        job: &Job,
+    ) -> Result<Vec<(String, String)>, ComputeError> {
+        let run = match self.tracking.get_run(&job.id).await {
+            Ok(run) => run,
+            // A job from before tracking existed has no run: it runs untracked.
+            Err(trainyard_tracking::TrackingError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let token = generate_token();
+        self.tracking
+            .db()
+            .insert_token(
+                &trainyard_core::new_id(),
+                &job.workspace,
+                &format!("job:{}", job.id),
+                "job",
+                &token,
+                now_ms(),
+            )
+            .await?;
+        Ok(vec![
+            ("MLFLOW_TRACKING_URI".into(), self.tracking_uri.clone()),
+            ("MLFLOW_TRACKING_TOKEN".into(), token),
+            ("MLFLOW_RUN_ID".into(), job.id.clone()),
+            ("MLFLOW_EXPERIMENT_ID".into(), run.info.experiment_id),
+        ])
+    }
+}
