@@ -90,7 +90,21 @@ pub fn print_job(job: &Job) {
         ("id", job.id.clone()),
         ("name", job.name.clone()),
         ("state", job.state.as_str().to_string()),
-        ("command", shell_words(&job.command)),
+        match &job.task {
+            Some(task) => (
+                "task",
+                format!(
+                    "trainyard {}",
+                    shell_words(
+                        &task
+                            .argv_after_program()
+                            .map(str::to_string)
+                            .collect::<Vec<_>>()
+                    )
+                ),
+            ),
+            None => ("command", shell_words(&job.command)),
+        },
         (
             "exit code",
             job.exit_code

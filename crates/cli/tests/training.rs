@@ -333,3 +333,68 @@ async fn bad_specs_fail_before_a_job_and_nan_fails_the_run() {
         "{t}"
     );
 }
+
+/// A built-in job names its task, not the client's program: the client here is a copy of
+/// the binary at another path, deleted before the job starts, and the job still runs (the
+/// server's executor resolves `trainyard` where the job runs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_training_job_runs_the_servers_program_not_the_clients() {
+    let server = server().await;
+    prepare_digits(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("short.toml");
+    let spec = std::fs::read_to_string(example("mlp.toml"))
+        .unwrap()
+        .replace("epochs = 40", "epochs = 1")
+        .replace("name = \"digits-mlp\"", "name = \"elsewhere-mlp\"");
+    std::fs::write(&file, spec).unwrap();
+
+    // Hold every CPU so the training job waits in the queue while the client disappears.
+    let blocker = server
+        .submit(serde_json::json!({"command": ["sleep", "600"], "resources": {"cpus": 4}}))
+        .await;
+    let blocker_id = blocker["id"].as_str().unwrap().to_string();
+    server
+        .wait_state(&blocker_id, |s| s == "running", Duration::from_secs(30))
+        .await;
+
+    let client = dir.path().join("trainyard-client");
+    std::fs::copy(common::BIN, &client).unwrap();
+    let out = std::process::Command::new(&client)
+        .args(["train", "--detach", &file.display().to_string()])
+        .env("TRAINYARD_SERVER", server.url(""))
+        .env("TRAINYARD_TOKEN", &server.token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let id = ok(out).trim().to_string();
+    std::fs::remove_file(&client).unwrap();
+
+    let job = server.job(&id).await;
+    assert_eq!(job["state"], "queued", "{job}");
+    assert_eq!(job["command"], serde_json::json!([]), "{job}");
+    assert_eq!(job["task"]["kind"], "train", "{job}");
+    let recorded = job.to_string();
+    assert!(!recorded.contains("trainyard-client"), "{recorded}");
+
+    let cancel = server
+        .post(&format!("/api/v1/jobs/{blocker_id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(cancel.status().is_success());
+    let done = server.wait_done(&id, Duration::from_secs(300)).await;
+    assert_eq!(
+        done["state"],
+        "succeeded",
+        "{done}\n{}",
+        server.logs(&id, "").await
+    );
+    let versions = server
+        .get_json("/api/2.0/mlflow/registered-models/get?name=elsewhere-mlp")
+        .await;
+    assert_eq!(
+        versions["registered_model"]["latest_versions"][0]["version"], "1",
+        "{versions}"
+    );
+}

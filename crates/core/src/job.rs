@@ -92,16 +92,69 @@ impl ExitReason {
     }
 }
 
-/// What a user hands the platform to run.
+/// The built-in tasks a job can name instead of a command. Each runs the `trainyard`
+/// program of the machine the job runs on (`trainyard task KIND ARGS…`), so a job never
+/// carries a path from the machine that submitted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Train a model from a pinned training file (`trainyard train`).
+    Train,
+    /// Evaluate a model version on a dataset version (`trainyard eval`).
+    Eval,
+    /// Predict over a dataset version into a new dataset (`trainyard predict`).
+    Predict,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 3] = [TaskKind::Train, TaskKind::Eval, TaskKind::Predict];
+
+    /// The subcommand of `trainyard task` that runs it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Train => "train",
+            TaskKind::Eval => "eval",
+            TaskKind::Predict => "predict",
+        }
+    }
+}
+
+/// A built-in task with its pinned arguments: what a job records instead of a command
+/// when the platform's own program runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinTask {
+    pub kind: TaskKind,
+    /// Its arguments, as `trainyard task KIND` takes them (the configuration pinned at
+    /// submission: dataset and model versions resolved).
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl BuiltinTask {
+    /// The arguments after the program: `task KIND ARGS…`.
+    pub fn argv_after_program(&self) -> impl Iterator<Item = &str> {
+        ["task", self.kind.as_str()]
+            .into_iter()
+            .chain(self.args.iter().map(String::as_str))
+    }
+}
+
+/// What a user hands the platform to run: a `command`, or a built-in `task`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSubmission {
-    /// Shown in listings; defaults to the program name.
+    /// Shown in listings; defaults to the program name (or the task's kind).
     #[serde(default)]
     pub name: Option<String>,
-    /// The program and its arguments (no shell is involved unless you name one).
-    #[schema(min_items = 1)]
+    /// The program and its arguments (no shell is involved unless you name one). Empty
+    /// when `task` is given.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// A built-in task to run instead of a command; the executor resolves the `trainyard`
+    /// program where the job runs.
+    #[serde(default)]
+    pub task: Option<BuiltinTask>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Absolute path the command starts in; defaults to the server's working directory.
@@ -210,27 +263,25 @@ impl JobSubmission {
                 return Err(InvalidField::new("name", "contains a NUL byte"));
             }
         }
-        if self.command.is_empty() {
-            return Err(InvalidField::new(
-                "command",
-                "must name a program to run (an argv list with at least one element)",
-            ));
-        }
-        if self.command[0].is_empty() {
-            return Err(InvalidField::new("command[0]", "the program name is empty"));
-        }
-        if self.command.len() > MAX_ARGS {
-            return Err(InvalidField::new(
-                "command",
-                format!("has more than {MAX_ARGS} arguments"),
-            ));
-        }
-        for (i, arg) in self.command.iter().enumerate() {
-            if arg.contains('\0') {
+        match &self.task {
+            Some(_) if !self.command.is_empty() => {
                 return Err(InvalidField::new(
-                    format!("command[{i}]"),
-                    "contains a NUL byte",
+                    "task",
+                    "a job runs either a command or a built-in task, not both",
                 ));
+            }
+            Some(task) => check_args("task.args", &task.args)?,
+            None => {
+                if self.command.is_empty() {
+                    return Err(InvalidField::new(
+                        "command",
+                        "must name a program to run (an argv list with at least one element), or give a built-in `task`",
+                    ));
+                }
+                if self.command[0].is_empty() {
+                    return Err(InvalidField::new("command[0]", "the program name is empty"));
+                }
+                check_args("command", &self.command)?;
             }
         }
         for (key, value) in &self.env {
@@ -295,15 +346,34 @@ impl JobSubmission {
         self.tracking.validate()
     }
 
-    /// The name shown for the job: the given one, else the program's file name.
+    /// The name shown for the job: the given one, else the task's kind or the program's
+    /// file name.
     pub fn display_name(&self) -> String {
-        match &self.name {
-            Some(name) => name.clone(),
-            None => {
+        match (&self.name, &self.task) {
+            (Some(name), _) => name.clone(),
+            (None, Some(task)) => task.kind.as_str().to_string(),
+            (None, None) => {
                 let program = self.command.first().map(String::as_str).unwrap_or("job");
                 program.rsplit('/').next().unwrap_or(program).to_string()
             }
         }
+    }
+}
+
+/// An argv list's bounds: not too many arguments, no NUL byte in any.
+fn check_args(field: &str, args: &[String]) -> Result<(), InvalidField> {
+    if args.len() > MAX_ARGS {
+        return Err(InvalidField::new(
+            field,
+            format!("has more than {MAX_ARGS} arguments"),
+        ));
+    }
+    match args.iter().position(|arg| arg.contains('\0')) {
+        Some(i) => Err(InvalidField::new(
+            format!("{field}[{i}]"),
+            "contains a NUL byte",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -314,7 +384,11 @@ pub struct Job {
     pub workspace: String,
     pub name: String,
     pub state: JobState,
+    /// Empty for a job that runs a built-in `task`.
     pub command: Vec<String>,
+    /// The built-in task the job runs, with its pinned arguments.
+    #[serde(default)]
+    pub task: Option<BuiltinTask>,
     pub env: BTreeMap<String, String>,
     pub working_dir: Option<String>,
     pub resources: Resources,
@@ -384,6 +458,34 @@ mod tests {
         let mut s = submission(&["true"]);
         s.env.insert("A=B".into(), "v".into());
         assert!(s.validate().unwrap_err().field.starts_with("env."));
+    }
+
+    #[test]
+    fn a_job_runs_a_command_or_a_task_never_both() {
+        let task: JobSubmission = serde_json::from_value(
+            serde_json::json!({"task": {"kind": "train", "args": ["--config", "{}"]}}),
+        )
+        .unwrap();
+        task.validate().unwrap();
+        assert_eq!(task.display_name(), "train");
+        let argv: Vec<_> = task.task.as_ref().unwrap().argv_after_program().collect();
+        assert_eq!(argv, ["task", "train", "--config", "{}"]);
+        let both: JobSubmission = serde_json::from_value(
+            serde_json::json!({"command": ["true"], "task": {"kind": "eval"}}),
+        )
+        .unwrap();
+        assert_eq!(both.validate().unwrap_err().field, "task");
+        let nul: JobSubmission = serde_json::from_value(
+            serde_json::json!({"task": {"kind": "eval", "args": ["a\u{0}"]}}),
+        )
+        .unwrap();
+        assert_eq!(nul.validate().unwrap_err().field, "task.args[0]");
+        // Only the platform's own tasks: never its supervisor or anything else.
+        for kind in ["shim", "run", "../x"] {
+            let r: Result<JobSubmission, _> =
+                serde_json::from_value(serde_json::json!({"task": {"kind": kind}}));
+            assert!(r.is_err(), "{kind}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Outcome {
 
 const COLUMNS: &str = "id, workspace_id, name, state, command, env, working_dir, cpus, memory_mb, \
     gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, exit_reason, message, \
-    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking";
+    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking, task";
 
 impl Db {
     /// Stores a new job; once this returns the job is durable and may be acknowledged.
@@ -40,8 +40,8 @@ impl Db {
             "INSERT INTO jobs (id, workspace_id, name, state, command, env, working_dir, cpus, \
              memory_mb, gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, \
              exit_reason, message, host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, \
-             tracking) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+             tracking, task) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
         )
         .bind(&job.id)
         .bind(&job.workspace)
@@ -67,6 +67,7 @@ impl Db {
         .bind(job.started_at_ms)
         .bind(job.finished_at_ms)
         .bind(to_json(&job.tracking))
+        .bind(job.task.as_ref().map(to_json))
         .execute(&mut *tx)
         .await?;
         for (key, value) in &job.labels {
@@ -303,6 +304,11 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         Some(t) => serde_json::from_str(&t).map_err(|e| corrupt("tracking", &e))?,
         None => Default::default(),
     };
+    let task: Option<String> = row.try_get("task")?;
+    let task = match task {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|e| corrupt("task", &e))?),
+        None => None,
+    };
     let memory_mb: Option<i64> = row.try_get("memory_mb")?;
     let timeout_s: Option<i64> = row.try_get("timeout_s")?;
     let exit_code: Option<i64> = row.try_get("exit_code")?;
@@ -311,6 +317,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         name: row.try_get("name")?,
         state,
         command: serde_json::from_str(&command).map_err(|e| corrupt("command", &e))?,
+        task,
         env: serde_json::from_str::<BTreeMap<String, String>>(&env)
             .map_err(|e| corrupt("env", &e))?,
         working_dir: row.try_get("working_dir")?,

@@ -30,6 +30,7 @@ fn job(labels: &[(&str, &str)]) -> Job {
         name: "n".into(),
         state: JobState::Queued,
         command: vec!["echo".into(), "a b".into()],
+        task: None,
         env: BTreeMap::from([("K".to_string(), "V".to_string())]),
         working_dir: Some("/tmp".into()),
         resources: Resources {
