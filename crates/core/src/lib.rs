@@ -1,6 +1,7 @@
 //! Domain types shared by every layer of Trainyard: ids, jobs, resources and the
 //! validation rules for what a user may submit. No I/O lives here.
 
+pub mod dataset;
 pub mod error;
 pub mod id;
 pub mod job;
@@ -9,7 +10,7 @@ pub mod time;
 
 pub use error::InvalidField;
 pub use id::new_id;
-pub use job::{ExitReason, Job, JobState, JobSubmission, JobTracking};
+pub use job::{BuiltinTask, ExitReason, Job, JobState, JobSubmission, JobTracking, TaskKind};
 pub use resources::{Capacity, Resources};
 
 /// The workspace every row belongs to until multi-tenancy arrives.

@@ -143,6 +143,15 @@ const SHARD_UPLOADS: &str = "datasets/uploads";
 /// in flight on another server sharing the store are younger.
 const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Why a staged upload was refused (nothing of it is left behind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageRefused {
+    /// The body went past the size limit.
+    TooLarge,
+    /// The body ended with an error before its end (the client went away).
+    CutOff(String),
+}
+
 /// A shard upload in its staging place, hashed as it streamed in.
 pub struct StagedShard {
     location: Path,
@@ -157,13 +166,13 @@ impl Blobs {
     /// Streams an upload into a staging object while hashing it, in bounded memory (the
     /// store's write buffer and the first bytes `keep` asks for: given what has arrived,
     /// it says how many to keep, `None` while it cannot tell yet). A body that fails
-    /// midway leaves nothing and gives `Ok(Err(why))`.
+    /// midway or grows too large leaves nothing and gives `Ok(Err(why))`.
     pub async fn stage_shard<S, E>(
         &self,
         mut body: S,
         keep: impl Fn(&[u8]) -> Option<usize>,
         max_bytes: u64,
-    ) -> Result<Result<StagedShard, String>, StoreError>
+    ) -> Result<Result<StagedShard, StageRefused>, StoreError>
     where
         S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -190,13 +199,15 @@ impl Blobs {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = writer.abort().await;
-                    return Ok(Err(format!("the upload was cut off: {e}")));
+                    return Ok(Err(StageRefused::CutOff(format!(
+                        "the upload was cut off: {e}"
+                    ))));
                 }
             };
             size += chunk.len() as u64;
             if size > max_bytes {
                 let _ = writer.abort().await;
-                return Ok(Err(format!("the body is larger than {max_bytes} bytes")));
+                return Ok(Err(StageRefused::TooLarge));
             }
             hasher.update(&chunk);
             // Keep the body's start until `keep` is satisfied; what it wants can grow as
@@ -288,7 +299,7 @@ impl Blobs {
 mod tests {
     use bytes::Bytes;
 
-    use crate::Blobs;
+    use crate::{Blobs, StageRefused};
 
     /// The layout rule of a shard, as `data::shard::layout_prefix_len` has it: 12 bytes, then
     /// a header whose length the last 4 of them give.
@@ -323,7 +334,7 @@ mod tests {
         // Over the limit: refused, nothing kept.
         let big = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body.clone()))]);
         let refused = blobs.stage_shard(big, header_len, 100).await.unwrap();
-        assert!(refused.is_err());
+        assert_eq!(refused.err(), Some(StageRefused::TooLarge));
         blobs.discard_shard(staged).await.unwrap();
         let left = std::fs::read_dir(dir.path().join("datasets/uploads")).map(|d| d.count());
         assert_eq!(left.unwrap_or(0), 0);

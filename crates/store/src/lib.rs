@@ -9,7 +9,7 @@ mod jobs;
 mod tokens;
 
 pub use blobs::{log_end, Blobs, LocalEntry, LogChunk};
-pub use datasets::{DatasetSummary, DatasetVersion};
+pub use datasets::{DatasetSummary, DatasetVersion, StageRefused, StagedShard};
 pub use db::Db;
 pub use error::{redact_url, StoreError};
 pub use jobs::{JobFilter, Outcome};
