@@ -5,10 +5,8 @@ mod client;
 mod commands;
 mod config;
 mod output;
-mod remote;
 mod server;
 mod serving;
-mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -214,17 +212,17 @@ fn main() -> ExitCode {
             Command::Train(args) => commands::train::train(args).await,
             Command::Eval(args) => commands::train::eval(args).await,
             Command::Predict(args) => commands::train::predict(args).await,
-            Command::Task { command } => match command {
+            Command::Task { command } => Ok(match command {
                 TaskCommand::Shim(_) => unreachable!("handled above"),
                 TaskCommand::Train {
                     config,
                     resume_from,
                 } => {
-                    tasks::train::run(tasks::train::TrainTask {
+                    trainyard_tasks::train::run(trainyard_tasks::train::TrainTask {
                         config,
                         resume_from,
                     })
-                    .await
+                    .await?
                 }
                 TaskCommand::Eval {
                     model,
@@ -234,7 +232,7 @@ fn main() -> ExitCode {
                     device,
                     top_k,
                 } => {
-                    tasks::evaluate::eval(tasks::evaluate::EvalTask {
+                    trainyard_tasks::evaluate::eval(trainyard_tasks::evaluate::EvalTask {
                         model,
                         dataset,
                         split,
@@ -242,7 +240,7 @@ fn main() -> ExitCode {
                         device,
                         top_k,
                     })
-                    .await
+                    .await?
                 }
                 TaskCommand::Predict {
                     model,
@@ -250,15 +248,15 @@ fn main() -> ExitCode {
                     output,
                     device,
                 } => {
-                    tasks::evaluate::predict(tasks::evaluate::PredictTask {
+                    trainyard_tasks::predict::predict(trainyard_tasks::predict::PredictTask {
                         model,
                         dataset,
                         output,
                         device,
                     })
-                    .await
+                    .await?
                 }
-            },
+            }),
         }
     });
     match result {

@@ -12,10 +12,10 @@ use reqwest::Method;
 use serde::Deserialize;
 use trainyard_data::{Column, Format, ImportOptions, OnBad, Step};
 
-use crate::client::Client;
 use crate::output::{print_json, print_table, Format as Output};
-use crate::remote::{self, RemoteShards, VersionView};
 use crate::ClientArgs;
+use trainyard_client::datasets::{self as remote, RemoteShards};
+use trainyard_core::dataset::{CreatedVersion, DatasetVersionInfo};
 
 #[derive(Subcommand)]
 pub enum DatasetCommand {
@@ -108,7 +108,7 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
             shard_rows,
         } => {
             let args = client;
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let options = ImportOptions {
                 format: format.map(|f| match f {
                     FormatArg::Csv => Format::Csv,
@@ -149,7 +149,7 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
             into,
         } => {
             let args = client;
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let text = std::fs::read_to_string(&steps)
                 .with_context(|| format!("cannot read {}", steps.display()))?;
             let file: StepsFile = if text.trim_start().starts_with('{') {
@@ -158,7 +158,7 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
                 toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", steps.display()))?
             };
             let input = remote::fetch_version(&client, &dataset).await?;
-            let manifest = input.manifest()?;
+            let manifest = remote::manifest(&input)?;
             let name = into.unwrap_or_else(|| input.name.clone());
             let source = RemoteShards::new(client.clone(), Some(remote::cache_dir()))?;
             let mut sink = RemoteShards::new(client.clone(), None)?;
@@ -174,7 +174,7 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
             finish_version(&args, &created, out.rows, sink.uploaded_bytes, started)
         }
         DatasetCommand::Ls(args) => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let list: serde_json::Value = client
                 .json(client.request(Method::GET, "/api/v1/datasets"))
                 .await?;
@@ -206,7 +206,7 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
         }
         DatasetCommand::Show { client, dataset } => {
             let args = client;
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let version = remote::fetch_version(&client, &dataset).await?;
             if args.output == Output::Json {
                 print_json(&version);
@@ -240,9 +240,9 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
             rows,
         } => {
             let args = client;
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let version = remote::fetch_version(&client, &dataset).await?;
-            let manifest = version.manifest()?;
+            let manifest = remote::manifest(&version)?;
             let source: Arc<dyn trainyard_data::ShardSource> = Arc::new(RemoteShards::new(
                 client.clone(),
                 Some(remote::cache_dir()),
@@ -285,9 +285,9 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
         }
         DatasetCommand::Stats { client, dataset } => {
             let args = client;
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let version = remote::fetch_version(&client, &dataset).await?;
-            let manifest = version.manifest()?;
+            let manifest = remote::manifest(&version)?;
             if args.output == Output::Json {
                 print_json(&manifest.stats);
                 return Ok(0);
@@ -338,7 +338,7 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
 
 fn finish_version(
     args: &ClientArgs,
-    created: &remote::Created,
+    created: &CreatedVersion,
     rows: u64,
     uploaded: u64,
     started: std::time::Instant,
@@ -363,8 +363,8 @@ fn finish_version(
     Ok(0)
 }
 
-fn show(v: &VersionView) -> anyhow::Result<()> {
-    let m = v.manifest()?;
+fn show(v: &DatasetVersionInfo) -> anyhow::Result<()> {
+    let m = remote::manifest(v)?;
     println!("{}:{}", v.name, v.version);
     println!("rows     {}", m.rows);
     println!("shards   {} ({})", m.shards.len(), human_bytes(v.bytes));

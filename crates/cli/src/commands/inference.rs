@@ -8,7 +8,6 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::client::Client;
 use crate::output::{print_json, print_table, Format};
 use crate::ClientArgs;
 
@@ -48,7 +47,7 @@ pub async fn infer(args: InferArgs) -> anyhow::Result<i32> {
     };
     let body: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", args.input.display()))?;
-    let client = Client::new(&args.client)?;
+    let client = crate::client::connect(&args.client)?;
     let path = match args.version {
         Some(v) => format!("/v2/models/{}/versions/{v}/infer", segment(&args.name)),
         None => format!("/v2/models/{}/infer", segment(&args.name)),

@@ -9,7 +9,6 @@ use reqwest::Method;
 use serde::Deserialize;
 use trainyard_core::Job;
 
-use crate::client::Client;
 use crate::output::{job_row, print_job, print_json, print_table, Format, JOB_HEADER};
 use crate::ClientArgs;
 
@@ -72,7 +71,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             limit,
             cursor,
         } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let mut query = vec![("limit", limit.to_string())];
             if let Some(s) = state {
                 query.push(("state", s));
@@ -101,7 +100,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         JobsCommand::Show { client: args, id } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let job = client.job(&id).await?;
             match args.output {
                 Format::Json => print_json(&job),
@@ -110,7 +109,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         JobsCommand::Cancel { client: args, id } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let mut job: Job = client
                 .json(client.request(Method::POST, &format!("/api/v1/jobs/{id}/cancel")))
                 .await?;
@@ -130,7 +129,7 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             follow,
             tail,
         } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let mut query = vec![("follow", follow.to_string())];
             if let Some(n) = tail {
                 query.push(("tail", n.to_string()));

@@ -73,7 +73,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let client = Client::new(&args.client)?;
+    let client = crate::client::connect(&args.client)?;
     let working_dir = match args.workdir {
         Some(d) => Some(d),
         None => std::env::current_dir()
@@ -83,6 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let submission = JobSubmission {
         name: args.name,
         command: args.command,
+        task: None,
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
         working_dir,
         resources: Resources {
@@ -193,7 +194,7 @@ pub async fn submit_and_follow_job(
                     "gave up after {RECONNECT_FOR:?}; follow the job with `trainyard jobs logs {} --follow`",
                     job.id
                 );
-                reconnect.after(e, &hint).await?;
+                reconnect.after(e.into(), &hint).await?;
             }
         }
     }
@@ -254,7 +255,7 @@ async fn job_reconnecting(client: &Client, id: &str) -> anyhow::Result<Job> {
     loop {
         match client.job(id).await {
             Ok(job) => return Ok(job),
-            Err(e) => reconnect.after(e, "cannot follow the job").await?,
+            Err(e) => reconnect.after(e.into(), "cannot follow the job").await?,
         }
     }
 }

@@ -3,12 +3,11 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::client::Client;
 use crate::output::{print_json, print_table, Format};
 use crate::ClientArgs;
 
 pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
-    let client = Client::new(&args)?;
+    let client = crate::client::connect(&args)?;
     let usage: Value = client
         .json(client.request(Method::GET, "/api/v1/resources"))
         .await?;

@@ -5,7 +5,6 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::client::Client;
 use crate::output::{print_json, print_table, time, Format};
 use crate::ClientArgs;
 
@@ -99,7 +98,7 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
             order_by,
             limit,
         } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let mut query = vec![("limit", limit.to_string())];
             if let Some(name) = experiment {
                 let list: Value = client
@@ -156,7 +155,7 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         RunsCommand::Show { client: args, id } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let run: Value = client
                 .json(client.request(Method::GET, &format!("/api/v1/runs/{}", path_segment(&id))))
                 .await?;
@@ -198,7 +197,7 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
             key,
             max_points,
         } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let series: Value = client
                 .json(
                     client
@@ -245,7 +244,7 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
 pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
     match command {
         ModelsCommand::Load { client: args, name } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let path = format!(
                 "/v2/repository/models/{}/load",
                 crate::commands::inference::segment(&name)
@@ -255,7 +254,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         ModelsCommand::Unload { client: args, name } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let path = format!(
                 "/v2/repository/models/{}/unload",
                 crate::commands::inference::segment(&name)
@@ -265,7 +264,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         ModelsCommand::Ls { client: args } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let list: Value = client
                 .json(client.request(Method::GET, "/api/v1/models"))
                 .await?;
@@ -291,7 +290,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         ModelsCommand::Show { client: args, name } => {
-            let client = Client::new(&args)?;
+            let client = crate::client::connect(&args)?;
             let model: Value = client
                 .json(client.request(
                     Method::GET,

@@ -7,15 +7,13 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use trainyard_core::{JobSubmission, JobTracking, Resources};
+use trainyard_core::{BuiltinTask, JobSubmission, JobTracking, Resources, TaskKind};
 use trainyard_engine::config::TrainConfig;
-use trainyard_engine::dataset;
 
-use crate::client::Client;
 use crate::commands::run::{submit_and_follow, submit_and_follow_job};
-use crate::remote;
-use crate::tasks::mlflow::{self, RunClient};
 use crate::ClientArgs;
+use trainyard_client::datasets as remote;
+use trainyard_client::runs::{self as mlflow, RunClient};
 
 #[derive(Args)]
 pub struct JobArgs {
@@ -45,7 +43,7 @@ pub struct TrainArgs {
 }
 
 pub async fn train(args: TrainArgs) -> anyhow::Result<i32> {
-    let client = Client::new(&args.client)?;
+    let client = crate::client::connect(&args.client)?;
     let (text, origin) = match (&args.file, &args.resume) {
         (Some(file), _) => (
             std::fs::read_to_string(file)
@@ -55,7 +53,7 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<i32> {
         (None, Some(run_id)) => {
             let previous = RunClient::for_run(client.clone(), run_id.clone()).await?;
             let bytes = previous
-                .download(crate::tasks::train::CONFIG_ARTIFACT)
+                .download(trainyard_tasks::train::CONFIG_ARTIFACT)
                 .await
                 .with_context(|| format!("run {run_id} was not a `trainyard train` run"))?;
             (String::from_utf8(bytes)?, format!("run {run_id}"))
@@ -65,42 +63,19 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<i32> {
     let mut config = TrainConfig::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
     // Pin the dataset version now, so the job trains on what was checked here.
     let version = remote::fetch_version(&client, &config.data.dataset).await?;
-    let manifest = version.manifest()?;
-    let check = || -> anyhow::Result<()> {
-        let shape =
-            dataset::sample_shape(&manifest, &config.data.input, config.data.image.as_ref())?;
-        let head = dataset::head(&manifest, &config.data.target, config.training.task)?;
-        config
-            .model
-            .resolve(Some(&shape), Some(head.outputs), "model")?;
-        if manifest.field(&config.data.split_column).is_none()
-            && (config.data.train_split.is_some() || config.data.eval_split.is_some())
-        {
-            return Err(anyhow!(
-                "data.split_column: dataset {} has no `{}` column; add one with a `split` step (`trainyard dataset process`), or set train_split = \"\" (every row) and eval_split = \"\" (no validation)",
-                version.reference(),
-                config.data.split_column
-            ));
-        }
-        Ok(())
-    };
-    check().map_err(|e| anyhow!("{origin}: {e:#}"))?;
+    trainyard_tasks::train::check_against(&config, &version)
+        .map_err(|e| anyhow!("{origin}: {e}"))?;
     config.data.dataset = version.reference();
     let pinned = serde_json::to_string(&config)?;
-    let mut command = vec![
-        program()?,
-        "task".into(),
-        "train".into(),
-        "--config".into(),
-        pinned,
-    ];
+    let mut task_args = vec!["--config".into(), pinned];
     if let Some(run_id) = &args.resume {
-        command.extend(["--resume-from".into(), run_id.clone()]);
+        task_args.extend(["--resume-from".into(), run_id.clone()]);
     }
     let cuda = config.training.device.starts_with("cuda");
     let submission = submission(
         config.name.clone(),
-        command,
+        TaskKind::Train,
+        task_args,
         &args.job,
         cuda,
         config.experiment.clone(),
@@ -134,14 +109,11 @@ pub struct EvalArgs {
 }
 
 pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
-    let client = Client::new(&args.client)?;
+    let client = crate::client::connect(&args.client)?;
     trainyard_engine::device::parse(&args.device)?;
     let (model_name, model_version, _) = mlflow::model_source(&client, &args.model).await?;
     let version = remote::fetch_version(&client, &args.dataset).await?;
-    let mut command = vec![
-        program()?,
-        "task".into(),
-        "eval".into(),
+    let mut task_args = vec![
         "--model".into(),
         // Pinned: the version evaluated is the one its numbers are put on.
         format!("{model_name}:{model_version}"),
@@ -155,11 +127,12 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
         args.top_k.to_string(),
     ];
     if args.split != "all" {
-        command.extend(["--split".into(), args.split.clone()]);
+        task_args.extend(["--split".into(), args.split.clone()]);
     }
     let submission = submission(
         format!("eval {}", args.model),
-        command,
+        TaskKind::Eval,
+        task_args,
         &args.job,
         args.device.starts_with("cuda"),
         args.experiment.clone(),
@@ -172,8 +145,13 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
             args.model
         );
     } else if code == 0 {
-        crate::tasks::evaluate::apply_version_tags(&client, &job_id, &model_name, &model_version)
-            .await?;
+        trainyard_tasks::evaluate::apply_version_tags(
+            &client,
+            &job_id,
+            &model_name,
+            &model_version,
+        )
+        .await?;
     }
     Ok(code)
 }
@@ -211,14 +189,11 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
         token: args.token.clone(),
         output: crate::output::Format::Table,
     };
-    let client = Client::new(&client_args)?;
+    let client = crate::client::connect(&client_args)?;
     trainyard_engine::device::parse(&args.device)?;
     mlflow::model_source(&client, &args.model).await?;
     let version = remote::fetch_version(&client, &args.dataset).await?;
-    let command = vec![
-        program()?,
-        "task".into(),
-        "predict".into(),
+    let task_args = vec![
         "--model".into(),
         args.model.clone(),
         "--dataset".into(),
@@ -230,7 +205,8 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     ];
     let submission = submission(
         format!("predict {}", args.model),
-        command,
+        TaskKind::Predict,
+        task_args,
         &args.job,
         args.device.starts_with("cuda"),
         None,
@@ -238,17 +214,12 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     submit_and_follow(&client, &submission, args.job.detach, client_args.output).await
 }
 
-/// This binary, so the job runs the same build that checked its input.
-fn program() -> anyhow::Result<String> {
-    Ok(std::env::current_exe()
-        .context("cannot find the trainyard binary")?
-        .display()
-        .to_string())
-}
-
+/// A job that runs built-in task `kind` with `args`: the server's executor resolves the
+/// `trainyard` program where the job runs, so nothing of this machine's paths goes along.
 fn submission(
     name: String,
-    command: Vec<String>,
+    kind: TaskKind,
+    args: Vec<String>,
     job: &JobArgs,
     cuda: bool,
     experiment: Option<String>,
@@ -256,7 +227,8 @@ fn submission(
     let threads = job.cpus.ceil().max(1.0) as u32;
     JobSubmission {
         name: Some(name),
-        command,
+        command: Vec::new(),
+        task: Some(BuiltinTask { kind, args }),
         env: BTreeMap::from([("RAYON_NUM_THREADS".to_string(), threads.to_string())]),
         working_dir: std::env::current_dir()
             .ok()

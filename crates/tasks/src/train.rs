@@ -5,17 +5,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use trainyard_client::datasets::{self as remote, RemoteShards};
+use trainyard_client::runs::{Point, RunClient};
+use trainyard_core::dataset::DatasetVersionInfo;
+use trainyard_data::Manifest;
 use trainyard_engine::checkpoint::Checkpoint;
 use trainyard_engine::config::TrainConfig;
 use trainyard_engine::dataset::{self, DatasetData};
-use trainyard_engine::metrics::Report;
 use trainyard_engine::model::{ModelCard, CARD_FILE, WEIGHTS_FILE};
-use trainyard_engine::train::{self, Observer, Trainer};
+use trainyard_engine::spec::ResolvedSpec;
+use trainyard_engine::train::{self, Head, Observer, Trainer};
 use trainyard_engine::EngineError;
 
-use crate::remote::{self, RemoteShards};
-use crate::tasks::mlflow::{Point, RunClient};
+use crate::report::print_report;
+use crate::TaskError;
 
 /// Folder of a run's checkpoints; files are `step-<9 digits>.ckpt` and `best.ckpt`.
 pub const CHECKPOINTS: &str = "checkpoints";
@@ -29,19 +32,56 @@ pub struct TrainTask {
     pub resume_from: Option<String>,
 }
 
-pub async fn run(task: TrainTask) -> anyhow::Result<i32> {
-    let config = TrainConfig::parse(&task.config)?;
-    let run = RunClient::from_env().await?;
-    let handle = tokio::runtime::Handle::current();
+/// A training file checked against a dataset version: the model spec resolved for its
+/// input shape and classes, and the head its target gives.
+pub struct Resolved {
+    pub manifest: Manifest,
+    pub spec: ResolvedSpec,
+    pub head: Head,
+}
 
-    let version = remote::fetch_version(&run.client, &config.data.dataset).await?;
-    let manifest = version.manifest()?;
+/// The one check of a training file against the dataset version it names: the input and
+/// target columns exist, the model's layers fit the input shape and the class count, and a
+/// named split has a split column. `trainyard train` runs it before a job exists, and the
+/// job again on the version it was pinned to.
+pub fn check_against(
+    config: &TrainConfig,
+    version: &DatasetVersionInfo,
+) -> Result<Resolved, TaskError> {
+    let manifest = remote::manifest(version)?;
     let input_shape =
         dataset::sample_shape(&manifest, &config.data.input, config.data.image.as_ref())?;
     let head = dataset::head(&manifest, &config.data.target, config.training.task)?;
     let spec = config
         .model
         .resolve(Some(&input_shape), Some(head.outputs), "model")?;
+    if manifest.field(&config.data.split_column).is_none()
+        && (config.data.train_split.is_some() || config.data.eval_split.is_some())
+    {
+        return Err(TaskError::Invalid(format!(
+            "data.split_column: dataset {} has no `{}` column; add one with a `split` step (`trainyard dataset process`), or set train_split = \"\" (every row) and eval_split = \"\" (no validation)",
+            version.reference(),
+            config.data.split_column
+        )));
+    }
+    Ok(Resolved {
+        manifest,
+        spec,
+        head,
+    })
+}
+
+pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
+    let config = TrainConfig::parse(&task.config)?;
+    let run = RunClient::from_env().await?;
+    let handle = tokio::runtime::Handle::current();
+
+    let version = remote::fetch_version(&run.client, &config.data.dataset).await?;
+    let Resolved {
+        manifest,
+        spec,
+        head,
+    } = check_against(&config, &version)?;
 
     run.upload(CONFIG_ARTIFACT, task.config.clone().into_bytes())
         .await?;
@@ -119,14 +159,14 @@ pub async fn run(task: TrainTask) -> anyhow::Result<i32> {
             let flushed = observer.flush();
             let (net, outcome) = result?;
             flushed?;
-            anyhow::Ok((train::weights(&net)?, outcome))
+            Ok::<_, TaskError>((train::weights(&net)?, outcome))
         })
         .await?
     };
     let (weights, outcome) = match trained {
         Ok(t) => t,
         Err(e) => {
-            if let Some(EngineError::NonFinite { .. }) = e.downcast_ref::<EngineError>() {
+            if let Some(EngineError::NonFinite { .. }) = e.engine() {
                 let _ = run.set_tag("trainyard.failure", &e.to_string()).await;
             }
             return Err(e);
@@ -186,7 +226,7 @@ pub async fn run(task: TrainTask) -> anyhow::Result<i32> {
             &tags,
         )
         .await
-        .context("registering the model version")?;
+        .map_err(|e| TaskError::from(e).context("registering the model version"))?;
     println!("registered model {}:{model_version}", config.name);
     Ok(0)
 }
@@ -228,35 +268,34 @@ fn params(config: &TrainConfig, dataset: &str) -> Vec<(String, String)> {
     p
 }
 
-async fn latest_checkpoint(run: &RunClient) -> anyhow::Result<Checkpoint> {
+/// The checkpoint file of `step`: names sort by step, so the newest is the greatest.
+pub fn checkpoint_name(step: u64) -> String {
+    format!("step-{step:09}.ckpt")
+}
+
+/// The step a checkpoint file name holds (`None` for `best.ckpt` and strangers).
+pub fn checkpoint_step(name: &str) -> Option<u64> {
+    name.strip_prefix("step-")?
+        .strip_suffix(".ckpt")?
+        .parse()
+        .ok()
+}
+
+async fn latest_checkpoint(run: &RunClient) -> Result<Checkpoint, TaskError> {
     let names = run.list(CHECKPOINTS).await.unwrap_or_default();
     let latest = names
         .iter()
-        .filter_map(|n| {
-            n.strip_prefix("step-")?
-                .strip_suffix(".ckpt")?
-                .parse::<u64>()
-                .ok()
-                .map(|s| (s, n))
-        })
+        .filter_map(|n| checkpoint_step(n).map(|s| (s, n)))
         .max_by_key(|(s, _)| *s)
         .map(|(_, n)| n.clone())
-        .ok_or_else(|| anyhow!("run {} has no checkpoint to resume from", run.run_id))?;
+        .ok_or_else(|| {
+            TaskError::Invalid(format!(
+                "run {} has no checkpoint to resume from",
+                run.run_id
+            ))
+        })?;
     let bytes = run.download(&format!("{CHECKPOINTS}/{latest}")).await?;
     Ok(Checkpoint::decode(&bytes)?)
-}
-
-pub fn print_report(report: &Report, split: &str) {
-    match report {
-        Report::Classification(r) => println!(
-            "{split}: accuracy {:.4}  top-{} {:.4}  f1(macro) {:.4}  log-loss {:.4}  ({} rows)",
-            r.accuracy, r.top_k, r.top_k_accuracy, r.f1_macro, r.log_loss, r.rows
-        ),
-        Report::Regression(r) => println!(
-            "{split}: mse {:.6}  mae {:.6}  r2 {:.4}  ({} rows)",
-            r.mse, r.mae, r.r2, r.rows
-        ),
-    }
 }
 
 struct RunObserver {
@@ -332,7 +371,7 @@ impl Observer for RunObserver {
 
     fn checkpoint(&mut self, checkpoint: &Checkpoint, best: bool) -> Result<(), EngineError> {
         let bytes = checkpoint.encode();
-        let name = format!("step-{:09}.ckpt", checkpoint.state.step);
+        let name = checkpoint_name(checkpoint.state.step);
         if best {
             self.upload(format!("{CHECKPOINTS}/best.ckpt"), bytes.clone())?;
         }
@@ -349,5 +388,23 @@ impl Observer for RunObserver {
                 .block_on(async move { run.delete(&format!("{CHECKPOINTS}/{old}")).await });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_names_sort_by_step_and_read_back() {
+        let names: Vec<_> = [9, 10, 200, 1_000_000].map(checkpoint_name).into();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for (name, step) in names.iter().zip([9, 10, 200, 1_000_000]) {
+            assert_eq!(checkpoint_step(name), Some(step));
+        }
+        assert_eq!(checkpoint_step("best.ckpt"), None);
+        assert_eq!(checkpoint_step("step-x.ckpt"), None);
     }
 }

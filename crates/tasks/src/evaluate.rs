@@ -1,25 +1,23 @@
-//! `trainyard task eval` and `trainyard task predict`: a registered model version over a
-//! dataset version, as jobs. Evaluation keeps its report with the eval run and tags the
-//! model version with the headline numbers; prediction writes a new dataset version.
+//! `trainyard task eval`: a registered model version over a dataset version, as a job. The
+//! report stays with the eval run; the headline numbers are proposed for the model version
+//! (the tag scheme below) and applied by `trainyard eval` with the user's token.
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
 use reqwest::Method;
 use serde_json::json;
-use trainyard_data::{
-    Column, ColumnType, Field, LoaderOptions, Manifest, ShardSource, Table, VersionWriter,
-};
-use trainyard_engine::config::Task;
+use trainyard_client::datasets::{self as remote, RemoteShards};
+use trainyard_client::runs::{self as mlflow, Point, RunClient};
+use trainyard_client::Client;
+use trainyard_data::{LoaderOptions, Manifest, ShardSource};
 use trainyard_engine::dataset::image_options;
 use trainyard_engine::metrics::Report;
 use trainyard_engine::model::{ModelCard, CARD_FILE, WEIGHTS_FILE};
 use trainyard_engine::network::Network;
 use trainyard_engine::train;
 
-use crate::client::Client;
-use crate::remote::{self, RemoteShards, VersionView};
-use crate::tasks::mlflow::{self, Point, RunClient};
+use crate::report::print_report;
+use crate::TaskError;
 
 /// A model version's card and network, ready to run.
 pub struct LoadedModel {
@@ -29,17 +27,26 @@ pub struct LoadedModel {
     pub network: Network,
 }
 
+/// Loads `NAME:VERSION` (or `NAME`, its latest) for `device`; a version the engine did not
+/// train is refused by name.
 pub async fn load_model(
     client: &Client,
     reference: &str,
     device: &str,
-) -> anyhow::Result<LoadedModel> {
+) -> Result<LoadedModel, TaskError> {
     let (name, version, uri) = mlflow::model_source(client, reference).await?;
     let card_bytes = mlflow::download_uri(client, &format!("{uri}/{CARD_FILE}"))
         .await
-        .with_context(|| format!("{name}:{version} is not a model the built-in engine trained"))?;
-    let card: ModelCard = serde_json::from_slice(&card_bytes)
-        .with_context(|| format!("{name}:{version}: unreadable {CARD_FILE}"))?;
+        .map_err(|e| {
+            TaskError::from(e).context(format!(
+                "{name}:{version} is not a model the built-in engine trained"
+            ))
+        })?;
+    let card: ModelCard =
+        serde_json::from_slice(&card_bytes).map_err(|source| TaskError::Unreadable {
+            what: format!("{name}:{version}: unreadable {CARD_FILE}"),
+            source,
+        })?;
     let weights = mlflow::download_uri(client, &format!("{uri}/{WEIGHTS_FILE}")).await?;
     let device = trainyard_engine::device::parse(device)?.device()?;
     let network = train::load(&card.spec, &weights, &device)?;
@@ -56,19 +63,19 @@ fn split_filter(
     manifest: &Manifest,
     split: Option<&str>,
     column: &str,
-) -> anyhow::Result<Option<(String, String)>> {
+) -> Result<Option<(String, String)>, TaskError> {
     match split {
         None => Ok(None),
         Some(s) if manifest.field(column).is_some() => {
             Ok(Some((column.to_string(), s.to_string())))
         }
-        Some(s) => Err(anyhow!(
+        Some(s) => Err(TaskError::Invalid(format!(
             "--split {s}: the dataset has no `{column}` column; leave --split out to use every row"
-        )),
+        ))),
     }
 }
 
-fn loader_options(
+pub(crate) fn loader_options(
     card: &ModelCard,
     filter: Option<(String, String)>,
     target: bool,
@@ -97,11 +104,11 @@ pub struct EvalTask {
     pub top_k: usize,
 }
 
-pub async fn eval(task: EvalTask) -> anyhow::Result<i32> {
+pub async fn eval(task: EvalTask) -> Result<i32, TaskError> {
     let run = RunClient::from_env().await?;
     let model = load_model(&run.client, &task.model, &task.device).await?;
     let version = remote::fetch_version(&run.client, &task.dataset).await?;
-    let manifest = version.manifest()?;
+    let manifest = remote::manifest(&version)?;
     let filter = split_filter(&manifest, task.split.as_deref(), &task.split_column)?;
     println!(
         "evaluating {}:{} on {}{}",
@@ -132,12 +139,12 @@ pub async fn eval(task: EvalTask) -> anyhow::Result<i32> {
     let network = model.network;
     let report = tokio::task::spawn_blocking(move || {
         let batches = trainyard_data::batches(&manifest, source, options)?;
-        anyhow::Ok(train::evaluate(&network, Box::new(batches), head, top_k)?.0)
+        Ok::<_, TaskError>(train::evaluate(&network, Box::new(batches), head, top_k)?.0)
     })
     .await??;
 
     let split = task.split.clone().unwrap_or_else(|| "all".into());
-    crate::tasks::train::print_report(&report, &split);
+    print_report(&report, &split);
     if let Report::Classification(r) = &report {
         println!("per class (precision / recall / f1 / support):");
         for c in &r.per_class {
@@ -170,20 +177,7 @@ pub async fn eval(task: EvalTask) -> anyhow::Result<i32> {
     // The headline numbers belong on the model version, where people compare versions. A
     // job's token may not tag a version another run registered, so the task proposes them
     // on its own run and `trainyard eval` applies them with the user's token.
-    let dataset_name = &version.name;
-    let mut tags = serde_json::Map::new();
-    for (key, value) in report.scalars("") {
-        if matches!(key.as_str(), "accuracy" | "f1_macro" | "mse" | "r2") {
-            tags.insert(
-                format!("eval.{dataset_name}.{split}.{key}"),
-                json!(format!("{value:.6}")),
-            );
-        }
-    }
-    tags.insert(
-        format!("eval.{dataset_name}.{split}.run"),
-        json!(run.run_id),
-    );
+    let tags = version_tags(&report, &version.name, &split, &run.run_id);
     run.set_tag(
         VERSION_TAGS_TAG,
         &serde_json::to_string(&json!({
@@ -194,6 +188,27 @@ pub async fn eval(task: EvalTask) -> anyhow::Result<i32> {
     )
     .await?;
     Ok(0)
+}
+
+/// The tags an evaluation puts on the version it evaluated: its headline numbers and the
+/// run that measured them, under `eval.<dataset>.<split>.`.
+pub fn version_tags(
+    report: &Report,
+    dataset: &str,
+    split: &str,
+    run_id: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut tags = serde_json::Map::new();
+    for (key, value) in report.scalars("") {
+        if matches!(key.as_str(), "accuracy" | "f1_macro" | "mse" | "r2") {
+            tags.insert(
+                format!("eval.{dataset}.{split}.{key}"),
+                json!(format!("{value:.6}")),
+            );
+        }
+    }
+    tags.insert(format!("eval.{dataset}.{split}.run"), json!(run_id));
+    tags
 }
 
 /// The run tag in which an evaluation proposes tags for the version it evaluated:
@@ -209,7 +224,7 @@ pub async fn apply_version_tags(
     run_id: &str,
     name: &str,
     version: &str,
-) -> anyhow::Result<usize> {
+) -> Result<usize, TaskError> {
     let run: serde_json::Value = client
         .json(client.request(
             Method::GET,
@@ -223,21 +238,25 @@ pub async fn apply_version_tags(
         .find(|t| t["key"] == VERSION_TAGS_TAG)
         .and_then(|t| t["value"].as_str())
         .map(serde_json::from_str::<serde_json::Value>)
-        .transpose()?;
+        .transpose()
+        .map_err(|source| TaskError::Unreadable {
+            what: format!("run {run_id}: {VERSION_TAGS_TAG}"),
+            source,
+        })?;
     let Some(proposed) = proposed else {
         return Ok(0);
     };
     if proposed["name"].as_str() != Some(name) || proposed["version"].as_str() != Some(version) {
-        anyhow::bail!(
+        return Err(TaskError::Invalid(format!(
             "run {run_id}: {VERSION_TAGS_TAG} names another model version than {name}:{version}; not applied"
-        );
+        )));
     }
     let mut n = 0;
     for (key, value) in proposed["tags"].as_object().into_iter().flatten() {
         if !key.starts_with("eval.") {
-            anyhow::bail!(
+            return Err(TaskError::Invalid(format!(
                 "run {run_id}: {VERSION_TAGS_TAG} proposes `{key}`, not an eval. tag; not applied"
-            );
+            )));
         }
         let value = value.as_str().unwrap_or_default();
         set_version_tag(client, name, version, key, value).await?;
@@ -252,7 +271,7 @@ async fn set_version_tag(
     version: &str,
     key: &str,
     value: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), TaskError> {
     client
         .send(
             client
@@ -261,117 +280,4 @@ async fn set_version_tag(
         )
         .await?;
     Ok(())
-}
-
-pub struct PredictTask {
-    pub model: String,
-    pub dataset: String,
-    pub output: String,
-    pub device: String,
-}
-
-pub async fn predict(task: PredictTask) -> anyhow::Result<i32> {
-    let run = RunClient::from_env().await?;
-    let model = load_model(&run.client, &task.model, &task.device).await?;
-    let version: VersionView = remote::fetch_version(&run.client, &task.dataset).await?;
-    let manifest = version.manifest()?;
-    let source = Arc::new(RemoteShards::new(
-        run.client.clone(),
-        Some(remote::cache_dir()),
-    )?);
-    let mut sink = RemoteShards::new(run.client.clone(), None)?;
-    let options = loader_options(&model.card, None, false);
-    let card = model.card.clone();
-    let network = model.network;
-    let lineage_source = format!("predict:{}:{}", model.name, model.version);
-    let parent = version.version.clone();
-    println!(
-        "predicting with {}:{} over {} ({} rows)",
-        model.name,
-        model.version,
-        version.reference(),
-        version.rows
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        let outputs = card.spec.outputs();
-        let mut scores = Vec::with_capacity(manifest.rows as usize * outputs);
-        let loader_source: Arc<dyn ShardSource> = source.clone();
-        for batch in trainyard_data::batches(&manifest, loader_source, options)? {
-            scores.extend(train::predict(&network, &batch?)?);
-        }
-        // The input rows (minus encoded images, which would only be copied) with the model's
-        // outputs beside them.
-        let kept: Vec<Field> = manifest
-            .schema
-            .iter()
-            .filter(|f| f.dtype != ColumnType::Bytes)
-            .cloned()
-            .collect();
-        let mut schema = kept.clone();
-        schema.push(Field::new(
-            "scores",
-            ColumnType::Float32 {
-                shape: vec![outputs],
-            },
-        ));
-        schema.push(Field::new(
-            "prediction",
-            match card.head.task {
-                Task::Classification => ColumnType::Int64,
-                Task::Regression => ColumnType::f32_scalar(),
-            },
-        ));
-        let mut writer = VersionWriter::new(schema.clone(), trainyard_data::DEFAULT_SHARD_ROWS);
-        let mut offset = 0usize;
-        for index in 0..manifest.shards.len() {
-            let table = trainyard_data::read_shard(&manifest, index, source.as_ref(), None)?;
-            let rows = table.rows();
-            let mut columns: Vec<Column> = kept
-                .iter()
-                .map(|f| {
-                    table
-                        .column(&f.name)
-                        .cloned()
-                        .expect("the shard has its schema")
-                })
-                .collect();
-            let part = scores[offset * outputs..(offset + rows) * outputs].to_vec();
-            let prediction = match card.head.task {
-                Task::Classification => Column::Int64(
-                    part.chunks_exact(outputs)
-                        .map(|row| trainyard_engine::metrics::argmax(row) as i64)
-                        .collect(),
-                ),
-                Task::Regression => Column::Float32 {
-                    shape: vec![],
-                    values: part.clone(),
-                },
-            };
-            columns.push(Column::Float32 {
-                shape: vec![outputs],
-                values: part,
-            });
-            columns.push(prediction);
-            writer.push(Table::new(schema.clone(), columns)?, &mut sink)?;
-            offset += rows;
-        }
-        let manifest = writer.finish(
-            trainyard_data::Lineage {
-                parent: Some(parent),
-                source: Some(lineage_source),
-                steps: Vec::new(),
-            },
-            &mut sink,
-        )?;
-        anyhow::Ok(manifest)
-    })
-    .await??;
-    let created = remote::commit_version(&run.client, &task.output, &out).await?;
-    println!(
-        "wrote {}:{} ({} rows)",
-        created.name,
-        &created.version[..12.min(created.version.len())],
-        out.rows
-    );
-    Ok(0)
 }

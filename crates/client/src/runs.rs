@@ -1,12 +1,10 @@
-//! The tracking calls a task process makes, through the same MLflow-compatible REST API any
+//! A job's run: the tracking calls a task process makes, through the same MLflow-compatible REST API any
 //! MLflow client uses (the job's token reaches only that and datasets).
 
-use anyhow::{anyhow, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::client::Client;
-use crate::ClientArgs;
+use crate::{Client, ClientError, Context};
 
 /// The job's run, from the variables the executor sets.
 #[derive(Clone)]
@@ -27,35 +25,40 @@ pub struct Point {
 
 impl RunClient {
     /// Connects as the job (MLFLOW_TRACKING_URI / _TOKEN / MLFLOW_RUN_ID).
-    pub async fn from_env() -> anyhow::Result<Self> {
+    pub async fn from_env() -> Result<Self, ClientError> {
         let var = |k: &str| {
             std::env::var(k).map_err(|_| {
-                anyhow!("{k} is not set: task commands run inside a job started by `trainyard up`")
+                ClientError::Unexpected(format!(
+                    "{k} is not set: task commands run inside a job started by `trainyard up`"
+                ))
             })
         };
-        let client = Client::new(&ClientArgs {
-            server: var("MLFLOW_TRACKING_URI")?,
-            token: std::env::var("MLFLOW_TRACKING_TOKEN").ok(),
-            output: crate::output::Format::Table,
-        })?;
+        let client = Client::new(
+            &var("MLFLOW_TRACKING_URI")?,
+            std::env::var("MLFLOW_TRACKING_TOKEN").ok(),
+        )?;
         let run_id = var("MLFLOW_RUN_ID")?;
         Self::for_run(client, run_id).await
     }
 
-    pub async fn for_run(client: Client, run_id: String) -> anyhow::Result<Self> {
+    pub async fn for_run(client: Client, run_id: String) -> Result<Self, ClientError> {
         let run: Value = client
             .json(client.request(
                 Method::GET,
                 &format!("/api/2.0/mlflow/runs/get?run_id={run_id}"),
             ))
             .await
-            .with_context(|| format!("run {run_id}"))?;
+            .context_with(|| format!("run {run_id}"))?;
         let uri = run["run"]["info"]["artifact_uri"]
             .as_str()
-            .ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
+            .ok_or_else(|| ClientError::Unexpected(format!("run {run_id} has no artifact_uri")))?;
         let artifact_root = uri
             .strip_prefix("mlflow-artifacts:/")
-            .ok_or_else(|| anyhow!("run {run_id} stores artifacts at {uri}, not on the server"))?
+            .ok_or_else(|| {
+                ClientError::Unexpected(format!(
+                    "run {run_id} stores artifacts at {uri}, not on the server"
+                ))
+            })?
             .trim_start_matches('/')
             .to_string();
         Ok(Self {
@@ -69,7 +72,7 @@ impl RunClient {
         format!("mlflow-artifacts:/{}/{path}", self.artifact_root)
     }
 
-    async fn post(&self, endpoint: &str, body: Value) -> anyhow::Result<Value> {
+    async fn post(&self, endpoint: &str, body: Value) -> Result<Value, ClientError> {
         self.client
             .json(
                 self.client
@@ -79,7 +82,7 @@ impl RunClient {
             .await
     }
 
-    pub async fn log_metrics(&self, points: &[Point]) -> anyhow::Result<()> {
+    pub async fn log_metrics(&self, points: &[Point]) -> Result<(), ClientError> {
         let now = trainyard_core::time::now_ms();
         for chunk in points.chunks(1000) {
             let metrics: Vec<Value> = chunk
@@ -95,7 +98,7 @@ impl RunClient {
         Ok(())
     }
 
-    pub async fn log_params(&self, params: &[(String, String)]) -> anyhow::Result<()> {
+    pub async fn log_params(&self, params: &[(String, String)]) -> Result<(), ClientError> {
         for chunk in params.chunks(100) {
             let params: Vec<Value> = chunk
                 .iter()
@@ -110,7 +113,7 @@ impl RunClient {
         Ok(())
     }
 
-    pub async fn set_tag(&self, key: &str, value: &str) -> anyhow::Result<()> {
+    pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), ClientError> {
         self.post(
             "runs/set-tag",
             json!({"run_id": self.run_id, "key": key, "value": value}),
@@ -123,16 +126,16 @@ impl RunClient {
         format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{path}")
     }
 
-    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
         let url = self.artifact_path(&self.artifact_root, path);
         self.client
             .send(self.client.request(Method::PUT, &url).body(bytes))
             .await
-            .with_context(|| format!("uploading artifact {path}"))?;
+            .context_with(|| format!("uploading artifact {path}"))?;
         Ok(())
     }
 
-    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         let url = self.artifact_path(&self.artifact_root, path);
         self.client
             .send(self.client.request(Method::DELETE, &url))
@@ -141,12 +144,12 @@ impl RunClient {
     }
 
     /// Downloads an artifact of this run.
-    pub async fn download(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         download_uri(&self.client, &self.artifact_uri(path)).await
     }
 
     /// File names directly under `path` in this run's artifacts.
-    pub async fn list(&self, path: &str) -> anyhow::Result<Vec<String>> {
+    pub async fn list(&self, path: &str) -> Result<Vec<String>, ClientError> {
         let full = format!("{}/{path}", self.artifact_root);
         let listing: Value = self
             .client
@@ -174,7 +177,7 @@ impl RunClient {
         source: &str,
         description: &str,
         tags: &[(String, String)],
-    ) -> anyhow::Result<String> {
+    ) -> Result<String, ClientError> {
         let created = self
             .client
             .send(
@@ -185,7 +188,7 @@ impl RunClient {
             .await;
         if let Err(e) = created {
             // Already registered is the usual case after the first training.
-            if !format!("{e:#}").contains("already exists") {
+            if e.code() != Some("RESOURCE_ALREADY_EXISTS") {
                 return Err(e);
             }
         }
@@ -203,15 +206,23 @@ impl RunClient {
         version["model_version"]["version"]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| anyhow!("the registry answered without a version: {version}"))
+            .ok_or_else(|| {
+                ClientError::Unexpected(format!(
+                    "the registry answered without a version: {version}"
+                ))
+            })
     }
 }
 
 /// Downloads an artifact by its `mlflow-artifacts:/` URI.
-pub async fn download_uri(client: &Client, uri: &str) -> anyhow::Result<Vec<u8>> {
+pub async fn download_uri(client: &Client, uri: &str) -> Result<Vec<u8>, ClientError> {
     let path = uri
         .strip_prefix("mlflow-artifacts:/")
-        .ok_or_else(|| anyhow!("cannot download {uri}: not an mlflow-artifacts:/ URI"))?
+        .ok_or_else(|| {
+            ClientError::Unexpected(format!(
+                "cannot download {uri}: not an mlflow-artifacts:/ URI"
+            ))
+        })?
         .trim_start_matches('/');
     let response = client
         .send(client.request(
@@ -219,7 +230,7 @@ pub async fn download_uri(client: &Client, uri: &str) -> anyhow::Result<Vec<u8>>
             &format!("/api/2.0/mlflow-artifacts/artifacts/{path}"),
         ))
         .await
-        .with_context(|| format!("downloading {uri}"))?;
+        .context_with(|| format!("downloading {uri}"))?;
     Ok(response.bytes().await?.to_vec())
 }
 
@@ -227,7 +238,7 @@ pub async fn download_uri(client: &Client, uri: &str) -> anyhow::Result<Vec<u8>>
 pub async fn model_source(
     client: &Client,
     reference: &str,
-) -> anyhow::Result<(String, String, String)> {
+) -> Result<(String, String, String), ClientError> {
     let (name, version) = match reference.split_once(':') {
         Some((n, v)) => (n.to_string(), v.to_string()),
         None => {
@@ -240,14 +251,16 @@ pub async fn model_source(
                     ),
                 ))
                 .await
-                .with_context(|| format!("model `{reference}`"))?;
+                .context_with(|| format!("model `{reference}`"))?;
             let latest = model["registered_model"]["latest_versions"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|v| v["version"].as_str()?.parse::<u64>().ok())
                 .max()
-                .ok_or_else(|| anyhow!("model `{reference}` has no versions"))?;
+                .ok_or_else(|| {
+                    ClientError::Unexpected(format!("model `{reference}` has no versions"))
+                })?;
             (reference.to_string(), latest.to_string())
         }
     };
@@ -259,10 +272,12 @@ pub async fn model_source(
             ),
         ))
         .await
-        .with_context(|| format!("model version `{name}:{version}`"))?;
+        .context_with(|| format!("model version `{name}:{version}`"))?;
     let uri = found["artifact_uri"]
         .as_str()
-        .ok_or_else(|| anyhow!("model version `{name}:{version}` has no artifacts"))?
+        .ok_or_else(|| {
+            ClientError::Unexpected(format!("model version `{name}:{version}` has no artifacts"))
+        })?
         .to_string();
     Ok((name, version, uri))
 }

@@ -1,16 +1,16 @@
-//! The data crate's shard traits over the server's REST API, for the CLI and for task
-//! processes. The data crate is synchronous (its loader runs on plain threads); each call
-//! here blocks on the async HTTP client through the runtime's handle. Shards read are kept
-//! in a local cache folder, so later epochs read disk, not the network.
+//! Datasets on the server: versions, commits, and the data crate's shard traits over HTTP.
+//! The data crate is synchronous (its loader runs on plain threads); each shard call here
+//! blocks on the async client through the runtime's handle. Shards read are kept in a local
+//! cache folder, so later epochs read disk, not the network.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use reqwest::Method;
-use serde::Deserialize;
+pub use trainyard_core::dataset::split_reference;
+use trainyard_core::dataset::{CreatedVersion, DatasetVersionInfo};
 use trainyard_data::{DataError, DirStore, Manifest, ShardSink, ShardSource};
 
-use crate::client::Client;
+use crate::{Client, ClientError, Context};
 
 /// Shards on the server: `put` uploads (skipping ones already there), `get` downloads
 /// through a cache.
@@ -23,10 +23,15 @@ pub struct RemoteShards {
 }
 
 impl RemoteShards {
-    pub fn new(client: Client, cache: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// Must be made inside a Tokio runtime (its handle serves the blocking calls).
+    pub fn new(client: Client, cache: Option<PathBuf>) -> std::io::Result<Self> {
         if let Some(dir) = &cache {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the shard cache {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot create the shard cache {}: {e}", dir.display()),
+                )
+            })?;
         }
         Ok(Self {
             client,
@@ -37,29 +42,40 @@ impl RemoteShards {
     }
 }
 
-fn remote(e: anyhow::Error) -> DataError {
+fn remote(e: ClientError) -> DataError {
     DataError::Io {
         path: "server".into(),
-        source: std::io::Error::other(format!("{e:#}")),
+        source: std::io::Error::other(e.to_string()),
     }
+}
+
+fn shard_path(sha256: &str) -> String {
+    format!("/api/v1/datasets/shards/{sha256}")
 }
 
 impl ShardSink for RemoteShards {
     fn put(&mut self, sha256: &str, bytes: Vec<u8>) -> Result<(), DataError> {
-        let path = format!("/api/v1/datasets/shards/{sha256}");
+        let path = shard_path(sha256);
         let client = self.client.clone();
         let len = bytes.len() as u64;
         let sent = self
             .runtime
             .block_on(async move {
-                let head = client.request(Method::HEAD, &path).send().await?;
+                let head = client
+                    .request(Method::HEAD, &path)
+                    .send()
+                    .await
+                    .map_err(|source| ClientError::Unreachable {
+                        base: client.base().to_string(),
+                        source,
+                    })?;
                 if head.status().is_success() {
                     return Ok(false);
                 }
                 client
                     .send(client.request(Method::PUT, &path).body(bytes))
                     .await?;
-                anyhow::Ok(true)
+                Ok::<_, ClientError>(true)
             })
             .map_err(remote)?;
         if sent {
@@ -78,13 +94,13 @@ impl ShardSource for RemoteShards {
                 }
             }
         }
-        let path = format!("/api/v1/datasets/shards/{sha256}");
+        let path = shard_path(sha256);
         let client = self.client.clone();
         let bytes = self
             .runtime
             .block_on(async move {
                 let response = client.send(client.request(Method::GET, &path)).await?;
-                anyhow::Ok(response.bytes().await?.to_vec())
+                Ok::<_, ClientError>(response.bytes().await?.to_vec())
             })
             .map_err(remote)?;
         if let Some(cache) = &self.cache {
@@ -97,39 +113,11 @@ impl ShardSource for RemoteShards {
     }
 }
 
-/// A version as the server lists it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct VersionView {
-    pub name: String,
-    pub version: String,
-    pub created_ms: i64,
-    pub rows: i64,
-    pub bytes: i64,
-    pub parent: Option<String>,
-    pub manifest: serde_json::Value,
-}
-
-impl VersionView {
-    pub fn manifest(&self) -> anyhow::Result<Manifest> {
-        serde_json::from_value(self.manifest.clone()).with_context(|| {
-            format!(
-                "dataset {}:{} has an unreadable manifest",
-                self.name, self.version
-            )
-        })
-    }
-
-    pub fn reference(&self) -> String {
-        format!("{}:{}", self.name, self.version)
-    }
-}
-
-/// Splits `NAME[:VERSION]`.
-pub fn split_reference(reference: &str) -> (&str, &str) {
-    reference.split_once(':').unwrap_or((reference, "latest"))
-}
-
-pub async fn fetch_version(client: &Client, reference: &str) -> anyhow::Result<VersionView> {
+/// The version `NAME[:VERSION]` names (no version: the latest).
+pub async fn fetch_version(
+    client: &Client,
+    reference: &str,
+) -> Result<DatasetVersionInfo, ClientError> {
     let (name, version) = split_reference(reference);
     client
         .json(client.request(
@@ -137,21 +125,25 @@ pub async fn fetch_version(client: &Client, reference: &str) -> anyhow::Result<V
             &format!("/api/v1/datasets/{name}/versions/{version}"),
         ))
         .await
-        .with_context(|| format!("dataset `{reference}`"))
+        .context_with(|| format!("dataset `{reference}`"))
 }
 
-#[derive(Debug, Deserialize, serde::Serialize)]
-pub struct Created {
-    pub name: String,
-    pub version: String,
-    pub created: bool,
+/// A version's manifest, as the data crate reads it.
+pub fn manifest(version: &DatasetVersionInfo) -> Result<Manifest, ClientError> {
+    version.manifest_as().map_err(|e| {
+        ClientError::Unexpected(format!(
+            "dataset {} has an unreadable manifest: {e}",
+            version.reference()
+        ))
+    })
 }
 
+/// Commits `manifest` as a version of `name` (its shards must be uploaded first).
 pub async fn commit_version(
     client: &Client,
     name: &str,
     manifest: &Manifest,
-) -> anyhow::Result<Created> {
+) -> Result<CreatedVersion, ClientError> {
     client
         .json(
             client
