@@ -6,7 +6,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 
-#[derive(Args, Debug, Default)]
+/// Every server setting, once: clap reads it from flags and environment, serde from
+/// `trainyard.toml` (unknown keys are errors), and [`UpArgs::resolve`] lays the flags over
+/// the file and the defaults (written there and in `ServeSettings::default`, nowhere else).
+#[derive(Args, Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct UpArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TRAINYARD_LISTEN")]
@@ -26,6 +30,7 @@ pub struct UpArgs {
     pub blobs_url: Option<String>,
     /// Configuration file [default: ./trainyard.toml when present].
     #[arg(long, env = "TRAINYARD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// CPUs offered to jobs [default: all cores].
     #[arg(long, env = "TRAINYARD_CPUS")]
@@ -47,26 +52,9 @@ pub struct UpArgs {
     /// as root; else the server's own user, which lets jobs read the server's secrets].
     #[arg(long, env = "TRAINYARD_JOB_USER")]
     pub job_user: Option<String>,
+    /// Inference options (`[serve]` in the file).
     #[command(flatten)]
     pub serve: crate::serving::ServeArgs,
-}
-
-/// `trainyard.toml`: the same settings as the flags.
-#[derive(Debug, Default, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    blobs_url: Option<String>,
-    cpus: Option<f64>,
-    memory_mb: Option<u64>,
-    gpus: Option<u32>,
-    kill_grace_s: Option<f64>,
-    backfill_window_s: Option<f64>,
-    job_user: Option<String>,
-    /// Inference options (`[serve]`).
-    serve: Option<crate::serving::ServeFile>,
 }
 
 /// The resolved configuration the server runs with.
@@ -95,7 +83,7 @@ impl UpArgs {
             None if Path::new("trainyard.toml").exists() => {
                 read_file_config(Path::new("trainyard.toml"))?
             }
-            None => FileConfig::default(),
+            None => UpArgs::default(),
         };
         let data_dir = self
             .data_dir
@@ -145,12 +133,12 @@ impl UpArgs {
             kill_grace_s,
             backfill_window_s,
             job_user: self.job_user.or(file.job_user),
-            serve: self.serve.resolve(&file.serve.unwrap_or_default())?,
+            serve: self.serve.resolve(&file.serve)?,
         })
     }
 }
 
-fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+fn read_file_config(path: &Path) -> anyhow::Result<UpArgs> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
@@ -230,24 +218,21 @@ mod example_tests {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        let full: FileConfig = toml::from_str(&switched_on)
+        let _valid: UpArgs = toml::from_str(&switched_on)
             .unwrap_or_else(|e| panic!("the example with every setting on: {e}\n{switched_on}"));
-        let given = serde_json::to_value(&full).unwrap();
-        let all = serde_json::to_value(FileConfig {
-            serve: Some(crate::serving::ServeFile::default()),
-            ..FileConfig::default()
-        })
-        .unwrap();
+        let given: toml::Table = toml::from_str(&switched_on).unwrap();
+        // Every key the settings struct reads from a file, by serialising it.
+        let all = serde_json::to_value(UpArgs::default()).unwrap();
         for (key, value) in all.as_object().unwrap() {
             if key == "serve" {
                 for sub in value.as_object().unwrap().keys() {
                     assert!(
-                        !given["serve"][sub].is_null(),
+                        given["serve"].get(sub).is_some(),
                         "the example does not name serve.{sub}"
                     );
                 }
             } else {
-                assert!(!given[key].is_null(), "the example does not name {key}");
+                assert!(given.contains_key(key), "the example does not name {key}");
             }
         }
     }
