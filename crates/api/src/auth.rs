@@ -1,7 +1,9 @@
 //! Bearer-token auth: every route but health and the API description needs a token.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, Instant};
 
 /// How long a recognised token is trusted without asking the database again.
@@ -16,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use trainyard_store::{hash_token, Db, Principal};
 
 use crate::ApiError;
+use crate::ErrorCode;
 
 /// Recognises tokens; known ones are cached by hash for a minute, so a request rarely
 /// costs a query and a revoked token (a finished job's) stops working soon after.
@@ -61,7 +64,7 @@ impl Auth {
                 }))
             }
         };
-        if let Some((p, at)) = self.known.read().unwrap().get(&hash) {
+        if let Some((p, at)) = self.known.read().get(&hash) {
             // A job's token is deleted when its attempt ends: trust it only briefly, so it
             // stops working within seconds of that.
             let trusted_for = if p.role == "job" {
@@ -75,12 +78,9 @@ impl Auth {
         }
         let found = db.find_token(token).await?;
         if let Some(p) = &found {
-            self.known
-                .write()
-                .unwrap()
-                .insert(hash, (p.clone(), Instant::now()));
+            self.known.write().insert(hash, (p.clone(), Instant::now()));
         } else {
-            self.known.write().unwrap().remove(&hash);
+            self.known.write().remove(&hash);
         }
         Ok(found)
     }
@@ -145,7 +145,7 @@ pub async fn require_token(
         }
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             message,
         ));
     }

@@ -8,6 +8,109 @@ use trainyard_compute::ComputeError;
 use trainyard_store::StoreError;
 use utoipa::ToSchema;
 
+/// Every stable error code REST v1 answers with, in one place: clients branch on these,
+/// OpenAPI lists them, and a new one is added here or nowhere. (The MLflow and inference
+/// APIs keep their own protocols' codes.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A field of the request breaks a rule; `field` names it.
+    InvalidField,
+    /// The body is not JSON.
+    MalformedJson,
+    /// The body is not of a type the route takes.
+    UnsupportedMediaType,
+    /// A query-string parameter is missing or malformed.
+    InvalidQuery,
+    /// A request the server cannot read otherwise.
+    BadRequest,
+    /// No or an unknown token.
+    Unauthorized,
+    /// The token may not do this.
+    Forbidden,
+    NotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    JobNotFound,
+    JobNotCancellable,
+    /// The job asks for more than the executor could ever give.
+    Unschedulable,
+    AlreadyExists,
+    /// A tracking parameter breaks one of MLflow's rules.
+    InvalidParameter,
+    NotImplemented,
+    /// A dataset manifest names a shard that was never uploaded.
+    ShardMissing,
+    /// An upload's SHA-256 is not the one its URL names.
+    ChecksumMismatch,
+    BodyTooLarge,
+    /// Every upload slot is taken; retry shortly.
+    UploadsBusy,
+    /// The database or blob store cannot be reached; retry later.
+    StorageUnavailable,
+    ShuttingDown,
+    /// A fault of the server (its log has the details).
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for OpenAPI and for tests.
+    pub const ALL: [ErrorCode; 23] = [
+        Self::InvalidField,
+        Self::MalformedJson,
+        Self::UnsupportedMediaType,
+        Self::InvalidQuery,
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::RouteNotFound,
+        Self::MethodNotAllowed,
+        Self::JobNotFound,
+        Self::JobNotCancellable,
+        Self::Unschedulable,
+        Self::AlreadyExists,
+        Self::InvalidParameter,
+        Self::NotImplemented,
+        Self::ShardMissing,
+        Self::ChecksumMismatch,
+        Self::BodyTooLarge,
+        Self::UploadsBusy,
+        Self::StorageUnavailable,
+        Self::ShuttingDown,
+        Self::Internal,
+    ];
+
+    /// The code as it appears in the body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidField => "invalid_field",
+            Self::MalformedJson => "malformed_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::InvalidQuery => "invalid_query",
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::JobNotFound => "job_not_found",
+            Self::JobNotCancellable => "job_not_cancellable",
+            Self::Unschedulable => "unschedulable",
+            Self::AlreadyExists => "already_exists",
+            Self::InvalidParameter => "invalid_parameter",
+            Self::NotImplemented => "not_implemented",
+            Self::ShardMissing => "shard_missing",
+            Self::ChecksumMismatch => "checksum_mismatch",
+            Self::BodyTooLarge => "body_too_large",
+            Self::UploadsBusy => "uploads_busy",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+        }
+    }
+}
+
 /// `{"error": {"code": …, "message": …, "field": …}}`, the body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -17,7 +120,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: clients branch on this, never on the message.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// The request field at fault, as a dotted path, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,13 +130,13 @@ pub struct ErrorDetail {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -52,21 +155,21 @@ impl ApiError {
         let message = message.into();
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid_field",
+            ErrorCode::InvalidField,
             format!("{field}: {message}"),
         )
         .with_field(field)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error answering a request");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; the server log has details",
         )
     }
@@ -101,22 +204,24 @@ impl From<ComputeError> for ApiError {
             ComputeError::Invalid(f) => ApiError::invalid_field(f.field, f.message),
             ComputeError::Unschedulable(f) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "unschedulable",
+                ErrorCode::Unschedulable,
                 format!("{}: {} (it could never run here)", f.field, f.message),
             )
             .with_field(f.field),
             ComputeError::JobNotFound(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
-                "job_not_found",
+                ErrorCode::JobNotFound,
                 format!("no job with id `{id}`"),
             )
             .with_field("id"),
-            e @ ComputeError::NotCancellable { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "job_not_cancellable", e.to_string())
-            }
+            e @ ComputeError::NotCancellable { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::JobNotCancellable,
+                e.to_string(),
+            ),
             ComputeError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
+                ErrorCode::ShuttingDown,
                 "the server is shutting down; retry against the restarted server",
             ),
             ComputeError::Store(e) => e.into(),
@@ -133,11 +238,15 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "storage unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
+                    ErrorCode::StorageUnavailable,
                     "storage is unavailable; retry later",
                 )
             }
-            other => ApiError::internal(other),
+            StoreError::Migration(_)
+            | StoreError::Database(_)
+            | StoreError::BadUrl { .. }
+            | StoreError::Blob(_)
+            | StoreError::Corrupt { .. } => ApiError::internal(e),
         }
     }
 }
@@ -147,15 +256,51 @@ impl From<trainyard_tracking::TrackingError> for ApiError {
         use trainyard_tracking::TrackingError as T;
         match e {
             T::InvalidParameter(m) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", m)
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidParameter, m)
             }
-            T::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, "already_exists", m),
-            T::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
-            T::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            T::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, ErrorCode::AlreadyExists, m),
+            T::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, m),
+            T::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m),
             T::NotImplemented(m) => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, ErrorCode::NotImplemented, m)
             }
             T::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<trainyard_datasets::DatasetError> for ApiError {
+    fn from(e: trainyard_datasets::DatasetError) -> Self {
+        use trainyard_datasets::DatasetError as D;
+        match e {
+            D::Invalid { field, message } => ApiError::invalid_field(field, message),
+            D::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, m),
+            D::Forbidden { field, message } => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+                    .with_field(field)
+            }
+            e @ D::ShardMissing { index, .. } => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::ShardMissing, e.to_string())
+                    .with_field(format!("manifest.shards[{index}].sha256"))
+            }
+            e @ D::ChecksumMismatch { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ChecksumMismatch,
+                e.to_string(),
+            )
+            .with_field("sha256"),
+            e @ D::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BodyTooLarge,
+                e.to_string(),
+            )
+            .with_field("body"),
+            e @ D::UploadsBusy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::UploadsBusy,
+                e.to_string(),
+            ),
+            D::Store(e) => e.into(),
         }
     }
 }
@@ -174,7 +319,7 @@ pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> 
 pub async fn route_not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "route_not_found",
+        ErrorCode::RouteNotFound,
         format!("no route for {}", uri.path()),
     )
 }
@@ -182,7 +327,24 @@ pub async fn route_not_found(uri: axum::http::Uri) -> ApiError {
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_serialises_as_its_name_once() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+            assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+        }
+    }
 }

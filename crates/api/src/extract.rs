@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
+use crate::ErrorCode;
 
 /// JSON body; malformed JSON, wrong types and missing fields become 4xx with the field named.
 pub struct ApiJson<T>(pub T);
@@ -31,29 +32,38 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
                 .map(|(_, d)| d.to_string())
                 .unwrap_or(text);
             let (field, message) = split_field(&detail);
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", detail.clone()).with_field(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidField,
+                detail.clone(),
+            )
+            .with_field(
                 field.unwrap_or_else(|| missing_field(&message).unwrap_or_else(|| "body".into())),
             )
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::new(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the body is not valid JSON: {}", e.body_text()),
         )
         .with_field("body"),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as JSON with `Content-Type: application/json`",
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("the body is larger than {} bytes", crate::MAX_BODY_BYTES),
             )
         }
-        other => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", other.body_text()),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            other.body_text(),
+        ),
     }
 }
 
@@ -94,13 +104,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
                     .or_else(|| missing_field(&detail))
                     .unwrap_or_else(|| "query".into());
                 Err(
-                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", detail)
+                    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, detail)
                         .with_field(field),
                 )
             }
             Err(other) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 other.body_text(),
             )),
         }

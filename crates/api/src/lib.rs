@@ -23,7 +23,7 @@ use trainyard_compute::SchedulerHandle;
 use trainyard_tracking::Tracking;
 
 pub use auth::Auth;
-pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use inference::InferenceState;
 pub use metrics::HttpMetrics;
 
@@ -35,6 +35,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub scheduler: SchedulerHandle,
     pub tracking: Tracking,
+    pub datasets: trainyard_datasets::Datasets,
     pub auth: Auth,
     pub metrics: Arc<HttpMetrics>,
 }

@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch, Notify};
@@ -282,7 +284,7 @@ impl ModelManager {
     /// The version if it is ready now, without a lease: asking does not count as use, so
     /// readiness probes and statistics do not keep a model from being evicted.
     pub fn peek(&self, key: &ModelKey) -> Option<Arc<LoadedModel>> {
-        match self.inner.slots.lock().unwrap().get(key) {
+        match self.inner.slots.lock().get(key) {
             Some(Slot::Ready(m)) => Some(m.clone()),
             _ => None,
         }
@@ -302,7 +304,7 @@ impl ModelManager {
     async fn acquire_key(&self, key: &ModelKey, may_load: bool) -> Result<Lease, ServeError> {
         loop {
             let mut waiting = {
-                let mut slots = self.inner.slots.lock().unwrap();
+                let mut slots = self.inner.slots.lock();
                 match slots.get(key) {
                     Some(Slot::Ready(m)) => return Ok(self.lease(m)),
                     Some(Slot::Loading(rx)) => rx.clone(),
@@ -359,7 +361,7 @@ impl ModelManager {
         let ours = rx.clone();
         tokio::spawn(async move {
             let result = this.load_now(&key).await;
-            let mut slots = this.inner.slots.lock().unwrap();
+            let mut slots = this.inner.slots.lock();
             // An unload while this load ran wins: the new copy is dropped, and waiters see
             // the version as unloaded (on demand, their next try loads it again).
             let still_wanted = matches!(
@@ -414,29 +416,22 @@ impl ModelManager {
     pub async fn load(&self, name: &str, config: Option<ModelConfig>) -> Result<(), ServeError> {
         let key = self.resolve(name, None).await?;
         if let Some(c) = config {
-            self.inner
-                .overrides
-                .lock()
-                .unwrap()
-                .insert(name.to_string(), c);
+            self.inner.overrides.lock().insert(name.to_string(), c);
         }
-        let reload = matches!(
-            self.inner.slots.lock().unwrap().get(&key),
-            Some(Slot::Ready(_))
-        );
+        let reload = matches!(self.inner.slots.lock().get(&key), Some(Slot::Ready(_)));
         if reload {
             let model = self
                 .load_now(&key)
                 .await
                 .map_err(|r| ServeError::invalid(format!("load failed for model '{name}': {r}")))?;
-            let mut slots = self.inner.slots.lock().unwrap();
+            let mut slots = self.inner.slots.lock();
             slots.insert(key, Slot::Ready(model));
             self.update_used(&slots);
             return Ok(());
         }
         // A failed or unloaded version is tried again now.
         {
-            let mut slots = self.inner.slots.lock().unwrap();
+            let mut slots = self.inner.slots.lock();
             if matches!(slots.get(&key), Some(Slot::Unavailable { .. })) {
                 slots.remove(&key);
             }
@@ -455,7 +450,7 @@ impl ModelManager {
     /// Unloads every version of `name`. Requests in flight finish; later ones load it again
     /// (on demand) or are refused (explicit mode).
     pub async fn unload(&self, name: &str) -> Result<(), ServeError> {
-        let mut slots = self.inner.slots.lock().unwrap();
+        let mut slots = self.inner.slots.lock();
         let keys: Vec<ModelKey> = slots.keys().filter(|k| k.0 == name).cloned().collect();
         for key in keys {
             let counter = match slots.get(&key) {
@@ -514,7 +509,6 @@ impl ModelManager {
             .inner
             .overrides
             .lock()
-            .unwrap()
             .get(&key.0)
             .cloned()
             .unwrap_or(files.config);
@@ -531,7 +525,6 @@ impl ModelManager {
             .inner
             .known_cost
             .lock()
-            .unwrap()
             .get(key)
             .map(|f| f.peak)
             .unwrap_or(file_bytes * FIRST_LOAD_PEAK_PER_FILE_BYTE * instances as u64);
@@ -565,7 +558,7 @@ impl ModelManager {
         // A load that reuses memory an evicted model gave back shows less growth than it
         // holds, so the largest cost seen for this model is the one that counts.
         let cost = {
-            let mut known = self.inner.known_cost.lock().unwrap();
+            let mut known = self.inner.known_cost.lock();
             let seen = known.entry(key.clone()).or_default();
             seen.held = seen.held.max(rss_grew).max(heap_grew).max(file_bytes);
             seen.peak = seen.peak.max(peak_grew).max(seen.held);
@@ -585,7 +578,6 @@ impl ModelManager {
             .inner
             .stats
             .lock()
-            .unwrap()
             .entry(key.clone())
             .or_default()
             .clone();
@@ -658,7 +650,7 @@ impl ModelManager {
             notified.as_mut().enable();
             let mut evicted = false;
             {
-                let mut slots = self.inner.slots.lock().unwrap();
+                let mut slots = self.inner.slots.lock();
                 let mut used = 0u64;
                 let mut victim: Option<(u64, ModelKey)> = None;
                 for (key, slot) in slots.iter() {
@@ -748,7 +740,7 @@ impl ModelManager {
     /// Every model the source has and the state of each version that was ever loaded.
     pub async fn index(&self) -> Result<Vec<IndexEntry>, ServeError> {
         let models = self.catalog(true).await?.models.clone();
-        let slots = self.inner.slots.lock().unwrap();
+        let slots = self.inner.slots.lock();
         let mut out: Vec<IndexEntry> = models
             .iter()
             .map(|m| IndexEntry {
@@ -785,7 +777,7 @@ impl ModelManager {
 
     /// Versions of `name` that are ready now.
     pub fn ready_versions(&self, name: &str) -> Vec<u64> {
-        let slots = self.inner.slots.lock().unwrap();
+        let slots = self.inner.slots.lock();
         let mut v: Vec<u64> = slots
             .iter()
             .filter(|(k, s)| k.0 == name && matches!(s, Slot::Ready(_)))
@@ -801,7 +793,7 @@ impl ModelManager {
         name: Option<&str>,
         version: Option<u64>,
     ) -> Vec<(ModelKey, Arc<ModelStats>)> {
-        let stats = self.inner.stats.lock().unwrap();
+        let stats = self.inner.stats.lock();
         let mut out: Vec<(ModelKey, Arc<ModelStats>)> = stats
             .iter()
             .filter(|(k, _)| name.is_none_or(|n| k.0 == n) && version.is_none_or(|v| k.1 == v))
@@ -813,7 +805,7 @@ impl ModelManager {
 
     /// Bytes held by ready models.
     pub fn memory_used(&self) -> u64 {
-        used_bytes(&self.inner.slots.lock().unwrap())
+        used_bytes(&self.inner.slots.lock())
     }
 }
 
@@ -960,11 +952,7 @@ mod tests {
             in_flight: AtomicUsize::new(0),
             last_used: AtomicU64::new(m.inner.clock.fetch_add(1, Relaxed)),
         });
-        m.inner
-            .slots
-            .lock()
-            .unwrap()
-            .insert(key.clone(), Slot::Ready(model));
+        m.inner.slots.lock().insert(key.clone(), Slot::Ready(model));
         key
     }
 
@@ -974,7 +962,7 @@ mod tests {
     }
 
     fn state(m: &ModelManager, key: &ModelKey) -> (ModelState, String) {
-        match &m.inner.slots.lock().unwrap()[key] {
+        match &m.inner.slots.lock()[key] {
             Slot::Ready(_) => (ModelState::Ready, String::new()),
             Slot::Loading(_) => (ModelState::Loading, String::new()),
             Slot::Unavailable { reason, .. } => (ModelState::Unavailable, reason.clone()),

@@ -3,8 +3,8 @@
 //! lock per model version: a reader never sees a request counted in one field and not yet
 //! in another (perf_analyzer refuses compute counts that disagree).
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Default, Clone, Copy, Debug, PartialEq)]
@@ -53,11 +53,11 @@ pub struct ModelStats {
 
 impl ModelStats {
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.counts.lock().unwrap().clone()
+        self.counts.lock().clone()
     }
 
     /// Applies one execution's updates at once.
     pub(crate) fn record(&self, update: impl FnOnce(&mut StatsSnapshot)) {
-        update(&mut self.counts.lock().unwrap());
+        update(&mut self.counts.lock());
     }
 }

@@ -45,7 +45,7 @@ pub struct Tracking {
     /// Runs known to be active (run id → experiment id) and a generation that every
     /// lifecycle change bumps (and empties the map), so a lookup that raced with a change
     /// is not cached.
-    active_runs: std::sync::Arc<std::sync::Mutex<(u64, std::collections::HashMap<String, i64>)>>,
+    active_runs: std::sync::Arc<parking_lot::Mutex<(u64, std::collections::HashMap<String, i64>)>>,
 }
 
 impl Tracking {

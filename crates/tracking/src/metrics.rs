@@ -106,19 +106,19 @@ async fn finite_points(
 /// Ids of recently written series, so a write to an existing series skips one lookup.
 #[derive(Default)]
 pub(crate) struct SeriesCache {
-    ids: std::sync::Mutex<HashMap<(String, String), i64>>,
+    ids: parking_lot::Mutex<HashMap<(String, String), i64>>,
 }
 
 impl SeriesCache {
     const MAX: usize = 100_000;
 
     fn get(&self, run_id: &str, key: &str) -> Option<i64> {
-        let ids = self.ids.lock().unwrap();
+        let ids = self.ids.lock();
         ids.get(&(run_id.to_string(), key.to_string())).copied()
     }
 
     fn put(&self, run_id: &str, key: &str, id: i64) {
-        let mut ids = self.ids.lock().unwrap();
+        let mut ids = self.ids.lock();
         if ids.len() >= Self::MAX {
             ids.clear();
         }

@@ -241,7 +241,7 @@ impl Tracking {
             return Err(not_found(format!("Run with id={run_id} not found")));
         }
         let generation = {
-            let cache = self.active_runs.lock().unwrap();
+            let cache = self.active_runs.lock();
             if let Some(&experiment_id) = cache.1.get(run_id) {
                 return Ok(RunHead { experiment_id });
             }
@@ -259,7 +259,7 @@ impl Tracking {
             )));
         }
         let experiment_id: i64 = get(&row, "experiment_id")?;
-        let mut cache = self.active_runs.lock().unwrap();
+        let mut cache = self.active_runs.lock();
         if cache.0 == generation {
             if cache.1.len() >= 100_000 {
                 cache.1.clear();
@@ -616,7 +616,7 @@ impl Tracking {
     /// Drops the active-run cache; called after every lifecycle change is written, so
     /// the next write to a run reads its state from the database.
     pub(crate) fn forget_active_runs(&self) {
-        let mut cache = self.active_runs.lock().unwrap();
+        let mut cache = self.active_runs.lock();
         cache.0 += 1;
         cache.1.clear();
     }

@@ -1,7 +1,7 @@
 //! Registered model versions whose artifacts hold an ONNX file, by name and version number.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use futures::TryStreamExt;
 use trainyard_tracking::{artifact_path, Tracking};
@@ -36,7 +36,7 @@ impl RegistrySource {
         location: &str,
     ) -> Result<Option<String>, ServeError> {
         let key = (name.to_string(), version, location.to_string());
-        if let Some(found) = self.onnx_files.lock().unwrap().get(&key) {
+        if let Some(found) = self.onnx_files.lock().get(&key) {
             return Ok(found.clone());
         }
         let found = match self.resolve(location).await? {
@@ -55,7 +55,7 @@ impl RegistrySource {
                 pick.map(|f| format!("{}/{}", dir.trim_end_matches('/'), f.path))
             }
         };
-        self.onnx_files.lock().unwrap().insert(key, found.clone());
+        self.onnx_files.lock().insert(key, found.clone());
         Ok(found)
     }
 
