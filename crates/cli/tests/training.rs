@@ -163,6 +163,15 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
         };
         assert_eq!(tag("trainyard.dataset"), Some(format!("digits:{version}")));
         assert!(tag("trainyard.signature").unwrap().contains("[-1,1,8,8]"));
+        assert_eq!(
+            tag("trainyard.onnx.opset").as_deref(),
+            Some("17"),
+            "{tags:?}"
+        );
+        assert!(
+            trained.contains("exported model/model.onnx (opset 17)"),
+            "{trained}"
+        );
         let tagged: f64 = tag("eval.digits.test.accuracy").unwrap().parse().unwrap();
         assert!((tagged - accuracy).abs() < 1e-4);
     }
@@ -177,6 +186,18 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
         "digits-predictions",
     ]));
     assert!(predicted.contains("1797 rows"), "{predicted}");
+    // Every trained version is served through /v2 from its exported ONNX file, and answers
+    // what the engine's own prediction gave.
+    served_like_the_engine(&server, "digits-mlp", "digits-predictions").await;
+    ok(server.cli(&[
+        "predict",
+        "digits-cnn:1",
+        "--dataset",
+        "digits",
+        "--output",
+        "digits-cnn-predictions",
+    ]));
+    served_like_the_engine(&server, "digits-cnn", "digits-cnn-predictions").await;
     let stats: Value = serde_json::from_str(&ok(server.cli(&[
         "dataset",
         "stats",
@@ -186,6 +207,58 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
     ])))
     .unwrap();
     assert_eq!(stats["prediction"]["count"], 1797, "{stats}");
+}
+
+/// The first shard of `predictions` (rows of `pixels` with the engine's `scores`), inferred
+/// again through `/v2/models/{model}/infer`: the outputs agree within 1e-5 of their scale.
+async fn served_like_the_engine(server: &Server, model: &str, predictions: &str) {
+    let version = server
+        .get_json(&format!("/api/v1/datasets/{predictions}/versions/latest"))
+        .await;
+    let sha = version["manifest"]["shards"][0]["sha256"].as_str().unwrap();
+    let shard = server
+        .get(&format!("/api/v1/datasets/shards/{sha}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let table = trainyard_data::decode(&shard).unwrap();
+    let rows = 32.min(table.rows());
+    let floats = |name: &str| match table.column(name) {
+        Some(trainyard_data::Column::Float32 { values, .. }) => values.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let pixels = floats("pixels");
+    let scores = floats("scores");
+    let (pixels, scores) = (&pixels[..rows * 64], &scores[..rows * 10]);
+    let answer: Value = server
+        .post(&format!("/v2/models/{model}/infer"))
+        .json(&serde_json::json!({"inputs": [{
+            "name": "input", "datatype": "FP32", "shape": [rows, 1, 8, 8], "data": pixels,
+        }]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let output = &answer["outputs"][0];
+    assert_eq!(output["shape"], serde_json::json!([rows, 10]), "{answer}");
+    let served: Vec<f64> = output["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let scale = scores.iter().fold(1f64, |m, v| m.max(f64::from(v.abs())));
+    for (s, e) in served.iter().zip(scores) {
+        assert!(
+            (s - f64::from(*e)).abs() <= 1e-5 * scale,
+            "{model}: /v2 gives {s}, the engine {e}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

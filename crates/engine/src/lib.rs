@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod device;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod network;

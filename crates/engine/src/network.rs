@@ -87,7 +87,13 @@ impl Network {
 
     /// Runs a batch `[N, ..input]` through, giving `[N, outputs]`.
     pub fn forward(&self, input: Act) -> Tensor<2> {
-        let out = run(&self.layers, input);
+        self.forward_prefix(self.layers.len(), input)
+    }
+
+    /// The first `layers` layers only, flattened to `[N, ..]`: where an export and the
+    /// engine part ways is found layer by layer.
+    pub fn forward_prefix(&self, layers: usize, input: Act) -> Tensor<2> {
+        let out = run(&self.layers[..layers.min(self.layers.len())], input);
         match out {
             Act::D2(t) => t,
             Act::D3(t) => t.flatten(1, 2),

@@ -394,6 +394,15 @@ pub fn evaluate(
 
 /// The network's outputs for one batch, `rows × outputs` values.
 pub fn predict(net: &Network, batch: &Batch) -> Result<Vec<f32>, EngineError> {
+    predict_prefix(net, net.layers.len(), batch)
+}
+
+/// What the first `layers` layers give for `batch`, flattened per row.
+pub fn predict_prefix(
+    net: &Network,
+    layers: usize,
+    batch: &Batch,
+) -> Result<Vec<f32>, EngineError> {
     let device = first_device(net);
     let x = network::batch(
         batch.inputs.clone(),
@@ -401,7 +410,7 @@ pub fn predict(net: &Network, batch: &Batch) -> Result<Vec<f32>, EngineError> {
         &batch.sample_shape,
         &device,
     );
-    net.forward(x)
+    net.forward_prefix(layers, x)
         .into_data()
         .try_into_vec::<f32>()
         .map_err(|e| EngineError::Data(format!("cannot read the network's outputs: {e:?}")))

@@ -7,9 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::config::ModelConfig;
@@ -360,7 +361,23 @@ impl ModelManager {
         let key = key.clone();
         let ours = rx.clone();
         tokio::spawn(async move {
-            let result = this.load_now(&key).await;
+            // A panic in a loader (a runtime's bug on a strange file) is this model's failed
+            // load, never a slot stuck in `Loading` for every later request.
+            let result = match std::panic::AssertUnwindSafe(this.load_now(&key))
+                .catch_unwind()
+                .await
+            {
+                Ok(result) => result,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic without a message");
+                    tracing::error!(model = %key.0, version = key.1, "the loader panicked: {what}");
+                    Err(format!("the loader failed unexpectedly ({what})"))
+                }
+            };
             let mut slots = this.inner.slots.lock();
             // An unload while this load ran wins: the new copy is dropped, and waiters see
             // the version as unloaded (on demand, their next try loads it again).
@@ -967,6 +984,43 @@ mod tests {
             Slot::Loading(_) => (ModelState::Loading, String::new()),
             Slot::Unavailable { reason, .. } => (ModelState::Unavailable, reason.clone()),
         }
+    }
+
+    /// A source whose model files panic the loader.
+    struct Panicky;
+
+    #[async_trait::async_trait]
+    impl ModelSource for Panicky {
+        fn describe(&self) -> String {
+            "panicky".into()
+        }
+        async fn list(&self) -> Result<Vec<SourceModel>, ServeError> {
+            Ok(vec![SourceModel {
+                name: "boom".into(),
+                versions: vec![1],
+                default_version: 1,
+                unservable: Vec::new(),
+            }])
+        }
+        async fn fetch(&self, _: &str, _: u64) -> Result<ModelFiles, ServeError> {
+            panic!("a loader bug")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_load_fails_that_model_and_never_leaves_it_loading() {
+        let m = ModelManager::new(
+            Arc::new(Panicky),
+            Runtimes::new(None, Some(RuntimeKind::Tract)).unwrap(),
+            ManagerOptions::default(),
+        );
+        for _ in 0..2 {
+            let err = m.acquire("boom", None).await.err().expect("no model");
+            assert!(err.to_string().contains("a loader bug"), "{err}");
+        }
+        let (state, reason) = state(&m, &("boom".to_string(), 1));
+        assert_eq!(state, ModelState::Unavailable);
+        assert!(reason.contains("failed unexpectedly"), "{reason}");
     }
 
     /// One model with a good version 1 and an unresolvable version 2; one with nothing good.

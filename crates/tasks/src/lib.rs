@@ -6,6 +6,7 @@
 
 mod error;
 pub mod evaluate;
+pub mod export;
 pub mod predict;
 pub mod report;
 pub mod train;

@@ -17,11 +17,14 @@ use trainyard_engine::spec::ResolvedSpec;
 use trainyard_engine::train::{self, Head, Observer, Trainer};
 use trainyard_engine::EngineError;
 
+use crate::export::export_onnx;
 use crate::report::print_report;
 use crate::TaskError;
 
 /// Folder of a run's checkpoints; files are `step-<9 digits>.ckpt` and `best.ckpt`.
 pub const CHECKPOINTS: &str = "checkpoints";
+/// The model version's ONNX file, beside the weights and the card.
+pub const ONNX_FILE: &str = "model.onnx";
 /// The training file as the job ran it, so `--resume` can run it again.
 pub const CONFIG_ARTIFACT: &str = "trainyard/train.json";
 
@@ -159,11 +162,19 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
             let flushed = observer.flush();
             let (net, outcome) = result?;
             flushed?;
-            Ok::<_, TaskError>((train::weights(&net)?, outcome))
+            let weights = train::weights(&net)?;
+            // The ONNX file is made from the weights as inference reads them back (batch
+            // norm on its running statistics), on the CPU.
+            let exported = trainyard_engine::device::DeviceSpec::Cpu
+                .device()
+                .and_then(|cpu| train::load(&spec, &weights, &cpu))
+                .map_err(TaskError::from)
+                .and_then(|inference| export_onnx(&inference, &spec, &config.name));
+            Ok::<_, TaskError>((weights, exported, outcome))
         })
         .await?
     };
-    let (weights, outcome) = match trained {
+    let (weights, exported, outcome) = match trained {
         Ok(t) => t,
         Err(e) => {
             if let Some(EngineError::NonFinite { .. }) = e.engine() {
@@ -195,6 +206,32 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         ),
         ("trainyard.format".to_string(), "burnpack".to_string()),
     ];
+    // Every version the engine trains is servable through /v2 when its layers export: the
+    // file sits beside the weights, where the registry source finds `model.onnx`.
+    match exported {
+        Ok(e) => {
+            run.upload(&format!("model/{ONNX_FILE}"), e.onnx).await?;
+            println!(
+                "exported model/{ONNX_FILE} (opset {}): {} agrees with the engine, max |Δ| {:.2e} at output scale {:.2e}",
+                trainyard_models::onnx::OPSET,
+                e.runtime,
+                e.max_abs_diff,
+                e.scale
+            );
+            tags.push((
+                "trainyard.onnx.opset".to_string(),
+                trainyard_models::onnx::OPSET.to_string(),
+            ));
+            tags.push((
+                "trainyard.onnx.check".to_string(),
+                format!("{} max_abs_diff={:.3e}", e.runtime, e.max_abs_diff),
+            ));
+        }
+        Err(e) => {
+            println!("not exported to ONNX (the version is not servable through /v2): {e}");
+            tags.push(("trainyard.onnx".to_string(), format!("not exported: {e}")));
+        }
+    }
     if let Some(report) = &outcome.report {
         run.upload("eval/report.json", serde_json::to_vec_pretty(report)?)
             .await?;

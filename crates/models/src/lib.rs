@@ -1,0 +1,17 @@
+//! Model formats as pure transforms: no I/O beyond the bytes they take and give.
+//!
+//! [`graph`] is a framework-neutral description of a feed-forward network (layers in order,
+//! with their weights), the vocabulary the engine describes its trained networks in; [`onnx`]
+//! turns one into an ONNX model (opset 17) that the serving runtimes load like any other.
+
+pub mod graph;
+pub mod onnx;
+
+/// What the model transforms refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelsError {
+    /// A graph that cannot be what it says (a weight of the wrong size, a layer on an input
+    /// of a rank it does not take); `at` names the layer.
+    #[error("{at}: {message}")]
+    Invalid { at: String, message: String },
+}

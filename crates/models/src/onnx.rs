@@ -1,0 +1,652 @@
+//! A [`Graph`] as an ONNX model: opset 17, one `f32` input `input` of `[batch, ..sample]`
+//! (the batch dimension symbolic), one output `output` of `[batch, outputs]`, weights as
+//! initializers. Only operators that every ONNX runtime of the last years runs are used:
+//! batch norm is folded into a multiply-add, layer norm and GELU are written out from
+//! `ReduceMean`, `Erf` and arithmetic, so ONNX Runtime and tract load the file alike.
+
+use prost::Message;
+use tract_onnx::pb;
+
+use crate::graph::{Graph, Layer, NamedLayer, Weights};
+use crate::ModelsError;
+
+/// The operator set written.
+pub const OPSET: i64 = 17;
+/// ONNX IR version that goes with opset 17.
+const IR_VERSION: i64 = 8;
+pub const INPUT: &str = "input";
+pub const OUTPUT: &str = "output";
+
+const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
+
+/// Encodes `graph`, whose output has `outputs` values per sample (`None`: left symbolic, for
+/// a prefix of a network).
+pub fn encode(graph: &Graph, outputs: Option<usize>) -> Result<Vec<u8>, ModelsError> {
+    let mut b = Builder::default();
+    let rank = graph.sample_shape.len() + 1;
+    let (mut x, rank) = b.layers(&graph.layers, INPUT.to_string(), rank)?;
+    if rank > 2 {
+        x = b.node("Flatten", "output.flatten", vec![x], vec![int("axis", 1)]);
+    }
+    let out = b.named_node("Identity", "output", vec![x], vec![], OUTPUT.to_string());
+    debug_assert_eq!(out, OUTPUT);
+    let mut input_dims = vec![dim_param("batch")];
+    input_dims.extend(graph.sample_shape.iter().map(|d| dim_value(*d)));
+    let model = pb::ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "trainyard".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(pb::GraphProto {
+            name: graph.name.clone(),
+            node: b.nodes,
+            initializer: b.initializers,
+            input: vec![value_info(INPUT, input_dims)],
+            output: vec![value_info(
+                OUTPUT,
+                vec![
+                    dim_param("batch"),
+                    outputs.map_or_else(|| dim_param("outputs"), dim_value),
+                ],
+            )],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(model.encode_to_vec())
+}
+
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+}
+
+fn invalid(at: &str, message: impl Into<String>) -> ModelsError {
+    ModelsError::Invalid {
+        at: at.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Builder {
+    /// Emits `layers` after value `x` of rank `rank`; returns the last value and its rank.
+    fn layers(
+        &mut self,
+        layers: &[NamedLayer],
+        mut x: String,
+        mut rank: usize,
+    ) -> Result<(String, usize), ModelsError> {
+        for l in layers {
+            (x, rank) = self.layer(l, x, rank)?;
+        }
+        Ok((x, rank))
+    }
+
+    fn layer(
+        &mut self,
+        l: &NamedLayer,
+        x: String,
+        rank: usize,
+    ) -> Result<(String, usize), ModelsError> {
+        let at = l.name.as_str();
+        let need = |want: usize| {
+            if rank == want {
+                Ok(())
+            } else {
+                Err(invalid(
+                    at,
+                    format!("takes a rank-{want} input (batch included), gets rank {rank}"),
+                ))
+            }
+        };
+        Ok(match &l.layer {
+            Layer::Linear { weight, bias } => {
+                let [_, out] = self.matrix(at, weight)?;
+                let w = self.weights(&format!("{at}.weight"), weight, at)?;
+                let mut y = self.node("MatMul", &format!("{at}.matmul"), vec![x, w], vec![]);
+                if let Some(bias) = bias {
+                    self.vector(at, "bias", bias, out)?;
+                    let b = self.weights(&format!("{at}.bias"), bias, at)?;
+                    y = self.node("Add", &format!("{at}.bias_add"), vec![y, b], vec![]);
+                }
+                (y, rank)
+            }
+            Layer::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+            } => {
+                need(4)?;
+                let [out, _, kh, kw] = match weight.shape.as_slice() {
+                    [o, i, h, w] => [*o, *i, *h, *w],
+                    _ => return Err(invalid(at, "a convolution's weight is [out, in, k, k]")),
+                };
+                let mut inputs = vec![x, self.weights(&format!("{at}.weight"), weight, at)?];
+                if let Some(bias) = bias {
+                    self.vector(at, "bias", bias, out)?;
+                    inputs.push(self.weights(&format!("{at}.bias"), bias, at)?);
+                }
+                let p = *padding as i64;
+                let y = self.node(
+                    "Conv",
+                    &format!("{at}.conv"),
+                    inputs,
+                    vec![
+                        ints("kernel_shape", vec![kh as i64, kw as i64]),
+                        ints("strides", vec![*stride as i64; 2]),
+                        ints("pads", vec![p; 4]),
+                    ],
+                );
+                (y, 4)
+            }
+            Layer::MaxPool2d { kernel, stride } | Layer::AvgPool2d { kernel, stride } => {
+                need(4)?;
+                let op = if matches!(l.layer, Layer::MaxPool2d { .. }) {
+                    "MaxPool"
+                } else {
+                    "AveragePool"
+                };
+                let y = self.node(
+                    op,
+                    &format!("{at}.pool"),
+                    vec![x],
+                    vec![
+                        ints("kernel_shape", vec![*kernel as i64; 2]),
+                        ints("strides", vec![*stride as i64; 2]),
+                    ],
+                );
+                (y, 4)
+            }
+            Layer::GlobalAvgPool => {
+                need(4)?;
+                let y = self.node("GlobalAveragePool", &format!("{at}.pool"), vec![x], vec![]);
+                let y = self.node(
+                    "Flatten",
+                    &format!("{at}.flatten"),
+                    vec![y],
+                    vec![int("axis", 1)],
+                );
+                (y, 2)
+            }
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                epsilon,
+            } => {
+                if rank < 2 {
+                    return Err(invalid(at, "batch norm needs [N, C, ..]"));
+                }
+                let c = gamma.values.len();
+                for (what, w) in [
+                    ("gamma", gamma),
+                    ("beta", beta),
+                    ("mean", mean),
+                    ("var", var),
+                ] {
+                    self.vector(at, what, w, c)?;
+                }
+                // y = x · scale + shift, the running statistics folded in (in f64).
+                let mut scale = Vec::with_capacity(c);
+                let mut shift = Vec::with_capacity(c);
+                for i in 0..c {
+                    let s =
+                        f64::from(gamma.values[i]) / (f64::from(var.values[i]) + epsilon).sqrt();
+                    scale.push(s as f32);
+                    shift.push((f64::from(beta.values[i]) - f64::from(mean.values[i]) * s) as f32);
+                }
+                // Shaped [C, 1, ..] so it broadcasts over axis 1 of [N, C, ..].
+                let mut shape = vec![c];
+                shape.extend(std::iter::repeat_n(1, rank - 2));
+                let s = self.weights(
+                    &format!("{at}.scale"),
+                    &Weights::new(shape.clone(), scale),
+                    at,
+                )?;
+                let t = self.weights(&format!("{at}.shift"), &Weights::new(shape, shift), at)?;
+                let y = self.node("Mul", &format!("{at}.scale_mul"), vec![x, s], vec![]);
+                (
+                    self.node("Add", &format!("{at}.shift_add"), vec![y, t], vec![]),
+                    rank,
+                )
+            }
+            Layer::LayerNorm {
+                gamma,
+                beta,
+                epsilon,
+            } => {
+                let d = gamma.values.len();
+                self.vector(at, "gamma", gamma, d)?;
+                let axes = vec![ints("axes", vec![-1]), int("keepdims", 1)];
+                let mean = self.node(
+                    "ReduceMean",
+                    &format!("{at}.mean"),
+                    vec![x.clone()],
+                    axes.clone(),
+                );
+                let centred = self.node("Sub", &format!("{at}.centre"), vec![x, mean], vec![]);
+                let squared = self.node(
+                    "Mul",
+                    &format!("{at}.square"),
+                    vec![centred.clone(), centred.clone()],
+                    vec![],
+                );
+                let var = self.node("ReduceMean", &format!("{at}.var"), vec![squared], axes);
+                let eps = self.scalar(&format!("{at}.epsilon"), *epsilon as f32);
+                let var = self.node("Add", &format!("{at}.var_eps"), vec![var, eps], vec![]);
+                let std = self.node("Sqrt", &format!("{at}.std"), vec![var], vec![]);
+                let normed = self.node(
+                    "Div",
+                    &format!("{at}.normalise"),
+                    vec![centred, std],
+                    vec![],
+                );
+                let g = self.weights(&format!("{at}.gamma"), gamma, at)?;
+                let mut y = self.node("Mul", &format!("{at}.gamma_mul"), vec![normed, g], vec![]);
+                if let Some(beta) = beta {
+                    self.vector(at, "beta", beta, d)?;
+                    let b = self.weights(&format!("{at}.beta"), beta, at)?;
+                    y = self.node("Add", &format!("{at}.beta_add"), vec![y, b], vec![]);
+                }
+                (y, rank)
+            }
+            Layer::Relu => (self.node("Relu", at, vec![x], vec![]), rank),
+            Layer::Tanh => (self.node("Tanh", at, vec![x], vec![]), rank),
+            Layer::Sigmoid => (self.node("Sigmoid", at, vec![x], vec![]), rank),
+            Layer::Gelu => {
+                // 0.5 · x · (1 + erf(x / √2))
+                let sqrt2 = self.scalar(&format!("{at}.sqrt2"), std::f32::consts::SQRT_2);
+                let one = self.scalar(&format!("{at}.one"), 1.0);
+                let half = self.scalar(&format!("{at}.half"), 0.5);
+                let scaled = self.node("Div", &format!("{at}.div"), vec![x.clone(), sqrt2], vec![]);
+                let erf = self.node("Erf", &format!("{at}.erf"), vec![scaled], vec![]);
+                let plus = self.node("Add", &format!("{at}.add"), vec![erf, one], vec![]);
+                let times = self.node("Mul", &format!("{at}.mul"), vec![x, plus], vec![]);
+                (
+                    self.node("Mul", &format!("{at}.half_mul"), vec![times, half], vec![]),
+                    rank,
+                )
+            }
+            Layer::Softmax => (
+                self.node("Softmax", at, vec![x], vec![int("axis", -1)]),
+                rank,
+            ),
+            Layer::Flatten => (self.node("Flatten", at, vec![x], vec![int("axis", 1)]), 2),
+            Layer::MeanPool => {
+                need(3)?;
+                (
+                    self.node(
+                        "ReduceMean",
+                        at,
+                        vec![x],
+                        vec![ints("axes", vec![1]), int("keepdims", 0)],
+                    ),
+                    2,
+                )
+            }
+            Layer::Identity => (x, rank),
+            Layer::Residual(inner) => {
+                let (y, inner_rank) = self.layers(inner, x.clone(), rank)?;
+                if inner_rank != rank {
+                    return Err(invalid(at, "a residual block must keep its input's rank"));
+                }
+                (
+                    self.node("Add", &format!("{at}.add"), vec![x, y], vec![]),
+                    rank,
+                )
+            }
+        })
+    }
+
+    fn matrix(&self, at: &str, w: &Weights) -> Result<[usize; 2], ModelsError> {
+        match w.shape.as_slice() {
+            [i, o] => Ok([*i, *o]),
+            _ => Err(invalid(at, "a linear layer's weight is [in, out]")),
+        }
+    }
+
+    fn vector(&self, at: &str, what: &str, w: &Weights, len: usize) -> Result<(), ModelsError> {
+        if w.shape.as_slice() == [len] && w.values.len() == len {
+            Ok(())
+        } else {
+            Err(invalid(
+                at,
+                format!("{what} has shape {:?}, the layer needs [{len}]", w.shape),
+            ))
+        }
+    }
+
+    /// Adds `w` as an initializer named `name`.
+    fn weights(&mut self, name: &str, w: &Weights, at: &str) -> Result<String, ModelsError> {
+        if !w.is_consistent() {
+            return Err(invalid(
+                at,
+                format!(
+                    "{name}: {} values do not fill shape {:?}",
+                    w.values.len(),
+                    w.shape
+                ),
+            ));
+        }
+        self.initializers.push(pb::TensorProto {
+            name: name.to_string(),
+            dims: w.shape.iter().map(|d| *d as i64).collect(),
+            data_type: FLOAT,
+            raw_data: w.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        Ok(name.to_string())
+    }
+
+    fn scalar(&mut self, name: &str, value: f32) -> String {
+        self.initializers.push(pb::TensorProto {
+            name: name.to_string(),
+            dims: Vec::new(),
+            data_type: FLOAT,
+            raw_data: value.to_le_bytes().to_vec(),
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
+    /// Adds a node whose one output is named after it; returns that name.
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: Vec<String>,
+        attribute: Vec<pb::AttributeProto>,
+    ) -> String {
+        self.named_node(op, name, inputs, attribute, format!("{name}:0"))
+    }
+
+    fn named_node(
+        &mut self,
+        op: &str,
+        name: &str,
+        input: Vec<String>,
+        attribute: Vec<pb::AttributeProto>,
+        output: String,
+    ) -> String {
+        self.nodes.push(pb::NodeProto {
+            input,
+            output: vec![output.clone()],
+            name: name.to_string(),
+            op_type: op.to_string(),
+            attribute,
+            ..Default::default()
+        });
+        output
+    }
+}
+
+fn int(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints,
+        ..Default::default()
+    }
+}
+
+fn dim_param(name: &str) -> pb::tensor_shape_proto::Dimension {
+    pb::tensor_shape_proto::Dimension {
+        value: Some(pb::tensor_shape_proto::dimension::Value::DimParam(
+            name.into(),
+        )),
+        ..Default::default()
+    }
+}
+
+fn dim_value(d: usize) -> pb::tensor_shape_proto::Dimension {
+    pb::tensor_shape_proto::Dimension {
+        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d as i64)),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: Vec<pb::tensor_shape_proto::Dimension>) -> pb::ValueInfoProto {
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: FLOAT,
+                shape: Some(pb::TensorShapeProto { dim: dims }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::prelude::{
+        tract_ndarray, tvec, Framework, InferenceModelExt, IntoRunnable, IntoTValue, Tensor,
+    };
+
+    use super::*;
+
+    fn named(name: &str, layer: Layer) -> NamedLayer {
+        NamedLayer {
+            name: name.into(),
+            layer,
+        }
+    }
+
+    /// Runs the encoded model with tract on `input` of shape `shape`.
+    fn run(bytes: &[u8], shape: &[usize], input: Vec<f32>) -> Vec<f32> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let x = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), input).unwrap();
+        let out = model.run(tvec!(Tensor::from(x).into_tvalue())).unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    fn close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{got:?} vs {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dense_network_computes_what_its_layers_say() {
+        // x [2, 3] · W [3, 2] + b, then layer norm, GELU, batch norm, softmax.
+        let w = Weights::new(vec![3, 2], vec![0.5, -1.0, 2.0, 0.25, -0.5, 1.5]);
+        let b = Weights::new(vec![2], vec![0.1, -0.2]);
+        let v = |x: Vec<f32>| Weights::new(vec![2], x);
+        let graph = Graph {
+            name: "t".into(),
+            sample_shape: vec![3],
+            layers: vec![
+                named(
+                    "l0",
+                    Layer::Linear {
+                        weight: w,
+                        bias: Some(b),
+                    },
+                ),
+                named(
+                    "l1",
+                    Layer::LayerNorm {
+                        gamma: v(vec![1.5, 0.5]),
+                        beta: Some(v(vec![0.1, 0.2])),
+                        epsilon: 1e-5,
+                    },
+                ),
+                named("l2", Layer::Gelu),
+                named("l3", Layer::Identity),
+                named(
+                    "l4",
+                    Layer::BatchNorm {
+                        gamma: v(vec![2.0, 1.0]),
+                        beta: v(vec![0.0, 1.0]),
+                        mean: v(vec![0.5, -0.5]),
+                        var: v(vec![4.0, 0.25]),
+                        epsilon: 1e-5,
+                    },
+                ),
+                named("l5", Layer::Residual(vec![named("l5.0", Layer::Tanh)])),
+                named("l6", Layer::Softmax),
+            ],
+        };
+        let bytes = encode(&graph, Some(2)).unwrap();
+        let input = vec![1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
+        let got = run(&bytes, &[2, 3], input.clone());
+
+        let mut want = Vec::new();
+        for row in input.chunks(3) {
+            let mut h: Vec<f64> = (0..2)
+                .map(|j| {
+                    let w = [[0.5, -1.0], [2.0, 0.25], [-0.5, 1.5]];
+                    (0..3).map(|i| f64::from(row[i]) * w[i][j]).sum::<f64>() + [0.1, -0.2][j]
+                })
+                .collect();
+            let mean = h.iter().sum::<f64>() / 2.0;
+            let var = h.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0;
+            for (j, v) in h.iter_mut().enumerate() {
+                *v = (*v - mean) / (var + 1e-5).sqrt() * [1.5, 0.5][j] + [0.1, 0.2][j];
+                *v = 0.5 * *v * (1.0 + erf(*v / std::f64::consts::SQRT_2));
+                *v = (*v - [0.5, -0.5][j]) / ([4.0, 0.25][j] + 1e-5f64).sqrt() * [2.0, 1.0][j]
+                    + [0.0, 1.0][j];
+                *v += v.tanh();
+            }
+            let max = h.iter().cloned().fold(f64::MIN, f64::max);
+            let sum: f64 = h.iter().map(|v| (v - max).exp()).sum();
+            want.extend(h.iter().map(|v| ((v - max).exp() / sum) as f32));
+        }
+        close(&got, &want);
+    }
+
+    /// erf by its series (enough terms for |x| < 3 at f32 precision).
+    fn erf(x: f64) -> f64 {
+        let mut sum = 0.0;
+        let mut term = x;
+        for n in 0..60 {
+            sum += term / (2 * n + 1) as f64;
+            term *= -x * x / (n + 1) as f64;
+        }
+        2.0 / std::f64::consts::PI.sqrt() * sum
+    }
+
+    #[test]
+    fn convolutions_and_pools_keep_their_geometry() {
+        // One 1→1 channel 2×2 convolution (stride 1, padding 1) over a 3×3 image, max pool 2,
+        // global average pool.
+        let graph = Graph {
+            name: "c".into(),
+            sample_shape: vec![1, 3, 3],
+            layers: vec![
+                named(
+                    "c0",
+                    Layer::Conv2d {
+                        weight: Weights::new(vec![1, 1, 2, 2], vec![1.0, 0.0, 0.0, -1.0]),
+                        bias: Some(Weights::new(vec![1], vec![0.5])),
+                        stride: 1,
+                        padding: 1,
+                    },
+                ),
+                named("c1", Layer::Relu),
+                named(
+                    "c2",
+                    Layer::MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                    },
+                ),
+                named("c3", Layer::GlobalAvgPool),
+            ],
+        };
+        let bytes = encode(&graph, Some(1)).unwrap();
+        let image: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let got = run(&bytes, &[1, 1, 3, 3], image.clone());
+        // Reference: padded 5×5, conv gives 4×4 of x[i-1][j-1] - x[i][j] + 0.5.
+        let at = |i: i64, j: i64| {
+            if (0..3).contains(&i) && (0..3).contains(&j) {
+                image[(i * 3 + j) as usize]
+            } else {
+                0.0
+            }
+        };
+        let conv: Vec<Vec<f32>> = (0..4)
+            .map(|i| {
+                (0..4)
+                    .map(|j| (at(i - 1, j - 1) - at(i, j) + 0.5).max(0.0))
+                    .collect()
+            })
+            .collect();
+        let pooled: Vec<f32> = [(0, 0), (0, 2), (2, 0), (2, 2)]
+            .iter()
+            .map(|&(i, j)| {
+                [
+                    conv[i][j],
+                    conv[i][j + 1],
+                    conv[i + 1][j],
+                    conv[i + 1][j + 1],
+                ]
+                .into_iter()
+                .fold(f32::MIN, f32::max)
+            })
+            .collect();
+        close(&got, &[pooled.iter().sum::<f32>() / 4.0]);
+    }
+
+    #[test]
+    fn inconsistent_weights_are_refused_with_the_layer_named() {
+        let graph = Graph {
+            name: "bad".into(),
+            sample_shape: vec![3],
+            layers: vec![named(
+                "layers[0]",
+                Layer::Linear {
+                    weight: Weights::new(vec![3, 2], vec![1.0; 5]),
+                    bias: None,
+                },
+            )],
+        };
+        let err = encode(&graph, Some(2)).unwrap_err().to_string();
+        assert!(err.starts_with("layers[0]:"), "{err}");
+        let conv_on_vectors = Graph {
+            name: "bad".into(),
+            sample_shape: vec![3],
+            layers: vec![named(
+                "layers[1]",
+                Layer::MaxPool2d {
+                    kernel: 2,
+                    stride: 2,
+                },
+            )],
+        };
+        let err = encode(&conv_on_vectors, Some(2)).unwrap_err().to_string();
+        assert!(err.contains("layers[1]") && err.contains("rank-4"), "{err}");
+    }
+}
