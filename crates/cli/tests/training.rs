@@ -198,6 +198,52 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
         "digits-cnn-predictions",
     ]));
     served_like_the_engine(&server, "digits-cnn", "digits-cnn-predictions").await;
+
+    // Export: the served ONNX file, and the weights as safetensors under PyTorch's names.
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("cnn.onnx");
+    let out = ok(server.cli(&[
+        "models",
+        "export",
+        "digits-cnn:1",
+        "--format",
+        "onnx",
+        "-o",
+        &onnx.display().to_string(),
+    ]));
+    assert!(out.contains("wrote digits-cnn:1 as onnx"), "{out}");
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 1000);
+    let weights = dir.path().join("mlp.safetensors");
+    ok(server.cli(&[
+        "models",
+        "export",
+        "digits-mlp",
+        "--format",
+        "safetensors",
+        "-o",
+        &weights.display().to_string(),
+    ]));
+    let bytes = std::fs::read(&weights).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shapes: Vec<Vec<usize>> = file
+        .tensors()
+        .iter()
+        .filter(|(name, _)| name.ends_with(".weight"))
+        .map(|(_, t)| t.shape().to_vec())
+        .collect();
+    // 64 → 256 → 128 → 10, as PyTorch lays out linear weights: [out, in].
+    for shape in [vec![256, 64], vec![128, 256], vec![10, 128]] {
+        assert!(shapes.contains(&shape), "{shapes:?}");
+    }
+    let missing = server.cli(&[
+        "models",
+        "export",
+        "digits-cnn:7",
+        "-o",
+        &dir.path().join("x.onnx").display().to_string(),
+    ]);
+    assert!(!missing.status.success());
+    assert!(!dir.path().join("x.onnx").exists());
     let stats: Value = serde_json::from_str(&ok(server.cli(&[
         "dataset",
         "stats",

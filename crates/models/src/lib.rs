@@ -2,10 +2,12 @@
 //!
 //! [`graph`] is a framework-neutral description of a feed-forward network (layers in order,
 //! with their weights), the vocabulary the engine describes its trained networks in; [`onnx`]
-//! turns one into an ONNX model (opset 17) that the serving runtimes load like any other.
+//! turns one into an ONNX model (opset 17) that the serving runtimes load like any other;
+//! [`safetensors`] writes its weights under PyTorch's names and layouts.
 
 pub mod graph;
 pub mod onnx;
+pub mod safetensors;
 
 /// What the model transforms refuse.
 #[derive(Debug, thiserror::Error)]

@@ -53,13 +53,22 @@ pub fn probe(shape: &[usize], rows: usize) -> Batch {
 }
 
 /// The runtime that checks exports: ONNX Runtime when its library is found, else tract.
-fn runtime() -> (Box<dyn Runtime>, &'static str) {
-    if let Some(lib) = find_library() {
-        if let Ok(ort) = OnnxRuntime::new(&lib, 1) {
-            return (Box::new(ort), "onnxruntime");
+/// Made once per process: ONNX Runtime allows one environment per process.
+fn runtime() -> &'static (Box<dyn Runtime>, &'static str) {
+    static RUNTIME: std::sync::OnceLock<(Box<dyn Runtime>, &'static str)> =
+        std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        if let Some(lib) = find_library() {
+            match OnnxRuntime::new(&lib, 1) {
+                Ok(ort) => return (Box::new(ort) as Box<dyn Runtime>, "onnxruntime"),
+                Err(e) => eprintln!(
+                    "ONNX Runtime at {} is not usable ({e}); checking on tract",
+                    lib.display()
+                ),
+            }
         }
-    }
-    (Box::new(Tract), "tract")
+        (Box::new(Tract), "tract")
+    })
 }
 
 fn run_onnx(runtime: &dyn Runtime, onnx: &[u8], batch: &Batch) -> Result<Vec<f32>, String> {
@@ -102,6 +111,7 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
     let batch = probe(&spec.input, PROBE_ROWS);
     let expected = train::predict(net, &batch)?;
     let (runtime, runtime_name) = runtime();
+    let runtime_name: &'static str = runtime_name;
     let got = run_onnx(runtime.as_ref(), &onnx, &batch).map_err(|e| {
         TaskError::Invalid(format!(
             "ONNX export: {runtime_name} cannot run the file: {e}"
@@ -125,6 +135,57 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
                     None => "the outputs differ in size or are not finite".into(),
                 }
             )))
+        }
+    }
+}
+
+/// What `trainyard models export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// The version's checked `model.onnx`, as served.
+    Onnx,
+    /// Its weights under PyTorch's names and layouts.
+    Safetensors,
+}
+
+/// The bytes of model version `reference` (`NAME:VERSION`, or `NAME` for its latest) in
+/// `format`, with the `NAME:VERSION` it resolved to.
+pub async fn export_version(
+    client: &trainyard_client::Client,
+    reference: &str,
+    format: ExportFormat,
+) -> Result<(String, Vec<u8>), TaskError> {
+    use trainyard_client::runs::{download_uri, model_source};
+    match format {
+        ExportFormat::Onnx => {
+            let (name, version, uri) = model_source(client, reference).await?;
+            let bytes = download_uri(client, &format!("{uri}/{}", crate::train::ONNX_FILE))
+                .await
+                .map_err(|e| {
+                    TaskError::from(e).context(format!(
+                        "{name}:{version} has no {} (versions trained before ONNX export, imported                          without one, or with layers the export does not cover yet; its                          `trainyard.onnx` tag says why)",
+                        crate::train::ONNX_FILE
+                    ))
+                })?;
+            Ok((format!("{name}:{version}"), bytes))
+        }
+        ExportFormat::Safetensors => {
+            let model = crate::evaluate::load_model(client, reference, "cpu").await?;
+            let graph = export::graph(&model.network, &model.card.spec, &model.name)?;
+            let metadata = std::collections::BTreeMap::from([
+                ("format".to_string(), "pt".to_string()),
+                (
+                    "trainyard.model".to_string(),
+                    format!("{}:{}", model.name, model.version),
+                ),
+                (
+                    "trainyard.spec".to_string(),
+                    serde_json::to_string(&model.card.spec)?,
+                ),
+            ]);
+            let bytes = trainyard_models::safetensors::encode(&graph, metadata)
+                .map_err(|e| TaskError::Invalid(format!("safetensors export: {e}")))?;
+            Ok((format!("{}:{}", model.name, model.version), bytes))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `trainyard runs ls | show | metrics` and `trainyard models ls | show`: tracking from
 //! the terminal, over the REST v1 views.
 
+use anyhow::Context;
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::Value;
@@ -68,6 +69,33 @@ pub enum ModelsCommand {
         client: ClientArgs,
         name: String,
     },
+    /// Write a model version to a file: its ONNX file, or its weights as safetensors
+    /// (PyTorch names and layouts).
+    Export {
+        /// The server to talk to.
+        #[arg(
+            long,
+            env = "TRAINYARD_SERVER",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        server: String,
+        /// API token; defaults to the local server's `<data-dir>/admin-token`.
+        #[arg(long, env = "TRAINYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// `MODEL:VERSION` (or `MODEL` for its latest version).
+        model: String,
+        #[arg(long, value_enum, default_value_t = ExportChoice::Onnx)]
+        format: ExportChoice,
+        /// Where to write the file.
+        #[arg(long, short = 'o')]
+        output: std::path::PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ExportChoice {
+    Onnx,
+    Safetensors,
 }
 
 fn text(v: &Value) -> String {
@@ -243,6 +271,41 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
 
 pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
     match command {
+        ModelsCommand::Export {
+            server,
+            token,
+            model,
+            format,
+            output,
+        } => {
+            let client = crate::client::connect(&ClientArgs {
+                server,
+                token,
+                output: Format::Table,
+            })?;
+            let format = match format {
+                ExportChoice::Onnx => trainyard_tasks::export::ExportFormat::Onnx,
+                ExportChoice::Safetensors => trainyard_tasks::export::ExportFormat::Safetensors,
+            };
+            let (version, bytes) =
+                trainyard_tasks::export::export_version(&client, &model, format).await?;
+            // A temporary name, then a rename: a cut-off export never looks like a file.
+            let partial = output.with_extension("partial");
+            std::fs::write(&partial, &bytes)
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+            std::fs::rename(&partial, &output)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            println!(
+                "wrote {version} as {} to {} ({} bytes)",
+                match format {
+                    trainyard_tasks::export::ExportFormat::Onnx => "onnx",
+                    trainyard_tasks::export::ExportFormat::Safetensors => "safetensors",
+                },
+                output.display(),
+                bytes.len()
+            );
+            Ok(0)
+        }
         ModelsCommand::Load { client: args, name } => {
             let client = crate::client::connect(&args)?;
             let path = format!(
