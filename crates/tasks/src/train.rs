@@ -205,11 +205,15 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
             card.signature().to_string(),
         ),
         ("trainyard.format".to_string(), "burnpack".to_string()),
+        // How the version came to be (later: imported, exported, fine-tuned).
+        ("trainyard.lineage".to_string(), "trained".to_string()),
     ];
     // Every version the engine trains is servable through /v2 when its layers export: the
     // file sits beside the weights, where the registry source finds `model.onnx`.
     match exported {
         Ok(e) => {
+            tags.push(("trainyard.parameters".to_string(), e.parameters.to_string()));
+            tags.push(("trainyard.onnx.bytes".to_string(), e.onnx.len().to_string()));
             run.upload(&format!("model/{ONNX_FILE}"), e.onnx).await?;
             println!(
                 "exported model/{ONNX_FILE} (opset {}): {} agrees with the engine, max |Δ| {:.2e} at output scale {:.2e}",
