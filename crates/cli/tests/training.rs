@@ -235,6 +235,56 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
     for shape in [vec![256, 64], vec![128, 256], vec![10, 128]] {
         assert!(shapes.contains(&shape), "{shapes:?}");
     }
+    // Import: the exported file registers under a new name and serves the same numbers; a
+    // truncated file is refused before anything is registered.
+    let imported = ok(server.cli(&[
+        "models",
+        "import",
+        &onnx.display().to_string(),
+        "--name",
+        "imported-cnn",
+        "--license",
+        "Apache-2.0",
+    ]));
+    assert!(
+        imported.contains("imported cnn.onnx as imported-cnn:1"),
+        "{imported}"
+    );
+    let mv = server
+        .get_json("/api/2.0/mlflow/model-versions/get?name=imported-cnn&version=1")
+        .await;
+    let tags = mv["model_version"]["tags"].to_string();
+    for want in [
+        r#""key":"trainyard.lineage","value":"imported""#,
+        r#""key":"trainyard.license","value":"Apache-2.0""#,
+        r#""key":"trainyard.onnx.opset","value":"17""#,
+    ] {
+        assert!(tags.contains(want), "{want} in {tags}");
+    }
+    served_like_the_engine(&server, "imported-cnn", "digits-cnn-predictions").await;
+    let truncated = dir.path().join("truncated.onnx");
+    let whole = std::fs::read(&onnx).unwrap();
+    std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();
+    let refused = server.cli(&[
+        "models",
+        "import",
+        &truncated.display().to_string(),
+        "--name",
+        "broken",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("truncated.onnx"),
+        "{}",
+        text(&refused)
+    );
+    let r = server
+        .get("/api/2.0/mlflow/registered-models/get?name=broken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing half-registered");
+
     let missing = server.cli(&[
         "models",
         "export",
@@ -516,4 +566,80 @@ async fn a_training_job_runs_the_servers_program_not_the_clients() {
         versions["registered_model"]["latest_versions"][0]["version"], "1",
         "{versions}"
     );
+}
+
+/// An ONNX file made by another exporter (the `onnx` package: `tests/triton_client/
+/// make_models.py`'s `tiny`, committed as the serving tests' fixture) imports as a version
+/// and serves as is; a file that is not ONNX is refused with its name, registering nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_onnx_file_imports_and_serves() {
+    let server = server().await;
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../serve/tests/fixtures/repo/tiny/1/model.onnx");
+    let out = ok(server.cli(&[
+        "models",
+        "import",
+        &fixture.display().to_string(),
+        "--name",
+        "tiny",
+        "-o",
+        "json",
+    ]));
+    let imported: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(imported["version"], "1", "{imported}");
+    assert_eq!(imported["operators"], serde_json::json!(["Gemm"]));
+    let answer: Value = server
+        .post("/v2/models/tiny/infer")
+        .json(&serde_json::json!({"inputs": [{
+            "name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0],
+        }]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // w = [[0, 1, 2, 3], [4, 5, 6, 7]] / 8, b = [0.5, -0.5]
+    assert_eq!(
+        answer["outputs"][0]["data"],
+        serde_json::json!([3.0, 7.0]),
+        "{answer}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("weights.onnx");
+    std::fs::write(&garbage, b"PK\x03\x04 this is a zip, not ONNX").unwrap();
+    let refused = server.cli(&[
+        "models",
+        "import",
+        &garbage.display().to_string(),
+        "--name",
+        "garbage",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("weights.onnx"),
+        "{}",
+        text(&refused)
+    );
+    let bad_license = server.cli(&[
+        "models",
+        "import",
+        &fixture.display().to_string(),
+        "--name",
+        "garbage",
+        "--license",
+        "<b>",
+    ]);
+    assert!(
+        text(&bad_license).contains("--license"),
+        "{}",
+        text(&bad_license)
+    );
+    let r = server
+        .get("/api/2.0/mlflow/registered-models/get?name=garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

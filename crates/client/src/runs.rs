@@ -68,6 +68,65 @@ impl RunClient {
         })
     }
 
+    /// Starts a new run named `run_name` in experiment `experiment` (created when missing):
+    /// for work done outside a job, such as an import from the user's machine.
+    pub async fn create(
+        client: Client,
+        experiment: &str,
+        run_name: &str,
+    ) -> Result<Self, ClientError> {
+        let found = client
+            .json::<Value>(
+                client
+                    .request(Method::GET, "/api/2.0/mlflow/experiments/get-by-name")
+                    .query(&[("experiment_name", experiment)]),
+            )
+            .await;
+        let experiment_id = match found {
+            Ok(v) => v["experiment"]["experiment_id"]
+                .as_str()
+                .map(str::to_string),
+            Err(e) if e.code() == Some("RESOURCE_DOES_NOT_EXIST") => {
+                let created: Value = client
+                    .json(
+                        client
+                            .request(Method::POST, "/api/2.0/mlflow/experiments/create")
+                            .json(&json!({ "name": experiment })),
+                    )
+                    .await?;
+                created["experiment_id"].as_str().map(str::to_string)
+            }
+            Err(e) => return Err(e),
+        }
+        .ok_or_else(|| ClientError::Unexpected(format!("experiment `{experiment}` has no id")))?;
+        let run: Value = client
+            .json(
+                client
+                    .request(Method::POST, "/api/2.0/mlflow/runs/create")
+                    .json(&json!({
+                        "experiment_id": experiment_id,
+                        "run_name": run_name,
+                        "start_time": trainyard_core::time::now_ms(),
+                    })),
+            )
+            .await?;
+        let run_id = run["run"]["info"]["run_id"]
+            .as_str()
+            .ok_or_else(|| ClientError::Unexpected("the new run has no id".into()))?
+            .to_string();
+        Self::for_run(client, run_id).await
+    }
+
+    /// Ends the run with `status` (`FINISHED`, `FAILED`).
+    pub async fn end(&self, status: &str) -> Result<(), ClientError> {
+        self.post(
+            "runs/update",
+            json!({"run_id": self.run_id, "status": status, "end_time": trainyard_core::time::now_ms()}),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub fn artifact_uri(&self, path: &str) -> String {
         format!("mlflow-artifacts:/{}/{path}", self.artifact_root)
     }

@@ -59,6 +59,77 @@ pub fn encode(graph: &Graph, outputs: Option<usize>) -> Result<Vec<u8>, ModelsEr
     Ok(model.encode_to_vec())
 }
 
+/// What an ONNX file says of itself, read without running it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The default domain's opset (0 when the file names none).
+    pub opset: i64,
+    pub producer: String,
+    /// Graph inputs that are not initializers, with their dimensions (`-1`: symbolic).
+    pub inputs: Vec<(String, Vec<i64>)>,
+    pub outputs: Vec<(String, Vec<i64>)>,
+    pub nodes: usize,
+    /// Operator types used, sorted, each once.
+    pub operators: Vec<String>,
+}
+
+/// Reads an ONNX file's header and graph outline; a file that is not a decodable ONNX
+/// model, or has no graph, is refused.
+pub fn inspect(bytes: &[u8]) -> Result<Summary, ModelsError> {
+    let model = pb::ModelProto::decode(bytes).map_err(|e| ModelsError::Invalid {
+        at: "file".into(),
+        message: format!("not an ONNX model: {e}"),
+    })?;
+    let graph = model.graph.ok_or_else(|| ModelsError::Invalid {
+        at: "file".into(),
+        message: "an ONNX model without a graph".into(),
+    })?;
+    let initialized: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let dims = |v: &pb::ValueInfoProto| -> Vec<i64> {
+        match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(pb::type_proto::Value::TensorType(t)) => t
+                .shape
+                .as_ref()
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match d.value {
+                            Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) => n,
+                            _ => -1,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    };
+    let mut operators: Vec<String> = graph.node.iter().map(|n| n.op_type.clone()).collect();
+    operators.sort();
+    operators.dedup();
+    Ok(Summary {
+        opset: model
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version),
+        producer: model.producer_name,
+        inputs: graph
+            .input
+            .iter()
+            .filter(|i| !initialized.contains(i.name.as_str()))
+            .map(|i| (i.name.clone(), dims(i)))
+            .collect(),
+        outputs: graph
+            .output
+            .iter()
+            .map(|o| (o.name.clone(), dims(o)))
+            .collect(),
+        nodes: graph.node.len(),
+        operators,
+    })
+}
+
 #[derive(Default)]
 struct Builder {
     nodes: Vec<pb::NodeProto>,
@@ -618,6 +689,25 @@ mod tests {
             })
             .collect();
         close(&got, &[pooled.iter().sum::<f32>() / 4.0]);
+    }
+
+    #[test]
+    fn a_written_file_reads_back_and_garbage_is_refused() {
+        let graph = Graph {
+            name: "s".into(),
+            sample_shape: vec![1, 3, 3],
+            layers: vec![named("l0", Layer::Flatten), named("l1", Layer::Relu)],
+        };
+        let bytes = encode(&graph, Some(9)).unwrap();
+        let summary = inspect(&bytes).unwrap();
+        assert_eq!(summary.opset, OPSET);
+        assert_eq!(summary.producer, "trainyard");
+        assert_eq!(summary.inputs, [("input".to_string(), vec![-1, 1, 3, 3])]);
+        assert_eq!(summary.outputs, [("output".to_string(), vec![-1, 9])]);
+        assert_eq!(summary.operators, ["Flatten", "Identity", "Relu"]);
+        for bad in [&b"not onnx at all"[..], &bytes[..bytes.len() / 2], &[]] {
+            assert!(inspect(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

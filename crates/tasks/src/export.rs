@@ -56,6 +56,11 @@ pub fn probe(shape: &[usize], rows: usize) -> Batch {
 
 /// The runtime that checks exports: ONNX Runtime when its library is found, else tract.
 /// Made once per process: ONNX Runtime allows one environment per process.
+pub(crate) fn checking_runtime() -> (&'static dyn Runtime, &'static str) {
+    let (runtime, name) = runtime();
+    (runtime.as_ref(), name)
+}
+
 fn runtime() -> &'static (Box<dyn Runtime>, &'static str) {
     static RUNTIME: std::sync::OnceLock<(Box<dyn Runtime>, &'static str)> =
         std::sync::OnceLock::new();

@@ -7,6 +7,7 @@
 mod error;
 pub mod evaluate;
 pub mod export;
+pub mod import;
 pub mod predict;
 pub mod report;
 pub mod train;

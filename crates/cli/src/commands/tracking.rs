@@ -69,6 +69,19 @@ pub enum ModelsCommand {
         client: ClientArgs,
         name: String,
     },
+    /// Register an ONNX file (from any exporter) as a new version of NAME; it serves as is.
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The `.onnx` file.
+        path: std::path::PathBuf,
+        /// The registered model the file becomes a version of.
+        #[arg(long)]
+        name: String,
+        /// Its licence, as an SPDX identifier (unknown when not given).
+        #[arg(long)]
+        license: Option<String>,
+    },
     /// Write a model version to a file: its ONNX file, or its weights as safetensors
     /// (PyTorch names and layouts).
     Export {
@@ -271,6 +284,48 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<i32> {
 
 pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
     match command {
+        ModelsCommand::Import {
+            client: args,
+            path,
+            name,
+            license,
+        } => {
+            let client = crate::client::connect(&args)?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let origin = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string());
+            let imported = trainyard_tasks::import::import_onnx(
+                &client,
+                bytes,
+                &origin,
+                &name,
+                license.as_deref(),
+            )
+            .await?;
+            if args.output == Format::Json {
+                print_json(&serde_json::json!({
+                    "name": imported.name,
+                    "version": imported.version,
+                    "run_id": imported.run_id,
+                    "opset": imported.summary.opset,
+                    "operators": imported.summary.operators,
+                }));
+            } else {
+                println!(
+                    "imported {origin} as {}:{} (opset {}, {} nodes; {} loads it); served at /v2/models/{}",
+                    imported.name,
+                    imported.version,
+                    imported.summary.opset,
+                    imported.summary.nodes,
+                    imported.runtime,
+                    imported.name
+                );
+            }
+            Ok(0)
+        }
         ModelsCommand::Export {
             server,
             token,
