@@ -439,6 +439,32 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
         ),
         (r#"{"command": []}"#, 400, "invalid_field", Some("command")),
         (r#"{"name": "x"}"#, 400, "invalid_field", Some("command")),
+        // A built-in task is one of the platform's own, never its supervisor or a path, and
+        // never together with a command.
+        (
+            r#"{"task": {"kind": "shim", "args": ["--dir", "/"]}}"#,
+            400,
+            "invalid_field",
+            None,
+        ),
+        (
+            r#"{"task": {"kind": "/bin/sh"}}"#,
+            400,
+            "invalid_field",
+            None,
+        ),
+        (
+            r#"{"command": ["true"], "task": {"kind": "train"}}"#,
+            400,
+            "invalid_field",
+            Some("task"),
+        ),
+        (
+            r#"{"task": {"kind": "eval", "args": ["a\u0000b"]}}"#,
+            400,
+            "invalid_field",
+            Some("task.args[0]"),
+        ),
         (
             r#"{"command": "true"}"#,
             400,
