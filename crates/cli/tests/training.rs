@@ -172,6 +172,14 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
             trained.contains("exported model/model.onnx (opset 17)"),
             "{trained}"
         );
+        // scripts/test runs this test again with ONNX Runtime's library named: the export
+        // check (in the job) and the serving below then run on it instead of tract.
+        if std::env::var_os("TRAINYARD_ORT_LIB").is_some() {
+            assert!(
+                trained.contains("onnxruntime agrees with the engine"),
+                "{trained}"
+            );
+        }
         let tagged: f64 = tag("eval.digits.test.accuracy").unwrap().parse().unwrap();
         assert!((tagged - accuracy).abs() < 1e-4);
     }
@@ -340,6 +348,13 @@ async fn served_like_the_engine(server: &Server, model: &str, predictions: &str)
         .json()
         .await
         .unwrap();
+    let metadata = server.get_json(&format!("/v2/models/{model}")).await;
+    let runtime = metadata["parameters"]["runtime"]
+        .as_str()
+        .unwrap_or_default();
+    if std::env::var_os("TRAINYARD_ORT_LIB").is_some() {
+        assert_eq!(runtime, "onnxruntime", "{metadata}");
+    }
     let output = &answer["outputs"][0];
     assert_eq!(output["shape"], serde_json::json!([rows, 10]), "{answer}");
     let served: Vec<f64> = output["data"]

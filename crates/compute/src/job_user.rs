@@ -16,7 +16,18 @@ pub const DEFAULT_JOB_USER: &str = "trainyard-job";
 /// Variables of the server's environment a job may see; everything else is dropped (the
 /// server's environment holds its secrets and configuration). A job's own `env` and the
 /// tracking variables are added on top.
-const PASSED_ENV: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR"];
+///
+/// `TRAINYARD_ORT_LIB` (a path, no secret) goes along so that a built-in task checks its
+/// ONNX export on the ONNX Runtime library the server serves with.
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "TRAINYARD_ORT_LIB",
+];
 
 /// Uids given to jobs one each (systemd's range for dynamic users): jobs of one account
 /// could read each other's `/proc/<pid>/environ` (their tokens) and signal each other.
