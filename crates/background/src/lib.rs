@@ -357,32 +357,37 @@ impl Background {
                 worker: name.to_string(),
             })
             .clone();
+        /// Takes the operation off `pending` however `retry` ends, a dropped future included.
+        struct Pending(Option<Gauge>);
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                if let Some(g) = self.0.take() {
+                    g.dec();
+                }
+            }
+        }
         let mut tries = 0u32;
-        let mut waiting = false;
-        let result = loop {
+        let mut waiting = Pending(None);
+        loop {
             match op().await {
-                Ok(v) => break Ok(v),
+                Ok(v) => return Ok(v),
                 Err(e) => {
                     tries += 1;
                     self.count(&self.inner.metrics.errors, name);
                     if backoff.max_tries.is_some_and(|max| tries >= max) {
                         tracing::error!(worker = name, error = %e, tries, "{what}: giving up");
-                        break Err(e);
+                        return Err(e);
                     }
                     let pause = backoff.pause(tries);
                     tracing::warn!(worker = name, error = %e, tries, ?pause, "{what}; will retry");
-                    if !waiting {
+                    if waiting.0.is_none() {
                         pending.inc();
-                        waiting = true;
+                        waiting.0 = Some(pending.clone());
                     }
                     tokio::time::sleep(pause).await;
                 }
             }
-        };
-        if waiting {
-            pending.dec();
         }
-        result
     }
 }
 
@@ -506,6 +511,26 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(tries.load(Ordering::SeqCst), 3);
         assert_eq!(bg.pending("ship"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_retry_dropped_while_waiting_is_no_longer_pending() {
+        let bg = Background::new();
+        let slow = Backoff {
+            first: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+            max_tries: None,
+        };
+        let bg2 = bg.clone();
+        let task = tokio::spawn(async move {
+            let _: Result<(), &str> = bg2
+                .retry("w", "writing", &slow, || async { Err("down") })
+                .await;
+        });
+        wait_for(|| bg.pending("w") == 1).await;
+        task.abort();
+        let _ = task.await;
+        assert_eq!(bg.pending("w"), 0);
     }
 
     #[tokio::test]

@@ -87,14 +87,27 @@ impl RunClient {
                 .as_str()
                 .map(str::to_string),
             Err(e) if e.code() == Some("RESOURCE_DOES_NOT_EXIST") => {
-                let created: Value = client
-                    .json(
+                let created = client
+                    .json::<Value>(
                         client
                             .request(Method::POST, "/api/2.0/mlflow/experiments/create")
                             .json(&json!({ "name": experiment })),
                     )
-                    .await?;
-                created["experiment_id"].as_str().map(str::to_string)
+                    .await;
+                match created {
+                    Ok(v) => v["experiment_id"].as_str().map(str::to_string),
+                    // Another client made it meanwhile: use theirs.
+                    Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => client
+                        .json::<Value>(
+                            client
+                                .request(Method::GET, "/api/2.0/mlflow/experiments/get-by-name")
+                                .query(&[("experiment_name", experiment)]),
+                        )
+                        .await?["experiment"]["experiment_id"]
+                        .as_str()
+                        .map(str::to_string),
+                    Err(e) => return Err(e),
+                }
             }
             Err(e) => return Err(e),
         }
@@ -245,23 +258,40 @@ impl RunClient {
                     .json(&json!({"name": name})),
             )
             .await;
-        if let Err(e) = created {
+        let made_here = match created {
+            Ok(_) => true,
             // Already registered is the usual case after the first training.
-            if e.code() != Some("RESOURCE_ALREADY_EXISTS") {
-                return Err(e);
-            }
-        }
+            Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => false,
+            Err(e) => return Err(e),
+        };
         let tags: Vec<Value> = tags
             .iter()
             .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
-        let version: Value = self
+        let version = self
             .post(
                 "model-versions/create",
                 json!({"name": name, "source": source, "run_id": self.run_id,
                        "description": description, "tags": tags}),
             )
-            .await?;
+            .await;
+        let version = match version {
+            Ok(v) => v,
+            Err(e) => {
+                // A model this call made must not stay behind empty.
+                if made_here {
+                    let _ = self
+                        .client
+                        .send(
+                            self.client
+                                .request(Method::DELETE, "/api/2.0/mlflow/registered-models/delete")
+                                .json(&json!({"name": name})),
+                        )
+                        .await;
+                }
+                return Err(e);
+            }
+        };
         version["model_version"]["version"]
             .as_str()
             .map(str::to_string)

@@ -1,7 +1,7 @@
 //! A [`Graph`] as an ONNX model: opset 17, one `f32` input `input` of `[batch, ..sample]`
 //! (the batch dimension symbolic), one output `output` of `[batch, outputs]`, weights as
 //! initializers. Only operators that every ONNX runtime of the last years runs are used:
-//! batch norm is folded into a multiply-add, layer norm and GELU are written out from
+//! batch norm is written as subtract-multiply-add, layer norm and GELU are written out from
 //! `ReduceMean`, `Erf` and arithmetic, so ONNX Runtime and tract load the file alike.
 
 use prost::Message;
@@ -84,6 +84,16 @@ pub fn inspect(bytes: &[u8]) -> Result<Summary, ModelsError> {
         at: "file".into(),
         message: "an ONNX model without a graph".into(),
     })?;
+    // Weights kept in files beside the model cannot come along with it, and a runtime
+    // resolving their paths would read files of whatever machine loads it.
+    if let Some(tensor) = external_tensor(&graph) {
+        return Err(ModelsError::Invalid {
+            at: "file".into(),
+            message: format!(
+                "tensor `{tensor}` keeps its data in an external file; save the model with its weights inside (onnx.save(model, path, save_as_external_data=False))"
+            ),
+        });
+    }
     let initialized: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let dims = |v: &pb::ValueInfoProto| -> Vec<i64> {
@@ -128,6 +138,38 @@ pub fn inspect(bytes: &[u8]) -> Result<Summary, ModelsError> {
         nodes: graph.node.len(),
         operators,
     })
+}
+
+/// The first tensor anywhere in `graph` (initializers, sparse initializers, node
+/// attributes, subgraphs) whose data lives in an external file.
+fn external_tensor(graph: &pb::GraphProto) -> Option<String> {
+    fn external(t: &pb::TensorProto) -> Option<String> {
+        (t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
+            || !t.external_data.is_empty())
+        .then(|| t.name.clone())
+    }
+    fn sparse(s: &pb::SparseTensorProto) -> Option<String> {
+        s.values.iter().chain(s.indices.iter()).find_map(external)
+    }
+    graph
+        .initializer
+        .iter()
+        .find_map(external)
+        .or_else(|| graph.sparse_initializer.iter().find_map(sparse))
+        .or_else(|| {
+            graph.node.iter().flat_map(|n| &n.attribute).find_map(|a| {
+                a.t.iter()
+                    .chain(&a.tensors)
+                    .find_map(external)
+                    .or_else(|| {
+                        a.sparse_tensor
+                            .iter()
+                            .chain(&a.sparse_tensors)
+                            .find_map(sparse)
+                    })
+                    .or_else(|| a.g.iter().chain(&a.graphs).find_map(external_tensor))
+            })
+        })
 }
 
 #[derive(Default)]
@@ -263,27 +305,25 @@ impl Builder {
                 ] {
                     self.vector(at, what, w, c)?;
                 }
-                // y = x · scale + shift, the running statistics folded in (in f64).
-                let mut scale = Vec::with_capacity(c);
-                let mut shift = Vec::with_capacity(c);
-                for i in 0..c {
-                    let s =
-                        f64::from(gamma.values[i]) / (f64::from(var.values[i]) + epsilon).sqrt();
-                    scale.push(s as f32);
-                    shift.push((f64::from(beta.values[i]) - f64::from(mean.values[i]) * s) as f32);
-                }
-                // Shaped [C, 1, ..] so it broadcasts over axis 1 of [N, C, ..].
+                // y = (x − mean) · scale + beta with scale = gamma / √(var + ε): burn's order
+                // of operations, so no cancellation when |mean| is large.
+                let scale: Vec<f32> = (0..c)
+                    .map(|i| {
+                        (f64::from(gamma.values[i]) / (f64::from(var.values[i]) + epsilon).sqrt())
+                            as f32
+                    })
+                    .collect();
+                // Shaped [C, 1, ..] so they broadcast over axis 1 of [N, C, ..].
                 let mut shape = vec![c];
                 shape.extend(std::iter::repeat_n(1, rank - 2));
-                let s = self.weights(
-                    &format!("{at}.scale"),
-                    &Weights::new(shape.clone(), scale),
-                    at,
-                )?;
-                let t = self.weights(&format!("{at}.shift"), &Weights::new(shape, shift), at)?;
-                let y = self.node("Mul", &format!("{at}.scale_mul"), vec![x, s], vec![]);
+                let shaped = |values: &[f32]| Weights::new(shape.clone(), values.to_vec());
+                let m = self.weights(&format!("{at}.mean"), &shaped(&mean.values), at)?;
+                let s = self.weights(&format!("{at}.scale"), &shaped(&scale), at)?;
+                let b = self.weights(&format!("{at}.beta"), &shaped(&beta.values), at)?;
+                let y = self.node("Sub", &format!("{at}.centre"), vec![x, m], vec![]);
+                let y = self.node("Mul", &format!("{at}.scale_mul"), vec![y, s], vec![]);
                 (
-                    self.node("Add", &format!("{at}.shift_add"), vec![y, t], vec![]),
+                    self.node("Add", &format!("{at}.beta_add"), vec![y, b], vec![]),
                     rank,
                 )
             }
@@ -708,6 +748,20 @@ mod tests {
         for bad in [&b"not onnx at all"[..], &bytes[..bytes.len() / 2], &[]] {
             assert!(inspect(bad).is_err(), "{bad:?}");
         }
+        // A weight in an external file (a path a loader would open) is refused by name.
+        let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        graph.initializer.push(pb::TensorProto {
+            name: "w".into(),
+            data_location: Some(pb::tensor_proto::DataLocation::External as i32),
+            external_data: vec![pb::StringStringEntryProto {
+                key: "location".into(),
+                value: "/etc/shadow".into(),
+            }],
+            ..Default::default()
+        });
+        let err = inspect(&model.encode_to_vec()).unwrap_err().to_string();
+        assert!(err.contains("`w`") && err.contains("external"), "{err}");
     }
 
     #[test]

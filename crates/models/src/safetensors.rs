@@ -1,7 +1,8 @@
 //! A [`Graph`]'s weights as a safetensors file, named and laid out as PyTorch names and lays
 //! out the same layers (`layers.0.weight`; a linear weight as `[out, in]`; batch norm's
-//! `weight`, `bias`, `running_mean`, `running_var`), so the file loads into the equivalent
-//! `torch.nn.Sequential` with `load_state_dict`.
+//! `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`), so the file
+//! loads with a strict `load_state_dict` into a module whose `layers` is the equivalent
+//! `torch.nn.Sequential`.
 
 use std::collections::BTreeMap;
 
@@ -117,6 +118,21 @@ pub fn encode(graph: &Graph, metadata: BTreeMap<String, String>) -> Result<Vec<u
             )
         })
         .collect();
+    // PyTorch's batch norm also keeps a step counter; a strict `load_state_dict` wants it.
+    let counters: Vec<String> = tensors
+        .keys()
+        .filter_map(|k| k.strip_suffix(".running_var"))
+        .map(|prefix| format!("{prefix}.num_batches_tracked"))
+        .collect();
+    let zero = 0i64.to_le_bytes();
+    let counter_views = counters.iter().map(|name| {
+        TensorView::new(Dtype::I64, Vec::new(), &zero)
+            .map(|v| (name.as_str(), v))
+            .map_err(|e| ModelsError::Invalid {
+                at: name.clone(),
+                message: e.to_string(),
+            })
+    });
     let views = bytes
         .iter()
         .map(|(name, (shape, data))| {
@@ -127,6 +143,7 @@ pub fn encode(graph: &Graph, metadata: BTreeMap<String, String>) -> Result<Vec<u
                     message: e.to_string(),
                 })
         })
+        .chain(counter_views)
         .collect::<Result<Vec<_>, _>>()?;
     let metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
     safetensors::serialize(views, Some(metadata)).map_err(|e| ModelsError::Invalid {

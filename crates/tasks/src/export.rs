@@ -99,7 +99,8 @@ fn run_onnx(runtime: &dyn Runtime, onnx: &[u8], batch: &Batch) -> Result<Vec<f32
 
 /// Largest absolute difference, and the output scale it is judged against.
 fn compare(engine: &[f32], onnx: &[f32]) -> Option<(f64, f64)> {
-    if engine.len() != onnx.len() {
+    // `max` skips NaN, so a NaN on either side must refuse the comparison outright.
+    if engine.len() != onnx.len() || engine.iter().chain(onnx).any(|v| !v.is_finite()) {
         return None;
     }
     let scale = engine.iter().fold(1f64, |m, v| m.max(f64::from(v.abs())));
@@ -107,7 +108,7 @@ fn compare(engine: &[f32], onnx: &[f32]) -> Option<(f64, f64)> {
         .iter()
         .zip(onnx)
         .fold(0f64, |m, (a, b)| m.max(f64::from((a - b).abs())));
-    (diff.is_finite()).then_some((diff, scale))
+    Some((diff, scale))
 }
 
 /// Exports `net` (built from `spec`) as `name` and checks the file.
@@ -171,7 +172,7 @@ pub async fn export_version(
                 .await
                 .map_err(|e| {
                     TaskError::from(e).context(format!(
-                        "{name}:{version} has no {} (versions trained before ONNX export, imported                          without one, or with layers the export does not cover yet; its                          `trainyard.onnx` tag says why)",
+                        "{name}:{version} has no {} (versions trained before ONNX export, or with layers the export does not cover yet: its `trainyard.onnx` tag says why)",
                         crate::train::ONNX_FILE
                     ))
                 })?;
@@ -342,6 +343,15 @@ mod tests {
         );
         let err = export_onnx(&net, &spec, "t").err().unwrap().to_string();
         assert!(err.contains("layers[0] (embedding)"), "{err}");
+    }
+
+    #[test]
+    fn a_nan_or_a_size_mismatch_never_passes_the_check() {
+        assert_eq!(compare(&[1.0, 2.0], &[1.0, 2.0]), Some((0.0, 2.0)));
+        assert_eq!(compare(&[1.0, 2.0], &[1.0, f32::NAN]), None);
+        assert_eq!(compare(&[f32::NAN, 2.0], &[1.0, 2.0]), None);
+        assert_eq!(compare(&[1.0], &[1.0, 2.0]), None);
+        assert_eq!(compare(&[1.0], &[f32::INFINITY]), None);
     }
 
     #[test]

@@ -101,7 +101,11 @@ pub async fn import_onnx(
     .await;
     match registered {
         Ok(version) => {
-            run.end("FINISHED").await?;
+            // The version exists: a run that cannot be closed is worth a warning, not a
+            // failure (a retry would register the file twice).
+            if let Err(e) = run.end("FINISHED").await {
+                eprintln!("warning: run {} stays open: {e}", run.run_id);
+            }
             Ok(Imported {
                 name: name.to_string(),
                 version,
@@ -111,6 +115,10 @@ pub async fn import_onnx(
             })
         }
         Err(e) => {
+            // Nothing half-made stays: the uploaded file goes, the run is marked failed.
+            let _ = run
+                .delete(&format!("model/{}", crate::train::ONNX_FILE))
+                .await;
             let _ = run.end("FAILED").await;
             Err(TaskError::from(e).context(format!("registering {origin} as {name}")))
         }

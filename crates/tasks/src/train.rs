@@ -165,11 +165,25 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
             let weights = train::weights(&net)?;
             // The ONNX file is made from the weights as inference reads them back (batch
             // norm on its running statistics), on the CPU.
-            let exported = trainyard_engine::device::DeviceSpec::Cpu
-                .device()
-                .and_then(|cpu| train::load(&spec, &weights, &cpu))
-                .map_err(TaskError::from)
-                .and_then(|inference| export_onnx(&inference, &spec, &config.name));
+            // The export is optional: whatever happens in it (a runtime's panic included)
+            // costs the version its ONNX file, never the trained weights.
+            let exported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                trainyard_engine::device::DeviceSpec::Cpu
+                    .device()
+                    .and_then(|cpu| train::load(&spec, &weights, &cpu))
+                    .map_err(TaskError::from)
+                    .and_then(|inference| export_onnx(&inference, &spec, &config.name))
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic without a message");
+                Err(TaskError::Invalid(format!(
+                    "ONNX export failed unexpectedly: {what}"
+                )))
+            });
             Ok::<_, TaskError>((weights, exported, outcome))
         })
         .await?

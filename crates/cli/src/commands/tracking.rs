@@ -344,12 +344,22 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             };
             let (version, bytes) =
                 trainyard_tasks::export::export_version(&client, &model, format).await?;
-            // A temporary name, then a rename: a cut-off export never looks like a file.
-            let partial = output.with_extension("partial");
-            std::fs::write(&partial, &bytes)
-                .with_context(|| format!("cannot write {}", partial.display()))?;
-            std::fs::rename(&partial, &output)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            // A hidden temporary name of its own beside the target, then a rename: a cut-off
+            // export never looks like a file, and never replaces someone else's.
+            let file_name = output
+                .file_name()
+                .with_context(|| format!("{} names no file", output.display()))?;
+            let partial = output.with_file_name(format!(
+                ".{}.{}.partial",
+                file_name.to_string_lossy(),
+                std::process::id()
+            ));
+            let written =
+                std::fs::write(&partial, &bytes).and_then(|()| std::fs::rename(&partial, &output));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&partial);
+                return Err(anyhow::anyhow!("cannot write {}: {e}", output.display()));
+            }
             println!(
                 "wrote {version} as {} to {} ({} bytes)",
                 match format {
