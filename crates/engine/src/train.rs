@@ -431,6 +431,12 @@ pub fn load(spec: &ResolvedSpec, weights: &[u8], device: &Device) -> Result<Netw
     Ok(net.load_record(record).valid())
 }
 
+/// Learnable parameters of a network (weights, biases, norm scales and shifts; not the
+/// running statistics), as PyTorch counts them.
+pub fn parameters(net: &Network) -> usize {
+    net.num_params()
+}
+
 /// The weights of a network, in burn's burnpack format.
 pub fn weights(net: &Network) -> Result<Vec<u8>, EngineError> {
     Ok(net

@@ -85,30 +85,6 @@ pub struct NamedLayer {
     pub layer: Layer,
 }
 
-impl Graph {
-    /// Learnable parameters (weights, biases, norm scales and shifts; not running
-    /// statistics), as PyTorch counts them.
-    pub fn parameters(&self) -> usize {
-        fn count(layers: &[NamedLayer]) -> usize {
-            layers
-                .iter()
-                .map(|l| match &l.layer {
-                    Layer::Linear { weight, bias } | Layer::Conv2d { weight, bias, .. } => {
-                        weight.values.len() + bias.as_ref().map_or(0, |b| b.values.len())
-                    }
-                    Layer::BatchNorm { gamma, beta, .. } => gamma.values.len() + beta.values.len(),
-                    Layer::LayerNorm { gamma, beta, .. } => {
-                        gamma.values.len() + beta.as_ref().map_or(0, |b| b.values.len())
-                    }
-                    Layer::Residual(inner) => count(inner),
-                    _ => 0,
-                })
-                .sum()
-        }
-        count(&self.layers)
-    }
-}
-
 /// A network: one `f32` input of `[N, ..sample]`, layers in order, one output `[N, outputs]`
 /// (a final rank above 2 is flattened, as the engine does).
 #[derive(Debug, Clone, PartialEq)]

@@ -27,8 +27,6 @@ pub struct Exported {
     pub runtime: &'static str,
     pub max_abs_diff: f64,
     pub scale: f64,
-    /// Learnable parameters of the network.
-    pub parameters: usize,
 }
 
 /// Deterministic inputs in [-2, 2) for `rows` samples of `shape` (a SplitMix64 stream), so
@@ -131,7 +129,6 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
             runtime: runtime_name,
             max_abs_diff: diff,
             scale,
-            parameters: graph.parameters(),
         }),
         found => {
             let at = first_difference(net, &graph, &batch, runtime.as_ref())

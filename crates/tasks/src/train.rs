@@ -184,11 +184,11 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
                     "ONNX export failed unexpectedly: {what}"
                 )))
             });
-            Ok::<_, TaskError>((weights, exported, outcome))
+            Ok::<_, TaskError>((weights, train::parameters(&net), exported, outcome))
         })
         .await?
     };
-    let (weights, exported, outcome) = match trained {
+    let (weights, parameters, exported, outcome) = match trained {
         Ok(t) => t,
         Err(e) => {
             if let Some(EngineError::NonFinite { .. }) = e.engine() {
@@ -221,12 +221,12 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         ("trainyard.format".to_string(), "burnpack".to_string()),
         // How the version came to be (later: imported, exported, fine-tuned).
         ("trainyard.lineage".to_string(), "trained".to_string()),
+        ("trainyard.parameters".to_string(), parameters.to_string()),
     ];
     // Every version the engine trains is servable through /v2 when its layers export: the
     // file sits beside the weights, where the registry source finds `model.onnx`.
     match exported {
         Ok(e) => {
-            tags.push(("trainyard.parameters".to_string(), e.parameters.to_string()));
             tags.push(("trainyard.onnx.bytes".to_string(), e.onnx.len().to_string()));
             run.upload(&format!("model/{ONNX_FILE}"), e.onnx).await?;
             println!(
