@@ -58,6 +58,17 @@ pub fn log_end(chunks: &[LogChunk]) -> u64 {
     chunks.iter().map(LogChunk::end).max().unwrap_or(0)
 }
 
+/// A streaming writer into the blob store whose memory stays bounded: object_store's
+/// default (10 MiB parts, 8 in flight) holds up to ~90 MiB per upload when the store is
+/// slower than the client; 5 MiB parts (S3's smallest) with 2 in flight hold ~15 MiB.
+pub fn bounded_writer(
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    location: object_store::path::Path,
+) -> object_store::buffered::BufWriter {
+    object_store::buffered::BufWriter::with_capacity(store, location, 5 << 20)
+        .with_max_concurrency(2)
+}
+
 impl Blobs {
     /// Opens the store and proves it is usable by writing and reading back a marker.
     pub async fn open(url: &str) -> Result<Self, StoreError> {

@@ -182,7 +182,7 @@ impl Blobs {
         use tokio::io::AsyncWriteExt;
         let location = Path::from(format!("{SHARD_UPLOADS}/{}", trainyard_core::new_id()));
         let mut writer =
-            object_store::buffered::BufWriter::new(self.object_store().clone(), location.clone());
+            crate::blobs::bounded_writer(self.object_store().clone(), location.clone());
         let mut hasher = sha2::Sha256::new();
         let mut size = 0u64;
         let mut start = Vec::new();

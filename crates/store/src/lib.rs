@@ -8,7 +8,7 @@ mod error;
 mod jobs;
 mod tokens;
 
-pub use blobs::{log_end, Blobs, LocalEntry, LogChunk};
+pub use blobs::{bounded_writer, log_end, Blobs, LocalEntry, LogChunk};
 pub use datasets::{DatasetSummary, DatasetVersion, StageRefused, StagedShard};
 pub use db::Db;
 pub use error::{redact_url, StoreError};

@@ -132,7 +132,7 @@ impl Tracking {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut writer = object_store::buffered::BufWriter::new(self.store().clone(), location);
+        let mut writer = trainyard_store::bounded_writer(self.store().clone(), location);
         let mut body = body;
         let mut written = 0u64;
         while let Some(chunk) = body.next().await {
@@ -236,8 +236,7 @@ impl Tracking {
         if numbers.is_empty() {
             return Err(invalid("A multipart upload needs at least one part"));
         }
-        let mut writer =
-            object_store::buffered::BufWriter::new(self.store().clone(), location(path)?);
+        let mut writer = trainyard_store::bounded_writer(self.store().clone(), location(path)?);
         for n in numbers {
             let part = match self
                 .store()
