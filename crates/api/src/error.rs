@@ -308,11 +308,7 @@ impl From<trainyard_datasets::DatasetError> for ApiError {
 /// What a request whose handler panicked gets: a 500 in the error shape, not a dropped
 /// connection. The panic's message goes to the log; the server goes on serving.
 pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("a panic without a message");
+    let what = trainyard_background::panic_message(&*panic);
     ApiError::internal(format!("a request handler panicked: {what}")).into_response()
 }
 

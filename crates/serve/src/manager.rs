@@ -369,11 +369,7 @@ impl ModelManager {
             {
                 Ok(result) => result,
                 Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| panic.downcast_ref::<&str>().copied())
-                        .unwrap_or("a panic without a message");
+                    let what = trainyard_background::panic_message(&*panic);
                     tracing::error!(model = %key.0, version = key.1, "the loader panicked: {what}");
                     Err(format!("the loader failed unexpectedly ({what})"))
                 }

@@ -161,14 +161,6 @@ fn split(outputs: Vec<Tensor>, jobs: &[Job], rows: usize) -> Result<Vec<Vec<Tens
     Ok(per_job)
 }
 
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
-}
-
 fn execute(instance: &mut dyn Instance, mut jobs: Vec<Job>, rows: usize, cx: &Context) {
     let started = Instant::now();
     let waits: Vec<Duration> = jobs.iter().map(|j| started - j.enqueued).collect();
@@ -189,7 +181,7 @@ fn execute(instance: &mut dyn Instance, mut jobs: Vec<Job>, rows: usize, cx: &Co
         .unwrap_or_else(|p| {
             Err(ServeError::internal(format!(
                 "the runtime panicked: {}",
-                panic_message(p)
+                trainyard_background::panic_message(&*p)
             )))
         });
     let infer_done = Instant::now();

@@ -175,13 +175,9 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
                     .and_then(|inference| export_onnx(&inference, &spec, &config.name))
             }))
             .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("a panic without a message");
                 Err(TaskError::Invalid(format!(
-                    "ONNX export failed unexpectedly: {what}"
+                    "ONNX export failed unexpectedly: {}",
+                    trainyard_background::panic_message(&*panic)
                 )))
             });
             Ok::<_, TaskError>((weights, train::parameters(&net), exported, outcome))
