@@ -75,17 +75,7 @@ impl RunClient {
         experiment: &str,
         run_name: &str,
     ) -> Result<Self, ClientError> {
-        let found = client
-            .json::<Value>(
-                client
-                    .request(Method::GET, "/api/2.0/mlflow/experiments/get-by-name")
-                    .query(&[("experiment_name", experiment)]),
-            )
-            .await;
-        let experiment_id = match found {
-            Ok(v) => v["experiment"]["experiment_id"]
-                .as_str()
-                .map(str::to_string),
+        let experiment_id = match experiment_id(&client, experiment).await {
             Err(e) if e.code() == Some("RESOURCE_DOES_NOT_EXIST") => {
                 let created = client
                     .json::<Value>(
@@ -95,23 +85,21 @@ impl RunClient {
                     )
                     .await;
                 match created {
-                    Ok(v) => v["experiment_id"].as_str().map(str::to_string),
-                    // Another client made it meanwhile: use theirs.
-                    Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => client
-                        .json::<Value>(
-                            client
-                                .request(Method::GET, "/api/2.0/mlflow/experiments/get-by-name")
-                                .query(&[("experiment_name", experiment)]),
-                        )
-                        .await?["experiment"]["experiment_id"]
+                    Ok(v) => v["experiment_id"]
                         .as_str()
-                        .map(str::to_string),
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            ClientError::Unexpected("the new experiment has no id".into())
+                        })?,
+                    // Another client made it meanwhile: use theirs.
+                    Err(e) if e.code() == Some("RESOURCE_ALREADY_EXISTS") => {
+                        experiment_id(&client, experiment).await?
+                    }
                     Err(e) => return Err(e),
                 }
             }
-            Err(e) => return Err(e),
-        }
-        .ok_or_else(|| ClientError::Unexpected(format!("experiment `{experiment}` has no id")))?;
+            found => found?,
+        };
         let run: Value = client
             .json(
                 client
@@ -301,6 +289,21 @@ impl RunClient {
                 ))
             })
     }
+}
+
+/// The id of the experiment named `name` (`RESOURCE_DOES_NOT_EXIST` when there is none).
+async fn experiment_id(client: &Client, name: &str) -> Result<String, ClientError> {
+    let found: Value = client
+        .json(
+            client
+                .request(Method::GET, "/api/2.0/mlflow/experiments/get-by-name")
+                .query(&[("experiment_name", name)]),
+        )
+        .await?;
+    found["experiment"]["experiment_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| ClientError::Unexpected(format!("experiment `{name}` has no id")))
 }
 
 /// Downloads an artifact by its `mlflow-artifacts:/` URI.
