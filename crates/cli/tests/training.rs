@@ -273,25 +273,7 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
     let truncated = dir.path().join("truncated.onnx");
     let whole = std::fs::read(&onnx).unwrap();
     std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();
-    let refused = server.cli(&[
-        "models",
-        "import",
-        &truncated.display().to_string(),
-        "--name",
-        "broken",
-    ]);
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused).contains("truncated.onnx"),
-        "{}",
-        text(&refused)
-    );
-    let r = server
-        .get("/api/2.0/mlflow/registered-models/get?name=broken")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404, "nothing half-registered");
+    import_is_refused(&server, &truncated, "broken", &[], "truncated.onnx").await;
 
     let missing = server.cli(&[
         "models",
@@ -311,6 +293,46 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
     ])))
     .unwrap();
     assert_eq!(stats["prediction"]["count"], 1797, "{stats}");
+}
+
+/// `/v2/models/{model}/infer` with one FP32 input `input` of `shape`.
+async fn infer(server: &Server, model: &str, shape: &[usize], data: &[f32]) -> Value {
+    server
+        .post(&format!("/v2/models/{model}/infer"))
+        .json(&serde_json::json!({"inputs": [{
+            "name": "input", "datatype": "FP32", "shape": shape, "data": data,
+        }]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `trainyard models import FILE --name NAME ARGS` fails, saying `names`, and registers
+/// nothing under `name`.
+async fn import_is_refused(
+    server: &Server,
+    file: &std::path::Path,
+    name: &str,
+    args: &[&str],
+    names: &str,
+) {
+    let path = file.display().to_string();
+    let mut command = vec!["models", "import", path.as_str(), "--name", name];
+    command.extend_from_slice(args);
+    let refused = server.cli(&command);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).contains(names), "{}", text(&refused));
+    let r = server
+        .get(&format!(
+            "/api/2.0/mlflow/registered-models/get?name={name}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing half-registered under {name}");
 }
 
 /// The first shard of `predictions` (rows of `pixels` with the engine's `scores`), inferred
@@ -337,17 +359,7 @@ async fn served_like_the_engine(server: &Server, model: &str, predictions: &str)
     let pixels = floats("pixels");
     let scores = floats("scores");
     let (pixels, scores) = (&pixels[..rows * 64], &scores[..rows * 10]);
-    let answer: Value = server
-        .post(&format!("/v2/models/{model}/infer"))
-        .json(&serde_json::json!({"inputs": [{
-            "name": "input", "datatype": "FP32", "shape": [rows, 1, 8, 8], "data": pixels,
-        }]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = infer(server, model, &[rows, 1, 8, 8], pixels).await;
     let metadata = server.get_json(&format!("/v2/models/{model}")).await;
     let runtime = metadata["parameters"]["runtime"]
         .as_str()
@@ -603,17 +615,18 @@ async fn a_foreign_onnx_file_imports_and_serves() {
     let imported: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(imported["version"], "1", "{imported}");
     assert_eq!(imported["operators"], serde_json::json!(["Gemm"]));
-    let answer: Value = server
-        .post("/v2/models/tiny/infer")
-        .json(&serde_json::json!({"inputs": [{
-            "name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0],
-        }]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = infer(&server, "tiny", &[1, 4], &[1.0, 2.0, 3.0, 4.0]).await;
+    let again: Value = serde_json::from_str(&ok(server.cli(&[
+        "models",
+        "import",
+        &fixture.display().to_string(),
+        "--name",
+        "tiny",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(again["version"], "2", "{again}");
     // w = [[0, 1, 2, 3], [4, 5, 6, 7]] / 8, b = [0.5, -0.5]
     assert_eq!(
         answer["outputs"][0]["data"],
@@ -624,37 +637,13 @@ async fn a_foreign_onnx_file_imports_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("weights.onnx");
     std::fs::write(&garbage, b"PK\x03\x04 this is a zip, not ONNX").unwrap();
-    let refused = server.cli(&[
-        "models",
-        "import",
-        &garbage.display().to_string(),
-        "--name",
+    import_is_refused(&server, &garbage, "garbage", &[], "weights.onnx").await;
+    import_is_refused(
+        &server,
+        &fixture,
         "garbage",
-    ]);
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused).contains("weights.onnx"),
-        "{}",
-        text(&refused)
-    );
-    let bad_license = server.cli(&[
-        "models",
-        "import",
-        &fixture.display().to_string(),
-        "--name",
-        "garbage",
+        &["--license", "<b>"],
         "--license",
-        "<b>",
-    ]);
-    assert!(
-        text(&bad_license).contains("--license"),
-        "{}",
-        text(&bad_license)
-    );
-    let r = server
-        .get("/api/2.0/mlflow/registered-models/get?name=garbage")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    )
+    .await;
 }
