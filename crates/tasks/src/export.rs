@@ -55,14 +55,9 @@ pub fn probe(shape: &[usize], rows: usize) -> Batch {
 /// The runtime that checks exports: ONNX Runtime when its library is found, else tract.
 /// Made once per process: ONNX Runtime allows one environment per process.
 pub(crate) fn checking_runtime() -> (&'static dyn Runtime, &'static str) {
-    let (runtime, name) = runtime();
-    (runtime.as_ref(), name)
-}
-
-fn runtime() -> &'static (Box<dyn Runtime>, &'static str) {
     static RUNTIME: std::sync::OnceLock<(Box<dyn Runtime>, &'static str)> =
         std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
+    let (runtime, name) = RUNTIME.get_or_init(|| {
         if let Some(lib) = find_library() {
             match OnnxRuntime::new(&lib, 1) {
                 Ok(ort) => return (Box::new(ort) as Box<dyn Runtime>, "onnxruntime"),
@@ -73,7 +68,8 @@ fn runtime() -> &'static (Box<dyn Runtime>, &'static str) {
             }
         }
         (Box::new(Tract), "tract")
-    })
+    });
+    (runtime.as_ref(), name)
 }
 
 fn run_onnx(runtime: &dyn Runtime, onnx: &[u8], batch: &Batch) -> Result<Vec<f32>, String> {
@@ -116,9 +112,8 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
         .map_err(|e| TaskError::Invalid(format!("ONNX export: {e}")))?;
     let batch = probe(&spec.input, PROBE_ROWS);
     let expected = train::predict(net, &batch)?;
-    let (runtime, runtime_name) = runtime();
-    let runtime_name: &'static str = runtime_name;
-    let got = run_onnx(runtime.as_ref(), &onnx, &batch).map_err(|e| {
+    let (runtime, runtime_name) = checking_runtime();
+    let got = run_onnx(runtime, &onnx, &batch).map_err(|e| {
         TaskError::Invalid(format!(
             "ONNX export: {runtime_name} cannot run the file: {e}"
         ))
@@ -131,7 +126,7 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
             scale,
         }),
         found => {
-            let at = first_difference(net, &graph, &batch, runtime.as_ref())
+            let at = first_difference(net, &graph, &batch, runtime)
                 .unwrap_or_else(|| "no single layer (the whole network)".into());
             Err(TaskError::Invalid(format!(
                 "ONNX export: {runtime_name} and the engine disagree ({}); first at {at}",
