@@ -76,6 +76,29 @@ pub enum Layer {
     Identity,
     /// `x + f(x)`.
     Residual(Vec<NamedLayer>),
+    /// Layers applied in order, as one (a transformer encoder is its blocks).
+    Sequence(Vec<NamedLayer>),
+    /// Token ids `[N, T]` (as `f32`, truncated like a cast) → rows of `table`
+    /// (`[vocab, dim]`): `[N, T, dim]`.
+    Embedding { table: Weights },
+    /// `x + table` over `[N, T, D]`, `table` being `[T, D]` (fixed positions).
+    AddPositions { table: Weights },
+    /// Multi-head self-attention over `[N, T, D]`: softmax(q·kᵀ/√d_k)·v per head, heads
+    /// concatenated, then the output projection; every projection is `[D, D]`.
+    SelfAttention {
+        heads: usize,
+        query: Dense,
+        key: Dense,
+        value: Dense,
+        output: Dense,
+    },
+}
+
+/// A projection inside a composite layer: `x · weight + bias`, `weight` being `[in, out]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub weight: Weights,
+    pub bias: Option<Weights>,
 }
 
 /// A layer with the name errors and the exported nodes carry (`layers[3]`).

@@ -7,7 +7,7 @@
 use prost::Message;
 use tract_onnx::pb;
 
-use crate::graph::{Graph, Layer, NamedLayer, Weights};
+use crate::graph::{Dense, Graph, Layer, NamedLayer, Weights};
 use crate::ModelsError;
 
 /// The operator set written.
@@ -18,6 +18,7 @@ pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "output";
 
 const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
+const INT64: i32 = pb::tensor_proto::DataType::Int64 as i32;
 
 /// Encodes `graph`, whose output has `outputs` values per sample (`None`: left symbolic, for
 /// a prefix of a network).
@@ -217,17 +218,7 @@ impl Builder {
             }
         };
         Ok(match &l.layer {
-            Layer::Linear { weight, bias } => {
-                let [_, out] = self.matrix(at, weight)?;
-                let w = self.weights(&format!("{at}.weight"), weight, at)?;
-                let mut y = self.node("MatMul", &format!("{at}.matmul"), vec![x, w], vec![]);
-                if let Some(bias) = bias {
-                    self.vector(at, "bias", bias, out)?;
-                    let b = self.weights(&format!("{at}.bias"), bias, at)?;
-                    y = self.node("Add", &format!("{at}.bias_add"), vec![y, b], vec![]);
-                }
-                (y, rank)
-            }
+            Layer::Linear { weight, bias } => (self.dense(at, x, weight, bias.as_ref())?, rank),
             Layer::Conv2d {
                 weight,
                 bias,
@@ -402,6 +393,100 @@ impl Builder {
                 )
             }
             Layer::Identity => (x, rank),
+            Layer::Sequence(inner) => self.layers(inner, x, rank)?,
+            Layer::Embedding { table } => {
+                need(2)?;
+                self.matrix(at, table)
+                    .map_err(|_| invalid(at, "an embedding table is [vocab, dim]"))?;
+                let ids = self.node("Cast", &format!("{at}.ids"), vec![x], vec![int("to", INT64.into())]);
+                let t = self.weights(&format!("{at}.table"), table, at)?;
+                let y = self.node(
+                    "Gather",
+                    &format!("{at}.gather"),
+                    vec![t, ids],
+                    vec![int("axis", 0)],
+                );
+                (y, 3)
+            }
+            Layer::AddPositions { table } => {
+                need(3)?;
+                self.matrix(at, table)
+                    .map_err(|_| invalid(at, "a position table is [T, D]"))?;
+                let t = self.weights(&format!("{at}.table"), table, at)?;
+                (self.node("Add", &format!("{at}.add"), vec![x, t], vec![]), 3)
+            }
+            Layer::SelfAttention {
+                heads,
+                query,
+                key,
+                value,
+                output,
+            } => {
+                need(3)?;
+                let [d, _] = self.matrix(at, &query.weight)?;
+                if *heads == 0 || d % heads != 0 {
+                    return Err(invalid(
+                        at,
+                        format!("{d} features do not split into {heads} heads"),
+                    ));
+                }
+                let d_k = d / heads;
+                // [N, T, D] → [N, T, H, d_k]; `0` keeps the input's dimension.
+                let split = self.int64s(
+                    &format!("{at}.split_heads"),
+                    &[0, 0, *heads as i64, d_k as i64],
+                );
+                let merge = self.int64s(&format!("{at}.merge_heads"), &[0, 0, d as i64]);
+                let project = |b: &mut Self, what: &str, p: &Dense, perm: Vec<i64>| {
+                    let y = b.dense(&format!("{at}.{what}"), x.clone(), &p.weight, p.bias.as_ref())?;
+                    let y = b.node(
+                        "Reshape",
+                        &format!("{at}.{what}.split"),
+                        vec![y, split.clone()],
+                        vec![],
+                    );
+                    Ok::<_, ModelsError>(b.node(
+                        "Transpose",
+                        &format!("{at}.{what}.heads"),
+                        vec![y],
+                        vec![ints("perm", perm)],
+                    ))
+                };
+                let q = project(self, "query", query, vec![0, 2, 1, 3])?;
+                let k = project(self, "key", key, vec![0, 2, 3, 1])?;
+                let v = project(self, "value", value, vec![0, 2, 1, 3])?;
+                let scores = self.node("MatMul", &format!("{at}.scores"), vec![q, k], vec![]);
+                let root = self.scalar(&format!("{at}.sqrt_d_k"), (d_k as f32).sqrt());
+                let scores = self.node("Div", &format!("{at}.scale"), vec![scores, root], vec![]);
+                let weights = self.node(
+                    "Softmax",
+                    &format!("{at}.softmax"),
+                    vec![scores],
+                    vec![int("axis", -1)],
+                );
+                let context = self.node("MatMul", &format!("{at}.context"), vec![weights, v], vec![]);
+                let context = self.node(
+                    "Transpose",
+                    &format!("{at}.context.tokens"),
+                    vec![context],
+                    vec![ints("perm", vec![0, 2, 1, 3])],
+                );
+                let context = self.node(
+                    "Reshape",
+                    &format!("{at}.context.merge"),
+                    vec![context, merge],
+                    vec![],
+                );
+                (
+                    self.dense(
+                        &format!("{at}.output"),
+                        context,
+                        &output.weight,
+                        output.bias.as_ref(),
+                    )?,
+                    3,
+                )
+            }
             Layer::Residual(inner) => {
                 let (y, inner_rank) = self.layers(inner, x.clone(), rank)?;
                 if inner_rank != rank {
@@ -413,6 +498,36 @@ impl Builder {
                 )
             }
         })
+    }
+
+    /// `x · weight (+ bias)`, `weight` being `[in, out]`.
+    fn dense(
+        &mut self,
+        at: &str,
+        x: String,
+        weight: &Weights,
+        bias: Option<&Weights>,
+    ) -> Result<String, ModelsError> {
+        let [_, out] = self.matrix(at, weight)?;
+        let w = self.weights(&format!("{at}.weight"), weight, at)?;
+        let mut y = self.node("MatMul", &format!("{at}.matmul"), vec![x, w], vec![]);
+        if let Some(bias) = bias {
+            self.vector(at, "bias", bias, out)?;
+            let b = self.weights(&format!("{at}.bias"), bias, at)?;
+            y = self.node("Add", &format!("{at}.bias_add"), vec![y, b], vec![]);
+        }
+        Ok(y)
+    }
+
+    fn int64s(&mut self, name: &str, values: &[i64]) -> String {
+        self.initializers.push(pb::TensorProto {
+            name: name.to_string(),
+            dims: vec![values.len() as i64],
+            data_type: INT64,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name.to_string()
     }
 
     fn matrix(&self, at: &str, w: &Weights) -> Result<[usize; 2], ModelsError> {

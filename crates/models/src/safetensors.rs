@@ -66,7 +66,29 @@ fn collect(
                     put("bias", b)?;
                 }
             }
-            Layer::Residual(inner) => collect(inner, &format!("{at}.layers"), out)?,
+            Layer::Residual(inner) | Layer::Sequence(inner) => {
+                collect(inner, &format!("{at}.layers"), out)?
+            }
+            Layer::Embedding { table } => put("weight", table)?,
+            Layer::SelfAttention {
+                query,
+                key,
+                value,
+                output,
+                ..
+            } => {
+                for (what, p) in [
+                    ("query", query),
+                    ("key", key),
+                    ("value", value),
+                    ("output", output),
+                ] {
+                    put(&format!("{what}.weight"), &transpose(&p.weight, &l.name)?)?;
+                    if let Some(b) = &p.bias {
+                        put(&format!("{what}.bias"), b)?;
+                    }
+                }
+            }
             Layer::MaxPool2d { .. }
             | Layer::AvgPool2d { .. }
             | Layer::GlobalAvgPool
@@ -77,6 +99,7 @@ fn collect(
             | Layer::Softmax
             | Layer::Flatten
             | Layer::MeanPool
+            | Layer::AddPositions { .. }
             | Layer::Identity => {}
         }
     }

@@ -6,7 +6,7 @@
 use trainyard_data::Batch;
 use trainyard_engine::export;
 use trainyard_engine::network::Network;
-use trainyard_engine::spec::ResolvedSpec;
+use trainyard_engine::spec::{LayerSpec, ResolvedSpec};
 use trainyard_engine::train;
 use trainyard_models::graph::Graph;
 use trainyard_serve::runtime::{find_library, OnnxRuntime, Runtime, Tract};
@@ -50,6 +50,19 @@ pub fn probe(shape: &[usize], rows: usize) -> Batch {
         rows,
         targets: None,
     }
+}
+
+/// The probe batch for `spec`: a network that starts with an embedding takes token ids,
+/// so the probe's values become ids spread over its vocabulary.
+pub fn probe_for(spec: &ResolvedSpec, rows: usize) -> Batch {
+    let mut batch = probe(&spec.input, rows);
+    if let Some(LayerSpec::Embedding { vocab, .. }) = spec.layers.first() {
+        let vocab = *vocab as f32;
+        for v in &mut batch.inputs {
+            *v = ((*v + 2.0) / 4.0 * vocab).floor().min(vocab - 1.0);
+        }
+    }
+    batch
 }
 
 /// The runtime that checks exports: ONNX Runtime when its library is found, else tract.
@@ -110,7 +123,7 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
     let graph = export::graph(net, spec, name)?;
     let onnx = trainyard_models::onnx::encode(&graph, Some(spec.outputs()))
         .map_err(|e| TaskError::Invalid(format!("ONNX export: {e}")))?;
-    let batch = probe(&spec.input, PROBE_ROWS);
+    let batch = probe_for(spec, PROBE_ROWS);
     let expected = train::predict(net, &batch)?;
     let (runtime, runtime_name) = checking_runtime();
     let got = run_onnx(runtime, &onnx, &batch).map_err(|e| {
@@ -291,6 +304,32 @@ mod tests {
                 "#,
             ),
             (
+                vec![6],
+                r#"
+                [[layers]]
+                type = "embedding"
+                vocab = 20
+                dim = 8
+                [[layers]]
+                type = "positional_encoding"
+                [[layers]]
+                type = "attention"
+                heads = 2
+                [[layers]]
+                type = "layer_norm"
+                [[layers]]
+                type = "transformer_encoder"
+                layers = 2
+                heads = 4
+                ff = 16
+                [[layers]]
+                type = "mean_pool"
+                [[layers]]
+                type = "linear"
+                out_features = 10
+                "#,
+            ),
+            (
                 vec![2, 3, 4],
                 r#"
                 [[layers]]
@@ -317,24 +356,18 @@ mod tests {
     }
 
     #[test]
-    fn layers_not_exportable_yet_are_refused_by_path() {
-        let (net, spec) = network(
-            &[5],
-            r#"
-            [[layers]]
-            type = "embedding"
-            vocab = 20
-            dim = 8
-            [[layers]]
-            type = "mean_pool"
-            [[layers]]
-            type = "linear"
-            out_features = 3
-            "#,
-            3,
+    fn an_embedding_probe_holds_token_ids_of_its_vocabulary() {
+        let (_, spec) = network(
+            &[7],
+            "[[layers]]\ntype = \"embedding\"\nvocab = 5\ndim = 4\n[[layers]]\ntype = \"mean_pool\"\n",
+            4,
         );
-        let err = export_onnx(&net, &spec, "t").err().unwrap().to_string();
-        assert!(err.contains("layers[0] (embedding)"), "{err}");
+        let batch = probe_for(&spec, 32);
+        assert!(batch
+            .inputs
+            .iter()
+            .all(|v| v.fract() == 0.0 && (0.0..5.0).contains(v)));
+        assert!((0..5).all(|id| batch.inputs.contains(&(id as f32))));
     }
 
     #[test]
