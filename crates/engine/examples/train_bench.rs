@@ -134,6 +134,8 @@ fn main() {
             task: trainyard_engine::config::Task::Classification,
             outputs: 10,
         },
+        initial: None,
+        frozen: &[],
     };
     let mut clock = Clock {
         warmup,

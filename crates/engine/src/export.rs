@@ -3,9 +3,9 @@
 //! modules, geometry (kernels, strides, padding) from the resolved spec they were built
 //! from; batch norm takes its running statistics, as inference does.
 
+use burn::nn::activation::Activation;
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::TransformerEncoderLayer;
-use burn::nn::activation::Activation;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use trainyard_models::graph::{Dense, Graph, Layer as G, NamedLayer, Weights};
@@ -24,7 +24,12 @@ pub fn graph(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Graph, En
     Ok(Graph {
         name: name.to_string(),
         sample_shape: spec.input.clone(),
-        layers: layers(&net.layers, &spec.layers, "layers", spec.input.first().copied())?,
+        layers: layers(
+            &net.layers,
+            &spec.layers,
+            "layers",
+            spec.input.first().copied(),
+        )?,
     })
 }
 

@@ -228,6 +228,16 @@ pub struct ModelSpec {
     pub architecture: Option<Architecture>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerSpec>,
+    /// Start from a registered version (`NAME:VERSION`): its layers and weights, with the
+    /// head replaced when the task's outputs differ (transfer learning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Top-level layers (`layers[2]`) kept as they are while training.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// Train only the last N layers that have weights; every earlier one is frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_last: Option<usize>,
 }
 
 /// A spec with every size known: what the network is built from and what a model version
@@ -303,6 +313,142 @@ impl ModelSpec {
             layers,
             output,
         })
+    }
+}
+
+impl ModelSpec {
+    /// The spec of a run that starts from `source` (the resolved spec of the version named
+    /// by `from`): the same layers, with the head — the last layer with weights, which
+    /// must be `linear` — given `outputs` outputs when the task needs another number.
+    /// Returns the spec and the index of the replaced head, whose weights start fresh.
+    pub fn resolve_from(
+        &self,
+        source: &ResolvedSpec,
+        input: &[usize],
+        outputs: usize,
+        path: &str,
+    ) -> Result<(ResolvedSpec, Option<usize>), EngineError> {
+        let from = self.from.as_deref().unwrap_or("the source version");
+        if self.architecture.is_some() || !self.layers.is_empty() {
+            return Err(EngineError::Spec(format!(
+                "{path}.from: a model that starts from {from} takes its layers from it; leave out `architecture` and `layers`"
+            )));
+        }
+        if source.input != input {
+            return Err(EngineError::Spec(format!(
+                "{path}.from: {from} takes samples of shape {:?}, the dataset gives {input:?}",
+                source.input
+            )));
+        }
+        if source.outputs() == outputs && source.output.len() == 1 {
+            return Ok((source.clone(), None));
+        }
+        let head = source
+            .layers
+            .iter()
+            .rposition(LayerSpec::has_weights)
+            .ok_or_else(|| {
+                EngineError::Spec(format!("{path}.from: {from} has no layer with weights"))
+            })?;
+        let mut layers = source.layers.clone();
+        match &mut layers[head] {
+            LayerSpec::Linear { out_features, .. } => *out_features = outputs,
+            other => {
+                return Err(EngineError::Spec(format!(
+                    "{path}.from: {from} gives {:?} outputs and the task needs [{outputs}], but its last layer with weights (layers[{head}], {}) is not a linear head that can be replaced",
+                    source.output,
+                    other.kind()
+                )))
+            }
+        }
+        let replaced = ModelSpec {
+            input: Some(input.to_vec()),
+            layers,
+            ..ModelSpec::default()
+        }
+        .resolve(Some(input), Some(outputs), path)
+        .map_err(|e| {
+            EngineError::Spec(format!(
+                "{path}.from: with a new head for {outputs} outputs, {from} does not fit: {e}"
+            ))
+        })?;
+        Ok((replaced, Some(head)))
+    }
+
+    /// The top-level layers of `spec` that `freeze` and `train_last` keep fixed, sorted.
+    pub fn frozen_layers(
+        &self,
+        spec: &ResolvedSpec,
+        path: &str,
+    ) -> Result<Vec<usize>, EngineError> {
+        let mut frozen = Vec::new();
+        for (k, name) in self.freeze.iter().enumerate() {
+            let index = name
+                .trim()
+                .strip_prefix("layers[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|i| *i < spec.layers.len())
+                .ok_or_else(|| {
+                    EngineError::Spec(format!(
+                        "{path}.freeze[{k}]: `{name}` is not a layer of this model; name top-level layers as layers[0] … layers[{}]",
+                        spec.layers.len().saturating_sub(1)
+                    ))
+                })?;
+            frozen.push(index);
+        }
+        if let Some(n) = self.train_last {
+            let weighted: Vec<usize> = (0..spec.layers.len())
+                .filter(|i| spec.layers[*i].has_weights())
+                .collect();
+            if n == 0 || n > weighted.len() {
+                return Err(EngineError::Spec(format!(
+                    "{path}.train_last: {n} is not between 1 and the {} layers with weights",
+                    weighted.len()
+                )));
+            }
+            frozen.extend(&weighted[..weighted.len() - n]);
+        }
+        frozen.sort_unstable();
+        frozen.dedup();
+        Ok(frozen)
+    }
+}
+
+impl LayerSpec {
+    /// Whether the layer has learned weights (what freezing and a head refer to).
+    pub fn has_weights(&self) -> bool {
+        use LayerSpec as L;
+        match self {
+            L::Linear { .. }
+            | L::Conv2d { .. }
+            | L::BatchNorm { .. }
+            | L::LayerNorm { .. }
+            | L::Embedding { .. }
+            | L::Attention { .. }
+            | L::TransformerEncoder { .. } => true,
+            L::Residual { layers } => layers.iter().any(LayerSpec::has_weights),
+            L::MaxPool2d { .. }
+            | L::AvgPool2d { .. }
+            | L::GlobalAvgPool
+            | L::Dropout { .. }
+            | L::PositionalEncoding { .. }
+            | L::Relu
+            | L::Gelu
+            | L::Tanh
+            | L::Sigmoid
+            | L::Softmax
+            | L::Flatten
+            | L::MeanPool => false,
+        }
+    }
+
+    /// The layer's `type` as written in a spec.
+    pub fn kind(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -833,6 +979,90 @@ out_features = 10
             let spec = parse_model(text).unwrap();
             let resolved = spec.resolve(Some(&input), Some(5), "model").unwrap();
             assert_eq!(resolved.output, vec![5], "{text}");
+        }
+    }
+
+    #[test]
+    fn a_run_from_a_version_is_refused_where_it_cannot_fit() {
+        let source = mnist_cnn()
+            .resolve(Some(&[1, 28, 28]), Some(10), "model")
+            .unwrap();
+        let from = parse_model("from = \"digits-cnn:1\"\n").unwrap();
+        let err = |spec: &ModelSpec, input: &[usize], outputs: usize, source: &ResolvedSpec| {
+            spec.resolve_from(source, input, outputs, "model")
+                .unwrap_err()
+                .to_string()
+        };
+        // Layers of its own besides `from`.
+        let both =
+            parse_model("from = \"digits-cnn:1\"\narchitecture = \"mlp\"\nhidden = [4]\n").unwrap();
+        let e = err(&both, &[1, 28, 28], 10, &source);
+        assert!(
+            e.starts_with("model.from:") && e.contains("architecture"),
+            "{e}"
+        );
+        // Another input shape.
+        let e = err(&from, &[3, 28, 28], 10, &source);
+        assert!(
+            e.contains("[1, 28, 28]") && e.contains("[3, 28, 28]"),
+            "{e}"
+        );
+        // A head that is not a linear layer cannot be replaced.
+        let conv_head = parse_model(
+            "[[layers]]\ntype = \"conv2d\"\nout_channels = 4\nkernel = 3\n[[layers]]\ntype = \"global_avg_pool\"\n",
+        )
+        .unwrap()
+        .resolve(Some(&[1, 8, 8]), Some(4), "model")
+        .unwrap();
+        let e = err(&from, &[1, 8, 8], 6, &conv_head);
+        assert!(e.contains("layers[0], conv2d") && e.contains("[6]"), "{e}");
+        // The same outputs keep the source as it is; other outputs replace the last linear.
+        assert_eq!(
+            from.resolve_from(&source, &[1, 28, 28], 10, "model")
+                .unwrap(),
+            (source.clone(), None)
+        );
+        let (five, head) = from
+            .resolve_from(&source, &[1, 28, 28], 5, "model")
+            .unwrap();
+        assert_eq!(
+            (five.output.clone(), head),
+            (vec![5], Some(source.layers.len() - 1))
+        );
+    }
+
+    #[test]
+    fn frozen_layers_are_named_top_level_layers() {
+        let source = mnist_cnn()
+            .resolve(Some(&[1, 28, 28]), Some(10), "model")
+            .unwrap();
+        let weighted: Vec<usize> = (0..source.layers.len())
+            .filter(|i| source.layers[*i].has_weights())
+            .collect();
+        let spec = |text: &str| parse_model(text).unwrap();
+        assert_eq!(
+            spec("freeze = [\"layers[2]\", \"layers[0]\", \"layers[0]\"]\n")
+                .frozen_layers(&source, "model")
+                .unwrap(),
+            [0, 2]
+        );
+        assert_eq!(
+            spec("train_last = 1\n")
+                .frozen_layers(&source, "model")
+                .unwrap(),
+            weighted[..weighted.len() - 1]
+        );
+        for (text, field) in [
+            ("freeze = [\"layers[99]\"]\n", "model.freeze[0]"),
+            ("freeze = [\"conv1\"]\n", "model.freeze[0]"),
+            ("train_last = 0\n", "model.train_last"),
+            ("train_last = 99\n", "model.train_last"),
+        ] {
+            let e = spec(text)
+                .frozen_layers(&source, "model")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(field), "{text}: {e}");
         }
     }
 }

@@ -92,6 +92,13 @@ pub struct Trainer<'a> {
     pub checkpoints: &'a CheckpointConfig,
     pub spec: &'a ResolvedSpec,
     pub head: Head,
+    /// Weights (burnpack) to start from instead of a fresh initialisation: a run that
+    /// starts from a registered version ([`initial_weights`]). A checkpoint to resume from
+    /// takes precedence, as it holds everything.
+    pub initial: Option<&'a [u8]>,
+    /// Top-level layers kept as they are: no gradients, and their batch norms and dropouts
+    /// in inference mode.
+    pub frozen: &'a [usize],
 }
 
 impl Trainer<'_> {
@@ -118,6 +125,17 @@ impl Trainer<'_> {
                 .from_bytes(Bytes::from_bytes_vec(ck.optimizer))
                 .map_err(EngineError::record)?;
             state = ck.state;
+        } else if let Some(initial) = self.initial {
+            net = net.load_record(
+                ModuleRecord::from_bytes(Bytes::from_bytes_vec(initial.to_vec()))
+                    .map_err(EngineError::record)?,
+            );
+        }
+        for &i in self.frozen {
+            let layer = net.layers.get(i).ok_or_else(|| {
+                EngineError::Spec(format!("model.freeze: the model has no layers[{i}]"))
+            })?;
+            net.layers[i] = layer.clone().freeze();
         }
         let per_epoch = data.batches_per_epoch()?;
         if per_epoch == 0 {
@@ -429,6 +447,35 @@ pub fn load(spec: &ResolvedSpec, weights: &[u8], device: &Device) -> Result<Netw
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec()))
         .map_err(EngineError::record)?;
     Ok(net.load_record(record).valid())
+}
+
+/// The starting weights of a run on `spec` that starts from a version trained on `source`
+/// (`source_weights`): every layer's weights carried over, except the replaced `head`,
+/// which starts as a fresh network seeded with `seed` would.
+pub fn initial_weights(
+    source: &ResolvedSpec,
+    source_weights: &[u8],
+    spec: &ResolvedSpec,
+    head: Option<usize>,
+    seed: u64,
+) -> Result<Vec<u8>, EngineError> {
+    if source.layers.len() != spec.layers.len() {
+        return Err(EngineError::Spec(format!(
+            "model.from: the source has {} layers, the new model {}",
+            source.layers.len(),
+            spec.layers.len()
+        )));
+    }
+    let cpu = crate::device::DeviceSpec::Cpu.device()?;
+    cpu.seed(seed);
+    let mut net = Network::new(spec, &cpu);
+    let from = load(source, source_weights, &cpu)?;
+    for (i, layer) in from.layers.into_iter().enumerate() {
+        if Some(i) != head {
+            net.layers[i] = layer;
+        }
+    }
+    weights(&net)
 }
 
 /// Learnable parameters of a network (weights, biases, norm scales and shifts; not the

@@ -149,6 +149,8 @@ fn train(
         checkpoints: &s.config.checkpoints,
         spec: &spec,
         head,
+        initial: None,
+        frozen: &[],
     };
     let mut recorder = Recorder::default();
     let (net, outcome) = trainer.run(&s.data, resume, &mut recorder)?;
@@ -354,6 +356,8 @@ fn every_architecture_trains_a_step() {
             checkpoints: &config.checkpoints,
             spec: &spec,
             head,
+            initial: None,
+            frozen: &[],
         };
         let (net, outcome) = trainer
             .run(&data, None, &mut Recorder::default())
@@ -370,4 +374,79 @@ fn burn_device() -> burn::tensor::Device {
         .unwrap()
         .device()
         .unwrap()
+}
+
+/// The weights of top-level layer `i` of a burnpack for `spec`, flattened.
+fn layer_values(spec: &trainyard_engine::ResolvedSpec, weights: &[u8], i: usize) -> Vec<f32> {
+    use trainyard_engine::network::Layer;
+    let net = train::load(spec, weights, &burn_device()).unwrap();
+    match &net.layers[i] {
+        Layer::Linear(l) => l.weight.val().into_data().to_vec::<f32>().unwrap(),
+        other => panic!("layers[{i}] is {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_from_a_trained_version_keeps_its_frozen_layers_and_replaces_the_head() {
+    let _serial = serial();
+    let s = setup("");
+    let shape = dataset::sample_shape(&s.data.manifest, "x", None).unwrap();
+    let head = dataset::head(&s.data.manifest, "y", s.config.training.task).unwrap();
+    let source = s
+        .config
+        .model
+        .resolve(Some(&shape), Some(head.outputs), "model")
+        .unwrap();
+    let (source_weights, _, _) = train(&s, None).unwrap();
+
+    // Three outputs where the source has two: the last linear is replaced, the rest kept;
+    // `train_last = 1` freezes everything but the new head.
+    let from: trainyard_engine::ModelSpec =
+        toml::from_str("from = \"blobs:1\"\ntrain_last = 1\n").unwrap();
+    let (spec, replaced) = from.resolve_from(&source, &shape, 3, "model").unwrap();
+    let head_index = source.layers.len() - 1;
+    assert_eq!(replaced, Some(head_index));
+    assert_eq!(spec.output, [3]);
+    let frozen = from.frozen_layers(&spec, "model").unwrap();
+    assert_eq!(frozen, [0]);
+    let initial = train::initial_weights(&source, &source_weights, &spec, replaced, 3).unwrap();
+    assert_eq!(
+        layer_values(&spec, &initial, 0),
+        layer_values(&source, &source_weights, 0)
+    );
+    let trainer = Trainer {
+        config: &s.config.training,
+        checkpoints: &s.config.checkpoints,
+        spec: &spec,
+        head: train::Head {
+            task: head.task,
+            outputs: 3,
+        },
+        initial: Some(&initial),
+        frozen: &frozen,
+    };
+    let (net, outcome) = trainer
+        .run(&s.data, None, &mut Recorder::default())
+        .unwrap();
+    assert!(accuracy(&outcome) > 0.9, "{:?}", outcome.report);
+    let tuned = train::weights(&net).unwrap();
+    assert_eq!(
+        layer_values(&spec, &tuned, 0),
+        layer_values(&source, &source_weights, 0),
+        "a frozen layer changed"
+    );
+    assert_ne!(
+        layer_values(&spec, &tuned, head_index),
+        layer_values(&spec, &initial, head_index),
+        "the head did not train"
+    );
+
+    // The same number of outputs keeps the head: the run starts from the source exactly.
+    let (same, replaced) = from.resolve_from(&source, &shape, 2, "model").unwrap();
+    assert_eq!((same.clone(), replaced), (source.clone(), None));
+    let initial = train::initial_weights(&source, &source_weights, &same, None, 3).unwrap();
+    assert_eq!(
+        layer_values(&same, &initial, head_index),
+        layer_values(&source, &source_weights, head_index)
+    );
 }

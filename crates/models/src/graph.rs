@@ -80,9 +80,13 @@ pub enum Layer {
     Sequence(Vec<NamedLayer>),
     /// Token ids `[N, T]` (as `f32`, truncated like a cast) → rows of `table`
     /// (`[vocab, dim]`): `[N, T, dim]`.
-    Embedding { table: Weights },
+    Embedding {
+        table: Weights,
+    },
     /// `x + table` over `[N, T, D]`, `table` being `[T, D]` (fixed positions).
-    AddPositions { table: Weights },
+    AddPositions {
+        table: Weights,
+    },
     /// Multi-head self-attention over `[N, T, D]`: softmax(q·kᵀ/√d_k)·v per head, heads
     /// concatenated, then the output projection; every projection is `[D, D]`.
     SelfAttention {

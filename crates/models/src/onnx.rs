@@ -398,7 +398,12 @@ impl Builder {
                 need(2)?;
                 self.matrix(at, table)
                     .map_err(|_| invalid(at, "an embedding table is [vocab, dim]"))?;
-                let ids = self.node("Cast", &format!("{at}.ids"), vec![x], vec![int("to", INT64.into())]);
+                let ids = self.node(
+                    "Cast",
+                    &format!("{at}.ids"),
+                    vec![x],
+                    vec![int("to", INT64.into())],
+                );
                 let t = self.weights(&format!("{at}.table"), table, at)?;
                 let y = self.node(
                     "Gather",
@@ -413,7 +418,10 @@ impl Builder {
                 self.matrix(at, table)
                     .map_err(|_| invalid(at, "a position table is [T, D]"))?;
                 let t = self.weights(&format!("{at}.table"), table, at)?;
-                (self.node("Add", &format!("{at}.add"), vec![x, t], vec![]), 3)
+                (
+                    self.node("Add", &format!("{at}.add"), vec![x, t], vec![]),
+                    3,
+                )
             }
             Layer::SelfAttention {
                 heads,
@@ -438,7 +446,12 @@ impl Builder {
                 );
                 let merge = self.int64s(&format!("{at}.merge_heads"), &[0, 0, d as i64]);
                 let project = |b: &mut Self, what: &str, p: &Dense, perm: Vec<i64>| {
-                    let y = b.dense(&format!("{at}.{what}"), x.clone(), &p.weight, p.bias.as_ref())?;
+                    let y = b.dense(
+                        &format!("{at}.{what}"),
+                        x.clone(),
+                        &p.weight,
+                        p.bias.as_ref(),
+                    )?;
                     let y = b.node(
                         "Reshape",
                         &format!("{at}.{what}.split"),
@@ -464,7 +477,8 @@ impl Builder {
                     vec![scores],
                     vec![int("axis", -1)],
                 );
-                let context = self.node("MatMul", &format!("{at}.context"), vec![weights, v], vec![]);
+                let context =
+                    self.node("MatMul", &format!("{at}.context"), vec![weights, v], vec![]);
                 let context = self.node(
                     "Transpose",
                     &format!("{at}.context.tokens"),
