@@ -373,3 +373,27 @@ pub async fn model_source(
         .to_string();
     Ok((name, version, uri))
 }
+
+/// The value of tag `key` on model version `name:version` (`None` when it has no such tag).
+pub async fn version_tag(
+    client: &Client,
+    name: &str,
+    version: &str,
+    key: &str,
+) -> Result<Option<String>, ClientError> {
+    let found: Value = client
+        .json(
+            client
+                .request(Method::GET, "/api/2.0/mlflow/model-versions/get")
+                .query(&[("name", name), ("version", version)]),
+        )
+        .await
+        .context_with(|| format!("model version `{name}:{version}`"))?;
+    Ok(found["model_version"]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["key"] == key)
+        .and_then(|t| t["value"].as_str())
+        .map(str::to_string))
+}

@@ -138,6 +138,17 @@ pub enum Step {
         #[serde(default)]
         into: Option<String>,
     },
+    /// Keeps the rows whose `column` is within `min..=max` (a scalar numeric column) or
+    /// one of `values` (a string column), in their order.
+    Filter {
+        column: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        values: Option<Vec<String>>,
+    },
     /// Bytes image column → PNG of exactly `width × height`.
     Resize {
         column: String,
@@ -244,7 +255,53 @@ fn apply_step(step: &Step, t: &mut Table) -> Result<Option<Value>, DataError> {
             width,
             height,
         } => resize(t, column, *width, *height).map(|_| None),
+        Step::Filter {
+            column,
+            min,
+            max,
+            values,
+        } => filter(t, column, *min, *max, values.as_deref()).map(|_| None),
     }
+}
+
+fn filter(
+    t: &mut Table,
+    name: &str,
+    min: Option<f64>,
+    max: Option<f64>,
+    values: Option<&[String]>,
+) -> Result<(), DataError> {
+    let column = t.column(name).ok_or_else(|| missing(name))?;
+    let in_range = |v: f64| min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m);
+    let keep: Vec<usize> = match (column, values) {
+        (_, _) if min.is_none() && max.is_none() && values.is_none() => {
+            return Err(DataError::invalid(
+                name,
+                "filter needs `min`, `max` or `values`",
+            ))
+        }
+        (Column::Int64(v), None) => (0..v.len()).filter(|&i| in_range(v[i] as f64)).collect(),
+        (Column::Float32 { shape, values }, None) if shape.is_empty() => (0..values.len())
+            .filter(|&i| in_range(f64::from(values[i])))
+            .collect(),
+        (Column::String(v), Some(wanted)) if min.is_none() && max.is_none() => (0..v.len())
+            .filter(|&i| wanted.contains(&v[i]))
+            .collect(),
+        (other, _) => {
+            return Err(DataError::invalid(
+                name,
+                format!(
+                    "filter takes `min`/`max` on a scalar number column or `values` on a string column; this column is {:?}",
+                    other.dtype()
+                ),
+            ))
+        }
+    };
+    if keep.is_empty() {
+        return Err(DataError::invalid(name, "the filter keeps no rows"));
+    }
+    *t = t.take(&keep);
+    Ok(())
 }
 
 fn stack(
@@ -808,6 +865,53 @@ mod tests {
             ["f8", "f9", "f10"]
         );
         assert!(ColumnSelection::Range("a1..b3".into()).resolve().is_err());
+    }
+
+    #[test]
+    fn filter_keeps_matching_rows_in_order() {
+        let mut t = Table::new(
+            vec![
+                Field::new("y", ColumnType::Int64),
+                Field::new("s", ColumnType::String),
+            ],
+            vec![
+                Column::Int64(vec![3, 7, 5, 9, 0]),
+                Column::String(["a", "b", "a", "c", "b"].map(String::from).to_vec()),
+            ],
+        )
+        .unwrap();
+        let step = |text: &str| -> Step { serde_json::from_str(text).unwrap() };
+        let mut by_range = t.clone();
+        apply_table(
+            &[step(
+                r#"{"op": "filter", "column": "y", "min": 4, "max": 8}"#,
+            )],
+            &mut by_range,
+        )
+        .unwrap();
+        assert_eq!(by_range.column("y"), Some(&Column::Int64(vec![7, 5])));
+        apply_table(
+            &[step(
+                r#"{"op": "filter", "column": "s", "values": ["b", "c"]}"#,
+            )],
+            &mut t,
+        )
+        .unwrap();
+        assert_eq!(t.column("y"), Some(&Column::Int64(vec![7, 9, 0])));
+        for bad in [
+            r#"{"op": "filter", "column": "y"}"#,
+            r#"{"op": "filter", "column": "y", "min": 100}"#,
+            r#"{"op": "filter", "column": "s", "min": 1}"#,
+            r#"{"op": "filter", "column": "nope", "max": 1}"#,
+        ] {
+            let err = apply_table(&[step(bad)], &mut t.clone())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains('y') || err.contains('s') || err.contains("nope"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

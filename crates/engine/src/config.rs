@@ -30,6 +30,10 @@ pub struct TrainConfig {
     pub training: TrainingConfig,
     #[serde(default)]
     pub checkpoints: CheckpointConfig,
+    /// The SPDX id of the licence the trained version is under (recorded as the
+    /// `trainyard.license` tag; a run from another version inherits that one's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
 }
 
 impl TrainConfig {

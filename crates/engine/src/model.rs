@@ -23,6 +23,9 @@ pub struct ModelCard {
     pub image: Option<ImageConfig>,
     /// `NAME:VERSION` of the dataset it was trained on.
     pub dataset: String,
+    /// `NAME:VERSION` of the model version training started from (`[model] from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 impl ModelCard {

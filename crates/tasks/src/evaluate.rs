@@ -27,6 +27,15 @@ pub struct LoadedModel {
     pub network: Network,
 }
 
+/// A model version's card and weights as stored, before a network is built from them.
+pub struct ModelFiles {
+    pub name: String,
+    pub version: String,
+    pub card: ModelCard,
+    /// burnpack.
+    pub weights: Vec<u8>,
+}
+
 /// Loads `NAME:VERSION` (or `NAME`, its latest) for `device`; a version the engine did not
 /// train is refused by name.
 pub async fn load_model(
@@ -34,6 +43,24 @@ pub async fn load_model(
     reference: &str,
     device: &str,
 ) -> Result<LoadedModel, TaskError> {
+    let ModelFiles {
+        name,
+        version,
+        card,
+        weights,
+    } = fetch_model(client, reference).await?;
+    let device = trainyard_engine::device::parse(device)?.device()?;
+    let network = train::load(&card.spec, &weights, &device)?;
+    Ok(LoadedModel {
+        name,
+        version,
+        card,
+        network,
+    })
+}
+
+/// Downloads the card and weights of `NAME:VERSION` (or `NAME`, its latest).
+pub async fn fetch_model(client: &Client, reference: &str) -> Result<ModelFiles, TaskError> {
     let (name, version, uri) = mlflow::model_source(client, reference).await?;
     let card_bytes = mlflow::download_uri(client, &format!("{uri}/{CARD_FILE}"))
         .await
@@ -48,13 +75,11 @@ pub async fn load_model(
             source,
         })?;
     let weights = mlflow::download_uri(client, &format!("{uri}/{WEIGHTS_FILE}")).await?;
-    let device = trainyard_engine::device::parse(device)?.device()?;
-    let network = train::load(&card.spec, &weights, &device)?;
-    Ok(LoadedModel {
+    Ok(ModelFiles {
         name,
         version,
         card,
-        network,
+        weights,
     })
 }
 

@@ -34,7 +34,7 @@ fn signature(s: &Summary) -> String {
 }
 
 /// A licence as given: an SPDX-looking id, or refused (`None` is recorded as unknown).
-fn check_license(license: Option<&str>) -> Result<String, TaskError> {
+pub(crate) fn check_license(license: Option<&str>, field: &str) -> Result<String, TaskError> {
     match license {
         None => Ok("unknown".into()),
         Some(l)
@@ -46,7 +46,7 @@ fn check_license(license: Option<&str>) -> Result<String, TaskError> {
             Ok(l.to_string())
         }
         Some(l) => Err(TaskError::Invalid(format!(
-            "--license `{l}`: give an SPDX identifier such as Apache-2.0 or MIT"
+            "{field} `{l}`: give an SPDX identifier such as Apache-2.0 or MIT"
         ))),
     }
 }
@@ -59,7 +59,7 @@ pub async fn import_onnx(
     name: &str,
     license: Option<&str>,
 ) -> Result<Imported, TaskError> {
-    let license = check_license(license)?;
+    let license = check_license(license, "--license")?;
     let summary = trainyard_models::onnx::inspect(&bytes)
         .map_err(|e| TaskError::Invalid(format!("{origin}: {e}")))?;
     let (runtime, runtime_name) = crate::export::checking_runtime();
@@ -131,14 +131,17 @@ mod tests {
 
     #[test]
     fn licences_are_spdx_ids_or_unknown() {
-        assert_eq!(check_license(None).unwrap(), "unknown");
-        assert_eq!(check_license(Some("Apache-2.0")).unwrap(), "Apache-2.0");
+        assert_eq!(check_license(None, "--license").unwrap(), "unknown");
         assert_eq!(
-            check_license(Some("MIT OR Apache-2.0")).unwrap(),
+            check_license(Some("Apache-2.0"), "--license").unwrap(),
+            "Apache-2.0"
+        );
+        assert_eq!(
+            check_license(Some("MIT OR Apache-2.0"), "--license").unwrap(),
             "MIT OR Apache-2.0"
         );
         for bad in ["", "a/b", "<script>", &"x".repeat(65)] {
-            assert!(check_license(Some(bad)).is_err(), "{bad}");
+            assert!(check_license(Some(bad), "--license").is_err(), "{bad}");
         }
     }
 

@@ -17,7 +17,9 @@ use trainyard_engine::spec::ResolvedSpec;
 use trainyard_engine::train::{self, Head, Observer, Trainer};
 use trainyard_engine::EngineError;
 
+use crate::evaluate::{fetch_model, ModelFiles};
 use crate::export::export_onnx;
+use crate::import::check_license;
 use crate::report::print_report;
 use crate::TaskError;
 
@@ -41,7 +43,49 @@ pub struct Resolved {
     pub manifest: Manifest,
     pub spec: ResolvedSpec,
     pub head: Head,
+    /// The layer whose weights start fresh in a run from another version (its replaced
+    /// head), when there is one.
+    pub replaced_head: Option<usize>,
+    /// Top-level layers kept as they are.
+    pub frozen: Vec<usize>,
 }
+
+/// The registered version a training file starts from (`[model] from`).
+pub struct Source {
+    /// `NAME:VERSION`, pinned.
+    pub reference: String,
+    pub model: ModelFiles,
+    /// Its `trainyard.license` tag, inherited by what is trained from it.
+    pub license: Option<String>,
+}
+
+/// Fetches the version `[model] from` names, if it names one; a version that does not
+/// exist or that the engine did not train is refused naming the field.
+pub async fn fetch_source(
+    client: &trainyard_client::Client,
+    config: &TrainConfig,
+) -> Result<Option<Source>, TaskError> {
+    let Some(from) = &config.model.from else {
+        return Ok(None);
+    };
+    let in_field = |e: TaskError| e.context(format!("model.from `{from}`"));
+    let model = fetch_model(client, from).await.map_err(in_field)?;
+    let reference = format!("{}:{}", model.name, model.version);
+    let license =
+        trainyard_client::runs::version_tag(client, &model.name, &model.version, LICENSE_TAG)
+            .await
+            .map_err(|e| in_field(e.into()))?
+            .filter(|l| l != UNKNOWN_LICENSE);
+    Ok(Some(Source {
+        reference,
+        model,
+        license,
+    }))
+}
+
+/// The version tag holding an SPDX licence id, and its value when none was given.
+pub const LICENSE_TAG: &str = "trainyard.license";
+pub const UNKNOWN_LICENSE: &str = "unknown";
 
 /// The one check of a training file against the dataset version it names: the input and
 /// target columns exist, the model's layers fit the input shape and the class count, and a
@@ -50,14 +94,35 @@ pub struct Resolved {
 pub fn check_against(
     config: &TrainConfig,
     version: &DatasetVersionInfo,
+    source: Option<&Source>,
 ) -> Result<Resolved, TaskError> {
     let manifest = remote::manifest(version)?;
     let input_shape =
         dataset::sample_shape(&manifest, &config.data.input, config.data.image.as_ref())?;
     let head = dataset::head(&manifest, &config.data.target, config.training.task)?;
-    let spec = config
-        .model
-        .resolve(Some(&input_shape), Some(head.outputs), "model")?;
+    let (spec, replaced_head) = match (source, &config.model.from) {
+        (Some(source), Some(_)) => config.model.resolve_from(
+            &source.model.card.spec,
+            &input_shape,
+            head.outputs,
+            "model",
+        )?,
+        (None, None) => (
+            config
+                .model
+                .resolve(Some(&input_shape), Some(head.outputs), "model")?,
+            None,
+        ),
+        _ => {
+            return Err(TaskError::Invalid(
+                "model.from: the source version was not fetched".into(),
+            ))
+        }
+    };
+    let frozen = config.model.frozen_layers(&spec, "model")?;
+    if let Some(license) = &config.license {
+        check_license(Some(license), "license")?;
+    }
     if manifest.field(&config.data.split_column).is_none()
         && (config.data.train_split.is_some() || config.data.eval_split.is_some())
     {
@@ -71,6 +136,8 @@ pub fn check_against(
         manifest,
         spec,
         head,
+        replaced_head,
+        frozen,
     })
 }
 
@@ -80,11 +147,14 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
     let handle = tokio::runtime::Handle::current();
 
     let version = remote::fetch_version(&run.client, &config.data.dataset).await?;
+    let source = fetch_source(&run.client, &config).await?;
     let Resolved {
         manifest,
         spec,
         head,
-    } = check_against(&config, &version)?;
+        replaced_head,
+        frozen,
+    } = check_against(&config, &version, source.as_ref())?;
 
     run.upload(CONFIG_ARTIFACT, task.config.clone().into_bytes())
         .await?;
@@ -104,13 +174,48 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         None => None,
     };
 
-    let source = Arc::new(RemoteShards::new(
+    // A fresh run from another version starts from its weights (a resumed one from its
+    // checkpoint, which has them all).
+    let initial = match (&source, &resume) {
+        (Some(source), None) => {
+            println!(
+                "starting from {}{}",
+                source.reference,
+                match replaced_head {
+                    Some(i) => format!(
+                        " with a new head at layers[{i}] ({:?} outputs)",
+                        spec.output
+                    ),
+                    None => String::new(),
+                }
+            );
+            Some(train::initial_weights(
+                &source.model.card.spec,
+                &source.model.weights,
+                &spec,
+                replaced_head,
+                config.training.seed,
+            )?)
+        }
+        _ => None,
+    };
+    if !frozen.is_empty() {
+        println!(
+            "frozen: {}",
+            frozen
+                .iter()
+                .map(|i| format!("layers[{i}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let shards = Arc::new(RemoteShards::new(
         run.client.clone(),
         Some(remote::cache_dir()),
     )?);
     let data = DatasetData {
         manifest,
-        source,
+        source: shards,
         data: config.data.clone(),
         batch_size: config.training.batch_size,
         seed: config.training.seed,
@@ -123,6 +228,7 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         target: config.data.target.clone(),
         image: config.data.image.clone(),
         dataset: version.reference(),
+        from: source.as_ref().map(|s| s.reference.clone()),
     };
     println!(
         "training {} on {} ({} rows): {} → {:?}, {} epochs, batch {}, device {}",
@@ -157,6 +263,8 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
                 checkpoints: &config.checkpoints,
                 spec: &spec,
                 head,
+                initial: initial.as_deref(),
+                frozen: &frozen,
             };
             let result = trainer.run(&data, resume, &mut observer);
             let flushed = observer.flush();
@@ -215,10 +323,29 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
             card.signature().to_string(),
         ),
         ("trainyard.format".to_string(), "burnpack".to_string()),
-        // How the version came to be (later: imported, exported, fine-tuned).
-        ("trainyard.lineage".to_string(), "trained".to_string()),
+        // How the version came to be: trained here from scratch, or fine-tuned from another.
+        (
+            "trainyard.lineage".to_string(),
+            if source.is_some() {
+                "fine-tuned"
+            } else {
+                "trained"
+            }
+            .to_string(),
+        ),
         ("trainyard.parameters".to_string(), parameters.to_string()),
+        (
+            LICENSE_TAG.to_string(),
+            config
+                .license
+                .clone()
+                .or_else(|| source.as_ref().and_then(|s| s.license.clone()))
+                .unwrap_or_else(|| UNKNOWN_LICENSE.to_string()),
+        ),
     ];
+    if let Some(source) = &source {
+        tags.push(("trainyard.source".to_string(), source.reference.clone()));
+    }
     // Every version the engine trains is servable through /v2 when its layers export: the
     // file sits beside the weights, where the registry source finds `model.onnx`.
     match exported {
@@ -310,6 +437,15 @@ fn params(config: &TrainConfig, dataset: &str) -> Vec<(String, String)> {
         ("seed".into(), t.seed.to_string()),
         ("device".into(), t.device.clone()),
     ];
+    if let Some(from) = &config.model.from {
+        p.push(("from".into(), from.clone()));
+    }
+    if !config.model.freeze.is_empty() {
+        p.push(("freeze".into(), config.model.freeze.join(",")));
+    }
+    if let Some(n) = config.model.train_last {
+        p.push(("train_last".into(), n.to_string()));
+    }
     if let Some(arch) = &config.model.architecture {
         let v = serde_json::to_value(arch).unwrap_or_default();
         if let Some(name) = v["architecture"].as_str() {

@@ -63,9 +63,16 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<i32> {
     let mut config = TrainConfig::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
     // Pin the dataset version now, so the job trains on what was checked here.
     let version = remote::fetch_version(&client, &config.data.dataset).await?;
-    trainyard_tasks::train::check_against(&config, &version)
+    let source = trainyard_tasks::train::fetch_source(&client, &config)
+        .await
+        .map_err(|e| anyhow!("{origin}: {e}"))?;
+    trainyard_tasks::train::check_against(&config, &version, source.as_ref())
         .map_err(|e| anyhow!("{origin}: {e}"))?;
     config.data.dataset = version.reference();
+    // The version started from is pinned too (`NAME` alone means its latest now).
+    if let Some(source) = source {
+        config.model.from = Some(source.reference);
+    }
     let pinned = serde_json::to_string(&config)?;
     let mut task_args = vec!["--config".into(), pinned];
     if let Some(run_id) = &args.resume {
