@@ -381,7 +381,7 @@ fn layer_values(spec: &trainyard_engine::ResolvedSpec, weights: &[u8], i: usize)
     use trainyard_engine::network::Layer;
     let net = train::load(spec, weights, &burn_device()).unwrap();
     match &net.layers[i] {
-        Layer::Linear(l) => l.weight.val().into_data().to_vec::<f32>().unwrap(),
+        Layer::Linear(l) => l.weight.val().into_data().try_to_vec::<f32>().unwrap(),
         other => panic!("layers[{i}] is {other:?}"),
     }
 }
@@ -425,11 +425,20 @@ fn a_run_from_a_trained_version_keeps_its_frozen_layers_and_replaces_the_head() 
         initial: Some(&initial),
         frozen: &frozen,
     };
-    let (net, outcome) = trainer
-        .run(&s.data, None, &mut Recorder::default())
-        .unwrap();
+    let mut recorder = Recorder::default();
+    let (net, outcome) = trainer.run(&s.data, None, &mut recorder).unwrap();
     assert!(accuracy(&outcome) > 0.9, "{:?}", outcome.report);
     let tuned = train::weights(&net).unwrap();
+    // Resumed from a checkpoint half-way, it ends exactly where the uninterrupted run did.
+    let middle = recorder.checkpoints[recorder.checkpoints.len() / 2].clone();
+    let (resumed, _) = trainer
+        .run(&s.data, Some(middle), &mut Recorder::default())
+        .unwrap();
+    assert_eq!(
+        train::weights(&resumed).unwrap(),
+        tuned,
+        "resume is not exact"
+    );
     assert_eq!(
         layer_values(&spec, &tuned, 0),
         layer_values(&source, &source_weights, 0),

@@ -50,7 +50,7 @@ pub enum DatasetCommand {
         /// `NAME[:VERSION]` to start from.
         dataset: String,
         /// TOML (or JSON) with `[[steps]]`: stack, split, shuffle, standardize, normalize,
-        /// label_encode, rename, drop, cast, resize.
+        /// label_encode, rename, drop, cast, resize, filter.
         #[arg(long)]
         steps: PathBuf,
         /// Name of the result [default: the same dataset, as a new version].
