@@ -16,4 +16,7 @@ pub enum ModelsError {
     /// of a rank it does not take); `at` names the layer.
     #[error("{at}: {message}")]
     Invalid { at: String, message: String },
+    /// Bytes that are not an ONNX model with a graph.
+    #[error("file: {0}")]
+    Undecodable(String),
 }

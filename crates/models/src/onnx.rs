@@ -77,14 +77,8 @@ pub struct Summary {
 /// Reads an ONNX file's header and graph outline; a file that is not a decodable ONNX
 /// model, or has no graph, is refused.
 pub fn inspect(bytes: &[u8]) -> Result<Summary, ModelsError> {
-    let model = pb::ModelProto::decode(bytes).map_err(|e| ModelsError::Invalid {
-        at: "file".into(),
-        message: format!("not an ONNX model: {e}"),
-    })?;
-    let graph = model.graph.ok_or_else(|| ModelsError::Invalid {
-        at: "file".into(),
-        message: "an ONNX model without a graph".into(),
-    })?;
+    let mut model = decode(bytes)?;
+    let graph = model.graph.take().expect("decode checks");
     // Weights kept in files beside the model cannot come along with it, and a runtime
     // resolving their paths would read files of whatever machine loads it.
     if let Some(tensor) = external_tensor(&graph) {
@@ -141,13 +135,163 @@ pub fn inspect(bytes: &[u8]) -> Result<Summary, ModelsError> {
     })
 }
 
+/// Where a model keeps tensors outside itself: each distinct external-data `location`, in
+/// the order first named. A location that is not a plain relative path (absolute, with `..`,
+/// a drive or a backslash) is refused naming its tensor: loading it would read a file of
+/// whatever machine serves the model.
+pub fn external_locations(bytes: &[u8]) -> Result<Vec<String>, ModelsError> {
+    let mut model = decode(bytes)?;
+    let mut found = Vec::new();
+    let mut err = None;
+    for_each_tensor(model.graph.as_mut().expect("decode checks"), &mut |t| {
+        if err.is_some() || !is_external(t) {
+            return;
+        }
+        match external_entry(t, "location").map(str::to_string) {
+            Some(location) if safe_location(&location) => {
+                if !found.contains(&location) {
+                    found.push(location);
+                }
+            }
+            location => {
+                err = Some(invalid(
+                    "file",
+                    format!(
+                        "tensor `{}` keeps its data at {:?}, which is not a file beside the model",
+                        t.name,
+                        location.as_deref().unwrap_or("(no location)")
+                    ),
+                ))
+            }
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}
+
+/// The model with every external tensor's bytes taken from `files` (by location) and put
+/// inside it, so a runtime loads it from memory alone. Offsets and lengths are checked
+/// against the file they point into.
+pub fn inline_external_data(
+    bytes: &[u8],
+    files: &std::collections::HashMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, ModelsError> {
+    let mut model = decode(bytes)?;
+    let mut err = None;
+    for_each_tensor(model.graph.as_mut().expect("decode checks"), &mut |t| {
+        if err.is_some() || !is_external(t) {
+            return;
+        }
+        let number = |key: &str| -> Result<Option<usize>, String> {
+            external_entry(t, key)
+                .map(|v| {
+                    v.parse::<usize>()
+                        .map_err(|_| format!("{key} {v:?} is not a number"))
+                })
+                .transpose()
+        };
+        let data = (|| {
+            let location = external_entry(t, "location").ok_or("no location")?;
+            let file = files
+                .get(location)
+                .ok_or_else(|| format!("{location} is missing"))?;
+            let offset = number("offset")?.unwrap_or(0);
+            let length = number("length")?.unwrap_or(file.len().saturating_sub(offset));
+            offset
+                .checked_add(length)
+                .filter(|end| *end <= file.len())
+                .map(|end| file[offset..end].to_vec())
+                .ok_or_else(|| {
+                    format!(
+                        "bytes {offset}..+{length} lie outside {location} ({} bytes)",
+                        file.len()
+                    )
+                })
+        })();
+        match data {
+            Ok(data) => {
+                t.raw_data = data;
+                t.external_data.clear();
+                t.data_location = None;
+            }
+            Err(why) => err = Some(invalid("file", format!("tensor `{}`: {why}", t.name))),
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(model.encode_to_vec()),
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<pb::ModelProto, ModelsError> {
+    let model = pb::ModelProto::decode(bytes)
+        .map_err(|e| ModelsError::Undecodable(format!("not an ONNX model: {e}")))?;
+    if model.graph.is_none() {
+        return Err(ModelsError::Undecodable(
+            "an ONNX model without a graph".into(),
+        ));
+    }
+    Ok(model)
+}
+
+fn is_external(t: &pb::TensorProto) -> bool {
+    t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
+        || !t.external_data.is_empty()
+}
+
+fn external_entry<'a>(t: &'a pb::TensorProto, key: &str) -> Option<&'a str> {
+    t.external_data
+        .iter()
+        .find(|e| e.key == key)
+        .map(|e| e.value.as_str())
+}
+
+/// A relative path of plain names (`weights.bin`, `data/w.bin`).
+fn safe_location(location: &str) -> bool {
+    !location.is_empty()
+        && !location.contains(['\\', '\0', ':'])
+        && std::path::Path::new(location)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Calls `f` on every tensor of `graph`: initializers, sparse initializers' parts, node
+/// attributes, and subgraphs, recursively.
+fn for_each_tensor(graph: &mut pb::GraphProto, f: &mut dyn FnMut(&mut pb::TensorProto)) {
+    graph.initializer.iter_mut().for_each(&mut *f);
+    for s in &mut graph.sparse_initializer {
+        s.values
+            .iter_mut()
+            .chain(s.indices.iter_mut())
+            .for_each(&mut *f);
+    }
+    for node in &mut graph.node {
+        for a in &mut node.attribute {
+            a.t.iter_mut().chain(a.tensors.iter_mut()).for_each(&mut *f);
+            for s in a
+                .sparse_tensor
+                .iter_mut()
+                .chain(a.sparse_tensors.iter_mut())
+            {
+                s.values
+                    .iter_mut()
+                    .chain(s.indices.iter_mut())
+                    .for_each(&mut *f);
+            }
+            for g in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                for_each_tensor(g, f);
+            }
+        }
+    }
+}
+
 /// The first tensor anywhere in `graph` (initializers, sparse initializers, node
 /// attributes, subgraphs) whose data lives in an external file.
 fn external_tensor(graph: &pb::GraphProto) -> Option<String> {
     fn external(t: &pb::TensorProto) -> Option<String> {
-        (t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
-            || !t.external_data.is_empty())
-        .then(|| t.name.clone())
+        is_external(t).then(|| t.name.clone())
     }
     fn sparse(s: &pb::SparseTensorProto) -> Option<String> {
         s.values.iter().chain(s.indices.iter()).find_map(external)
@@ -891,6 +1035,83 @@ mod tests {
         });
         let err = inspect(&model.encode_to_vec()).unwrap_err().to_string();
         assert!(err.contains("`w`") && err.contains("external"), "{err}");
+    }
+
+    /// The model with its first initializer moved to `location` at `offset`, as
+    /// `onnx.save(..., save_as_external_data=True)` writes it; returns the model and the
+    /// file that holds the bytes.
+    fn externalised(bytes: &[u8], location: &str, offset: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut model = pb::ModelProto::decode(bytes).unwrap();
+        let t = &mut model.graph.as_mut().unwrap().initializer[0];
+        let mut file = vec![0xAB; offset];
+        file.extend(std::mem::take(&mut t.raw_data));
+        let entry = |key: &str, value: String| pb::StringStringEntryProto {
+            key: key.into(),
+            value,
+        };
+        t.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+        t.external_data = vec![
+            entry("location", location.into()),
+            entry("offset", offset.to_string()),
+            entry("length", (file.len() - offset).to_string()),
+        ];
+        (model.encode_to_vec(), file)
+    }
+
+    #[test]
+    fn external_data_beside_the_model_is_taken_inside_and_nothing_else_is_read() {
+        let graph = Graph {
+            name: "x".into(),
+            sample_shape: vec![2],
+            layers: vec![named(
+                "l0",
+                Layer::Linear {
+                    weight: Weights::new(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]),
+                    bias: None,
+                },
+            )],
+        };
+        let bytes = encode(&graph, Some(2)).unwrap();
+        let want = run(&bytes, &[1, 2], vec![1.0, -1.0]);
+
+        let (external, file) = externalised(&bytes, "weights.bin", 16);
+        assert_eq!(external_locations(&external).unwrap(), ["weights.bin"]);
+        assert!(
+            inspect(&external).is_err(),
+            "inspect refuses what it cannot load alone"
+        );
+        let files = std::collections::HashMap::from([("weights.bin".to_string(), file.clone())]);
+        let inlined = inline_external_data(&external, &files).unwrap();
+        assert!(external_locations(&inlined).unwrap().is_empty());
+        assert_eq!(run(&inlined, &[1, 2], vec![1.0, -1.0]), want);
+
+        // Locations outside the model's folder are refused before anything is read.
+        for hostile in [
+            "/etc/shadow",
+            "../secret.bin",
+            "a/../../b",
+            "C:\\w.bin",
+            "w:1",
+            "",
+        ] {
+            let (model, _) = externalised(&bytes, hostile, 0);
+            let err = external_locations(&model).unwrap_err().to_string();
+            assert!(
+                err.contains("not a file beside the model"),
+                "{hostile}: {err}"
+            );
+        }
+        // A missing file, or bytes beyond its end, are refused by tensor.
+        let err = inline_external_data(&external, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weights.bin is missing"), "{err}");
+        let short =
+            std::collections::HashMap::from([("weights.bin".to_string(), file[..20].to_vec())]);
+        let err = inline_external_data(&external, &short)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outside weights.bin"), "{err}");
     }
 
     #[test]

@@ -172,3 +172,58 @@ async fn unload_lets_requests_in_flight_finish_and_explicit_mode_refuses_new_one
     m.load("tiny", None).await.unwrap();
     assert!(m.acquire("tiny", None).await.is_ok());
 }
+
+/// `model.onnx` whose weight lives in `location` (as `onnx.save(...,
+/// save_as_external_data=True)` writes it), and the bytes that file must hold.
+fn external_model(location: &str) -> (Vec<u8>, Vec<u8>) {
+    use prost::Message;
+    use tract_onnx::pb;
+    use trainyard_models::graph::{Graph, Layer, NamedLayer, Weights};
+    let graph = Graph {
+        name: "external".into(),
+        sample_shape: vec![4],
+        layers: vec![NamedLayer {
+            name: "l0".into(),
+            layer: Layer::Linear {
+                weight: Weights::new(vec![4, 2], (1..=8).map(|v| v as f32).collect()),
+                bias: None,
+            },
+        }],
+    };
+    let bytes = trainyard_models::onnx::encode(&graph, Some(2)).unwrap();
+    let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let weight = &mut model.graph.as_mut().unwrap().initializer[0];
+    let data = std::mem::take(&mut weight.raw_data);
+    weight.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+    weight.external_data = vec![pb::StringStringEntryProto {
+        key: "location".into(),
+        value: location.into(),
+    }];
+    (model.encode_to_vec(), data)
+}
+
+/// Weights kept beside the model are read from its folder and served; a location outside
+/// the folder is refused without being read, even where a file with the right bytes is.
+#[tokio::test]
+async fn external_weights_come_from_the_models_folder_only() {
+    let dir = repo();
+    let (model, weights) = external_model("weights.bin");
+    std::fs::create_dir_all(dir.path().join("external/1")).unwrap();
+    std::fs::write(dir.path().join("external/1/model.onnx"), model).unwrap();
+    std::fs::write(dir.path().join("external/1/weights.bin"), &weights).unwrap();
+    let (hostile, _) = external_model("../../secret.bin");
+    std::fs::create_dir_all(dir.path().join("hostile/1")).unwrap();
+    std::fs::write(dir.path().join("hostile/1/model.onnx"), hostile).unwrap();
+    std::fs::write(dir.path().join("secret.bin"), &weights).unwrap();
+
+    let m = manager(dir.path(), ControlMode::OnDemand);
+    let lease = m.acquire("external", None).await.unwrap();
+    let out = m
+        .infer(&lease, vec![input(&[[1.0, 0.0, 0.0, 1.0]])], None)
+        .await
+        .unwrap();
+    // Row [1, 0, 0, 1] · [[1, 2], [3, 4], [5, 6], [7, 8]] = [8, 10].
+    assert_eq!(out[0].to_vec::<f32>(), [8.0, 10.0]);
+    let err = m.acquire("hostile", None).await.err().unwrap().to_string();
+    assert!(err.contains("not a file beside the model"), "{err}");
+}

@@ -110,6 +110,12 @@ impl ModelSource for RepositoryFolder {
             }
             Err(e) => return Err(io(&path, e)),
         };
+        let dir = path.parent().unwrap_or(&model).to_path_buf();
+        let onnx = super::with_external_data(onnx, |location| {
+            let file = dir.join(location);
+            async move { tokio::fs::read(&file).await.map_err(|e| io(&file, e)) }
+        })
+        .await?;
         Ok(ModelFiles {
             onnx,
             config,

@@ -31,6 +31,38 @@ pub struct ModelFiles {
     pub origin: String,
 }
 
+/// `onnx` with the external data it names (weights kept in files beside it, as
+/// `onnx.save(..., save_as_external_data=True)` and `mlflow.onnx.log_model` write them)
+/// read by `read(location)` and put inside, so a runtime loads it from memory alone and never
+/// resolves a path itself. Every source passes its files through here: a location outside
+/// the model's folder is refused before anything is read.
+pub(crate) async fn with_external_data<F, Fut>(
+    onnx: Vec<u8>,
+    read: F,
+) -> Result<Vec<u8>, ServeError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, ServeError>>,
+{
+    use trainyard_models::onnx::{external_locations, inline_external_data};
+    let refused = |e: trainyard_models::ModelsError| ServeError::invalid(e.to_string());
+    let locations = match external_locations(&onnx) {
+        Ok(locations) => locations,
+        // Garbage is the runtime's to refuse, with its own words.
+        Err(trainyard_models::ModelsError::Undecodable(_)) => return Ok(onnx),
+        Err(e) => return Err(refused(e)),
+    };
+    if locations.is_empty() {
+        return Ok(onnx);
+    }
+    let mut files = std::collections::HashMap::new();
+    for location in locations {
+        let bytes = read(location.clone()).await?;
+        files.insert(location, bytes);
+    }
+    inline_external_data(&onnx, &files).map_err(refused)
+}
+
 #[async_trait::async_trait]
 pub trait ModelSource: Send + Sync {
     fn describe(&self) -> String;

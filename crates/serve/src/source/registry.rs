@@ -169,10 +169,13 @@ impl ModelSource for RegistrySource {
             )));
         };
         let onnx = self.read(&path).await?;
-        let config_path = format!(
-            "{}/config.json",
-            path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
-        );
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let onnx = super::with_external_data(onnx, |location| {
+            let file = format!("{dir}/{location}");
+            async move { self.read(&file).await.map_err(ServeError::from) }
+        })
+        .await?;
+        let config_path = format!("{dir}/config.json");
         // One read: a missing config means the defaults; a store failure is an error.
         let config = match self.read(&config_path).await {
             Ok(bytes) => {
