@@ -814,3 +814,35 @@ async fn a_cnn_fine_tuned_from_digits_0_to_4_learns_5_to_9_in_fewer_epochs() {
     );
     assert_eq!(tuned.tensor("layers.10.weight").unwrap().shape(), [10, 128]);
 }
+
+/// Under root the server's default job account (`trainyard-job`, no home) runs training:
+/// its shard cache falls back to a folder of its own uid under the temporary directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_training_job_runs_under_the_default_job_account() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the default job account is used under root only");
+        return;
+    }
+    let server = Server::start_with(ServerOptions {
+        cpus: 4.0,
+        job_user: Some(trainyard_compute::DEFAULT_JOB_USER.into()),
+        ..Default::default()
+    })
+    .await;
+    prepare_digits(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mlp.toml");
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(example("mlp.toml"))
+            .unwrap()
+            .replace("epochs = 40", "epochs = 2"),
+    )
+    .unwrap();
+    let trained = ok(server.cli(&["train", &file.display().to_string()]));
+    assert!(
+        trained.contains("registered model digits-mlp:1"),
+        "{trained}"
+    );
+}

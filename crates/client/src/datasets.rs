@@ -105,8 +105,10 @@ impl ShardSource for RemoteShards {
             .map_err(remote)?;
         if let Some(cache) = &self.cache {
             let mut cache = cache.clone();
+            // The cache only saves downloads: a full disk or a folder gone read-only must
+            // not fail the read that already has its bytes.
             if trainyard_data::sha256_hex(&bytes) == sha256 {
-                cache.put(sha256, bytes.clone())?;
+                let _ = cache.put(sha256, bytes.clone());
             }
         }
         Ok(bytes)
@@ -153,15 +155,66 @@ pub async fn commit_version(
         .await
 }
 
-/// Where task processes and the CLI cache shards: `TRAINYARD_CACHE_DIR`, else the
-/// user's cache folder.
+/// Where task processes and the CLI cache shards: `TRAINYARD_CACHE_DIR`, else the user's
+/// cache folder, else (an account without a home, as the default job account under root
+/// is) a folder of this uid's under the temporary directory — the first one that can be
+/// written. Anything read from the cache is checked against its digest, so a folder others
+/// can write costs at most a download, never a wrong shard.
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("TRAINYARD_CACHE_DIR") {
-        return PathBuf::from(dir).join("shards");
+    let candidates = [
+        std::env::var_os("TRAINYARD_CACHE_DIR").map(|d| PathBuf::from(d).join("shards")),
+        std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("trainyard/shards")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/trainyard/shards")),
+    ];
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let fallback = std::env::temp_dir().join(format!("trainyard-{uid}/shards"));
+    first_writable(candidates, fallback)
+}
+
+fn first_writable(
+    candidates: impl IntoIterator<Item = Option<PathBuf>>,
+    fallback: PathBuf,
+) -> PathBuf {
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| writable(dir))
+        .unwrap_or(fallback)
+}
+
+/// Whether `dir` exists (or can be made) and a file can be created in it.
+fn writable(dir: &std::path::Path) -> bool {
+    std::fs::create_dir_all(dir).is_ok() && tempfile_in(dir).is_ok()
+}
+
+fn tempfile_in(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_is_the_first_folder_that_can_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let fallback = dir.path().join("fallback");
+        // A home that does not exist and cannot be made (`/nonexistent` of a system account
+        // under a file here), then one that can.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let unusable = Some(file.join("home/.cache"));
+        let usable = dir.path().join("cache");
+        assert_eq!(
+            first_writable(
+                [None, unusable.clone(), Some(usable.clone())],
+                fallback.clone()
+            ),
+            usable
+        );
+        assert_eq!(first_writable([None, unusable], fallback.clone()), fallback);
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("trainyard").join("shards")
 }
