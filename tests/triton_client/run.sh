@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The tritonclient suite against real Trainyard servers:
 #   1. `trainyard serve` over a generated model repository, on ONNX Runtime, then on tract;
-#   2. the eviction test: ten models over a memory budget, random concurrent requests.
+#   2. the eviction test: ten models over a memory budget, random concurrent requests;
+#   3. the whole platform (`trainyard up`), on ONNX Runtime, then on tract: a scikit-learn
+#      model imported with `trainyard models import`, and the digits CNN trained with
+#      `trainyard train`, each served from the registry and checked against its origin.
 #
 #   tests/triton_client/run.sh [pytest args...]     # needs TRAINYARD_BIN (default: debug build)
 #   tests/triton_client/run.sh --prepare            # only build the venv (prints its python)
@@ -19,6 +22,8 @@ BIN="${TRAINYARD_BIN:-${CARGO_TARGET_DIR:-/var/tmp/trainyard-target}/debug/train
 # Below the kernel's ephemeral range (32768-60999), so no outgoing connection holds them.
 HTTP_PORT="${TRAINYARD_TEST_HTTP_PORT:-28100}"
 GRPC_PORT="${TRAINYARD_TEST_GRPC_PORT:-28101}"
+UP_HTTP_PORT="${TRAINYARD_TEST_UP_HTTP_PORT:-28102}"
+UP_GRPC_PORT="${TRAINYARD_TEST_UP_GRPC_PORT:-28103}"
 
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
@@ -78,4 +83,28 @@ TRAINYARD_TEST_SERVER_PID=$SERVER TRAINYARD_TEST_BUDGET=$((128 << 20)) \
   "$VENV/bin/python" -m pytest -q -s -p no:cacheprovider -rfE test_eviction.py "$@" \
   || { status=1; tail -30 "$WORK/serve-evict.log"; }
 stop_server
+
+# As a user starts it: jobs run as the server's default job account (under root,
+# `trainyard-job`, which has no home). Each runtime gets a fresh data dir, so the models
+# registered there are the only ones.
+for runtime in onnxruntime tract; do
+  echo "run.sh: trainyard up (registry + /v2), runtime $runtime" >&2
+  log="$WORK/up-$runtime.log"
+  "$BIN" up --listen "127.0.0.1:$UP_HTTP_PORT" --grpc-listen "127.0.0.1:$UP_GRPC_PORT" \
+    --data-dir "$WORK/up-$runtime" --cpus 2 --serve-runtime "$runtime" \
+    >"$log" 2>&1 &
+  SERVER=$!
+  if wait_port "$UP_HTTP_PORT" && wait_port "$UP_GRPC_PORT"; then
+    TRAINYARD_TEST_HTTP="127.0.0.1:$UP_HTTP_PORT" TRAINYARD_TEST_GRPC="127.0.0.1:$UP_GRPC_PORT" \
+    TRAINYARD_TEST_RUNTIME=$runtime TRAINYARD_TEST_BIN="$(realpath "$BIN")" \
+    TRAINYARD_TEST_ROOT="$(cd "$HERE/../.." && pwd)" \
+      "$VENV/bin/python" -m pytest -q -p no:cacheprovider -rfEsP \
+      test_sklearn_import.py test_trained_cnn.py "$@" || { status=1; tail -30 "$log"; }
+  else
+    echo "run.sh: trainyard up did not come up; its log:" >&2
+    tail -30 "$log" >&2
+    status=1
+  fi
+  stop_server
+done
 exit $status
