@@ -16,6 +16,7 @@ pub mod model;
 pub mod network;
 pub mod spec;
 pub mod train;
+pub mod weights;
 
 pub use checkpoint::Checkpoint;
 pub use config::TrainConfig;
