@@ -79,7 +79,8 @@ def version_tags(name, version="1"):
 def test_imported_sklearn_mlp_serves_and_agrees_with_sklearn(model, http, grpc):
     clf, x, path = model
     out = ok("models", "import", str(path), "--name", NAME, "--license", LICENSE)
-    assert f"as {NAME}:1" in out and "onnxruntime loads it" in out, out
+    assert f"as {NAME}:1" in out and "checked on onnxruntime" in out, out
+    assert f"served at /v2/models/{NAME}" in out, out
 
     tags = version_tags(NAME)
     for key, want in [("trainyard.lineage", "imported"), ("trainyard.license", LICENSE),
@@ -136,12 +137,14 @@ def test_import_checked_on_tract_is_refused_and_registers_nothing(model):
 @pytest.mark.skipif(RUNTIME != "tract", reason="what a tract-only platform does")
 def test_import_checked_on_onnxruntime_is_unavailable_on_a_tract_server(model, http, grpc):
     """The import is checked on the client's runtime, not the server's: a client with ONNX
-    Runtime registers the file, and a tract server lists it UNAVAILABLE with tract's reason
-    and answers 503 (gRPC UNAVAILABLE) instead of serving it."""
+    Runtime registers the file and says the server cannot serve it; the tract server lists
+    it UNAVAILABLE with tract's reason and answers 503 (gRPC UNAVAILABLE)."""
     clf, x, path = model
     name = NAME + "-ort-checked"
     out = ok("models", "import", str(path), "--name", name, "--license", LICENSE)
-    assert "onnxruntime loads it" in out, out
+    assert "checked on onnxruntime" in out, out
+    # The CLI asks the server, which says it cannot serve the file.
+    assert "registered, but this server cannot serve it" in out and "tract cannot load" in out, out
     assert version_tags(name)["trainyard.lineage"] == "imported"
     with pytest.raises(InferenceServerException) as e:
         wait_listed(http, name)

@@ -846,3 +846,120 @@ async fn a_training_job_runs_under_the_default_job_account() {
         "{trained}"
     );
 }
+
+fn weights_fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../engine/tests/fixtures/weights")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A PyTorch `state_dict` and a safetensors file written by NumPy (the engine's fixtures)
+/// imported into their spec: each becomes a native version whose `/v2` answers are the NumPy
+/// forward pass's; weights that do not fit are refused with both names and register nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn weights_from_pytorch_and_safetensors_import_into_a_spec_and_serve() {
+    let server = server().await;
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(weights_fixture("expected.json")).unwrap())
+            .unwrap();
+    let rows = expected["inputs"].as_array().unwrap();
+    let inputs: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let want: Vec<f64> = expected["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    let spec = weights_fixture("spec.toml");
+    for (file, name) in [("net.pt", "torch-net"), ("net.safetensors", "numpy-net")] {
+        let out = ok(server.cli(&[
+            "models",
+            "import",
+            &weights_fixture(file),
+            "--spec",
+            &spec,
+            "--name",
+            name,
+            "--license",
+            "MIT",
+        ]));
+        assert!(
+            out.contains(&format!("imported {file} as {name}:1")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("served at /v2/models/{name}")),
+            "{out}"
+        );
+        let answer = infer(&server, name, &[rows.len(), 1, 8, 8], &inputs).await;
+        let got: Vec<f64> = answer["outputs"][0]["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (g, w)| m.max((g - w).abs()));
+        assert_eq!(got.len(), want.len());
+        assert!(
+            diff <= 1e-5 * scale,
+            "{file}: /v2 vs NumPy max |Δ| {diff:e}"
+        );
+        let mv = server
+            .get_json(&format!(
+                "/api/2.0/mlflow/model-versions/get?name={name}&version=1"
+            ))
+            .await;
+        let tags = mv["model_version"]["tags"].to_string();
+        for want in [
+            r#""key":"trainyard.lineage","value":"imported""#,
+            &format!(r#""key":"trainyard.imported_from","value":"{file}""#),
+            r#""key":"trainyard.license","value":"MIT""#,
+            r#""key":"trainyard.format","value":"burnpack""#,
+            r#""key":"trainyard.parameters","value":"4330""#,
+        ] {
+            assert!(tags.contains(want), "{want} in {tags}");
+        }
+    }
+
+    // A spec one hidden unit wider: the file's tensor and the spec's parameter both named.
+    let dir = tempfile::tempdir().unwrap();
+    let wider = dir.path().join("wider.toml");
+    std::fs::write(
+        &wider,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("out_features = 16", "out_features = 17")
+            .replace("in_features = 16", "in_features = 17"),
+    )
+    .unwrap();
+    import_is_refused(
+        &server,
+        std::path::Path::new(&weights_fixture("net.pt")),
+        "torch-wider",
+        &["--spec", &wider.display().to_string()],
+        "layers.4.weight (the file's `4.weight`): the spec needs",
+    )
+    .await;
+    import_is_refused(
+        &server,
+        std::path::Path::new(&weights_fixture("net.pt")),
+        "torch-nospec",
+        &[],
+        "--spec",
+    )
+    .await;
+}

@@ -481,7 +481,19 @@ pub fn initial_weights(
 /// Learnable parameters of a network (weights, biases, norm scales and shifts; not the
 /// running statistics), as PyTorch counts them.
 pub fn parameters(net: &Network) -> usize {
-    net.num_params()
+    // burn counts every float tensor of the module, batch norm's running mean and variance
+    // included; PyTorch's `parameters()` does not hold them.
+    fn running_statistics(layers: &[network::Layer]) -> usize {
+        layers
+            .iter()
+            .map(|l| match l {
+                network::Layer::BatchNorm(b) => 2 * b.gamma.dims()[0],
+                network::Layer::Residual(r) => running_statistics(&r.layers),
+                _ => 0,
+            })
+            .sum()
+    }
+    net.num_params() - running_statistics(&net.layers)
 }
 
 /// The weights of a network, in burn's burnpack format.

@@ -8,6 +8,7 @@ use trainyard_client::runs::RunClient;
 use trainyard_client::Client;
 use trainyard_models::onnx::Summary;
 
+use crate::train::LICENSE_TAG;
 use crate::TaskError;
 
 /// The experiment whose runs hold imported files.
@@ -69,34 +70,60 @@ pub async fn import_onnx(
         ))
     })?;
     let size = bytes.len();
+    let tags = vec![
+        ("trainyard.format".to_string(), "onnx".to_string()),
+        (
+            "trainyard.onnx.opset".to_string(),
+            summary.opset.to_string(),
+        ),
+        ("trainyard.onnx.bytes".to_string(), size.to_string()),
+        ("trainyard.signature".to_string(), signature(&summary)),
+        ("trainyard.lineage".to_string(), "imported".to_string()),
+        ("trainyard.imported_from".to_string(), origin.to_string()),
+        (LICENSE_TAG.to_string(), license),
+    ];
+    let (version, run_id) = register_files(
+        client,
+        name,
+        vec![(format!("model/{}", crate::train::ONNX_FILE), bytes)],
+        &format!("imported from {origin} (producer: {})", summary.producer),
+        tags,
+        origin,
+    )
+    .await?;
+    Ok(Imported {
+        name: name.to_string(),
+        version,
+        run_id,
+        summary,
+        runtime: runtime_name,
+    })
+}
+
+/// Uploads `files` into a new run of the imports experiment and registers its `model`
+/// folder as a version of `name`; returns the version and the run. Nothing half-made stays:
+/// when registration fails the uploads go and the run is marked failed.
+async fn register_files(
+    client: &Client,
+    name: &str,
+    files: Vec<(String, Vec<u8>)>,
+    description: &str,
+    tags: Vec<(String, String)>,
+    origin: &str,
+) -> Result<(String, String), TaskError> {
     let run = RunClient::create(
         client.clone(),
         IMPORTS_EXPERIMENT,
         &format!("import {name}"),
     )
     .await?;
+    let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
     let registered = async {
-        run.upload(&format!("model/{}", crate::train::ONNX_FILE), bytes)
-            .await?;
-        let tags = vec![
-            ("trainyard.format".to_string(), "onnx".to_string()),
-            (
-                "trainyard.onnx.opset".to_string(),
-                summary.opset.to_string(),
-            ),
-            ("trainyard.onnx.bytes".to_string(), size.to_string()),
-            ("trainyard.signature".to_string(), signature(&summary)),
-            ("trainyard.lineage".to_string(), "imported".to_string()),
-            ("trainyard.imported_from".to_string(), origin.to_string()),
-            ("trainyard.license".to_string(), license.clone()),
-        ];
-        run.register(
-            name,
-            &run.artifact_uri("model"),
-            &format!("imported from {origin} (producer: {})", summary.producer),
-            &tags,
-        )
-        .await
+        for (path, bytes) in files {
+            run.upload(&path, bytes).await?;
+        }
+        run.register(name, &run.artifact_uri("model"), description, &tags)
+            .await
     }
     .await;
     match registered {
@@ -106,23 +133,128 @@ pub async fn import_onnx(
             if let Err(e) = run.end("FINISHED").await {
                 eprintln!("warning: run {} stays open: {e}", run.run_id);
             }
-            Ok(Imported {
-                name: name.to_string(),
-                version,
-                run_id: run.run_id.clone(),
-                summary,
-                runtime: runtime_name,
-            })
+            Ok((version, run.run_id.clone()))
         }
         Err(e) => {
-            // Nothing half-made stays: the uploaded file goes, the run is marked failed.
-            let _ = run
-                .delete(&format!("model/{}", crate::train::ONNX_FILE))
-                .await;
+            for path in &paths {
+                let _ = run.delete(path).await;
+            }
             let _ = run.end("FAILED").await;
             Err(TaskError::from(e).context(format!("registering {origin} as {name}")))
         }
     }
+}
+
+/// What a weights file is imported as: the spec it fills and how the version is fed.
+pub struct WeightsImport<'a> {
+    pub path: &'a std::path::Path,
+    /// A model spec (TOML or JSON): `input = [..]` and the layers.
+    pub spec: &'a str,
+    /// `FROM_REGEX=TO` rewrites of the file's names (empty: by layer index).
+    pub map: Vec<(String, String)>,
+    pub task: trainyard_engine::config::Task,
+    /// The dataset columns `eval` and `predict` read.
+    pub input: String,
+    pub target: String,
+}
+
+/// A registered weights import.
+pub struct ImportedWeights {
+    pub name: String,
+    pub version: String,
+    pub run_id: String,
+    pub parameters: usize,
+    /// The checked ONNX export, or why there is none.
+    pub onnx: Result<crate::export::Exported, TaskError>,
+}
+
+/// Imports a safetensors file or a PyTorch `state_dict` into a spec as a new version of
+/// `name`: the same files and tags a trained version has (weights, card, checked
+/// `model.onnx`), with lineage `imported`. Nothing is stored unless the weights fit.
+pub async fn import_weights(
+    client: &Client,
+    import: WeightsImport<'_>,
+    name: &str,
+    license: Option<&str>,
+) -> Result<ImportedWeights, TaskError> {
+    use trainyard_engine::model::{ModelCard, CARD_FILE, WEIGHTS_FILE};
+    use trainyard_engine::weights::{self, WeightsFile};
+    let license = check_license(license, "--license")?;
+    let origin = import
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| import.path.display().to_string());
+    let kind = WeightsFile::from_path(import.path).ok_or_else(|| {
+        TaskError::Invalid(format!(
+            "{origin}: a weights file is .safetensors, .pt or .pth"
+        ))
+    })?;
+    let spec = trainyard_engine::spec::parse_model(import.spec)?
+        .resolve(None, None, "model")
+        .map_err(|e| TaskError::from(e).context("--spec"))?;
+    let network = weights::import(&spec, import.path, kind, &import.map)?;
+    let weights = trainyard_engine::train::weights(&network)?;
+    let parameters = trainyard_engine::train::parameters(&network);
+    let onnx = crate::export::export_onnx(&network, &spec, name);
+    let card = ModelCard {
+        format: 1,
+        head: trainyard_engine::train::Head {
+            task: import.task,
+            outputs: spec.outputs(),
+        },
+        spec,
+        input: import.input,
+        target: import.target,
+        image: None,
+        dataset: String::new(),
+        from: None,
+    };
+    let mut tags = vec![
+        ("trainyard.format".to_string(), "burnpack".to_string()),
+        (
+            "trainyard.task".to_string(),
+            format!("{:?}", import.task).to_lowercase(),
+        ),
+        (
+            "trainyard.signature".to_string(),
+            card.signature().to_string(),
+        ),
+        ("trainyard.lineage".to_string(), "imported".to_string()),
+        ("trainyard.imported_from".to_string(), origin.clone()),
+        ("trainyard.parameters".to_string(), parameters.to_string()),
+        (LICENSE_TAG.to_string(), license),
+    ];
+    let mut files = vec![
+        (format!("model/{WEIGHTS_FILE}"), weights),
+        (
+            format!("model/{CARD_FILE}"),
+            serde_json::to_vec_pretty(&card)?,
+        ),
+    ];
+    match &onnx {
+        Ok(e) => {
+            tags.extend(crate::train::onnx_tags(e));
+            files.push((format!("model/{}", crate::train::ONNX_FILE), e.onnx.clone()));
+        }
+        Err(e) => tags.push(("trainyard.onnx".to_string(), format!("not exported: {e}"))),
+    }
+    let (version, run_id) = register_files(
+        client,
+        name,
+        files,
+        &format!("weights imported from {origin}"),
+        tags,
+        &origin,
+    )
+    .await?;
+    Ok(ImportedWeights {
+        name: name.to_string(),
+        version,
+        run_id,
+        parameters,
+        onnx,
+    })
 }
 
 #[cfg(test)]

@@ -350,8 +350,7 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
     // file sits beside the weights, where the registry source finds `model.onnx`.
     match exported {
         Ok(e) => {
-            tags.push(("trainyard.onnx.bytes".to_string(), e.onnx.len().to_string()));
-            run.upload(&format!("model/{ONNX_FILE}"), e.onnx).await?;
+            tags.extend(onnx_tags(&e));
             println!(
                 "exported model/{ONNX_FILE} (opset {}): {} agrees with the engine, max |Δ| {:.2e} at output scale {:.2e}",
                 trainyard_models::onnx::OPSET,
@@ -359,14 +358,7 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
                 e.max_abs_diff,
                 e.scale
             );
-            tags.push((
-                "trainyard.onnx.opset".to_string(),
-                trainyard_models::onnx::OPSET.to_string(),
-            ));
-            tags.push((
-                "trainyard.onnx.check".to_string(),
-                format!("{} max_abs_diff={:.3e}", e.runtime, e.max_abs_diff),
-            ));
+            run.upload(&format!("model/{ONNX_FILE}"), e.onnx).await?;
         }
         Err(e) => {
             println!("not exported to ONNX (the version is not servable through /v2): {e}");
@@ -407,6 +399,21 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         .map_err(|e| TaskError::from(e).context("registering the model version"))?;
     println!("registered model {}:{model_version}", config.name);
     Ok(0)
+}
+
+/// The version tags of a checked ONNX export: its opset, size and how it was checked.
+pub fn onnx_tags(e: &crate::export::Exported) -> Vec<(String, String)> {
+    vec![
+        ("trainyard.onnx.bytes".to_string(), e.onnx.len().to_string()),
+        (
+            "trainyard.onnx.opset".to_string(),
+            trainyard_models::onnx::OPSET.to_string(),
+        ),
+        (
+            "trainyard.onnx.check".to_string(),
+            format!("{} max_abs_diff={:.3e}", e.runtime, e.max_abs_diff),
+        ),
+    ]
 }
 
 fn format_shape(shape: &[usize]) -> String {

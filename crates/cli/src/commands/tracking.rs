@@ -69,11 +69,13 @@ pub enum ModelsCommand {
         client: ClientArgs,
         name: String,
     },
-    /// Register an ONNX file (from any exporter) as a new version of NAME; it serves as is.
+    /// Register a file as a new version of NAME: an ONNX file from any exporter (served as
+    /// is), or weights — safetensors, a PyTorch `state_dict` (.pt/.pth) — into a model spec
+    /// (`--spec`), which become a native version like a trained one.
     Import {
         #[command(flatten)]
         client: ClientArgs,
-        /// The `.onnx` file.
+        /// The `.onnx`, `.safetensors`, `.pt` or `.pth` file.
         path: std::path::PathBuf,
         /// The registered model the file becomes a version of.
         #[arg(long)]
@@ -81,6 +83,22 @@ pub enum ModelsCommand {
         /// Its licence, as an SPDX identifier (unknown when not given).
         #[arg(long)]
         license: Option<String>,
+        /// For weights: the model spec (TOML or JSON with `input = [..]` and `[[layers]]`).
+        #[arg(long)]
+        spec: Option<std::path::PathBuf>,
+        /// For weights: rewrite the file's tensor names, `REGEX=REPLACEMENT` (repeatable;
+        /// default: a Sequential's `N.weight` is the spec's `layers[N]`).
+        #[arg(long = "map", value_name = "REGEX=REPLACEMENT")]
+        map: Vec<String>,
+        /// For weights: classification or regression.
+        #[arg(long, default_value = "classification")]
+        task: String,
+        /// For weights: the dataset column `eval` and `predict` feed the model.
+        #[arg(long, default_value = "input")]
+        input: String,
+        /// For weights: the dataset column `eval` compares with.
+        #[arg(long, default_value = "label")]
+        target: String,
     },
     /// Write a model version to a file: its ONNX file, or its weights as safetensors
     /// (PyTorch names and layouts).
@@ -289,40 +307,125 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             path,
             name,
             license,
+            spec,
+            map,
+            task,
+            input,
+            target,
         } => {
             let client = crate::client::connect(&args)?;
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let origin = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string());
-            let imported = trainyard_tasks::import::import_onnx(
-                &client,
-                bytes,
-                &origin,
-                &name,
-                license.as_deref(),
-            )
-            .await?;
-            if args.output == Format::Json {
-                print_json(&serde_json::json!({
+            let is_onnx = path.extension().is_some_and(|e| e == "onnx");
+            let (version, summary) = if is_onnx {
+                if spec.is_some() {
+                    anyhow::bail!(
+                        "--spec: an ONNX file carries its own graph; --spec is for weights files"
+                    );
+                }
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let imported = trainyard_tasks::import::import_onnx(
+                    &client,
+                    bytes,
+                    &origin,
+                    &name,
+                    license.as_deref(),
+                )
+                .await?;
+                let summary = serde_json::json!({
                     "name": imported.name,
                     "version": imported.version,
                     "run_id": imported.run_id,
+                    "format": "onnx",
                     "opset": imported.summary.opset,
                     "operators": imported.summary.operators,
-                }));
+                    "checked_on": imported.runtime,
+                });
+                (imported.version, summary)
+            } else {
+                let spec_path = spec.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--spec: {origin} holds weights only; give the model spec they fill"
+                    )
+                })?;
+                let spec_text = std::fs::read_to_string(&spec_path)
+                    .with_context(|| format!("cannot read {}", spec_path.display()))?;
+                let map = map
+                    .iter()
+                    .map(|m| {
+                        m.split_once('=')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .ok_or_else(|| anyhow::anyhow!("--map {m}: expected REGEX=REPLACEMENT"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let task = match task.as_str() {
+                    "classification" => trainyard_engine::config::Task::Classification,
+                    "regression" => trainyard_engine::config::Task::Regression,
+                    other => anyhow::bail!("--task {other}: classification or regression"),
+                };
+                let imported = trainyard_tasks::import::import_weights(
+                    &client,
+                    trainyard_tasks::import::WeightsImport {
+                        path: &path,
+                        spec: &spec_text,
+                        map,
+                        task,
+                        input,
+                        target,
+                    },
+                    &name,
+                    license.as_deref(),
+                )
+                .await?;
+                let summary = serde_json::json!({
+                    "name": imported.name,
+                    "version": imported.version,
+                    "run_id": imported.run_id,
+                    "format": "burnpack",
+                    "parameters": imported.parameters,
+                    "onnx": match &imported.onnx {
+                        Ok(e) => serde_json::json!({"checked_on": e.runtime, "max_abs_diff": e.max_abs_diff}),
+                        Err(e) => serde_json::json!({"error": e.to_string()}),
+                    },
+                });
+                (imported.version, summary)
+            };
+            // The file was checked here; whether the server serves it is the server's to say
+            // (another runtime, another library): ask it.
+            let served = client
+                .send(client.request(
+                    Method::GET,
+                    &format!("/v2/models/{name}/versions/{version}"),
+                ))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            if args.output == Format::Json {
+                let mut summary = summary;
+                summary["served"] = serde_json::json!(served.is_ok());
+                if let Err(e) = &served {
+                    summary["serving_error"] = serde_json::json!(e);
+                }
+                print_json(&summary);
             } else {
                 println!(
-                    "imported {origin} as {}:{} (opset {}, {} nodes; {} loads it); served at /v2/models/{}",
-                    imported.name,
-                    imported.version,
-                    imported.summary.opset,
-                    imported.summary.nodes,
-                    imported.runtime,
-                    imported.name
+                    "imported {origin} as {name}:{version} ({})",
+                    match summary["format"].as_str() {
+                        Some("onnx") => format!(
+                            "ONNX opset {}, checked on {}",
+                            summary["opset"],
+                            summary["checked_on"].as_str().unwrap_or("?")
+                        ),
+                        _ => format!("{} parameters", summary["parameters"]),
+                    }
                 );
+                match served {
+                    Ok(()) => println!("served at /v2/models/{name}"),
+                    Err(e) => println!("registered, but this server cannot serve it: {e}"),
+                }
             }
             Ok(0)
         }
