@@ -270,6 +270,26 @@ async fn digits_mlp_and_cnn_train_register_and_evaluate() {
         assert!(tags.contains(want), "{want} in {tags}");
     }
     served_like_the_engine(&server, "imported-cnn", "digits-cnn-predictions").await;
+    // The file is a chain of engine layers: it also became a native spec (checked against
+    // the file; the CNN's two dropouts are nothing in ONNX, so 9 of its 11 layers), which a
+    // training file can start from — one epoch of fine-tuning.
+    assert!(
+        imported.contains("native form: spec (9 layers)"),
+        "{imported}"
+    );
+    let tune = dir.path().join("tune.toml");
+    std::fs::write(
+        &tune,
+        "name = \"imported-cnn-tuned\"\n[data]\ndataset = \"digits\"\ninput = \"pixels\"\ntarget = \"label\"\n\
+         [model]\nfrom = \"imported-cnn:1\"\n[training]\nepochs = 1\nbatch_size = 32\nseed = 1\n",
+    )
+    .unwrap();
+    let tuned = ok(server.cli(&["train", &tune.display().to_string()]));
+    assert!(tuned.contains("starting from imported-cnn:1\n"), "{tuned}");
+    assert!(
+        tuned.contains("registered model imported-cnn-tuned:1"),
+        "{tuned}"
+    );
     let truncated = dir.path().join("truncated.onnx");
     let whole = std::fs::read(&onnx).unwrap();
     std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();

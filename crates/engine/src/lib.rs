@@ -13,6 +13,7 @@ pub mod device;
 pub mod export;
 pub mod metrics;
 pub mod model;
+pub mod native;
 pub mod network;
 pub mod spec;
 pub mod train;

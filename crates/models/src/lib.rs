@@ -7,6 +7,7 @@
 
 pub mod graph;
 pub mod onnx;
+pub mod onnx_read;
 pub mod safetensors;
 
 /// What the model transforms refuse.

@@ -86,11 +86,20 @@ pub(crate) fn checking_runtime() -> (&'static dyn Runtime, &'static str) {
 }
 
 fn run_onnx(runtime: &dyn Runtime, onnx: &[u8], batch: &Batch) -> Result<Vec<f32>, String> {
+    run_onnx_named(runtime, onnx, batch, trainyard_models::onnx::INPUT)
+}
+
+fn run_onnx_named(
+    runtime: &dyn Runtime,
+    onnx: &[u8],
+    batch: &Batch,
+    input: &str,
+) -> Result<Vec<f32>, String> {
     let (_, mut instances) = runtime.load(onnx, 1).map_err(|e| e.to_string())?;
     let mut shape = vec![batch.rows];
     shape.extend_from_slice(&batch.sample_shape);
     let input = Tensor {
-        name: trainyard_models::onnx::INPUT.into(),
+        name: input.into(),
         datatype: DataType::F32,
         shape,
         data: batch.inputs.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -150,6 +159,33 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
                 }
             )))
         }
+    }
+}
+
+/// The native form of an imported ONNX file: its graph read as engine layers, made a
+/// network, and checked to compute what the file computes (on the probe batch, within
+/// [`TOLERANCE`]) in the runtime that checked the import. `input` is the file's input name.
+pub fn native_form(
+    onnx: &[u8],
+    name: &str,
+    input: &str,
+) -> Result<(ResolvedSpec, Network), TaskError> {
+    let graph = trainyard_models::onnx_read::to_graph(onnx, name)
+        .map_err(|e| TaskError::Invalid(e.to_string()))?;
+    let (spec, net) = trainyard_engine::native::from_graph(&graph)?;
+    let batch = probe_for(&spec, PROBE_ROWS);
+    let (runtime, runtime_name) = checking_runtime();
+    let file = run_onnx_named(runtime, onnx, &batch, input)
+        .map_err(|e| TaskError::Invalid(format!("{runtime_name} cannot run the file: {e}")))?;
+    let native = train::predict(&net, &batch)?;
+    match compare(&file, &native) {
+        Some((diff, scale)) if diff <= TOLERANCE * scale => Ok((spec, net)),
+        Some((diff, scale)) => Err(TaskError::Invalid(format!(
+            "the native network differs from the file (max |Δ| {diff:.3e} at output scale {scale:.3e})"
+        ))),
+        None => Err(TaskError::Invalid(
+            "the native network's outputs differ from the file's in size or are not finite".into(),
+        )),
     }
 }
 

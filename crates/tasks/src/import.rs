@@ -22,6 +22,8 @@ pub struct Imported {
     pub summary: Summary,
     /// The runtime that loaded the file before it was registered.
     pub runtime: &'static str,
+    /// Whether the version also has a native form (`spec (N layers)`), or why not.
+    pub native: String,
 }
 
 /// The `{inputs, outputs}` signature tag of a summary (`-1`: a symbolic dimension).
@@ -70,7 +72,43 @@ pub async fn import_onnx(
         ))
     })?;
     let size = bytes.len();
+    // Where the graph is a chain of engine layers, the version also gets the native form
+    // (weights and card) that fine-tuning and `eval` read.
+    let native = match summary.inputs.as_slice() {
+        [(input, _)] => crate::export::native_form(&bytes, name, input),
+        _ => Err(TaskError::Invalid("the native form has one input".into())),
+    };
+    let mut files = vec![(format!("model/{}", crate::train::ONNX_FILE), bytes)];
+    let native_tag = match &native {
+        Ok((spec, net)) => {
+            use trainyard_engine::model::{ModelCard, CARD_FILE, WEIGHTS_FILE};
+            let card = ModelCard {
+                format: 1,
+                head: trainyard_engine::train::Head {
+                    task: trainyard_engine::config::Task::Classification,
+                    outputs: spec.outputs(),
+                },
+                spec: spec.clone(),
+                input: "input".into(),
+                target: "label".into(),
+                image: None,
+                dataset: String::new(),
+                from: None,
+            };
+            files.push((
+                format!("model/{WEIGHTS_FILE}"),
+                trainyard_engine::train::weights(net)?,
+            ));
+            files.push((
+                format!("model/{CARD_FILE}"),
+                serde_json::to_vec_pretty(&card)?,
+            ));
+            format!("spec ({} layers)", spec.layers.len())
+        }
+        Err(e) => format!("not converted: {e}"),
+    };
     let tags = vec![
+        ("trainyard.native".to_string(), native_tag.clone()),
         ("trainyard.format".to_string(), "onnx".to_string()),
         (
             "trainyard.onnx.opset".to_string(),
@@ -85,7 +123,7 @@ pub async fn import_onnx(
     let (version, run_id) = register_files(
         client,
         name,
-        vec![(format!("model/{}", crate::train::ONNX_FILE), bytes)],
+        files,
         &format!("imported from {origin} (producer: {})", summary.producer),
         tags,
         origin,
@@ -97,6 +135,7 @@ pub async fn import_onnx(
         run_id,
         summary,
         runtime: runtime_name,
+        native: native_tag,
     })
 }
 

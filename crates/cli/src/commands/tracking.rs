@@ -343,6 +343,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                     "opset": imported.summary.opset,
                     "operators": imported.summary.operators,
                     "checked_on": imported.runtime,
+                    "native": imported.native,
                 });
                 (imported.version, summary)
             } else {
@@ -422,6 +423,9 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                         _ => format!("{} parameters", summary["parameters"]),
                     }
                 );
+                if let Some(native) = summary["native"].as_str() {
+                    println!("native form: {native}");
+                }
                 match served {
                     Ok(()) => println!("served at /v2/models/{name}"),
                     Err(e) => println!("registered, but this server cannot serve it: {e}"),
