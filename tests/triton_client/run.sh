@@ -3,8 +3,9 @@
 #   1. `trainyard serve` over a generated model repository, on ONNX Runtime, then on tract;
 #   2. the eviction test: ten models over a memory budget, random concurrent requests;
 #   3. the whole platform (`trainyard up`), on ONNX Runtime, then on tract: a scikit-learn
-#      model imported with `trainyard models import`, and the digits CNN trained with
-#      `trainyard train`, each served from the registry and checked against its origin.
+#      model imported with `trainyard models import`, the digits CNN trained with
+#      `trainyard train`, and an ONNX model written with the `onnx` package (imported, made
+#      native, fine-tuned), each served from the registry and checked against its origin.
 #
 #   tests/triton_client/run.sh [pytest args...]     # needs TRAINYARD_BIN (default: debug build)
 #   tests/triton_client/run.sh --prepare            # only build the venv (prints its python)
@@ -99,7 +100,7 @@ for runtime in onnxruntime tract; do
     TRAINYARD_TEST_RUNTIME=$runtime TRAINYARD_TEST_BIN="$(realpath "$BIN")" \
     TRAINYARD_TEST_ROOT="$(cd "$HERE/../.." && pwd)" \
       "$VENV/bin/python" -m pytest -q -p no:cacheprovider -rfEsP \
-      test_sklearn_import.py test_trained_cnn.py "$@" || { status=1; tail -30 "$log"; }
+      test_sklearn_import.py test_trained_cnn.py test_onnx_script_import.py "$@" || { status=1; tail -30 "$log"; }
   else
     echo "run.sh: trainyard up did not come up; its log:" >&2
     tail -30 "$log" >&2

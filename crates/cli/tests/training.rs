@@ -797,6 +797,14 @@ async fn a_cnn_fine_tuned_from_digits_0_to_4_learns_5_to_9_in_fewer_epochs() {
     assert_eq!(tag("trainyard.lineage"), "fine-tuned");
     assert_eq!(tag("trainyard.source"), "digits-cnn-0to4:1");
     assert_eq!(tag("trainyard.license"), "MIT");
+    let shown = ok(server.cli(&["models", "show", "digits-cnn-5to9"]));
+    for want in [
+        "burnpack + onnx 17",
+        "fine-tuned from digits-cnn-0to4:1",
+        "MIT",
+    ] {
+        assert!(shown.contains(want), "{want} in\n{shown}");
+    }
     let weights = |model: &str| {
         let file = dir.path().join(format!("{model}.safetensors"));
         ok(server.cli(&[

@@ -27,6 +27,8 @@ pub struct Exported {
     pub runtime: &'static str,
     pub max_abs_diff: f64,
     pub scale: f64,
+    /// Time to describe, encode and check the network (what registration spends on it).
+    pub elapsed: std::time::Duration,
 }
 
 /// Deterministic inputs in [-2, 2) for `rows` samples of `shape` (a SplitMix64 stream), so
@@ -129,6 +131,7 @@ fn compare(engine: &[f32], onnx: &[f32]) -> Option<(f64, f64)> {
 
 /// Exports `net` (built from `spec`) as `name` and checks the file.
 pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exported, TaskError> {
+    let started = std::time::Instant::now();
     let graph = export::graph(net, spec, name)?;
     let onnx = trainyard_models::onnx::encode(&graph, Some(spec.outputs()))
         .map_err(|e| TaskError::Invalid(format!("ONNX export: {e}")))?;
@@ -146,6 +149,7 @@ pub fn export_onnx(net: &Network, spec: &ResolvedSpec, name: &str) -> Result<Exp
             runtime: runtime_name,
             max_abs_diff: diff,
             scale,
+            elapsed: started.elapsed(),
         }),
         found => {
             let at = first_difference(net, &graph, &batch, runtime)

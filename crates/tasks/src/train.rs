@@ -352,8 +352,9 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         Ok(e) => {
             tags.extend(onnx_tags(&e));
             println!(
-                "exported model/{ONNX_FILE} (opset {}): {} agrees with the engine, max |Δ| {:.2e} at output scale {:.2e}",
+                "exported model/{ONNX_FILE} (opset {}) in {:.1} ms: {} agrees with the engine, max |Δ| {:.2e} at output scale {:.2e}",
                 trainyard_models::onnx::OPSET,
+                e.elapsed.as_secs_f64() * 1e3,
                 e.runtime,
                 e.max_abs_diff,
                 e.scale

@@ -550,16 +550,37 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 .into_iter()
                 .flatten()
                 .map(|v| {
+                    let tag = |key: &str| v["tags"][key].as_str().map(str::to_string);
+                    // What the registry records of each version's format and origin.
+                    let format = match (tag("trainyard.format"), tag("trainyard.onnx.opset")) {
+                        (Some(f), Some(opset)) if f != "onnx" => format!("{f} + onnx {opset}"),
+                        (Some(f), Some(opset)) => format!("{f} {opset}"),
+                        (Some(f), None) => f,
+                        (None, _) => "—".into(),
+                    };
+                    let lineage = match (tag("trainyard.lineage"), tag("trainyard.source")) {
+                        (Some(l), Some(source)) => format!("{l} from {source}"),
+                        (Some(l), None) => l,
+                        (None, _) => "—".into(),
+                    };
                     vec![
                         text(&v["version"]),
                         text(&v["stage"]),
+                        format,
+                        lineage,
+                        tag("trainyard.parameters").unwrap_or_else(|| "—".into()),
+                        tag("trainyard.license").unwrap_or_else(|| "unknown".into()),
                         text(&v["run_id"]),
-                        text(&v["source"]),
                         time(v["creation_time"].as_i64()),
                     ]
                 })
                 .collect();
-            print_table(&["VERSION", "STAGE", "RUN", "SOURCE", "CREATED"], &rows);
+            print_table(
+                &[
+                    "VERSION", "STAGE", "FORMAT", "LINEAGE", "PARAMS", "LICENSE", "RUN", "CREATED",
+                ],
+                &rows,
+            );
             Ok(0)
         }
     }
