@@ -227,3 +227,37 @@ async fn external_weights_come_from_the_models_folder_only() {
     let err = m.acquire("hostile", None).await.err().unwrap().to_string();
     assert!(err.contains("not a file beside the model"), "{err}");
 }
+
+/// A batch dimension with neither a size nor a name (as skl2onnx writes it) loads on tract
+/// too, which needs every input dimension named to type the graph.
+#[tokio::test]
+async fn an_unnamed_batch_dimension_loads_on_tract() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let dir = repo();
+    let (model, weights) = external_model("weights.bin");
+    let mut model = pb::ModelProto::decode(model.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    graph.initializer[0].raw_data = weights;
+    graph.initializer[0].data_location = None;
+    graph.initializer[0].external_data.clear();
+    let Some(pb::type_proto::Value::TensorType(t)) =
+        graph.input[0].r#type.as_mut().unwrap().value.as_mut()
+    else {
+        panic!("a tensor input")
+    };
+    t.shape.as_mut().unwrap().dim[0].value = None;
+    std::fs::create_dir_all(dir.path().join("unnamed/1")).unwrap();
+    std::fs::write(
+        dir.path().join("unnamed/1/model.onnx"),
+        model.encode_to_vec(),
+    )
+    .unwrap();
+    let m = manager(dir.path(), ControlMode::OnDemand);
+    let lease = m.acquire("unnamed", None).await.unwrap();
+    let out = m
+        .infer(&lease, vec![input(&[[1.0, 0.0, 0.0, 1.0], [0.0; 4]])], None)
+        .await
+        .unwrap();
+    assert_eq!(out[0].to_vec::<f32>(), [8.0, 10.0, 0.0, 0.0]);
+}

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, TypedFact,
-    TypedRunnableModel,
+    DatumType, Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable,
+    IntoTValue, TDim, TValue, TVec, TractResult, TypedFact, TypedRunnableModel,
 };
+use tract_onnx::tract_hir::internal::{GenericFactoid, ShapeFactoid};
 
 use super::{Instance, Runtime, RuntimeKind, Signature, TensorSpec};
 use crate::tensor::{DataType, Tensor};
@@ -50,8 +51,17 @@ fn datum(dt: DataType) -> Option<DatumType> {
     })
 }
 
+/// tract computes some integer tensors (shapes, indices) as symbolic dimensions; they leave
+/// the model as the INT64 the file declares.
+fn served_type(dt: DatumType) -> Option<DataType> {
+    match dt {
+        DatumType::TDim => Some(DataType::I64),
+        dt => datatype(dt),
+    }
+}
+
 fn spec(name: &str, fact: &TypedFact) -> Result<TensorSpec, ServeError> {
-    let datatype = datatype(fact.datum_type).ok_or_else(|| {
+    let datatype = served_type(fact.datum_type).ok_or_else(|| {
         ServeError::invalid(format!(
             "model tensor '{name}' has an element type tract cannot serve ({:?})",
             fact.datum_type
@@ -68,6 +78,37 @@ fn spec(name: &str, fact: &TypedFact) -> Result<TensorSpec, ServeError> {
     })
 }
 
+/// Gives every input dimension the file leaves with neither a size nor a name (skl2onnx
+/// writes the batch dimension so) a symbol of its own: tract types the graph from its
+/// inputs and cannot start from an unknown dimension, where ONNX Runtime can.
+fn name_unknown_dims(model: &mut InferenceModel) -> TractResult<()> {
+    for i in 0..model.inputs.len() {
+        let fact = model.input_fact(i)?.clone();
+        if fact.shape.is_open() || !fact.shape.dims().any(|d| matches!(d, GenericFactoid::Any)) {
+            continue;
+        }
+        let dims = fact
+            .shape
+            .dims()
+            .enumerate()
+            .map(|(j, d)| match d {
+                GenericFactoid::Any => {
+                    GenericFactoid::Only(TDim::from(model.symbols.sym(&format!("input{i}_dim{j}"))))
+                }
+                known => known.clone(),
+            })
+            .collect();
+        model.set_input_fact(
+            i,
+            InferenceFact {
+                shape: ShapeFactoid::closed(dims),
+                ..fact
+            },
+        )?;
+    }
+    Ok(())
+}
+
 fn fail(e: impl std::fmt::Display) -> ServeError {
     ServeError::invalid(format!("tract cannot load the model: {e:#}"))
 }
@@ -82,11 +123,11 @@ impl Runtime for Tract {
         onnx: &[u8],
         instances: usize,
     ) -> Result<(Signature, Vec<Box<dyn Instance>>), ServeError> {
-        let model = tract_onnx::onnx()
+        let mut model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
-            .map_err(fail)?
-            .into_optimized()
             .map_err(fail)?;
+        name_unknown_dims(&mut model).map_err(fail)?;
+        let model = model.into_optimized().map_err(fail)?;
         let mut signature = Signature::default();
         for (i, outlet) in model.input_outlets().map_err(fail)?.iter().enumerate() {
             let name = &model.node(outlet.node).name;
@@ -148,9 +189,15 @@ impl Instance for TractInstance {
             .iter()
             .zip(self.output_names.iter())
             .map(|(v, name)| {
-                let datatype = datatype(v.datum_type()).ok_or_else(|| {
+                let datatype = served_type(v.datum_type()).ok_or_else(|| {
                     ServeError::internal(format!("output '{name}' has type {:?}", v.datum_type()))
                 })?;
+                let v = if v.datum_type() == DatumType::TDim {
+                    v.cast_to::<i64>()
+                        .map_err(|e| ServeError::internal(format!("output '{name}': {e:#}")))?
+                } else {
+                    std::borrow::Cow::Borrowed(&**v)
+                };
                 Ok(Tensor {
                     name: name.clone(),
                     datatype,
