@@ -261,24 +261,24 @@ pub async fn run(command: DatasetCommand) -> anyhow::Result<i32> {
             })
             .await??;
             let header: Vec<&str> = table.schema.iter().map(|f| f.name.as_str()).collect();
-            let cells: Vec<Vec<String>> = (0..table.rows())
-                .map(|r| table.columns.iter().map(|c| cell(c, r)).collect())
-                .collect();
             if args.output == Output::Json {
-                let rows: Vec<serde_json::Value> = cells
-                    .iter()
-                    .map(|row| {
+                // Whole, typed values (the table below shortens tensors for the eye).
+                let rows: Vec<serde_json::Value> = (0..table.rows())
+                    .map(|r| {
                         serde_json::Value::Object(
                             header
                                 .iter()
-                                .zip(row)
-                                .map(|(h, c)| (h.to_string(), serde_json::Value::String(c.clone())))
+                                .zip(&table.columns)
+                                .map(|(h, c)| (h.to_string(), json_cell(c, r)))
                                 .collect(),
                         )
                     })
                     .collect();
                 print_json(&rows);
             } else {
+                let cells: Vec<Vec<String>> = (0..table.rows())
+                    .map(|r| table.columns.iter().map(|c| cell(c, r)).collect())
+                    .collect();
                 print_table(&header, &cells);
             }
             Ok(0)
@@ -467,6 +467,33 @@ fn cell(column: &Column, row: usize) -> String {
     }
 }
 
+/// A row's value as JSON: numbers as numbers, a tensor as nested arrays of its shape,
+/// bytes as their length (they are images, not text).
+fn json_cell(column: &Column, row: usize) -> serde_json::Value {
+    use serde_json::{json, Value};
+    fn nest(shape: &[usize], values: &[f32]) -> Value {
+        match shape.split_first() {
+            None => json!(values.first().copied().map(f64::from)),
+            Some((_, rest)) if rest.is_empty() => {
+                json!(values.iter().map(|v| f64::from(*v)).collect::<Vec<_>>())
+            }
+            Some((_, rest)) => {
+                let step = rest.iter().product::<usize>().max(1);
+                Value::Array(values.chunks(step).map(|c| nest(rest, c)).collect())
+            }
+        }
+    }
+    match column {
+        Column::Float32 { shape, values } => {
+            let n: usize = shape.iter().product::<usize>().max(1);
+            nest(shape, &values[row * n..(row + 1) * n])
+        }
+        Column::Int64(v) => json!(v[row]),
+        Column::String(v) => json!(v[row]),
+        Column::Bytes(v) => json!({ "bytes": v[row].len() }),
+    }
+}
+
 fn short(version: &str) -> String {
     version.chars().take(12).collect()
 }
@@ -486,7 +513,7 @@ fn human_bytes(n: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::step_summary;
+    use super::{json_cell, step_summary, Column};
     use serde_json::json;
 
     #[test]
@@ -506,6 +533,31 @@ mod tests {
         assert_eq!(
             step_summary(&labels),
             "label_encode column=y (fitted classes [a,b])"
+        );
+    }
+
+    #[test]
+    fn json_rows_keep_whole_typed_values() {
+        let tensor = Column::Float32 {
+            shape: vec![2, 3],
+            values: (0..12).map(|v| v as f32 * 0.5).collect(),
+        };
+        assert_eq!(
+            json_cell(&tensor, 1),
+            serde_json::json!([[3.0, 3.5, 4.0], [4.5, 5.0, 5.5]])
+        );
+        let scalar = Column::Float32 {
+            shape: vec![],
+            values: vec![1.5, -2.0],
+        };
+        assert_eq!(json_cell(&scalar, 1), serde_json::json!(-2.0));
+        assert_eq!(
+            json_cell(&Column::Int64(vec![7, 9]), 1),
+            serde_json::json!(9)
+        );
+        assert_eq!(
+            json_cell(&Column::Bytes(vec![vec![0; 5]]), 0),
+            serde_json::json!({"bytes": 5})
         );
     }
 }
