@@ -474,7 +474,7 @@ fn json_cell(column: &Column, row: usize) -> serde_json::Value {
     fn nest(shape: &[usize], values: &[f32]) -> Value {
         match shape.split_first() {
             None => json!(values.first().copied().map(f64::from)),
-            Some((_, rest)) if rest.is_empty() => {
+            Some((_, [])) => {
                 json!(values.iter().map(|v| f64::from(*v)).collect::<Vec<_>>())
             }
             Some((_, rest)) => {
