@@ -166,10 +166,32 @@ pub fn cache_dir() -> PathBuf {
         std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("trainyard/shards")),
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/trainyard/shards")),
     ];
+    first_writable(candidates, private_temp_dir().join("shards"))
+}
+
+/// `TMP/trainyard-<uid>`, made private (0700) to this uid. The temporary directory is shared
+/// with every account: a folder of that name someone else made, or a link there, is not
+/// used; a fresh one of this process's is.
+fn private_temp_dir() -> PathBuf {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    let fallback = std::env::temp_dir().join(format!("trainyard-{uid}/shards"));
-    first_writable(candidates, fallback)
+    let base = std::env::temp_dir();
+    let shared = base.join(format!("trainyard-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&shared);
+    // A real folder of this uid's (not a link) is ours to make private again.
+    let ours = std::fs::symlink_metadata(&shared)
+        .is_ok_and(|m| m.file_type().is_dir() && m.uid() == uid)
+        && std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).is_ok();
+    if ours {
+        return shared;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let own = base.join(format!("trainyard-{uid}-{}-{nanos}", std::process::id()));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&own);
+    own
 }
 
 fn first_writable(
@@ -190,7 +212,11 @@ fn writable(dir: &std::path::Path) -> bool {
 
 fn tempfile_in(dir: &std::path::Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".probe-{}", std::process::id()));
-    std::fs::File::create(&probe)?;
+    // create_new (O_EXCL) neither follows a link planted under that name nor truncates.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
     std::fs::remove_file(probe)
 }
 
@@ -216,5 +242,16 @@ mod tests {
             usable
         );
         assert_eq!(first_writable([None, unusable], fallback.clone()), fallback);
+    }
+
+    #[test]
+    fn the_temporary_fallback_is_private_to_this_uid() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = private_temp_dir();
+        let m = std::fs::symlink_metadata(&dir).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(m.uid(), unsafe { libc::geteuid() });
+        assert!(m.file_type().is_dir());
+        assert_eq!(m.permissions().mode() & 0o077, 0, "{}", dir.display());
     }
 }

@@ -14,9 +14,9 @@ use crate::network::{Layer, Network, Op};
 use crate::spec::{LayerSpec, ResolvedSpec};
 use crate::EngineError;
 
-/// burn's default layer-norm epsilon, which the engine's layers use (burn keeps the field
-/// private).
-const LAYER_NORM_EPSILON: f64 = 1e-5;
+/// burn's default norm epsilon, which the engine's batch and layer norms use (burn keeps
+/// the layer norm's field private).
+pub(crate) const NORM_EPSILON: f64 = 1e-5;
 
 /// The network as a neutral graph named `name`: every layer type the engine has, each
 /// under its path in the spec (`layers[2].layers[0]`).
@@ -192,7 +192,7 @@ fn layer_norm(l: &LayerNorm) -> Result<G, EngineError> {
     Ok(G::LayerNorm {
         gamma: values(l.gamma.val())?,
         beta: l.beta.as_ref().map(|b| values(b.val())).transpose()?,
-        epsilon: LAYER_NORM_EPSILON,
+        epsilon: NORM_EPSILON,
     })
 }
 

@@ -11,8 +11,7 @@ use crate::network::Network;
 use crate::spec::{LayerSpec, ModelSpec, ResolvedSpec};
 use crate::EngineError;
 
-/// The epsilon of the engine's batch and layer norms (burn's default).
-const NORM_EPSILON: f64 = 1e-5;
+use crate::export::NORM_EPSILON;
 
 /// The spec and network (on the CPU) of `graph`; a layer the engine has no native form for,
 /// or a norm with another epsilon, is refused by name.

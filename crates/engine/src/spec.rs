@@ -340,8 +340,19 @@ impl ModelSpec {
                 source.input
             )));
         }
+        // The source's card was written by a job: its layers are checked again, like any
+        // spec, rather than trusted.
         if source.outputs() == outputs && source.output.len() == 1 {
-            return Ok((source.clone(), None));
+            let checked = ModelSpec {
+                input: Some(input.to_vec()),
+                layers: source.layers.clone(),
+                ..ModelSpec::default()
+            }
+            .resolve(Some(input), Some(outputs), path)
+            .map_err(|e| {
+                EngineError::Spec(format!("{path}.from: {from}'s layers do not check: {e}"))
+            })?;
+            return Ok((checked, None));
         }
         let head = source
             .layers

@@ -75,6 +75,16 @@ pub fn import(
 
     let names: Vec<String> = tensors.keys().cloned().collect();
     let renamed = rename(&names, map).map_err(refused)?;
+    // Two tensors mapped to one parameter would leave one of them silently unused.
+    let mut targets: HashMap<&str, &str> = HashMap::new();
+    for (from, to) in renamed
+        .iter()
+        .filter(|(f, _)| !f.ends_with(BATCHES_TRACKED))
+    {
+        if let Some(other) = targets.insert(to, from) {
+            return Err(refused(format!("`{other}` and `{from}` both map to {to}")));
+        }
+    }
     let mut by_model_name = HashMap::new();
     let mut loaded = Vec::new();
     for (name, mut tensor) in tensors {

@@ -145,6 +145,17 @@ fn weights_that_do_not_fit_the_spec_are_named_from_both_sides() {
         "{err}"
     );
 
+    // A map that sends two tensors to one parameter is refused, naming both.
+    let err = import(
+        &fixture_spec(),
+        &fixture("net.safetensors"),
+        WeightsFile::Safetensors,
+        &[(r"^\d+\.(weight|bias)$".into(), "layers.0.$1".into())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("both map to layers.0."), "{err}");
+
     // Garbage and a truncated file are refused, not a panic.
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(fixture("net.safetensors")).unwrap();

@@ -13,6 +13,22 @@ impl Weights {
         Self { shape, values }
     }
 
+    /// A matrix's transpose (`[r, c]` → `[c, r]`); `None` for anything but a consistent
+    /// matrix.
+    pub fn transposed(&self) -> Option<Weights> {
+        let [rows, cols] = match self.shape.as_slice() {
+            [r, c] if self.is_consistent() => [*r, *c],
+            _ => return None,
+        };
+        let mut values = vec![0f32; self.values.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                values[c * rows + r] = self.values[r * cols + c];
+            }
+        }
+        Some(Weights::new(vec![cols, rows], values))
+    }
+
     /// Whether `values` fills `shape` exactly (checked, so a hostile shape cannot overflow).
     pub fn is_consistent(&self) -> bool {
         self.shape

@@ -140,16 +140,28 @@ pub fn inspect(bytes: &[u8]) -> Result<Summary, ModelsError> {
 /// a drive or a backslash) is refused naming its tensor: loading it would read a file of
 /// whatever machine serves the model.
 pub fn external_locations(bytes: &[u8]) -> Result<Vec<String>, ModelsError> {
+    // Every external tensor names its file under the key `location`: a file without those
+    // bytes has none, and is not decoded (a copy of every weight) to find that out.
+    if !bytes.windows(8).any(|w| w == b"location") {
+        return Ok(Vec::new());
+    }
     let mut model = decode(bytes)?;
     let mut found = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut err = None;
     for_each_tensor(model.graph.as_mut().expect("decode checks"), &mut |t| {
         if err.is_some() || !is_external(t) {
             return;
         }
         match external_entry(t, "location").map(str::to_string) {
+            Some(_) if found.len() >= MAX_EXTERNAL_FILES => {
+                err = Some(invalid(
+                    "file",
+                    format!("more than {MAX_EXTERNAL_FILES} external data files"),
+                ))
+            }
             Some(location) if safe_location(&location) => {
-                if !found.contains(&location) {
+                if seen.insert(location.clone()) {
                     found.push(location);
                 }
             }
@@ -180,6 +192,9 @@ pub fn inline_external_data(
 ) -> Result<Vec<u8>, ModelsError> {
     let mut model = decode(bytes)?;
     let mut err = None;
+    // Tensors may not read more than the files hold (many tensors naming one whole file
+    // would otherwise copy it once each).
+    let mut budget: usize = files.values().map(Vec::len).sum();
     for_each_tensor(model.graph.as_mut().expect("decode checks"), &mut |t| {
         if err.is_some() || !is_external(t) {
             return;
@@ -202,7 +217,7 @@ pub fn inline_external_data(
             offset
                 .checked_add(length)
                 .filter(|end| *end <= file.len())
-                .map(|end| file[offset..end].to_vec())
+                .map(|end| &file[offset..end])
                 .ok_or_else(|| {
                     format!(
                         "bytes {offset}..+{length} lie outside {location} ({} bytes)",
@@ -210,9 +225,15 @@ pub fn inline_external_data(
                     )
                 })
         })();
+        let data = data.and_then(|d| {
+            budget = budget
+                .checked_sub(d.len())
+                .ok_or("the tensors read more bytes than their files hold")?;
+            Ok(d)
+        });
         match data {
             Ok(data) => {
-                t.raw_data = data;
+                t.raw_data = data.to_vec();
                 t.external_data.clear();
                 t.data_location = None;
             }
@@ -225,7 +246,10 @@ pub fn inline_external_data(
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<pb::ModelProto, ModelsError> {
+/// Most external data files one model may name.
+const MAX_EXTERNAL_FILES: usize = 4096;
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<pb::ModelProto, ModelsError> {
     let model = pb::ModelProto::decode(bytes)
         .map_err(|e| ModelsError::Undecodable(format!("not an ONNX model: {e}")))?;
     if model.graph.is_none() {
@@ -1112,6 +1136,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("outside weights.bin"), "{err}");
+        // Many tensors naming one whole file may not copy it once each.
+        let mut model = pb::ModelProto::decode(external.as_slice()).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        let first = graph.initializer[0].clone();
+        for i in 0..1000 {
+            let mut t = first.clone();
+            t.name = format!("copy{i}");
+            t.external_data.retain(|e| e.key == "location");
+            graph.initializer.push(t);
+        }
+        let err = inline_external_data(&model.encode_to_vec(), &files)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more bytes than their files hold"), "{err}");
     }
 
     #[test]

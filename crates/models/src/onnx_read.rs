@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 
-use prost::Message;
 use tract_onnx::pb;
 
 use crate::graph::{Graph, Layer, NamedLayer, Weights};
@@ -19,11 +18,9 @@ const INT64: i32 = pb::tensor_proto::DataType::Int64 as i32;
 
 /// Reads `bytes` as a chain of engine layers named `name`.
 pub fn to_graph(bytes: &[u8], name: &str) -> Result<Graph, ModelsError> {
-    let model = pb::ModelProto::decode(bytes)
-        .map_err(|e| ModelsError::Undecodable(format!("not an ONNX model: {e}")))?;
-    let graph = model
+    let graph = crate::onnx::decode(bytes)?
         .graph
-        .ok_or_else(|| ModelsError::Undecodable("an ONNX model without a graph".into()))?;
+        .expect("decode checks for a graph");
     let constants: HashMap<&str, &pb::TensorProto> = graph
         .initializer
         .iter()
@@ -183,7 +180,15 @@ impl Reader<'_> {
                     return Err(refuse(&at, "only transA = 0, alpha = beta = 1 map onto a linear layer"));
                 }
                 let w = constant(1)?;
-                let weight = if int("transB", 0) != 0 { transpose(&w, &at)? } else { w };
+                if w.shape.len() != 2 {
+                    return Err(refuse(&at, "a Gemm weight must be a matrix"));
+                }
+                let weight = if int("transB", 0) != 0 {
+                    w.transposed()
+                        .ok_or_else(|| refuse(&at, "a Gemm weight must be a matrix"))?
+                } else {
+                    w
+                };
                 let bias = if node.input.len() > 2 && !node.input[2].is_empty() {
                     let b = constant(2)?;
                     if b.shape != [weight.shape[1]] {
@@ -215,7 +220,10 @@ impl Reader<'_> {
                     return Err(refuse(&at, "strides and pads must be the same on every side"));
                 };
                 let bias = if node.input.len() > 2 && !node.input[2].is_empty() { Some(constant(2)?) } else { None };
-                Some(Layer::Conv2d { weight, bias, stride: stride as usize, padding: padding as usize })
+                let (Some(stride), Some(padding)) = (size(stride, 1), size(padding, 0)) else {
+                    return Err(refuse(&at, "strides must be at least 1 and pads at least 0"));
+                };
+                Some(Layer::Conv2d { weight, bias, stride, padding })
             }
             "MaxPool" | "AveragePool" => {
                 let kernel = ints("kernel_shape").unwrap_or_default();
@@ -224,7 +232,9 @@ impl Reader<'_> {
                 if kernel.len() != 2 || kernel[0] != kernel[1] || strides.len() != 2 || strides[0] != strides[1] || pads.iter().any(|p| *p != 0) || int("ceil_mode", 0) != 0 {
                     return Err(refuse(&at, "only square kernels, equal strides, no padding and floor mode map onto a pool"));
                 }
-                let (kernel, stride) = (kernel[0] as usize, strides[0] as usize);
+                let (Some(kernel), Some(stride)) = (size(kernel[0], 1), size(strides[0], 1)) else {
+                    return Err(refuse(&at, "kernels and strides must be at least 1"));
+                };
                 Some(if node.op_type == "MaxPool" {
                     Layer::MaxPool2d { kernel, stride }
                 } else {
@@ -341,6 +351,14 @@ impl Reader<'_> {
     }
 }
 
+/// An attribute as a size of at least `min` (a hostile file's negative or huge values
+/// refused, not wrapped).
+fn size(v: i64, min: usize) -> Option<usize> {
+    usize::try_from(v)
+        .ok()
+        .filter(|n| *n >= min && *n <= 1 << 20)
+}
+
 fn attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
     node.attribute.iter().find(|a| a.name == name)
 }
@@ -385,22 +403,10 @@ fn weights(t: &pb::TensorProto) -> Result<Weights, String> {
     }
 }
 
-fn transpose(w: &Weights, at: &str) -> Result<Weights, ModelsError> {
-    let [rows, cols] = match w.shape.as_slice() {
-        [r, c] => [*r, *c],
-        _ => return Err(refuse(at, "a Gemm weight must be a matrix")),
-    };
-    let mut values = vec![0f32; w.values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            values[c * rows + r] = w.values[r * cols + c];
-        }
-    }
-    Ok(Weights::new(vec![cols, rows], values))
-}
-
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
     use crate::onnx::encode;
 
@@ -578,5 +584,27 @@ mod tests {
             .to_string();
         assert!(err.contains("node `sum` (Add)"), "{err}");
         assert!(to_graph(b"garbage", "m").is_err());
+        // Negative pads and a Gemm weight that is not a matrix are refused, not wrapped.
+        let pads = pb::AttributeProto {
+            name: "pads".into(),
+            r#type: pb::attribute_proto::AttributeType::Ints as i32,
+            ints: vec![-1; 4],
+            ..Default::default()
+        };
+        let nodes = vec![node("Conv", "conv", &["x", "k"], vec![pads])];
+        let constants = vec![constant("k", &[1, 3, 1, 1], &[1.0; 3])];
+        let err = to_graph(&model(nodes, constants, "conv:0"), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pads at least 0"), "{err}");
+        let nodes = vec![node("Gemm", "g", &["x", "w", "b"], vec![])];
+        let constants = vec![
+            constant("w", &[3], &[1.0; 3]),
+            constant("b", &[2], &[0.0; 2]),
+        ];
+        let err = to_graph(&model(nodes, constants, "g:0"), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a Gemm weight must be a matrix"), "{err}");
     }
 }

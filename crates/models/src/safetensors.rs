@@ -108,22 +108,10 @@ fn collect(
 
 /// `[in, out]` → `[out, in]`.
 fn transpose(w: &Weights, at: &str) -> Result<Weights, ModelsError> {
-    let [rows, cols] = match w.shape.as_slice() {
-        [r, c] if w.is_consistent() => [*r, *c],
-        _ => {
-            return Err(ModelsError::Invalid {
-                at: at.to_string(),
-                message: "a linear layer's weight is [in, out]".into(),
-            })
-        }
-    };
-    let mut values = vec![0f32; w.values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            values[c * rows + r] = w.values[r * cols + c];
-        }
-    }
-    Ok(Weights::new(vec![cols, rows], values))
+    w.transposed().ok_or_else(|| ModelsError::Invalid {
+        at: at.to_string(),
+        message: "a linear layer's weight is [in, out]".into(),
+    })
 }
 
 /// The safetensors file of `graph`'s weights, with `metadata` in its header.

@@ -54,13 +54,15 @@ pub(crate) fn check_license(license: Option<&str>, field: &str) -> Result<String
     }
 }
 
-/// Imports `bytes` (read from `origin`) as a new version of `name`.
+/// Imports `bytes` (read from `origin`) as a new version of `name`; `task` says how `eval`
+/// reads its outputs when the file also gets a native form.
 pub async fn import_onnx(
     client: &Client,
     bytes: Vec<u8>,
     origin: &str,
     name: &str,
     license: Option<&str>,
+    task: trainyard_engine::config::Task,
 ) -> Result<Imported, TaskError> {
     let license = check_license(license, "--license")?;
     let summary = trainyard_models::onnx::inspect(&bytes)
@@ -85,7 +87,7 @@ pub async fn import_onnx(
             let card = ModelCard {
                 format: 1,
                 head: trainyard_engine::train::Head {
-                    task: trainyard_engine::config::Task::Classification,
+                    task,
                     outputs: spec.outputs(),
                 },
                 spec: spec.clone(),

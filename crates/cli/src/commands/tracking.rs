@@ -90,7 +90,7 @@ pub enum ModelsCommand {
         /// default: a Sequential's `N.weight` is the spec's `layers[N]`).
         #[arg(long = "map", value_name = "REGEX=REPLACEMENT")]
         map: Vec<String>,
-        /// For weights: classification or regression.
+        /// What the model does (how `eval` reads its outputs): classification or regression.
         #[arg(long, default_value = "classification")]
         task: String,
         /// For weights: the dataset column `eval` and `predict` feed the model.
@@ -319,6 +319,11 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string());
             let is_onnx = path.extension().is_some_and(|e| e == "onnx");
+            let task = match task.as_str() {
+                "classification" => trainyard_engine::config::Task::Classification,
+                "regression" => trainyard_engine::config::Task::Regression,
+                other => anyhow::bail!("--task {other}: classification or regression"),
+            };
             let (version, summary) = if is_onnx {
                 if spec.is_some() {
                     anyhow::bail!(
@@ -333,6 +338,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                     &origin,
                     &name,
                     license.as_deref(),
+                    task,
                 )
                 .await?;
                 let summary = serde_json::json!({
@@ -362,11 +368,6 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                             .ok_or_else(|| anyhow::anyhow!("--map {m}: expected REGEX=REPLACEMENT"))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let task = match task.as_str() {
-                    "classification" => trainyard_engine::config::Task::Classification,
-                    "regression" => trainyard_engine::config::Task::Regression,
-                    other => anyhow::bail!("--task {other}: classification or regression"),
-                };
                 let imported = trainyard_tasks::import::import_weights(
                     &client,
                     trainyard_tasks::import::WeightsImport {
@@ -399,7 +400,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             let served = client
                 .send(client.request(
                     Method::GET,
-                    &format!("/v2/models/{name}/versions/{version}"),
+                    &format!("/v2/models/{}/versions/{version}", path_segment(&name)),
                 ))
                 .await
                 .map(|_| ())

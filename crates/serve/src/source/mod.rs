@@ -46,7 +46,15 @@ where
 {
     use trainyard_models::onnx::{external_locations, inline_external_data};
     let refused = |e: trainyard_models::ModelsError| ServeError::invalid(e.to_string());
-    let locations = match external_locations(&onnx) {
+    // Decoding a large model is CPU work: off the async threads.
+    let blocking = |e: tokio::task::JoinError| ServeError::internal(format!("model decoding: {e}"));
+    let (onnx, locations) = tokio::task::spawn_blocking(move || {
+        let locations = external_locations(&onnx);
+        (onnx, locations)
+    })
+    .await
+    .map_err(blocking)?;
+    let locations = match locations {
         Ok(locations) => locations,
         // Garbage is the runtime's to refuse, with its own words.
         Err(trainyard_models::ModelsError::Undecodable(_)) => return Ok(onnx),
@@ -60,7 +68,10 @@ where
         let bytes = read(location.clone()).await?;
         files.insert(location, bytes);
     }
-    inline_external_data(&onnx, &files).map_err(refused)
+    tokio::task::spawn_blocking(move || inline_external_data(&onnx, &files))
+        .await
+        .map_err(blocking)?
+        .map_err(refused)
 }
 
 #[async_trait::async_trait]
