@@ -271,28 +271,11 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
             let (net, outcome) = result?;
             flushed?;
             let weights = train::weights(&net)?;
-            // The ONNX file is made from the weights as inference reads them back (batch
-            // norm on its running statistics), on the CPU.
-            // The export is optional: whatever happens in it (a runtime's panic included)
-            // costs the version its ONNX file, never the trained weights.
-            let exported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                trainyard_engine::device::DeviceSpec::Cpu
-                    .device()
-                    .and_then(|cpu| train::load(&spec, &weights, &cpu))
-                    .map_err(TaskError::from)
-                    .and_then(|inference| export_onnx(&inference, &spec, &config.name))
-            }))
-            .unwrap_or_else(|panic| {
-                Err(TaskError::Invalid(format!(
-                    "ONNX export failed unexpectedly: {}",
-                    trainyard_background::panic_message(&*panic)
-                )))
-            });
-            Ok::<_, TaskError>((weights, train::parameters(&net), exported, outcome))
+            Ok::<_, TaskError>((weights, train::parameters(&net), outcome))
         })
         .await?
     };
-    let (weights, parameters, exported, outcome) = match trained {
+    let (weights, parameters, outcome) = match trained {
         Ok(t) => t,
         Err(e) => {
             if let Some(EngineError::NonFinite { .. }) = e.engine() {
@@ -305,13 +288,37 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         println!("stopped early after epoch {}", outcome.state.epoch);
     }
 
-    run.upload(&format!("model/{WEIGHTS_FILE}"), weights)
+    // The weights are stored before the export runs: a runtime that takes the whole process
+    // down in it (a native abort, which no unwind catches) still leaves them in the run.
+    run.upload(&format!("model/{WEIGHTS_FILE}"), weights.clone())
         .await?;
     run.upload(
         &format!("model/{CARD_FILE}"),
         serde_json::to_vec_pretty(&card)?,
     )
     .await?;
+    // The ONNX file is made from the weights as inference reads them back (batch norm on
+    // its running statistics), on the CPU. It is optional: whatever happens in it (a
+    // runtime's panic included) costs the version its ONNX file, never the trained weights.
+    let exported = {
+        let (spec, name) = (spec.clone(), config.name.clone());
+        tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                trainyard_engine::device::DeviceSpec::Cpu
+                    .device()
+                    .and_then(|cpu| train::load(&spec, &weights, &cpu))
+                    .map_err(TaskError::from)
+                    .and_then(|inference| export_onnx(&inference, &spec, &name))
+            }))
+            .unwrap_or_else(|panic| {
+                Err(TaskError::Invalid(format!(
+                    "ONNX export failed unexpectedly: {}",
+                    trainyard_background::panic_message(&*panic)
+                )))
+            })
+        })
+        .await?
+    };
     let mut tags = vec![
         ("trainyard.dataset".to_string(), version.reference()),
         (
