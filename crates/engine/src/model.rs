@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ImageConfig;
+use crate::config::{ImageConfig, Task};
 use crate::spec::ResolvedSpec;
 use crate::train::Head;
 
@@ -29,6 +29,24 @@ pub struct ModelCard {
 }
 
 impl ModelCard {
+    /// The card of a network that came from a file rather than a training run: no dataset,
+    /// no image decoding, fed from `input` and evaluated against `target`.
+    pub fn imported(spec: ResolvedSpec, task: Task, input: String, target: String) -> Self {
+        Self {
+            format: 1,
+            head: Head {
+                task,
+                outputs: spec.outputs(),
+            },
+            spec,
+            input,
+            target,
+            image: None,
+            dataset: String::new(),
+            from: None,
+        }
+    }
+
     /// The model's input/output signature in MLflow's column-spec style.
     pub fn signature(&self) -> serde_json::Value {
         let mut shape: Vec<i64> = vec![-1];

@@ -84,19 +84,7 @@ pub async fn import_onnx(
     let native_tag = match &native {
         Ok((spec, net)) => {
             use trainyard_engine::model::{ModelCard, CARD_FILE, WEIGHTS_FILE};
-            let card = ModelCard {
-                format: 1,
-                head: trainyard_engine::train::Head {
-                    task,
-                    outputs: spec.outputs(),
-                },
-                spec: spec.clone(),
-                input: "input".into(),
-                target: "label".into(),
-                image: None,
-                dataset: String::new(),
-                from: None,
-            };
+            let card = ModelCard::imported(spec.clone(), task, "input".into(), "label".into());
             files.push((
                 format!("model/{WEIGHTS_FILE}"),
                 trainyard_engine::train::weights(net)?,
@@ -238,34 +226,13 @@ pub async fn import_weights(
     let weights = trainyard_engine::train::weights(&network)?;
     let parameters = trainyard_engine::train::parameters(&network);
     let onnx = crate::export::export_onnx(&network, &spec, name);
-    let card = ModelCard {
-        format: 1,
-        head: trainyard_engine::train::Head {
-            task: import.task,
-            outputs: spec.outputs(),
-        },
-        spec,
-        input: import.input,
-        target: import.target,
-        image: None,
-        dataset: String::new(),
-        from: None,
-    };
-    let mut tags = vec![
-        ("trainyard.format".to_string(), "burnpack".to_string()),
-        (
-            "trainyard.task".to_string(),
-            format!("{:?}", import.task).to_lowercase(),
-        ),
-        (
-            "trainyard.signature".to_string(),
-            card.signature().to_string(),
-        ),
+    let card = ModelCard::imported(spec, import.task, import.input, import.target);
+    let mut tags = crate::train::native_tags(&card, parameters);
+    tags.extend([
         ("trainyard.lineage".to_string(), "imported".to_string()),
         ("trainyard.imported_from".to_string(), origin.clone()),
-        ("trainyard.parameters".to_string(), parameters.to_string()),
         (LICENSE_TAG.to_string(), license),
-    ];
+    ]);
     let mut files = vec![
         (format!("model/{WEIGHTS_FILE}"), weights),
         (

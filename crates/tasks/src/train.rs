@@ -319,17 +319,9 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         })
         .await?
     };
-    let mut tags = vec![
+    let mut tags = native_tags(&card, parameters);
+    tags.extend([
         ("trainyard.dataset".to_string(), version.reference()),
-        (
-            "trainyard.task".to_string(),
-            format!("{:?}", head.task).to_lowercase(),
-        ),
-        (
-            "trainyard.signature".to_string(),
-            card.signature().to_string(),
-        ),
-        ("trainyard.format".to_string(), "burnpack".to_string()),
         // How the version came to be: trained here from scratch, or fine-tuned from another.
         (
             "trainyard.lineage".to_string(),
@@ -340,7 +332,6 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
             }
             .to_string(),
         ),
-        ("trainyard.parameters".to_string(), parameters.to_string()),
         (
             LICENSE_TAG.to_string(),
             config
@@ -349,7 +340,7 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
                 .or_else(|| source.as_ref().and_then(|s| s.license.clone()))
                 .unwrap_or_else(|| UNKNOWN_LICENSE.to_string()),
         ),
-    ];
+    ]);
     if let Some(source) = &source {
         tags.push(("trainyard.source".to_string(), source.reference.clone()));
     }
@@ -407,6 +398,23 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         .map_err(|e| TaskError::from(e).context("registering the model version"))?;
     println!("registered model {}:{model_version}", config.name);
     Ok(0)
+}
+
+/// The version tags every native version (weights + card) carries, trained or imported:
+/// its format, task, signature and parameter count.
+pub fn native_tags(card: &ModelCard, parameters: usize) -> Vec<(String, String)> {
+    vec![
+        ("trainyard.format".to_string(), "burnpack".to_string()),
+        (
+            "trainyard.task".to_string(),
+            format!("{:?}", card.head.task).to_lowercase(),
+        ),
+        (
+            "trainyard.signature".to_string(),
+            card.signature().to_string(),
+        ),
+        ("trainyard.parameters".to_string(), parameters.to_string()),
+    ]
 }
 
 /// The version tags of a checked ONNX export: its opset, size and how it was checked.
