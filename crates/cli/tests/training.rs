@@ -19,6 +19,19 @@ fn example(file: &str) -> String {
         .to_string()
 }
 
+/// `examples/digits/FILE` with each `(from, to)` replaced, written into `dir` as `name`;
+/// returns its path.
+fn edited_example(dir: &std::path::Path, file: &str, name: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(example(file)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{file} has no `{from}` to edit");
+        text = text.replace(from, to);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -410,13 +423,15 @@ async fn same_seed_same_metrics_and_resume_is_exact() {
     prepare_digits(&server);
     let dir = tempfile::tempdir().unwrap();
     // Checkpoints every 20 steps, so a kill half-way leaves a mid-epoch checkpoint.
-    let config = std::fs::read_to_string(example("mlp.toml"))
-        .unwrap()
-        .replace("name = \"digits-mlp\"", "name = \"resume-mlp\"")
-        .replace("every_epochs = 5", "every_epochs = 0\nevery_steps = 20");
-    let file = dir.path().join("train.toml");
-    std::fs::write(&file, config).unwrap();
-    let file = file.display().to_string();
+    let file = edited_example(
+        dir.path(),
+        "mlp.toml",
+        "train.toml",
+        &[
+            ("name = \"digits-mlp\"", "name = \"resume-mlp\""),
+            ("every_epochs = 5", "every_epochs = 0\nevery_steps = 20"),
+        ],
+    );
 
     let first = ok(server.cli(&["train", &file]));
     let second = ok(server.cli(&["train", &file]));
@@ -720,19 +735,17 @@ async fn a_cnn_fine_tuned_from_digits_0_to_4_learns_5_to_9_in_fewer_epochs() {
 
     // A version that does not exist is refused before any job.
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing.toml");
-    std::fs::write(
-        &missing,
-        std::fs::read_to_string(example("transfer/finetune-5to9.toml"))
-            .unwrap()
-            .replace("from = \"digits-cnn-0to4\"", "from = \"digits-cnn-0to4:7\""),
-    )
-    .unwrap();
+    let missing = edited_example(
+        dir.path(),
+        "transfer/finetune-5to9.toml",
+        "missing.toml",
+        &[("from = \"digits-cnn-0to4\"", "from = \"digits-cnn-0to4:7\"")],
+    );
     let jobs_before = server.get_json("/api/v1/jobs").await["jobs"]
         .as_array()
         .unwrap()
         .len();
-    let out = server.cli(&["train", &missing.display().to_string()]);
+    let out = server.cli(&["train", &missing]);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("model.from `digits-cnn-0to4:7`"), "{t}");
@@ -860,15 +873,13 @@ async fn a_training_job_runs_under_the_default_job_account() {
     .await;
     prepare_digits(&server);
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mlp.toml");
-    std::fs::write(
-        &file,
-        std::fs::read_to_string(example("mlp.toml"))
-            .unwrap()
-            .replace("epochs = 40", "epochs = 2"),
-    )
-    .unwrap();
-    let trained = ok(server.cli(&["train", &file.display().to_string()]));
+    let file = edited_example(
+        dir.path(),
+        "mlp.toml",
+        "mlp.toml",
+        &[("epochs = 40", "epochs = 2")],
+    );
+    let trained = ok(server.cli(&["train", &file]));
     assert!(
         trained.contains("registered model digits-mlp:1"),
         "{trained}"
