@@ -1033,6 +1033,18 @@ out_features = 10
                 .unwrap(),
             (source.clone(), None)
         );
+        // The source's card is a job's file: a tampered one (a linear layer claiming inputs
+        // the previous layer does not give) is checked again and refused, not built.
+        let mut tampered = source.clone();
+        let last = tampered.layers.len() - 1;
+        if let LayerSpec::Linear { in_features, .. } = &mut tampered.layers[last] {
+            *in_features = Some(7);
+        }
+        let e = err(&from, &[1, 28, 28], 10, &tampered);
+        assert!(
+            e.contains("layers do not check") && e.contains("in_features"),
+            "{e}"
+        );
         let (five, head) = from
             .resolve_from(&source, &[1, 28, 28], 5, "model")
             .unwrap();
