@@ -9,7 +9,7 @@ use trainyard_core::Job;
 use trainyard_tracking::stdout_metrics::MetricCollector;
 use trainyard_tracking::{BatchInput, MetricPoint, Tracking, TrackingError};
 
-use crate::executor::local::read_piece;
+use crate::executor::spool::read_piece;
 
 /// Largest piece of output scanned at once; a longer line is cut there.
 const SCAN_PIECE: u64 = 1 << 20;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use trainyard_store::{log_end, Blobs, LogChunk};
 
-use crate::executor::local::read_piece;
+use crate::executor::spool::read_piece;
 use crate::executor::Executor;
 use crate::ComputeError;
 
@@ -16,7 +16,8 @@ use crate::ComputeError;
 #[derive(Clone)]
 pub struct JobLogs {
     blobs: Blobs,
-    executor: Arc<dyn Executor>,
+    /// The executors of every pool; a job's spool is with the one running it.
+    executors: Arc<[Arc<dyn Executor>]>,
 }
 
 /// A piece of a log and where the log currently ends.
@@ -30,13 +31,36 @@ pub struct LogPiece {
 }
 
 impl JobLogs {
-    pub fn new(blobs: Blobs, executor: Arc<dyn Executor>) -> Self {
-        Self { blobs, executor }
+    pub fn new(blobs: Blobs, executors: Vec<Arc<dyn Executor>>) -> Self {
+        Self {
+            blobs,
+            executors: executors.into(),
+        }
+    }
+
+    /// Bytes of an active job's log already shipped, from the executor running it.
+    fn log_shipped(&self, job_id: &str) -> Option<u64> {
+        self.executors.iter().find_map(|e| e.log_shipped(job_id))
+    }
+
+    /// The spool holding the unshipped tail of a job's log: the active executor's, else
+    /// (a job that ended, whose spool waits for the blob store) the first that exists.
+    fn log_spool(&self, job_id: &str) -> Option<std::path::PathBuf> {
+        if let Some(active) = self
+            .executors
+            .iter()
+            .find(|e| e.log_shipped(job_id).is_some())
+        {
+            return active.log_spool(job_id);
+        }
+        self.executors
+            .iter()
+            .filter_map(|e| e.log_spool(job_id))
+            .find(|p| p.exists())
     }
 
     fn spool_len(&self, job_id: &str) -> u64 {
-        self.executor
-            .log_spool(job_id)
+        self.log_spool(job_id)
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .unwrap_or(0)
@@ -54,7 +78,7 @@ impl JobLogs {
     /// Current size of the log.
     pub async fn size(&self, job_id: &str) -> Result<u64, ComputeError> {
         let spool_len = self.spool_len(job_id);
-        let shipped = match self.executor.log_shipped(job_id) {
+        let shipped = match self.log_shipped(job_id) {
             Some(shipped) => shipped,
             None => {
                 let chunks = self.blobs.log_chunks(job_id).await?;
@@ -107,7 +131,7 @@ impl JobLogs {
         offset: u64,
         max: u64,
     ) -> Result<Option<LogPiece>, ComputeError> {
-        let Some(path) = self.executor.log_spool(job_id) else {
+        let Some(path) = self.log_spool(job_id) else {
             return Ok(None);
         };
         match read_piece(&path, offset, max).await {
@@ -140,7 +164,7 @@ impl LogReader {
         let logs = &self.logs;
         let job_id = self.job_id.as_str();
         // Fast path for an active job: beyond what is shipped, the spool is the truth.
-        if let Some(shipped) = logs.executor.log_shipped(job_id) {
+        if let Some(shipped) = logs.log_shipped(job_id) {
             if offset >= shipped {
                 if let Some(piece) = self.logs.read_spool(job_id, offset, max).await? {
                     return Ok(piece);
@@ -233,7 +257,7 @@ mod tests {
             trainyard_tracking::Tracking::new(db, blobs.clone()),
         )
         .unwrap();
-        let logs = JobLogs::new(blobs, Arc::new(executor));
+        let logs = JobLogs::new(blobs, vec![Arc::new(executor)]);
         let mut reader = logs.reader("j");
         let mut text = Vec::new();
         let mut at = 0;

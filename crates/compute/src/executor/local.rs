@@ -2,39 +2,26 @@
 //! and ships the attempt's output from the local spool file to the blob store while it runs.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use trainyard_core::time::now_ms;
 use trainyard_core::{Capacity, ExitReason, Job};
-use trainyard_store::{log_end, Blobs};
+use trainyard_store::Blobs;
 use trainyard_tracking::Tracking;
 
-use crate::job_metrics::MetricScanner;
 use crate::job_user::JobUser;
 
+use super::spool::Spools;
 use super::{Attempt, Executor};
 use crate::shim::{self, ExitRecord, PidRecord};
 use crate::ComputeError;
-
-/// Largest piece of log read into memory and uploaded at once.
-pub(crate) const SHIP_CHUNK: u64 = 4 << 20;
-/// Upload at least this often while output is pending, so blobs lag the process little…
-const SHIP_INTERVAL: Duration = Duration::from_secs(2);
-/// …but for attempts running longer than `SHIP_SETTLE`, only this often, so a long job
-/// that prints slowly leaves thousands, not tens of thousands, of chunks a day. Live
-/// readers lose nothing: they read the unshipped tail from the spool.
-const SHIP_INTERVAL_LONG: Duration = Duration::from_secs(30);
-const SHIP_SETTLE: Duration = Duration::from_secs(60);
 
 /// The supervisor's own `PATH` (it runs the command through the command's environment).
 const SUPERVISOR_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -47,19 +34,15 @@ pub struct LocalExecutor {
 struct Inner {
     root: PathBuf,
     program: PathBuf,
-    blobs: Blobs,
     kill_grace: Duration,
     /// The account jobs run as.
     job_user: JobUser,
     /// Per-job uids held by running attempts (see `JobUser::per_job_uids`), by job id.
     job_uids: Mutex<HashMap<String, u32>>,
-    /// Bytes of each active job's log already in the blob store.
-    shipped: Mutex<HashMap<String, Arc<AtomicU64>>>,
-    tracking: Tracking,
+    /// Each job's supervisor output, shipped to blobs as it grows.
+    spools: Spools,
     capacity: Capacity,
     host: String,
-    /// Jobs whose output is scanned for metrics.
-    scanners: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MetricScanner>>>>,
 }
 
 /// How the executor learns that an attempt has ended.
@@ -95,57 +78,23 @@ impl LocalExecutor {
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
+        let root = options.root.clone();
         Ok(Self {
             inner: Arc::new(Inner {
                 root: options.root,
                 program: options.program,
-                blobs,
                 kill_grace: options.kill_grace,
                 job_user: options.job_user,
                 capacity: options.capacity,
                 host,
                 job_uids: Mutex::new(HashMap::new()),
-                shipped: Mutex::new(HashMap::new()),
-                tracking,
-                scanners: Mutex::new(HashMap::new()),
+                spools: Spools::new(blobs, tracking, move |id| shim::output_path(&root.join(id))),
             }),
         })
     }
 
     pub fn job_dir(&self, job_id: &str) -> PathBuf {
         self.inner.root.join(job_id)
-    }
-
-    fn tracking(&self) -> &Tracking {
-        &self.inner.tracking
-    }
-
-    /// Starts reading `job`'s output for its declared metrics (from what is already shipped,
-    /// after a restart).
-    async fn collect_metrics(&self, job: &Job) {
-        let from = self.shipped_counter(&job.id).await.load(Ordering::Acquire);
-        if let Some(scanner) = MetricScanner::for_job(job, from) {
-            self.inner
-                .scanners
-                .lock()
-                .insert(job.id.clone(), Arc::new(tokio::sync::Mutex::new(scanner)));
-        }
-    }
-
-    async fn scan_metrics(&self, job_id: &str, finished: bool) {
-        let scanner = self.inner.scanners.lock().get(job_id).cloned();
-        if let Some(scanner) = scanner {
-            let len = self.spool_len(job_id);
-            let spool = self.spool_path(job_id);
-            scanner
-                .lock()
-                .await
-                .scan(&spool, len, finished, self.tracking())
-                .await;
-            if finished {
-                self.inner.scanners.lock().remove(job_id);
-            }
-        }
     }
 
     /// Starts attempt `attempt` of `job` with `gpus` visible to it.
@@ -270,27 +219,24 @@ impl LocalExecutor {
     }
 
     /// Waits until the attempt ends, shipping output meanwhile; returns how it ended.
-    async fn watch(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
-        let record = self.watch_attempt(job_id, attempt, watch).await;
+    async fn watch(&self, job: &Job, attempt: u32, watch: Watch) -> ExitRecord {
+        let record = self.watch_attempt(job, attempt, watch).await;
         // Its processes are gone (the supervisor reaped the whole tree): the uid is free.
-        self.inner.job_uids.lock().remove(job_id);
+        self.inner.job_uids.lock().remove(&job.id);
         record
     }
 
-    async fn watch_attempt(&self, job_id: &str, attempt: u32, watch: Watch) -> ExitRecord {
+    async fn watch_attempt(&self, job: &Job, attempt: u32, watch: Watch) -> ExitRecord {
+        let job_id = job.id.as_str();
         let dir = self.job_dir(job_id);
-        let shipped = self.shipped_counter(job_id).await;
-        let started = Instant::now();
-        let mut last_ship = Instant::now();
+        let spools = &self.inner.spools;
+        let mut shipping = spools.begin(job).await;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let ended = match watch {
             Watch::Child(mut child) => loop {
                 tokio::select! {
                     status = child.wait() => break status.ok(),
-                    _ = tick.tick() => {
-                        self.scan_metrics(job_id, false).await;
-                        self.ship_if_due(job_id, &shipped, started, &mut last_ship).await
-                    }
+                    _ = tick.tick() => spools.tick(job_id, &mut shipping).await,
                 }
             },
             Watch::Adopted => loop {
@@ -304,18 +250,10 @@ impl LocalExecutor {
                 if !alive {
                     break None;
                 }
-                self.scan_metrics(job_id, false).await;
-                self.ship_if_due(job_id, &shipped, started, &mut last_ship)
-                    .await;
+                spools.tick(job_id, &mut shipping).await;
             },
         };
-        self.scan_metrics(job_id, true).await;
-        if !self.ship_rest(job_id, &shipped).await {
-            tracing::error!(
-                job = job_id,
-                "the end of this job's log could not be shipped; it stays in the local spool"
-            );
-        }
+        spools.end(job_id, &shipping).await;
         match shim::read_json::<ExitRecord>(&shim::exit_path(&dir, attempt)) {
             Some(record) => record,
             None => ExitRecord {
@@ -335,137 +273,38 @@ impl LocalExecutor {
         }
     }
 
-    /// Forgets a finished job's local files, but only once every byte of its log is in
-    /// the blob store: until then the spool is the only copy, and readers keep using it.
+    /// Forgets a finished job's local files once its log is all in the blob store.
     async fn forget(&self, job_id: &str) {
-        let shipped = self.shipped_counter(job_id).await;
-        if !self.ship_rest(job_id, &shipped).await {
-            tracing::error!(
-                job = job_id,
-                "keeping the local log of a finished job: the blob store does not take it"
-            );
-            return;
+        if self.inner.spools.forget(job_id).await {
+            let _ = tokio::fs::remove_dir_all(self.job_dir(job_id)).await;
         }
-        self.inner.shipped.lock().remove(job_id);
-        let _ = tokio::fs::remove_dir_all(self.job_dir(job_id)).await;
-    }
-
-    /// Bytes of `job_id`'s log already shipped, when the job is active on this executor.
-    fn shipped(&self, job_id: &str) -> Option<u64> {
-        self.inner
-            .shipped
-            .lock()
-            .get(job_id)
-            .map(|c| c.load(Ordering::Acquire))
-    }
-
-    fn spool_path(&self, job_id: &str) -> PathBuf {
-        shim::output_path(&self.job_dir(job_id))
-    }
-
-    /// Bytes in the job's local spool (0 when it has none).
-    fn spool_len(&self, job_id: &str) -> u64 {
-        std::fs::metadata(self.spool_path(job_id))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    }
-
-    async fn shipped_counter(&self, job_id: &str) -> Arc<AtomicU64> {
-        if let Some(c) = self.inner.shipped.lock().get(job_id) {
-            return c.clone();
-        }
-        // After a restart the blob store is the truth about what was shipped. If it cannot
-        // be listed, shipping again from 0 is safe: chunks hold the same bytes at the same
-        // offsets, and readers accept overlapping chunks.
-        let mut end = None;
-        for attempt in 0..3 {
-            match self.inner.blobs.log_chunks(job_id).await {
-                Ok(chunks) => {
-                    end = Some(log_end(&chunks));
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(job = job_id, error = %e, attempt, "cannot list shipped log");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-        let end = end.unwrap_or(0);
-        self.inner
-            .shipped
-            .lock()
-            .entry(job_id.to_string())
-            .or_insert_with(|| Arc::new(AtomicU64::new(end)))
-            .clone()
-    }
-
-    async fn ship_if_due(
-        &self,
-        job_id: &str,
-        shipped: &AtomicU64,
-        started: Instant,
-        last: &mut Instant,
-    ) {
-        let interval = if started.elapsed() < SHIP_SETTLE {
-            SHIP_INTERVAL
-        } else {
-            SHIP_INTERVAL_LONG
-        };
-        let pending = self
-            .spool_len(job_id)
-            .saturating_sub(shipped.load(Ordering::Acquire));
-        if pending >= SHIP_CHUNK || (pending > 0 && last.elapsed() >= interval) {
-            self.ship_all(job_id, shipped).await;
-            *last = Instant::now();
-        }
-    }
-
-    /// Uploads everything in the spool beyond what was shipped, one bounded piece at a
-    /// time; true when nothing is left to ship.
-    async fn ship_all(&self, job_id: &str, shipped: &AtomicU64) -> bool {
-        let path = self.spool_path(job_id);
-        loop {
-            let from = shipped.load(Ordering::Acquire);
-            if self.spool_len(job_id) <= from {
-                return true; // nothing new (or no spool at all): no need to open it
-            }
-            let piece = match read_piece(&path, from, SHIP_CHUNK).await {
-                Ok(piece) if !piece.is_empty() => piece,
-                Ok(_) => return true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-                Err(e) => {
-                    tracing::warn!(job = job_id, error = %e, "cannot read job output");
-                    return false;
-                }
-            };
-            let n = piece.len() as u64;
-            if let Err(e) = self.inner.blobs.put_log_chunk(job_id, from, piece).await {
-                tracing::warn!(job = job_id, error = %e, "cannot ship log chunk; will retry");
-                return false;
-            }
-            shipped.store(from + n, Ordering::Release);
-        }
-    }
-
-    /// Ships the rest of a finished attempt's output, retrying a blob store that fails
-    /// for a while (about a minute) before giving up; false when some is still unshipped.
-    async fn ship_rest(&self, job_id: &str, shipped: &AtomicU64) -> bool {
-        let mut pause = Duration::from_millis(250);
-        for _ in 0..10 {
-            if self.ship_all(job_id, shipped).await {
-                return true;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(15));
-        }
-        false
     }
 }
 
 #[async_trait]
 impl Executor for LocalExecutor {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
     fn capacity(&self) -> &Capacity {
         &self.inner.capacity
+    }
+
+    /// This machine and what it offers (the pool's loop fills in what is free: it alone
+    /// knows what it handed out).
+    async fn inventory(&self) -> Result<Vec<super::Node>, String> {
+        let c = &self.inner.capacity;
+        Ok(vec![super::Node {
+            name: self.inner.host.clone(),
+            state: "up".into(),
+            cpus: c.cpus_milli as f64 / 1000.0,
+            memory_mb: c.memory_mb,
+            gpus: c.gpus.len() as u32,
+            free_cpus: None,
+            free_memory_mb: None,
+            free_gpus: None,
+        }])
     }
 
     fn host(&self) -> &str {
@@ -479,15 +318,14 @@ impl Executor for LocalExecutor {
             gpus,
             env,
         } = attempt;
-        self.collect_metrics(&job).await;
         match self.spawn(&job, number, &gpus, &env) {
             Ok(watch) => {
                 let _ = started.send(());
-                self.watch(&job.id, number, watch).await
+                self.watch(&job, number, watch).await
             }
             Err(e) => {
                 tracing::error!(job = %job.id, error = %e, "cannot start the job's supervisor");
-                self.inner.scanners.lock().remove(&job.id);
+                self.inner.spools.abandon(&job.id);
                 ExitRecord {
                     exit_code: None,
                     signal: None,
@@ -500,8 +338,7 @@ impl Executor for LocalExecutor {
     }
 
     async fn adopt(&self, job: &Job, attempt: u32) -> ExitRecord {
-        self.collect_metrics(job).await;
-        self.watch(&job.id, attempt, Watch::Adopted).await
+        self.watch(job, attempt, Watch::Adopted).await
     }
 
     async fn cancel(&self, job_id: &str, attempt: u32) -> bool {
@@ -517,24 +354,10 @@ impl Executor for LocalExecutor {
     }
 
     fn log_shipped(&self, job_id: &str) -> Option<u64> {
-        self.shipped(job_id)
+        self.inner.spools.shipped(job_id)
     }
 
     fn log_spool(&self, job_id: &str) -> Option<PathBuf> {
-        Some(self.spool_path(job_id))
+        Some(self.inner.spools.path(job_id))
     }
-}
-
-/// Reads at most `max` bytes of `path` from `offset` on a blocking thread.
-pub(crate) async fn read_piece(path: &Path, offset: u64, max: u64) -> std::io::Result<Bytes> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::new();
-        f.take(max).read_to_end(&mut buf)?;
-        Ok(Bytes::from(buf))
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
