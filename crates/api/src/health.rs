@@ -61,6 +61,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Executor for Idle {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+
         fn capacity(&self) -> &Capacity {
             &self.0
         }

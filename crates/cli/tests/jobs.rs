@@ -438,6 +438,18 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
             Some("resources.memory_mb"),
         ),
         (r#"{"command": []}"#, 400, "invalid_field", Some("command")),
+        (
+            r#"{"command": ["true"], "pool": "nowhere"}"#,
+            400,
+            "invalid_field",
+            Some("pool"),
+        ),
+        (
+            r#"{"command": ["true"], "pool": "../etc"}"#,
+            400,
+            "invalid_field",
+            Some("pool"),
+        ),
         (r#"{"name": "x"}"#, 400, "invalid_field", Some("command")),
         // A built-in task is one of the platform's own, never its supervisor or a path, and
         // never together with a command.
@@ -876,6 +888,42 @@ fn unreachable_database_or_blobs_stop_start_up_with_a_reason() {
     assert!(err.contains("unsupported blobs URL"), "{err}");
 }
 
+/// A pool whose engine cannot be reached stops the start, naming the pool and the URL.
+#[test]
+fn unreachable_engines_stop_start_up_naming_pool_and_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("trainyard.toml");
+    let key = dir.path().join("jwt.key");
+    std::fs::write(&key, b"0123456789abcdef0123456789abcdef").unwrap();
+    for (pool, expect) in [
+        (
+            "[[pools]]\nname = \"ray\"\nexecutor = \"ray\"\n[pools.ray]\nurl = \"http://127.0.0.1:1\"\n",
+            vec!["pool \"ray\"", "the Ray dashboard at http://127.0.0.1:1 cannot be reached"],
+        ),
+        (
+            &format!(
+                "[[pools]]\nname = \"hpc\"\nexecutor = \"slurm\"\n[pools.slurm]\nurl = \"http://127.0.0.1:1\"\njwt_key_file = \"{}\"\n",
+                key.display()
+            ),
+            vec!["pool \"hpc\"", "slurmrestd at http://127.0.0.1:1 cannot be reached"],
+        ),
+        (
+            "[[pools]]\nname = \"ray\"\nexecutor = \"ray\"\n",
+            vec!["pool \"ray\"", "needs [pools.ray]"],
+        ),
+        (
+            "[[pools]]\nname = \"k8s\"\nexecutor = \"kubernetes\"\n",
+            vec!["unknown variant `kubernetes`"],
+        ),
+    ] {
+        std::fs::write(&config, pool).unwrap();
+        let err = start_expecting_failure(&["--config", config.to_str().unwrap()], &[]);
+        for e in expect {
+            assert!(err.contains(e), "{e:?} not in {err}");
+        }
+    }
+}
+
 /// Needs an S3 API endpoint and an existing bucket (`.ci/run` starts moto for it).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs TRAINYARD_TEST_S3_ENDPOINT and TRAINYARD_TEST_S3_BUCKET (run by .ci/run)"]
@@ -1112,10 +1160,18 @@ async fn resources_show_capacity_and_what_is_free() {
     assert_eq!(usage["queued"], 0);
     let table = server.cli(&["status"]);
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        text.contains("free") && text.contains("1 running, 0 queued"),
-        "{text}"
-    );
+    // One pool (this machine): half a CPU and one GPU free, one job running, none queued.
+    let pool_row = text
+        .lines()
+        .find(|l| l.starts_with("local"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = pool_row.split_whitespace().collect();
+    assert_eq!(cells[..2], ["local", "local"], "{text}");
+    assert_eq!(cells[2], "0.5/2.0", "{text}");
+    assert_eq!(cells[4], "1/2", "{text}");
+    assert_eq!(cells[5..], ["1", "0"], "{text}");
+    assert_eq!(usage["pools"][0]["name"], "local");
+    assert_eq!(usage["pools"][0]["nodes"][0]["free_cpus"], 0.5, "{usage}");
     server
         .post(&format!("/api/v1/jobs/{id}/cancel"))
         .send()

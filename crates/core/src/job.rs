@@ -179,6 +179,11 @@ pub struct JobSubmission {
     /// Which experiment the job's run joins and which metrics to read from its output.
     #[serde(default)]
     pub tracking: JobTracking,
+    /// The resource pool (`[[pools]]` in `trainyard.toml`) whose executor runs the job:
+    /// this machine, a Slurm cluster, a Ray cluster… Default: the first pool.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub pool: Option<String>,
 }
 
 /// How a job is tracked: every job is a run (its run id is the job id).
@@ -318,6 +323,14 @@ impl JobSubmission {
                 ));
             }
         }
+        if let Some(pool) = &self.pool {
+            if !is_pool_name(pool) {
+                return Err(InvalidField::new(
+                    "pool",
+                    "pool names are 1-63 lowercase letters, digits, '-' and '_', starting with a letter or digit",
+                ));
+            }
+        }
         if self.labels.len() > MAX_LABELS {
             return Err(InvalidField::new(
                 "labels",
@@ -358,6 +371,17 @@ impl JobSubmission {
             }
         }
     }
+}
+
+/// Whether `name` is a valid pool name (also the rule for `[[pools]]` names in the
+/// configuration): short, lowercase, safe in engine job names and paths.
+pub fn is_pool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with(['-', '_'])
 }
 
 /// An argv list's bounds: not too many arguments, no NUL byte in any.
@@ -405,6 +429,15 @@ pub struct Job {
     pub message: Option<String>,
     pub host: Option<String>,
     pub gpus: Vec<u32>,
+    /// The pool the job runs in (`None` only for jobs from before pools existed: they run
+    /// in the first pool).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// The id the pool's engine gave the current attempt (a Slurm job id, a Ray submission
+    /// id, a Kubernetes Job name); stored before the attempt counts as started, so a
+    /// restarted server finds it again. `None` on this machine's own pool.
+    #[serde(default)]
+    pub engine_id: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
@@ -452,6 +485,14 @@ mod tests {
         let mut s = submission(&["true"]);
         s.working_dir = Some("relative/dir".into());
         assert_eq!(s.validate().unwrap_err().field, "working_dir");
+        for bad in ["", "GPU", "a b", "-x", "../x", &"p".repeat(64)] {
+            let mut s = submission(&["true"]);
+            s.pool = Some(bad.to_string());
+            assert_eq!(s.validate().unwrap_err().field, "pool", "{bad:?}");
+        }
+        let mut s = submission(&["true"]);
+        s.pool = Some("slurm-gpu_2".into());
+        s.validate().unwrap();
         let mut s = submission(&["true"]);
         s.labels.insert("bad key".into(), "v".into());
         assert_eq!(s.validate().unwrap_err().field, "labels.bad key");

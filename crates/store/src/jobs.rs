@@ -30,7 +30,7 @@ pub struct Outcome {
 
 const COLUMNS: &str = "id, workspace_id, name, state, command, env, working_dir, cpus, memory_mb, \
     gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, exit_reason, message, \
-    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking, task";
+    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking, task, pool, engine_id";
 
 impl Db {
     /// Stores a new job; once this returns the job is durable and may be acknowledged.
@@ -40,8 +40,8 @@ impl Db {
             "INSERT INTO jobs (id, workspace_id, name, state, command, env, working_dir, cpus, \
              memory_mb, gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, \
              exit_reason, message, host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, \
-             tracking, task) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
+             tracking, task, pool, engine_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
         )
         .bind(&job.id)
         .bind(&job.workspace)
@@ -68,6 +68,8 @@ impl Db {
         .bind(job.finished_at_ms)
         .bind(to_json(&job.tracking))
         .bind(job.task.as_ref().map(to_json))
+        .bind(job.pool.clone())
+        .bind(job.engine_id.clone())
         .execute(&mut *tx)
         .await?;
         for (key, value) in &job.labels {
@@ -174,7 +176,8 @@ impl Db {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE jobs SET state = 'running', attempt = $1, host = $2, gpu_ids = $3, \
-             started_at_ms = $4, finished_at_ms = NULL, exit_code = NULL, exit_reason = NULL \
+             started_at_ms = $4, finished_at_ms = NULL, exit_code = NULL, exit_reason = NULL, \
+             engine_id = NULL \
              WHERE id = $5 AND (state = 'queued' \
                    OR (state = 'running' AND attempt = $1 AND host = $2))",
         )
@@ -189,6 +192,30 @@ impl Db {
             follow_job_run(&mut tx, id, "RUNNING", None).await?;
         }
         tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records what the pool's engine calls attempt `attempt` of a running job (and, with
+    /// `note`, what the engine says of it: "PENDING (Resources)"). False when the job no
+    /// longer runs that attempt. The engine id is written before the attempt counts as
+    /// started, so a restarted server can find the engine's job again.
+    pub async fn record_engine_job(
+        &self,
+        id: &str,
+        attempt: u32,
+        engine_id: &str,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET engine_id = $1, message = COALESCE($2, message) \
+             WHERE id = $3 AND state = 'running' AND attempt = $4",
+        )
+        .bind(engine_id)
+        .bind(note)
+        .bind(id)
+        .bind(attempt as i64)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -337,6 +364,8 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         message: row.try_get("message")?,
         host: row.try_get("host")?,
         gpus: serde_json::from_str(&gpu_ids).map_err(|e| corrupt("gpu_ids", &e))?,
+        pool: row.try_get("pool")?,
+        engine_id: row.try_get("engine_id")?,
         created_at_ms: row.try_get("created_at_ms")?,
         started_at_ms: row.try_get("started_at_ms")?,
         finished_at_ms: row.try_get("finished_at_ms")?,

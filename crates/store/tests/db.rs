@@ -53,6 +53,8 @@ fn job(labels: &[(&str, &str)]) -> Job {
         host: None,
         gpus: vec![],
         created_at_ms: trainyard_core::time::now_ms(),
+        pool: Some("local".into()),
+        engine_id: None,
         started_at_ms: None,
         finished_at_ms: None,
     }

@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// Regex with named groups `name`, `value` (and `step`) to read metrics instead.
     #[arg(long)]
     pub metric_regex: Option<String>,
+    /// Resource pool to run in (`[[pools]]` of the server's configuration) [default: the first].
+    #[arg(long, env = "TRAINYARD_POOL")]
+    pub pool: Option<String>,
     /// Print the job id and return at once instead of streaming.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -100,6 +103,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             metrics: args.metrics,
             metric_regex: args.metric_regex,
         },
+        pool: args.pool,
     };
     submit_and_follow(&client, &submission, args.detach, args.client.output).await
 }

@@ -1,4 +1,5 @@
-//! `trainyard status`: what the machine has, what is free, and how much work waits.
+//! `trainyard status`: every pool's capacity, what is free, how much work waits, and the
+//! nodes its engine reports.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -14,33 +15,83 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<i32> {
     match args.output {
         Format::Json => print_json(&usage),
         Format::Table => {
-            let gpus = |v: &Value| {
-                let list: Vec<String> = v
-                    .as_array()
-                    .map(|a| a.iter().map(|g| g.to_string()).collect())
-                    .unwrap_or_default();
-                if list.is_empty() {
+            let gpus = |v: &Value| match v.as_array() {
+                Some(list) => list.len().to_string(),
+                None => "-".to_string(),
+            };
+            let pools = usage["pools"].as_array().cloned().unwrap_or_default();
+            let rows: Vec<Vec<String>> = pools
+                .iter()
+                .map(|p| {
+                    let (c, f) = (&p["capacity"], &p["free"]);
+                    vec![
+                        p["name"].as_str().unwrap_or("?").to_string(),
+                        p["executor"].as_str().unwrap_or("?").to_string(),
+                        format!("{}/{}", f["cpus"], c["cpus"]),
+                        format!("{}/{}", f["memory_mb"], c["memory_mb"]),
+                        format!("{}/{}", gpus(&f["gpus"]), gpus(&c["gpus"])),
+                        p["running"].to_string(),
+                        p["queued"].to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "POOL",
+                    "EXECUTOR",
+                    "FREE/CPUS",
+                    "FREE/MEMORY_MB",
+                    "FREE/GPUS",
+                    "RUNNING",
+                    "QUEUED",
+                ],
+                &rows,
+            );
+            let opt = |v: &Value| {
+                if v.is_null() {
                     "-".to_string()
                 } else {
-                    list.join(",")
+                    v.to_string()
                 }
             };
-            let row = |what: &str, v: &Value| {
-                vec![
-                    what.to_string(),
-                    v["cpus"].to_string(),
-                    v["memory_mb"].to_string(),
-                    gpus(&v["gpus"]),
-                ]
-            };
+            let nodes: Vec<Vec<String>> = pools
+                .iter()
+                .flat_map(|p| {
+                    let pool = p["name"].as_str().unwrap_or("?").to_string();
+                    let mut rows: Vec<Vec<String>> = p["nodes"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|n| {
+                            vec![
+                                pool.clone(),
+                                n["name"].as_str().unwrap_or("?").to_string(),
+                                n["state"].as_str().unwrap_or("?").to_string(),
+                                format!("{}/{}", opt(&n["free_cpus"]), n["cpus"]),
+                                format!("{}/{}", opt(&n["free_memory_mb"]), n["memory_mb"]),
+                                format!("{}/{}", opt(&n["free_gpus"]), n["gpus"]),
+                            ]
+                        })
+                        .collect();
+                    if let Some(e) = p["inventory_error"].as_str() {
+                        rows.push(vec![pool, "?".into(), format!("unknown: {e}")]);
+                    }
+                    rows
+                })
+                .collect();
+            println!();
             print_table(
-                &["", "CPUS", "MEMORY_MB", "GPUS"],
                 &[
-                    row("capacity", &usage["capacity"]),
-                    row("free", &usage["free"]),
+                    "POOL",
+                    "NODE",
+                    "STATE",
+                    "FREE/CPUS",
+                    "FREE/MEMORY_MB",
+                    "FREE/GPUS",
                 ],
+                &nodes,
             );
-            println!("\n{} running, {} queued", usage["running"], usage["queued"]);
         }
     }
     Ok(0)

@@ -23,6 +23,9 @@ pub struct JobArgs {
     /// GPUs to reserve [default: 1 when the device is cuda, else 0].
     #[arg(long)]
     pub gpus: Option<u32>,
+    /// Resource pool to run in (`[[pools]]` of the server's configuration) [default: the first].
+    #[arg(long, env = "TRAINYARD_POOL")]
+    pub pool: Option<String>,
     /// Print the job id and return at once instead of streaming.
     #[arg(long, short = 'd')]
     pub detach: bool,
@@ -254,5 +257,6 @@ fn submission(
             metrics: Vec::new(),
             metric_regex: None,
         },
+        pool: job.pool.clone(),
     }
 }

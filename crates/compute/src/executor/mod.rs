@@ -4,7 +4,11 @@
 //! scheduler only ever talks to this trait, so its decisions can be tested against an
 //! executor in the test's own process.
 
+pub mod cluster;
 pub mod local;
+pub mod ray;
+pub mod slurm;
+pub(crate) mod spool;
 
 use std::path::PathBuf;
 
@@ -29,10 +33,42 @@ pub struct Attempt {
 /// may take time. None returns an error: an attempt that cannot start ends with
 /// `ExitReason::SpawnFailed`, one whose fate is unknown with `ExitReason::Lost`, so the
 /// scheduler always learns an outcome and always gives the resources back.
+/// A machine of a pool, as its engine reports it now (`trainyard status`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Node {
+    pub name: String,
+    /// The engine's word for it (`idle`, `mixed`, `down`, `ALIVE`, …), with its reason.
+    pub state: String,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub gpus: u32,
+    /// What is not allocated on it now, where the engine says per node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_memory_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_gpus: Option<u32>,
+}
+
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
+    /// What kind of engine runs the attempts: `local`, `slurm`, `ray`, …
+    fn kind(&self) -> &'static str;
+
     /// What this executor can run at once; the scheduler never hands out more.
     fn capacity(&self) -> &Capacity;
+
+    /// Why `want` can never run here (refused at submit); `None` when it can.
+    fn never_fits(&self, want: &trainyard_core::Resources) -> Option<trainyard_core::InvalidField> {
+        self.capacity().never_fits(want)
+    }
+
+    /// The engine's nodes and what is free on each, asked now; an error says why the
+    /// engine could not be asked (it is shown, never fatal).
+    async fn inventory(&self) -> Result<Vec<Node>, String> {
+        Ok(Vec::new())
+    }
 
     /// The host each attempt is recorded as running on.
     fn host(&self) -> &str;

@@ -1,6 +1,8 @@
-//! The scheduler: one loop that owns the queue and the machine's free resources. It is
-//! woken by submissions, cancels and completions; it starts the best queued jobs that fit
-//! (highest priority, then oldest) and never hands out more than the machine has.
+//! The scheduler: one loop per resource pool, owning the pool's queue and free resources.
+//! It is woken by submissions, cancels and completions; it starts the best queued jobs that
+//! fit (highest priority, then oldest) and never hands out more than the pool has. A pool
+//! is a name and an executor (this machine, a Slurm or Ray cluster); the handle routes each
+//! job to its pool's loop.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -49,16 +51,31 @@ impl Default for SchedulerMetrics {
     }
 }
 
-/// What the API holds: submit, cancel and read jobs; every change goes through the loop.
+/// A resource pool: jobs that name it run on its executor.
+pub struct Pool {
+    /// As `[[pools]] name` gives it (see `trainyard_core::job::is_pool_name`).
+    pub name: String,
+    pub executor: Arc<dyn Executor>,
+}
+
+/// What the API holds: submit, cancel and read jobs; every change goes through the loop
+/// of the job's pool.
 #[derive(Clone)]
 pub struct SchedulerHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    /// In configuration order; the first is the default.
+    pools: Arc<[PoolHandle]>,
     store: Store,
-    capacity: Capacity,
     logs: JobLogs,
     tracking: trainyard_tracking::Tracking,
-    queue_len: Arc<AtomicUsize>,
     metrics: Arc<SchedulerMetrics>,
+}
+
+#[derive(Clone)]
+struct PoolHandle {
+    name: String,
+    tx: mpsc::UnboundedSender<Command>,
+    executor: Arc<dyn Executor>,
+    queue_len: Arc<AtomicUsize>,
 }
 
 enum Command {
@@ -82,11 +99,12 @@ enum Command {
         id: String,
         attempt: u32,
     },
-    Usage(oneshot::Sender<Usage>),
+    Usage(oneshot::Sender<LoopUsage>),
     Wake,
 }
 
-/// What the machine has, what is free right now, and how much work there is.
+/// What the default pool has, what is free in it right now, and how much work there is;
+/// then the same for every pool, with the nodes its engine reports.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub capacity: Amounts,
@@ -95,6 +113,34 @@ pub struct Usage {
     pub queued: usize,
     /// Attempts holding resources.
     pub running: usize,
+    /// Every pool, the default first.
+    pub pools: Vec<PoolUsage>,
+}
+
+/// One pool's resources and work, as its scheduler loop and its engine see them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct PoolUsage {
+    pub name: String,
+    /// `local`, `slurm`, `ray`, …
+    pub executor: String,
+    /// What Trainyard hands out in this pool (taken from the engine at start).
+    pub capacity: Amounts,
+    pub free: Amounts,
+    pub queued: usize,
+    pub running: usize,
+    /// The engine's nodes as it reports them now (for this machine: itself).
+    pub nodes: Vec<crate::executor::Node>,
+    /// Why `nodes` is empty when the engine could not be asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory_error: Option<String>,
+}
+
+/// A pool loop's own figures (the handle adds the engine's view).
+struct LoopUsage {
+    capacity: Amounts,
+    free: Amounts,
+    queued: usize,
+    running: usize,
 }
 
 /// An amount of resources, in the units users ask in.
@@ -111,11 +157,32 @@ impl SchedulerHandle {
         &self.store
     }
 
-    /// Whether the scheduler loop still runs. The loop owns the receiving end of its
+    /// Whether every pool's scheduler loop still runs. A loop owns the receiving end of its
     /// channel, so a loop that ended, panicked or was aborted has dropped it: nothing would
     /// start or finish jobs any more, and `/readyz` must say so.
     pub fn loop_running(&self) -> bool {
-        !self.tx.is_closed()
+        self.pools.iter().all(|p| !p.tx.is_closed())
+    }
+
+    /// The pools' names, the default first.
+    pub fn pool_names(&self) -> Vec<String> {
+        self.pools.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// The pool a job runs in: the one it names, else the first.
+    fn pool(&self, name: Option<&str>) -> Result<&PoolHandle, ComputeError> {
+        match name {
+            None => Ok(&self.pools[0]),
+            Some(name) => self.pools.iter().find(|p| p.name == name).ok_or_else(|| {
+                ComputeError::Invalid(InvalidField::new(
+                    "pool",
+                    format!(
+                        "there is no pool named {name:?}; the pools are {}",
+                        self.pool_names().join(", ")
+                    ),
+                ))
+            }),
+        }
     }
 
     pub fn logs(&self) -> &JobLogs {
@@ -130,18 +197,59 @@ impl SchedulerHandle {
         &self.metrics
     }
 
-    /// A snapshot of the machine's resources, taken by the scheduler loop.
+    /// A snapshot of every pool's resources (taken by its loop) and nodes (asked of its
+    /// engine, all pools at once).
     pub async fn usage(&self) -> Result<Usage, ComputeError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Command::Usage(reply))
-            .map_err(|_| ComputeError::ShuttingDown)?;
-        answer.await.map_err(|_| ComputeError::ShuttingDown)
+        let pools = futures::future::try_join_all(self.pools.iter().map(|pool| async move {
+            let (reply, answer) = oneshot::channel();
+            pool.tx
+                .send(Command::Usage(reply))
+                .map_err(|_| ComputeError::ShuttingDown)?;
+            let (own, inventory) = tokio::join!(
+                async { answer.await.map_err(|_| ComputeError::ShuttingDown) },
+                pool.executor.inventory()
+            );
+            let own = own?;
+            let (nodes, inventory_error) = match inventory {
+                Ok(mut nodes) if pool.executor.kind() == "local" => {
+                    for node in &mut nodes {
+                        node.free_cpus = Some(own.free.cpus);
+                        node.free_memory_mb = Some(own.free.memory_mb);
+                        node.free_gpus = Some(own.free.gpus.len() as u32);
+                    }
+                    (nodes, None)
+                }
+                Ok(nodes) => (nodes, None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            Ok::<_, ComputeError>(PoolUsage {
+                name: pool.name.clone(),
+                executor: pool.executor.kind().to_string(),
+                capacity: own.capacity,
+                free: own.free,
+                queued: own.queued,
+                running: own.running,
+                nodes,
+                inventory_error,
+            })
+        }))
+        .await?;
+        let first = &pools[0];
+        Ok(Usage {
+            capacity: first.capacity.clone(),
+            free: first.free.clone(),
+            queued: first.queued,
+            running: first.running,
+            pools,
+        })
     }
 
-    /// Jobs waiting for resources right now.
+    /// Jobs waiting for resources right now, in all pools.
     pub fn queue_len(&self) -> usize {
-        self.queue_len.load(Ordering::Relaxed)
+        self.pools
+            .iter()
+            .map(|p| p.queue_len.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Validates, stores durably, then queues. A request that can never fit is refused here.
@@ -151,7 +259,8 @@ impl SchedulerHandle {
         submission: JobSubmission,
     ) -> Result<Job, ComputeError> {
         submission.validate()?;
-        if let Some(why) = self.capacity.never_fits(&submission.resources) {
+        let pool = self.pool(submission.pool.as_deref())?;
+        if let Some(why) = pool.executor.never_fits(&submission.resources) {
             return Err(ComputeError::Unschedulable(why));
         }
         if let Some(re) = &submission.tracking.metric_regex {
@@ -195,6 +304,8 @@ impl SchedulerHandle {
             message: None,
             host: None,
             gpus: Vec::new(),
+            pool: Some(pool.name.clone()),
+            engine_id: None,
             created_at_ms: now_ms(),
             started_at_ms: None,
             finished_at_ms: None,
@@ -215,7 +326,7 @@ impl SchedulerHandle {
             })
             .await?;
         self.store.db.insert_job(&job).await?;
-        self.tx
+        pool.tx
             .send(Command::Enqueue(Box::new(job.clone())))
             .map_err(|_| ComputeError::ShuttingDown)?;
         Ok(job)
@@ -243,8 +354,23 @@ impl SchedulerHandle {
                 state: job.state,
             });
         }
+        let Ok(pool) = self.pool(job.pool.as_deref()) else {
+            // Its pool is no longer configured, so no loop holds it: it can only be queued.
+            let outcome = Outcome {
+                state: JobState::Cancelled,
+                exit_code: None,
+                exit_reason: ExitReason::Cancelled,
+                message: Some("cancelled while its pool was not configured".into()),
+                finished_at_ms: now_ms(),
+            };
+            self.store
+                .db
+                .finish_job(id, JobState::Queued, &outcome)
+                .await?;
+            return self.get(workspace, id).await;
+        };
         let (reply, answer) = oneshot::channel();
-        self.tx
+        pool.tx
             .send(Command::Cancel {
                 id: id.to_string(),
                 reply,
@@ -334,6 +460,10 @@ impl Default for SchedulerOptions {
 }
 
 pub struct Scheduler {
+    /// The pool this loop schedules, and whether it is the default one (which also runs
+    /// jobs from before pools existed).
+    pool: String,
+    is_default_pool: bool,
     options: SchedulerOptions,
     rx: mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
@@ -356,9 +486,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Reconciles what the database says with what is really running, then starts the loop.
-    /// The loop runs as the essential background worker `scheduler` (`SCHEDULER_WORKER`):
-    /// if it ever ends, `background` marks it failed and says so in the log.
+    /// One pool (named `local`) on `executor`: see [`Scheduler::start_pools`].
     pub async fn start(
         store: Store,
         executor: Arc<dyn Executor>,
@@ -366,10 +494,104 @@ impl Scheduler {
         options: SchedulerOptions,
         background: &Background,
     ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), ComputeError> {
+        let pools = vec![Pool {
+            name: "local".into(),
+            executor,
+        }];
+        let (handle, mut loops) =
+            Self::start_pools(store, pools, job_tracking, options, background).await?;
+        Ok((handle, loops.remove(0)))
+    }
+
+    /// Reconciles, per pool, what the database says with what is really running, then
+    /// starts one loop per pool (in `pools` order; the first is the default). Each runs as
+    /// an essential background worker (`scheduler`, then `scheduler:<pool>` for the rest):
+    /// if one ever ends, `background` marks it failed and says so in the log.
+    pub async fn start_pools(
+        store: Store,
+        pools: Vec<Pool>,
+        job_tracking: JobTracking,
+        options: SchedulerOptions,
+        background: &Background,
+    ) -> Result<(SchedulerHandle, Vec<tokio::task::JoinHandle<()>>), ComputeError> {
+        if pools.is_empty() {
+            return Err(ComputeError::Invalid(InvalidField::new(
+                "pools",
+                "at least one pool is needed",
+            )));
+        }
+        let names: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        if names.len() != pools.len() {
+            return Err(ComputeError::Invalid(InvalidField::new(
+                "pools",
+                "two pools have the same name",
+            )));
+        }
+        for state in [JobState::Queued, JobState::Running] {
+            for job in store.db.jobs_in_state(state).await? {
+                if let Some(pool) = job.pool.as_deref().filter(|p| !names.contains(p)) {
+                    tracing::warn!(
+                        job = %job.id,
+                        pool,
+                        state = state.as_str(),
+                        "this job's pool is not configured: it waits until the pool is back (or is cancelled)"
+                    );
+                }
+            }
+        }
+        let metrics = Arc::new(SchedulerMetrics::default());
+        let mut handles = Vec::new();
+        let mut loops = Vec::new();
+        for (i, pool) in pools.into_iter().enumerate() {
+            let worker = if i == 0 {
+                SCHEDULER_WORKER.to_string()
+            } else {
+                format!("{SCHEDULER_WORKER}:{}", pool.name)
+            };
+            let (handle, scheduler) = Self::new_loop(
+                store.clone(),
+                pool,
+                i == 0,
+                job_tracking.clone(),
+                options.clone(),
+                background,
+                metrics.clone(),
+            )
+            .await?;
+            handles.push(handle);
+            loops.push((worker, scheduler));
+        }
+        let executors = handles.iter().map(|h| h.executor.clone()).collect();
+        let handle = SchedulerHandle {
+            pools: handles.into(),
+            logs: JobLogs::new(store.blobs.clone(), executors),
+            store,
+            tracking: job_tracking.tracking,
+            metrics,
+        };
+        let tasks = loops
+            .into_iter()
+            .map(|(worker, scheduler)| background.spawn_essential(&worker, scheduler.run()))
+            .collect();
+        Ok((handle, tasks))
+    }
+
+    async fn new_loop(
+        store: Store,
+        pool: Pool,
+        is_default_pool: bool,
+        job_tracking: JobTracking,
+        options: SchedulerOptions,
+        background: &Background,
+        metrics: Arc<SchedulerMetrics>,
+    ) -> Result<(PoolHandle, Scheduler), ComputeError> {
+        let executor = pool.executor;
         let (tx, rx) = mpsc::unbounded_channel();
         let host = executor.host().to_string();
         let capacity = executor.capacity().clone();
         let mut scheduler = Scheduler {
+            pool: pool.name.clone(),
+            is_default_pool,
             options,
             rx,
             tx: tx.clone(),
@@ -390,20 +612,24 @@ impl Scheduler {
             retrying: HashSet::new(),
             cancel_when_requeued: HashSet::new(),
             queue_len: Arc::new(AtomicUsize::new(0)),
-            metrics: Arc::new(SchedulerMetrics::default()),
+            metrics,
         };
         scheduler.reconcile().await?;
-        let handle = SchedulerHandle {
+        let handle = PoolHandle {
+            name: pool.name,
             tx,
-            store,
-            capacity,
-            tracking: job_tracking.tracking,
-            logs: JobLogs::new(scheduler.store.blobs.clone(), executor),
+            executor,
             queue_len: scheduler.queue_len.clone(),
-            metrics: scheduler.metrics.clone(),
         };
-        let task = background.spawn_essential(SCHEDULER_WORKER, scheduler.run());
-        Ok((handle, task))
+        Ok((handle, scheduler))
+    }
+
+    /// Whether `job` is this loop's to run.
+    fn owns(&self, job: &Job) -> bool {
+        match job.pool.as_deref() {
+            Some(pool) => pool == self.pool,
+            None => self.is_default_pool,
+        }
     }
 
     /// Jobs left `running` by an earlier server are re-adopted: their supervisors either
@@ -411,6 +637,9 @@ impl Scheduler {
     /// (failed as lost and retried per policy). Queued jobs go back in the queue.
     async fn reconcile(&mut self) -> Result<(), ComputeError> {
         for job in self.store.db.jobs_in_state(JobState::Running).await? {
+            if !self.owns(&job) {
+                continue;
+            }
             let attempt = job.attempt;
             tracing::info!(job = %job.id, attempt, "re-adopting a job left running");
             self.free.force_reserve(&job.resources, &job.gpus);
@@ -426,6 +655,9 @@ impl Scheduler {
             self.adopt(job, attempt);
         }
         for job in self.store.db.jobs_in_state(JobState::Queued).await? {
+            if !self.owns(&job) {
+                continue;
+            }
             let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
             self.enqueue(job, since);
         }
@@ -472,7 +704,7 @@ impl Scheduler {
                 self.launch_aborted(id, attempt, retry)
             }
             Command::Usage(reply) => {
-                let _ = reply.send(Usage {
+                let _ = reply.send(LoopUsage {
                     capacity: Amounts {
                         cpus: self.capacity.cpus_milli as f64 / 1000.0,
                         memory_mb: self.capacity.memory_mb,

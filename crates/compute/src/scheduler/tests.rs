@@ -117,6 +117,10 @@ fn exited(code: i32) -> ExitRecord {
 
 #[async_trait]
 impl Executor for TestExecutor {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+
     fn capacity(&self) -> &Capacity {
         &self.capacity
     }
@@ -253,6 +257,7 @@ fn submission(name: &str, resources: Resources, priority: i32) -> JobSubmission 
         timeout_s: None,
         labels: BTreeMap::new(),
         tracking: SubmissionTracking::default(),
+        pool: None,
     }
 }
 
@@ -544,4 +549,95 @@ fn queue_orders_by_priority_then_age() {
     keys.sort();
     let order: Vec<_> = keys.iter().map(|k| k.id.as_str()).collect();
     assert_eq!(order, ["c", "b", "a", "d"]);
+}
+
+/// Two pools, each on its own executor: a job runs in the pool it names (the first by
+/// default), is refused at submit against that pool's capacity, and a pool that does not
+/// exist is named in the refusal.
+#[tokio::test]
+async fn jobs_run_in_the_pool_they_name_and_only_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &trainyard_store::Db::sqlite_url(&dir.path().join("meta.db")),
+        &format!("file://{}", dir.path().join("blobs").display()),
+    )
+    .await
+    .unwrap();
+    let tracking = trainyard_tracking::Tracking::new(store.db.clone(), store.blobs.clone());
+    let (small, mut small_events) = TestExecutor::new(cpus(1));
+    let (big, mut big_events) = TestExecutor::new(cpus(8));
+    let (handle, _loops) = Scheduler::start_pools(
+        store,
+        vec![
+            Pool {
+                name: "small".into(),
+                executor: small.clone(),
+            },
+            Pool {
+                name: "big".into(),
+                executor: big.clone(),
+            },
+        ],
+        JobTracking {
+            tracking,
+            tracking_uri: "http://127.0.0.1:1".into(),
+        },
+        SchedulerOptions::default(),
+        &Background::new(),
+    )
+    .await
+    .unwrap();
+    let mut to_big = submission("wide", cpu_job(4.0), 0);
+    to_big.pool = Some("big".into());
+    let wide = handle.submit("default", to_big.clone()).await.unwrap();
+    assert_eq!(wide.pool.as_deref(), Some("big"));
+    let plain = handle
+        .submit("default", submission("plain", cpu_job(1.0), 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.pool.as_deref(),
+        Some("small"),
+        "the first pool is the default"
+    );
+    let started = |events: &mut mpsc::UnboundedReceiver<Event>| {
+        let mut names = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let Event::Started(n) = e {
+                names.push(n);
+            }
+        }
+        names
+    };
+    tokio::time::timeout(WAIT, async {
+        while big.starts().is_empty() || small.starts().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(started(&mut big_events), ["wide"]);
+    assert_eq!(started(&mut small_events), ["plain"]);
+
+    // 4 CPUs fit the big pool but never the small one.
+    let mut too_wide = submission("too-wide", cpu_job(4.0), 0);
+    too_wide.pool = Some("small".into());
+    match handle.submit("default", too_wide).await {
+        Err(ComputeError::Unschedulable(why)) => assert_eq!(why.field, "resources.cpus"),
+        other => panic!("{other:?}"),
+    }
+    to_big.pool = Some("nowhere".into());
+    match handle.submit("default", to_big).await {
+        Err(ComputeError::Invalid(why)) => {
+            assert_eq!(why.field, "pool");
+            assert!(why.message.contains("small, big"), "{}", why.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let usage = handle.usage().await.unwrap();
+    let names: Vec<_> = usage.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["small", "big"]);
+    assert_eq!(usage.pools[1].free.cpus, 4.0);
+    assert_eq!(usage.free.cpus, 0.0, "the top level is the default pool");
+    assert!(handle.cancel("default", &wide.id).await.is_ok());
 }
