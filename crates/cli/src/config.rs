@@ -55,6 +55,9 @@ pub struct UpArgs {
     /// Inference options (`[serve]` in the file).
     #[command(flatten)]
     pub serve: crate::serving::ServeArgs,
+    /// Resource pools (`[[pools]]`, in the file only): where jobs run.
+    #[arg(skip)]
+    pub pools: Vec<trainyard_compute::PoolSettings>,
 }
 
 /// The resolved configuration the server runs with.
@@ -71,6 +74,7 @@ pub struct ServerConfig {
     pub backfill_window_s: f64,
     pub job_user: Option<String>,
     pub serve: crate::serving::ServeSettings,
+    pub pools: Vec<trainyard_compute::PoolSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -134,6 +138,7 @@ impl UpArgs {
             backfill_window_s,
             job_user: self.job_user.or(file.job_user),
             serve: self.serve.resolve(&file.serve)?,
+            pools: file.pools,
         })
     }
 }
@@ -224,7 +229,20 @@ mod example_tests {
         // Every key the settings struct reads from a file, by serialising it.
         let all = serde_json::to_value(UpArgs::default()).unwrap();
         for (key, value) in all.as_object().unwrap() {
-            if key == "serve" {
+            if key == "pools" {
+                assert!(
+                    text.contains("# [[pools]]"),
+                    "the example does not show [[pools]]"
+                );
+                let pools: String = text
+                    .lines()
+                    .skip_while(|l| !l.starts_with("# [[pools]]"))
+                    .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+                    .collect();
+                let parsed: UpArgs = toml::from_str(&pools)
+                    .unwrap_or_else(|e| panic!("the example's pools: {e}\n{pools}"));
+                assert_eq!(parsed.pools.len(), 3);
+            } else if key == "serve" {
                 for sub in value.as_object().unwrap().keys() {
                     assert!(
                         given["serve"].get(sub).is_some(),

@@ -11,8 +11,8 @@ use tracing_subscriber::EnvFilter;
 use trainyard_api::{AppState, Auth, HttpMetrics, InferenceState};
 use trainyard_background::Background;
 use trainyard_compute::{
-    detect_capacity, CapacityOverrides, JobTracking, JobUser, LocalExecutor, LocalOptions,
-    Scheduler, SchedulerOptions,
+    build_pools, detect_capacity, CapacityOverrides, JobTracking, JobUser, LocalExecutor,
+    LocalOptions, PoolContext, Scheduler, SchedulerOptions,
 };
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
@@ -98,7 +98,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let executor = LocalExecutor::new(
         LocalOptions {
             root: config.data_dir.join("executor"),
-            program,
+            program: program.clone(),
             kill_grace: Duration::from_secs_f64(config.kill_grace_s),
             job_user,
             capacity: capacity.clone(),
@@ -112,9 +112,22 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Every background loop of the server runs under this, so none ends or panics unseen
     // (the scheduler loop's end is logged as an error and `/readyz` answers 503).
     let background = Background::new();
-    let (scheduler, _scheduler_loop) = Scheduler::start(
+    let pools = build_pools(
+        &config.pools,
+        PoolContext {
+            local: Arc::new(executor),
+            db: store.db.clone(),
+            blobs: store.blobs.clone(),
+            tracking: tracking.clone(),
+            data_dir: config.data_dir.clone(),
+            program,
+            server_url: local_url(address),
+        },
+    )
+    .await?;
+    let (scheduler, _scheduler_loops) = Scheduler::start_pools(
         store.clone(),
-        Arc::new(executor),
+        pools,
         JobTracking {
             tracking: tracking.clone(),
             tracking_uri: local_url(address),

@@ -1,0 +1,365 @@
+//! Jobs on real cluster engines: the same job suite as on this machine (exit codes, logs,
+//! cancel, time limits, retries, a GPU request against fake GRES, capacity refused at
+//! submit, a kill -9 of the server mid-job), then `examples/digits` training, each on
+//! Slurm 22.05 through slurmrestd, on Slurm through its commands, and on a Ray head.
+//!
+//! `.ci/run` starts the engines (`tests/cluster/start.sh`) and names them in
+//! `TRAINYARD_TEST_SLURMRESTD_URL` + `TRAINYARD_TEST_SLURM_JWT_KEY`,
+//! `TRAINYARD_TEST_SLURM_COMMANDS=1` and `TRAINYARD_TEST_RAY_URL`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Server, ServerOptions};
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// One engine under test: its `[[pools]]` entry, after a local pool that comes first.
+struct Engine {
+    pool: &'static str,
+    kind: &'static str,
+    config: String,
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set (see tests/cluster/start.sh)"))
+}
+
+fn slurm_rest() -> Engine {
+    Engine {
+        pool: "hpc",
+        kind: "slurm",
+        config: format!(
+            "[pools.slurm]\nurl = \"{}\"\nuser = \"root\"\njwt_key_file = \"{}\"\n",
+            env("TRAINYARD_TEST_SLURMRESTD_URL"),
+            env("TRAINYARD_TEST_SLURM_JWT_KEY")
+        ),
+    }
+}
+
+fn slurm_commands() -> Engine {
+    assert_eq!(env("TRAINYARD_TEST_SLURM_COMMANDS"), "1");
+    Engine {
+        pool: "hpc-cli",
+        kind: "slurm",
+        config: String::new(),
+    }
+}
+
+fn ray() -> Engine {
+    Engine {
+        pool: "ray",
+        kind: "ray",
+        config: format!("[pools.ray]\nurl = \"{}\"\n", env("TRAINYARD_TEST_RAY_URL")),
+    }
+}
+
+async fn server_on(engine: &Engine) -> Server {
+    let cache = tempfile::tempdir().unwrap().keep();
+    Server::start_with(ServerOptions {
+        cpus: 2.0,
+        env: vec![("TRAINYARD_CACHE_DIR".into(), cache.display().to_string())],
+        config_toml: Some(format!(
+            "[[pools]]\nname = \"local\"\nexecutor = \"local\"\n\n\
+             [[pools]]\nname = \"{}\"\nexecutor = \"{}\"\n{}",
+            engine.pool, engine.kind, engine.config
+        )),
+        ..Default::default()
+    })
+    .await
+}
+
+/// A job in the engine's pool; 100 MB each, so that Slurm (which gives a job without a
+/// memory request the whole node) runs several at once.
+fn on(engine: &Engine, command: &str, extra: Value) -> Value {
+    let mut job = json!({
+        "command": ["sh", "-c", command],
+        "pool": engine.pool,
+        "resources": {"cpus": 1, "memory_mb": 100},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        job[k] = v.clone();
+    }
+    job
+}
+
+fn id(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_string()
+}
+
+/// Until the engine says the job runs (its note in `message`).
+async fn wait_engine_running(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let job = server.job(id).await;
+        if job["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(": running"))
+        {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never running: {job}\n{}",
+            server.server_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn the_job_suite(engine: Engine) {
+    let server = server_on(&engine).await;
+    let kind = engine.kind;
+
+    let exits = server
+        .submit(on(
+            &engine,
+            "echo out-line; echo err-line >&2; exit 3",
+            json!({}),
+        ))
+        .await;
+    assert_eq!(exits["pool"], engine.pool);
+    let env_job = server
+        .submit(on(
+            &engine,
+            "echo \"job=$TRAINYARD_JOB_ID attempt=$TRAINYARD_JOB_ATTEMPT foo=$FOO run=$MLFLOW_RUN_ID\"",
+            json!({"env": {"FOO": "it's bar"}}),
+        ))
+        .await;
+    let cancelled = server.submit(on(&engine, "sleep 300", json!({}))).await;
+    let timed = server
+        .submit(on(&engine, "sleep 300", json!({"timeout_s": 3})))
+        .await;
+    let retried = server
+        .submit(on(
+            &engine,
+            "echo attempt $TRAINYARD_JOB_ATTEMPT; [ \"$TRAINYARD_JOB_ATTEMPT\" = 2 ]",
+            json!({"max_retries": 1}),
+        ))
+        .await;
+    let gpu = server
+        .submit(on(
+            &engine,
+            "echo gpus=$CUDA_VISIBLE_DEVICES",
+            json!({"resources": {"cpus": 1, "memory_mb": 100, "gpus": 1}}),
+        ))
+        .await;
+
+    // More than the engine has is refused at submit, naming the resource.
+    for (resources, field) in [
+        (json!({"gpus": 3}), "resources.gpus"),
+        (json!({"cpus": 3}), "resources.cpus"),
+    ] {
+        let r = server
+            .post("/api/v1/jobs")
+            .json(&json!({"command": ["true"], "pool": engine.pool, "resources": resources}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unschedulable", "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+
+    let running = wait_engine_running(&server, &id(&cancelled)).await;
+    assert!(running["engine_id"].is_string(), "{running}");
+    assert_eq!(running["host"], format!("{kind}:{}", engine.pool));
+    let r = server
+        .post(&format!("/api/v1/jobs/{}/cancel", id(&cancelled)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let done = server.wait_done(&id(&exits), LONG).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["exit_code"], 3, "{done}");
+    assert_eq!(done["exit_reason"], "exited", "{done}");
+    assert!(
+        done["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{kind} job")),
+        "the engine's words are kept: {done}"
+    );
+    let log = server.logs(&id(&exits), "").await;
+    assert!(
+        log.contains("out-line") && log.contains("err-line"),
+        "{log}"
+    );
+
+    let done = server.wait_done(&id(&env_job), LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let log = server.logs(&id(&env_job), "").await;
+    let expected = format!("job={0} attempt=1 foo=it's bar run={0}", id(&env_job));
+    assert!(log.contains(&expected), "{expected:?} not in {log}");
+
+    let done = server.wait_done(&id(&cancelled), LONG).await;
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert_eq!(done["exit_reason"], "cancelled", "{done}");
+
+    let done = server.wait_done(&id(&timed), LONG).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["exit_reason"], "timeout", "{done}");
+
+    let done = server.wait_done(&id(&retried), LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    let log = server.logs(&id(&retried), "").await;
+    assert!(
+        log.contains("attempt 1") && log.contains("attempt 2"),
+        "{log}"
+    );
+
+    let done = server.wait_done(&id(&gpu), LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let log = server.logs(&id(&gpu), "").await;
+    let seen = log
+        .lines()
+        .find_map(|l| l.strip_prefix("gpus="))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        !seen.is_empty() && seen.split(',').count() == 1,
+        "one GPU is visible to the job: {log}"
+    );
+
+    // `trainyard status` shows the engine's nodes.
+    let status = server.cli(&["status", "-o", "json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let pool = status["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == engine.pool)
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(pool["executor"], kind);
+    assert!(
+        pool["nodes"].as_array().is_some_and(|n| !n.is_empty()),
+        "{pool}"
+    );
+    assert_eq!(
+        pool["capacity"]["gpus"].as_array().unwrap().len(),
+        2,
+        "{pool}"
+    );
+    let table = String::from_utf8_lossy(&server.cli(&["status"]).stdout).to_string();
+    assert!(table.contains(engine.pool), "{table}");
+}
+
+/// The server is killed mid-job and restarted: it re-adopts the engine's job by the id
+/// it stored and records its true outcome and whole log.
+async fn kill_9_mid_job(engine: Engine) {
+    let mut server = server_on(&engine).await;
+    let job = server
+        .submit(on(
+            &engine,
+            "echo begun; sleep 6; echo ended; exit 5",
+            json!({}),
+        ))
+        .await;
+    let running = wait_engine_running(&server, &id(&job)).await;
+    let engine_id = running["engine_id"].clone();
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().await;
+    let done = server.wait_done(&id(&job), LONG).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["exit_code"], 5, "the true outcome: {done}");
+    assert_eq!(done["attempt"], 1, "not run again: {done}");
+    assert_eq!(done["engine_id"], engine_id);
+    let log = server.logs(&id(&job), "").await;
+    assert!(log.contains("begun") && log.contains("ended"), "{log}");
+}
+
+fn example(file: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/digits")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+fn ok(out: Output) -> String {
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "exit {:?}:\n{t}", out.status.code());
+    t
+}
+
+/// `examples/digits` as the README runs it, with the training job on the engine: its
+/// data comes through the API, its model goes to the registry.
+async fn digits_training(engine: Engine) {
+    let server = server_on(&engine).await;
+    let data = example("data/digits.csv.gz");
+    ok(server.cli(&["dataset", "import", "digits", &data]));
+    ok(server.cli(&[
+        "dataset",
+        "process",
+        "digits",
+        "--steps",
+        &example("steps.toml"),
+    ]));
+    let trained = ok(server.cli(&["train", &example("mlp.toml"), "--pool", engine.pool]));
+    let job_id = trained
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("job ")
+                .and_then(|r| r.strip_suffix(" queued"))
+        })
+        .unwrap_or_else(|| panic!("no job id in:\n{trained}"))
+        .to_string();
+    let job = server.job(&job_id).await;
+    assert_eq!(job["pool"], engine.pool, "{job}");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(job["engine_id"].is_string(), "{job}");
+    let models = ok(server.cli(&["models", "show", "digits-mlp"]));
+    assert!(
+        models.contains("burnpack"),
+        "a registered, trained version: {models}"
+    );
+}
+
+macro_rules! engine_tests {
+    ($engine:ident, $reason:literal) => {
+        mod $engine {
+            #[tokio::test(flavor = "multi_thread")]
+            #[ignore = $reason]
+            async fn the_job_suite() {
+                super::the_job_suite(super::$engine()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            #[ignore = $reason]
+            async fn kill_9_mid_job() {
+                super::kill_9_mid_job(super::$engine()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            #[ignore = $reason]
+            async fn digits_training() {
+                super::digits_training(super::$engine()).await
+            }
+        }
+    };
+}
+
+engine_tests!(
+    slurm_rest,
+    "needs slurmrestd (TRAINYARD_TEST_SLURMRESTD_URL, run by .ci/run)"
+);
+engine_tests!(
+    slurm_commands,
+    "needs Slurm's commands (TRAINYARD_TEST_SLURM_COMMANDS, run by .ci/run)"
+);
+engine_tests!(
+    ray,
+    "needs a Ray head (TRAINYARD_TEST_RAY_URL, run by .ci/run)"
+);

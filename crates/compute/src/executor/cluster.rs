@@ -1,0 +1,593 @@
+//! Executors that hand attempts to a cluster engine (Slurm, Ray) instead of running them
+//! here. What they share lives here: the engine is asked to start an attempt under a name
+//! derived from the job (so a server that crashed before it stored the engine's id finds the
+//! job again by name), the engine's id is stored before the attempt counts as started, the
+//! engine's state is polled and mapped to Trainyard's with the engine's reason kept, the
+//! time limit is enforced from here (engines count in minutes or not at all), and the
+//! attempt's output goes through the same spool → blob shipping as local jobs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use trainyard_core::time::now_ms;
+use trainyard_core::{Capacity, ExitReason, InvalidField, Job, Resources};
+use trainyard_store::{Blobs, Db};
+use trainyard_tracking::Tracking;
+
+use super::spool::Spools;
+use super::{Attempt, Executor, ExitRecord, Node};
+
+/// How often a running attempt's engine state is asked for.
+const POLL: Duration = Duration::from_secs(1);
+/// Consecutive failed polls (about a minute) after which an attempt whose engine does not
+/// answer is given up as lost (the engine job may still run; it is stopped if reachable).
+const MAX_FAILED_POLLS: u32 = 60;
+
+/// Why a call to an engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine could not be reached or answered nonsense: worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The engine refused the request (its own words): retrying will not help.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// What an attempt looks like to an engine: everything resolved, nothing of Trainyard's
+/// types. The program is a shell-free argv; engines that take a script or an entrypoint
+/// string quote it themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineJob {
+    /// Unique per attempt and derived from it (`trainyard-<job>-<attempt>`), so the engine's
+    /// job can be found again by name.
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub cpus: u32,
+    pub memory_mb: Option<u64>,
+    pub gpus: u32,
+    /// The engine's own limit, a backstop behind the one enforced from here.
+    pub time_limit_s: Option<u64>,
+    /// Where the engine writes the attempt's output, when it writes a file (Slurm).
+    pub output: PathBuf,
+}
+
+/// Where an engine's job is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineState {
+    /// Waiting in the engine's queue, with the engine's reason ("Resources", …).
+    Pending(String),
+    /// Running, with where (when the engine says).
+    Running(Option<String>),
+    /// Ended: how, as Trainyard records it.
+    Ended(Ended),
+}
+
+/// How an engine's job ended, in Trainyard's terms, with the engine's own words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    pub reason: ExitReason,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The engine's state and reason, verbatim ("FAILED", "NODE_FAIL", "STOPPED: …").
+    pub engine_says: String,
+}
+
+/// One cluster engine, as the executor needs it.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    fn kind(&self) -> &'static str;
+
+    /// Starts `job`; returns the engine's id for it.
+    async fn submit(&self, job: &EngineJob) -> Result<String, EngineError>;
+
+    /// The id of the job named `name`, when the engine still knows one.
+    async fn find(&self, name: &str) -> Result<Option<String>, EngineError>;
+
+    /// Where job `id` is; `None` when the engine no longer knows it.
+    async fn state(&self, id: &str) -> Result<Option<EngineState>, EngineError>;
+
+    /// Asks job `id` to end.
+    async fn stop(&self, id: &str) -> Result<(), EngineError>;
+
+    /// Appends to `spool` what job `id` printed beyond its first `pulled` bytes, when the
+    /// engine keeps a job's output itself (Ray); engines that write the output file
+    /// directly (Slurm, on shared storage) do nothing.
+    async fn pull_output(
+        &self,
+        _id: &str,
+        _spool: &std::path::Path,
+        _pulled: u64,
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// The engine's nodes now.
+    async fn nodes(&self) -> Result<Vec<Node>, EngineError>;
+}
+
+/// What every cluster pool is configured with besides its engine.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The pool's name (also in engine job names and its host column).
+    pub pool: String,
+    /// The `trainyard` program on the engine's nodes (for built-in tasks).
+    pub program: PathBuf,
+    /// The URL by which jobs on the engine's nodes reach this server.
+    pub server_url: String,
+    /// Holds one folder per active job: its output (Slurm writes it there, so for Slurm
+    /// this must be storage the nodes share with the server).
+    pub spool_dir: PathBuf,
+}
+
+/// An [`Executor`] over one cluster engine.
+pub struct ClusterExecutor<E: Engine> {
+    engine: Arc<E>,
+    options: ClusterOptions,
+    db: Db,
+    spools: Spools,
+    /// What the scheduler hands out: the engine's total at start.
+    capacity: Capacity,
+    /// The largest node: an attempt runs on one node, so one that fits no node never runs.
+    largest_node: Capacity,
+    host: String,
+    /// Engine ids of attempts running now, by job id (for cancel).
+    active: Mutex<HashMap<String, (u32, String)>>,
+}
+
+impl<E: Engine> ClusterExecutor<E> {
+    /// Asks the engine for its nodes (an unreachable engine is an error naming it) and
+    /// takes their total as the pool's capacity.
+    pub async fn connect(
+        engine: E,
+        options: ClusterOptions,
+        db: Db,
+        blobs: Blobs,
+        tracking: Tracking,
+    ) -> Result<Self, EngineError> {
+        let nodes = engine.nodes().await?;
+        let usable: Vec<&Node> = nodes.iter().filter(|n| node_usable(&n.state)).collect();
+        if usable.is_empty() {
+            return Err(EngineError::Rejected(format!(
+                "the {} engine reports no usable node ({} in all)",
+                engine.kind(),
+                nodes.len()
+            )));
+        }
+        let capacity = Capacity {
+            cpus_milli: usable.iter().map(|n| (n.cpus * 1000.0) as u64).sum(),
+            memory_mb: usable.iter().map(|n| n.memory_mb).sum(),
+            gpus: (0..usable.iter().map(|n| n.gpus).sum()).collect(),
+        };
+        let largest_node = Capacity {
+            cpus_milli: usable
+                .iter()
+                .map(|n| (n.cpus * 1000.0) as u64)
+                .max()
+                .unwrap_or(0),
+            memory_mb: usable.iter().map(|n| n.memory_mb).max().unwrap_or(0),
+            gpus: (0..usable.iter().map(|n| n.gpus).max().unwrap_or(0)).collect(),
+        };
+        std::fs::create_dir_all(&options.spool_dir)
+            .map_err(|e| EngineError::Rejected(format!("{}: {e}", options.spool_dir.display())))?;
+        let spool_dir = options.spool_dir.clone();
+        Ok(Self {
+            host: format!("{}:{}", engine.kind(), options.pool),
+            engine: Arc::new(engine),
+            spools: Spools::new(blobs, tracking, move |id| spool_dir.join(id).join("output")),
+            options,
+            db,
+            capacity,
+            largest_node,
+            active: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine's name for attempt `attempt` of job `job_id`.
+    pub fn engine_name(job_id: &str, attempt: u32) -> String {
+        format!("trainyard-{job_id}-{attempt}")
+    }
+
+    /// The attempt as the engine gets it.
+    fn engine_job(&self, attempt: &Attempt) -> EngineJob {
+        let job = &attempt.job;
+        let argv = match &job.task {
+            Some(task) => std::iter::once(self.options.program.display().to_string())
+                .chain(task.argv_after_program().map(str::to_string))
+                .collect(),
+            None => job.command.clone(),
+        };
+        let mut env: Vec<(String, String)> = vec![(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        )];
+        // The job reaches this server by the pool's URL, not by the one local jobs use.
+        env.extend(attempt.env.iter().map(|(k, v)| {
+            if k == "MLFLOW_TRACKING_URI" {
+                (k.clone(), self.options.server_url.clone())
+            } else {
+                (k.clone(), v.clone())
+            }
+        }));
+        env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("TRAINYARD_JOB_ID".into(), job.id.clone()));
+        env.push(("TRAINYARD_JOB_ATTEMPT".into(), attempt.number.to_string()));
+        // Later entries win, as they would in an environment.
+        let mut seen = std::collections::HashSet::new();
+        let mut env: Vec<_> = env
+            .into_iter()
+            .rev()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .collect();
+        env.reverse();
+        EngineJob {
+            name: Self::engine_name(&job.id, attempt.number),
+            argv,
+            env,
+            working_dir: job.working_dir.clone(),
+            cpus: job.resources.cpus.ceil().max(1.0) as u32,
+            memory_mb: job.resources.memory_mb,
+            gpus: job.resources.gpus,
+            // One minute more than ours (engines count whole minutes): ours acts first.
+            time_limit_s: job.timeout_s.map(|t| t + 60),
+            output: self.spools.path(&job.id),
+        }
+    }
+
+    /// Where attempt `attempt`'s output starts in the job's spool (earlier attempts' output
+    /// comes before it), written before the attempt is submitted so a restart knows it.
+    fn attempt_start_path(&self, job_id: &str, attempt: u32) -> PathBuf {
+        self.options
+            .spool_dir
+            .join(job_id)
+            .join(format!("attempt-{attempt}.start"))
+    }
+
+    /// Bytes of this attempt's own output already in the spool.
+    fn pulled(&self, job_id: &str, attempt: u32) -> u64 {
+        let start = std::fs::read_to_string(self.attempt_start_path(job_id, attempt))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        self.spools.len(job_id).saturating_sub(start)
+    }
+
+    /// Polls the engine's job until it ends, shipping output and enforcing the time limit.
+    async fn watch(&self, job: &Job, attempt: u32, engine_id: &str) -> ExitRecord {
+        let mut shipping = self.spools.begin(job).await;
+        let spool = self.spools.path(&job.id);
+        let pull = || async {
+            let pulled = self.pulled(&job.id, attempt);
+            self.engine.pull_output(engine_id, &spool, pulled).await
+        };
+        // The limit counts from the attempt's start (as locally), pending time included.
+        let deadline = job
+            .timeout_s
+            .map(|t| job.started_at_ms.unwrap_or_else(now_ms) + (t as i64).saturating_mul(1000));
+        let mut timed_out = false;
+        let mut failed_polls = 0u32;
+        let mut last_note = String::new();
+        let ended = loop {
+            if let Err(e) = pull().await {
+                tracing::debug!(job = %job.id, error = %e, "cannot pull output yet");
+            }
+            self.spools.tick(&job.id, &mut shipping).await;
+            match self.engine.state(engine_id).await {
+                Ok(Some(EngineState::Ended(ended))) => break Some(ended),
+                Ok(None) => break None,
+                Ok(Some(state)) => {
+                    failed_polls = 0;
+                    let note = match &state {
+                        EngineState::Pending(why) => {
+                            format!("{}: pending ({why})", self.engine.kind())
+                        }
+                        EngineState::Running(Some(node)) => {
+                            format!("{}: running on {node}", self.engine.kind())
+                        }
+                        EngineState::Running(None) => format!("{}: running", self.engine.kind()),
+                        EngineState::Ended(_) => unreachable!("handled above"),
+                    };
+                    if note != last_note {
+                        let _ = self
+                            .db
+                            .record_engine_job(&job.id, attempt, engine_id, Some(&note))
+                            .await;
+                        last_note = note;
+                    }
+                }
+                Err(e) => {
+                    failed_polls += 1;
+                    tracing::warn!(job = %job.id, engine_id, error = %e, failed_polls, "cannot ask the engine about a job");
+                    if failed_polls >= MAX_FAILED_POLLS {
+                        let _ = self.engine.stop(engine_id).await;
+                        self.spools.end(&job.id, &shipping).await;
+                        return lost(format!(
+                            "the {} engine did not answer about job {engine_id} for a minute: {e}",
+                            self.engine.kind()
+                        ));
+                    }
+                }
+            }
+            if !timed_out && deadline.is_some_and(|d| now_ms() >= d) {
+                timed_out = true;
+                tracing::info!(job = %job.id, engine_id, "time limit reached; stopping");
+                if let Err(e) = self.engine.stop(engine_id).await {
+                    tracing::warn!(job = %job.id, error = %e, "cannot stop a job past its time limit");
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let _ = pull().await;
+        self.spools.end(&job.id, &shipping).await;
+        let kind = self.engine.kind();
+        match ended {
+            None => lost(format!(
+                "the {kind} engine no longer knows job {engine_id}; its outcome is unknown"
+            )),
+            Some(ended) => {
+                let reason = if timed_out && ended.reason != ExitReason::Exited {
+                    ExitReason::Timeout
+                } else {
+                    ended.reason
+                };
+                let what = match (reason, ended.exit_code, ended.signal) {
+                    (ExitReason::Timeout, ..) => {
+                        format!("timed out after {} s", job.timeout_s.unwrap_or_default())
+                    }
+                    (ExitReason::Cancelled, ..) => "cancelled".to_string(),
+                    (_, Some(code), _) => format!("exited with code {code}"),
+                    (_, None, Some(signal)) => format!("killed by signal {signal}"),
+                    _ => "ended".to_string(),
+                };
+                ExitRecord {
+                    exit_code: ended.exit_code,
+                    signal: ended.signal,
+                    reason,
+                    message: format!("{what} ({kind} job {engine_id}: {})", ended.engine_says),
+                    finished_at_ms: now_ms(),
+                }
+            }
+        }
+    }
+}
+
+fn lost(message: String) -> ExitRecord {
+    ExitRecord {
+        exit_code: None,
+        signal: None,
+        reason: ExitReason::Lost,
+        message,
+        finished_at_ms: now_ms(),
+    }
+}
+
+/// Whether a node in this engine state takes work (not down, drained or dead).
+fn node_usable(state: &str) -> bool {
+    let s = state.to_ascii_lowercase();
+    ![
+        "down", "drain", "fail", "dead", "future", "inval", "unknown",
+    ]
+    .iter()
+    .any(|bad| s.contains(bad))
+}
+
+#[async_trait]
+impl<E: Engine> Executor for ClusterExecutor<E> {
+    fn kind(&self) -> &'static str {
+        self.engine.kind()
+    }
+
+    fn capacity(&self) -> &Capacity {
+        &self.capacity
+    }
+
+    fn never_fits(&self, want: &Resources) -> Option<InvalidField> {
+        self.capacity.never_fits(want).or_else(|| {
+            self.largest_node.never_fits(want).map(|why| {
+                InvalidField::new(
+                    why.field,
+                    format!(
+                        "{} (an attempt runs on one node; the largest {} node is too small)",
+                        why.message,
+                        self.engine.kind()
+                    ),
+                )
+            })
+        })
+    }
+
+    async fn inventory(&self) -> Result<Vec<Node>, String> {
+        self.engine.nodes().await.map_err(|e| e.to_string())
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn run(&self, attempt: Attempt, started: oneshot::Sender<()>) -> ExitRecord {
+        let job_id = attempt.job.id.clone();
+        let number = attempt.number;
+        let engine_job = self.engine_job(&attempt);
+        let dir = self.options.spool_dir.join(&job_id);
+        let start = self.spools.len(&job_id).to_string();
+        if let Err(e) = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(self.attempt_start_path(&job_id, number), start))
+        {
+            return spawn_failed(format!("cannot prepare {}: {e}", dir.display()));
+        }
+        let engine_id = match self.engine.submit(&engine_job).await {
+            Ok(id) => id,
+            Err(e) => {
+                // Unavailable: the request may have arrived all the same; look for it.
+                match self.engine.find(&engine_job.name).await {
+                    Ok(Some(id)) => id,
+                    _ => {
+                        return spawn_failed(format!(
+                            "the {} engine did not take the job: {e}",
+                            self.engine.kind()
+                        ))
+                    }
+                }
+            }
+        };
+        // Stored before the attempt counts as started: a restart finds the engine's job.
+        for pause in [0u64, 250, 1000, 4000] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            match self
+                .db
+                .record_engine_job(&job_id, number, &engine_id, None)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(job = %job_id, error = %e, "cannot record the engine's job id")
+                }
+            }
+        }
+        self.active
+            .lock()
+            .insert(job_id.clone(), (number, engine_id.clone()));
+        let _ = started.send(());
+        let mut job = attempt.job;
+        job.engine_id = Some(engine_id.clone());
+        let record = self.watch(&job, number, &engine_id).await;
+        self.active.lock().remove(&job_id);
+        record
+    }
+
+    async fn adopt(&self, job: &Job, attempt: u32) -> ExitRecord {
+        let engine_id = match &job.engine_id {
+            Some(id) => id.clone(),
+            // Started, but the server died before it stored the engine's id: find it by name.
+            None => match self
+                .engine
+                .find(&Self::engine_name(&job.id, attempt))
+                .await
+            {
+                Ok(Some(id)) => {
+                    let _ = self
+                        .db
+                        .record_engine_job(&job.id, attempt, &id, None)
+                        .await;
+                    id
+                }
+                Ok(None) => {
+                    return lost(format!(
+                        "the {} engine has no job for attempt {attempt} (the server stopped while starting it)",
+                        self.engine.kind()
+                    ))
+                }
+                Err(e) => {
+                    return lost(format!(
+                        "cannot ask the {} engine about attempt {attempt}: {e}",
+                        self.engine.kind()
+                    ))
+                }
+            },
+        };
+        self.active
+            .lock()
+            .insert(job.id.clone(), (attempt, engine_id.clone()));
+        let record = self.watch(job, attempt, &engine_id).await;
+        self.active.lock().remove(&job.id);
+        record
+    }
+
+    async fn cancel(&self, job_id: &str, attempt: u32) -> bool {
+        let engine_id = match self.active.lock().get(job_id) {
+            Some((a, id)) if *a == attempt => id.clone(),
+            _ => return false,
+        };
+        match self.engine.stop(&engine_id).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(job = job_id, engine_id, error = %e, "cannot stop the engine's job");
+                false
+            }
+        }
+    }
+
+    async fn cleanup(&self, job_id: &str) {
+        if self.spools.forget(job_id).await {
+            let _ = tokio::fs::remove_dir_all(self.options.spool_dir.join(job_id)).await;
+        }
+    }
+
+    fn log_shipped(&self, job_id: &str) -> Option<u64> {
+        self.spools.shipped(job_id)
+    }
+
+    fn log_spool(&self, job_id: &str) -> Option<PathBuf> {
+        Some(self.spools.path(job_id))
+    }
+}
+
+fn spawn_failed(message: String) -> ExitRecord {
+    ExitRecord {
+        exit_code: None,
+        signal: None,
+        reason: ExitReason::SpawnFailed,
+        message,
+        finished_at_ms: now_ms(),
+    }
+}
+
+/// `argv` as one POSIX shell command line (for engines that take a script or a string),
+/// starting in `working_dir` when given. Fails on a NUL byte, which no shell can carry.
+pub fn shell_command(argv: &[String], working_dir: Option<&str>) -> Result<String, EngineError> {
+    let quote = |s: &str| {
+        shlex::try_quote(s)
+            .map(|q| q.into_owned())
+            .map_err(|_| EngineError::Rejected("an argument contains a NUL byte".into()))
+    };
+    let mut line = String::new();
+    if let Some(dir) = working_dir {
+        line += &format!("cd -- {} || exit 1; ", quote(dir)?);
+    }
+    line += "exec";
+    for arg in argv {
+        line.push(' ');
+        line += &quote(arg)?;
+    }
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_line_keeps_every_argument_as_given() {
+        let argv: Vec<String> = ["/bin/echo", "a b", "it's", "$HOME", "`x`", ";rm -rf /"]
+            .map(String::from)
+            .to_vec();
+        let line = shell_command(&argv, Some("/tmp/a dir")).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(line.replace("cd -- '/tmp/a dir' || exit 1; ", ""))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a b it's $HOME `x` ;rm -rf /\n"
+        );
+        assert!(shell_command(&["a\0b".to_string()], None).is_err());
+    }
+
+    #[test]
+    fn down_and_drained_nodes_take_no_work() {
+        for bad in ["down", "DOWN+DRAIN", "drained", "DEAD", "IDLE+DRAIN"] {
+            assert!(!node_usable(bad), "{bad}");
+        }
+        for good in ["idle", "mixed", "allocated", "ALIVE", "MIXED+COMPLETING"] {
+            assert!(node_usable(good), "{good}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Resource pools as `trainyard.toml` declares them (`[[pools]]`), and turning them into
+//! executors at start. Without any, the server has one pool, `local`: this machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use trainyard_core::job::is_pool_name;
+use trainyard_store::{Blobs, Db};
+use trainyard_tracking::Tracking;
+
+use crate::executor::cluster::{ClusterExecutor, ClusterOptions, EngineError};
+use crate::executor::ray::{Ray, RaySettings};
+use crate::executor::slurm::{SlurmCommands, SlurmRest, SlurmSettings};
+use crate::{Executor, LocalExecutor, Pool};
+
+/// Which engine runs a pool's jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// This machine, one supervisor process per attempt.
+    Local,
+    /// A Slurm cluster, through slurmrestd or Slurm's commands on this host.
+    Slurm,
+    /// A Ray cluster, through its Jobs REST API.
+    Ray,
+}
+
+/// One `[[pools]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    /// What jobs name (`trainyard run --pool NAME`); the first pool is the default.
+    pub name: String,
+    pub executor: ExecutorKind,
+    /// `[pools.slurm]`: for `executor = "slurm"`.
+    #[serde(default)]
+    pub slurm: Option<SlurmSettings>,
+    /// `[pools.ray]`: for `executor = "ray"`.
+    #[serde(default)]
+    pub ray: Option<RaySettings>,
+    /// The `trainyard` program on the engine's nodes, for built-in tasks [default: the
+    /// server's own path].
+    #[serde(default)]
+    pub program: Option<PathBuf>,
+    /// The URL by which jobs on the engine's nodes reach this server [default: the
+    /// address it listens on].
+    #[serde(default)]
+    pub server_url: Option<String>,
+    /// Where each job's output is spooled before it is shipped to blobs. Slurm writes it
+    /// there from its nodes: this must be storage they share with the server [default:
+    /// `<data-dir>/pools/<name>`, which only a single-machine cluster shares].
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// What the server passes to every pool it builds.
+pub struct PoolContext {
+    /// This machine's executor (for a `local` pool, or the implicit one).
+    pub local: Arc<LocalExecutor>,
+    pub db: Db,
+    pub blobs: Blobs,
+    pub tracking: Tracking,
+    pub data_dir: PathBuf,
+    /// The server's own program.
+    pub program: PathBuf,
+    /// The URL the server listens on.
+    pub server_url: String,
+}
+
+/// Why a pool could not be built at start.
+#[derive(Debug, thiserror::Error)]
+#[error("pool {pool:?}: {message}")]
+pub struct PoolError {
+    pub pool: String,
+    pub message: String,
+}
+
+/// Checks the declared pools (names, one `local` at most, the settings each executor
+/// needs) and connects to their engines; an engine that cannot be reached is an error
+/// naming the pool and the engine's URL.
+pub async fn build_pools(
+    settings: &[PoolSettings],
+    ctx: PoolContext,
+) -> Result<Vec<Pool>, PoolError> {
+    if settings.is_empty() {
+        return Ok(vec![Pool {
+            name: "local".into(),
+            executor: ctx.local,
+        }]);
+    }
+    let mut pools: Vec<Pool> = Vec::new();
+    for pool in settings {
+        let fail = |message: String| PoolError {
+            pool: pool.name.clone(),
+            message,
+        };
+        if !is_pool_name(&pool.name) {
+            return Err(fail(
+                "pool names are 1-63 lowercase letters, digits, '-' and '_'".into(),
+            ));
+        }
+        if pools.iter().any(|p| p.name == pool.name) {
+            return Err(fail("two pools have this name".into()));
+        }
+        let options = ClusterOptions {
+            pool: pool.name.clone(),
+            program: pool.program.clone().unwrap_or_else(|| ctx.program.clone()),
+            server_url: pool
+                .server_url
+                .clone()
+                .unwrap_or_else(|| ctx.server_url.clone()),
+            spool_dir: pool
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| ctx.data_dir.join("pools").join(&pool.name)),
+        };
+        let engine_error = |e: EngineError| fail(e.to_string());
+        let executor: Arc<dyn Executor> = match pool.executor {
+            ExecutorKind::Local => {
+                if pool.slurm.is_some() || pool.ray.is_some() {
+                    return Err(fail(
+                        "a local pool takes no [pools.slurm] or [pools.ray]".into(),
+                    ));
+                }
+                if pools.iter().any(|p| p.executor.kind() == "local") {
+                    return Err(fail(
+                        "only one pool may be this machine (it would be handed out twice)".into(),
+                    ));
+                }
+                ctx.local.clone()
+            }
+            ExecutorKind::Slurm => {
+                let slurm = pool.slurm.clone().unwrap_or_default();
+                if slurm.url.is_some() {
+                    let engine = SlurmRest::connect(&slurm).await.map_err(engine_error)?;
+                    tracing::info!(pool = %pool.name, version = engine.version(), "slurmrestd answers");
+                    Arc::new(
+                        ClusterExecutor::connect(
+                            engine,
+                            options,
+                            ctx.db.clone(),
+                            ctx.blobs.clone(),
+                            ctx.tracking.clone(),
+                        )
+                        .await
+                        .map_err(engine_error)?,
+                    )
+                } else {
+                    let engine = SlurmCommands::connect(&slurm).await.map_err(engine_error)?;
+                    Arc::new(
+                        ClusterExecutor::connect(
+                            engine,
+                            options,
+                            ctx.db.clone(),
+                            ctx.blobs.clone(),
+                            ctx.tracking.clone(),
+                        )
+                        .await
+                        .map_err(engine_error)?,
+                    )
+                }
+            }
+            ExecutorKind::Ray => {
+                let ray = pool.ray.clone().ok_or_else(|| {
+                    fail("a ray pool needs [pools.ray] with the dashboard's url".into())
+                })?;
+                let engine = Ray::connect(&ray).await.map_err(engine_error)?;
+                Arc::new(
+                    ClusterExecutor::connect(
+                        engine,
+                        options,
+                        ctx.db.clone(),
+                        ctx.blobs.clone(),
+                        ctx.tracking.clone(),
+                    )
+                    .await
+                    .map_err(engine_error)?,
+                )
+            }
+        };
+        let c = executor.capacity();
+        tracing::info!(
+            pool = %pool.name,
+            executor = executor.kind(),
+            cpus = c.cpus_milli as f64 / 1000.0,
+            memory_mb = c.memory_mb,
+            gpus = c.gpus.len(),
+            "pool ready"
+        );
+        pools.push(Pool {
+            name: pool.name.clone(),
+            executor,
+        });
+    }
+    Ok(pools)
+}
