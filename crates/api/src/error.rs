@@ -227,6 +227,8 @@ impl From<ComputeError> for ApiError {
             ComputeError::Store(e) => e.into(),
             ComputeError::Tracking(e) => e.into(),
             ComputeError::Io(e) => ApiError::internal(e),
+            // Only at start-up; never from a request.
+            e @ ComputeError::NotAlone(_) => ApiError::internal(e),
         }
     }
 }

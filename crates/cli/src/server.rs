@@ -11,8 +11,8 @@ use tracing_subscriber::EnvFilter;
 use trainyard_api::{AppState, Auth, HttpMetrics, InferenceState};
 use trainyard_background::Background;
 use trainyard_compute::{
-    build_pools, detect_capacity, CapacityOverrides, JobTracking, JobUser, LocalExecutor,
-    LocalOptions, PoolContext, Scheduler, SchedulerOptions,
+    build_pools, detect_capacity, CapacityOverrides, JobTracking, JobUser, Leadership,
+    LeaseOptions, LocalExecutor, LocalOptions, PoolContext, Scheduler, SchedulerOptions,
 };
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
@@ -125,6 +125,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    // One server schedules at a time (the others serve the API and take over if it
+    // stops); SQLite allows only one server at all.
+    let leadership = Leadership::start(
+        store.db.clone(),
+        LeaseOptions::new(local_url(address), store.db.is_sqlite()),
+        &background,
+    )
+    .await?;
     let (scheduler, _scheduler_loops) = Scheduler::start_pools(
         store.clone(),
         pools,
@@ -134,6 +142,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
         options,
         &background,
+        leadership.clone(),
     )
     .await?;
     let auth = Auth::new(store.db.clone());
@@ -192,6 +201,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         } => tracing::warn!("requests still open after {DRAIN:?} (followed logs?) are closed"),
     }
     tracing::info!("stopped accepting requests; running jobs keep running and are re-adopted at the next start");
+    // Another server (or this one restarted) need not wait for the lease to expire.
+    if let Some(fence) = leadership.current() {
+        if let Err(e) = store.db.release_lease(&fence).await {
+            tracing::warn!(error = %e, "cannot give the scheduler lease up; it expires by itself");
+        }
+    }
     store.db.close().await;
     Ok(())
 }

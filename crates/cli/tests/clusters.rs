@@ -363,3 +363,128 @@ engine_tests!(
     ray,
     "needs a Ray head (TRAINYARD_TEST_RAY_URL, run by .ci/run)"
 );
+
+/// Two servers on one PostgreSQL, jobs on Slurm (both reach it; the pool's spool folder and
+/// the blob store are shared, as on a real site): 50 jobs are queued, some through the
+/// server that does not schedule; the leader is killed with -9 while most still wait; the
+/// other takes over within seconds and every job runs exactly once, as the jobs' own
+/// output file shows.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL and slurmrestd (TRAINYARD_TEST_DATABASE_URL, TRAINYARD_TEST_SLURMRESTD_URL; run by .ci/run)"]
+async fn two_servers_on_one_postgres_hand_over_when_the_leader_dies() {
+    let engine = slurm_rest();
+    let database = common::database_url()
+        .await
+        .expect("TRAINYARD_TEST_DATABASE_URL names a PostgreSQL server");
+    let shared = tempfile::tempdir().unwrap();
+    let spool = shared.path().join("spool");
+    let ran = shared.path().join("ran.txt");
+    let blobs = format!("file://{}", shared.path().join("blobs").display());
+    let token = "shared-admin-token-0123456789";
+    let config = format!(
+        "[[pools]]\nname = \"{}\"\nexecutor = \"slurm\"\nspool_dir = \"{}\"\n{}",
+        engine.pool,
+        spool.display(),
+        engine.config
+    );
+    // Each server in a UTS namespace with a host name of its own, as on two machines: the
+    // survivor cannot see that the leader's process is gone, and waits out its lease.
+    let start = |host: &str, config: String, database: String, blobs: String| {
+        let host = host.to_string();
+        async move {
+            Server::start_with(ServerOptions {
+                config_toml: Some(config),
+                database_url: Some(database),
+                blobs: Some(blobs),
+                env: vec![("TRAINYARD_ADMIN_TOKEN".into(), token.into())],
+                hostname: Some(host),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let mut a = start("server-a", config.clone(), database.clone(), blobs.clone()).await;
+    let b = start("server-b", config, database, blobs).await;
+    let usage_a = a.get_json("/api/v1/resources").await;
+    let usage_b = b.get_json("/api/v1/resources").await;
+    assert_eq!(usage_a["leading"], true, "{usage_a}");
+    assert_eq!(usage_b["leading"], false, "{usage_b}");
+    assert_eq!(usage_b["leader"], a.base, "{usage_b}");
+
+    let command = format!(
+        "echo \"$TRAINYARD_JOB_ID\" >> {}; sleep 0.5; echo done",
+        ran.display()
+    );
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        // Every fifth through the server that does not schedule: the leader takes it in.
+        let server = if i % 5 == 0 { &b } else { &a };
+        ids.push(id(&server.submit(on(&engine, &command, json!({}))).await));
+    }
+    // A cancel asked of the follower is carried out by the leader.
+    let extra = id(&a
+        .submit(on(&engine, "sleep 300", json!({"priority": -1})))
+        .await);
+    let r = b
+        .post(&format!("/api/v1/jobs/{extra}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    b.wait_done(&extra, LONG).await;
+    assert_eq!(b.job(&extra).await["state"], "cancelled");
+
+    // Kill the leader once a few jobs ran and most still wait.
+    let deadline = Instant::now() + LONG;
+    while std::fs::read_to_string(&ran)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 4
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nothing ran:\n{}",
+            a.server_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let queued = b.get_json("/api/v1/jobs?state=queued&limit=100").await;
+    let waiting = queued["jobs"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(waiting >= 30, "most jobs still wait: {waiting}");
+    a.kill9();
+    let killed = Instant::now();
+    loop {
+        let usage = b.get_json("/api/v1/resources").await;
+        if usage["leading"] == true {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no handover: {usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let handover = killed.elapsed();
+    eprintln!("handover after kill -9 of the leader: {handover:?} ({waiting} jobs were queued)");
+    assert!(handover < Duration::from_secs(10), "{handover:?}");
+
+    for id in &ids {
+        let done = b.wait_done(id, Duration::from_secs(300)).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    let mut seen = std::collections::HashMap::new();
+    for line in lines.lines() {
+        *seen.entry(line.to_string()).or_insert(0) += 1;
+    }
+    for id in &ids {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "job {id} ran {:?} times",
+            seen.get(id)
+        );
+    }
+    assert_eq!(seen.len(), ids.len(), "only these jobs ran: {seen:?}");
+}

@@ -1230,3 +1230,38 @@ async fn followed_log_streams_give_their_memory_back() {
         "resident memory {before} kB before 200 followed streams, {after} kB after they ended"
     );
 }
+
+/// SQLite is single-server: a second `trainyard up` on the same database is refused at
+/// start, naming the server that runs; once that one is gone (even by kill -9), a new one
+/// starts at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    if std::env::var("TRAINYARD_TEST_DATABASE_URL").is_ok() {
+        return; // PostgreSQL takes several servers (tests/clusters.rs shows the handover).
+    }
+    let mut server = Server::start().await;
+    let second = std::process::Command::new(common::BIN)
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&server.data_dir)
+        .env_remove("TRAINYARD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!("another trainyard server ({})", server.base))
+            && err.contains("SQLite is single-server"),
+        "{err}"
+    );
+    server.kill9();
+    server.restart().await;
+    let usage = server.get_json("/api/v1/resources").await;
+    assert_eq!(usage["leading"], true, "{usage}");
+}

@@ -12,6 +12,9 @@ pub enum ComputeError {
     JobNotFound(String),
     #[error("job {id} is already {state:?} and cannot be cancelled")]
     NotCancellable { id: String, state: JobState },
+    /// SQLite is single-server and another live server uses this database.
+    #[error("another trainyard server ({0}) uses this SQLite database; SQLite is single-server: stop that one, or use PostgreSQL to run several")]
+    NotAlone(String),
     #[error("the scheduler is shutting down")]
     ShuttingDown,
     #[error(transparent)]

@@ -9,6 +9,7 @@ pub mod executor;
 mod job_env;
 mod job_metrics;
 mod job_user;
+mod leader;
 mod logs;
 mod pools;
 mod scheduler;
@@ -20,6 +21,7 @@ pub use executor::local::{LocalExecutor, LocalOptions};
 pub use executor::{Attempt, Executor, ExitRecord, Node};
 pub use job_env::JobTracking;
 pub use job_user::{JobUser, DEFAULT_JOB_USER, PER_JOB_UIDS};
+pub use leader::{Leadership, LeaseOptions};
 pub use logs::{JobLogs, LogPiece, LogReader};
 pub use pools::{build_pools, ExecutorKind, PoolContext, PoolError, PoolSettings};
 pub use scheduler::{

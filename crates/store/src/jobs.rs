@@ -162,7 +162,8 @@ impl Db {
         Ok(out)
     }
 
-    /// `queued → running` for a new attempt; false when the job was no longer queued.
+    /// `queued → running` for a new attempt; false when the job was no longer queued, or
+    /// when `fence` no longer holds the scheduler lease (another server leads now).
     /// Idempotent: a retry of a write whose commit succeeded but whose answer was lost
     /// (same attempt, same host) succeeds again instead of orphaning the job.
     pub async fn mark_running(
@@ -172,6 +173,7 @@ impl Db {
         host: &str,
         gpus: &[u32],
         started_at_ms: i64,
+        fence: &crate::Fence,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -179,13 +181,17 @@ impl Db {
              started_at_ms = $4, finished_at_ms = NULL, exit_code = NULL, exit_reason = NULL, \
              engine_id = NULL \
              WHERE id = $5 AND (state = 'queued' \
-                   OR (state = 'running' AND attempt = $1 AND host = $2))",
+                   OR (state = 'running' AND attempt = $1 AND host = $2)) \
+             AND EXISTS (SELECT 1 FROM scheduler_lease \
+                         WHERE name = 'scheduler' AND holder = $6 AND epoch = $7)",
         )
         .bind(attempt as i64)
         .bind(host)
         .bind(serde_json::to_string(gpus).unwrap_or_else(|_| "[]".into()))
         .bind(started_at_ms)
         .bind(id)
+        .bind(&fence.holder)
+        .bind(fence.epoch)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
@@ -193,6 +199,42 @@ impl Db {
         }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Asks the scheduling server to cancel job `id` (this server does not schedule);
+    /// false when the job has already ended.
+    pub async fn request_cancel(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET cancel_requested_at_ms = $1 \
+             WHERE id = $2 AND state IN ('queued', 'running') AND cancel_requested_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Jobs not yet ended whose cancel another server asked for.
+    pub async fn cancel_requests(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM jobs WHERE cancel_requested_at_ms IS NOT NULL \
+             AND state IN ('queued', 'running')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Queued jobs created at or after `since_ms` (those other servers took in), oldest first.
+    pub async fn queued_since(&self, since_ms: i64) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state = 'queued' AND created_at_ms >= $1 ORDER BY id"
+        ))
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
     }
 
     /// Records what the pool's engine calls attempt `attempt` of a running job (and, with

@@ -6,6 +6,7 @@ mod datasets;
 mod db;
 mod error;
 mod jobs;
+mod lease;
 mod tokens;
 
 pub use blobs::{bounded_writer, log_end, Blobs, LocalEntry, LogChunk};
@@ -13,6 +14,7 @@ pub use datasets::{DatasetSummary, DatasetVersion, StageRefused, StagedShard};
 pub use db::Db;
 pub use error::{redact_url, StoreError};
 pub use jobs::{JobFilter, Outcome};
+pub use lease::{Fence, LeaseHolder};
 pub use tokens::{generate_token, hash_token, Principal};
 
 /// Metadata and blobs together: what every other layer is handed.

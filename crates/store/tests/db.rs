@@ -72,13 +72,25 @@ async fn jobs_round_trip_and_move_only_from_the_expected_state() {
         "workspaces are separate"
     );
 
-    assert!(db.mark_running(&j.id, 1, "host-1", &[1], 10).await.unwrap());
+    let fence = db
+        .acquire_lease("server-a", "http://a", 0, i64::MAX / 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(db
+        .mark_running(&j.id, 1, "host-1", &[1], 10, &fence)
+        .await
+        .unwrap());
     assert!(
-        db.mark_running(&j.id, 1, "host-1", &[1], 10).await.unwrap(),
+        db.mark_running(&j.id, 1, "host-1", &[1], 10, &fence)
+            .await
+            .unwrap(),
         "a retried write of the same start succeeds"
     );
     assert!(
-        !db.mark_running(&j.id, 2, "host-1", &[1], 10).await.unwrap(),
+        !db.mark_running(&j.id, 2, "host-1", &[1], 10, &fence)
+            .await
+            .unwrap(),
         "another attempt only starts from queued"
     );
     let running = db.get_job("default", &j.id).await.unwrap().unwrap();
@@ -95,7 +107,10 @@ async fn jobs_round_trip_and_move_only_from_the_expected_state() {
         finished_at_ms: 20,
     };
     assert!(db.requeue_job(&j.id, &outcome).await.unwrap());
-    assert!(db.mark_running(&j.id, 2, "host-1", &[0], 30).await.unwrap());
+    assert!(db
+        .mark_running(&j.id, 2, "host-1", &[0], 30, &fence)
+        .await
+        .unwrap());
     assert!(db
         .finish_job(&j.id, JobState::Running, &outcome)
         .await
@@ -186,4 +201,73 @@ async fn migrations_are_idempotent_across_restarts() {
     db.close().await;
     let db = Db::connect(&url).await.unwrap();
     assert_eq!(db.jobs_in_state(JobState::Queued).await.unwrap().len(), 1);
+}
+
+/// One server holds the scheduler lease at a time; another takes it only once it expired
+/// (with a new epoch), and a start fenced by the old epoch is refused from then on.
+#[tokio::test]
+async fn the_lease_has_one_holder_and_fences_starts_of_the_last_one() {
+    let (db, _dir) = open().await;
+    let a = db
+        .acquire_lease("a", "http://a", 1_000, 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.epoch, 1);
+    assert_eq!(
+        db.acquire_lease("b", "http://b", 2_000, 5_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        db.acquire_lease("a", "http://a", 2_000, 5_000)
+            .await
+            .unwrap(),
+        Some(a.clone()),
+        "the holder keeps its epoch"
+    );
+    assert!(db.renew_lease(&a, 3_000, 5_000).await.unwrap());
+    let holder = db.lease_holder().await.unwrap().unwrap();
+    assert_eq!((holder.holder.as_str(), holder.expires_at_ms), ("a", 8_000));
+
+    // a stops renewing (paused, or killed): b takes over after expiry.
+    assert_eq!(
+        db.acquire_lease("b", "http://b", 7_999, 5_000)
+            .await
+            .unwrap(),
+        None
+    );
+    let b = db
+        .acquire_lease("b", "http://b", 8_001, 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.epoch, 2);
+    assert!(
+        !db.renew_lease(&a, 8_002, 5_000).await.unwrap(),
+        "a learns it lost"
+    );
+
+    let j = job(&[]);
+    db.insert_job(&j).await.unwrap();
+    assert!(
+        !db.mark_running(&j.id, 1, "host-a", &[], 9_000, &a)
+            .await
+            .unwrap(),
+        "the old leader cannot start a job"
+    );
+    assert!(db
+        .mark_running(&j.id, 1, "host-b", &[], 9_000, &b)
+        .await
+        .unwrap());
+
+    // A clean shutdown hands over at once.
+    db.release_lease(&b).await.unwrap();
+    let c = db
+        .acquire_lease("c", "http://c", 9_001, 5_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.epoch, 3);
 }

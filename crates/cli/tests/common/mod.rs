@@ -19,6 +19,7 @@ pub struct Server {
     _dir: tempfile::TempDir,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    hostname: Option<String>,
     http: reqwest::Client,
 }
 
@@ -34,6 +35,11 @@ pub struct ServerOptions {
     pub job_user: Option<String>,
     /// A `trainyard.toml` for the server (`--config`).
     pub config_toml: Option<String>,
+    /// `--database`: a database another server shares [default: a fresh one].
+    pub database_url: Option<String>,
+    /// Runs the server in a UTS namespace of its own with this host name, as if on another
+    /// machine (needs root and `unshare`).
+    pub hostname: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +53,8 @@ impl Default for ServerOptions {
             backfill_window_s: None,
             job_user: None,
             config_toml: None,
+            database_url: None,
+            hostname: None,
         }
     }
 }
@@ -60,7 +68,7 @@ fn free_port() -> u16 {
 }
 
 /// A fresh PostgreSQL database for one server, when the suite runs against PostgreSQL.
-async fn database_url() -> Option<String> {
+pub async fn database_url() -> Option<String> {
     let admin = std::env::var("TRAINYARD_TEST_DATABASE_URL").ok()?;
     use sqlx::{Connection, Executor};
     let mut conn = sqlx::PgConnection::connect(&admin)
@@ -99,7 +107,11 @@ impl Server {
             "--grpc-listen".into(),
             "127.0.0.1:0".into(),
         ];
-        if let Some(url) = database_url().await {
+        let database = match opts.database_url.clone() {
+            Some(url) => Some(url),
+            None => database_url().await,
+        };
+        if let Some(url) = database {
             args.push("--database".into());
             args.push(url);
         }
@@ -130,6 +142,7 @@ impl Server {
             _dir: dir,
             args,
             env: opts.env,
+            hostname: opts.hostname,
             http: reqwest::Client::new(),
         };
         server.spawn().await;
@@ -154,7 +167,22 @@ impl Server {
             .append(true)
             .open(self._dir.path().join("server.log"))
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.hostname {
+            None => Command::new(BIN),
+            Some(name) => {
+                let mut cmd = Command::new("unshare");
+                cmd.args([
+                    "--uts",
+                    "--",
+                    "sh",
+                    "-c",
+                    "hostname \"$0\" && exec \"$@\"",
+                    name,
+                    BIN,
+                ]);
+                cmd
+            }
+        };
         cmd.args(&self.args)
             .env_remove("TRAINYARD_ADMIN_TOKEN")
             .env("RUST_LOG", "info,sqlx=warn")

@@ -17,12 +17,17 @@ use trainyard_core::time::now_ms;
 use trainyard_core::{
     new_id, Capacity, ExitReason, InvalidField, Job, JobState, JobSubmission, Resources,
 };
-use trainyard_store::{Outcome, Store};
+use trainyard_store::{Fence, Outcome, Store};
 
 use trainyard_background::{Background, Backoff};
 
 use crate::executor::{Attempt, Executor, ExitRecord};
-use crate::{ComputeError, JobLogs, JobTracking};
+use crate::{ComputeError, JobLogs, JobTracking, Leadership, LeaseOptions};
+
+/// How often a leading loop looks for jobs submitted through other servers and cancels
+/// asked of them. The window covers clocks that differ and commits that land late.
+const TAKE_IN_EVERY: Duration = Duration::from_millis(500);
+const TAKE_IN_WINDOW_MS: i64 = 120_000;
 
 /// The scheduler loop's name among background workers.
 pub const SCHEDULER_WORKER: &str = "scheduler";
@@ -68,6 +73,7 @@ pub struct SchedulerHandle {
     logs: JobLogs,
     tracking: trainyard_tracking::Tracking,
     metrics: Arc<SchedulerMetrics>,
+    leadership: Leadership,
 }
 
 #[derive(Clone)]
@@ -79,7 +85,11 @@ struct PoolHandle {
 }
 
 enum Command {
+    /// A job just submitted through this server.
     Enqueue(Box<Job>),
+    /// A job that comes back to the queue: a retry after a failed attempt, or a cancel
+    /// whose write failed.
+    Return(Box<Job>),
     Cancel {
         id: String,
         reply: oneshot::Sender<Result<(), ComputeError>>,
@@ -115,6 +125,12 @@ pub struct Usage {
     pub running: usize,
     /// Every pool, the default first.
     pub pools: Vec<PoolUsage>,
+    /// Whether this server runs the scheduler now (one of the servers sharing a database
+    /// does; the others serve the API and take over if it stops).
+    pub leading: bool,
+    /// The API URL of the server that schedules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 /// One pool's resources and work, as its scheduler loop and its engine see them.
@@ -235,11 +251,14 @@ impl SchedulerHandle {
         }))
         .await?;
         let first = &pools[0];
+        let leader = self.store.db.lease_holder().await?.map(|h| h.address);
         Ok(Usage {
             capacity: first.capacity.clone(),
             free: first.free.clone(),
             queued: first.queued,
             running: first.running,
+            leading: self.leadership.current().is_some(),
+            leader,
             pools,
         })
     }
@@ -464,6 +483,15 @@ pub struct Scheduler {
     /// jobs from before pools existed).
     pool: String,
     is_default_pool: bool,
+    /// Whether this server leads (the lease worker's view) and the fence it leads with;
+    /// a loop without a fence is dormant: it starts nothing and holds no queue.
+    leadership: tokio::sync::watch::Receiver<Option<Fence>>,
+    fence: Option<Fence>,
+    /// Jobs this loop has taken in while leading, with their creation time (pruned past
+    /// the take-in window): a job is taken in once, by submission or by the poll.
+    seen: HashMap<String, i64>,
+    /// Whether leading still waits for a successful reconcile.
+    must_reconcile: bool,
     options: SchedulerOptions,
     rx: mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
@@ -498,8 +526,14 @@ impl Scheduler {
             name: "local".into(),
             executor,
         }];
+        let leadership = Leadership::start(
+            store.db.clone(),
+            LeaseOptions::new("in-process".into(), true),
+            background,
+        )
+        .await?;
         let (handle, mut loops) =
-            Self::start_pools(store, pools, job_tracking, options, background).await?;
+            Self::start_pools(store, pools, job_tracking, options, background, leadership).await?;
         Ok((handle, loops.remove(0)))
     }
 
@@ -513,6 +547,7 @@ impl Scheduler {
         job_tracking: JobTracking,
         options: SchedulerOptions,
         background: &Background,
+        leadership: Leadership,
     ) -> Result<(SchedulerHandle, Vec<tokio::task::JoinHandle<()>>), ComputeError> {
         if pools.is_empty() {
             return Err(ComputeError::Invalid(InvalidField::new(
@@ -556,8 +591,8 @@ impl Scheduler {
                 options.clone(),
                 background,
                 metrics.clone(),
-            )
-            .await?;
+                &leadership,
+            );
             handles.push(handle);
             loops.push((worker, scheduler));
         }
@@ -568,6 +603,7 @@ impl Scheduler {
             store,
             tracking: job_tracking.tracking,
             metrics,
+            leadership,
         };
         let tasks = loops
             .into_iter()
@@ -576,7 +612,8 @@ impl Scheduler {
         Ok((handle, tasks))
     }
 
-    async fn new_loop(
+    #[allow(clippy::too_many_arguments)]
+    fn new_loop(
         store: Store,
         pool: Pool,
         is_default_pool: bool,
@@ -584,14 +621,19 @@ impl Scheduler {
         options: SchedulerOptions,
         background: &Background,
         metrics: Arc<SchedulerMetrics>,
-    ) -> Result<(PoolHandle, Scheduler), ComputeError> {
+        leadership: &Leadership,
+    ) -> (PoolHandle, Scheduler) {
         let executor = pool.executor;
         let (tx, rx) = mpsc::unbounded_channel();
         let host = executor.host().to_string();
         let capacity = executor.capacity().clone();
-        let mut scheduler = Scheduler {
+        let scheduler = Scheduler {
             pool: pool.name.clone(),
             is_default_pool,
+            leadership: leadership.subscribe(),
+            fence: None,
+            seen: HashMap::new(),
+            must_reconcile: false,
             options,
             rx,
             tx: tx.clone(),
@@ -614,14 +656,13 @@ impl Scheduler {
             queue_len: Arc::new(AtomicUsize::new(0)),
             metrics,
         };
-        scheduler.reconcile().await?;
         let handle = PoolHandle {
             name: pool.name,
             tx,
             executor,
             queue_len: scheduler.queue_len.clone(),
         };
-        Ok((handle, scheduler))
+        (handle, scheduler)
     }
 
     /// Whether `job` is this loop's to run.
@@ -636,10 +677,13 @@ impl Scheduler {
     /// still run (watched again), have recorded an outcome (taken as is), or vanished
     /// (failed as lost and retried per policy). Queued jobs go back in the queue.
     async fn reconcile(&mut self) -> Result<(), ComputeError> {
-        for job in self.store.db.jobs_in_state(JobState::Running).await? {
+        let running = self.store.db.jobs_in_state(JobState::Running).await?;
+        let queued = self.store.db.jobs_in_state(JobState::Queued).await?;
+        for job in running {
             if !self.owns(&job) {
                 continue;
             }
+            self.seen.insert(job.id.clone(), job.created_at_ms);
             let attempt = job.attempt;
             tracing::info!(job = %job.id, attempt, "re-adopting a job left running");
             self.free.force_reserve(&job.resources, &job.gpus);
@@ -654,10 +698,11 @@ impl Scheduler {
             );
             self.adopt(job, attempt);
         }
-        for job in self.store.db.jobs_in_state(JobState::Queued).await? {
+        for job in queued {
             if !self.owns(&job) {
                 continue;
             }
+            self.seen.insert(job.id.clone(), job.created_at_ms);
             let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
             self.enqueue(job, since);
         }
@@ -665,27 +710,153 @@ impl Scheduler {
     }
 
     async fn run(mut self) {
-        self.schedule().await;
-        while let Some(command) = self.rx.recv().await {
-            self.handle(command).await;
-            // Take everything already waiting before the next pass, so bursts batch.
-            while let Ok(command) = self.rx.try_recv() {
-                self.handle(command).await;
+        let mut take_in = tokio::time::interval(TAKE_IN_EVERY);
+        take_in.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leadership_open = true;
+        self.follow_leadership().await;
+        loop {
+            tokio::select! {
+                command = self.rx.recv() => {
+                    let Some(command) = command else { break };
+                    self.handle(command).await;
+                    // Take everything already waiting before the next pass, so bursts batch.
+                    while let Ok(command) = self.rx.try_recv() {
+                        self.handle(command).await;
+                    }
+                }
+                changed = self.leadership.changed(), if leadership_open => {
+                    match changed {
+                        Ok(()) => self.follow_leadership().await,
+                        // The lease worker is gone for good: keep the last word.
+                        Err(_) => leadership_open = false,
+                    }
+                }
+                _ = take_in.tick() => {
+                    if self.must_reconcile {
+                        self.lead().await;
+                    } else if self.fence.is_some() {
+                        self.take_in_from_others().await;
+                    }
+                }
             }
-            self.schedule().await;
+            if self.fence.is_some() && !self.must_reconcile {
+                self.schedule().await;
+            }
+        }
+    }
+
+    /// Follows the lease worker: takes the queue and the running jobs over from the
+    /// database when this server starts leading, drops them when it stops.
+    async fn follow_leadership(&mut self) {
+        let now = self.leadership.borrow_and_update().clone();
+        if now == self.fence {
+            return;
+        }
+        if self.fence.is_some() {
+            tracing::warn!(pool = %self.pool, "no longer leading: this loop stops scheduling");
+            self.go_dormant();
+        }
+        self.fence = now;
+        if self.fence.is_some() {
+            self.lead().await;
+        }
+    }
+
+    /// Takes over what the database says (retried at every tick until it succeeds).
+    async fn lead(&mut self) {
+        self.go_dormant();
+        match self.reconcile().await {
+            Ok(()) => self.must_reconcile = false,
+            Err(e) => {
+                tracing::error!(pool = %self.pool, error = %e, "cannot read the jobs to take over; retrying");
+                self.go_dormant();
+                self.must_reconcile = true;
+            }
+        }
+    }
+
+    /// Forgets the queue and the running jobs (another server has them now, or will).
+    fn go_dormant(&mut self) {
+        self.queue.clear();
+        self.queue_keys.clear();
+        self.running.clear();
+        self.retrying.clear();
+        self.cancel_when_requeued.clear();
+        self.seen.clear();
+        self.free = Free {
+            cpus_milli: self.capacity.cpus_milli,
+            memory_mb: self.capacity.memory_mb,
+            gpus: self.capacity.gpus.iter().copied().collect(),
+        };
+        self.queue_len.store(0, Ordering::Relaxed);
+    }
+
+    /// Jobs submitted through other servers, and cancels asked of them.
+    async fn take_in_from_others(&mut self) {
+        let since = now_ms() - TAKE_IN_WINDOW_MS;
+        self.seen.retain(|_, created| *created >= since);
+        match self.store.db.queued_since(since).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if self.owns(&job) && !self.seen.contains_key(&job.id) {
+                        self.seen.insert(job.id.clone(), job.created_at_ms);
+                        let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
+                        self.enqueue(job, since);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pool = %self.pool, error = %e, "cannot look for jobs other servers took in")
+            }
+        }
+        match self.store.db.cancel_requests().await {
+            Ok(ids) => {
+                for id in ids {
+                    let asked = match self.running.get(&id) {
+                        Some(running) => !running.cancel_requested,
+                        None => self.queue_keys.contains_key(&id) || self.retrying.contains(&id),
+                    };
+                    if asked {
+                        let (reply, _) = oneshot::channel();
+                        self.cancel(&id, reply);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pool = %self.pool, error = %e, "cannot look for cancels other servers took in")
+            }
         }
     }
 
     async fn handle(&mut self, command: Command) {
         match command {
+            // Not leading: the job waits in the database for the leader to take it in.
+            Command::Enqueue(_) | Command::Return(_) if self.fence.is_none() => {}
             Command::Enqueue(job) => {
+                // Taken in already (the leader's poll can see it before this arrives).
+                if self.seen.contains_key(&job.id) {
+                    return;
+                }
+                self.seen.insert(job.id.clone(), job.created_at_ms);
+                let since = job.created_at_ms;
+                self.enqueue(*job, since);
+            }
+            Command::Return(job) => {
                 if self.retrying.remove(&job.id) && self.cancel_when_requeued.remove(&job.id) {
                     self.finish_cancelled_queued(*job, "cancelled while waiting for a retry", None);
                     return;
                 }
-                // A retry waits from the end of its failed attempt, a new job from its creation.
+                // A retry waits from the end of its failed attempt.
                 let since = job.finished_at_ms.unwrap_or(job.created_at_ms);
                 self.enqueue(*job, since);
+            }
+            // Not leading: the leader carries the cancel out.
+            Command::Cancel { id, reply } if self.fence.is_none() => {
+                let store = self.store.clone();
+                self.background.spawn_task("job-cancel", async move {
+                    let asked = store.db.request_cancel(&id, now_ms()).await;
+                    let _ = reply.send(asked.map(|_| ()).map_err(ComputeError::from));
+                });
             }
             Command::Cancel { id, reply } => self.cancel(&id, reply),
             Command::Started { id, attempt } => {
@@ -794,6 +965,7 @@ impl Scheduler {
         let tx = self.tx.clone();
         let host = self.host.clone();
         let metrics = self.metrics.clone();
+        let fence = self.fence.clone().expect("only a leading loop launches");
         self.background.spawn_task("job-launch", async move {
             let id = job.id.clone();
             let started = now_ms();
@@ -801,7 +973,7 @@ impl Scheduler {
             // attempt twice; a crash in between leaves an attempt that is reconciled as lost.
             match store
                 .db
-                .mark_running(&id, attempt, &host, &gpus, started)
+                .mark_running(&id, attempt, &host, &gpus, started, &fence)
                 .await
             {
                 Ok(true) => {}
@@ -984,7 +1156,7 @@ impl Scheduler {
                 }
                 Err(e) => {
                     tracing::error!(job = %job.id, error = %e, "cannot record a cancel; job stays queued");
-                    let _ = tx.send(Command::Enqueue(Box::new(job)));
+                    let _ = tx.send(Command::Return(Box::new(job)));
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(e.into()));
                     }
@@ -1061,7 +1233,7 @@ impl Scheduler {
             if retry {
                 job.state = JobState::Queued;
                 job.finished_at_ms = Some(outcome.finished_at_ms);
-                let _ = tx.send(Command::Enqueue(Box::new(job)));
+                let _ = tx.send(Command::Return(Box::new(job)));
             } else {
                 executor.cleanup(&id).await;
             }

@@ -566,6 +566,14 @@ async fn jobs_run_in_the_pool_they_name_and_only_there() {
     let tracking = trainyard_tracking::Tracking::new(store.db.clone(), store.blobs.clone());
     let (small, mut small_events) = TestExecutor::new(cpus(1));
     let (big, mut big_events) = TestExecutor::new(cpus(8));
+    let background = Background::new();
+    let leadership = Leadership::start(
+        store.db.clone(),
+        LeaseOptions::new("test".into(), true),
+        &background,
+    )
+    .await
+    .unwrap();
     let (handle, _loops) = Scheduler::start_pools(
         store,
         vec![
@@ -583,7 +591,8 @@ async fn jobs_run_in_the_pool_they_name_and_only_there() {
             tracking_uri: "http://127.0.0.1:1".into(),
         },
         SchedulerOptions::default(),
-        &Background::new(),
+        &background,
+        leadership,
     )
     .await
     .unwrap();
