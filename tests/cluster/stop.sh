@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Stops what tests/cluster/start.sh DIR started.
+DIR=$(realpath "$1")
+RAY_VENV=${TRAINYARD_RAY_VENV:-/var/tmp/trainyard-ray-venv}
+# Jobs the suite left (a server killed mid-job) end with the cluster.
+scancel --user=root >/dev/null 2>&1 || true
+scontrol shutdown >/dev/null 2>&1 || true
+[ -f "$DIR/slurm/slurmrestd.pid" ] && kill "$(cat "$DIR/slurm/slurmrestd.pid")" 2>/dev/null
+"$RAY_VENV/bin/ray" stop --force >/dev/null 2>&1 || true
+pkill -x munged 2>/dev/null || true
+exit 0
