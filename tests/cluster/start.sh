@@ -101,7 +101,9 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$REST_PORT") 2>/dev/null &&
 # Ray: every component on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 stops it binding
 # the routable address); short temp dir (socket paths live under it).
 mkdir -p "$DIR/ray"
-RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "$RAY_VENV/bin/ray" start --head \
+# Its venv first on PATH, as on a real Ray node: jobs' `python3` imports ray.
+PATH="$RAY_VENV/bin:$PATH" RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \
+    "$RAY_VENV/bin/ray" start --head \
     --node-ip-address=127.0.0.1 --port=56379 --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" \
     --include-dashboard=true --num-cpus=2 --num-gpus=2 --memory=$((4 * 1024 ** 3)) \
     --object-store-memory=$((256 * 1024 ** 2)) --temp-dir="$DIR/ray" --disable-usage-stats >"$DIR/ray/start.log" 2>&1 \

@@ -74,6 +74,9 @@ enum Command {
 enum TaskCommand {
     /// Supervise one attempt of a job (started by the local executor).
     Shim(ShimArgs),
+    /// Start the workers of a gang-scheduled job on this machine (torchrun's variables),
+    /// ending all of them when one fails (started by the local executor).
+    Gang(GangArgs),
     /// Train with the built-in engine inside a job.
     Train {
         /// The training file as JSON, dataset pinned.
@@ -133,6 +136,18 @@ struct ShimArgs {
     command: Vec<String>,
 }
 
+#[derive(Args)]
+struct GangArgs {
+    #[arg(long)]
+    workers: u32,
+    #[arg(long, default_value_t = 0)]
+    gpus_per_worker: u32,
+    #[arg(long, default_value_t = 10_000)]
+    kill_grace_ms: u64,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
 /// Options every client command takes.
 #[derive(Args, Clone, Debug)]
 pub struct ClientArgs {
@@ -178,6 +193,18 @@ fn main() -> ExitCode {
         });
         return ExitCode::from(code as u8);
     }
+    if let Command::Task {
+        command: TaskCommand::Gang(args),
+    } = cli.command
+    {
+        let code = trainyard_compute::gang::run(trainyard_compute::gang::GangOptions {
+            workers: args.workers,
+            gpus_per_worker: args.gpus_per_worker,
+            kill_grace: std::time::Duration::from_millis(args.kill_grace_ms),
+            command: args.command,
+        });
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     if matches!(cli.command, Command::Up(_) | Command::Serve(_)) {
         trainyard_serve::memory::limit_malloc_arenas();
     } else if !matches!(cli.command, Command::Task { .. }) {
@@ -213,7 +240,7 @@ fn main() -> ExitCode {
             Command::Eval(args) => commands::train::eval(args).await,
             Command::Predict(args) => commands::train::predict(args).await,
             Command::Task { command } => Ok(match command {
-                TaskCommand::Shim(_) => unreachable!("handled above"),
+                TaskCommand::Shim(_) | TaskCommand::Gang(_) => unreachable!("handled above"),
                 TaskCommand::Train {
                     config,
                     resume_from,

@@ -276,6 +276,55 @@ async fn kill_9_mid_job(engine: Engine) {
     assert!(log.contains("begun") && log.contains("ended"), "{log}");
 }
 
+/// A 2-worker gang on the engine: both workers start together with their ranks, meet at
+/// rank 0's address; a worker failing ends the gang, which is retried whole.
+async fn gang(engine: Engine) {
+    let server = server_on(&engine).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gang_worker.py")
+        .display()
+        .to_string();
+    let job = server
+        .submit(json!({
+            "command": ["python3", script],
+            "pool": engine.pool,
+            "resources": {"cpus": 1, "memory_mb": 200, "gpus": 1, "workers": 2},
+            "env": {"GANG_FAIL_FIRST": "1"},
+            "max_retries": 1,
+        }))
+        .await;
+    let done = server.wait_done(&id(&job), LONG).await;
+    assert_eq!(
+        done["state"],
+        "succeeded",
+        "{done}\n{}",
+        server.logs(&id(&job), "").await
+    );
+    assert_eq!(
+        done["attempt"], 2,
+        "the failed gang ran again whole: {done}"
+    );
+    let log = server.logs(&id(&job), "").await;
+    for want in [
+        "rank=0 world=2 local=0 node=0 master=",
+        "rank=1 world=2 local=1 node=0",
+        "rank 0 heard: hello from rank 1",
+        "rank 1 reached ",
+        "attempt=1",
+        "attempt=2",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
+    // Three workers of one CPU never fit two CPUs: refused at submit.
+    let r = server
+        .post("/api/v1/jobs")
+        .json(&json!({"command": ["true"], "pool": engine.pool, "resources": {"cpus": 1, "workers": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
+
 fn example(file: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/digits")
@@ -346,6 +395,12 @@ macro_rules! engine_tests {
             #[ignore = $reason]
             async fn digits_training() {
                 super::digits_training(super::$engine()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            #[ignore = $reason]
+            async fn gang() {
+                super::gang(super::$engine()).await
             }
         }
     };

@@ -1265,3 +1265,61 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
     let usage = server.get_json("/api/v1/resources").await;
     assert_eq!(usage["leading"], true, "{usage}");
 }
+
+/// A 2-worker gang on this machine: both start, see their ranks and rank 0's address,
+/// and meet there; when one fails, the other is stopped and the gang is retried whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gang_starts_whole_meets_at_rank_0_and_is_retried_whole() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 2.0,
+        gpus: 2,
+        ..Default::default()
+    })
+    .await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gang_worker.py")
+        .display()
+        .to_string();
+    let gang = server
+        .submit(json!({
+            "command": ["python3", script],
+            "resources": {"cpus": 1, "gpus": 1, "workers": 2},
+            "env": {"GANG_FAIL_FIRST": "1"},
+            "max_retries": 1,
+        }))
+        .await;
+    assert_eq!(gang["resources"]["workers"], 2);
+    let done = server.wait_done(gang["id"].as_str().unwrap(), LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["attempt"], 2,
+        "the failed gang ran again whole: {done}"
+    );
+    let log = server.logs(gang["id"].as_str().unwrap(), "").await;
+    for want in [
+        "rank=0 world=2 local=0 node=0 master=127.0.0.1:",
+        "rank=1 world=2 local=1 node=0",
+        "worker 1 ended with exit status: 3; stopping the other 1",
+        "rank 0 heard: hello from rank 1",
+        "rank 1 reached 127.0.0.1:",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
+    // Two workers of one CPU and one GPU each: the whole machine.
+    let r = server
+        .post("/api/v1/jobs")
+        .json(&json!({"command": ["true"], "resources": {"cpus": 1, "workers": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "resources.cpus", "{body}");
+    let r = server
+        .post("/api/v1/jobs")
+        .json(&json!({"command": ["true"], "resources": {"workers": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -6,6 +6,7 @@
 mod capacity;
 mod error;
 pub mod executor;
+pub mod gang;
 mod job_env;
 mod job_metrics;
 mod job_user;

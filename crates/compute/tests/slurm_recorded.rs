@@ -124,6 +124,7 @@ fn fixture_job(name: &str) -> EngineJob {
         cpus: 2,
         memory_mb: Some(512),
         gpus: 1,
+        workers: 1,
         time_limit_s: Some(300),
         output: "/shared/logs/J/output".into(),
     }

@@ -4,6 +4,8 @@ use utoipa::ToSchema;
 use crate::InvalidField;
 
 /// What a job asks for. CPUs may be fractional (`0.5`); memory is reserved only when given.
+/// With `workers > 1` the job is a gang: that many processes, each with these CPUs, memory
+/// and GPUs, started all at once or not at all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
@@ -15,10 +17,26 @@ pub struct Resources {
     pub memory_mb: Option<u64>,
     #[serde(default)]
     pub gpus: u32,
+    /// Processes of a gang-scheduled job (torchrun-style: each sees `RANK`, `WORLD_SIZE`,
+    /// `MASTER_ADDR`, …). One by default.
+    #[serde(default = "one_worker", skip_serializing_if = "is_one")]
+    #[schema(minimum = 1, maximum = 256)]
+    pub workers: u32,
 }
+
+/// Most workers one gang may have.
+pub const MAX_WORKERS: u32 = 256;
 
 fn one_cpu() -> f64 {
     1.0
+}
+
+fn one_worker() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl Default for Resources {
@@ -27,11 +45,23 @@ impl Default for Resources {
             cpus: 1.0,
             memory_mb: None,
             gpus: 0,
+            workers: 1,
         }
     }
 }
 
 impl Resources {
+    /// What the whole job holds: every worker's share added up (one worker).
+    pub fn total(&self) -> Resources {
+        let n = self.workers.max(1);
+        Resources {
+            cpus: self.cpus * f64::from(n),
+            memory_mb: self.memory_mb.map(|m| m.saturating_mul(u64::from(n))),
+            gpus: self.gpus.saturating_mul(n),
+            workers: 1,
+        }
+    }
+
     /// CPUs in thousandths, the unit the scheduler counts in (rounded up).
     pub fn cpus_milli(&self) -> u64 {
         (self.cpus * 1000.0).ceil() as u64
@@ -46,6 +76,12 @@ impl Resources {
         }
         if self.cpus > 100_000.0 {
             return Err(InvalidField::new("resources.cpus", "is unreasonably large"));
+        }
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(InvalidField::new(
+                "resources.workers",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            ));
         }
         if self.memory_mb == Some(0) {
             return Err(InvalidField::new(

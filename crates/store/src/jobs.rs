@@ -30,7 +30,8 @@ pub struct Outcome {
 
 const COLUMNS: &str = "id, workspace_id, name, state, command, env, working_dir, cpus, memory_mb, \
     gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, exit_reason, message, \
-    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking, task, pool, engine_id";
+    host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking, task, pool, engine_id, \
+    workers";
 
 impl Db {
     /// Stores a new job; once this returns the job is durable and may be acknowledged.
@@ -40,8 +41,9 @@ impl Db {
             "INSERT INTO jobs (id, workspace_id, name, state, command, env, working_dir, cpus, \
              memory_mb, gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, \
              exit_reason, message, host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, \
-             tracking, task, pool, engine_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)",
+             tracking, task, pool, engine_id, workers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, \
+             $27, $28)",
         )
         .bind(&job.id)
         .bind(&job.workspace)
@@ -70,6 +72,7 @@ impl Db {
         .bind(job.task.as_ref().map(to_json))
         .bind(job.pool.clone())
         .bind(job.engine_id.clone())
+        .bind(i64::from(job.resources.workers))
         .execute(&mut *tx)
         .await?;
         for (key, value) in &job.labels {
@@ -394,6 +397,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
             cpus: row.try_get("cpus")?,
             memory_mb: memory_mb.map(|m| m as u64),
             gpus: row.try_get::<i64, _>("gpus")? as u32,
+            workers: row.try_get::<i64, _>("workers")? as u32,
         },
         priority: row.try_get::<i64, _>("priority")? as i32,
         max_retries: row.try_get::<i64, _>("max_retries")? as u32,

@@ -37,6 +37,7 @@ fn job(labels: &[(&str, &str)]) -> Job {
             cpus: 0.5,
             memory_mb: Some(128),
             gpus: 1,
+            workers: 1,
         },
         priority: -3,
         max_retries: 2,

@@ -93,6 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             cpus: args.cpus,
             memory_mb: args.memory,
             gpus: args.gpus,
+            workers: 1,
         },
         priority: args.priority,
         max_retries: args.retries,

@@ -247,6 +247,7 @@ fn submission(
             cpus: job.cpus,
             memory_mb: None,
             gpus: job.gpus.unwrap_or(u32::from(cuda)),
+            workers: 1,
         },
         priority: 0,
         max_retries: 0,

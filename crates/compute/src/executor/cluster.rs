@@ -50,9 +50,12 @@ pub struct EngineJob {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
+    /// Each worker's share.
     pub cpus: u32,
     pub memory_mb: Option<u64>,
     pub gpus: u32,
+    /// Workers of a gang, started all at once (1: a plain job).
+    pub workers: u32,
     /// The engine's own limit, a backstop behind the one enforced from here.
     pub time_limit_s: Option<u64>,
     /// Where the engine writes the attempt's output, when it writes a file (Slurm).
@@ -84,6 +87,12 @@ pub struct Ended {
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
+
+    /// Whether a job's environment is only what Trainyard gives it (Slurm through its REST
+    /// API), so it needs a `PATH`; engines that add their nodes' own do not (Ray).
+    fn needs_path(&self) -> bool {
+        false
+    }
 
     /// Starts `job`; returns the engine's id for it.
     async fn submit(&self, job: &EngineJob) -> Result<String, EngineError>;
@@ -204,10 +213,13 @@ impl<E: Engine> ClusterExecutor<E> {
                 .collect(),
             None => job.command.clone(),
         };
-        let mut env: Vec<(String, String)> = vec![(
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        )];
+        let mut env: Vec<(String, String)> = Vec::new();
+        if self.engine.needs_path() {
+            env.push((
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ));
+        }
         // The job reaches this server by the pool's URL, not by the one local jobs use.
         env.extend(attempt.env.iter().map(|(k, v)| {
             if k == "MLFLOW_TRACKING_URI" {
@@ -235,6 +247,7 @@ impl<E: Engine> ClusterExecutor<E> {
             cpus: job.resources.cpus.ceil().max(1.0) as u32,
             memory_mb: job.resources.memory_mb,
             gpus: job.resources.gpus,
+            workers: job.resources.workers.max(1),
             // One minute more than ours (engines count whole minutes): ours acts first.
             time_limit_s: job.timeout_s.map(|t| t + 60),
             output: self.spools.path(&job.id),
@@ -389,12 +402,16 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
     }
 
     fn never_fits(&self, want: &Resources) -> Option<InvalidField> {
-        self.capacity.never_fits(want).or_else(|| {
-            self.largest_node.never_fits(want).map(|why| {
+        let one_worker = Resources {
+            workers: 1,
+            ..want.clone()
+        };
+        self.capacity.never_fits(&want.total()).or_else(|| {
+            self.largest_node.never_fits(&one_worker).map(|why| {
                 InvalidField::new(
                     why.field,
                     format!(
-                        "{} (an attempt runs on one node; the largest {} node is too small)",
+                        "{} (a worker runs on one node; the largest {} node is too small)",
                         why.message,
                         self.engine.kind()
                     ),

@@ -143,6 +143,18 @@ impl LocalExecutor {
                 );
         }
         cmd.arg("--");
+        // A gang's workers are started by this machine's launcher, under the supervisor.
+        let workers = job.resources.workers;
+        if workers > 1 {
+            cmd.arg(&self.inner.program)
+                .args(["task", "gang", "--workers", &workers.to_string()])
+                .args(["--gpus-per-worker", &job.resources.gpus.to_string()])
+                .args([
+                    "--kill-grace-ms",
+                    &self.inner.kill_grace.as_millis().to_string(),
+                    "--",
+                ]);
+        }
         match &job.task {
             // A built-in task runs this machine's own program, whatever machine submitted it.
             Some(task) => cmd.arg(&self.inner.program).args(task.argv_after_program()),

@@ -59,9 +59,10 @@ pub trait Executor: Send + Sync + 'static {
     /// What this executor can run at once; the scheduler never hands out more.
     fn capacity(&self) -> &Capacity;
 
-    /// Why `want` can never run here (refused at submit); `None` when it can.
+    /// Why `want` (all its workers together) can never run here (refused at submit);
+    /// `None` when it can.
     fn never_fits(&self, want: &trainyard_core::Resources) -> Option<trainyard_core::InvalidField> {
-        self.capacity().never_fits(want)
+        self.capacity().never_fits(&want.total())
     }
 
     /// The engine's nodes and what is free on each, asked now; an error says why the

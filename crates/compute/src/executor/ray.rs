@@ -90,6 +90,9 @@ impl Ray {
 
     /// The body of `POST /api/jobs/` for `job`.
     pub fn submit_body(job: &EngineJob) -> Result<Value, EngineError> {
+        if job.workers > 1 {
+            return Self::gang_body(job);
+        }
         let mut body = json!({
             "entrypoint": shell_command(&job.argv, job.working_dir.as_deref())?,
             "submission_id": job.name,
@@ -105,7 +108,40 @@ impl Ray {
         }
         Ok(body)
     }
+
+    /// A gang: the entrypoint is a small driver (`ray_gang.py`, run by the cluster's
+    /// `python3`, which imports `ray` on every Ray node) that reserves a placement group
+    /// of one bundle per worker, so all start or none does, and runs the workers in it.
+    /// The driver itself holds no resources.
+    fn gang_body(job: &EngineJob) -> Result<Value, EngineError> {
+        let spec = json!({
+            "workers": job.workers,
+            "cpus": job.cpus,
+            "gpus": job.gpus,
+            "memory": job.memory_mb.map(|mb| mb * 1024 * 1024),
+            "argv": job.argv,
+            "cwd": job.working_dir,
+        });
+        let argv = [
+            "python3".to_string(),
+            "-c".to_string(),
+            GANG_DRIVER.to_string(),
+            spec.to_string(),
+        ];
+        Ok(json!({
+            "entrypoint": shell_command(&argv, None)?,
+            "submission_id": job.name,
+            "entrypoint_num_cpus": 0,
+            "runtime_env": {"env_vars": job.env.iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<String, Value>>()},
+            "metadata": {"trainyard": job.name},
+        }))
+    }
 }
+
+/// The gang driver's source (see the file for what it does).
+const GANG_DRIVER: &str = include_str!("ray_gang.py");
 
 /// The last non-empty line of a (Python traceback) answer: its error.
 fn last_line(text: &str) -> &str {

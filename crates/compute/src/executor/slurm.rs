@@ -303,7 +303,7 @@ impl SlurmRest {
 
     /// The body of `POST job/submit` for `job` in this API version.
     pub fn submit_body(&self, job: &EngineJob) -> Result<Value, EngineError> {
-        let script = format!("#!/bin/bash\n{}\n", shell_command(&job.argv, None)?);
+        let script = batch_script(job)?;
         let number = |n: u64| {
             if self.data_parser() {
                 json!({"set": true, "infinite": false, "number": n})
@@ -332,10 +332,13 @@ impl SlurmRest {
             );
             d.insert("open_mode".into(), json!(["APPEND"]));
             if job.gpus > 0 {
-                d.insert(
-                    "tres_per_node".into(),
-                    json!(format!("gres/gpu:{}", job.gpus)),
-                );
+                // A gang's GPUs are per worker (task); a plain job's per node.
+                let per = if job.workers > 1 {
+                    "tres_per_task"
+                } else {
+                    "tres_per_node"
+                };
+                d.insert(per.into(), json!(format!("gres/gpu:{}", job.gpus)));
             }
         } else {
             d.insert(
@@ -343,11 +346,23 @@ impl SlurmRest {
                 Value::Object(job.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
             );
             d.insert("open_mode".into(), json!("append"));
-            if job.gpus > 0 {
+            if job.gpus > 0 && job.workers > 1 {
+                d.insert("gpus_per_task".into(), json!(job.gpus.to_string()));
+            } else if job.gpus > 0 {
                 d.insert("gres".into(), json!(format!("gpu:{}", job.gpus)));
             }
         }
-        if let Some(mb) = job.memory_mb {
+        if job.workers > 1 {
+            // A gang: one task per worker, each with its CPUs, its memory (per CPU, as
+            // Slurm counts it for tasks that may land on several nodes) and its GPUs.
+            d.insert("tasks".into(), json!(job.workers));
+            if let Some(mb) = job.memory_mb {
+                d.insert(
+                    "memory_per_cpu".into(),
+                    number(mb.div_ceil(u64::from(job.cpus.max(1)))),
+                );
+            }
+        } else if let Some(mb) = job.memory_mb {
             d.insert("memory_per_node".into(), number(mb));
         }
         if let Some(s) = job.time_limit_s {
@@ -365,6 +380,37 @@ impl SlurmRest {
             Ok(json!({"script": script, "job": desc}))
         }
     }
+}
+
+/// The port a gang's rank 0 listens on, from its engine name: the same for every worker
+/// (and a restarted server), different for gangs that share a node.
+pub fn gang_port(name: &str) -> u16 {
+    let hash = name
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    20_000 + (hash % 20_000) as u16
+}
+
+/// The batch script of `job`: it `exec`s the job's argv (quoted); for a gang, `srun` starts
+/// one task per worker with torchrun's variables from Slurm's (`RANK` = `SLURM_PROCID`,
+/// …, `MASTER_ADDR` = the first node), and one failed task ends them all.
+pub fn batch_script(job: &EngineJob) -> Result<String, EngineError> {
+    let run = shell_command(&job.argv, None)?;
+    if job.workers <= 1 {
+        return Ok(format!("#!/bin/bash\n{run}\n"));
+    }
+    let argv = run.trim_start_matches("exec ");
+    Ok(format!(
+        "#!/bin/bash\n\
+         export MASTER_ADDR=\"$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)\"\n\
+         export MASTER_PORT={port}\n\
+         export WORLD_SIZE=\"$SLURM_NTASKS\"\n\
+         exec srun --kill-on-bad-exit=1 --cpus-per-task={cpus} bash -c \
+         'export RANK=\"$SLURM_PROCID\" LOCAL_RANK=\"$SLURM_LOCALID\" NODE_RANK=\"$SLURM_NODEID\"; exec \"$@\"' \
+         trainyard-worker {argv}\n",
+        port = gang_port(&job.name),
+        cpus = job.cpus,
+    ))
 }
 
 /// The errors a slurmrestd answer carries, joined; `None` when it carries none.
@@ -564,6 +610,10 @@ impl Engine for SlurmRest {
         "slurm"
     }
 
+    fn needs_path(&self) -> bool {
+        true
+    }
+
     async fn submit(&self, job: &EngineJob) -> Result<String, EngineError> {
         let body = self.submit_body(job)?;
         let answer = self
@@ -646,11 +696,24 @@ impl SlurmCommands {
             format!("--cpus-per-task={}", job.cpus),
             "--export=ALL".into(),
         ];
-        if let Some(mb) = job.memory_mb {
-            args.push(format!("--mem={mb}M"));
-        }
-        if job.gpus > 0 {
-            args.push(format!("--gres=gpu:{}", job.gpus));
+        if job.workers > 1 {
+            args.push(format!("--ntasks={}", job.workers));
+            if let Some(mb) = job.memory_mb {
+                args.push(format!(
+                    "--mem-per-cpu={}M",
+                    mb.div_ceil(u64::from(job.cpus.max(1)))
+                ));
+            }
+            if job.gpus > 0 {
+                args.push(format!("--gpus-per-task={}", job.gpus));
+            }
+        } else {
+            if let Some(mb) = job.memory_mb {
+                args.push(format!("--mem={mb}M"));
+            }
+            if job.gpus > 0 {
+                args.push(format!("--gres=gpu:{}", job.gpus));
+            }
         }
         if let Some(s) = job.time_limit_s {
             args.push(format!("--time={}", s.div_ceil(60)));
@@ -796,8 +859,12 @@ impl Engine for SlurmCommands {
         "slurm"
     }
 
+    fn needs_path(&self) -> bool {
+        true
+    }
+
     async fn submit(&self, job: &EngineJob) -> Result<String, EngineError> {
-        let script = format!("#!/bin/bash\n{}\n", shell_command(&job.argv, None)?);
+        let script = batch_script(job)?;
         let out = run_command("sbatch", &self.sbatch_args(job), Some(script), &job.env).await?;
         // `--parsable`: "ID" or "ID;CLUSTER".
         let id = out.trim().split(';').next().unwrap_or("").to_string();

@@ -686,7 +686,7 @@ impl Scheduler {
             self.seen.insert(job.id.clone(), job.created_at_ms);
             let attempt = job.attempt;
             tracing::info!(job = %job.id, attempt, "re-adopting a job left running");
-            self.free.force_reserve(&job.resources, &job.gpus);
+            self.free.force_reserve(&job.resources.total(), &job.gpus);
             self.running.insert(
                 job.id.clone(),
                 Running {
@@ -927,7 +927,7 @@ impl Scheduler {
             if self.free.cpus_milli == 0 {
                 break;
             }
-            match self.free.reserve(&queued.job.resources) {
+            match self.free.reserve(&queued.job.resources.total()) {
                 Some(gpus) => to_start.push((key.id.clone(), gpus)),
                 // Smaller jobs behind one that does not fit may start first (backfill), but
                 // only while it has waited less than the window: after that everything
@@ -1053,8 +1053,11 @@ impl Scheduler {
         let Some(running) = self.take_running(&id, attempt) else {
             return;
         };
-        self.free
-            .release(&running.job.resources, &running.gpus, &self.capacity);
+        self.free.release(
+            &running.job.resources.total(),
+            &running.gpus,
+            &self.capacity,
+        );
         if retry {
             let mut job = running.job;
             job.state = JobState::Queued;
@@ -1207,8 +1210,11 @@ impl Scheduler {
         // task (retrying until the database takes it); a retry re-enters the queue only
         // once the database says `queued` again.
         self.metrics.attempts_finished.inc();
-        self.free
-            .release(&running.job.resources, &running.gpus, &self.capacity);
+        self.free.release(
+            &running.job.resources.total(),
+            &running.gpus,
+            &self.capacity,
+        );
         tracing::info!(job = %id, attempt, state = state.as_str(), retry, "attempt ended");
         if retry {
             self.retrying.insert(id.clone());

@@ -266,6 +266,7 @@ fn cpu_job(n: f64) -> Resources {
         cpus: n,
         memory_mb: None,
         gpus: 0,
+        workers: 1,
     }
 }
 
@@ -369,6 +370,7 @@ async fn capacity_is_never_exceeded_under_a_mixed_load() {
             cpus: c,
             memory_mb,
             gpus,
+            workers: 1,
         };
         jobs.push(
             h.submit(&format!("job-{i}"), resources, (i % 3) as i32)
@@ -478,6 +480,7 @@ async fn a_request_beyond_the_executor_capacity_is_refused_at_submit() {
         cpus: 1.0,
         memory_mb: None,
         gpus: 3,
+        workers: 1,
     };
     let refused = h
         .handle
@@ -503,6 +506,7 @@ fn gpus_are_handed_out_exclusively() {
         cpus: 0.5,
         memory_mb: None,
         gpus: 1,
+        workers: 1,
     };
     let a = free.reserve(&one_gpu).unwrap();
     let b = free.reserve(&one_gpu).unwrap();
@@ -519,6 +523,7 @@ fn never_over_commits_cpus_or_memory() {
         cpus: 1.0,
         memory_mb: Some(400),
         gpus: 0,
+        workers: 1,
     };
     assert!(free.reserve(&job).is_some());
     assert!(free.reserve(&job).is_some());
@@ -528,6 +533,7 @@ fn never_over_commits_cpus_or_memory() {
         cpus: 0.1,
         memory_mb: Some(600),
         gpus: 0,
+        workers: 1,
     };
     assert!(free.reserve(&big_memory).is_some());
     assert!(free.reserve(&big_memory).is_none());
