@@ -325,6 +325,25 @@ async fn gang(engine: Engine) {
     assert_eq!(r.status(), 422);
 }
 
+/// A job Slurm itself refuses (here: a pool asking for a node feature no node has) fails
+/// at once with Slurm's reason in its state, not queued forever.
+async fn rejected_by_slurm(mut engine: Engine) {
+    if engine.config.is_empty() {
+        engine.config = "[pools.slurm]\n".into();
+    }
+    engine.config += "constraint = \"no-such-feature\"\n";
+    let server = server_on(&engine).await;
+    let job = server.submit(on(&engine, "true", json!({}))).await;
+    let done = server.wait_done(&id(&job), LONG).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["exit_reason"], "spawn_failed", "{done}");
+    let message = done["message"].as_str().unwrap();
+    assert!(
+        message.contains("Invalid feature specification"),
+        "{message}"
+    );
+}
+
 fn example(file: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/digits")
@@ -542,4 +561,16 @@ async fn two_servers_on_one_postgres_hand_over_when_the_leader_dies() {
         );
     }
     assert_eq!(seen.len(), ids.len(), "only these jobs ran: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs slurmrestd (TRAINYARD_TEST_SLURMRESTD_URL, run by .ci/run)"]
+async fn a_job_slurmrestd_refuses_fails_with_slurms_reason() {
+    rejected_by_slurm(slurm_rest()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Slurm's commands (TRAINYARD_TEST_SLURM_COMMANDS, run by .ci/run)"]
+async fn a_job_sbatch_refuses_fails_with_slurms_reason() {
+    rejected_by_slurm(slurm_commands()).await
 }

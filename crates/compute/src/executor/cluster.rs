@@ -341,6 +341,17 @@ impl<E: Engine> ClusterExecutor<E> {
         self.spools.end(&job.id, &shipping).await;
         let kind = self.engine.kind();
         match ended {
+            // Stopped at its time limit and already gone from the engine.
+            None if timed_out => ExitRecord {
+                exit_code: None,
+                signal: None,
+                reason: ExitReason::Timeout,
+                message: format!(
+                    "timed out after {} s ({kind} job {engine_id} stopped)",
+                    job.timeout_s.unwrap_or_default()
+                ),
+                finished_at_ms: now_ms(),
+            },
             None => lost(format!(
                 "the {kind} engine no longer knows job {engine_id}; its outcome is unknown"
             )),
@@ -441,18 +452,22 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
         }
         let engine_id = match self.engine.submit(&engine_job).await {
             Ok(id) => id,
-            Err(e) => {
-                // Unavailable: the request may have arrived all the same; look for it.
-                match self.engine.find(&engine_job.name).await {
-                    Ok(Some(id)) => id,
-                    _ => {
-                        return spawn_failed(format!(
-                            "the {} engine did not take the job: {e}",
-                            self.engine.kind()
-                        ))
-                    }
-                }
+            Err(EngineError::Rejected(e)) => {
+                return spawn_failed(format!(
+                    "the {} engine refused the job: {e}",
+                    self.engine.kind()
+                ))
             }
+            // The request may have arrived all the same (only its answer was lost).
+            Err(EngineError::Unavailable(e)) => match self.engine.find(&engine_job.name).await {
+                Ok(Some(id)) => id,
+                _ => {
+                    return spawn_failed(format!(
+                        "the {} engine did not take the job: {e}",
+                        self.engine.kind()
+                    ))
+                }
+            },
         };
         // Stored before the attempt counts as started: a restart finds the engine's job.
         for pause in [0u64, 250, 1000, 4000] {

@@ -57,6 +57,9 @@ pub struct SlurmSettings {
     pub partition: Option<String>,
     #[serde(default)]
     pub account: Option<String>,
+    /// Node features every job of the pool needs (`--constraint`, e.g. `"a100&nvme"`).
+    #[serde(default)]
+    pub constraint: Option<String>,
 }
 
 /// How slurmrestd learns who calls.
@@ -165,6 +168,7 @@ pub struct SlurmRest {
     auth: Auth,
     partition: Option<String>,
     account: Option<String>,
+    constraint: Option<String>,
 }
 
 impl SlurmRest {
@@ -206,6 +210,7 @@ impl SlurmRest {
                 },
                 partition: settings.partition.clone(),
                 account: settings.account.clone(),
+                constraint: settings.constraint.clone(),
             };
             match rest
                 .call(reqwest::Method::GET, &rest.list_path("ping"), None)
@@ -373,6 +378,9 @@ impl SlurmRest {
         }
         if let Some(a) = &self.account {
             d.insert("account".into(), json!(a));
+        }
+        if let Some(c) = &self.constraint {
+            d.insert("constraints".into(), json!(c));
         }
         if self.data_parser() {
             Ok(json!({ "job": desc }))
@@ -671,6 +679,7 @@ impl Engine for SlurmRest {
 pub struct SlurmCommands {
     partition: Option<String>,
     account: Option<String>,
+    constraint: Option<String>,
 }
 
 impl SlurmCommands {
@@ -679,6 +688,7 @@ impl SlurmCommands {
         let this = Self {
             partition: settings.partition.clone(),
             account: settings.account.clone(),
+            constraint: settings.constraint.clone(),
         };
         run_command("sinfo", &["--version".to_string()], None, &[]).await?;
         Ok(this)
@@ -723,6 +733,9 @@ impl SlurmCommands {
         }
         if let Some(a) = &self.account {
             args.push(format!("--account={a}"));
+        }
+        if let Some(c) = &self.constraint {
+            args.push(format!("--constraint={c}"));
         }
         args
     }
