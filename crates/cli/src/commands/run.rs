@@ -28,9 +28,13 @@ pub struct RunArgs {
     pub cpus: f64,
     #[arg(long, default_value_t = 0)]
     pub gpus: u32,
-    /// Memory to reserve, in MB.
+    /// Memory to reserve, in MB (per worker).
     #[arg(long)]
     pub memory: Option<u64>,
+    /// Workers of a gang, each with --cpus, --gpus and --memory, started all at once with
+    /// torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, …).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
     /// Times a failed attempt is retried.
@@ -93,7 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             cpus: args.cpus,
             memory_mb: args.memory,
             gpus: args.gpus,
-            workers: 1,
+            workers: args.workers,
         },
         priority: args.priority,
         max_retries: args.retries,
