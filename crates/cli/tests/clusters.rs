@@ -132,7 +132,11 @@ async fn the_job_suite(engine: Engine) {
         .await;
     let cancelled = server.submit(on(&engine, "sleep 300", json!({}))).await;
     let timed = server
-        .submit(on(&engine, "sleep 300", json!({"timeout_s": 3})))
+        .submit(on(
+            &engine,
+            "sleep 300",
+            json!({"timeout_s": 3, "max_retries": 1}),
+        ))
         .await;
     let retried = server
         .submit(on(
@@ -206,6 +210,13 @@ async fn the_job_suite(engine: Engine) {
     let done = server.wait_done(&id(&timed), LONG).await;
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["exit_reason"], "timeout", "{done}");
+    // The retry got its own 3 s, counted from its own start.
+    assert_eq!(done["attempt"], 2, "{done}");
+    let ran_ms = done["finished_at_ms"].as_i64().unwrap() - done["started_at_ms"].as_i64().unwrap();
+    assert!(
+        (2_500..60_000).contains(&ran_ms),
+        "the second attempt ran {ran_ms} ms: {done}"
+    );
 
     let done = server.wait_done(&id(&retried), LONG).await;
     assert_eq!(done["state"], "succeeded", "{done}");

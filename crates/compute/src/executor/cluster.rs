@@ -7,7 +7,7 @@
 //! attempt's output goes through the same spool → blob shipping as local jobs.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +92,11 @@ pub trait Engine: Send + Sync + 'static {
     /// API), so it needs a `PATH`; engines that add their nodes' own do not (Ray).
     fn needs_path(&self) -> bool {
         false
+    }
+
+    /// Whether the engine can run a gang (`resources.workers > 1`).
+    fn supports_gangs(&self) -> bool {
+        true
     }
 
     /// Starts `job`; returns the engine's id for it.
@@ -413,6 +418,15 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
     }
 
     fn never_fits(&self, want: &Resources) -> Option<InvalidField> {
+        if want.workers > 1 && !self.engine.supports_gangs() {
+            return Some(InvalidField::new(
+                "resources.workers",
+                format!(
+                    "gangs are not built for {} pools yet; use this machine, Slurm or Ray",
+                    self.engine.kind()
+                ),
+            ));
+        }
         let one_worker = Resources {
             workers: 1,
             ..want.clone()
@@ -450,6 +464,7 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
         {
             return spawn_failed(format!("cannot prepare {}: {e}", dir.display()));
         }
+        let submitted_at = now_ms();
         let engine_id = match self.engine.submit(&engine_job).await {
             Ok(id) => id,
             Err(EngineError::Rejected(e)) => {
@@ -489,6 +504,9 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
         let _ = started.send(());
         let mut job = attempt.job;
         job.engine_id = Some(engine_id.clone());
+        // The time limit counts from this attempt's start (the job still carries the last
+        // attempt's).
+        job.started_at_ms = Some(submitted_at);
         let record = self.watch(&job, number, &engine_id).await;
         self.active.lock().remove(&job_id);
         record
@@ -569,6 +587,24 @@ fn spawn_failed(message: String) -> ExitRecord {
         message,
         finished_at_ms: now_ms(),
     }
+}
+
+/// Appends to `spool` what an engine's whole log `log` holds beyond the `pulled` bytes of
+/// it already there (for engines that keep logs themselves and hand them out whole).
+pub fn append_new_output(spool: &Path, log: &[u8], pulled: u64) -> Result<(), EngineError> {
+    use std::io::Write;
+    let have = usize::try_from(pulled).unwrap_or(usize::MAX);
+    if log.len() <= have {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spool)
+        .and_then(|mut f| f.write_all(&log[have..]).map(|()| f))
+        .map_err(|e| EngineError::Unavailable(format!("{}: {e}", spool.display())))?;
+    let _ = file.flush();
+    Ok(())
 }
 
 /// `argv` as one POSIX shell command line (for engines that take a script or a string),
