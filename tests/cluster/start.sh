@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts the cluster engines the cluster suite (crates/cli/tests/clusters.rs) runs jobs on,
-# on 127.0.0.1, as root, without systemd:
-#   - Slurm 22.05 single node (munge, slurmctld, slurmd; 2 CPUs, 4 GB, fake GRES gpu:2),
+# as root, without systemd:
+#   - Slurm 22.05 with two nodes, each 2 CPUs, 4 GB and fake GRES gpu:2: `ty-a` (this
+#     host, 10.77.0.1) and `ty-b`, a host of its own made with a network namespace and a
+#     veth pair (10.77.0.2), so what crosses between nodes crosses a network. Partition
+#     `debug` (the default) is ty-a alone; `multi` is both.
 #   - slurmrestd (OpenAPI v0.0.38, JWT auth) as an unprivileged user,
 #   - a Ray head with its dashboard's Jobs API (2 CPUs, 2 fake GPUs).
 # Installs what is missing (Debian's Slurm packages, Ray in its own venv). Prints the
@@ -13,7 +16,6 @@ RAY_VENV=${TRAINYARD_RAY_VENV:-/var/tmp/trainyard-ray-venv}
 RAY_VERSION=2.60.0
 REST_PORT=${TRAINYARD_TEST_SLURMRESTD_PORT:-56820}
 DASH_PORT=${TRAINYARD_TEST_RAY_DASHBOARD_PORT:-58265}
-NODE=$(hostname -s)
 log() { echo "$*" >&2; }
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmrestd >/dev/null; then
@@ -34,6 +36,18 @@ if pgrep -x slurmctld >/dev/null; then scontrol shutdown >/dev/null 2>&1 || true
 pkill -x slurmrestd 2>/dev/null || true
 
 mkdir -p "$DIR"/slurm/{state,spool,log,fakegpu}
+# The second node's network: a namespace, a veth pair, names in /etc/hosts.
+ip netns del ty-b 2>/dev/null || true
+ip link del ty-a0 2>/dev/null || true
+ip netns add ty-b
+ip link add ty-a0 type veth peer name ty-b0
+ip link set ty-b0 netns ty-b
+ip addr add 10.77.0.1/24 dev ty-a0 && ip link set ty-a0 up
+ip netns exec ty-b ip addr add 10.77.0.2/24 dev ty-b0
+ip netns exec ty-b ip link set ty-b0 up
+ip netns exec ty-b ip link set lo up
+sed -i '/ ty-[ab]$/d' /etc/hosts
+printf '10.77.0.1 ty-a\n10.77.0.2 ty-b\n' >> /etc/hosts
 # munge: the authentication every Slurm daemon and command uses.
 mkdir -p /run/munge /var/log/munge /var/lib/munge
 chown munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
@@ -41,7 +55,7 @@ chown munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
 chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
 # Fake GPUs: GRES files must be character devices; copies of /dev/null do.
-for i in 0 1; do [ -e "$DIR/slurm/fakegpu/gpu$i" ] || mknod "$DIR/slurm/fakegpu/gpu$i" c 1 3; done
+for i in 0 1 2 3; do [ -e "$DIR/slurm/fakegpu/gpu$i" ] || mknod "$DIR/slurm/fakegpu/gpu$i" c 1 3; done
 # The key slurmctld checks JWTs with; the server signs its own tokens with it.
 dd if=/dev/urandom of="$DIR/slurm/jwt_hs256.key" bs=32 count=1 status=none
 chmod 600 "$DIR/slurm/jwt_hs256.key"
@@ -49,7 +63,7 @@ chmod 600 "$DIR/slurm/jwt_hs256.key"
 mkdir -p /etc/slurm
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=trainyard-ci
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$(hostname -s)(10.77.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -57,11 +71,11 @@ CredType=cred/munge
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key=$DIR/slurm/jwt_hs256.key
 StateSaveLocation=$DIR/slurm/state
-SlurmdSpoolDir=$DIR/slurm/spool
+SlurmdSpoolDir=$DIR/slurm/spool/%n
 SlurmctldPidFile=$DIR/slurm/slurmctld.pid
-SlurmdPidFile=$DIR/slurm/slurmd.pid
+SlurmdPidFile=$DIR/slurm/slurmd-%n.pid
 SlurmctldLogFile=$DIR/slurm/log/slurmctld.log
-SlurmdLogFile=$DIR/slurm/log/slurmd.log
+SlurmdLogFile=$DIR/slurm/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
@@ -78,18 +92,26 @@ ReturnToService=2
 MinJobAge=600
 KillWait=3
 InactiveLimit=0
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=2 RealMemory=4096 Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+NodeName=ty-a NodeAddr=10.77.0.1 CPUs=2 RealMemory=4096 Gres=gpu:2 State=UNKNOWN
+NodeName=ty-b NodeAddr=10.77.0.2 CPUs=2 RealMemory=4096 Gres=gpu:2 State=UNKNOWN
+PartitionName=debug Nodes=ty-a Default=YES MaxTime=INFINITE State=UP
+PartitionName=multi Nodes=ty-a,ty-b MaxTime=INFINITE State=UP
 CONF
 cat > /etc/slurm/gres.conf <<CONF
 AutoDetect=off
-NodeName=$NODE Name=gpu File=$DIR/slurm/fakegpu/gpu[0-1]
+NodeName=ty-a Name=gpu File=$DIR/slurm/fakegpu/gpu[0-1]
+NodeName=ty-b Name=gpu File=$DIR/slurm/fakegpu/gpu[2-3]
 CONF
 /usr/sbin/slurmctld || { tail -20 "$DIR/slurm/log/slurmctld.log" >&2; exit 1; }
-/usr/sbin/slurmd || { tail -20 "$DIR/slurm/log/slurmd.log" >&2; exit 1; }
-for _ in $(seq 100); do [ "$(sinfo -h -N -o %T 2>/dev/null)" = idle ] && break; sleep 0.2; done
-[ "$(sinfo -h -N -o %T)" = idle ] || { sinfo -N >&2; exit 1; }
-log "slurm: $(sinfo -h -N -o '%N %T %c CPUs %m MB %G')"
+mkdir -p "$DIR"/slurm/spool/ty-a "$DIR"/slurm/spool/ty-b
+# nsenter, not `ip netns exec`: only the network is the node's own; `ip netns exec` would
+# also remount /sys, hiding the cgroup file systems slurmd needs.
+/usr/sbin/slurmd -N ty-a || { tail -20 "$DIR/slurm/log/slurmd-ty-a.log" >&2; exit 1; }
+nsenter --net=/var/run/netns/ty-b /usr/sbin/slurmd -N ty-b || { tail -20 "$DIR/slurm/log/slurmd-ty-b.log" >&2; exit 1; }
+idle() { [ "$(sinfo -h -N -p multi -o %T 2>/dev/null | sort -u)" = idle ]; }
+for _ in $(seq 150); do idle && break; sleep 0.2; done
+idle || { sinfo -N >&2; tail -5 "$DIR"/slurm/log/*.log >&2; exit 1; }
+log "slurm: $(sinfo -h -N -p multi -o '%N %T %c CPUs %m MB %G' | tr '\n' ';')"
 
 # slurmrestd refuses to run as root: an account of its own, talking JWT to slurmctld.
 id slurmrest >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin slurmrest

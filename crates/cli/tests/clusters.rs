@@ -319,7 +319,7 @@ async fn gang(engine: Engine) {
     for want in [
         "rank=0 world=2 local=0 node=0 master=",
         "rank=1 world=2 local=1 node=0",
-        "rank 0 heard: hello from rank 1",
+        "rank 0 heard from ",
         "rank 1 reached ",
         "attempt=1",
         "attempt=2",
@@ -353,6 +353,40 @@ async fn rejected_by_slurm(mut engine: Engine) {
         message.contains("Invalid feature specification"),
         "{message}"
     );
+}
+
+/// A 2-worker gang over Slurm's two nodes (`multi`: this host and a network namespace
+/// joined by a veth pair): one worker per node, and rank 1 reaches rank 0 across that
+/// network.
+async fn gang_over_two_nodes(mut engine: Engine) {
+    if engine.config.is_empty() {
+        engine.config = "[pools.slurm]\n".into();
+    }
+    engine.config += "partition = \"multi\"\n";
+    let server = server_on(&engine).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gang_worker.py")
+        .display()
+        .to_string();
+    let job = server
+        .submit(json!({
+            "command": ["python3", script],
+            "pool": engine.pool,
+            // Two CPUs each: one worker per node.
+            "resources": {"cpus": 2, "memory_mb": 200, "workers": 2},
+        }))
+        .await;
+    let done = server.wait_done(&id(&job), LONG).await;
+    let log = server.logs(&id(&job), "").await;
+    assert_eq!(done["state"], "succeeded", "{done}\n{log}");
+    for want in [
+        "rank=0 world=2 local=0 node=0 master=ty-a:",
+        "rank=1 world=2 local=0 node=1 master=ty-a:",
+        "rank 0 heard from 10.77.0.2: hello from rank 1",
+        "rank 1 reached ty-a:",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
 }
 
 fn example(file: &str) -> String {
@@ -584,4 +618,16 @@ async fn a_job_slurmrestd_refuses_fails_with_slurms_reason() {
 #[ignore = "needs Slurm's commands (TRAINYARD_TEST_SLURM_COMMANDS, run by .ci/run)"]
 async fn a_job_sbatch_refuses_fails_with_slurms_reason() {
     rejected_by_slurm(slurm_commands()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs slurmrestd (TRAINYARD_TEST_SLURMRESTD_URL, run by .ci/run)"]
+async fn a_gang_spans_two_slurm_nodes_through_slurmrestd() {
+    gang_over_two_nodes(slurm_rest()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs Slurm's commands (TRAINYARD_TEST_SLURM_COMMANDS, run by .ci/run)"]
+async fn a_gang_spans_two_slurm_nodes_through_sbatch() {
+    gang_over_two_nodes(slurm_commands()).await
 }

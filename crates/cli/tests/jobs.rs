@@ -895,6 +895,15 @@ fn unreachable_engines_stop_start_up_naming_pool_and_url() {
     let config = dir.path().join("trainyard.toml");
     let key = dir.path().join("jwt.key");
     std::fs::write(&key, b"0123456789abcdef0123456789abcdef").unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: ci\n\
+         clusters: [{name: ci, cluster: {server: \"http://127.0.0.1:1\"}}]\n\
+         users: [{name: ci, user: {token: not-a-real-token}}]\n\
+         contexts: [{name: ci, context: {cluster: ci, user: ci, namespace: ci}}]\n",
+    )
+    .unwrap();
     for (pool, expect) in [
         (
             "[[pools]]\nname = \"ray\"\nexecutor = \"ray\"\n[pools.ray]\nurl = \"http://127.0.0.1:1\"\n",
@@ -912,8 +921,20 @@ fn unreachable_engines_stop_start_up_naming_pool_and_url() {
             vec!["pool \"ray\"", "needs [pools.ray]"],
         ),
         (
+            &format!(
+                "[[pools]]\nname = \"k8s\"\nexecutor = \"kubernetes\"\n[pools.kubernetes]\n\
+                 image = \"trainyard:1\"\nkubeconfig = \"{}\"\n",
+                kubeconfig.display()
+            ),
+            vec!["pool \"k8s\"", "the Kubernetes API at http://127.0.0.1:1/ cannot be used"],
+        ),
+        (
             "[[pools]]\nname = \"k8s\"\nexecutor = \"kubernetes\"\n",
-            vec!["unknown variant `kubernetes`"],
+            vec!["pool \"k8s\"", "needs [pools.kubernetes]"],
+        ),
+        (
+            "[[pools]]\nname = \"k8s\"\nexecutor = \"nomad\"\n",
+            vec!["unknown variant `nomad`"],
         ),
     ] {
         std::fs::write(&config, pool).unwrap();
@@ -1300,7 +1321,7 @@ async fn a_gang_starts_whole_meets_at_rank_0_and_is_retried_whole() {
         "rank=0 world=2 local=0 node=0 master=127.0.0.1:",
         "rank=1 world=2 local=1 node=0",
         "worker 1 ended with exit status: 3; stopping the other 1",
-        "rank 0 heard: hello from rank 1",
+        "rank 0 heard from 127.0.0.1: hello from rank 1",
         "rank 1 reached 127.0.0.1:",
     ] {
         assert!(log.contains(want), "{want:?} not in:\n{log}");

@@ -167,6 +167,9 @@ pub struct SlurmRest {
     user: String,
     auth: Auth,
     partition: Option<String>,
+    /// The partition whose nodes are this pool's: the configured one, else the cluster's
+    /// default (where Slurm puts jobs that name none); all nodes when none is found.
+    nodes_partition: Option<String>,
     account: Option<String>,
     constraint: Option<String>,
 }
@@ -209,6 +212,7 @@ impl SlurmRest {
                     },
                 },
                 partition: settings.partition.clone(),
+                nodes_partition: settings.partition.clone(),
                 account: settings.account.clone(),
                 constraint: settings.constraint.clone(),
             };
@@ -216,7 +220,17 @@ impl SlurmRest {
                 .call(reqwest::Method::GET, &rest.list_path("ping"), None)
                 .await
             {
-                Ok(_) => return Ok(rest),
+                Ok(_) => {
+                    let mut rest = rest;
+                    if rest.nodes_partition.is_none() {
+                        rest.nodes_partition = rest
+                            .call(reqwest::Method::GET, &rest.list_path("partitions"), None)
+                            .await
+                            .ok()
+                            .and_then(|answer| default_partition(&answer));
+                    }
+                    return Ok(rest);
+                }
                 Err(EngineError::Unavailable(e)) if e.starts_with("HTTP 404") => {
                     tried.push(version)
                 }
@@ -573,6 +587,22 @@ fn gres_gpus(gres: &str) -> u32 {
         .sum()
 }
 
+/// The name of the default partition in `GET partitions` (flag `default`/`DEFAULT`).
+fn default_partition(answer: &Value) -> Option<String> {
+    answer["partitions"].as_array()?.iter().find_map(|p| {
+        let flags = p["flags"]
+            .as_array()
+            .into_iter()
+            .chain(p["partition"]["state"].as_array())
+            .flatten();
+        flags
+            .filter_map(Value::as_str)
+            .any(|f| f.eq_ignore_ascii_case("default"))
+            .then(|| p["name"].as_str().map(str::to_string))
+            .flatten()
+    })
+}
+
 /// Trainyard's view of the nodes of `GET nodes` (either encoding), in `partition` if given.
 pub fn parse_rest_nodes(value: &Value, partition: Option<&str>) -> Vec<Node> {
     let Some(nodes) = value["nodes"].as_array() else {
@@ -671,13 +701,15 @@ impl Engine for SlurmRest {
         let answer = self
             .call(reqwest::Method::GET, &self.list_path("nodes"), None)
             .await?;
-        Ok(parse_rest_nodes(&answer, self.partition.as_deref()))
+        Ok(parse_rest_nodes(&answer, self.nodes_partition.as_deref()))
     }
 }
 
 /// Slurm through its own commands on this host (a submit host).
 pub struct SlurmCommands {
     partition: Option<String>,
+    /// See `SlurmRest::nodes_partition`.
+    nodes_partition: Option<String>,
     account: Option<String>,
     constraint: Option<String>,
 }
@@ -685,12 +717,22 @@ pub struct SlurmCommands {
 impl SlurmCommands {
     /// Checks that `sinfo` runs here (the commands are installed and slurmctld answers).
     pub async fn connect(settings: &SlurmSettings) -> Result<Self, EngineError> {
-        let this = Self {
+        let mut this = Self {
             partition: settings.partition.clone(),
+            nodes_partition: settings.partition.clone(),
             account: settings.account.clone(),
             constraint: settings.constraint.clone(),
         };
         run_command("sinfo", &["--version".to_string()], None, &[]).await?;
+        if this.nodes_partition.is_none() {
+            let args = ["show", "partition", "-o"].map(String::from);
+            let out = run_command("scontrol", &args, None, &[]).await?;
+            this.nodes_partition = out
+                .lines()
+                .map(scontrol_fields)
+                .find(|f| f.get("Default") == Some(&"YES"))
+                .and_then(|f| f.get("PartitionName").map(|p| p.to_string()));
+        }
         Ok(this)
     }
 
@@ -920,7 +962,7 @@ impl Engine for SlurmCommands {
     async fn nodes(&self) -> Result<Vec<Node>, EngineError> {
         let args = ["-d", "show", "nodes", "-o"].map(String::from);
         let out = run_command("scontrol", &args, None, &[]).await?;
-        Ok(parse_scontrol_nodes(&out, self.partition.as_deref()))
+        Ok(parse_scontrol_nodes(&out, self.nodes_partition.as_deref()))
     }
 }
 
