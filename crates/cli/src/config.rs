@@ -208,8 +208,10 @@ mod example_tests {
     #[test]
     fn the_shipped_example_names_every_setting() {
         let text = std::fs::read_to_string(example()).unwrap();
+        // The pools are arrays of tables, checked on their own below.
         let switched_on: String = text
             .lines()
+            .take_while(|l| !l.starts_with("# Resource pools"))
             .map(|l| {
                 let t = l.trim_start_matches("# ");
                 let is_setting = t.split_once(" = ").is_some_and(|(k, _)| {
@@ -241,7 +243,7 @@ mod example_tests {
                     .collect();
                 let parsed: UpArgs = toml::from_str(&pools)
                     .unwrap_or_else(|e| panic!("the example's pools: {e}\n{pools}"));
-                assert_eq!(parsed.pools.len(), 3);
+                assert_eq!(parsed.pools.len(), 4);
             } else if key == "serve" {
                 for sub in value.as_object().unwrap().keys() {
                     assert!(

@@ -10,6 +10,7 @@ use trainyard_store::{Blobs, Db};
 use trainyard_tracking::Tracking;
 
 use crate::executor::cluster::{ClusterExecutor, ClusterOptions, EngineError};
+use crate::executor::kubernetes::{Kubernetes, KubernetesSettings};
 use crate::executor::ray::{Ray, RaySettings};
 use crate::executor::slurm::{SlurmCommands, SlurmRest, SlurmSettings};
 use crate::{Executor, LocalExecutor, Pool};
@@ -24,6 +25,9 @@ pub enum ExecutorKind {
     Slurm,
     /// A Ray cluster, through its Jobs REST API.
     Ray,
+    /// A Kubernetes cluster: a `batch/v1` Job per attempt (tested against recorded API
+    /// exchanges only).
+    Kubernetes,
 }
 
 /// One `[[pools]]` entry.
@@ -39,6 +43,9 @@ pub struct PoolSettings {
     /// `[pools.ray]`: for `executor = "ray"`.
     #[serde(default)]
     pub ray: Option<RaySettings>,
+    /// `[pools.kubernetes]`: for `executor = "kubernetes"`.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesSettings>,
     /// The `trainyard` program on the engine's nodes, for built-in tasks [default: the
     /// server's own path].
     #[serde(default)]
@@ -118,9 +125,10 @@ pub async fn build_pools(
         let engine_error = |e: EngineError| fail(e.to_string());
         let executor: Arc<dyn Executor> = match pool.executor {
             ExecutorKind::Local => {
-                if pool.slurm.is_some() || pool.ray.is_some() {
+                if pool.slurm.is_some() || pool.ray.is_some() || pool.kubernetes.is_some() {
                     return Err(fail(
-                        "a local pool takes no [pools.slurm] or [pools.ray]".into(),
+                        "a local pool takes no [pools.slurm], [pools.ray] or [pools.kubernetes]"
+                            .into(),
                     ));
                 }
                 if pools.iter().any(|p| p.executor.kind() == "local") {
@@ -160,6 +168,23 @@ pub async fn build_pools(
                         .map_err(engine_error)?,
                     )
                 }
+            }
+            ExecutorKind::Kubernetes => {
+                let settings = pool.kubernetes.clone().ok_or_else(|| {
+                    fail("a kubernetes pool needs [pools.kubernetes] with the jobs' image".into())
+                })?;
+                let engine = Kubernetes::connect(&settings).await.map_err(engine_error)?;
+                Arc::new(
+                    ClusterExecutor::connect(
+                        engine,
+                        options,
+                        ctx.db.clone(),
+                        ctx.blobs.clone(),
+                        ctx.tracking.clone(),
+                    )
+                    .await
+                    .map_err(engine_error)?,
+                )
             }
             ExecutorKind::Ray => {
                 let ray = pool.ray.clone().ok_or_else(|| {

@@ -5,6 +5,7 @@
 //! executor in the test's own process.
 
 pub mod cluster;
+pub mod kubernetes;
 pub mod local;
 pub mod ray;
 pub mod slurm;

@@ -9,7 +9,6 @@
 //! keeps a job's output itself: the executor pulls it (`GET /api/jobs/{id}/logs` returns
 //! the whole log) into the job's spool and ships it to blobs from there.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -296,17 +295,7 @@ impl Engine for Ray {
             return Ok(());
         };
         let logs = answer["logs"].as_str().unwrap_or("").as_bytes();
-        let have = pulled as usize;
-        if logs.len() > have {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(spool)
-                .map_err(|e| EngineError::Unavailable(format!("{}: {e}", spool.display())))?;
-            file.write_all(&logs[have..])
-                .map_err(|e| EngineError::Unavailable(format!("{}: {e}", spool.display())))?;
-        }
-        Ok(())
+        super::cluster::append_new_output(spool, logs, pulled)
     }
 
     async fn nodes(&self) -> Result<Vec<Node>, EngineError> {
