@@ -10,10 +10,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{Server, ServerOptions};
+use common::{example, ok, Server, ServerOptions};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -387,24 +386,6 @@ async fn gang_over_two_nodes(mut engine: Engine) {
     ] {
         assert!(log.contains(want), "{want:?} not in:\n{log}");
     }
-}
-
-fn example(file: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/digits")
-        .join(file)
-        .display()
-        .to_string()
-}
-
-fn ok(out: Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "exit {:?}:\n{t}", out.status.code());
-    t
 }
 
 /// `examples/digits` as the README runs it, with the training job on the engine: its

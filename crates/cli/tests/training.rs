@@ -5,19 +5,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
-use common::{Server, ServerOptions};
+use common::{example, ok, text, Server, ServerOptions};
 use serde_json::Value;
-
-fn example(file: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/digits")
-        .join(file)
-        .display()
-        .to_string()
-}
 
 /// `examples/digits/FILE` with each `(from, to)` replaced, written into `dir` as `name`;
 /// returns its path.
@@ -30,20 +21,6 @@ fn edited_example(dir: &std::path::Path, file: &str, name: &str, edits: &[(&str,
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    let t = text(&out);
-    assert!(out.status.success(), "exit {:?}:\n{t}", out.status.code());
-    t
 }
 
 async fn server() -> Server {

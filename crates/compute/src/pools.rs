@@ -9,7 +9,7 @@ use trainyard_core::job::is_pool_name;
 use trainyard_store::{Blobs, Db};
 use trainyard_tracking::Tracking;
 
-use crate::executor::cluster::{ClusterExecutor, ClusterOptions, EngineError};
+use crate::executor::cluster::{ClusterExecutor, ClusterOptions, Engine, EngineError};
 use crate::executor::kubernetes::{Kubernetes, KubernetesSettings};
 use crate::executor::ray::{Ray, RaySettings};
 use crate::executor::slurm::{SlurmCommands, SlurmRest, SlurmSettings};
@@ -143,30 +143,14 @@ pub async fn build_pools(
                 if slurm.url.is_some() {
                     let engine = SlurmRest::connect(&slurm).await.map_err(engine_error)?;
                     tracing::info!(pool = %pool.name, version = engine.version(), "slurmrestd answers");
-                    Arc::new(
-                        ClusterExecutor::connect(
-                            engine,
-                            options,
-                            ctx.db.clone(),
-                            ctx.blobs.clone(),
-                            ctx.tracking.clone(),
-                        )
+                    on_engine(engine, options, &ctx)
                         .await
-                        .map_err(engine_error)?,
-                    )
+                        .map_err(engine_error)?
                 } else {
                     let engine = SlurmCommands::connect(&slurm).await.map_err(engine_error)?;
-                    Arc::new(
-                        ClusterExecutor::connect(
-                            engine,
-                            options,
-                            ctx.db.clone(),
-                            ctx.blobs.clone(),
-                            ctx.tracking.clone(),
-                        )
+                    on_engine(engine, options, &ctx)
                         .await
-                        .map_err(engine_error)?,
-                    )
+                        .map_err(engine_error)?
                 }
             }
             ExecutorKind::Kubernetes => {
@@ -174,34 +158,18 @@ pub async fn build_pools(
                     fail("a kubernetes pool needs [pools.kubernetes] with the jobs' image".into())
                 })?;
                 let engine = Kubernetes::connect(&settings).await.map_err(engine_error)?;
-                Arc::new(
-                    ClusterExecutor::connect(
-                        engine,
-                        options,
-                        ctx.db.clone(),
-                        ctx.blobs.clone(),
-                        ctx.tracking.clone(),
-                    )
+                on_engine(engine, options, &ctx)
                     .await
-                    .map_err(engine_error)?,
-                )
+                    .map_err(engine_error)?
             }
             ExecutorKind::Ray => {
                 let ray = pool.ray.clone().ok_or_else(|| {
                     fail("a ray pool needs [pools.ray] with the dashboard's url".into())
                 })?;
                 let engine = Ray::connect(&ray).await.map_err(engine_error)?;
-                Arc::new(
-                    ClusterExecutor::connect(
-                        engine,
-                        options,
-                        ctx.db.clone(),
-                        ctx.blobs.clone(),
-                        ctx.tracking.clone(),
-                    )
+                on_engine(engine, options, &ctx)
                     .await
-                    .map_err(engine_error)?,
-                )
+                    .map_err(engine_error)?
             }
         };
         let c = executor.capacity();
@@ -219,4 +187,21 @@ pub async fn build_pools(
         });
     }
     Ok(pools)
+}
+
+/// The executor of a pool on `engine`.
+async fn on_engine<E: Engine>(
+    engine: E,
+    options: ClusterOptions,
+    ctx: &PoolContext,
+) -> Result<Arc<dyn Executor>, EngineError> {
+    let executor = ClusterExecutor::connect(
+        engine,
+        options,
+        ctx.db.clone(),
+        ctx.blobs.clone(),
+        ctx.tracking.clone(),
+    )
+    .await?;
+    Ok(Arc::new(executor))
 }

@@ -19,6 +19,9 @@ use trainyard_compute::executor::kubernetes::{parse_nodes, Kubernetes, Kubernete
 use trainyard_core::ExitReason;
 
 const NAME: &str = "trainyard-0123456789abcdef0123456789abcdef-1";
+
+/// What a (Job, pods) pair of fixtures must map to.
+type Expectation = fn(&EngineState) -> bool;
 const POD: &str = "trainyard-0123456789abcdef0123456789abcdef-1-x7k2p";
 
 fn fixtures() -> PathBuf {
@@ -143,10 +146,15 @@ async fn connect(dir: &Path) -> (Kubernetes, Arc<Api>) {
 fn attempt() -> EngineJob {
     EngineJob {
         name: NAME.into(),
-        argv: ["python", "train.py", "--epochs", "1"].map(String::from).to_vec(),
+        argv: ["python", "train.py", "--epochs", "1"]
+            .map(String::from)
+            .to_vec(),
         env: vec![
             ("MLFLOW_TRACKING_TOKEN".into(), "a-secret-token".into()),
-            ("TRAINYARD_JOB_ID".into(), "0123456789abcdef0123456789abcdef".into()),
+            (
+                "TRAINYARD_JOB_ID".into(),
+                "0123456789abcdef0123456789abcdef".into(),
+            ),
         ],
         working_dir: None,
         cpus: 2,
@@ -184,7 +192,10 @@ async fn a_job_is_submitted_as_a_secret_and_a_batch_job_and_followed_to_its_end(
     };
     // The environment, token included, is in the Secret only.
     let secret = body_of("POST", "/api/v1/namespaces/ci/secrets");
-    assert_eq!(secret["stringData"]["MLFLOW_TRACKING_TOKEN"], "a-secret-token");
+    assert_eq!(
+        secret["stringData"]["MLFLOW_TRACKING_TOKEN"],
+        "a-secret-token"
+    );
     let job = body_of("POST", "/apis/batch/v1/namespaces/ci/jobs");
     assert!(!job.to_string().contains("a-secret-token"), "{job}");
     // What was sent is what the recorded Job holds (less what the server defaults).
@@ -194,7 +205,10 @@ async fn a_job_is_submitted_as_a_secret_and_a_batch_job_and_followed_to_its_end(
     for key in ["name", "image", "command", "envFrom", "resources"] {
         assert_eq!(sent_container[key], stored_container[key], "{key}");
     }
-    assert_eq!(job["spec"]["backoffLimit"], 0, "Trainyard retries, not Kubernetes");
+    assert_eq!(
+        job["spec"]["backoffLimit"], 0,
+        "Trainyard retries, not Kubernetes"
+    );
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 3600);
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
     // The Secret goes with the Job: owned by the uid the server gave it.
@@ -205,31 +219,43 @@ async fn a_job_is_submitted_as_a_secret_and_a_batch_job_and_followed_to_its_end(
     );
 
     // Its life, as the API shows it.
-    let cases: [(&str, &str, fn(&EngineState) -> bool); 8] = [
-        ("job_pending", "pods_unschedulable", |s| {
-            matches!(s, EngineState::Pending(w) if w.contains("Unschedulable") && w.contains("Insufficient nvidia.com/gpu"))
-        }),
-        ("job_pending", "pods_image_pull", |s| {
-            matches!(s, EngineState::Pending(w) if w.contains("ImagePullBackOff"))
-        }),
+    let cases: [(&str, &str, Expectation); 8] = [
+        (
+            "job_pending",
+            "pods_unschedulable",
+            |s| matches!(s, EngineState::Pending(w) if w.contains("Unschedulable") && w.contains("Insufficient nvidia.com/gpu")),
+        ),
+        (
+            "job_pending",
+            "pods_image_pull",
+            |s| matches!(s, EngineState::Pending(w) if w.contains("ImagePullBackOff")),
+        ),
         ("job_running", "pods_running", |s| {
             *s == EngineState::Running(Some("gpu-1".into()))
         }),
         ("job_deadline_terminating", "pods_running", |s| {
             matches!(s, EngineState::Running(_))
         }),
-        ("job_complete", "pods_succeeded", |s| {
-            matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Exited && e.exit_code == Some(0))
-        }),
-        ("job_failed", "pods_failed_exit3", |s| {
-            matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Exited && e.exit_code == Some(3) && e.engine_says.contains("BackoffLimitExceeded"))
-        }),
-        ("job_failed", "pods_oomkilled", |s| {
-            matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Signaled && e.engine_says.contains("OOMKilled"))
-        }),
-        ("job_deadline", "pods_empty", |s| {
-            matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Timeout)
-        }),
+        (
+            "job_complete",
+            "pods_succeeded",
+            |s| matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Exited && e.exit_code == Some(0)),
+        ),
+        (
+            "job_failed",
+            "pods_failed_exit3",
+            |s| matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Exited && e.exit_code == Some(3) && e.engine_says.contains("BackoffLimitExceeded")),
+        ),
+        (
+            "job_failed",
+            "pods_oomkilled",
+            |s| matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Signaled && e.engine_says.contains("OOMKilled")),
+        ),
+        (
+            "job_deadline",
+            "pods_empty",
+            |s| matches!(s, EngineState::Ended(e) if e.reason == ExitReason::Timeout),
+        ),
     ];
     for (job, pods, expected) in cases {
         *api.job.lock() = Some(job.into());
@@ -255,10 +281,17 @@ async fn a_job_is_submitted_as_a_secret_and_a_batch_job_and_followed_to_its_end(
     *api.log.lock() = Some("pod_log".into());
     k8s.pull_output(NAME, &spool, 0).await.unwrap();
     let log = std::fs::read_to_string(&spool).unwrap();
-    assert_eq!(log, std::fs::read_to_string(fixtures().join("pod_log.txt")).unwrap());
+    assert_eq!(
+        log,
+        std::fs::read_to_string(fixtures().join("pod_log.txt")).unwrap()
+    );
     let len = log.len() as u64;
     k8s.pull_output(NAME, &spool, len).await.unwrap();
-    assert_eq!(std::fs::read_to_string(&spool).unwrap(), log, "nothing twice");
+    assert_eq!(
+        std::fs::read_to_string(&spool).unwrap(),
+        log,
+        "nothing twice"
+    );
 
     // A restarted server finds it by name; a cancel deletes the Job with its pods.
     *api.job.lock() = Some("job_running".into());
@@ -270,10 +303,13 @@ async fn a_job_is_submitted_as_a_secret_and_a_batch_job_and_followed_to_its_end(
         .find(|(m, p, _)| m == "DELETE" && p.contains("/jobs/"))
         .unwrap();
     assert!(
-        delete.2["propagationPolicy"] == "Background" || delete.1.contains("propagationPolicy=Background"),
+        delete.2["propagationPolicy"] == "Background"
+            || delete.1.contains("propagationPolicy=Background"),
         "{delete:?}"
     );
-    assert!(seen.iter().any(|(m, p, _)| m == "DELETE" && p.contains("/secrets/")));
+    assert!(seen
+        .iter()
+        .any(|(m, p, _)| m == "DELETE" && p.contains("/secrets/")));
     assert_eq!(k8s.find(NAME).await.unwrap(), None, "gone");
     assert_eq!(k8s.state(NAME).await.unwrap(), None);
 }

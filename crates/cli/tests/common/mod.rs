@@ -427,3 +427,28 @@ impl Server {
         }
     }
 }
+
+/// `examples/digits/FILE`.
+pub fn example(file: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/digits")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+/// A command's stdout and stderr, together.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The output of a command that must succeed.
+pub fn ok(out: Output) -> String {
+    let t = text(&out);
+    assert!(out.status.success(), "exit {:?}:\n{t}", out.status.code());
+    t
+}

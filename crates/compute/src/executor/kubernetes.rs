@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, Event, LocalObjectReference, Node as K8sNode, Pod, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Secret, SecretEnvSource,
+    Container, EnvFromSource, Event, LocalObjectReference, Node as K8sNode, Pod, PodSpec,
+    PodTemplateSpec, ResourceRequirements, Secret, SecretEnvSource,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -210,8 +210,9 @@ impl Kubernetes {
     /// The newest warning event about Job `name`, as `REASON: message`.
     async fn latest_warning(&self, name: &str) -> Option<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let params = ListParams::default()
-            .fields(&format!("involvedObject.kind=Job,involvedObject.name={name}"));
+        let params = ListParams::default().fields(&format!(
+            "involvedObject.kind=Job,involvedObject.name={name}"
+        ));
         let list = events.list(&params).await.ok()?;
         list.items
             .into_iter()
