@@ -55,6 +55,7 @@ impl LeaseOptions {
 #[derive(Clone)]
 pub struct Leadership {
     rx: watch::Receiver<Option<Fence>>,
+    single_server: bool,
 }
 
 /// Why a holder on this machine is known to be gone: its process no longer exists.
@@ -84,6 +85,7 @@ impl Leadership {
         background: &Background,
     ) -> Result<Self, ComputeError> {
         let first = Self::try_acquire(&db, &options).await?;
+        let single_server = options.single_server;
         if first.is_none() && options.single_server {
             let other = db
                 .lease_holder()
@@ -117,7 +119,7 @@ impl Leadership {
                 }
             },
         );
-        Ok(Self { rx })
+        Ok(Self { rx, single_server })
     }
 
     async fn try_acquire(db: &Db, options: &LeaseOptions) -> Result<Option<Fence>, ComputeError> {
@@ -143,6 +145,12 @@ impl Leadership {
             }
         }
         Ok(None)
+    }
+
+    /// Whether no other server can share the database (SQLite): nothing to take in from
+    /// others.
+    pub fn single_server(&self) -> bool {
+        self.single_server
     }
 
     /// The fence while this server leads.

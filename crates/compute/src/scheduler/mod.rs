@@ -492,6 +492,9 @@ pub struct Scheduler {
     seen: HashMap<String, i64>,
     /// Whether leading still waits for a successful reconcile.
     must_reconcile: bool,
+    /// Whether other servers may take jobs in (not on SQLite): then the leading loop
+    /// looks for their submissions and cancels.
+    take_in: bool,
     options: SchedulerOptions,
     rx: mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
@@ -634,6 +637,7 @@ impl Scheduler {
             fence: None,
             seen: HashMap::new(),
             must_reconcile: false,
+            take_in: !leadership.single_server(),
             options,
             rx,
             tx: tx.clone(),
@@ -734,7 +738,7 @@ impl Scheduler {
                 _ = take_in.tick() => {
                     if self.must_reconcile {
                         self.lead().await;
-                    } else if self.fence.is_some() {
+                    } else if self.fence.is_some() && self.take_in {
                         self.take_in_from_others().await;
                     }
                 }
