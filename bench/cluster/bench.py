@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -636,6 +637,8 @@ def main():
     r = sub.add_parser("report", help="summary.md of a results folder")
     r.add_argument("dir")
     args = ap.parse_args()
+    # A SIGTERM (run.sh stopped) still removes the start-file folder in `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if args.cmd == "plan":
         return plan(args)
