@@ -61,8 +61,7 @@ impl JobLogs {
 
     fn spool_len(&self, job_id: &str) -> u64 {
         self.log_spool(job_id)
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
+            .map(|p| crate::executor::spool::spool_len(&p))
             .unwrap_or(0)
     }
 

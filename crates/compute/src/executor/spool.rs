@@ -69,9 +69,7 @@ impl Spools {
 
     /// Bytes in the job's spool (0 when it has none).
     pub(crate) fn len(&self, job_id: &str) -> u64 {
-        std::fs::metadata(self.path(job_id))
-            .map(|m| m.len())
-            .unwrap_or(0)
+        spool_len(&self.path(job_id))
     }
 
     /// Starts watching an attempt of `job`: from what is already shipped (after a restart,
@@ -233,11 +231,27 @@ impl Spools {
     }
 }
 
-/// Reads at most `max` bytes of `path` from `offset` on a blocking thread.
+/// Bytes in the spool at `path`: 0 unless it is a plain file. A job can write where its
+/// spool lives (a Slurm job's output folder on shared storage) and could put a link there
+/// to a file only the server may read; a link is never measured, read or shipped.
+pub(crate) fn spool_len(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Reads at most `max` bytes of `path` from `offset` on a blocking thread; a symbolic link
+/// is refused (`ELOOP`), for the reason `spool_len` gives.
 pub(crate) async fn read_piece(path: &Path, offset: u64, max: u64) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
         f.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::new();
         f.take(max).read_to_end(&mut buf)?;
@@ -245,4 +259,29 @@ pub(crate) async fn read_piece(path: &Path, offset: u64, max: u64) -> std::io::R
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job that swaps its output file for a link to a file it may not read (the server
+    /// may) gets nothing of that file into its log.
+    #[tokio::test]
+    async fn a_spool_replaced_by_a_link_is_neither_measured_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "the server's secret").unwrap();
+        let spool = dir.path().join("output");
+        std::os::unix::fs::symlink(&secret, &spool).unwrap();
+        assert_eq!(spool_len(&spool), 0);
+        assert!(read_piece(&spool, 0, 1024).await.is_err());
+        std::fs::remove_file(&spool).unwrap();
+        std::fs::write(&spool, "job output\n").unwrap();
+        assert_eq!(spool_len(&spool), 11);
+        assert_eq!(
+            &read_piece(&spool, 0, 1024).await.unwrap()[..],
+            b"job output\n"
+        );
+    }
 }
