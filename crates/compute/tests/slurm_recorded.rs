@@ -224,6 +224,33 @@ async fn check_version(version: &'static str) {
     );
     assert_eq!(slurm.find("trainyard-other-1").await.unwrap(), None);
 
+    // Many watched jobs are asked with one list; the ones it lacks one by one.
+    let ids: Vec<String> = ["4242", "4241"]
+        .into_iter()
+        .map(String::from)
+        .chain((4300..4308).map(|n| n.to_string()))
+        .collect();
+    let calls_before = rec.callers.lock().len();
+    let states = slurm.states(&ids).await;
+    assert_eq!(states.len(), ids.len());
+    assert!(
+        matches!(&states[0], Ok(Some(EngineState::Running(_)))),
+        "{states:?}"
+    );
+    assert!(
+        matches!(&states[1], Ok(Some(EngineState::Running(_)))),
+        "{states:?}"
+    );
+    assert!(
+        states[2..].iter().all(|s| matches!(s, Ok(None))),
+        "{states:?}"
+    );
+    assert_eq!(
+        rec.callers.lock().len() - calls_before,
+        1 + 8,
+        "one list, then each unlisted"
+    );
+
     slurm.stop("4242").await.unwrap();
     assert_eq!(*rec.deleted.lock(), ["4242"]);
 

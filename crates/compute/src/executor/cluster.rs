@@ -19,17 +19,21 @@ use trainyard_core::{Capacity, ExitReason, InvalidField, Job, Resources};
 use trainyard_store::{Blobs, Db};
 use trainyard_tracking::Tracking;
 
+use super::poller::StatePoller;
 use super::spool::Spools;
 use super::{Attempt, Executor, ExitRecord, Node};
 
-/// How often a running attempt's engine state is asked for.
-const POLL: Duration = Duration::from_secs(1);
-/// Consecutive failed polls (about a minute) after which an attempt whose engine does not
-/// answer is given up as lost (the engine job may still run; it is stopped if reachable).
-const MAX_FAILED_POLLS: u32 = 60;
+/// How often a running attempt's output is pulled and shipped (its state is asked more
+/// often, in the pool's [`StatePoller`] rounds).
+const SHIP_EVERY: Duration = Duration::from_secs(1);
+/// How long an engine may fail to answer about an attempt before the attempt is given up
+/// as lost (the engine job may still run; it is stopped if reachable).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// State calls in flight at once in the default [`Engine::states`].
+const STATE_CALLS_AT_ONCE: usize = 8;
 
 /// Why a call to an engine failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     /// The engine could not be reached or answered nonsense: worth retrying.
     #[error("{0}")]
@@ -108,6 +112,18 @@ pub trait Engine: Send + Sync + 'static {
     /// Where job `id` is; `None` when the engine no longer knows it.
     async fn state(&self, id: &str) -> Result<Option<EngineState>, EngineError>;
 
+    /// Where each of `ids` is, in their order: what [`StatePoller`] asks each round for
+    /// every attempt the pool watches. By default one [`Engine::state`] call per id, a few
+    /// at a time; an engine that can list its jobs in one call overrides it.
+    async fn states(&self, ids: &[String]) -> Vec<Result<Option<EngineState>, EngineError>> {
+        use futures::StreamExt;
+        let calls: Vec<_> = ids.iter().map(|id| self.state(id)).collect();
+        futures::stream::iter(calls)
+            .buffered(STATE_CALLS_AT_ONCE)
+            .collect()
+            .await
+    }
+
     /// Asks job `id` to end.
     async fn stop(&self, id: &str) -> Result<(), EngineError>;
 
@@ -154,6 +170,8 @@ pub struct ClusterExecutor<E: Engine> {
     host: String,
     /// Engine ids of attempts running now, by job id (for cancel).
     active: Mutex<HashMap<String, (u32, String)>>,
+    /// Asks the engine about every watched attempt at once.
+    poller: StatePoller,
 }
 
 impl<E: Engine> ClusterExecutor<E> {
@@ -192,9 +210,11 @@ impl<E: Engine> ClusterExecutor<E> {
         std::fs::create_dir_all(&options.spool_dir)
             .map_err(|e| EngineError::Rejected(format!("{}: {e}", options.spool_dir.display())))?;
         let spool_dir = options.spool_dir.clone();
+        let engine = Arc::new(engine);
         Ok(Self {
             host: format!("{}:{}", engine.kind(), options.pool),
-            engine: Arc::new(engine),
+            poller: StatePoller::start(engine.clone()),
+            engine,
             spools: Spools::new(blobs, tracking, move |id| spool_dir.join(id).join("output")),
             options,
             db,
@@ -290,18 +310,22 @@ impl<E: Engine> ClusterExecutor<E> {
             .timeout_s
             .map(|t| job.started_at_ms.unwrap_or_else(now_ms) + (t as i64).saturating_mul(1000));
         let mut timed_out = false;
-        let mut failed_polls = 0u32;
+        let mut failing_since: Option<std::time::Instant> = None;
         let mut last_note = String::new();
+        let mut shipped_at: Option<std::time::Instant> = None;
         let ended = loop {
-            if let Err(e) = pull().await {
-                tracing::debug!(job = %job.id, error = %e, "cannot pull output yet");
+            if shipped_at.is_none_or(|at| at.elapsed() >= SHIP_EVERY) {
+                if let Err(e) = pull().await {
+                    tracing::debug!(job = %job.id, error = %e, "cannot pull output yet");
+                }
+                self.spools.tick(&job.id, &mut shipping).await;
+                shipped_at = Some(std::time::Instant::now());
             }
-            self.spools.tick(&job.id, &mut shipping).await;
-            match self.engine.state(engine_id).await {
+            match self.poller.state(engine_id).await {
                 Ok(Some(EngineState::Ended(ended))) => break Some(ended),
                 Ok(None) => break None,
                 Ok(Some(state)) => {
-                    failed_polls = 0;
+                    failing_since = None;
                     let note = match &state {
                         EngineState::Pending(why) => {
                             format!("{}: pending ({why})", self.engine.kind())
@@ -321,9 +345,9 @@ impl<E: Engine> ClusterExecutor<E> {
                     }
                 }
                 Err(e) => {
-                    failed_polls += 1;
-                    tracing::warn!(job = %job.id, engine_id, error = %e, failed_polls, "cannot ask the engine about a job");
-                    if failed_polls >= MAX_FAILED_POLLS {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    tracing::warn!(job = %job.id, engine_id, error = %e, "cannot ask the engine about a job");
+                    if since.elapsed() >= GIVE_UP_AFTER {
                         let _ = self.engine.stop(engine_id).await;
                         self.spools.end(&job.id, &shipping).await;
                         return lost(format!(
@@ -340,7 +364,10 @@ impl<E: Engine> ClusterExecutor<E> {
                     tracing::warn!(job = %job.id, error = %e, "cannot stop a job past its time limit");
                 }
             }
-            tokio::time::sleep(POLL).await;
+            if failing_since.is_some() {
+                // The round answered at once with an error: don't spin on it.
+                tokio::time::sleep(SHIP_EVERY).await;
+            }
         };
         let _ = pull().await;
         self.spools.end(&job.id, &shipping).await;

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod kubernetes;
 pub mod local;
+pub(crate) mod poller;
 pub mod ray;
 pub mod slurm;
 pub(crate) mod spool;

@@ -691,6 +691,36 @@ impl Engine for SlurmRest {
         }
     }
 
+    /// Few jobs are asked one by one (slurmctld keeps ended jobs `MinJobAge` seconds, so
+    /// its whole list can be far longer than what is watched); many with one list, and
+    /// only the ones it lacks one by one.
+    async fn states(&self, ids: &[String]) -> Vec<Result<Option<EngineState>, EngineError>> {
+        if ids.len() < LIST_FROM {
+            return futures::future::join_all(ids.iter().map(|id| self.state(id))).await;
+        }
+        let listed = match self
+            .call(reqwest::Method::GET, &self.list_path("jobs"), None)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut by_id: HashMap<String, EngineState> = listed["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| Some((number(&j["job_id"])?.to_string(), parse_rest_job(j))))
+            .collect();
+        let mut answers = Vec::with_capacity(ids.len());
+        for id in ids {
+            answers.push(match by_id.remove(id) {
+                Some(state) => Ok(Some(state)),
+                None => self.state(id).await,
+            });
+        }
+        answers
+    }
+
     async fn stop(&self, id: &str) -> Result<(), EngineError> {
         self.call(reqwest::Method::DELETE, &format!("/job/{id}"), None)
             .await
@@ -704,6 +734,9 @@ impl Engine for SlurmRest {
         Ok(parse_rest_nodes(&answer, self.nodes_partition.as_deref()))
     }
 }
+
+/// Watched jobs from which one `GET /jobs` is cheaper than a `GET /job/{id}` each.
+const LIST_FROM: usize = 8;
 
 /// Slurm through its own commands on this host (a submit host).
 pub struct SlurmCommands {
