@@ -8,8 +8,16 @@ pub enum ComputeError {
     /// The request is well-formed but this machine can never satisfy it.
     #[error("cannot be scheduled: {0}")]
     Unschedulable(InvalidField),
+    /// The request is more than its workspace's quota allows, ever.
+    #[error("over the workspace's quota: {0}")]
+    OverQuota(InvalidField),
+    /// A quota that is full now (queued jobs): retry later.
+    #[error("{0}")]
+    QuotaFull(String),
     #[error("job {0} not found")]
     JobNotFound(String),
+    #[error("workspace {0} not found")]
+    WorkspaceNotFound(String),
     #[error("job {id} is already {state:?} and cannot be cancelled")]
     NotCancellable { id: String, state: JobState },
     /// SQLite is single-server and another live server uses this database.

@@ -14,6 +14,10 @@ use crate::ComputeError;
 pub struct JobTracking {
     pub tracking: Tracking,
     pub tracking_uri: String,
+    /// The CA bundle a job trusts this server's TLS certificate with, when it is not in the
+    /// system's roots (`--tls-ca`): passed as `TRAINYARD_CA_CERT` and MLflow's
+    /// `MLFLOW_TRACKING_SERVER_CERT_PATH`.
+    pub ca_cert: Option<String>,
 }
 
 impl JobTracking {
@@ -42,11 +46,16 @@ impl JobTracking {
                 now_ms(),
             )
             .await?;
-        Ok(vec![
+        let mut env = vec![
             ("MLFLOW_TRACKING_URI".into(), self.tracking_uri.clone()),
             ("MLFLOW_TRACKING_TOKEN".into(), token),
             ("MLFLOW_RUN_ID".into(), job.id.clone()),
             ("MLFLOW_EXPERIMENT_ID".into(), run.info.experiment_id),
-        ])
+        ];
+        if let Some(ca) = &self.ca_cert {
+            env.push(("TRAINYARD_CA_CERT".into(), ca.clone()));
+            env.push(("MLFLOW_TRACKING_SERVER_CERT_PATH".into(), ca.clone()));
+        }
+        Ok(env)
     }
 }

@@ -6,6 +6,7 @@
 mod capacity;
 mod error;
 pub mod executor;
+pub mod fair_share;
 pub mod gang;
 mod job_env;
 mod job_metrics;
@@ -26,5 +27,6 @@ pub use leader::{Leadership, LeaseOptions};
 pub use logs::{JobLogs, LogPiece, LogReader};
 pub use pools::{build_pools, ExecutorKind, PoolContext, PoolError, PoolSettings};
 pub use scheduler::{
-    Amounts, Pool, PoolUsage, Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions, Usage,
+    Amounts, Pool, PoolUsage, Scheduler, SchedulerHandle, SchedulerMetrics, SchedulerOptions,
+    Usage, WorkspaceUse, WorkspaceView,
 };

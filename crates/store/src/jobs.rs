@@ -182,7 +182,7 @@ impl Db {
         let done = sqlx::query(
             "UPDATE jobs SET state = 'running', attempt = $1, host = $2, gpu_ids = $3, \
              started_at_ms = $4, finished_at_ms = NULL, exit_code = NULL, exit_reason = NULL, \
-             engine_id = NULL \
+             message = NULL, engine_id = NULL \
              WHERE id = $5 AND (state = 'queued' \
                    OR (state = 'running' AND attempt = $1 AND host = $2)) \
              AND EXISTS (SELECT 1 FROM scheduler_lease \

@@ -117,7 +117,7 @@ mod tests {
             self.rounds.fetch_add(1, Ordering::SeqCst);
             self.asked.fetch_add(ids.len(), Ordering::SeqCst);
             ids.iter()
-                .map(|id| Ok((id != "gone").then(|| EngineState::Running(None))))
+                .map(|id| Ok((id != "gone").then_some(EngineState::Running(None))))
                 .collect()
         }
         async fn stop(&self, _: &str) -> Result<(), EngineError> {

@@ -22,11 +22,15 @@ use trainyard_store::{Fence, Outcome, Store};
 use trainyard_background::{Background, Backoff};
 
 use crate::executor::{Attempt, Executor, ExitRecord};
+use crate::fair_share::{self, Shares, Sharing, Waiting};
 use crate::{ComputeError, JobLogs, JobTracking, Leadership, LeaseOptions};
 
 /// How often a leading loop looks for jobs submitted through other servers and cancels
 /// asked of them. The window covers clocks that differ and commits that land late.
 const TAKE_IN_EVERY: Duration = Duration::from_millis(500);
+/// How often workspaces' weights and quotas are read again when several servers share the
+/// database (one server applies its own changes at once).
+const POLICIES_EVERY: Duration = Duration::from_secs(5);
 const TAKE_IN_WINDOW_MS: i64 = 120_000;
 
 /// The scheduler loop's name among background workers.
@@ -74,6 +78,29 @@ pub struct SchedulerHandle {
     tracking: trainyard_tracking::Tracking,
     metrics: Arc<SchedulerMetrics>,
     leadership: Leadership,
+    sharing: Sharing,
+}
+
+/// A workspace as the scheduler shares pools with it: its weight and quotas, what it holds
+/// now across pools and how many of its jobs wait.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkspaceView {
+    pub name: String,
+    pub weight: f64,
+    pub quota: fair_share::Quota,
+    /// Held by its running jobs, in every pool this server schedules.
+    pub in_use: WorkspaceUse,
+    pub queued_jobs: u64,
+    pub created_at_ms: i64,
+}
+
+/// What a workspace's running jobs hold.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkspaceUse {
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub gpus: u32,
+    pub running_jobs: u32,
 }
 
 #[derive(Clone)]
@@ -271,7 +298,8 @@ impl SchedulerHandle {
             .sum()
     }
 
-    /// Validates, stores durably, then queues. A request that can never fit is refused here.
+    /// Validates, stores durably, then queues. A request that can never fit is refused here,
+    /// and so is one past its workspace's quota of queued jobs.
     pub async fn submit(
         &self,
         workspace: &str,
@@ -281,6 +309,18 @@ impl SchedulerHandle {
         let pool = self.pool(submission.pool.as_deref())?;
         if let Some(why) = pool.executor.never_fits(&submission.resources) {
             return Err(ComputeError::Unschedulable(why));
+        }
+        let quota = self.sharing.policies().of(workspace).quota;
+        if let Some((field, why)) = quota.never_fits(&submission.resources) {
+            return Err(ComputeError::OverQuota(InvalidField::new(field, why)));
+        }
+        if let Some(limit) = quota.queued_jobs {
+            let queued = self.store.db.count_queued_jobs(workspace).await?;
+            if queued >= u64::from(limit) {
+                return Err(ComputeError::QuotaFull(format!(
+                    "workspace queued-jobs quota {queued}/{limit} in use: wait for some to start or cancel some"
+                )));
+            }
         }
         if let Some(re) = &submission.tracking.metric_regex {
             trainyard_tracking::stdout_metrics::MetricCollector::new(Vec::new(), Some(re))
@@ -349,6 +389,59 @@ impl SchedulerHandle {
             .send(Command::Enqueue(Box::new(job.clone())))
             .map_err(|_| ComputeError::ShuttingDown)?;
         Ok(job)
+    }
+
+    /// Every workspace with its policy and use.
+    pub async fn workspaces(&self) -> Result<Vec<WorkspaceView>, ComputeError> {
+        let mut views = Vec::new();
+        for row in self.store.db.workspaces().await? {
+            let policy = self.sharing.policies().of(&row.id);
+            let used = self.sharing.in_use(&row.id);
+            views.push(WorkspaceView {
+                queued_jobs: self.store.db.count_queued_jobs(&row.id).await?,
+                name: row.name,
+                weight: policy.weight,
+                quota: policy.quota,
+                in_use: WorkspaceUse {
+                    cpus: used.cpus_milli as f64 / 1000.0,
+                    memory_mb: used.memory_mb,
+                    gpus: used.gpus,
+                    running_jobs: used.jobs,
+                },
+                created_at_ms: row.created_at_ms,
+            });
+        }
+        Ok(views)
+    }
+
+    /// Sets a workspace's weight and quotas. Lowering a quota below what is in use stops
+    /// nothing that runs: it only holds back what would start next.
+    pub async fn set_workspace_policy(
+        &self,
+        workspace: &str,
+        policy: fair_share::WorkspacePolicy,
+    ) -> Result<WorkspaceView, ComputeError> {
+        policy.validate()?;
+        let quota = serde_json::to_string(&policy.quota).expect("a quota serialises");
+        if !self
+            .store
+            .db
+            .set_workspace_policy(workspace, policy.weight, &quota)
+            .await?
+        {
+            return Err(ComputeError::WorkspaceNotFound(
+                workspace.escape_default().to_string(),
+            ));
+        }
+        self.sharing.set(workspace, policy);
+        for pool in self.pools.iter() {
+            let _ = pool.tx.send(Command::Wake);
+        }
+        self.workspaces()
+            .await?
+            .into_iter()
+            .find(|w| w.name == workspace)
+            .ok_or_else(|| ComputeError::WorkspaceNotFound(workspace.to_string()))
     }
 
     pub async fn get(&self, workspace: &str, id: &str) -> Result<Job, ComputeError> {
@@ -514,6 +607,12 @@ pub struct Scheduler {
     cancel_when_requeued: HashSet<String>,
     queue_len: Arc<AtomicUsize>,
     metrics: Arc<SchedulerMetrics>,
+    /// Workspaces' weights and quotas, and what each pool holds for each.
+    sharing: Sharing,
+    /// What this pool's running jobs hold per workspace, and their recent use.
+    shares: Shares,
+    /// Queued jobs a quota holds back, with the reason written to their `message`.
+    held: HashMap<String, String>,
 }
 
 impl Scheduler {
@@ -578,6 +677,26 @@ impl Scheduler {
             }
         }
         let metrics = Arc::new(SchedulerMetrics::default());
+        let sharing = Sharing::load(&store.db).await?;
+        if !leadership.single_server() {
+            // Another server may change a workspace's policy.
+            let (sharing, db) = (sharing.clone(), store.db.clone());
+            background.spawn_restarting(
+                "workspace-policies",
+                trainyard_background::Backoff::UNTIL_DONE,
+                move || {
+                    let (sharing, db) = (sharing.clone(), db.clone());
+                    async move {
+                        loop {
+                            tokio::time::sleep(POLICIES_EVERY).await;
+                            sharing.reload(&db).await?;
+                        }
+                        #[allow(unreachable_code)]
+                        Ok::<(), trainyard_store::StoreError>(())
+                    }
+                },
+            );
+        }
         let mut handles = Vec::new();
         let mut loops = Vec::new();
         for (i, pool) in pools.into_iter().enumerate() {
@@ -595,6 +714,7 @@ impl Scheduler {
                 background,
                 metrics.clone(),
                 &leadership,
+                sharing.clone(),
             );
             handles.push(handle);
             loops.push((worker, scheduler));
@@ -607,6 +727,7 @@ impl Scheduler {
             tracking: job_tracking.tracking,
             metrics,
             leadership,
+            sharing,
         };
         let tasks = loops
             .into_iter()
@@ -625,6 +746,7 @@ impl Scheduler {
         background: &Background,
         metrics: Arc<SchedulerMetrics>,
         leadership: &Leadership,
+        sharing: Sharing,
     ) -> (PoolHandle, Scheduler) {
         let executor = pool.executor;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -659,6 +781,9 @@ impl Scheduler {
             cancel_when_requeued: HashSet::new(),
             queue_len: Arc::new(AtomicUsize::new(0)),
             metrics,
+            sharing,
+            shares: Shares::default(),
+            held: HashMap::new(),
         };
         let handle = PoolHandle {
             name: pool.name,
@@ -691,6 +816,7 @@ impl Scheduler {
             let attempt = job.attempt;
             tracing::info!(job = %job.id, attempt, "re-adopting a job left running");
             self.free.force_reserve(&job.resources.total(), &job.gpus);
+            self.hold(&job);
             self.running.insert(
                 job.id.clone(),
                 Running {
@@ -784,6 +910,9 @@ impl Scheduler {
         self.queue.clear();
         self.queue_keys.clear();
         self.running.clear();
+        self.shares = Shares::default();
+        self.held.clear();
+        self.sharing.publish(&self.pool, &self.shares.used);
         self.retrying.clear();
         self.cancel_when_requeued.clear();
         self.seen.clear();
@@ -916,28 +1045,78 @@ impl Scheduler {
     }
 
     fn dequeue(&mut self, id: &str) -> Option<Queued> {
+        self.held.remove(id);
         let key = self.queue_keys.remove(id)?;
         let entry = self.queue.remove(&key);
         self.queue_len.store(self.queue.len(), Ordering::Relaxed);
         entry
     }
 
-    /// Starts every queued job that fits, best first.
+    /// Starts the queued jobs that fit, in fair-share order (`fair_share::plan`): each
+    /// next start goes to the workspace furthest below its weighted share, its best job
+    /// that fits and that its quotas allow.
     async fn schedule(&mut self) {
-        let mut to_start = Vec::new();
+        if self.queue.is_empty() {
+            return;
+        }
         let now = now_ms();
-        let window = self.options.backfill_window.as_millis() as i64;
-        for (key, queued) in &self.queue {
-            if self.free.cpus_milli == 0 {
-                break;
+        let ids: Vec<&str> = self.queue.keys().map(|k| k.id.as_str()).collect();
+        let waiting: Vec<Waiting> = self
+            .queue
+            .values()
+            .map(|q| Waiting {
+                workspace: &q.job.workspace,
+                resources: &q.job.resources,
+                waited_ms: now - q.queued_since_ms,
+            })
+            .collect();
+        self.shares.advance(now, &self.capacity);
+        let mut quota_used = self.sharing.in_use_elsewhere(&self.pool);
+        for (ws, u) in &self.shares.used {
+            let t = quota_used.entry(ws.clone()).or_default();
+            t.cpus_milli += u.cpus_milli;
+            t.memory_mb += u.memory_mb;
+            t.gpus += u.gpus;
+            t.jobs += u.jobs;
+        }
+        let free = &mut self.free;
+        let picked = fair_share::plan(
+            &waiting,
+            &mut self.shares,
+            &mut quota_used,
+            &self.sharing.policies(),
+            &self.capacity,
+            self.options.backfill_window.as_millis() as i64,
+            |r| free.reserve(&r.total()),
+        );
+        let to_start: Vec<(String, Vec<u32>)> = picked
+            .start
+            .into_iter()
+            .map(|(i, gpus)| (ids[i].to_string(), gpus))
+            .collect();
+        let held: Vec<(String, String)> = picked
+            .held
+            .into_iter()
+            .map(|(i, why)| (ids[i].to_string(), format!("waiting: {why}")))
+            .collect();
+        drop(waiting);
+        let still: HashSet<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        let released: Vec<String> = self
+            .held
+            .keys()
+            .filter(|id| !still.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in released {
+            self.held.remove(&id);
+            if self.queue_keys.contains_key(&id) {
+                self.write_waiting_message(id, None);
             }
-            match self.free.reserve(&queued.job.resources.total()) {
-                Some(gpus) => to_start.push((key.id.clone(), gpus)),
-                // Smaller jobs behind one that does not fit may start first (backfill), but
-                // only while it has waited less than the window: after that everything
-                // behind it waits, so the resources it needs drain and it cannot starve.
-                None if now - queued.queued_since_ms >= window => break,
-                None => {}
+        }
+        for (id, why) in held {
+            if self.held.get(&id) != Some(&why) {
+                self.held.insert(id.clone(), why.clone());
+                self.write_waiting_message(id, Some(why));
             }
         }
         for (id, gpus) in to_start {
@@ -947,6 +1126,31 @@ impl Scheduler {
         }
     }
 
+    /// Counts `job` as held by its workspace in this pool (for fair share and quotas).
+    fn hold(&mut self, job: &Job) {
+        self.shares.advance(now_ms(), &self.capacity);
+        self.shares.hold(&job.workspace, &job.resources);
+        self.sharing.publish(&self.pool, &self.shares.used);
+    }
+
+    /// Counts `job` as no longer held.
+    fn unhold(&mut self, job: &Job) {
+        self.shares.advance(now_ms(), &self.capacity);
+        self.shares.release(&job.workspace, &job.resources);
+        self.sharing.publish(&self.pool, &self.shares.used);
+    }
+
+    /// Shows (or clears) why a queued job waits, off the loop.
+    fn write_waiting_message(&self, id: String, why: Option<String>) {
+        let db = self.store.db.clone();
+        self.background
+            .spawn_task("job-waiting-message", async move {
+                if let Err(e) = db.set_waiting_message(&id, why.as_deref()).await {
+                    tracing::warn!(job = %id, error = %e, "cannot show why a job waits");
+                }
+            });
+    }
+
     /// Starts an attempt without blocking the loop: a task records the start, runs the
     /// supervisor and reports back. The resources stay reserved from now until it reports.
     fn launch(&mut self, queued: Queued, gpus: Vec<u32>) {
@@ -954,6 +1158,9 @@ impl Scheduler {
         let attempt = job.attempt + 1;
         job.state = JobState::Running;
         job.attempt = attempt;
+        self.held.remove(&job.id);
+        // `plan` counted it in `shares` already.
+        self.sharing.publish(&self.pool, &self.shares.used);
         self.running.insert(
             job.id.clone(),
             Running {
@@ -1047,7 +1254,11 @@ impl Scheduler {
     /// an earlier attempt leaves it alone).
     fn take_running(&mut self, id: &str, attempt: u32) -> Option<Running> {
         match self.running.get(id) {
-            Some(running) if running.attempt == attempt => self.running.remove(id),
+            Some(running) if running.attempt == attempt => {
+                let running = self.running.remove(id)?;
+                self.unhold(&running.job);
+                Some(running)
+            }
             _ => None,
         }
     }

@@ -221,6 +221,7 @@ async fn harness(capacity: Capacity, options: SchedulerOptions) -> Harness {
         JobTracking {
             tracking,
             tracking_uri: "http://127.0.0.1:1".into(),
+            ca_cert: None,
         },
         options,
         &Background::new(),
@@ -595,6 +596,7 @@ async fn jobs_run_in_the_pool_they_name_and_only_there() {
         JobTracking {
             tracking,
             tracking_uri: "http://127.0.0.1:1".into(),
+            ca_cert: None,
         },
         SchedulerOptions::default(),
         &background,
@@ -655,4 +657,200 @@ async fn jobs_run_in_the_pool_they_name_and_only_there() {
     assert_eq!(usage.pools[1].free.cpus, 4.0);
     assert_eq!(usage.free.cpus, 0.0, "the top level is the default pool");
     assert!(handle.cancel("default", &wide.id).await.is_ok());
+}
+
+fn gpu_job(gpus: u32) -> Resources {
+    Resources {
+        cpus: 1.0,
+        memory_mb: None,
+        gpus,
+        workers: 1,
+    }
+}
+
+impl Harness {
+    /// Makes workspace `name` with this weight and quota.
+    async fn workspace(&self, name: &str, weight: f64, quota: crate::fair_share::Quota) {
+        self.handle
+            .store()
+            .db
+            .create_workspace(name, name, 0)
+            .await
+            .unwrap();
+        self.handle
+            .set_workspace_policy(name, crate::fair_share::WorkspacePolicy { weight, quota })
+            .await
+            .unwrap();
+    }
+
+    async fn submit_in(&self, workspace: &str, name: &str, resources: Resources) -> Job {
+        self.handle
+            .submit(workspace, submission(name, resources, 0))
+            .await
+            .unwrap()
+    }
+
+    /// The job's message once it is `want` (or a panic after a while).
+    async fn message(&self, workspace: &str, job: &Job, want: Option<&str>) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.handle.get(workspace, &job.id).await.unwrap();
+            if now.message.as_deref() == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: message {:?}, expected {want:?}",
+                job.name,
+                now.message
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// When workspaces contend, each next start goes to the one furthest below its weighted
+/// dominant share; a workspace's quota caps it even when the pool has room.
+#[tokio::test]
+async fn contended_gpus_go_by_weighted_fair_share_within_quotas() {
+    let mut h = harness(
+        Capacity {
+            cpus_milli: 16_000,
+            memory_mb: 16_000,
+            gpus: vec![0, 1, 2],
+        },
+        SchedulerOptions::default(),
+    )
+    .await;
+    h.workspace("a", 1.0, Default::default()).await;
+    h.workspace(
+        "b",
+        2.0,
+        crate::fair_share::Quota {
+            gpus: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The pool is full while both queue, a first.
+    h.submit("blocker", gpu_job(3), 0).await;
+    assert_eq!(h.started().await, "blocker");
+    for name in ["a1", "a2", "a3"] {
+        h.submit_in("a", name, gpu_job(1)).await;
+    }
+    let mut b = Vec::new();
+    for name in ["b1", "b2", "b3"] {
+        b.push(h.submit_in("b", name, gpu_job(1)).await);
+    }
+    h.nothing_starts().await;
+    h.executor.finish("blocker", 0);
+    // Shares 0 and 0: the older job, a1 (a: 1/3). Then b, at 0: b1 (b: 1/3 over weight 2
+    // = 1/6), and b again, at 1/6 < 1/3: b2. The pool is full.
+    let mut first = vec![h.started().await, h.started().await, h.started().await];
+    first.sort();
+    assert_eq!(first, ["a1", "b1", "b2"]);
+    // b holds its quota (2 GPUs): b3 waits with the reason shown, even once GPUs free up.
+    h.message("b", &b[2], Some("waiting: workspace gpu quota 2/2 in use"))
+        .await;
+    h.executor.finish("a1", 0);
+    assert_eq!(h.started().await, "a2");
+    h.nothing_starts().await;
+    // b gives one back: b3 may start, and its reason is gone.
+    h.executor.finish("b1", 0);
+    assert_eq!(h.started().await, "b3");
+    h.message("b", &b[2], None).await;
+    assert!(h.executor.book.lock().overcommitted.is_none());
+}
+
+/// A job that can never fit its workspace's quota is refused at submit, naming it; a full
+/// queued-jobs quota refuses more submissions; lowering a quota below what is in use ends
+/// nothing that runs.
+#[tokio::test]
+async fn quotas_refuse_at_submit_and_never_stop_running_jobs() {
+    let mut h = harness(
+        Capacity {
+            cpus_milli: 16_000,
+            memory_mb: 16_000,
+            gpus: vec![0, 1, 2, 3],
+        },
+        SchedulerOptions::default(),
+    )
+    .await;
+    h.workspace(
+        "t",
+        1.0,
+        crate::fair_share::Quota {
+            gpus: Some(2),
+            queued_jobs: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    match h.handle.submit("t", submission("big", gpu_job(3), 0)).await {
+        Err(ComputeError::OverQuota(f)) => {
+            assert_eq!(f.field, "resources.gpus");
+            assert!(f.message.contains("gpu quota is 2"), "{}", f.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    h.submit_in("t", "t1", gpu_job(2)).await;
+    assert_eq!(h.started().await, "t1");
+    let t2 = h.submit_in("t", "t2", gpu_job(1)).await;
+    h.message("t", &t2, Some("waiting: workspace gpu quota 2/2 in use"))
+        .await;
+    match h.handle.submit("t", submission("t3", gpu_job(1), 0)).await {
+        Err(ComputeError::QuotaFull(why)) => {
+            assert!(why.contains("queued-jobs quota 1/1"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Below what is in use: t1 keeps running, t2 keeps waiting.
+    h.handle
+        .set_workspace_policy(
+            "t",
+            crate::fair_share::WorkspacePolicy {
+                weight: 1.0,
+                quota: crate::fair_share::Quota {
+                    gpus: Some(0),
+                    ..Default::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+    h.nothing_starts().await;
+    assert_eq!(h.executor.running(), ["t1"]);
+    let listed = h.handle.workspaces().await.unwrap();
+    let t = listed.iter().find(|w| w.name == "t").unwrap();
+    assert_eq!(
+        (t.in_use.gpus, t.in_use.running_jobs, t.queued_jobs),
+        (2, 1, 1)
+    );
+    // Bad policies are refused, naming the field.
+    for (weight, cpus, field) in [(0.0, None, "weight"), (1.0, Some(f64::NAN), "quota.cpus")] {
+        let err = h
+            .handle
+            .set_workspace_policy(
+                "t",
+                crate::fair_share::WorkspacePolicy {
+                    weight,
+                    quota: crate::fair_share::Quota {
+                        cpus,
+                        ..Default::default()
+                    },
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ComputeError::Invalid(f) if f.field == field),
+            "{err:?}"
+        );
+    }
+    assert!(matches!(
+        h.handle
+            .set_workspace_policy("nowhere", Default::default())
+            .await,
+        Err(ComputeError::WorkspaceNotFound(_))
+    ));
 }
