@@ -109,7 +109,7 @@ pub(crate) fn token_from_header(value: &str) -> Option<String> {
 
 pub async fn require_token(
     State(auth): State<Auth>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let header = request
@@ -127,6 +127,14 @@ pub async fn require_token(
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
     // A job's token logs into tracking and reads and writes datasets; it cannot submit or
     // cancel jobs, nor delete, rename or re-point anything (see `mlflow::job_may_call`).
+    let mut response = allowed(&principal, request, next).await;
+    // Who made the call, for the audit trail around this layer.
+    response.extensions_mut().insert(principal);
+    Ok(response)
+}
+
+/// Runs the call when `principal` may make it; answers 403 otherwise.
+async fn allowed(principal: &Principal, mut request: Request, next: Next) -> Response {
     if principal.role == "job"
         && !crate::mlflow::job_may_call(request.method(), request.uri().path())
     {
@@ -141,16 +149,17 @@ pub async fn require_token(
             || path.starts_with("/ajax-api/")
             || path.starts_with("/api/3.0/mlflow")
         {
-            return Ok(crate::mlflow::MlflowError::permission_denied(message).into_response());
+            return crate::mlflow::MlflowError::permission_denied(message).into_response();
         }
-        return Err(ApiError::new(
+        return ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,
             message,
-        ));
+        )
+        .into_response();
     }
-    request.extensions_mut().insert(principal);
-    Ok(next.run(request).await)
+    request.extensions_mut().insert(principal.clone());
+    next.run(request).await
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub enum ErrorCode {
     JobNotCancellable,
     /// The job asks for more than the executor could ever give.
     Unschedulable,
+    /// The job asks for more than its workspace's quota ever allows; `field` names what.
+    OverQuota,
+    /// A quota that is full now (the workspace's queued jobs); retry later.
+    QuotaExceeded,
+    WorkspaceNotFound,
     AlreadyExists,
     /// A tracking parameter breaks one of MLflow's rules.
     InvalidParameter,
@@ -55,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -69,6 +74,9 @@ impl ErrorCode {
         Self::JobNotFound,
         Self::JobNotCancellable,
         Self::Unschedulable,
+        Self::OverQuota,
+        Self::QuotaExceeded,
+        Self::WorkspaceNotFound,
         Self::AlreadyExists,
         Self::InvalidParameter,
         Self::NotImplemented,
@@ -97,6 +105,9 @@ impl ErrorCode {
             Self::JobNotFound => "job_not_found",
             Self::JobNotCancellable => "job_not_cancellable",
             Self::Unschedulable => "unschedulable",
+            Self::OverQuota => "over_quota",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::WorkspaceNotFound => "workspace_not_found",
             Self::AlreadyExists => "already_exists",
             Self::InvalidParameter => "invalid_parameter",
             Self::NotImplemented => "not_implemented",
@@ -208,6 +219,27 @@ impl From<ComputeError> for ApiError {
                 format!("{}: {} (it could never run here)", f.field, f.message),
             )
             .with_field(f.field),
+            ComputeError::OverQuota(f) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::OverQuota,
+                format!(
+                    "{}: {} (raise the quota or ask for less)",
+                    f.field, f.message
+                ),
+            )
+            .with_field(f.field),
+            ComputeError::QuotaFull(message) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::QuotaExceeded,
+                message,
+            )
+            .with_field("quota.queued_jobs"),
+            ComputeError::WorkspaceNotFound(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::WorkspaceNotFound,
+                format!("no workspace named `{name}`"),
+            )
+            .with_field("name"),
             ComputeError::JobNotFound(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::JobNotFound,

@@ -116,6 +116,7 @@ mod tests {
             JobTracking {
                 tracking: tracking.clone(),
                 tracking_uri: "http://127.0.0.1:1".into(),
+                ca_cert: None,
             },
             Default::default(),
             &background,
@@ -125,6 +126,7 @@ mod tests {
         let state = AppState {
             metrics: Arc::new(crate::HttpMetrics::new(&scheduler, None, &background)),
             auth: crate::Auth::new(store.db.clone()),
+            audit: crate::AuditLog::start(store.db.clone()),
             datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
             scheduler,
             tracking,

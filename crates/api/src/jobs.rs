@@ -24,7 +24,8 @@ const MAX_PAGE: u32 = 500;
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobSubmission,
     responses((status = 201, body = Job, description = "queued"),
               (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 422, body = ErrorBody, description = "could never fit this machine")),
+              (status = 422, body = ErrorBody, description = "could never fit this machine or the workspace's quota"),
+              (status = 429, body = ErrorBody, description = "the workspace's queued-jobs quota is full")),
     security(("bearer" = [])))]
 pub async fn submit(
     State(state): State<AppState>,

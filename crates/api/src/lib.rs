@@ -2,6 +2,7 @@
 //! health, Prometheus metrics and bearer-token auth. The only crate that knows HTTP; it
 //! turns every domain error into a status and a stable error code, once, in `error`.
 
+mod audit;
 mod auth;
 mod datasets;
 mod error;
@@ -12,7 +13,9 @@ mod jobs;
 mod metrics;
 mod mlflow;
 mod openapi;
+mod tls;
 mod tracking;
+mod workspaces;
 
 use std::sync::Arc;
 
@@ -22,10 +25,12 @@ use axum::Router;
 use trainyard_compute::SchedulerHandle;
 use trainyard_tracking::Tracking;
 
+pub use audit::AuditLog;
 pub use auth::Auth;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use inference::InferenceState;
 pub use metrics::HttpMetrics;
+pub use tls::{TlsError, TlsIdentity};
 
 /// Largest request body the REST API takes (a job submission is a few KiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -38,6 +43,8 @@ pub struct AppState {
     pub datasets: trainyard_datasets::Datasets,
     pub auth: Auth,
     pub metrics: Arc<HttpMetrics>,
+    /// Where mutating and denied calls are recorded.
+    pub audit: AuditLog,
 }
 
 /// All routes, with auth, metrics and limits applied; with `inference`, the Open Inference
@@ -49,6 +56,12 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/api/v1/resources", get(jobs::resources))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/workspaces", get(workspaces::list))
+        .route(
+            "/api/v1/workspaces/{name}/policy",
+            axum::routing::put(workspaces::set_policy),
+        )
         .route("/api/v1/experiments", get(tracking::list_experiments))
         .route("/api/v1/runs", get(tracking::list_runs))
         .route("/api/v1/runs/{id}", get(tracking::get_run))
@@ -91,6 +104,11 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
     if let Some(inference) = inference {
         all = all.merge(inference::router(inference));
     }
+    // Around auth, after routing: every route's changing and denied calls are recorded.
+    let all = all.route_layer(axum::middleware::from_fn_with_state(
+        state.audit.clone(),
+        audit::record_calls,
+    ));
     observed(all, state.metrics.clone())
 }
 
@@ -130,20 +148,35 @@ pub fn inference_router(inference: InferenceState, metrics: Arc<HttpMetrics>) ->
     )
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then drains open requests.
+/// Serves the API on `listener` (over TLS with `tls`) until `shutdown` completes, then
+/// drains open requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<&TlsIdentity>,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
-    // Small answers (inference, health) go out at once instead of waiting on Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer's address reaches handlers (the audit trail records it).
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        Some(identity) => {
+            // Its connections are past their handshake (and have TCP_NODELAY already).
+            let listener = tls::TlsListener::new(listener, identity)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            // Small answers (inference, health) go out at once instead of waiting on Nagle.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 #[cfg(test)]

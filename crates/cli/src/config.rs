@@ -52,6 +52,20 @@ pub struct UpArgs {
     /// as root; else the server's own user, which lets jobs read the server's secrets].
     #[arg(long, env = "TRAINYARD_JOB_USER")]
     pub job_user: Option<String>,
+    /// TLS certificate chain (PEM, leaf first) for the HTTP and gRPC listeners; with
+    /// `--tls-key`, both serve TLS only.
+    #[arg(long, env = "TRAINYARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TRAINYARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) that jobs trust the server's certificate with, when a private CA
+    /// signed it (jobs get `TRAINYARD_CA_CERT` and `MLFLOW_TRACKING_SERVER_CERT_PATH`).
+    #[arg(long, env = "TRAINYARD_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// Days the audit trail keeps an event; 0 keeps every event for ever [default: 90].
+    #[arg(long, env = "TRAINYARD_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
     /// Inference options (`[serve]` in the file).
     #[command(flatten)]
     pub serve: crate::serving::ServeArgs,
@@ -73,6 +87,12 @@ pub struct ServerConfig {
     pub kill_grace_s: f64,
     pub backfill_window_s: f64,
     pub job_user: Option<String>,
+    /// The listeners' certificate and key, read and checked.
+    pub tls: Option<trainyard_api::TlsIdentity>,
+    /// What jobs trust that certificate with.
+    pub tls_ca: Option<PathBuf>,
+    /// How long audit events are kept (`None`: for ever).
+    pub audit_retention: Option<std::time::Duration>,
     pub serve: crate::serving::ServeSettings,
     pub pools: Vec<trainyard_compute::PoolSettings>,
 }
@@ -123,6 +143,29 @@ impl UpArgs {
                 bail!("cpus must be a positive number, got {c}");
             }
         }
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(trainyard_api::TlsIdentity::load(&cert, &key)?),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together: give both or neither"),
+        };
+        let tls_ca = self.tls_ca.or(file.tls_ca);
+        if let Some(ca) = &tls_ca {
+            if tls.is_none() {
+                bail!("tls_ca is what jobs trust the server's certificate with: it needs tls_cert and tls_key");
+            }
+            std::fs::metadata(ca)
+                .with_context(|| format!("cannot read the TLS CA bundle {}", ca.display()))?;
+        }
+        let audit_retention_days = self
+            .audit_retention_days
+            .or(file.audit_retention_days)
+            .unwrap_or(90);
+        if audit_retention_days > 36_500 {
+            bail!("audit_retention_days must be at most 36500 (0 keeps events for ever)");
+        }
         Ok(ServerConfig {
             listen: self
                 .listen
@@ -137,6 +180,10 @@ impl UpArgs {
             kill_grace_s,
             backfill_window_s,
             job_user: self.job_user.or(file.job_user),
+            tls,
+            tls_ca,
+            audit_retention: (audit_retention_days > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(audit_retention_days) * 86_400)),
             serve: self.serve.resolve(&file.serve)?,
             pools: file.pools,
         })

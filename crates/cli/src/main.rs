@@ -62,6 +62,13 @@ enum Command {
     Eval(commands::train::EvalArgs),
     /// Batch inference of a model version over a dataset into a new dataset, as a job.
     Predict(commands::train::PredictArgs),
+    /// Workspaces: fair-share weights and quotas (admin tokens).
+    Workspaces {
+        #[command(subcommand)]
+        command: commands::workspaces::WorkspacesCommand,
+    },
+    /// The audit trail: who changed what, and which calls were denied (admin tokens).
+    Audit(commands::audit::AuditArgs),
     /// Commands run by executors, not by people.
     #[command(hide = true)]
     Task {
@@ -233,6 +240,8 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Jobs { command } => commands::jobs::run(command).await,
             Command::Status(args) => commands::status::run(args).await,
+            Command::Audit(args) => commands::audit::run(args).await,
+            Command::Workspaces { command } => commands::workspaces::run(command).await,
             Command::Runs { command } => commands::tracking::runs(command).await,
             Command::Models { command } => commands::tracking::models(command).await,
             Command::Dataset { command } => commands::datasets::run(command).await,

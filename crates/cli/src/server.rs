@@ -121,7 +121,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             tracking: tracking.clone(),
             data_dir: config.data_dir.clone(),
             program,
-            server_url: local_url(address),
+            server_url: local_url(address, config.tls.is_some()),
         },
     )
     .await?;
@@ -129,7 +129,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // stops); SQLite allows only one server at all.
     let leadership = Leadership::start(
         store.db.clone(),
-        LeaseOptions::new(local_url(address), store.db.is_sqlite()),
+        LeaseOptions::new(
+            local_url(address, config.tls.is_some()),
+            store.db.is_sqlite(),
+        ),
         &background,
     )
     .await?;
@@ -138,7 +141,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         pools,
         JobTracking {
             tracking: tracking.clone(),
-            tracking_uri: local_url(address),
+            tracking_uri: local_url(address, config.tls.is_some()),
+            ca_cert: config.tls_ca.as_ref().map(|p| p.display().to_string()),
         },
         options,
         &background,
@@ -157,7 +161,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_body: serve_args.max_body,
         anonymous_inference: serve_args.anonymous_inference,
     };
+    let audit = trainyard_api::AuditLog::start(store.db.clone());
+    if let Some(keep) = config.audit_retention {
+        let db = store.db.clone();
+        background.spawn_restarting(
+            "audit-retention",
+            trainyard_background::Backoff::UNTIL_DONE,
+            move || trainyard_api::AuditLog::keep_for(db.clone(), keep),
+        );
+    }
     let state = AppState {
+        audit: audit.clone(),
         metrics: Arc::new(HttpMetrics::new(
             &scheduler,
             Some(models.metrics()),
@@ -176,14 +190,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         cpus = capacity.cpus_milli as f64 / 1000.0,
         memory_mb = capacity.memory_mb,
         gpus = capacity.gpus.len(),
-        "trainyard is up on http://{address}"
+        "trainyard is up on {}", local_url(address, config.tls.is_some())
     );
     // On SIGTERM: stop accepting, let open requests finish for a moment, then close the
     // rest (log streams that follow a job would otherwise hold the server open).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let grpc =
-        crate::serving::start_grpc(&serve_args, inference.clone(), stop_rx.clone(), &background)
-            .await?;
+    let grpc = crate::serving::start_grpc(
+        &serve_args,
+        inference.clone(),
+        stop_rx.clone(),
+        &background,
+        config.tls.clone(),
+    )
+    .await?;
     tracing::info!(grpc = %grpc, "inference gRPC on {grpc}");
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -194,13 +213,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     tokio::select! {
         served = trainyard_api::serve(listener, trainyard_api::router(state, Some(inference)), async move {
             let _ = graceful.wait_for(|stop| *stop).await;
-        }) => served?,
+        }, config.tls.as_ref()) => served?,
         _ = async move {
             let _ = deadline.wait_for(|stop| *stop).await;
             tokio::time::sleep(DRAIN).await;
         } => tracing::warn!("requests still open after {DRAIN:?} (followed logs?) are closed"),
     }
     tracing::info!("stopped accepting requests; running jobs keep running and are re-adopted at the next start");
+    if !audit.flush(Duration::from_secs(10)).await {
+        tracing::error!("audit events not yet written after 10 s are lost");
+    }
     // Another server (or this one restarted) need not wait for the lease to expire.
     if let Some(fence) = leadership.current() {
         if let Err(e) = store.db.release_lease(&fence).await {
@@ -284,12 +306,13 @@ async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Res
 
 /// How a job on this machine reaches the server: a wildcard listen address is reached
 /// through loopback.
-fn local_url(address: std::net::SocketAddr) -> String {
+fn local_url(address: std::net::SocketAddr, tls: bool) -> String {
     let ip = match address.ip() {
         std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         ip => ip.to_string(),
     };
-    format!("http://{ip}:{}", address.port())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{ip}:{}", address.port())
 }

@@ -208,6 +208,7 @@ pub async fn start_grpc(
     state: InferenceState,
     mut stop: tokio::sync::watch::Receiver<bool>,
     background: &Background,
+    tls: Option<trainyard_api::TlsIdentity>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(&args.grpc_listen)
         .await
@@ -217,7 +218,9 @@ pub async fn start_grpc(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = trainyard_api::inference::grpc::serve(listener, state, shutdown).await {
+        if let Err(e) =
+            trainyard_api::inference::grpc::serve(listener, state, shutdown, tls.as_ref()).await
+        {
             tracing::error!("the gRPC service stopped: {e}");
         }
     });
@@ -232,6 +235,12 @@ pub struct ServeCommand {
     /// HTTP address (Open Inference Protocol REST, /metrics).
     #[arg(long, env = "TRAINYARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// TLS certificate chain (PEM) for the HTTP and gRPC listeners (with `--tls-key`).
+    #[arg(long, env = "TRAINYARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TRAINYARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -264,8 +273,20 @@ pub async fn serve(args: ServeCommand) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let grpc = start_grpc(&settings, state.clone(), stop_rx.clone(), &background).await?;
-    tracing::info!(http = %address, grpc = %grpc, "trainyard serve is up on http://{address}");
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(trainyard_api::TlsIdentity::load(cert, key)?),
+        _ => None,
+    };
+    let grpc = start_grpc(
+        &settings,
+        state.clone(),
+        stop_rx.clone(),
+        &background,
+        tls.clone(),
+    )
+    .await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(http = %address, grpc = %grpc, "trainyard serve is up on {scheme}://{address}");
     tokio::spawn(async move {
         crate::server::shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -278,6 +299,7 @@ pub async fn serve(args: ServeCommand) -> anyhow::Result<()> {
         async move {
             let _ = graceful.wait_for(|s| *s).await;
         },
+        tls.as_ref(),
     )
     .await?;
     Ok(())

@@ -889,3 +889,288 @@ async fn jobs_cannot_read_each_others_tokens() {
         .await
         .unwrap();
 }
+
+/// The audit events listed now (all pages), once at least `at_least` are there.
+async fn audit_events(server: &Server, query: &str, at_least: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = server
+            .get_json(&format!("/api/v1/audit?limit=1000{query}"))
+            .await;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        if events.len() >= at_least || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every call that changes something and every denied call is in the audit trail, with who
+/// made it and from where; reads are not; no token value is stored anywhere in the
+/// database; only an admin reads the trail, and bad filters are 400s naming the field.
+#[tokio::test]
+async fn the_audit_trail_records_changes_and_denials_and_no_secret() {
+    use reqwest::Method;
+    let server = start().await;
+    let s = &server;
+    let (job, job_token) = job_with_token(s).await;
+    let run_ts = json!(1_700_000_000_000i64);
+
+    // Changes: a submission, a metric logged by the job into its own run, a cancel.
+    let (status, other) = admin(s, Method::POST, "/api/v1/jobs", common::job(&["true"])).await;
+    assert_eq!(status, 201, "{other}");
+    let (status, body) = call(
+        s,
+        &job_token,
+        Method::POST,
+        "/api/2.0/mlflow/runs/log-metric",
+        json!({"run_id": job, "key": "loss", "value": 0.5, "timestamp": run_ts}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Reads, including POSTs that only read: not recorded.
+    assert_eq!(
+        admin(s, Method::GET, "/api/v1/jobs", json!({})).await.0,
+        200
+    );
+    let (status, _) = admin(
+        s,
+        Method::POST,
+        "/api/2.0/mlflow/runs/search",
+        json!({"experiment_ids": ["0"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Denials: an unknown token, a job's token submitting a job and reading the trail.
+    let forged = "ty_forgedforgedforgedforgedforgedforgedforge";
+    assert_eq!(
+        call(s, forged, Method::GET, "/api/v1/jobs", json!({}))
+            .await
+            .0,
+        401
+    );
+    let (status, body) = call(
+        s,
+        &job_token,
+        Method::POST,
+        "/api/v1/jobs",
+        common::job(&["true"]),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call(s, &job_token, Method::GET, "/api/v1/audit", json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = admin(
+        s,
+        Method::POST,
+        &format!("/api/v1/jobs/{job}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let events = audit_events(s, "", 7).await;
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["status"],
+                e["role"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    // Newest first, exactly these seven.
+    assert_eq!(
+        summary,
+        [
+            "POST /api/v1/jobs/{id}/cancel ok 200 admin",
+            "GET /api/v1/audit denied 403 job",
+            "POST /api/v1/jobs denied 403 job",
+            "GET /api/v1/jobs denied 401 -",
+            "POST /api/2.0/mlflow/runs/log-metric ok 200 job",
+            "POST /api/v1/jobs ok 201 admin",
+            "POST /api/v1/jobs ok 201 admin",
+        ],
+        "{events:#?}"
+    );
+    let cancel = &events[0];
+    assert_eq!(cancel["target"], format!("/api/v1/jobs/{job}/cancel"));
+    assert!(
+        cancel["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{cancel}"
+    );
+    assert_eq!(cancel["workspace"], "default");
+    assert!(events[3]["principal"].is_null() && events[3]["token_id"].is_null());
+    assert_eq!(
+        events[2]["principal"],
+        format!("job:{job}"),
+        "{}",
+        events[2]
+    );
+
+    // Filters and pages.
+    let denied = audit_events(s, "&outcome=denied", 3).await;
+    assert_eq!(denied.len(), 3, "{denied:#?}");
+    let by_job = audit_events(
+        s,
+        &format!("&token_id={}", events[2]["token_id"].as_str().unwrap()),
+        3,
+    )
+    .await;
+    assert_eq!(by_job.len(), 3, "{by_job:#?}");
+    let submits = audit_events(s, "&action=POST%20/api/v1/jobs", 4).await;
+    assert_eq!(submits.len(), 4, "{submits:#?}");
+    let first = s.get_json("/api/v1/audit?limit=2").await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = s
+        .get_json(&format!("/api/v1/audit?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(second["events"][0]["id"], events[2]["id"]);
+    for (query, field) in [
+        ("outcome=maybe", "outcome"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("cursor=../x", "cursor"),
+        ("since_ms=-5", "since_ms"),
+    ] {
+        let (status, body) =
+            admin(s, Method::GET, &format!("/api/v1/audit?{query}"), json!({})).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+
+    // The CLI reads the same trail.
+    let out = common::ok(s.cli(&[
+        "audit",
+        "--outcome",
+        "denied",
+        "--since",
+        "1h",
+        "-o",
+        "json",
+    ]));
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["events"].as_array().unwrap().len(), 3, "{out}");
+
+    // No token value anywhere: not in the trail, not in any byte of the database.
+    let everything = s.get_json("/api/v1/audit?limit=1000").await.to_string();
+    let mut database = Vec::new();
+    for file in ["trainyard.db", "trainyard.db-wal"] {
+        database.extend(std::fs::read(s.data_dir.join(file)).unwrap_or_default());
+    }
+    let database = String::from_utf8_lossy(&database);
+    for secret in [s.token.as_str(), job_token.as_str(), forged] {
+        assert!(!everything.contains(secret), "a token in the trail");
+        assert!(!database.contains(secret), "a token in the database");
+    }
+}
+
+/// With `--tls-cert/--tls-key` both listeners speak TLS only: HTTPS answers, plain HTTP
+/// does not, the gRPC listener completes a verified handshake with ALPN h2, silent
+/// connections do not hold the listener up, the CLI trusts the CA through
+/// `TRAINYARD_CA_CERT`, and a job reaches the server over HTTPS with the CA it is given.
+#[tokio::test]
+async fn tls_on_both_listeners_and_jobs_trust_the_given_ca() {
+    let server = Server::start_with(ServerOptions {
+        tls: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let s = &server;
+    assert!(s.base.starts_with("https://"));
+    assert_eq!(s.get_json("/api/v1/jobs").await["jobs"], json!([]));
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = s.base.replace("https://", "http://");
+    let answer = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(
+        answer.as_ref().map_or(true, |r| !r.status().is_success()),
+        "{answer:?}"
+    );
+    // A client that does not trust the CA refuses the server.
+    assert!(reqwest::Client::new()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .is_err());
+
+    // Connections that never start a handshake do not stop others.
+    let address = s.base.trim_start_matches("https://").to_string();
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let began = std::time::Instant::now();
+    let r = s.http().get(s.url("/healthz")).send().await.unwrap();
+    assert!(r.status().is_success());
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    drop(silent);
+
+    // gRPC: a verified TLS handshake that agrees on HTTP/2.
+    let log = s.server_log();
+    let grpc = log
+        .lines()
+        .find_map(|l| l.split("inference gRPC on ").nth(1))
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect::<String>()
+        })
+        .expect("the gRPC address in the log");
+    let ca = s.ca.clone().unwrap();
+    let handshake = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &grpc,
+            "-alpn",
+            "h2",
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(&ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&handshake.stdout);
+    assert!(handshake.status.success(), "{said}");
+    assert!(said.contains("ALPN protocol: h2"), "{said}");
+    assert!(said.contains("Verify return code: 0 (ok)"), "{said}");
+
+    // The CLI trusts the CA it is given, and says what is wrong without it.
+    common::ok(s.cli(&["status"]));
+    let untrusting = std::process::Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["status"])
+        .env("TRAINYARD_SERVER", &s.base)
+        .env("TRAINYARD_TOKEN", &s.token)
+        .env_remove("TRAINYARD_CA_CERT")
+        .output()
+        .unwrap();
+    assert!(!untrusting.status.success());
+    let err = String::from_utf8_lossy(&untrusting.stderr);
+    assert!(err.contains("cannot reach"), "{err}");
+
+    // A job reaches its run over HTTPS with the CA the server hands it.
+    let job = s
+        .submit(json!({"command": ["sh", "-c", "case \"$MLFLOW_TRACKING_URI\" in https://*) ;; *) exit 3;; esac; \
+            test \"$MLFLOW_TRACKING_SERVER_CERT_PATH\" = \"$TRAINYARD_CA_CERT\" || exit 4; \
+            curl -sf --cacert \"$TRAINYARD_CA_CERT\" -H \"Authorization: Bearer $MLFLOW_TRACKING_TOKEN\" \
+            \"$MLFLOW_TRACKING_URI/api/2.0/mlflow/runs/get?run_id=$MLFLOW_RUN_ID\""]}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    let done = s.wait_done(id, LONG).await;
+    let log = s.logs(id, "").await;
+    assert_eq!(done["state"], "succeeded", "{done} {log}");
+    assert!(log.contains(id), "{log}");
+}

@@ -22,9 +22,27 @@ pub struct Client {
 
 impl Client {
     /// `server` is the base URL (`http://127.0.0.1:8080`); `token` is sent as a bearer.
+    /// An `https` server's certificate is checked against the system's roots, and also
+    /// against the PEM bundle `TRAINYARD_CA_CERT` names (a private CA; jobs get it set).
     pub fn new(server: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = std::env::var_os("TRAINYARD_CA_CERT").filter(|p| !p.is_empty()) {
+            let path = std::path::PathBuf::from(path);
+            let unusable = |why: String| {
+                ClientError::Unexpected(format!("TRAINYARD_CA_CERT={}: {why}", path.display()))
+            };
+            let pem = std::fs::read(&path).map_err(|e| unusable(e.to_string()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| unusable(format!("not a PEM bundle ({e})")))?;
+            if roots.is_empty() {
+                return Err(unusable("no PEM certificate in it".into()));
+            }
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
+        }
         Ok(Self {
-            http: reqwest::Client::builder().build()?,
+            http: http.build()?,
             base: server.trim_end_matches('/').to_string(),
             token,
         })

@@ -1,6 +1,7 @@
 //! Durable state of Trainyard: metadata in SQL (SQLite by default, PostgreSQL to scale out)
 //! and blobs in an object store (a local folder by default, S3 to scale out).
 
+mod audit;
 mod blobs;
 mod datasets;
 mod db;
@@ -8,7 +9,9 @@ mod error;
 mod jobs;
 mod lease;
 mod tokens;
+mod workspaces;
 
+pub use audit::AuditFilter;
 pub use blobs::{bounded_writer, log_end, Blobs, LocalEntry, LogChunk};
 pub use datasets::{DatasetSummary, DatasetVersion, StageRefused, StagedShard};
 pub use db::Db;
@@ -16,6 +19,7 @@ pub use error::{redact_url, StoreError};
 pub use jobs::{JobFilter, Outcome};
 pub use lease::{Fence, LeaseHolder};
 pub use tokens::{generate_token, hash_token, Principal};
+pub use workspaces::WorkspaceRow;
 
 /// Metadata and blobs together: what every other layer is handed.
 #[derive(Clone)]

@@ -575,6 +575,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: InferenceState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<&crate::TlsIdentity>,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -587,7 +588,13 @@ pub async fn serve(
     let service = GrpcInferenceServiceServer::new(Service { state })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem),
+        ))?;
+    }
+    server
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(

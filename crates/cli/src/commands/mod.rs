@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod datasets;
 pub mod inference;
 pub mod jobs;
@@ -5,3 +6,4 @@ pub mod run;
 pub mod status;
 pub mod tracking;
 pub mod train;
+pub mod workspaces;

@@ -21,6 +21,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     hostname: Option<String>,
     http: reqwest::Client,
+    /// The CA the server's TLS certificate comes from (with `ServerOptions::tls`).
+    pub ca: Option<PathBuf>,
 }
 
 pub struct ServerOptions {
@@ -40,6 +42,9 @@ pub struct ServerOptions {
     /// Runs the server in a UTS namespace of its own with this host name, as if on another
     /// machine (needs root and `unshare`).
     pub hostname: Option<String>,
+    /// Serves TLS with a certificate for 127.0.0.1 from a CA made for the test (the
+    /// server gets `--tls-ca` too; the test's client and `cli` trust that CA).
+    pub tls: bool,
 }
 
 impl Default for ServerOptions {
@@ -55,6 +60,7 @@ impl Default for ServerOptions {
             config_toml: None,
             database_url: None,
             hostname: None,
+            tls: false,
         }
     }
 }
@@ -134,16 +140,34 @@ impl Server {
             args.push("--blobs".into());
             args.push(blobs.clone());
         }
+        let mut http = reqwest::Client::builder();
+        let mut ca = None;
+        if opts.tls {
+            let (cert, key, ca_pem) = test_certificate(dir.path());
+            args.extend([
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+                "--tls-ca".into(),
+                ca_pem.display().to_string(),
+            ]);
+            let pem = std::fs::read(&ca_pem).unwrap();
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+            ca = Some(ca_pem);
+        }
+        let scheme = if opts.tls { "https" } else { "http" };
         let mut server = Server {
             child: None,
-            base: format!("http://127.0.0.1:{port}"),
+            ca,
+            base: format!("{scheme}://127.0.0.1:{port}"),
             token: String::new(),
             data_dir,
             _dir: dir,
             args,
             env: opts.env,
             hostname: opts.hostname,
-            http: reqwest::Client::new(),
+            http: http.build().unwrap(),
         };
         server.spawn().await;
         // A server given TRAINYARD_ADMIN_TOKEN takes that token and writes no file.
@@ -318,13 +342,20 @@ impl Server {
 
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env("TRAINYARD_SERVER", &self.base)
             .env("TRAINYARD_TOKEN", &self.token)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        if let Some(ca) = &self.ca {
+            cmd.env("TRAINYARD_CA_CERT", ca);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// The HTTP client the test talks to this server with (trusts its CA).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 }
 
@@ -451,4 +482,32 @@ pub fn ok(out: Output) -> String {
     let t = text(&out);
     assert!(out.status.success(), "exit {:?}:\n{t}", out.status.code());
     t
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1 and localhost, made with the
+/// `openssl` command in `dir`; returns (certificate, key, CA certificate).
+pub fn test_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=trainyard-test-ca -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile server.ext -out server.pem 2>/dev/null
+"#;
+    let status = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .status()
+        .expect("run openssl");
+    assert!(
+        status.success(),
+        "openssl could not make the test certificates"
+    );
+    (
+        dir.join("server.pem"),
+        dir.join("server.key"),
+        dir.join("ca.pem"),
+    )
 }
