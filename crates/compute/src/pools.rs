@@ -59,6 +59,12 @@ pub struct PoolSettings {
     /// `<data-dir>/pools/<name>`, which only a single-machine cluster shares].
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// Attempts handed to the engine beyond what fits now, to wait in its own queue (0-64)
+    /// [default: 1 for a cluster engine, 0 for this machine]. One keeps the engine from
+    /// idling between the end of a job and Trainyard's next round; each more lets the
+    /// engine, not Trainyard's fair share and priorities, order that many jobs.
+    #[serde(default)]
+    pub engine_queue: Option<u32>,
 }
 
 /// What the server passes to every pool it builds.
@@ -110,7 +116,16 @@ pub async fn build_pools(
         if pools.iter().any(|p| p.name == pool.name) {
             return Err(fail("two pools have this name".into()));
         }
+        if pool.engine_queue.is_some_and(|n| n > 64) {
+            return Err(fail("engine_queue must be between 0 and 64".into()));
+        }
+        if pool.executor == ExecutorKind::Local && pool.engine_queue.is_some_and(|n| n > 0) {
+            return Err(fail(
+                "a local pool has no engine queue: engine_queue is for cluster pools".into(),
+            ));
+        }
         let options = ClusterOptions {
+            engine_queue: pool.engine_queue.unwrap_or(1),
             pool: pool.name.clone(),
             program: pool.program.clone().unwrap_or_else(|| ctx.program.clone()),
             server_url: pool

@@ -115,6 +115,7 @@ async fn setup() -> Setup {
     let executor = ClusterExecutor::connect(
         Shared(engine.clone()),
         ClusterOptions {
+            engine_queue: 0,
             pool: "p".into(),
             program: "/opt/trainyard".into(),
             server_url: "http://server:8080".into(),

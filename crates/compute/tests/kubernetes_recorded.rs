@@ -364,6 +364,7 @@ async fn a_kubernetes_pool_refuses_what_it_cannot_run_at_submit() {
     let executor = ClusterExecutor::connect(
         k8s,
         ClusterOptions {
+            engine_queue: 0,
             pool: "k8s".into(),
             program: "/usr/local/bin/trainyard".into(),
             server_url: "http://trainyard:8080".into(),

@@ -155,6 +155,8 @@ pub struct ClusterOptions {
     /// Holds one folder per active job: its output (Slurm writes it there, so for Slurm
     /// this must be storage the nodes share with the server).
     pub spool_dir: PathBuf,
+    /// Attempts handed over beyond what fits, to wait in the engine's queue.
+    pub engine_queue: u32,
 }
 
 /// An [`Executor`] over one cluster engine.
@@ -297,18 +299,28 @@ impl<E: Engine> ClusterExecutor<E> {
         self.spools.len(job_id).saturating_sub(start)
     }
 
-    /// Polls the engine's job until it ends, shipping output and enforcing the time limit.
-    async fn watch(&self, job: &Job, attempt: u32, engine_id: &str) -> ExitRecord {
+    /// Polls the engine's job until it ends, shipping output and enforcing the time limit:
+    /// from when the engine is first seen running it (time in the engine's queue does not
+    /// count), or, for an attempt re-adopted after a restart (`from_running` false), from
+    /// its recorded start.
+    async fn watch(
+        &self,
+        job: &Job,
+        attempt: u32,
+        engine_id: &str,
+        from_running: bool,
+    ) -> ExitRecord {
         let mut shipping = self.spools.begin(job).await;
         let spool = self.spools.path(&job.id);
         let pull = || async {
             let pulled = self.pulled(&job.id, attempt);
             self.engine.pull_output(engine_id, &spool, pulled).await
         };
-        // The limit counts from the attempt's start (as locally), pending time included.
-        let deadline = job
-            .timeout_s
-            .map(|t| job.started_at_ms.unwrap_or_else(now_ms) + (t as i64).saturating_mul(1000));
+        let limit_ms = job.timeout_s.map(|t| (t as i64).saturating_mul(1000));
+        let mut deadline = match from_running {
+            true => None,
+            false => limit_ms.map(|l| job.started_at_ms.unwrap_or_else(now_ms) + l),
+        };
         let mut timed_out = false;
         let mut failing_since: Option<std::time::Instant> = None;
         let mut last_note = String::new();
@@ -326,6 +338,9 @@ impl<E: Engine> ClusterExecutor<E> {
                 Ok(None) => break None,
                 Ok(Some(state)) => {
                     failing_since = None;
+                    if deadline.is_none() && matches!(state, EngineState::Running(_)) {
+                        deadline = limit_ms.map(|l| now_ms() + l);
+                    }
                     let note = match &state {
                         EngineState::Pending(why) => {
                             format!("{}: pending ({why})", self.engine.kind())
@@ -476,6 +491,10 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
         self.engine.nodes().await.map_err(|e| e.to_string())
     }
 
+    fn engine_queue(&self) -> u32 {
+        self.options.engine_queue
+    }
+
     fn host(&self) -> &str {
         &self.host
     }
@@ -491,7 +510,6 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
         {
             return spawn_failed(format!("cannot prepare {}: {e}", dir.display()));
         }
-        let submitted_at = now_ms();
         let engine_id = match self.engine.submit(&engine_job).await {
             Ok(id) => id,
             Err(EngineError::Rejected(e)) => {
@@ -531,10 +549,7 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
         let _ = started.send(());
         let mut job = attempt.job;
         job.engine_id = Some(engine_id.clone());
-        // The time limit counts from this attempt's start (the job still carries the last
-        // attempt's).
-        job.started_at_ms = Some(submitted_at);
-        let record = self.watch(&job, number, &engine_id).await;
+        let record = self.watch(&job, number, &engine_id, true).await;
         self.active.lock().remove(&job_id);
         record
     }
@@ -572,7 +587,7 @@ impl<E: Engine> Executor for ClusterExecutor<E> {
         self.active
             .lock()
             .insert(job.id.clone(), (attempt, engine_id.clone()));
-        let record = self.watch(job, attempt, &engine_id).await;
+        let record = self.watch(job, attempt, &engine_id, false).await;
         self.active.lock().remove(&job.id);
         record
     }

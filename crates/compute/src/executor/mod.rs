@@ -67,6 +67,12 @@ pub trait Executor: Send + Sync + 'static {
         self.capacity().never_fits(&want.total())
     }
 
+    /// How many attempts beyond what fits the scheduler may hand over, to wait in the
+    /// engine's own queue (cluster engines; none here).
+    fn engine_queue(&self) -> u32 {
+        0
+    }
+
     /// The engine's nodes and what is free on each, asked now; an error says why the
     /// engine could not be asked (it is shown, never fatal).
     async fn inventory(&self) -> Result<Vec<Node>, String> {

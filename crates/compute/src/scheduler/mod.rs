@@ -510,12 +510,21 @@ struct Running {
     attempt: u32,
     gpus: Vec<u32>,
     cancel_requested: bool,
+    /// Handed over beyond what fits: it holds an engine-queue slot, not resources, until
+    /// resources free up (the engine starts it then).
+    on_engine_queue: bool,
+    /// When it was handed over (the oldest waiting in the engine's queue takes resources
+    /// first).
+    launched_at_ms: i64,
 }
 
 struct Free {
     cpus_milli: u64,
     memory_mb: u64,
     gpus: BTreeSet<u32>,
+    /// Attempts that may still be handed to the engine beyond what fits, to wait in its
+    /// queue (`Executor::engine_queue`).
+    engine_queue: u32,
 }
 
 impl Free {
@@ -771,6 +780,7 @@ impl Scheduler {
                 cpus_milli: capacity.cpus_milli,
                 memory_mb: capacity.memory_mb,
                 gpus: capacity.gpus.iter().copied().collect(),
+                engine_queue: executor.engine_queue(),
             },
             capacity: capacity.clone(),
             host,
@@ -823,6 +833,8 @@ impl Scheduler {
                     gpus: job.gpus.clone(),
                     attempt,
                     cancel_requested: false,
+                    on_engine_queue: false,
+                    launched_at_ms: job.started_at_ms.unwrap_or(0),
                     job: job.clone(),
                 },
             );
@@ -920,6 +932,7 @@ impl Scheduler {
             cpus_milli: self.capacity.cpus_milli,
             memory_mb: self.capacity.memory_mb,
             gpus: self.capacity.gpus.iter().copied().collect(),
+            engine_queue: self.executor.engine_queue(),
         };
         self.queue_len.store(0, Ordering::Relaxed);
     }
@@ -1087,12 +1100,20 @@ impl Scheduler {
             &self.sharing.policies(),
             &self.capacity,
             self.options.backfill_window.as_millis() as i64,
-            |r| free.reserve(&r.total()),
+            // What does not fit may still wait in the engine's queue, while it has room.
+            |r| match free.reserve(&r.total()) {
+                Some(gpus) => Some((gpus, false)),
+                None if free.engine_queue > 0 => {
+                    free.engine_queue -= 1;
+                    Some((Vec::new(), true))
+                }
+                None => None,
+            },
         );
-        let to_start: Vec<(String, Vec<u32>)> = picked
+        let to_start: Vec<(String, Vec<u32>, bool)> = picked
             .start
             .into_iter()
-            .map(|(i, gpus)| (ids[i].to_string(), gpus))
+            .map(|(i, (gpus, queued))| (ids[i].to_string(), gpus, queued))
             .collect();
         let held: Vec<(String, String)> = picked
             .held
@@ -1119,9 +1140,9 @@ impl Scheduler {
                 self.write_waiting_message(id, Some(why));
             }
         }
-        for (id, gpus) in to_start {
+        for (id, gpus, on_engine_queue) in to_start {
             if let Some(queued) = self.dequeue(&id) {
-                self.launch(queued, gpus);
+                self.launch(queued, gpus, on_engine_queue);
             }
         }
     }
@@ -1153,7 +1174,7 @@ impl Scheduler {
 
     /// Starts an attempt without blocking the loop: a task records the start, runs the
     /// supervisor and reports back. The resources stay reserved from now until it reports.
-    fn launch(&mut self, queued: Queued, gpus: Vec<u32>) {
+    fn launch(&mut self, queued: Queued, gpus: Vec<u32>, on_engine_queue: bool) {
         let mut job = queued.job;
         let attempt = job.attempt + 1;
         job.state = JobState::Running;
@@ -1168,6 +1189,8 @@ impl Scheduler {
                 attempt,
                 gpus: gpus.clone(),
                 cancel_requested: false,
+                on_engine_queue,
+                launched_at_ms: now_ms(),
             },
         );
         let store = self.store.clone();
@@ -1263,16 +1286,43 @@ impl Scheduler {
         }
     }
 
+    /// Frees what an ended attempt held. Resources freed go first to the attempt that has
+    /// waited longest in the engine's queue: the engine starts it on them.
+    fn give_back(&mut self, ended: &Running) {
+        if ended.on_engine_queue {
+            self.free.engine_queue += 1;
+            return;
+        }
+        self.free
+            .release(&ended.job.resources.total(), &ended.gpus, &self.capacity);
+        let mut waiting: Vec<(i64, String)> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.on_engine_queue)
+            .map(|(id, r)| (r.launched_at_ms, id.clone()))
+            .collect();
+        waiting.sort();
+        for (_, id) in waiting {
+            let Some(running) = self.running.get_mut(&id) else {
+                continue;
+            };
+            match self.free.reserve(&running.job.resources.total()) {
+                Some(gpus) => {
+                    running.on_engine_queue = false;
+                    running.gpus = gpus;
+                    self.free.engine_queue += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
     /// A launch that never started a process gives its resources back.
     fn launch_aborted(&mut self, id: String, attempt: u32, retry: bool) {
         let Some(running) = self.take_running(&id, attempt) else {
             return;
         };
-        self.free.release(
-            &running.job.resources.total(),
-            &running.gpus,
-            &self.capacity,
-        );
+        self.give_back(&running);
         if retry {
             let mut job = running.job;
             job.state = JobState::Queued;
@@ -1425,11 +1475,7 @@ impl Scheduler {
         // task (retrying until the database takes it); a retry re-enters the queue only
         // once the database says `queued` again.
         self.metrics.attempts_finished.inc();
-        self.free.release(
-            &running.job.resources.total(),
-            &running.gpus,
-            &self.capacity,
-        );
+        self.give_back(&running);
         tracing::info!(job = %id, attempt, state = state.as_str(), retry, "attempt ended");
         if retry {
             self.retrying.insert(id.clone());

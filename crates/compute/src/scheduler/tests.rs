@@ -25,6 +25,7 @@ fn free() -> Free {
         cpus_milli: c.cpus_milli,
         memory_mb: c.memory_mb,
         gpus: c.gpus.into_iter().collect(),
+        engine_queue: 0,
     }
 }
 
@@ -56,6 +57,8 @@ struct Book {
 /// Attempts that run until the test ends them. Every start is checked against the capacity.
 struct TestExecutor {
     capacity: Capacity,
+    /// What `engine_queue` answers (0 but in the engine-queue test).
+    engine_queue: u32,
     book: Mutex<Book>,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -66,6 +69,7 @@ impl TestExecutor {
         (
             Arc::new(Self {
                 capacity,
+                engine_queue: 0,
                 book: Mutex::new(Book::default()),
                 events,
             }),
@@ -123,6 +127,10 @@ impl Executor for TestExecutor {
 
     fn capacity(&self) -> &Capacity {
         &self.capacity
+    }
+
+    fn engine_queue(&self) -> u32 {
+        self.engine_queue
     }
 
     fn host(&self) -> &str {
@@ -206,6 +214,10 @@ struct Harness {
 }
 
 async fn harness(capacity: Capacity, options: SchedulerOptions) -> Harness {
+    harness_with(capacity, options, 0).await
+}
+
+async fn harness_with(capacity: Capacity, options: SchedulerOptions, engine_queue: u32) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         &trainyard_store::Db::sqlite_url(&dir.path().join("meta.db")),
@@ -214,7 +226,8 @@ async fn harness(capacity: Capacity, options: SchedulerOptions) -> Harness {
     .await
     .unwrap();
     let tracking = trainyard_tracking::Tracking::new(store.db.clone(), store.blobs.clone());
-    let (executor, events) = TestExecutor::new(capacity);
+    let (mut executor, events) = TestExecutor::new(capacity);
+    Arc::get_mut(&mut executor).unwrap().engine_queue = engine_queue;
     let (handle, task) = Scheduler::start(
         store,
         executor.clone(),
@@ -853,4 +866,33 @@ async fn quotas_refuse_at_submit_and_never_stop_running_jobs() {
             .await,
         Err(ComputeError::WorkspaceNotFound(_))
     ));
+}
+
+/// A cluster pool hands the engine one attempt beyond what fits, to wait in the engine's
+/// queue; when resources free up, that attempt takes them (the engine starts it) and the
+/// next waiting job takes its place in the engine's queue.
+#[tokio::test]
+async fn an_engine_queue_slot_keeps_one_attempt_waiting_at_the_engine() {
+    let mut h = harness_with(cpus(1), SchedulerOptions::default(), 1).await;
+    for name in ["j1", "j2", "j3"] {
+        h.submit(name, cpu_job(1.0), 0).await;
+    }
+    // j1 on the CPU, j2 in the engine's queue; j3 waits here.
+    let mut first = vec![h.started().await, h.started().await];
+    first.sort();
+    assert_eq!(first, ["j1", "j2"]);
+    h.nothing_starts().await;
+    // j1 ends: j2 takes its CPU, j3 takes the engine-queue slot.
+    h.executor.finish("j1", 0);
+    assert_eq!(h.started().await, "j3");
+    h.nothing_starts().await;
+    // j2 ends: j3 takes the CPU; nothing is left to hand over.
+    h.executor.finish("j2", 0);
+    h.nothing_starts().await;
+    let usage = h.handle.usage().await.unwrap();
+    assert_eq!(usage.free.cpus, 0.0, "{usage:?}");
+    h.executor.finish("j3", 0);
+    h.nothing_starts().await;
+    let usage = h.handle.usage().await.unwrap();
+    assert_eq!(usage.free.cpus, 1.0, "{usage:?}");
 }
