@@ -4,7 +4,9 @@
 //!
 //! What is recorded is decided here, from the call alone: a method other than GET, HEAD or
 //! OPTIONS changes something, except the POSTs that only read (MLflow's searches,
-//! inference). Nothing secret is kept: not the token (only its id), not the body, not the
+//! inference), recognised by their route as declared, never by the path the caller chose.
+//! Events of calls without a valid token are dropped rather than waited for when the
+//! writer is behind, so an unauthenticated flood cannot hold real callers up. Nothing secret is kept: not the token (only its id), not the body, not the
 //! query string.
 //!
 //! Events go to the database through one writer task in batches, so the hot write paths
@@ -59,6 +61,8 @@ enum Message {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Message>,
+    /// Events of calls without a token dropped while the writer was behind.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AuditLog {
@@ -67,12 +71,30 @@ impl AuditLog {
     pub fn start(db: Db) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write_events(db, rx));
-        Self { tx }
+        Self {
+            tx,
+            dropped: Default::default(),
+        }
     }
 
     async fn record(&self, event: AuditEvent) {
         if self.tx.send(Message::Event(event)).await.is_err() {
             tracing::error!("the audit writer is gone; an audit event is lost");
+        }
+    }
+
+    fn record_if_room(&self, event: AuditEvent) {
+        if self.tx.try_send(Message::Event(event)).is_err() {
+            let dropped = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    "the audit writer is behind: events of calls without a token are dropped"
+                );
+            }
         }
     }
 
@@ -153,7 +175,12 @@ pub async fn record_calls(State(audit): State<AuditLog>, request: Request, next:
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
-    let changes = changes_something(&method, &path);
+    // The route as declared, never the path the caller chose: `/…/{*path}` routes take
+    // any tail, and a tail ending in `/search` must not pass a write off as a read. A
+    // call no route matched is recorded.
+    let changes = route
+        .as_deref()
+        .is_none_or(|route| changes_something(&method, route));
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let outcome = AuditOutcome::of_status(status);
@@ -167,21 +194,26 @@ pub async fn record_calls(State(audit): State<AuditLog>, request: Request, next:
             }
             target.truncate(end);
         }
-        audit
-            .record(AuditEvent {
-                id: trainyard_core::new_id(),
-                at_ms: now_ms(),
-                workspace: who.map(|p| p.workspace.clone()),
-                principal: who.map(|p| p.name.clone()),
-                token_id: who.map(|p| p.token_id.clone()),
-                role: who.map(|p| p.role.clone()),
-                action: format!("{method} {}", route.as_deref().unwrap_or(&target)),
-                target,
-                status,
-                outcome,
-                client,
-            })
-            .await;
+        let event = AuditEvent {
+            id: trainyard_core::new_id(),
+            at_ms: now_ms(),
+            workspace: who.map(|p| p.workspace.clone()),
+            principal: who.map(|p| p.name.clone()),
+            token_id: who.map(|p| p.token_id.clone()),
+            role: who.map(|p| p.role.clone()),
+            action: format!("{method} {}", route.as_deref().unwrap_or(&target)),
+            target,
+            status,
+            outcome,
+            client,
+        };
+        if who.is_some() {
+            audit.record(event).await;
+        } else {
+            // Without a token anyone can call: such events never make a real caller wait
+            // for the writer. When it is behind, they are counted and dropped.
+            audit.record_if_room(event);
+        }
     }
     response
 }
@@ -310,8 +342,15 @@ mod tests {
                 "/api/2.0/mlflow/registered-models/get-latest-versions",
                 false,
             ),
-            (Method::POST, "/v2/models/m/infer", false),
-            (Method::POST, "/v2/repository/models/m/load", true),
+            (Method::POST, "/v2/models/{m}/infer", false),
+            (Method::POST, "/v2/repository/{repo}/index", false),
+            // A wildcard route is judged by its template, not by the caller's tail.
+            (
+                Method::POST,
+                "/api/2.0/mlflow-artifacts/mpu/complete/{*path}",
+                true,
+            ),
+            (Method::POST, "/v2/repository/models/{m}/load", true),
             (
                 Method::PATCH,
                 "/api/2.0/mlflow/registered-models/rename",

@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 /// be accepted. Silent clients hold a slot for [`HANDSHAKE_WITHIN`] at most.
 const HANDSHAKES_AT_ONCE: usize = 4096;
 /// How long a client has to finish its handshake.
-const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Why the certificate or key cannot be used; each names its file.
 #[derive(Debug, thiserror::Error)]

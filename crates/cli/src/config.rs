@@ -54,15 +54,20 @@ pub struct UpArgs {
     pub job_user: Option<String>,
     /// TLS certificate chain (PEM, leaf first) for the HTTP and gRPC listeners; with
     /// `--tls-key`, both serve TLS only.
-    #[arg(long, env = "TRAINYARD_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "TRAINYARD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
-    #[arg(long, env = "TRAINYARD_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "TRAINYARD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// CA bundle (PEM) that jobs trust the server's certificate with, when a private CA
     /// signed it (jobs get `TRAINYARD_CA_CERT` and `MLFLOW_TRACKING_SERVER_CERT_PATH`).
-    #[arg(long, env = "TRAINYARD_TLS_CA", requires = "tls_cert")]
+    #[arg(long, env = "TRAINYARD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// The URL jobs on this machine, the other servers on the same database, and cluster
+    /// pools (unless a pool sets `server_url`) reach this server at; with TLS, a name the
+    /// certificate covers [default: http(s)://<listen address>, loopback for 0.0.0.0].
+    #[arg(long, env = "TRAINYARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Days the audit trail keeps an event; 0 keeps every event for ever [default: 90].
     #[arg(long, env = "TRAINYARD_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
@@ -91,6 +96,8 @@ pub struct ServerConfig {
     pub tls: Option<trainyard_api::TlsIdentity>,
     /// What jobs trust that certificate with.
     pub tls_ca: Option<PathBuf>,
+    /// See `UpArgs::public_url`.
+    pub public_url: Option<String>,
     /// How long audit events are kept (`None`: for ever).
     pub audit_retention: Option<std::time::Duration>,
     pub serve: crate::serving::ServeSettings,
@@ -159,6 +166,21 @@ impl UpArgs {
             std::fs::metadata(ca)
                 .with_context(|| format!("cannot read the TLS CA bundle {}", ca.display()))?;
         }
+        // Jobs get the path and run elsewhere: it must not depend on this working directory.
+        let tls_ca = tls_ca
+            .map(|ca| {
+                ca.canonicalize()
+                    .with_context(|| format!("cannot resolve {}", ca.display()))
+            })
+            .transpose()?;
+        let public_url = self.public_url.or(file.public_url);
+        if let Some(url) = &public_url {
+            let parsed = reqwest::Url::parse(url)
+                .with_context(|| format!("public_url `{url}` is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                bail!("public_url `{url}` must be an http:// or https:// URL with a host");
+            }
+        }
         let audit_retention_days = self
             .audit_retention_days
             .or(file.audit_retention_days)
@@ -182,6 +204,7 @@ impl UpArgs {
             job_user: self.job_user.or(file.job_user),
             tls,
             tls_ca,
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
             audit_retention: (audit_retention_days > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(audit_retention_days) * 86_400)),
             serve: self.serve.resolve(&file.serve)?,

@@ -95,6 +95,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| local_url(address, config.tls.is_some()));
     let executor = LocalExecutor::new(
         LocalOptions {
             root: config.data_dir.join("executor"),
@@ -121,7 +125,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             tracking: tracking.clone(),
             data_dir: config.data_dir.clone(),
             program,
-            server_url: local_url(address, config.tls.is_some()),
+            server_url: public_url.clone(),
         },
     )
     .await?;
@@ -129,10 +133,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // stops); SQLite allows only one server at all.
     let leadership = Leadership::start(
         store.db.clone(),
-        LeaseOptions::new(
-            local_url(address, config.tls.is_some()),
-            store.db.is_sqlite(),
-        ),
+        LeaseOptions::new(public_url.clone(), store.db.is_sqlite()),
         &background,
     )
     .await?;
@@ -141,7 +142,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         pools,
         JobTracking {
             tracking: tracking.clone(),
-            tracking_uri: local_url(address, config.tls.is_some()),
+            tracking_uri: public_url.clone(),
             ca_cert: config.tls_ca.as_ref().map(|p| p.display().to_string()),
         },
         options,
@@ -190,7 +191,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         cpus = capacity.cpus_milli as f64 / 1000.0,
         memory_mb = capacity.memory_mb,
         gpus = capacity.gpus.len(),
-        "trainyard is up on {}", local_url(address, config.tls.is_some())
+        "trainyard is up on {}", public_url.clone()
     );
     // On SIGTERM: stop accepting, let open requests finish for a moment, then close the
     // rest (log streams that follow a job would otherwise hold the server open).

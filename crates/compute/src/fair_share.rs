@@ -51,12 +51,23 @@ impl Quota {
                 ));
             }
         }
-        if let (Some(limit), Some(mem)) = (self.memory_mb, want.memory_mb) {
-            if mem > limit {
-                return Some((
-                    "resources.memory_mb",
-                    format!("asks for {mem} MB; the workspace's memory quota is {limit} MB"),
-                ));
+        if let Some(limit) = self.memory_mb {
+            match want.memory_mb {
+                None => {
+                    return Some((
+                        "resources.memory_mb",
+                        format!(
+                            "the workspace has a memory quota ({limit} MB): say how much memory the job needs"
+                        ),
+                    ))
+                }
+                Some(mem) if mem > limit => {
+                    return Some((
+                        "resources.memory_mb",
+                        format!("asks for {mem} MB; the workspace's memory quota is {limit} MB"),
+                    ))
+                }
+                Some(_) => {}
             }
         }
         if let Some(limit) = self.gpus {
@@ -237,6 +248,9 @@ impl Policies {
 pub struct Sharing {
     policies: Arc<RwLock<Policies>>,
     in_use: Arc<Mutex<HashMap<String, HashMap<String, Use>>>>,
+    /// Held by a pool loop from reading the others' use to publishing its own, so two
+    /// pools cannot both start the job that fills a workspace's quota.
+    planning: Arc<Mutex<()>>,
 }
 
 impl Sharing {
@@ -265,6 +279,10 @@ impl Sharing {
         }
         *self.policies.write() = Policies { by_workspace };
         Ok(())
+    }
+
+    pub fn planning(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.planning.lock()
     }
 
     pub fn policies(&self) -> Policies {
@@ -437,10 +455,11 @@ pub struct Plan<R> {
 /// from what is free, or says it does not fit.
 ///
 /// Each step starts the best startable job of the workspace of smallest
-/// [`Shares::rank`] (ties: the one whose job is first in `queue`). Within a workspace, a job that does
-/// not fit lets the ones behind it start (backfill) until it has waited `backfill_window_ms`;
-/// then nothing more starts in this pool until it has, so a big job cannot starve. A job
-/// its quota holds back is skipped, not waited for.
+/// [`Shares::rank`] (ties: the one whose job is first in `queue`). Within a workspace, a
+/// job that does not fit lets the ones behind it start (backfill) until it has waited
+/// `backfill_window_ms`; after that, once its workspace's turn comes, nothing more starts
+/// in this pool until it has. Its turn does come: every start raises the rank of the
+/// workspace that got it. A job its quota holds back is skipped, not waited for.
 pub fn plan<R>(
     queue: &[Waiting<'_>],
     shares: &mut Shares,
@@ -526,6 +545,141 @@ pub fn plan<R>(
         })
         .collect();
     Plan { start, held }
+}
+
+/// When a job of a workspace below its share may end jobs of workspaces above theirs
+/// (per pool; off unless the pool asks for it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreemptRules {
+    /// A job younger than this is never preempted (default 10 min).
+    pub min_run_ms: i64,
+    /// A job preempted once is not preempted again for this long (default 1 h).
+    pub cooldown_ms: i64,
+}
+
+impl Default for PreemptRules {
+    fn default() -> Self {
+        Self {
+            min_run_ms: 600_000,
+            cooldown_ms: 3_600_000,
+        }
+    }
+}
+
+/// A running job as [`victims`] sees it.
+#[derive(Debug, Clone)]
+pub struct Preemptible<'a> {
+    pub id: &'a str,
+    pub workspace: &'a str,
+    pub resources: &'a Resources,
+    pub priority: i32,
+    pub running_since_ms: i64,
+    /// When this job was last preempted, if ever.
+    pub preempted_at_ms: Option<i64>,
+}
+
+/// What is free in the pool now, in amounts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Amount {
+    pub cpus_milli: u64,
+    pub memory_mb: u64,
+    pub gpus: u32,
+}
+
+impl Amount {
+    fn fits(&self, want: &Resources) -> bool {
+        let want = want.total();
+        want.cpus_milli() <= self.cpus_milli
+            && want.memory_mb.unwrap_or(0) <= self.memory_mb
+            && want.gpus <= self.gpus
+    }
+
+    fn add(&mut self, r: &Resources) {
+        let r = r.total();
+        self.cpus_milli += r.cpus_milli();
+        self.memory_mb += r.memory_mb.unwrap_or(0);
+        self.gpus += r.gpus;
+    }
+}
+
+/// The running jobs to end so that `want`, the best waiting job of `beneficiary`, can
+/// start; `None` when the rules allow no such set. The rules are what keeps preemption
+/// from churning:
+/// - only a workspace that stays within its entitled share *after* the start gains
+///   (entitled: its weight over the weights of the workspaces with work in the pool);
+/// - only jobs of workspaces above their entitled share lose, and only while their
+///   workspace stays at or above it once the job is gone, so the two cannot swap places
+///   and preempt back;
+/// - never a job younger than `min_run_ms`, never one preempted within `cooldown_ms`;
+/// - as few jobs as it takes: the most over-share workspace first, then the lowest
+///   priority, then the youngest (the least work lost).
+#[allow(clippy::too_many_arguments)]
+pub fn victims<'a>(
+    want: &Resources,
+    beneficiary: &str,
+    free: Amount,
+    running: &[Preemptible<'a>],
+    used: &HashMap<String, Use>,
+    active: &[&str],
+    policies: &Policies,
+    capacity: &Capacity,
+    rules: &PreemptRules,
+    now_ms: i64,
+) -> Option<Vec<&'a str>> {
+    if free.fits(want) {
+        return None;
+    }
+    let total_weight: f64 = active.iter().map(|ws| policies.of(ws).weight).sum();
+    if total_weight <= 0.0 {
+        return None;
+    }
+    let entitled = |ws: &str| policies.of(ws).weight / total_weight;
+    let fraction = |u: &Use| u.dominant_fraction(capacity);
+    let mut gains = used.get(beneficiary).copied().unwrap_or_default();
+    gains.add(want);
+    if fraction(&gains) > entitled(beneficiary) + 1e-9 {
+        return None;
+    }
+    let mut candidates: Vec<&Preemptible<'a>> = running
+        .iter()
+        .filter(|r| r.workspace != beneficiary)
+        .filter(|r| now_ms - r.running_since_ms >= rules.min_run_ms)
+        .filter(|r| {
+            r.preempted_at_ms
+                .is_none_or(|at| now_ms - at >= rules.cooldown_ms)
+        })
+        .filter(|r| {
+            let u = used.get(r.workspace).copied().unwrap_or_default();
+            fraction(&u) > entitled(r.workspace) + 1e-9
+        })
+        .collect();
+    let over = |ws: &str| fraction(&used.get(ws).copied().unwrap_or_default()) - entitled(ws);
+    candidates.sort_by(|a, b| {
+        over(b.workspace)
+            .total_cmp(&over(a.workspace))
+            .then(a.priority.cmp(&b.priority))
+            .then(b.running_since_ms.cmp(&a.running_since_ms))
+    });
+    let mut left: HashMap<&str, Use> = HashMap::new();
+    let mut freed = free;
+    let mut chosen = Vec::new();
+    for c in candidates {
+        let u = left
+            .entry(c.workspace)
+            .or_insert_with(|| used.get(c.workspace).copied().unwrap_or_default());
+        let mut after = *u;
+        after.remove(c.resources);
+        if fraction(&after) + 1e-9 < entitled(c.workspace) {
+            continue;
+        }
+        *u = after;
+        freed.add(c.resources);
+        chosen.push(c.id);
+        if freed.fits(want) {
+            return Some(chosen);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -680,6 +834,227 @@ mod tests {
         let hours = simulate(&[("a", 1.0, Quota::default()), ("b", 2.0, capped)], 10, 42);
         assert!(hours["b"] <= 10.0 + 1e-9, "{hours:?}");
         assert!(hours["a"] >= 29.0, "{hours:?}");
+    }
+
+    /// Virtual time, preemption on: workspace a (weight 1) fills 4 GPUs with 2–4 h jobs
+    /// from the start; b (weight 2, at most 3 GPUs) queues 30–60 min jobs from hour 1. b
+    /// gets GPUs by preemption soon after the minimum run time instead of waiting hours;
+    /// no job is preempted before its minimum run time or twice within the cool-down; no
+    /// quota is passed; a preempted job is queued again and finishes later.
+    #[test]
+    fn preemption_serves_a_workspace_below_its_share_without_churn() {
+        let rules = PreemptRules::default();
+        let capacity = capacity(16, 64_000, 4);
+        let b_quota = Quota {
+            gpus: Some(3),
+            ..Quota::default()
+        };
+        let policies = Policies {
+            by_workspace: [
+                ("a".to_string(), WorkspacePolicy::default()),
+                (
+                    "b".to_string(),
+                    WorkspacePolicy {
+                        weight: 2.0,
+                        quota: b_quota.clone(),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let one_gpu = job(2.0, Some(4000), 1);
+        let mut seed = 99u64;
+        let mut minutes = move |lo: u64, hi: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ((lo + seed % (hi - lo + 1)) * 60_000) as i64
+        };
+        // (id, workspace, work left ms, queued since, preempted at)
+        struct Queued {
+            id: String,
+            ws: &'static str,
+            left: i64,
+            since: i64,
+            preempted_at: Option<i64>,
+        }
+        struct Running {
+            id: String,
+            ws: &'static str,
+            started: i64,
+            end: i64,
+            preempted_at: Option<i64>,
+        }
+        let mut queue: Vec<Queued> = (0..12)
+            .map(|i| Queued {
+                id: format!("a{i}"),
+                ws: "a",
+                left: minutes(120, 240),
+                since: 0,
+                preempted_at: None,
+            })
+            .collect();
+        let mut running: Vec<Running> = Vec::new();
+        let mut shares = Shares::default();
+        let mut quota_used: HashMap<String, Use> = HashMap::new();
+        let mut free_gpus = 4u32;
+        let mut finished: HashMap<String, i64> = HashMap::new();
+        let mut preempted: Vec<(String, i64)> = Vec::new();
+        let mut b_first_start = None;
+        let horizon = 10 * 3_600_000i64;
+        let mut now = 0i64;
+        let mut next_b = 0;
+        while now < horizon {
+            shares.advance(now, &capacity);
+            // Ends.
+            running.retain(|r| {
+                if r.end > now {
+                    return true;
+                }
+                shares.release(r.ws, &one_gpu);
+                quota_used.get_mut(r.ws).unwrap().remove(&one_gpu);
+                free_gpus += 1;
+                finished.insert(r.id.clone(), now);
+                false
+            });
+            if now >= 3_600_000 {
+                while queue.iter().filter(|q| q.ws == "b").count() < 8 {
+                    queue.push(Queued {
+                        id: format!("b{next_b}"),
+                        ws: "b",
+                        left: minutes(30, 60),
+                        since: now,
+                        preempted_at: None,
+                    });
+                    next_b += 1;
+                }
+            }
+            let waiting: Vec<Waiting> = queue
+                .iter()
+                .map(|q| Waiting {
+                    workspace: q.ws,
+                    resources: &one_gpu,
+                    waited_ms: now - q.since,
+                })
+                .collect();
+            let picked = plan(
+                &waiting,
+                &mut shares,
+                &mut quota_used,
+                &policies,
+                &capacity,
+                120_000,
+                |r| (free_gpus >= r.gpus).then(|| free_gpus -= r.gpus),
+            );
+            let mut started: Vec<usize> = picked.start.iter().map(|(i, _)| *i).collect();
+            let held: Vec<String> = picked
+                .held
+                .iter()
+                .map(|(i, _)| queue[*i].id.clone())
+                .collect();
+            started.sort_unstable();
+            for i in started.into_iter().rev() {
+                let q = queue.remove(i);
+                if q.ws == "b" && b_first_start.is_none() {
+                    b_first_start = Some(now);
+                }
+                running.push(Running {
+                    end: now + q.left,
+                    started: now,
+                    id: q.id,
+                    ws: q.ws,
+                    preempted_at: q.preempted_at,
+                });
+            }
+            // Preempt for the best waiting b job when b is held back by no quota.
+            let candidate = queue
+                .iter()
+                .position(|q| q.ws == "b" && !held.contains(&q.id));
+            if let Some(i) = candidate {
+                let views: Vec<Preemptible> = running
+                    .iter()
+                    .map(|r| Preemptible {
+                        id: &r.id,
+                        workspace: r.ws,
+                        resources: &one_gpu,
+                        priority: 0,
+                        running_since_ms: r.started,
+                        preempted_at_ms: r.preempted_at,
+                    })
+                    .collect();
+                let active: Vec<&str> = ["a", "b"].into_iter().collect();
+                let free = Amount {
+                    cpus_milli: 16_000,
+                    memory_mb: 64_000,
+                    gpus: free_gpus,
+                };
+                let chosen: Vec<String> = victims(
+                    &one_gpu,
+                    queue[i].ws,
+                    free,
+                    &views,
+                    &shares.used,
+                    &active,
+                    &policies,
+                    &capacity,
+                    &rules,
+                    now,
+                )
+                .unwrap_or_default()
+                .into_iter()
+                .map(String::from)
+                .collect();
+                for id in chosen {
+                    let at = running.iter().position(|r| r.id == id).unwrap();
+                    let r = running.remove(at);
+                    assert!(now - r.started >= rules.min_run_ms, "{id} preempted young");
+                    if let Some(before) = r.preempted_at {
+                        assert!(now - before >= rules.cooldown_ms, "{id} preempted twice");
+                    }
+                    shares.release(r.ws, &one_gpu);
+                    quota_used.get_mut(r.ws).unwrap().remove(&one_gpu);
+                    free_gpus += 1;
+                    preempted.push((id.clone(), now));
+                    // Back in line by its age: before its workspace's younger jobs.
+                    queue.insert(
+                        0,
+                        Queued {
+                            id,
+                            ws: r.ws,
+                            left: r.end - now,
+                            since: now,
+                            preempted_at: Some(now),
+                        },
+                    );
+                }
+            }
+            let b = quota_used.get("b").copied().unwrap_or_default();
+            assert!(b.gpus <= 3, "b over its quota at {now}");
+            assert_eq!(free_gpus as usize + running.len(), 4, "a GPU held twice");
+            // Next event: an end, b's arrival, or a pending preemption becoming allowed.
+            now = running
+                .iter()
+                .map(|r| r.end)
+                .chain([3_600_000, now + 60_000].into_iter().filter(|t| *t > now))
+                .min()
+                .unwrap()
+                .min(horizon);
+        }
+        // b waited for a's minimum run time at most, not for a's 2-4 h jobs to end.
+        let waited = b_first_start.unwrap() - 3_600_000;
+        assert!(waited <= 60_000, "b waited {waited} ms");
+        assert!(!preempted.is_empty());
+        // Every job a lost came back and ran to its end.
+        for (id, at) in &preempted {
+            if let Some(done) = finished.get(id) {
+                assert!(done > at);
+            }
+        }
+        assert!(
+            preempted.iter().any(|(id, _)| finished.contains_key(id)),
+            "no preempted job finished: {preempted:?}"
+        );
     }
 
     /// A workspace that had no work joins at the rank of those that had, instead of

@@ -13,6 +13,7 @@ use crate::executor::cluster::{ClusterExecutor, ClusterOptions, Engine, EngineEr
 use crate::executor::kubernetes::{Kubernetes, KubernetesSettings};
 use crate::executor::ray::{Ray, RaySettings};
 use crate::executor::slurm::{SlurmCommands, SlurmRest, SlurmSettings};
+use crate::fair_share::PreemptRules;
 use crate::{Executor, LocalExecutor, Pool};
 
 /// Which engine runs a pool's jobs.
@@ -65,6 +66,16 @@ pub struct PoolSettings {
     /// engine, not Trainyard's fair share and priorities, order that many jobs.
     #[serde(default)]
     pub engine_queue: Option<u32>,
+    /// Whether a job of a workspace below its fair share may end jobs of workspaces above
+    /// theirs in this pool (SIGTERM, the kill grace, then queued again) [default: false].
+    #[serde(default)]
+    pub preempt: bool,
+    /// A job younger than this is never preempted [default: 600].
+    #[serde(default)]
+    pub preempt_min_run_s: Option<u64>,
+    /// A job preempted once is not preempted again for this long [default: 3600].
+    #[serde(default)]
+    pub preempt_cooldown_s: Option<u64>,
 }
 
 /// What the server passes to every pool it builds.
@@ -100,6 +111,7 @@ pub async fn build_pools(
         return Ok(vec![Pool {
             name: "local".into(),
             executor: ctx.local,
+            preempt: None,
         }]);
     }
     let mut pools: Vec<Pool> = Vec::new();
@@ -199,6 +211,10 @@ pub async fn build_pools(
         pools.push(Pool {
             name: pool.name.clone(),
             executor,
+            preempt: pool.preempt.then(|| PreemptRules {
+                min_run_ms: pool.preempt_min_run_s.unwrap_or(600).saturating_mul(1000) as i64,
+                cooldown_ms: pool.preempt_cooldown_s.unwrap_or(3600).saturating_mul(1000) as i64,
+            }),
         });
     }
     Ok(pools)

@@ -9,7 +9,7 @@ use crate::{Db, StoreError};
 /// Which audit events to list; every field narrows.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    /// Only this workspace's (a workspace's admin sees no other).
+    /// Only this workspace's.
     pub workspace: Option<String>,
     pub token_id: Option<String>,
     pub outcome: Option<AuditOutcome>,

@@ -590,9 +590,15 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     let mut server = tonic::transport::Server::builder();
     if let Some(identity) = tls {
-        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem),
-        ))?;
+        server = server.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(
+                    &identity.cert_pem,
+                    &identity.key_pem,
+                ))
+                // A client that connects and says nothing is dropped, as on HTTP.
+                .timeout(crate::tls::HANDSHAKE_WITHIN),
+        )?;
     }
     server
         .add_service(health_service)

@@ -301,8 +301,10 @@ impl<E: Engine> ClusterExecutor<E> {
 
     /// Polls the engine's job until it ends, shipping output and enforcing the time limit:
     /// from when the engine is first seen running it (time in the engine's queue does not
-    /// count), or, for an attempt re-adopted after a restart (`from_running` false), from
-    /// its recorded start.
+    /// count). For an attempt re-adopted after a restart (`from_running` false) that the
+    /// engine already runs, from its recorded start: the time it ran while no server
+    /// watched counts (with whatever it waited in the engine's queue before, which is not
+    /// recorded).
     async fn watch(
         &self,
         job: &Job,
@@ -317,10 +319,8 @@ impl<E: Engine> ClusterExecutor<E> {
             self.engine.pull_output(engine_id, &spool, pulled).await
         };
         let limit_ms = job.timeout_s.map(|t| (t as i64).saturating_mul(1000));
-        let mut deadline = match from_running {
-            true => None,
-            false => limit_ms.map(|l| job.started_at_ms.unwrap_or_else(now_ms) + l),
-        };
+        let mut deadline = None;
+        let mut first_look = true;
         let mut timed_out = false;
         let mut failing_since: Option<std::time::Instant> = None;
         let mut last_note = String::new();
@@ -339,8 +339,13 @@ impl<E: Engine> ClusterExecutor<E> {
                 Ok(Some(state)) => {
                     failing_since = None;
                     if deadline.is_none() && matches!(state, EngineState::Running(_)) {
-                        deadline = limit_ms.map(|l| now_ms() + l);
+                        let since = match (from_running, first_look) {
+                            (false, true) => job.started_at_ms.unwrap_or_else(now_ms),
+                            _ => now_ms(),
+                        };
+                        deadline = limit_ms.map(|l| since + l);
                     }
+                    first_look = false;
                     let note = match &state {
                         EngineState::Pending(why) => {
                             format!("{}: pending ({why})", self.engine.kind())

@@ -19,6 +19,9 @@ use super::cluster::{Engine, EngineError, EngineState};
 /// The shortest time between two rounds: ends are seen about this late at worst, plus the
 /// engine's answer time.
 pub const ROUND_EVERY: Duration = Duration::from_millis(250);
+/// A round the engine has not answered by then is answered "unavailable" for every job in
+/// it, so one hung call cannot stall every watcher of the pool.
+const ROUND_WITHIN: Duration = Duration::from_secs(30);
 
 /// One watcher's question: the engine id, and where the answer goes.
 type Asked = (
@@ -67,16 +70,34 @@ async fn rounds<E: Engine>(engine: Arc<E>, asked: Weak<Mutex<Vec<Asked>>>, wake:
         let mut ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let answers = engine.states(&ids).await;
+        // A panic in an engine's code fails the round, not the loop (its watchers would
+        // wait for ever).
+        let round = std::panic::AssertUnwindSafe(engine.states(&ids));
+        let answers =
+            match tokio::time::timeout(ROUND_WITHIN, futures::FutureExt::catch_unwind(round)).await
+            {
+                Ok(Ok(answers)) => Ok(answers),
+                Ok(Err(_)) => Err(format!(
+                    "asking the {} engine failed (a panic)",
+                    engine.kind()
+                )),
+                Err(_) => Err(format!(
+                    "the {} engine did not answer within {ROUND_WITHIN:?}",
+                    engine.kind()
+                )),
+            };
         let took = began.elapsed();
         for (id, tx) in batch {
-            let answer = match ids.binary_search(&id).ok().and_then(|i| answers.get(i)) {
-                Some(Ok(state)) => Ok(state.clone()),
-                Some(Err(e)) => Err(e.clone()),
-                None => Err(EngineError::Unavailable(format!(
-                    "the {} engine gave no answer about job {id}",
-                    engine.kind()
-                ))),
+            let answer = match &answers {
+                Err(why) => Err(EngineError::Unavailable(why.clone())),
+                Ok(answers) => match ids.binary_search(&id).ok().and_then(|i| answers.get(i)) {
+                    Some(Ok(state)) => Ok(state.clone()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(EngineError::Unavailable(format!(
+                        "the {} engine gave no answer about job {id}",
+                        engine.kind()
+                    ))),
+                },
             };
             let _ = tx.send(answer);
         }

@@ -22,7 +22,7 @@ use trainyard_store::{Fence, Outcome, Store};
 use trainyard_background::{Background, Backoff};
 
 use crate::executor::{Attempt, Executor, ExitRecord};
-use crate::fair_share::{self, Shares, Sharing, Waiting};
+use crate::fair_share::{self, PreemptRules, Shares, Sharing, Use, Waiting};
 use crate::{ComputeError, JobLogs, JobTracking, Leadership, LeaseOptions};
 
 /// How often a leading loop looks for jobs submitted through other servers and cancels
@@ -65,6 +65,9 @@ pub struct Pool {
     /// As `[[pools]] name` gives it (see `trainyard_core::job::is_pool_name`).
     pub name: String,
     pub executor: Arc<dyn Executor>,
+    /// Whether, and by which rules, a job of a workspace below its fair share may end
+    /// jobs of workspaces above theirs (off by default).
+    pub preempt: Option<PreemptRules>,
 }
 
 /// What the API holds: submit, cancel and read jobs; every change goes through the loop
@@ -510,6 +513,8 @@ struct Running {
     attempt: u32,
     gpus: Vec<u32>,
     cancel_requested: bool,
+    /// Being ended to make room for a workspace below its fair share: it is queued again.
+    preempting: bool,
     /// Handed over beyond what fits: it holds an engine-queue slot, not resources, until
     /// resources free up (the engine starts it then).
     on_engine_queue: bool,
@@ -622,6 +627,15 @@ pub struct Scheduler {
     shares: Shares,
     /// Queued jobs a quota holds back, with the reason written to their `message`.
     held: HashMap<String, String>,
+    /// What attempts waiting in the engine's queue hold per workspace: counted by quotas,
+    /// not by fair share (they use nothing yet).
+    engine_queued: HashMap<String, Use>,
+    /// Preemption rules of this pool (none: never preempts).
+    preempt: Option<PreemptRules>,
+    /// When each job was last preempted, and how many of its attempts were (they do not
+    /// count against its retries). Kept in memory: a restart forgets them, and then only
+    /// the minimum run time protects a job.
+    preempted: HashMap<String, (i64, u32)>,
 }
 
 impl Scheduler {
@@ -636,6 +650,7 @@ impl Scheduler {
         let pools = vec![Pool {
             name: "local".into(),
             executor,
+            preempt: None,
         }];
         let leadership = Leadership::start(
             store.db.clone(),
@@ -794,6 +809,9 @@ impl Scheduler {
             sharing,
             shares: Shares::default(),
             held: HashMap::new(),
+            engine_queued: HashMap::new(),
+            preempt: pool.preempt.clone(),
+            preempted: HashMap::new(),
         };
         let handle = PoolHandle {
             name: pool.name,
@@ -833,6 +851,7 @@ impl Scheduler {
                     gpus: job.gpus.clone(),
                     attempt,
                     cancel_requested: false,
+                    preempting: false,
                     on_engine_queue: false,
                     launched_at_ms: job.started_at_ms.unwrap_or(0),
                     job: job.clone(),
@@ -923,8 +942,9 @@ impl Scheduler {
         self.queue_keys.clear();
         self.running.clear();
         self.shares = Shares::default();
+        self.engine_queued.clear();
         self.held.clear();
-        self.sharing.publish(&self.pool, &self.shares.used);
+        self.publish();
         self.retrying.clear();
         self.cancel_when_requeued.clear();
         self.seen.clear();
@@ -1072,6 +1092,9 @@ impl Scheduler {
         if self.queue.is_empty() {
             return;
         }
+        // One pool plans at a time: quotas count across pools.
+        let sharing = self.sharing.clone();
+        let _planning = sharing.planning();
         let now = now_ms();
         let ids: Vec<&str> = self.queue.keys().map(|k| k.id.as_str()).collect();
         let waiting: Vec<Waiting> = self
@@ -1085,7 +1108,7 @@ impl Scheduler {
             .collect();
         self.shares.advance(now, &self.capacity);
         let mut quota_used = self.sharing.in_use_elsewhere(&self.pool);
-        for (ws, u) in &self.shares.used {
+        for (ws, u) in self.shares.used.iter().chain(&self.engine_queued) {
             let t = quota_used.entry(ws.clone()).or_default();
             t.cpus_milli += u.cpus_milli;
             t.memory_mb += u.memory_mb;
@@ -1140,10 +1163,107 @@ impl Scheduler {
                 self.write_waiting_message(id, Some(why));
             }
         }
+        // What only waits in the engine's queue counts for quotas, not for fair share.
+        for (id, _, on_engine_queue) in &to_start {
+            if !on_engine_queue {
+                continue;
+            }
+            if let Some(key) = self.queue_keys.get(id) {
+                let job = &self.queue[key].job;
+                self.shares.release(&job.workspace, &job.resources);
+                self.engine_queued
+                    .entry(job.workspace.clone())
+                    .or_default()
+                    .add(&job.resources);
+            }
+        }
+        let started: HashSet<String> = to_start.iter().map(|(id, ..)| id.clone()).collect();
         for (id, gpus, on_engine_queue) in to_start {
             if let Some(queued) = self.dequeue(&id) {
                 self.launch(queued, gpus, on_engine_queue);
             }
+        }
+        self.preempt_for_fair_share(&started);
+    }
+
+    /// With preemption on and none in flight: when the best waiting job of the workspace
+    /// ranked first by fair share does not fit, ends the running jobs `fair_share::victims`
+    /// picks (SIGTERM, then the kill grace), which are queued again when they end.
+    fn preempt_for_fair_share(&mut self, started: &HashSet<String>) {
+        let Some(rules) = self.preempt.clone() else {
+            return;
+        };
+        if self.running.values().any(|r| r.preempting) {
+            return;
+        }
+        let policies = self.sharing.policies();
+        let waiting = self
+            .queue
+            .values()
+            .filter(|q| !started.contains(&q.job.id) && !self.held.contains_key(&q.job.id))
+            .min_by(|a, b| {
+                let rank = |q: &Queued| {
+                    self.shares.rank(
+                        &q.job.workspace,
+                        &self.capacity,
+                        policies.of(&q.job.workspace).weight,
+                    )
+                };
+                rank(a).total_cmp(&rank(b))
+            });
+        let Some(waiting) = waiting else { return };
+        let mut active: Vec<&str> = self
+            .queue
+            .values()
+            .map(|q| q.job.workspace.as_str())
+            .chain(self.shares.used.keys().map(String::as_str))
+            .collect();
+        active.sort_unstable();
+        active.dedup();
+        let now = now_ms();
+        let running: Vec<fair_share::Preemptible> = self
+            .running
+            .values()
+            .filter(|r| !r.cancel_requested && !r.on_engine_queue)
+            .map(|r| fair_share::Preemptible {
+                id: &r.job.id,
+                workspace: &r.job.workspace,
+                resources: &r.job.resources,
+                priority: r.job.priority,
+                running_since_ms: r.launched_at_ms,
+                preempted_at_ms: self.preempted.get(&r.job.id).map(|(at, _)| *at),
+            })
+            .collect();
+        let free = fair_share::Amount {
+            cpus_milli: self.free.cpus_milli,
+            memory_mb: self.free.memory_mb,
+            gpus: self.free.gpus.len() as u32,
+        };
+        let Some(chosen) = fair_share::victims(
+            &waiting.job.resources,
+            &waiting.job.workspace,
+            free,
+            &running,
+            &self.shares.used,
+            &active,
+            &policies,
+            &self.capacity,
+            &rules,
+            now,
+        ) else {
+            return;
+        };
+        let chosen: Vec<String> = chosen.into_iter().map(String::from).collect();
+        let beneficiary = waiting.job.workspace.clone();
+        drop(running);
+        for id in chosen {
+            let Some(running) = self.running.get_mut(&id) else {
+                continue;
+            };
+            running.preempting = true;
+            let attempt = running.attempt;
+            tracing::info!(job = %id, attempt, for_workspace = %beneficiary, "preempting for fair share");
+            self.signal_cancel(&id, attempt);
         }
     }
 
@@ -1151,14 +1271,38 @@ impl Scheduler {
     fn hold(&mut self, job: &Job) {
         self.shares.advance(now_ms(), &self.capacity);
         self.shares.hold(&job.workspace, &job.resources);
-        self.sharing.publish(&self.pool, &self.shares.used);
+        self.publish();
     }
 
-    /// Counts `job` as no longer held.
-    fn unhold(&mut self, job: &Job) {
+    /// Counts an ended attempt as no longer held.
+    fn unhold(&mut self, ended: &Running) {
         self.shares.advance(now_ms(), &self.capacity);
-        self.shares.release(&job.workspace, &job.resources);
-        self.sharing.publish(&self.pool, &self.shares.used);
+        if ended.on_engine_queue {
+            if let Some(u) = self.engine_queued.get_mut(&ended.job.workspace) {
+                u.remove(&ended.job.resources);
+                if u.jobs == 0 {
+                    self.engine_queued.remove(&ended.job.workspace);
+                }
+            }
+        } else {
+            self.shares
+                .release(&ended.job.workspace, &ended.job.resources);
+        }
+        self.publish();
+    }
+
+    /// Tells the other pools (for quotas) what this one's attempts hold: those running and
+    /// those waiting in the engine's queue.
+    fn publish(&self) {
+        let mut held = self.shares.used.clone();
+        for (ws, u) in &self.engine_queued {
+            let h = held.entry(ws.clone()).or_default();
+            h.cpus_milli += u.cpus_milli;
+            h.memory_mb += u.memory_mb;
+            h.gpus += u.gpus;
+            h.jobs += u.jobs;
+        }
+        self.sharing.publish(&self.pool, &held);
     }
 
     /// Shows (or clears) why a queued job waits, off the loop.
@@ -1180,8 +1324,8 @@ impl Scheduler {
         job.state = JobState::Running;
         job.attempt = attempt;
         self.held.remove(&job.id);
-        // `plan` counted it in `shares` already.
-        self.sharing.publish(&self.pool, &self.shares.used);
+        // `plan` counted it already.
+        self.publish();
         self.running.insert(
             job.id.clone(),
             Running {
@@ -1189,6 +1333,7 @@ impl Scheduler {
                 attempt,
                 gpus: gpus.clone(),
                 cancel_requested: false,
+                preempting: false,
                 on_engine_queue,
                 launched_at_ms: now_ms(),
             },
@@ -1279,7 +1424,7 @@ impl Scheduler {
         match self.running.get(id) {
             Some(running) if running.attempt == attempt => {
                 let running = self.running.remove(id)?;
-                self.unhold(&running.job);
+                self.unhold(&running);
                 Some(running)
             }
             _ => None,
@@ -1311,6 +1456,15 @@ impl Scheduler {
                     running.on_engine_queue = false;
                     running.gpus = gpus;
                     self.free.engine_queue += 1;
+                    let (ws, r) = (running.job.workspace.clone(), running.job.resources.clone());
+                    if let Some(u) = self.engine_queued.get_mut(&ws) {
+                        u.remove(&r);
+                        if u.jobs == 0 {
+                            self.engine_queued.remove(&ws);
+                        }
+                    }
+                    self.shares.advance(now_ms(), &self.capacity);
+                    self.shares.hold(&ws, &r);
                 }
                 None => break,
             }
@@ -1441,9 +1595,20 @@ impl Scheduler {
         let succeeded = record.reason == ExitReason::Exited && record.exit_code == Some(0);
         // A job that finished well before a cancel reached it keeps its true outcome; one
         // that failed after a cancel was asked for is not retried.
-        let cancelled =
-            record.reason == ExitReason::Cancelled || (running.cancel_requested && !succeeded);
-        let retry = !cancelled && !succeeded && attempt <= job.max_retries;
+        // Preempted: queued again, and the attempt does not count against its retries.
+        let preempted = running.preempting && !running.cancel_requested && !succeeded;
+        if preempted {
+            let entry = self.preempted.entry(id.clone()).or_insert((0, 0));
+            *entry = (now_ms(), entry.1 + 1);
+        }
+        let cancelled = !preempted
+            && (record.reason == ExitReason::Cancelled || (running.cancel_requested && !succeeded));
+        let preemptions = self.preempted.get(&id).map_or(0, |(_, n)| *n);
+        let retry = preempted
+            || (!cancelled && !succeeded && attempt.saturating_sub(preemptions) <= job.max_retries);
+        if !retry {
+            self.preempted.remove(&id);
+        }
         let state = if cancelled {
             JobState::Cancelled
         } else if succeeded {
@@ -1456,7 +1621,11 @@ impl Scheduler {
         } else {
             record.reason
         };
-        let message = if retry {
+        let message = if preempted {
+            format!(
+                "attempt {attempt} preempted to make room for another workspace's fair share; queued again (not counted against its retries)"
+            )
+        } else if retry {
             format!(
                 "attempt {attempt} {}; retrying ({attempt} of {} retries used)",
                 record.message, job.max_retries

@@ -214,10 +214,15 @@ struct Harness {
 }
 
 async fn harness(capacity: Capacity, options: SchedulerOptions) -> Harness {
-    harness_with(capacity, options, 0).await
+    harness_with(capacity, options, 0, None).await
 }
 
-async fn harness_with(capacity: Capacity, options: SchedulerOptions, engine_queue: u32) -> Harness {
+async fn harness_with(
+    capacity: Capacity,
+    options: SchedulerOptions,
+    engine_queue: u32,
+    preempt: Option<crate::fair_share::PreemptRules>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         &trainyard_store::Db::sqlite_url(&dir.path().join("meta.db")),
@@ -228,19 +233,33 @@ async fn harness_with(capacity: Capacity, options: SchedulerOptions, engine_queu
     let tracking = trainyard_tracking::Tracking::new(store.db.clone(), store.blobs.clone());
     let (mut executor, events) = TestExecutor::new(capacity);
     Arc::get_mut(&mut executor).unwrap().engine_queue = engine_queue;
-    let (handle, task) = Scheduler::start(
+    let background = Background::new();
+    let leadership = Leadership::start(
+        store.db.clone(),
+        LeaseOptions::new("in-process".into(), true),
+        &background,
+    )
+    .await
+    .unwrap();
+    let (handle, mut tasks) = Scheduler::start_pools(
         store,
-        executor.clone(),
+        vec![Pool {
+            name: "local".into(),
+            executor: executor.clone(),
+            preempt,
+        }],
         JobTracking {
             tracking,
             tracking_uri: "http://127.0.0.1:1".into(),
             ca_cert: None,
         },
         options,
-        &Background::new(),
+        &background,
+        leadership,
     )
     .await
     .unwrap();
+    let task = tasks.remove(0);
     Harness {
         _dir: dir,
         handle,
@@ -600,10 +619,12 @@ async fn jobs_run_in_the_pool_they_name_and_only_there() {
             Pool {
                 name: "small".into(),
                 executor: small.clone(),
+                preempt: None,
             },
             Pool {
                 name: "big".into(),
                 executor: big.clone(),
+                preempt: None,
             },
         ],
         JobTracking {
@@ -694,6 +715,23 @@ impl Harness {
             .set_workspace_policy(name, crate::fair_share::WorkspacePolicy { weight, quota })
             .await
             .unwrap();
+    }
+
+    async fn wait_state_in(&self, workspace: &str, job: &Job, state: JobState) -> Job {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.handle.get(workspace, &job.id).await.unwrap();
+            if now.state == state {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} stayed {:?}, expected {state:?}",
+                job.name,
+                now.state
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn submit_in(&self, workspace: &str, name: &str, resources: Resources) -> Job {
@@ -873,7 +911,7 @@ async fn quotas_refuse_at_submit_and_never_stop_running_jobs() {
 /// next waiting job takes its place in the engine's queue.
 #[tokio::test]
 async fn an_engine_queue_slot_keeps_one_attempt_waiting_at_the_engine() {
-    let mut h = harness_with(cpus(1), SchedulerOptions::default(), 1).await;
+    let mut h = harness_with(cpus(1), SchedulerOptions::default(), 1, None).await;
     for name in ["j1", "j2", "j3"] {
         h.submit(name, cpu_job(1.0), 0).await;
     }
@@ -895,4 +933,65 @@ async fn an_engine_queue_slot_keeps_one_attempt_waiting_at_the_engine() {
     h.nothing_starts().await;
     let usage = h.handle.usage().await.unwrap();
     assert_eq!(usage.free.cpus, 1.0, "{usage:?}");
+}
+
+/// With preemption on, a workspace below its entitled share gets its job started by
+/// ending one of a workspace above its share (queued again, its retries untouched); the
+/// loser keeps its share, and the same job is not preempted twice within the cool-down.
+#[tokio::test]
+async fn preemption_ends_an_over_share_job_once_and_queues_it_again() {
+    let rules = crate::fair_share::PreemptRules {
+        min_run_ms: 0,
+        cooldown_ms: 3_600_000,
+    };
+    let mut h = harness_with(
+        Capacity {
+            cpus_milli: 8000,
+            memory_mb: 8000,
+            gpus: vec![0, 1],
+        },
+        SchedulerOptions::default(),
+        0,
+        Some(rules),
+    )
+    .await;
+    h.workspace("a", 1.0, Default::default()).await;
+    h.workspace("b", 1.0, Default::default()).await;
+    let a1 = h.submit_in("a", "a1", gpu_job(1)).await;
+    let a2 = h.submit_in("a", "a2", gpu_job(1)).await;
+    let mut first = vec![h.started().await, h.started().await];
+    first.sort();
+    assert_eq!(first, ["a1", "a2"]);
+    // b arrives: entitled to half, it holds nothing; a holds all.
+    h.submit_in("b", "b1", gpu_job(1)).await;
+    let preempted = match h.next(false).await {
+        Event::Cancelled(name) => name,
+        other => panic!("expected a preemption, got {other:?}"),
+    };
+    assert_eq!(h.started().await, "b1");
+    let victim = if preempted == "a1" { &a1 } else { &a2 };
+    let queued = h.wait_state_in("a", victim, JobState::Queued).await;
+    assert!(
+        queued
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("preempted"),
+        "{queued:?}"
+    );
+    // a keeps its half; nothing else is preempted, and b's next job waits its turn.
+    h.submit_in("b", "b2", gpu_job(1)).await;
+    h.nothing_starts().await;
+    assert_eq!(h.executor.running().len(), 2);
+    // When b1 ends, b (which has used less) starts b2; when a's other job ends, the
+    // preempted one runs again: its second attempt, with its retries untouched
+    // (`max_retries` is 0).
+    h.executor.finish("b1", 0);
+    assert_eq!(h.started().await, "b2");
+    let other = if preempted == "a1" { "a2" } else { "a1" };
+    h.executor.finish(other, 0);
+    assert_eq!(h.started().await, preempted);
+    h.executor.finish(&preempted, 0);
+    let done = h.wait_state_in("a", victim, JobState::Succeeded).await;
+    assert_eq!(done.attempt, 2);
 }
