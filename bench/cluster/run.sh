@@ -35,6 +35,8 @@ RAY_TRIAL=${RAY_TRIAL:-50}
 RAY_BUDGET_S=${RAY_BUDGET_S:-900}
 RAY_FALLBACK=${RAY_FALLBACK:-200}
 PROBES=${PROBES:-30}
+# engine_queue of both pools (empty: the server's default).
+ENGINE_QUEUE=${ENGINE_QUEUE:-}
 ENGINES=${ENGINES:-slurm ray}
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/bench-cluster}
 OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
@@ -108,6 +110,9 @@ executor = "ray"
 [pools.ray]
 url = "$TRAINYARD_TEST_RAY_URL"
 TOML
+if [ -n "$ENGINE_QUEUE" ]; then
+  sed -i "s/^executor = \(.*\)$/executor = \1\nengine_queue = $ENGINE_QUEUE/" "$WORK/trainyard.toml"
+fi
 cp "$WORK/trainyard.toml" "$OUT/trainyard.toml"
 TRAINYARD_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 export TRAINYARD_TOKEN TRAINYARD_SERVER="http://$LISTEN"
