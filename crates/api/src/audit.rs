@@ -273,14 +273,7 @@ pub async fn list(
         })?),
         None => None,
     };
-    if let Some(cursor) = &query.cursor {
-        if !trainyard_core::id::is_valid_id(cursor) {
-            return Err(ApiError::invalid_field(
-                "cursor",
-                "use the `next_cursor` of a previous page",
-            ));
-        }
-    }
+    crate::page::check_cursor(query.cursor.as_deref())?;
     for (field, value) in [("since_ms", query.since_ms), ("until_ms", query.until_ms)] {
         if value.is_some_and(|v| v < 0) {
             return Err(ApiError::invalid_field(
@@ -289,13 +282,7 @@ pub async fn list(
             ));
         }
     }
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let limit = crate::page::limit(query.limit, 100, MAX_PAGE)?;
     let filter = AuditFilter {
         workspace: query.workspace.clone(),
         token_id: query.token_id.clone(),
@@ -307,12 +294,7 @@ pub async fn list(
         limit: limit + 1,
     };
     let mut events = state.tracking.db().list_audit(&filter).await?;
-    let next_cursor = if events.len() > limit as usize {
-        events.truncate(limit as usize);
-        events.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
+    let next_cursor = crate::page::cut(&mut events, limit, |e| &e.id);
     Ok(Json(AuditPage {
         events,
         next_cursor,

@@ -83,21 +83,8 @@ pub async fn list(
         ),
         None => None,
     };
-    if let Some(cursor) = &query.cursor {
-        if !trainyard_core::id::is_valid_id(cursor) {
-            return Err(ApiError::invalid_field(
-                "cursor",
-                "use the `next_cursor` of a previous page",
-            ));
-        }
-    }
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    crate::page::check_cursor(query.cursor.as_deref())?;
+    let limit = crate::page::limit(query.limit, 50, MAX_PAGE)?;
     let filter = JobFilter {
         state: state_filter,
         label,
@@ -110,12 +97,7 @@ pub async fn list(
         .db
         .list_jobs(&who.workspace, &filter)
         .await?;
-    let next_cursor = if jobs.len() > limit as usize {
-        jobs.truncate(limit as usize);
-        jobs.last().map(|j| j.id.clone())
-    } else {
-        None
-    };
+    let next_cursor = crate::page::cut(&mut jobs, limit, |j| &j.id);
     Ok(Json(JobPage { jobs, next_cursor }))
 }
 

@@ -13,6 +13,7 @@ mod jobs;
 mod metrics;
 mod mlflow;
 mod openapi;
+mod page;
 mod tls;
 mod tracking;
 mod workspaces;

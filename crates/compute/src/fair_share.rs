@@ -140,6 +140,15 @@ pub struct Use {
     pub jobs: u32,
 }
 
+impl std::ops::AddAssign for Use {
+    fn add_assign(&mut self, other: Use) {
+        self.cpus_milli += other.cpus_milli;
+        self.memory_mb += other.memory_mb;
+        self.gpus += other.gpus;
+        self.jobs += other.jobs;
+    }
+}
+
 impl Use {
     pub fn add(&mut self, r: &Resources) {
         let r = r.total();
@@ -309,11 +318,7 @@ impl Sharing {
                 continue;
             }
             for (ws, u) in used {
-                let t = total.entry(ws.clone()).or_default();
-                t.cpus_milli += u.cpus_milli;
-                t.memory_mb += u.memory_mb;
-                t.gpus += u.gpus;
-                t.jobs += u.jobs;
+                *total.entry(ws.clone()).or_default() += *u;
             }
         }
         total
@@ -324,10 +329,7 @@ impl Sharing {
         let mut total = Use::default();
         for used in self.in_use.lock().values() {
             if let Some(u) = used.get(workspace) {
-                total.cpus_milli += u.cpus_milli;
-                total.memory_mb += u.memory_mb;
-                total.gpus += u.gpus;
-                total.jobs += u.jobs;
+                total += *u;
             }
         }
         total

@@ -1109,11 +1109,7 @@ impl Scheduler {
         self.shares.advance(now, &self.capacity);
         let mut quota_used = self.sharing.in_use_elsewhere(&self.pool);
         for (ws, u) in self.shares.used.iter().chain(&self.engine_queued) {
-            let t = quota_used.entry(ws.clone()).or_default();
-            t.cpus_milli += u.cpus_milli;
-            t.memory_mb += u.memory_mb;
-            t.gpus += u.gpus;
-            t.jobs += u.jobs;
+            *quota_used.entry(ws.clone()).or_default() += *u;
         }
         let free = &mut self.free;
         let picked = fair_share::plan(
@@ -1296,11 +1292,7 @@ impl Scheduler {
     fn publish(&self) {
         let mut held = self.shares.used.clone();
         for (ws, u) in &self.engine_queued {
-            let h = held.entry(ws.clone()).or_default();
-            h.cpus_milli += u.cpus_milli;
-            h.memory_mb += u.memory_mb;
-            h.gpus += u.gpus;
-            h.jobs += u.jobs;
+            *held.entry(ws.clone()).or_default() += *u;
         }
         self.sharing.publish(&self.pool, &held);
     }

@@ -348,20 +348,7 @@ impl Harness {
     }
 
     async fn wait_state(&self, job: &Job, state: JobState) -> Job {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let now = self.handle.get("default", &job.id).await.unwrap();
-            if now.state == state {
-                return now;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} stayed {:?}, expected {state:?}",
-                job.name,
-                now.state
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_state_in("default", job, state).await
     }
 }
 
