@@ -19,15 +19,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use trainyard_core::time::now_ms;
+use trainyard_core::Principal;
 use trainyard_core::{AuditEvent, AuditOutcome};
-use trainyard_store::{AuditFilter, Db, Principal};
+use trainyard_store::{AuditFilter, Db};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::ApiQuery;
@@ -41,15 +41,6 @@ const BATCH: usize = 512;
 const MAX_TARGET: usize = 512;
 /// Largest page of `GET /api/v1/audit`.
 const MAX_PAGE: u32 = 1000;
-
-/// POST routes that only read, by how their path ends.
-const READING_POSTS: &[&str] = &[
-    "/search",
-    "/search-datasets",
-    "/get-latest-versions",
-    "/infer",
-    "/index",
-];
 
 enum Message {
     Event(AuditEvent),
@@ -152,15 +143,6 @@ async fn write_events(db: Db, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-/// Whether a call of `method` on `path` may change something.
-fn changes_something(method: &Method, path: &str) -> bool {
-    match *method {
-        Method::GET | Method::HEAD | Method::OPTIONS => false,
-        Method::POST => !READING_POSTS.iter().any(|end| path.ends_with(end)),
-        _ => true,
-    }
-}
-
 /// Records the call when it changes something or is denied. Runs around auth, after
 /// routing (so the route as declared is known); auth leaves the principal it recognised on
 /// the response.
@@ -180,7 +162,7 @@ pub async fn record_calls(State(audit): State<AuditLog>, request: Request, next:
     // call no route matched is recorded.
     let changes = route
         .as_deref()
-        .is_none_or(|route| changes_something(&method, route));
+        .is_none_or(|route| crate::access::changes_something(&method, route));
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let outcome = AuditOutcome::of_status(status);
@@ -198,9 +180,12 @@ pub async fn record_calls(State(audit): State<AuditLog>, request: Request, next:
             id: trainyard_core::new_id(),
             at_ms: now_ms(),
             workspace: who.map(|p| p.workspace.clone()),
-            principal: who.map(|p| p.name.clone()),
+            principal: who.map(|p| match &p.user {
+                Some(user) => format!("{user} ({})", p.name),
+                None => p.name.clone(),
+            }),
             token_id: who.map(|p| p.token_id.clone()),
-            role: who.map(|p| p.role.clone()),
+            role: who.map(|p| p.role_label().to_string()),
             action: format!("{method} {}", route.as_deref().unwrap_or(&target)),
             target,
             status,
@@ -250,20 +235,25 @@ pub struct AuditPage {
 /// The audit trail, newest first, for admins.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody),
-              (status = 403, body = ErrorBody, description = "not an admin token")),
+              (status = 403, body = ErrorBody, description = "not an admin of the workspace")),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    if who.role != "admin" {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "reading the audit trail needs an admin token",
-        ));
-    }
+    // A workspace's admins read its trail; owners read every workspace's.
+    let workspace = match (&query.workspace, who.is_owner()) {
+        (w, true) => w.clone(),
+        (Some(w), false) if *w != who.workspace => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                ErrorCode::NeedsOwner,
+                "another workspace's trail needs an owner",
+            ))
+        }
+        (_, false) => Some(who.workspace.clone()),
+    };
     let outcome = match &query.outcome {
         Some(o) => Some(AuditOutcome::parse(o).ok_or_else(|| {
             ApiError::invalid_field(
@@ -284,7 +274,7 @@ pub async fn list(
     }
     let limit = crate::page::limit(query.limit, 100, MAX_PAGE)?;
     let filter = AuditFilter {
-        workspace: query.workspace.clone(),
+        workspace,
         token_id: query.token_id.clone(),
         outcome,
         action_prefix: query.action.clone(),
@@ -299,50 +289,4 @@ pub async fn list(
         events,
         next_cursor,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_are_not_audited_and_changes_are() {
-        let cases = [
-            (Method::GET, "/api/v1/jobs", false),
-            (Method::HEAD, "/api/v1/datasets/shards/ab", false),
-            (Method::POST, "/api/v1/jobs", true),
-            (Method::POST, "/api/v1/jobs/x/cancel", true),
-            (Method::POST, "/api/2.0/mlflow/runs/log-metric", true),
-            (Method::POST, "/api/2.0/mlflow/runs/search", false),
-            (
-                Method::POST,
-                "/api/2.0/mlflow/registered-models/search",
-                false,
-            ),
-            (
-                Method::POST,
-                "/api/2.0/mlflow/registered-models/get-latest-versions",
-                false,
-            ),
-            (Method::POST, "/v2/models/{m}/infer", false),
-            (Method::POST, "/v2/repository/{repo}/index", false),
-            // A wildcard route is judged by its template, not by the caller's tail.
-            (
-                Method::POST,
-                "/api/2.0/mlflow-artifacts/mpu/complete/{*path}",
-                true,
-            ),
-            (Method::POST, "/v2/repository/models/{m}/load", true),
-            (
-                Method::PATCH,
-                "/api/2.0/mlflow/registered-models/rename",
-                true,
-            ),
-            (Method::DELETE, "/api/2.0/mlflow/runs/delete", true),
-            (Method::PUT, "/api/v1/datasets/shards/ab", true),
-        ];
-        for (method, path, audited) in cases {
-            assert_eq!(changes_something(&method, path), audited, "{method} {path}");
-        }
-    }
 }

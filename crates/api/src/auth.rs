@@ -1,88 +1,304 @@
-//! Bearer-token auth: every route but health and the API description needs a token.
+//! Bearer-token auth and the workspace a call acts on. Every route but health and the API
+//! description needs a token; the route's need (`access`) is then checked against the
+//! caller's role in the workspace the call names.
+//!
+//! Which workspace: a token narrowed to one acts only there; otherwise the
+//! `X-Trainyard-Workspace` header names it, else the token's own workspace (`default` for
+//! the first admin's). A job's token is narrowed to its job's workspace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-
-use parking_lot::RwLock;
 use std::time::{Duration, Instant};
 
-/// How long a recognised token is trusted without asking the database again.
-const CACHE_FOR: Duration = Duration::from_secs(60);
-/// The same for a job's token.
-const JOB_CACHE_FOR: Duration = Duration::from_secs(5);
-
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use trainyard_store::{hash_token, Db, Principal};
+use parking_lot::RwLock;
+use trainyard_core::time::now_ms;
+use trainyard_core::{Principal, Role};
+use trainyard_store::{hash_token, Db, Holder, TokenGrant};
 
-use crate::ApiError;
-use crate::ErrorCode;
+use crate::{ApiError, ErrorCode};
 
-/// Recognises tokens; known ones are cached by hash for a minute, so a request rarely
-/// costs a query and a revoked token (a finished job's) stops working soon after.
+/// The header that names the workspace a call acts on.
+pub const WORKSPACE_HEADER: &str = "x-trainyard-workspace";
+
+/// How long a recognised token, and a user's role in a workspace, are trusted without
+/// asking the database again: a revoked token, a removed user or a changed role takes
+/// effect within this long.
+pub const CACHE_FOR: Duration = Duration::from_secs(60);
+/// The same for a job's token, which is deleted when its attempt ends.
+const JOB_CACHE_FOR: Duration = Duration::from_secs(5);
+/// Entries kept before the caches are emptied (a flood of distinct tokens cannot grow them
+/// without bound).
+const CACHE_ENTRIES: usize = 65_536;
+
+/// Recognises tokens and resolves roles, with both cached briefly.
 #[derive(Clone)]
 pub struct Auth {
     backend: Backend,
-    known: Arc<RwLock<HashMap<String, (Principal, Instant)>>>,
+    grants: Arc<RwLock<HashMap<String, (TokenGrant, Instant)>>>,
+    roles: Arc<RwLock<HashMap<UserInWorkspace, (Standing, Instant)>>>,
+}
+
+/// (user id, workspace): whose standing where.
+type UserInWorkspace = (String, String);
+
+/// What a user is in one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Role(Option<Role>),
+    /// The workspace does not exist.
+    NoWorkspace,
 }
 
 #[derive(Clone)]
 enum Backend {
     Db(Db),
-    /// One admin token, by hash: the standalone `trainyard serve`, which has no database.
+    /// One owner token, by hash: the standalone `trainyard serve`, which has no database.
     Fixed(String),
+}
+
+/// Why a call got no principal.
+#[derive(Debug)]
+pub enum Refused {
+    /// 401: no, an unknown or an expired token.
+    Unauthenticated(String),
+    /// 400: a malformed workspace header.
+    BadWorkspace(String),
+    /// 403: the token is narrowed to another workspace (who asked, for the audit trail).
+    Narrowed(String, Box<Principal>),
+    /// 404: an owner named a workspace that does not exist.
+    NoWorkspace(String),
+    Store(ApiError),
+}
+
+impl Refused {
+    fn answer(self, path: &str) -> Response {
+        match self {
+            Refused::Unauthenticated(m) => ApiError::unauthorized(m).into_response(),
+            Refused::BadWorkspace(m) => {
+                ApiError::invalid_field("X-Trainyard-Workspace", m).into_response()
+            }
+            Refused::Narrowed(m, who) => {
+                let mut response = crate::access::Denial {
+                    code: ErrorCode::TokenNarrowed,
+                    message: m,
+                }
+                .answer(path);
+                response.extensions_mut().insert(*who);
+                response
+            }
+            Refused::NoWorkspace(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::WorkspaceNotFound,
+                format!("no workspace `{name}`"),
+            )
+            .into_response(),
+            Refused::Store(e) => e.into_response(),
+        }
+    }
 }
 
 impl Auth {
     pub fn new(db: Db) -> Self {
         Self {
             backend: Backend::Db(db),
-            known: Arc::default(),
+            grants: Arc::default(),
+            roles: Arc::default(),
         }
     }
 
-    /// Accepts exactly `token` (as an admin).
+    /// Accepts exactly `token`, as an owner.
     pub fn fixed(token: &str) -> Self {
         Self {
             backend: Backend::Fixed(hash_token(token)),
-            known: Arc::default(),
+            grants: Arc::default(),
+            roles: Arc::default(),
         }
     }
 
-    pub async fn principal(&self, token: &str) -> Result<Option<Principal>, ApiError> {
+    /// Who `token` acts as in the workspace `named` (by the header), or why it may not.
+    pub async fn principal(&self, token: &str, named: Option<&str>) -> Result<Principal, Refused> {
+        let unknown = || Refused::Unauthenticated("unknown token".into());
+        if let Some(name) = named {
+            if !trainyard_core::access::valid_name(name) {
+                return Err(Refused::BadWorkspace(format!(
+                    "`{}` is not a workspace name (1-63 of a-z 0-9 - _ .)",
+                    name.escape_debug()
+                )));
+            }
+        }
+        let grant = self.grant(token).await?.ok_or_else(unknown)?;
+        if grant.expires_at_ms.is_some_and(|at| at <= now_ms()) {
+            return Err(Refused::Unauthenticated(format!(
+                "token `{}` expired",
+                grant.name
+            )));
+        }
+        let workspace = match named {
+            Some(name) if grant.narrowed && name != grant.workspace => {
+                let who = Principal {
+                    token_id: grant.token_id.clone(),
+                    name: grant.name.clone(),
+                    user: match &grant.holder {
+                        Holder::User { name, .. } => Some(name.clone()),
+                        Holder::Job { .. } => None,
+                    },
+                    workspace: name.to_string(),
+                    role: None,
+                    read_only: grant.read_only,
+                    narrowed: true,
+                    job: match &grant.holder {
+                        Holder::Job { job_id } => Some(job_id.clone()),
+                        Holder::User { .. } => None,
+                    },
+                };
+                return Err(Refused::Narrowed(
+                    format!(
+                        "this token acts only in workspace `{}`, not `{name}`",
+                        grant.workspace
+                    ),
+                    Box::new(who),
+                ));
+            }
+            Some(name) => name.to_string(),
+            None => grant.workspace.clone(),
+        };
+        let (user, role, job) = match &grant.holder {
+            Holder::Job { job_id } => (None, None, Some(job_id.clone())),
+            Holder::User { id, name, owner } => {
+                let standing = if *owner {
+                    self.owner_standing(id, &workspace).await?
+                } else {
+                    self.standing(id, &workspace).await?
+                };
+                match standing {
+                    Standing::Role(role) => (Some(name.clone()), role, None),
+                    Standing::NoWorkspace => return Err(Refused::NoWorkspace(workspace)),
+                }
+            }
+        };
+        Ok(Principal {
+            token_id: grant.token_id,
+            name: grant.name,
+            user,
+            workspace,
+            role,
+            read_only: grant.read_only,
+            narrowed: grant.narrowed,
+            job,
+        })
+    }
+
+    /// Forgets every cached token and role (after a change made through this server, so it
+    /// takes effect at once here; other servers follow within [`CACHE_FOR`]).
+    pub fn forget(&self) {
+        self.grants.write().clear();
+        self.roles.write().clear();
+    }
+
+    async fn grant(&self, token: &str) -> Result<Option<TokenGrant>, Refused> {
         let hash = hash_token(token);
         let db = match &self.backend {
             Backend::Db(db) => db,
-            Backend::Fixed(admin) => {
-                return Ok((*admin == hash).then(|| Principal {
+            Backend::Fixed(owner) => {
+                return Ok((*owner == hash).then(|| TokenGrant {
                     token_id: "admin".to_string(),
-                    workspace: trainyard_core::DEFAULT_WORKSPACE.to_string(),
                     name: "admin (TRAINYARD_ADMIN_TOKEN)".to_string(),
-                    role: "admin".to_string(),
+                    workspace: trainyard_core::DEFAULT_WORKSPACE.to_string(),
+                    narrowed: false,
+                    read_only: false,
+                    expires_at_ms: None,
+                    holder: Holder::User {
+                        id: "admin".to_string(),
+                        name: "admin".to_string(),
+                        owner: true,
+                    },
                 }))
             }
         };
-        if let Some((p, at)) = self.known.read().get(&hash) {
-            // A job's token is deleted when its attempt ends: trust it only briefly, so it
-            // stops working within seconds of that.
-            let trusted_for = if p.role == "job" {
-                JOB_CACHE_FOR
-            } else {
-                CACHE_FOR
+        if let Some((grant, at)) = self.grants.read().get(&hash) {
+            let trusted_for = match grant.holder {
+                Holder::Job { .. } => JOB_CACHE_FOR,
+                Holder::User { .. } => CACHE_FOR,
             };
             if at.elapsed() < trusted_for {
-                return Ok(Some(p.clone()));
+                return Ok(Some(grant.clone()));
             }
         }
-        let found = db.find_token(token).await?;
-        if let Some(p) = &found {
-            self.known.write().insert(hash, (p.clone(), Instant::now()));
-        } else {
-            self.known.write().remove(&hash);
+        let found = db
+            .find_token(token)
+            .await
+            .map_err(|e| Refused::Store(e.into()))?;
+        let mut grants = self.grants.write();
+        if grants.len() >= CACHE_ENTRIES {
+            grants.clear();
+        }
+        match &found {
+            Some(grant) => {
+                grants.insert(hash, (grant.clone(), Instant::now()));
+            }
+            None => {
+                grants.remove(&hash);
+            }
         }
         Ok(found)
+    }
+
+    /// An owner is owner of every workspace that exists.
+    async fn owner_standing(&self, user: &str, workspace: &str) -> Result<Standing, Refused> {
+        self.cached_standing(user, workspace, |db: Db| async move {
+            let exists = db.workspace_exists(workspace).await?;
+            Ok(if exists {
+                Standing::Role(Some(Role::Owner))
+            } else {
+                Standing::NoWorkspace
+            })
+        })
+        .await
+    }
+
+    /// A user's role is their membership; a workspace they are not in (or that does not
+    /// exist: its existence is not told to strangers) gives none.
+    async fn standing(&self, user: &str, workspace: &str) -> Result<Standing, Refused> {
+        self.cached_standing(user, workspace, |db: Db| async move {
+            Ok(Standing::Role(db.member_role(workspace, user).await?))
+        })
+        .await
+    }
+
+    async fn cached_standing<F, Fut>(
+        &self,
+        user: &str,
+        workspace: &str,
+        look_up: F,
+    ) -> Result<Standing, Refused>
+    where
+        F: FnOnce(Db) -> Fut,
+        Fut: std::future::Future<Output = Result<Standing, trainyard_store::StoreError>>,
+    {
+        let db = match &self.backend {
+            Backend::Db(db) => db,
+            Backend::Fixed(_) => return Ok(Standing::Role(Some(Role::Owner))),
+        };
+        let key = (user.to_string(), workspace.to_string());
+        if let Some((standing, at)) = self.roles.read().get(&key) {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(*standing);
+            }
+        }
+        let standing = look_up(db.clone())
+            .await
+            .map_err(|e| Refused::Store(e.into()))?;
+        let mut roles = self.roles.write();
+        if roles.len() >= CACHE_ENTRIES {
+            roles.clear();
+        }
+        roles.insert(key, (standing, Instant::now()));
+        Ok(standing)
     }
 }
 
@@ -107,59 +323,51 @@ pub(crate) fn token_from_header(value: &str) -> Option<String> {
     (!token.is_empty()).then_some(token)
 }
 
-pub async fn require_token(
-    State(auth): State<Auth>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer TOKEN`"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(token_from_header)
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
-    let principal = auth
-        .principal(&token)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
-    // A job's token logs into tracking and reads and writes datasets; it cannot submit or
-    // cancel jobs, nor delete, rename or re-point anything (see `mlflow::job_may_call`).
-    let mut response = allowed(&principal, request, next).await;
-    // Who made the call, for the audit trail around this layer.
-    response.extensions_mut().insert(principal);
-    Ok(response)
-}
-
-/// Runs the call when `principal` may make it; answers 403 otherwise.
-async fn allowed(principal: &Principal, mut request: Request, next: Next) -> Response {
-    if principal.role == "job"
-        && !crate::mlflow::job_may_call(request.method(), request.uri().path())
-    {
-        let path = request.uri().path();
-        let message = format!(
-            "a job's token may not {} {path}: it reaches the tracking API and datasets, writes \
-             only what its job owns, and never deletes, renames or moves aliases and stages",
-            request.method()
-        );
-        // MLflow clients read MLflow's error shape.
-        if path.starts_with("/api/2.0/mlflow")
-            || path.starts_with("/ajax-api/")
-            || path.starts_with("/api/3.0/mlflow")
-        {
-            return crate::mlflow::MlflowError::permission_denied(message).into_response();
+/// Recognises the token, chooses the workspace, and runs the call when the caller's role
+/// there meets the route's need; answers 401, 403 (a code naming what is missing) or 404
+/// otherwise. The principal is left on the response for the audit trail around this layer.
+pub async fn require_token(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    let token = match request.headers().get(AUTHORIZATION) {
+        None => {
+            return ApiError::unauthorized("send `Authorization: Bearer TOKEN`").into_response()
         }
-        return ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            message,
-        )
-        .into_response();
-    }
-    request.extensions_mut().insert(principal.clone());
-    next.run(request).await
+        Some(header) => match header.to_str().ok().and_then(token_from_header) {
+            Some(token) => token,
+            None => {
+                return ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`")
+                    .into_response()
+            }
+        },
+    };
+    let named = match request.headers().get(WORKSPACE_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(name)) => Some(name.trim().to_string()),
+        Some(Err(_)) => {
+            return ApiError::invalid_field("X-Trainyard-Workspace", "not visible ASCII")
+                .into_response()
+        }
+    };
+    let principal = match auth.principal(&token, named.as_deref()).await {
+        Ok(p) => p,
+        Err(refused) => return refused.answer(&path),
+    };
+    // The route as declared decides the need (unmatched calls never reach route layers).
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    let mut response = match crate::access::refusal(&principal, request.method(), &template, &path)
+    {
+        Some(denial) => denial.answer(&path),
+        None => {
+            request.extensions_mut().insert(principal.clone());
+            next.run(request).await
+        }
+    };
+    response.extensions_mut().insert(principal);
+    response
 }
 
 #[cfg(test)]

@@ -74,13 +74,13 @@ pub async fn version(
     security(("bearer" = [])))]
 pub async fn create_version(
     State(s): State<AppState>,
-    axum::Extension(who): axum::Extension<trainyard_store::Principal>,
+    axum::Extension(who): axum::Extension<trainyard_core::Principal>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CreateVersion>,
 ) -> Result<Response, ApiError> {
     let caller = Caller {
         name: &who.name,
-        is_job: who.role == "job",
+        is_job: who.job.is_some(),
     };
     let created = s.datasets.commit(&caller, &name, body.manifest).await?;
     let status = if created.created {

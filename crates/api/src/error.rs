@@ -26,8 +26,22 @@ pub enum ErrorCode {
     BadRequest,
     /// No or an unknown token.
     Unauthorized,
-    /// The token may not do this.
+    /// The token may not do this (a job's token outside its job's reach).
     Forbidden,
+    /// The call needs a role in the workspace it acts on, at least viewer.
+    NeedsViewer,
+    /// The call changes the workspace: it needs editor or more.
+    NeedsEditor,
+    /// The call manages the workspace's members or tokens: it needs admin.
+    NeedsAdmin,
+    /// A cluster-wide change (users, workspaces, quotas): it needs owner.
+    NeedsOwner,
+    /// The call needs a user's token, not a job's.
+    NeedsUser,
+    /// A read-only token cannot change anything.
+    ReadOnlyToken,
+    /// The token is narrowed to another workspace than the one the call names.
+    TokenNarrowed,
     NotFound,
     RouteNotFound,
     MethodNotAllowed,
@@ -40,6 +54,10 @@ pub enum ErrorCode {
     /// A quota that is full now (the workspace's queued jobs); retry later.
     QuotaExceeded,
     WorkspaceNotFound,
+    /// The workspace still holds content; nothing was removed.
+    WorkspaceNotEmpty,
+    UserNotFound,
+    TokenNotFound,
     AlreadyExists,
     /// A tracking parameter breaks one of MLflow's rules.
     InvalidParameter,
@@ -60,7 +78,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 36] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -68,6 +86,13 @@ impl ErrorCode {
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
+        Self::NeedsViewer,
+        Self::NeedsEditor,
+        Self::NeedsAdmin,
+        Self::NeedsOwner,
+        Self::NeedsUser,
+        Self::ReadOnlyToken,
+        Self::TokenNarrowed,
         Self::NotFound,
         Self::RouteNotFound,
         Self::MethodNotAllowed,
@@ -77,6 +102,9 @@ impl ErrorCode {
         Self::OverQuota,
         Self::QuotaExceeded,
         Self::WorkspaceNotFound,
+        Self::WorkspaceNotEmpty,
+        Self::UserNotFound,
+        Self::TokenNotFound,
         Self::AlreadyExists,
         Self::InvalidParameter,
         Self::NotImplemented,
@@ -99,6 +127,13 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::NeedsViewer => "needs_viewer",
+            Self::NeedsEditor => "needs_editor",
+            Self::NeedsAdmin => "needs_admin",
+            Self::NeedsOwner => "needs_owner",
+            Self::NeedsUser => "needs_user",
+            Self::ReadOnlyToken => "read_only_token",
+            Self::TokenNarrowed => "token_narrowed",
             Self::NotFound => "not_found",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -108,6 +143,9 @@ impl ErrorCode {
             Self::OverQuota => "over_quota",
             Self::QuotaExceeded => "quota_exceeded",
             Self::WorkspaceNotFound => "workspace_not_found",
+            Self::WorkspaceNotEmpty => "workspace_not_empty",
+            Self::UserNotFound => "user_not_found",
+            Self::TokenNotFound => "token_not_found",
             Self::AlreadyExists => "already_exists",
             Self::InvalidParameter => "invalid_parameter",
             Self::NotImplemented => "not_implemented",

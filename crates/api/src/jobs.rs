@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use trainyard_core::Principal;
 use trainyard_core::{Job, JobState, JobSubmission};
-use trainyard_store::{JobFilter, Principal};
+use trainyard_store::JobFilter;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{ApiJson, ApiQuery};

@@ -2,6 +2,7 @@
 //! health, Prometheus metrics and bearer-token auth. The only crate that knows HTTP; it
 //! turns every domain error into a status and a stable error code, once, in `error`.
 
+mod access;
 mod audit;
 mod auth;
 mod datasets;
@@ -16,6 +17,7 @@ mod openapi;
 mod page;
 mod tls;
 mod tracking;
+mod users;
 mod workspaces;
 
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use trainyard_compute::SchedulerHandle;
 use trainyard_tracking::Tracking;
 
 pub use audit::AuditLog;
-pub use auth::Auth;
+pub use auth::{Auth, WORKSPACE_HEADER};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use inference::InferenceState;
 pub use metrics::HttpMetrics;
@@ -58,10 +60,39 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/api/v1/resources", get(jobs::resources))
         .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/workspaces", get(workspaces::list))
+        .route(
+            "/api/v1/workspaces",
+            get(workspaces::list).post(workspaces::create),
+        )
+        .route(
+            "/api/v1/workspaces/{name}",
+            axum::routing::delete(workspaces::remove),
+        )
         .route(
             "/api/v1/workspaces/{name}/policy",
             axum::routing::put(workspaces::set_policy),
+        )
+        .route("/api/v1/whoami", get(users::whoami))
+        .route(
+            "/api/v1/tokens",
+            get(users::list_tokens).post(users::create_token),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(users::revoke_token),
+        )
+        .route(
+            "/api/v1/users",
+            get(users::list_users).post(users::create_user),
+        )
+        .route(
+            "/api/v1/users/{name}",
+            axum::routing::delete(users::delete_user),
+        )
+        .route("/api/v1/members", get(users::list_members))
+        .route(
+            "/api/v1/members/{user}",
+            axum::routing::put(users::set_member).delete(users::remove_member),
         )
         .route("/api/v1/experiments", get(tracking::list_experiments))
         .route("/api/v1/runs", get(tracking::list_runs))

@@ -1,5 +1,5 @@
-//! REST v1 workspaces as the scheduler shares pools between them: list each one's weight,
-//! quotas and use; set them (admin tokens).
+//! REST v1 workspaces: create and remove them (owners), list each one's weight, quotas and
+//! use, and set them (owners: a workspace's own admins cannot raise its quotas).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,7 +7,7 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use trainyard_compute::fair_share::WorkspacePolicy;
 use trainyard_compute::WorkspaceView;
-use trainyard_store::Principal;
+use trainyard_core::Principal;
 use utoipa::ToSchema;
 
 use crate::extract::ApiJson;
@@ -19,31 +19,25 @@ pub struct WorkspaceList {
     pub workspaces: Vec<WorkspaceView>,
 }
 
-fn admin_only(who: &Principal, what: &str) -> Result<(), ApiError> {
-    if who.role == "admin" {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            format!("{what} needs an admin token"),
-        ))
-    }
-}
-
 /// Workspaces with their weights, quotas and what they hold now.
 #[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces",
     responses((status = 200, body = WorkspaceList),
-              (status = 403, body = ErrorBody, description = "not an admin token")),
+              (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
 ) -> Result<Json<WorkspaceList>, ApiError> {
-    admin_only(&who, "listing workspaces")?;
-    Ok(Json(WorkspaceList {
-        workspaces: state.scheduler.workspaces().await?,
-    }))
+    let mut workspaces = state.scheduler.workspaces().await?;
+    // Owners see every workspace; others those they have a role in.
+    if !who.is_owner() {
+        let mine = match &who.user {
+            Some(user) => state.tracking.db().roles_of(user).await?,
+            None => Default::default(),
+        };
+        workspaces.retain(|w| mine.contains_key(&w.name));
+    }
+    Ok(Json(WorkspaceList { workspaces }))
 }
 
 /// Sets a workspace's fair-share weight and quotas (every field at once; an absent limit
@@ -57,12 +51,90 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn set_policy(
     State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     ApiJson(policy): ApiJson<WorkspacePolicy>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    admin_only(&who, "changing a workspace's quotas")?;
     Ok(Json(
         state.scheduler.set_workspace_policy(&name, policy).await?,
     ))
+}
+
+/// A workspace to create.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWorkspace {
+    /// 1-63 of a-z 0-9 - _ . (a letter or digit first).
+    pub name: String,
+}
+
+/// Creates an empty workspace with the default weight and no quotas (owners).
+#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = NewWorkspace,
+    responses((status = 201, body = WorkspaceView), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewWorkspace>,
+) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
+    if !trainyard_core::access::valid_name(&new.name) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "1-63 of a-z 0-9 - _ . starting with a letter or digit",
+        ));
+    }
+    let now = trainyard_core::time::now_ms();
+    if !state
+        .tracking
+        .db()
+        .create_workspace(&new.name, &new.name, now)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyExists,
+            format!("a workspace `{}` exists", new.name),
+        )
+        .with_field("name"));
+    }
+    state.auth.forget();
+    let view = state
+        .scheduler
+        .workspaces()
+        .await?
+        .into_iter()
+        .find(|w| w.name == new.name)
+        .ok_or_else(|| crate::users::no_workspace(&new.name))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Removes an empty workspace with its members and tokens (owners). One that still holds
+/// jobs is refused with `workspace_not_empty`, and nothing is removed.
+#[utoipa::path(delete, path = "/api/v1/workspaces/{name}", tag = "workspaces",
+    params(("name" = String, Path, description = "the workspace")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    use trainyard_store::WorkspaceRemoval;
+    if name == trainyard_core::DEFAULT_WORKSPACE {
+        return Err(ApiError::invalid_field(
+            "name",
+            "the default workspace stays",
+        ));
+    }
+    match state.tracking.db().delete_workspace(&name).await? {
+        WorkspaceRemoval::Removed => {
+            state.auth.forget();
+            Ok(StatusCode::NO_CONTENT)
+        }
+        WorkspaceRemoval::NotFound => Err(crate::users::no_workspace(&name)),
+        WorkspaceRemoval::NotEmpty(what) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::WorkspaceNotEmpty,
+            format!("workspace `{name}` still holds {what}; remove them first"),
+        )),
+    }
 }

@@ -12,7 +12,7 @@ pub fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
         Some(t) => Some(t.clone()),
         None => local_admin_token(&args.server),
     };
-    Ok(Client::new(&args.server, token)?)
+    Ok(Client::new(&args.server, token)?.in_workspace(args.workspace.clone()))
 }
 
 /// The token a local server wrote, when talking to a server on this machine.

@@ -62,12 +62,22 @@ enum Command {
     Eval(commands::train::EvalArgs),
     /// Batch inference of a model version over a dataset into a new dataset, as a job.
     Predict(commands::train::PredictArgs),
-    /// Workspaces: fair-share weights and quotas (admin tokens).
+    /// Workspaces: create and remove them, their members, fair-share weights and quotas.
     Workspaces {
         #[command(subcommand)]
         command: commands::workspaces::WorkspacesCommand,
     },
-    /// The audit trail: who changed what, and which calls were denied (admin tokens).
+    /// Users and their roles (owners).
+    Users {
+        #[command(subcommand)]
+        command: commands::users::UsersCommand,
+    },
+    /// Personal tokens: make, list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: commands::users::TokensCommand,
+    },
+    /// The audit trail: who changed what, and which calls were denied (workspace admins).
     Audit(commands::audit::AuditArgs),
     /// Commands run by executors, not by people.
     #[command(hide = true)]
@@ -169,6 +179,9 @@ pub struct ClientArgs {
     /// API token; defaults to the local server's `<data-dir>/admin-token`.
     #[arg(long, env = "TRAINYARD_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// The workspace calls act on (your token's when absent; a narrowed token's always).
+    #[arg(long, env = "TRAINYARD_WORKSPACE", global = true)]
+    pub workspace: Option<String>,
     /// `table` for people, `json` for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = output::Format::Table, global = true)]
     pub output: output::Format,
@@ -242,6 +255,8 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Audit(args) => commands::audit::run(args).await,
             Command::Workspaces { command } => commands::workspaces::run(command).await,
+            Command::Users { command } => commands::users::run_users(command).await,
+            Command::Tokens { command } => commands::users::run_tokens(command).await,
             Command::Runs { command } => commands::tracking::runs(command).await,
             Command::Models { command } => commands::tracking::models(command).await,
             Command::Dataset { command } => commands::datasets::run(command).await,

@@ -17,7 +17,7 @@ use trainyard_compute::{
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
 use trainyard_serve::source::RegistrySource;
-use trainyard_store::{generate_token, redact_url, Store};
+use trainyard_store::{generate_token, redact_url, NewToken, Store, UserRow};
 use trainyard_tracking::Tracking;
 
 use crate::config::{ServerConfig, UpArgs};
@@ -244,31 +244,23 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// The first start creates an admin token (or takes `TRAINYARD_ADMIN_TOKEN`), stores only its
-/// hash, and writes the token to `<data-dir>/admin-token` (mode 0600) for the local CLI.
+/// The first start creates the first owner, `admin`, and a token for it (or takes
+/// `TRAINYARD_ADMIN_TOKEN`), stores only the token's hash, and writes the token to
+/// `<data-dir>/admin-token` (mode 0600) for the local CLI.
 async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Result<()> {
     if let Ok(token) = std::env::var("TRAINYARD_ADMIN_TOKEN") {
         if token.trim().len() < 16 {
             anyhow::bail!("TRAINYARD_ADMIN_TOKEN must be at least 16 characters");
         }
-        let added = store
-            .db
-            .insert_token(
-                &new_id(),
-                DEFAULT_WORKSPACE,
-                "admin (TRAINYARD_ADMIN_TOKEN)",
-                "admin",
-                token.trim(),
-                now_ms(),
-            )
-            .await?;
-        if added {
+        let (id, owner) = (new_id(), first_owner(store).await?);
+        let new = owner_token(&id, "admin (TRAINYARD_ADMIN_TOKEN)", &owner);
+        if store.db.insert_token(&new, token.trim()).await? {
             tracing::info!("admin token taken from TRAINYARD_ADMIN_TOKEN");
         }
         return Ok(());
     }
     let path = config.data_dir.join("admin-token");
-    if store.db.count_tokens("admin").await? > 0 {
+    if store.db.count_owner_tokens().await? > 0 {
         if !path.exists() {
             tracing::warn!(
                 "an admin token exists but {} is gone; use the token you saved or TRAINYARD_ADMIN_TOKEN",
@@ -287,22 +279,49 @@ async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Res
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(format!("{token}\n").as_bytes())?;
     file.sync_all()?;
+    let (id, owner) = (new_id(), first_owner(store).await?);
     store
         .db
-        .insert_token(
-            &new_id(),
-            DEFAULT_WORKSPACE,
-            "admin",
-            "admin",
-            &token,
-            now_ms(),
-        )
+        .insert_token(&owner_token(&id, "admin", &owner), &token)
         .await?;
     tracing::info!(
         "created an admin token and wrote it to {} (mode 0600)",
         path.display()
     );
     Ok(())
+}
+
+/// A token of the owner `admin` that acts in `default` unless a call names another.
+fn owner_token<'a>(id: &'a str, name: &'a str, owner: &'a UserRow) -> NewToken<'a> {
+    NewToken {
+        id,
+        name,
+        workspace: DEFAULT_WORKSPACE,
+        user_id: Some(owner.id.as_str()),
+        narrowed: false,
+        read_only: false,
+        expires_at_ms: None,
+        created_at_ms: now_ms(),
+    }
+}
+
+/// The owner `admin`, made when it is not there (the first start).
+async fn first_owner(store: &Store) -> anyhow::Result<UserRow> {
+    if let Some(user) = store.db.find_user("admin").await? {
+        if user.owner {
+            return Ok(user);
+        }
+    }
+    store
+        .db
+        .create_user(&new_id(), "admin", true, None, now_ms())
+        .await?;
+    match store.db.find_user("admin").await? {
+        Some(user) if user.owner => Ok(user),
+        _ => anyhow::bail!(
+            "the user `admin` is not an owner: the admin token belongs to the owner `admin`"
+        ),
+    }
 }
 
 /// How a job on this machine reaches the server: a wildcard listen address is reached

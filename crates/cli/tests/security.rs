@@ -986,13 +986,13 @@ async fn the_audit_trail_records_changes_and_denials_and_no_secret() {
     assert_eq!(
         summary,
         [
-            "POST /api/v1/jobs/{id}/cancel ok 200 admin",
+            "POST /api/v1/jobs/{id}/cancel ok 200 owner",
             "GET /api/v1/audit denied 403 job",
             "POST /api/v1/jobs denied 403 job",
             "GET /api/v1/jobs denied 401 -",
             "POST /api/2.0/mlflow/runs/log-metric ok 200 job",
-            "POST /api/v1/jobs ok 201 admin",
-            "POST /api/v1/jobs ok 201 admin",
+            "POST /api/v1/jobs ok 201 owner",
+            "POST /api/v1/jobs ok 201 owner",
         ],
         "{events:#?}"
     );

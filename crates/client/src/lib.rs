@@ -18,6 +18,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Sent as `X-Trainyard-Workspace`: the workspace calls act on (the token's when none).
+    workspace: Option<String>,
 }
 
 impl Client {
@@ -45,7 +47,14 @@ impl Client {
             http: http.build()?,
             base: server.trim_end_matches('/').to_string(),
             token,
+            workspace: None,
         })
+    }
+
+    /// Calls act on `workspace` (with the caller's role there) instead of the token's own.
+    pub fn in_workspace(mut self, workspace: Option<String>) -> Self {
+        self.workspace = workspace.filter(|w| !w.is_empty());
+        self
     }
 
     /// The server's base URL.
@@ -57,6 +66,9 @@ impl Client {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        if let Some(w) = &self.workspace {
+            req = req.header("x-trainyard-workspace", w);
         }
         req
     }

@@ -38,12 +38,17 @@ impl JobTracking {
         self.tracking
             .db()
             .insert_token(
-                &trainyard_core::new_id(),
-                &job.workspace,
-                &format!("job:{}", job.id),
-                "job",
+                &trainyard_store::NewToken {
+                    id: &trainyard_core::new_id(),
+                    name: &format!("job:{}", job.id),
+                    workspace: &job.workspace,
+                    user_id: None,
+                    narrowed: true,
+                    read_only: false,
+                    expires_at_ms: None,
+                    created_at_ms: now_ms(),
+                },
                 &token,
-                now_ms(),
             )
             .await?;
         let mut env = vec![

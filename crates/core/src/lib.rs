@@ -1,6 +1,7 @@
 //! Domain types shared by every layer of Trainyard: ids, jobs, resources and the
 //! validation rules for what a user may submit. No I/O lives here.
 
+pub mod access;
 pub mod audit;
 pub mod dataset;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod job;
 pub mod resources;
 pub mod time;
 
+pub use access::{Member, Need, Principal, Role, TokenInfo, TokenRequest, UserInfo};
 pub use audit::{AuditEvent, AuditOutcome};
 pub use error::InvalidField;
 pub use id::new_id;

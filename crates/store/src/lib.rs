@@ -9,6 +9,7 @@ mod error;
 mod jobs;
 mod lease;
 mod tokens;
+mod users;
 mod workspaces;
 
 pub use audit::AuditFilter;
@@ -18,8 +19,9 @@ pub use db::Db;
 pub use error::{redact_url, StoreError};
 pub use jobs::{JobFilter, Outcome};
 pub use lease::{Fence, LeaseHolder};
-pub use tokens::{generate_token, hash_token, Principal};
-pub use workspaces::WorkspaceRow;
+pub use tokens::{generate_token, hash_token, Holder, NewToken, TokenGrant};
+pub use users::UserRow;
+pub use workspaces::{WorkspaceRemoval, WorkspaceRow};
 
 /// Metadata and blobs together: what every other layer is handed.
 #[derive(Clone)]

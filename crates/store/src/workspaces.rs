@@ -16,6 +16,18 @@ pub struct WorkspaceRow {
     pub created_at_ms: i64,
 }
 
+/// What a workspace holds that removing it would lose: table and what its rows are.
+const CONTENT: &[(&str, &str)] = &[("jobs", "jobs")];
+
+/// How removing a workspace went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceRemoval {
+    Removed,
+    NotFound,
+    /// It still holds this (`"3 jobs"`).
+    NotEmpty(String),
+}
+
 impl Db {
     /// Every workspace, by name.
     pub async fn workspaces(&self) -> Result<Vec<WorkspaceRow>, StoreError> {
@@ -35,6 +47,14 @@ impl Db {
                 })
             })
             .collect()
+    }
+
+    pub async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT id FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     /// Creates a workspace with the default policy; false when the id is taken.
@@ -70,6 +90,41 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes an empty workspace with its members and the tokens whose workspace it is.
+    /// `Err(NotEmpty)` names what it still holds; nothing is removed then.
+    pub async fn delete_workspace(&self, id: &str) -> Result<WorkspaceRemoval, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT id FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(WorkspaceRemoval::NotFound);
+        }
+        for (table, what) in CONTENT {
+            let row = sqlx::query(&format!(
+                "SELECT COUNT(*) AS n FROM {table} WHERE workspace_id = $1"
+            ))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let n: i64 = row.try_get("n")?;
+            if n > 0 {
+                return Ok(WorkspaceRemoval::NotEmpty(format!("{n} {what}")));
+            }
+        }
+        for sql in [
+            "DELETE FROM api_tokens WHERE workspace_id = $1",
+            "DELETE FROM workspace_members WHERE workspace_id = $1",
+            "DELETE FROM workspaces WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(WorkspaceRemoval::Removed)
     }
 
     /// How many of a workspace's jobs wait in the queue (for its queued-jobs quota).

@@ -175,22 +175,54 @@ async fn listings_filter_and_page_newest_first() {
 
 #[tokio::test]
 async fn tokens_are_found_by_value_and_stored_hashed() {
+    use trainyard_core::Role;
+    use trainyard_store::{Holder, NewToken};
     let (db, _dir) = open().await;
-    assert!(db
-        .insert_token("t1", "default", "admin", "admin", "ty_secret_value", 1)
-        .await
-        .unwrap());
-    assert!(!db
-        .insert_token("t2", "default", "admin", "admin", "ty_secret_value", 1)
-        .await
-        .unwrap());
-    let p = db.find_token("ty_secret_value").await.unwrap().unwrap();
+    assert!(db.create_user("u1", "alice", false, None, 1).await.unwrap());
+    assert!(!db.create_user("u2", "alice", true, None, 1).await.unwrap());
+    let new = NewToken {
+        id: "t1",
+        name: "laptop",
+        workspace: "default",
+        user_id: Some("u1"),
+        narrowed: true,
+        read_only: true,
+        expires_at_ms: Some(99),
+        created_at_ms: 1,
+    };
+    assert!(db.insert_token(&new, "ty_secret_value").await.unwrap());
+    let again = NewToken {
+        id: "t2",
+        ..new.clone()
+    };
+    assert!(!db.insert_token(&again, "ty_secret_value").await.unwrap());
+    let grant = db.find_token("ty_secret_value").await.unwrap().unwrap();
     assert_eq!(
-        (p.workspace.as_str(), p.role.as_str()),
-        ("default", "admin")
+        (
+            grant.workspace.as_str(),
+            grant.narrowed,
+            grant.read_only,
+            grant.expires_at_ms
+        ),
+        ("default", true, true, Some(99))
     );
+    assert!(matches!(&grant.holder, Holder::User { name, owner: false, .. } if name == "alice"));
     assert!(db.find_token("ty_other").await.unwrap().is_none());
-    assert_eq!(db.count_tokens("admin").await.unwrap(), 1);
+    assert_eq!(db.list_tokens(Some("u1")).await.unwrap().len(), 1);
+    assert_eq!(db.count_owner_tokens().await.unwrap(), 0);
+
+    db.set_member("default", "u1", Role::Editor).await.unwrap();
+    db.set_member("default", "u1", Role::Viewer).await.unwrap();
+    assert_eq!(
+        db.member_role("default", "u1").await.unwrap(),
+        Some(Role::Viewer)
+    );
+    assert_eq!(db.users().await.unwrap()[0].roles["default"], Role::Viewer);
+    // Removing the user removes their tokens and roles with them.
+    assert!(db.delete_user("alice").await.unwrap());
+    assert!(db.find_token("ty_secret_value").await.unwrap().is_none());
+    assert_eq!(db.member_role("default", "u1").await.unwrap(), None);
+    assert!(!db.delete_user("alice").await.unwrap());
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ impl Service {
                 }
                 Denied::UnknownToken => Status::unauthenticated("unknown token"),
                 Denied::JobToken => Status::permission_denied(JOB_TOKEN_REFUSED),
+                Denied::Role(m) => Status::permission_denied(m),
                 Denied::Unavailable(m) => Status::unavailable(m),
             })
     }

@@ -26,11 +26,15 @@ pub struct InferenceState {
     pub anonymous_inference: bool,
 }
 
+use trainyard_core::Need;
+
 /// Why a caller was turned away; each protocol words and codes it its own way.
 pub(crate) enum Denied {
     NoToken,
     UnknownToken,
     JobToken,
+    /// The caller's role does not allow it.
+    Role(String),
     /// The token store could not be asked.
     Unavailable(String),
 }
@@ -45,14 +49,24 @@ impl InferenceState {
         let token = header
             .and_then(crate::auth::token_from_header)
             .ok_or(Denied::NoToken)?;
-        match self.auth.principal(&token).await {
-            Ok(Some(p)) if p.role != "job" => Ok(()),
-            Ok(Some(_)) => Err(Denied::JobToken),
-            Ok(None) => Err(Denied::UnknownToken),
-            Err(e) => Err(Denied::Unavailable(format!(
+        use crate::auth::Refused;
+        match self.auth.principal(&token, None).await {
+            Ok(p) if p.job.is_some() => Err(Denied::JobToken),
+            // Loading and unloading change what the server holds; inference reads.
+            Ok(p) if admin && (p.read_only || !p.meets(Need::Write)) => Err(Denied::Role(format!(
+                "loading and unloading need editor or more in `{}` and a token that may write",
+                p.workspace
+            ))),
+            Ok(p) if !p.meets(Need::Read) => Err(Denied::Role(format!(
+                "inference needs a role in workspace `{}`",
+                p.workspace
+            ))),
+            Ok(_) => Ok(()),
+            Err(Refused::Store(e)) => Err(Denied::Unavailable(format!(
                 "cannot check the token: {}",
                 e.message
             ))),
+            Err(_) => Err(Denied::UnknownToken),
         }
     }
 }

@@ -137,6 +137,7 @@ async fn check_token(state: InferenceState, request: Request, next: Next, admin:
         ),
         Err(Denied::UnknownToken) => (StatusCode::UNAUTHORIZED, "unknown token".to_string()),
         Err(Denied::JobToken) => (StatusCode::FORBIDDEN, JOB_TOKEN_REFUSED.to_string()),
+        Err(Denied::Role(m)) => (StatusCode::FORBIDDEN, m),
         Err(Denied::Unavailable(m)) => (StatusCode::SERVICE_UNAVAILABLE, m),
     };
     V2Error(status, message).into_response()

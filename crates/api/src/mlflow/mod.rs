@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use trainyard_store::Principal;
+use trainyard_core::Principal;
 use trainyard_tracking::{TrackingError, Writer};
 
 pub use params::Params;
@@ -145,13 +145,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for By {
     }
 }
 
-/// A job's token is named `job:<id>` (`compute` mints it per attempt).
+/// A job's token writes as its job; every other token as a user.
 pub fn writer_of(p: &Principal) -> Writer {
-    if p.role == "job" {
-        Writer::Job(p.name.strip_prefix("job:").unwrap_or_default().to_string())
-    } else {
-        Writer::User
+    match &p.job {
+        Some(job) => Writer::Job(job.clone()),
+        None => Writer::User,
     }
+}
+
+/// Whether `path` is one of MLflow's (whose clients read MLflow's error shape).
+pub fn is_mlflow_path(path: &str) -> bool {
+    path.starts_with("/api/2.0/mlflow")
+        || path.starts_with("/ajax-api/")
+        || path.starts_with("/api/3.0/mlflow")
 }
 
 /// Whether a job's token may call this route at all (default deny): every read, and the

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::json;
-use trainyard_store::Principal;
+use trainyard_core::Principal;
 use trainyard_tracking::{validate, KeyValue, LoggedModelStatus, NewLoggedModel, NewModelVersion};
 
 use super::params::missing;

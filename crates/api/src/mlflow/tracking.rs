@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
-use trainyard_store::Principal;
+use trainyard_core::Principal;
 use trainyard_tracking::{
     BatchInput, Dataset, DatasetInput, KeyValue, Lifecycle, MetricPoint, ModelOutput,
     NewExperiment, NewRun, RunStatus, SearchRequest, ViewType,

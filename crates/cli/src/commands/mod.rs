@@ -6,4 +6,5 @@ pub mod run;
 pub mod status;
 pub mod tracking;
 pub mod train;
+pub mod users;
 pub mod workspaces;

@@ -113,6 +113,9 @@ pub enum ModelsCommand {
         /// API token; defaults to the local server's `<data-dir>/admin-token`.
         #[arg(long, env = "TRAINYARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// The workspace the model is in (the token's when absent).
+        #[arg(long, env = "TRAINYARD_WORKSPACE")]
+        workspace: Option<String>,
         /// `MODEL:VERSION` (or `MODEL` for its latest version).
         model: String,
         #[arg(long, value_enum, default_value_t = ExportChoice::Onnx)]
@@ -437,6 +440,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
         ModelsCommand::Export {
             server,
             token,
+            workspace,
             model,
             format,
             output,
@@ -444,6 +448,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
             let client = crate::client::connect(&ClientArgs {
                 server,
                 token,
+                workspace,
                 output: Format::Table,
             })?;
             let format = match format {

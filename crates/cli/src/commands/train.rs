@@ -178,6 +178,9 @@ pub struct PredictArgs {
     /// API token; defaults to the local server's `<data-dir>/admin-token`.
     #[arg(long, env = "TRAINYARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The workspace to act in (the token's when absent).
+    #[arg(long, env = "TRAINYARD_WORKSPACE")]
+    pub workspace: Option<String>,
     #[command(flatten)]
     pub job: JobArgs,
     /// `MODEL:VERSION` (or `MODEL` for its latest version).
@@ -197,6 +200,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
     let client_args = ClientArgs {
         server: args.server.clone(),
         token: args.token.clone(),
+        workspace: args.workspace.clone(),
         output: crate::output::Format::Table,
     };
     let client = crate::client::connect(&client_args)?;

@@ -1,4 +1,5 @@
-//! `trainyard workspaces ls | set`: how workspaces share the pools (admin tokens).
+//! `trainyard workspaces …`: create and remove workspaces (owners), their members (their
+//! admins), and how they share the pools (owners set weights and quotas).
 
 use clap::Subcommand;
 use reqwest::Method;
@@ -41,6 +42,37 @@ pub enum WorkspacesCommand {
         #[arg(long, value_parser = ["cpus", "memory_mb", "gpus", "running_jobs", "queued_jobs"])]
         unset: Vec<String>,
     },
+    /// Create an empty workspace.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+    },
+    /// Remove an empty workspace with its members and tokens.
+    Rm {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+    },
+    /// The members of the workspace given by `--workspace` (or your token's).
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Give a user a role (viewer, editor, admin) in the workspace given by `--workspace`.
+    Grant {
+        #[command(flatten)]
+        client: ClientArgs,
+        user: String,
+        #[arg(value_parser = ["viewer", "editor", "admin"])]
+        role: String,
+    },
+    /// Take a user's role in the workspace given by `--workspace` away.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        user: String,
+    },
 }
 
 fn limit(quota: &Value, key: &str) -> String {
@@ -52,6 +84,84 @@ fn limit(quota: &Value, key: &str) -> String {
 
 pub async fn run(command: WorkspacesCommand) -> anyhow::Result<i32> {
     match command {
+        WorkspacesCommand::Create { client: args, name } => {
+            let client = crate::client::connect(&args)?;
+            let made: Value = client
+                .json(
+                    client
+                        .request(Method::POST, "/api/v1/workspaces")
+                        .json(&json!({"name": name})),
+                )
+                .await?;
+            match args.output {
+                Format::Json => print_json(&made),
+                Format::Table => println!("created workspace {name}"),
+            }
+            Ok(0)
+        }
+        WorkspacesCommand::Rm { client: args, name } => {
+            let client = crate::client::connect(&args)?;
+            client
+                .send(client.request(Method::DELETE, &format!("/api/v1/workspaces/{name}")))
+                .await?;
+            if args.output == Format::Table {
+                println!("removed workspace {name}");
+            }
+            Ok(0)
+        }
+        WorkspacesCommand::Members { client: args } => {
+            let client = crate::client::connect(&args)?;
+            let list: Value = client
+                .json(client.request(Method::GET, "/api/v1/members"))
+                .await?;
+            match args.output {
+                Format::Json => print_json(&list),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = list["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|m| {
+                            vec![
+                                m["user"].as_str().unwrap_or("").to_string(),
+                                m["role"].as_str().unwrap_or("").to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["USER", "ROLE"], &rows);
+                }
+            }
+            Ok(0)
+        }
+        WorkspacesCommand::Grant {
+            client: args,
+            user,
+            role,
+        } => {
+            let client = crate::client::connect(&args)?;
+            let member: Value = client
+                .json(
+                    client
+                        .request(Method::PUT, &format!("/api/v1/members/{user}"))
+                        .json(&json!({"role": role})),
+                )
+                .await?;
+            match args.output {
+                Format::Json => print_json(&member),
+                Format::Table => println!("{user} is {role}"),
+            }
+            Ok(0)
+        }
+        WorkspacesCommand::Revoke { client: args, user } => {
+            let client = crate::client::connect(&args)?;
+            client
+                .send(client.request(Method::DELETE, &format!("/api/v1/members/{user}")))
+                .await?;
+            if args.output == Format::Table {
+                println!("{user} has no role here any more");
+            }
+            Ok(0)
+        }
         WorkspacesCommand::Ls { client: args } => {
             let client = crate::client::connect(&args)?;
             let list: Value = client

@@ -1,0 +1,382 @@
+//! REST v1 users, personal tokens and workspace members: who may call, and with which role
+//! where. What each route needs is in `access`; the rules for tokens in
+//! `trainyard_core::access`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use trainyard_core::access::{valid_name, TokenRefusal};
+use trainyard_core::time::now_ms;
+use trainyard_core::{Member, Principal, Role, TokenInfo, TokenRequest, UserInfo};
+use trainyard_store::NewToken;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{ApiJson, ApiQuery};
+use crate::{ApiError, AppState, ErrorBody, ErrorCode};
+
+/// Who the caller is, where the call acts, and with what role.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub user: Option<String>,
+    pub token_id: String,
+    pub token_name: String,
+    pub workspace: String,
+    /// The role there; absent when the caller has none.
+    pub role: Option<Role>,
+    pub read_only: bool,
+    pub narrowed: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "users",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn whoami(Extension(who): Extension<Principal>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user: who.user,
+        token_id: who.token_id,
+        token_name: who.name,
+        workspace: who.workspace,
+        role: who.role,
+        read_only: who.read_only,
+        narrowed: who.narrowed,
+    })
+}
+
+/// A new token: its value, shown this once, and how it is listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    /// Every user's tokens (owners only).
+    #[serde(default)]
+    all: bool,
+}
+
+/// The caller's personal tokens (every user's with `all=true`, for owners).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "users", params(TokenQuery),
+    responses((status = 200, body = TokenList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiQuery(query): ApiQuery<TokenQuery>,
+) -> Result<Json<TokenList>, ApiError> {
+    if query.all && !who.is_owner() {
+        return Err(needs_owner("listing every user's tokens"));
+    }
+    let user = match query.all {
+        true => None,
+        false => Some(user_id_of(&state, &who).await?),
+    };
+    Ok(Json(TokenList {
+        tokens: state.tracking.db().list_tokens(user.as_deref()).await?,
+    }))
+}
+
+/// Makes a personal token acting in this call's workspace. Never wider than the caller's
+/// own: a read-only or narrowed token makes only read-only or narrowed ones.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "users", request_body = TokenRequest,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    match request.check(&who) {
+        Ok(()) => {}
+        Err(TokenRefusal::Invalid(f)) => return Err(ApiError::invalid_field(f.field, f.message)),
+        Err(TokenRefusal::Wider(why)) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                why,
+            ))
+        }
+    }
+    let db = state.tracking.db();
+    if !db.workspace_exists(&who.workspace).await? {
+        return Err(no_workspace(&who.workspace));
+    }
+    let holder = match &request.user {
+        Some(name) => db.find_user(name).await?.ok_or_else(|| no_user(name))?,
+        None => {
+            let name = who.user.as_deref().unwrap_or_default();
+            db.find_user(name).await?.ok_or_else(|| no_user(name))?
+        }
+    };
+    let now = now_ms();
+    let expires_at_ms = request
+        .expires_in_s
+        .map(|s| now.saturating_add(s as i64 * 1000));
+    let (id, token) = (trainyard_core::new_id(), trainyard_store::generate_token());
+    let new = NewToken {
+        id: &id,
+        name: &request.name,
+        workspace: &who.workspace,
+        user_id: Some(&holder.id),
+        narrowed: request.narrowed,
+        read_only: request.read_only,
+        expires_at_ms,
+        created_at_ms: now,
+    };
+    db.insert_token(&new, &token).await?;
+    let info = TokenInfo {
+        id,
+        name: request.name,
+        user: Some(holder.name),
+        workspace: who.workspace,
+        narrowed: request.narrowed,
+        read_only: request.read_only,
+        expires_at_ms,
+        created_at_ms: now,
+    };
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
+}
+
+/// Revokes a token: one's own, any (owners), or one narrowed to a workspace one is admin of.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "users",
+    params(("id" = String, Path, description = "the token's id")),
+    responses((status = 204), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let db = state.tracking.db();
+    let gone = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::TokenNotFound,
+            format!("no token `{id}` of yours"),
+        )
+    };
+    let token = db.get_token(&id).await?.ok_or_else(gone)?;
+    let own = token.user.is_some() && token.user == who.user;
+    let admin_of_it = token.narrowed
+        && token.workspace == who.workspace
+        && who.role.is_some_and(|r| r >= Role::Admin);
+    if !(own || who.is_owner() || admin_of_it) {
+        // Another user's token is not told to exist.
+        return Err(gone());
+    }
+    db.revoke_token(&id).await?;
+    state.auth.forget();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+}
+
+/// A user to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// 1-63 of a-z 0-9 - _ . (a letter or digit first).
+    pub name: String,
+    /// Cluster-wide owner.
+    #[serde(default)]
+    pub owner: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, body = UserList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_users(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
+    Ok(Json(UserList {
+        users: state.tracking.db().users().await?,
+    }))
+}
+
+/// Adds a user (owners). Give them roles with `PUT /api/v1/members/{user}` and a token with
+/// `POST /api/v1/tokens` naming them.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<UserInfo>), ApiError> {
+    if !valid_name(&new.name) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "1-63 of a-z 0-9 - _ . starting with a letter or digit",
+        ));
+    }
+    let (id, now) = (trainyard_core::new_id(), now_ms());
+    if !state
+        .tracking
+        .db()
+        .create_user(&id, &new.name, new.owner, None, now)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyExists,
+            format!("a user `{}` exists", new.name),
+        )
+        .with_field("name"));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(UserInfo {
+            id,
+            name: new.name,
+            owner: new.owner,
+            has_password: false,
+            created_at_ms: now,
+            roles: Default::default(),
+        }),
+    ))
+}
+
+/// Removes a user with their tokens and roles (owners). Their tokens stop working at once
+/// on this server and within a minute (the auth cache) on others. The last owner stays.
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
+    params(("name" = String, Path, description = "the user")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let db = state.tracking.db();
+    let user = db.find_user(&name).await?.ok_or_else(|| no_user(&name))?;
+    if user.owner && db.count_owners().await? <= 1 {
+        return Err(ApiError::invalid_field(
+            "name",
+            "the last owner cannot be removed",
+        ));
+    }
+    db.delete_user(&name).await?;
+    state.auth.forget();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberList {
+    pub workspace: String,
+    pub members: Vec<Member>,
+}
+
+/// A role to give.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRole {
+    /// viewer, editor or admin (owner is cluster-wide, not a membership).
+    pub role: Role,
+}
+
+/// The members of the workspace the call acts on (its admins).
+#[utoipa::path(get, path = "/api/v1/members", tag = "users",
+    responses((status = 200, body = MemberList), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_members(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<MemberList>, ApiError> {
+    Ok(Json(MemberList {
+        members: state.tracking.db().members(&who.workspace).await?,
+        workspace: who.workspace,
+    }))
+}
+
+/// Gives a user a role in the workspace the call acts on (its admins).
+#[utoipa::path(put, path = "/api/v1/members/{user}", tag = "users",
+    params(("user" = String, Path, description = "the user")), request_body = MemberRole,
+    responses((status = 200, body = Member), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_member(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(user): Path<String>,
+    ApiJson(body): ApiJson<MemberRole>,
+) -> Result<Json<Member>, ApiError> {
+    if body.role == Role::Owner {
+        return Err(ApiError::invalid_field(
+            "role",
+            "owner is cluster-wide (POST /api/v1/users with owner); members are viewer, editor or admin",
+        ));
+    }
+    let db = state.tracking.db();
+    let found = db.find_user(&user).await?.ok_or_else(|| no_user(&user))?;
+    db.set_member(&who.workspace, &found.id, body.role).await?;
+    state.auth.forget();
+    Ok(Json(Member {
+        user,
+        role: body.role,
+    }))
+}
+
+/// Takes a user's role in the workspace the call acts on away (its admins).
+#[utoipa::path(delete, path = "/api/v1/members/{user}", tag = "users",
+    params(("user" = String, Path, description = "the user")),
+    responses((status = 204), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(user): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let db = state.tracking.db();
+    let found = db.find_user(&user).await?.ok_or_else(|| no_user(&user))?;
+    if !db.remove_member(&who.workspace, &found.id).await? {
+        return Err(no_user(&user));
+    }
+    state.auth.forget();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The id of the caller's user.
+async fn user_id_of(state: &AppState, who: &Principal) -> Result<String, ApiError> {
+    let name = who.user.as_deref().unwrap_or_default();
+    Ok(state
+        .tracking
+        .db()
+        .find_user(name)
+        .await?
+        .ok_or_else(|| no_user(name))?
+        .id)
+}
+
+fn no_user(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::UserNotFound,
+        format!("no user `{name}` here"),
+    )
+}
+
+pub(crate) fn no_workspace(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::WorkspaceNotFound,
+        format!("no workspace `{name}`"),
+    )
+}
+
+pub(crate) fn needs_owner(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::NeedsOwner,
+        format!("{what} needs an owner"),
+    )
+}
