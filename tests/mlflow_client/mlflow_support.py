@@ -34,6 +34,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
 TOKEN = os.environ.get("MLFLOW_TRACKING_TOKEN") or None
 UNDER_TRAINYARD = bool(os.environ.get("TRAINYARD_UNDER_TEST"))
+# The Trainyard workspace the token acts in, when not `default` (the suite then checks that
+# workspace's own Default experiment, which has an id of its own, where it checks "0").
+WORKSPACE = os.environ.get("TRAINYARD_WORKSPACE_UNDER_TEST", "default")
 
 if not TRACKING_URI.startswith(("http://", "https://")):
     raise pytest.UsageError(

@@ -50,6 +50,29 @@ pub struct AppState {
     pub audit: AuditLog,
 }
 
+/// The shared state with its tracking service acting in the caller's workspace: what every
+/// tracking, registry and artifact handler takes, so none can reach another workspace's.
+pub struct Scoped(pub AppState);
+
+impl axum::extract::FromRequestParts<AppState> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // Auth runs first on every route that takes this; without a principal there is no
+        // workspace to act in.
+        let who = parts
+            .extensions
+            .get::<trainyard_core::Principal>()
+            .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer TOKEN`"))?;
+        let mut state = state.clone();
+        state.tracking = state.tracking.scoped(&who.workspace);
+        Ok(Scoped(state))
+    }
+}
+
 /// All routes, with auth, metrics and limits applied; with `inference`, the Open Inference
 /// Protocol's `/v2` routes too.
 pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {

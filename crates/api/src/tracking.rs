@@ -4,14 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use trainyard_tracking::{Lifecycle, ModelVersion, RegisteredModel, Run, SearchRequest, ViewType};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::ApiQuery;
-use crate::{ApiError, AppState, ErrorBody};
+use crate::Scoped;
+use crate::{ApiError, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExperimentView {
@@ -190,7 +191,7 @@ fn model_view(m: RegisteredModel, mut versions: Vec<ModelVersion>) -> ModelView 
 /// Experiments, newest first.
 #[utoipa::path(get, path = "/api/v1/experiments", tag = "tracking",
     responses((status = 200, body = ExperimentList)), security(("bearer" = [])))]
-pub async fn list_experiments(State(s): State<AppState>) -> Result<Json<ExperimentList>, ApiError> {
+pub async fn list_experiments(Scoped(s): Scoped) -> Result<Json<ExperimentList>, ApiError> {
     let page = s
         .tracking
         .search_experiments(ViewType::ActiveOnly, "", &[], 50_000, None)
@@ -231,7 +232,7 @@ pub struct RunsQuery {
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_runs(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> Result<Json<RunList>, ApiError> {
     let limit = q.limit.unwrap_or(100);
@@ -274,10 +275,7 @@ pub async fn list_runs(
     params(("id" = String, Path, description = "run id (a job's run id is the job id)")),
     responses((status = 200, body = RunView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_run(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<RunView>, ApiError> {
+pub async fn get_run(Scoped(s): Scoped, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
     Ok(Json(run_view(s.tracking.get_run(&id).await?)))
 }
 
@@ -298,7 +296,7 @@ pub struct MetricQuery {
               (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn metric(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path((id, key)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<MetricQuery>,
 ) -> Result<Json<MetricSeriesView>, ApiError> {
@@ -333,7 +331,7 @@ pub async fn metric(
 /// Registered models with their newest version.
 #[utoipa::path(get, path = "/api/v1/models", tag = "tracking",
     responses((status = 200, body = ModelList)), security(("bearer" = [])))]
-pub async fn list_models(State(s): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+pub async fn list_models(Scoped(s): Scoped) -> Result<Json<ModelList>, ApiError> {
     let mut models = Vec::new();
     let mut token = None;
     loop {
@@ -363,7 +361,7 @@ pub async fn list_models(State(s): State<AppState>) -> Result<Json<ModelList>, A
     responses((status = 200, body = ModelView), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_model(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(name): Path<String>,
 ) -> Result<Json<ModelView>, ApiError> {
     let model = s.tracking.get_registered_model(&name).await?;

@@ -575,3 +575,338 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
         "{trail}"
     );
 }
+
+/// An MLflow call acting in `workspace` with the owner's token.
+async fn mlflow(
+    server: &Server,
+    workspace: &str,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let mut path = format!("/api/2.0/mlflow/{path}");
+    if method == Method::GET {
+        let query = body_query(&Some(body));
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
+        }
+        return call(server, &server.token, Some(workspace), method, &path, None).await;
+    }
+    call(
+        server,
+        &server.token,
+        Some(workspace),
+        method,
+        &path,
+        Some(body),
+    )
+    .await
+}
+
+fn body_query(body: &Option<Value>) -> Vec<String> {
+    body.as_ref()
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.as_str().map(str::to_string).unwrap_or(v.to_string())
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn experiments_runs_metrics_and_artifacts_stay_in_their_workspace() {
+    let server = Server::start().await;
+    let s = &server;
+    for w in ["a", "b"] {
+        common::ok(s.cli(&["workspaces", "create", w]));
+    }
+    // The same name in two workspaces is two experiments.
+    let (status, made) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "experiments/create",
+        json!({"name": "exp"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let exp_a = made["experiment_id"].as_str().unwrap().to_string();
+    let (status, made) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "experiments/create",
+        json!({"name": "exp"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let exp_b = made["experiment_id"].as_str().unwrap().to_string();
+    assert_ne!(exp_a, exp_b);
+    let (status, dup) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "experiments/create",
+        json!({"name": "exp"}),
+    )
+    .await;
+    assert_eq!(
+        (status, dup["error_code"].as_str()),
+        (400, Some("RESOURCE_ALREADY_EXISTS")),
+        "{dup}"
+    );
+
+    // A run in a, with a param, a metric and an artifact.
+    let (status, run) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "runs/create",
+        json!({"experiment_id": exp_a, "start_time": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let (status, _) = mlflow(s, "a", Method::POST, "runs/log-batch", json!({"run_id": run_id, "params": [{"key": "lr", "value": "0.1"}], "metrics": [{"key": "loss", "value": 0.5, "timestamp": 1, "step": 0}]})).await;
+    assert_eq!(status, 200);
+    let artifact =
+        format!("/api/2.0/mlflow-artifacts/artifacts/{exp_a}/{run_id}/artifacts/notes.txt");
+    let put = |w: &'static str| {
+        s.http()
+            .put(s.url(&artifact))
+            .bearer_auth(&s.token)
+            .header("X-Trainyard-Workspace", w)
+            .body("secret of a")
+    };
+    assert_eq!(put("a").send().await.unwrap().status().as_u16(), 200);
+
+    // From b, none of it is there: not by id, not by search, not by path.
+    let (status, body) = mlflow(s, "b", Method::GET, "runs/get", json!({"run_id": run_id})).await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST")),
+        "{body}"
+    );
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "experiments/get",
+        json!({"experiment_id": exp_a}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "runs/log-metric",
+        json!({"run_id": run_id, "key": "loss", "value": 9.0, "timestamp": 2}),
+    )
+    .await;
+    assert_eq!(status, 404, "b wrote into a's run: {body}");
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "runs/set-tag",
+        json!({"run_id": run_id, "key": "k", "value": "v"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "runs/delete",
+        json!({"run_id": run_id}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "experiments/delete",
+        json!({"experiment_id": exp_a}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, found) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "runs/search",
+        json!({"experiment_ids": [exp_a, exp_b]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(found.get("runs").is_none(), "{found}");
+    let (status, history) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "metrics/get-history",
+        json!({"run_id": run_id, "metric_key": "loss"}),
+    )
+    .await;
+    assert!(
+        status == 200 && history.get("metrics").is_none(),
+        "{history}"
+    );
+    let (_, listed) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "experiments/search",
+        json!({"max_results": 100}),
+    )
+    .await;
+    let names: Vec<&str> = listed["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["exp"], "{listed}");
+    let (_, listed) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::GET,
+        &format!("/api/v1/runs?experiment_id={exp_a}"),
+        None,
+    )
+    .await;
+    assert!(!listed.to_string().contains(&run_id), "{listed}");
+    for method in [Method::GET, Method::DELETE] {
+        let r = s
+            .http()
+            .request(method.clone(), s.url(&artifact))
+            .bearer_auth(&s.token)
+            .header("X-Trainyard-Workspace", "b")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{method} of a's artifact from b");
+    }
+    assert_eq!(
+        put("b").send().await.unwrap().status().as_u16(),
+        404,
+        "b overwrote a's artifact"
+    );
+    let r = s
+        .http()
+        .get(s.url(&artifact))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "secret of a");
+    // A location naming another experiment's place is refused.
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "experiments/create",
+        json!({"name": "sneaky", "artifact_location": format!("mlflow-artifacts:/{exp_a}")}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
+
+    // Experiment 0, where MLflow clients log by default, is each workspace's own.
+    let (status, run) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "runs/create",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    let default_b = run["run"]["info"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(default_b, "0");
+    let (_, e) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "experiments/get",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            e["experiment"]["experiment_id"].as_str(),
+            e["experiment"]["name"].as_str()
+        ),
+        (Some(default_b.as_str()), Some("Default")),
+        "{e}"
+    );
+    let (_, found) = mlflow(
+        s,
+        "default",
+        Method::POST,
+        "runs/search",
+        json!({"experiment_ids": ["0"]}),
+    )
+    .await;
+    assert!(
+        found.get("runs").is_none(),
+        "b's run in default's experiment 0: {found}"
+    );
+
+    // A job's run is in its workspace's experiment of that name.
+    let mut job = common::job(&["true"]);
+    job["tracking"] = json!({"experiment": "exp"});
+    let (status, job) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::POST,
+        "/api/v1/jobs",
+        Some(job),
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
+    let (_, run) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "runs/get",
+        json!({"run_id": job["id"]}),
+    )
+    .await;
+    assert_eq!(
+        run["run"]["info"]["experiment_id"].as_str(),
+        Some(exp_b.as_str()),
+        "{run}"
+    );
+
+    // A workspace that holds experiments is not removed.
+    let (status, body) = call(
+        s,
+        &s.token,
+        None,
+        Method::DELETE,
+        "/api/v1/workspaces/a",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "workspace_not_empty"),
+        "{body}"
+    );
+}

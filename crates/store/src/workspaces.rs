@@ -17,7 +17,7 @@ pub struct WorkspaceRow {
 }
 
 /// What a workspace holds that removing it would lose: table and what its rows are.
-const CONTENT: &[(&str, &str)] = &[("jobs", "jobs")];
+const CONTENT: &[(&str, &str)] = &[("jobs", "jobs"), ("experiments", "experiments")];
 
 /// How removing a workspace went.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,19 @@ use crate::{Tracking, TrackingError};
 const ROOT: &str = "artifacts";
 /// Parts of multipart uploads in progress, one folder per upload, outside the artifact tree.
 const UPLOADS: &str = "artifact-uploads";
+/// Where workspaces other than `default` keep artifacts that belong to no experiment,
+/// one tree each (`_ws/<workspace>/…`); no caller names a path here.
+const WORKSPACE_AREAS: &str = "_ws";
+
+/// Which tree an artifact path is kept in (see [`Tracking::artifact_area`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Area {
+    /// As named: experiments' places, and `default`'s other paths.
+    Shared,
+    /// In the workspace's own tree.
+    Own,
+}
+
 /// Most parts one multipart upload may have (S3's limit too).
 pub const MAX_PARTS: i64 = 10_000;
 
@@ -118,7 +131,7 @@ impl Tracking {
                 "Invalid path: '{path}' (a file name is needed)"
             )));
         }
-        self.write_stream(location(path)?, path, body).await
+        self.write_stream(self.place(path).await?, path, body).await
     }
 
     /// Streams a body into `location`; on any failure the write is aborted, leaving nothing.
@@ -156,7 +169,7 @@ impl Tracking {
     /// Starts a multipart upload of `path` in `parts` parts; returns the upload's id.
     /// Parts are stored apart and become the file only when the upload completes.
     pub async fn create_multipart(&self, path: &str, parts: i64) -> Result<String, TrackingError> {
-        location(path)?;
+        self.place(path).await?;
         if path.is_empty() || path.ends_with('/') {
             return Err(invalid(format!(
                 "Invalid path: '{path}' (a file name is needed)"
@@ -185,7 +198,14 @@ impl Tracking {
             )));
         }
         match self.store().get(&upload_path(upload_id, "target")).await {
-            Ok(r) => Ok(String::from_utf8_lossy(&r.bytes().await?).into_owned()),
+            Ok(r) => {
+                let target = String::from_utf8_lossy(&r.bytes().await?).into_owned();
+                // Another workspace's upload is not there for this one.
+                self.artifact_area(&target)
+                    .await
+                    .map_err(|_| not_found(format!("No multipart upload with id '{upload_id}'")))?;
+                Ok(target)
+            }
             Err(object_store::Error::NotFound { .. }) => Err(not_found(format!(
                 "No multipart upload with id '{upload_id}'"
             ))),
@@ -236,7 +256,8 @@ impl Tracking {
         if numbers.is_empty() {
             return Err(invalid("A multipart upload needs at least one part"));
         }
-        let mut writer = trainyard_store::bounded_writer(self.store().clone(), location(path)?);
+        let mut writer =
+            trainyard_store::bounded_writer(self.store().clone(), self.place(path).await?);
         for n in numbers {
             let part = match self
                 .store()
@@ -298,7 +319,7 @@ impl Tracking {
         path: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Download, TrackingError> {
-        let location = location(path)?;
+        let location = self.place(path).await?;
         // A link in a local store (a job can plant one when it runs as the server's user)
         // is not an artifact: following it would serve whatever it points at.
         if self.blobs.reaches_through_link(&location) {
@@ -332,7 +353,7 @@ impl Tracking {
 
     /// The immediate children of a folder (bare names); a missing folder or a file has none.
     pub async fn list_artifacts(&self, path: &str) -> Result<Vec<FileInfo>, TrackingError> {
-        let prefix = location(path)?;
+        let prefix = self.place(path).await?;
         if let Some(children) = self.blobs.local_children(&prefix).await {
             return Ok(children?
                 .into_iter()
@@ -369,7 +390,7 @@ impl Tracking {
 
     /// Deletes a file, or a folder and everything under it.
     pub async fn delete_artifacts(&self, path: &str) -> Result<(), TrackingError> {
-        let location = location(path)?;
+        let location = self.place(path).await?;
         match self.store().delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -404,6 +425,58 @@ impl Tracking {
         check_path(path)?;
         let model = self.get_logged_model(model_id).await?;
         self.list_under(model.info.artifact_uri, path).await
+    }
+
+    /// Where `path` is kept, once it is checked and found to be this workspace's.
+    async fn place(&self, path: &str) -> Result<Path, TrackingError> {
+        location(path)?;
+        match self.artifact_area(path).await? {
+            Area::Shared => location(path),
+            Area::Own => location(&format!(
+                "{WORKSPACE_AREAS}/{}/{}",
+                self.workspace(),
+                path.trim_start_matches('/')
+            )),
+        }
+    }
+
+    /// Which artifact tree `path` (as a caller names it) lies in for this workspace, or not
+    /// found when it is another's. Experiment `N` keeps its artifacts at `N/…`: those are
+    /// reached by N's workspace only, and a number no experiment has is nobody's. Other
+    /// paths (MLflow's raw artifact service, experiments of `default` with a location of
+    /// their choosing) are kept as named for `default`, and in a tree of its own for
+    /// every other workspace, so two workspaces never meet there.
+    pub(crate) async fn artifact_area(&self, path: &str) -> Result<Area, TrackingError> {
+        if self.every_workspace() == 1 {
+            return Ok(Area::Shared);
+        }
+        let path = path.trim_matches('/');
+        let outside = || not_found(format!("No artifact at '{path}'"));
+        let first = path.split('/').next().unwrap_or_default();
+        let default = self.workspace() == trainyard_core::DEFAULT_WORKSPACE;
+        if first == WORKSPACE_AREAS {
+            return Err(outside());
+        }
+        let Ok(id) = first.parse::<i64>() else {
+            return Ok(if default { Area::Shared } else { Area::Own });
+        };
+        let row =
+            sqlx::query("SELECT workspace_id, artifact_location FROM experiments WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await?;
+        let Some(row) = row else {
+            return Err(outside());
+        };
+        let workspace: String = crate::rows::get(&row, "workspace_id")?;
+        let location: String = crate::rows::get(&row, "artifact_location")?;
+        let own_place = artifact_path(&location).map(|p| p.trim_end_matches('/')) == Some(first);
+        // An experiment of `default` whose location is elsewhere leaves `N/…` to `default`.
+        if workspace == self.workspace() && (own_place || default) {
+            Ok(Area::Shared)
+        } else {
+            Err(outside())
+        }
     }
 
     /// The store path of `path` inside an artifact root URI of ours (checked).

@@ -60,10 +60,12 @@ impl Tracking {
     ) -> Result<String, TrackingError> {
         let now = now_ms();
         let mut tx = self.db.begin_write().await?;
-        let exists = sqlx::query("SELECT id FROM experiments WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists =
+            sqlx::query("SELECT id FROM experiments WHERE name = $1 AND workspace_id = $2")
+                .bind(name)
+                .bind(self.workspace())
+                .fetch_optional(&mut *tx)
+                .await?;
         if exists.is_some() {
             return Err(TrackingError::AlreadyExists(format!(
                 "Experiment '{name}' already exists."
@@ -74,17 +76,31 @@ impl Tracking {
             .await?;
         let id: i64 = get(&row, "next")?;
         let location = match new.artifact_location.as_deref().filter(|l| !l.is_empty()) {
+            // Outside `default`, artifacts this server keeps are kept in the experiment's
+            // own place, so no workspace can name a place that another's data is in.
+            Some(given)
+                if crate::artifacts::artifact_path(given).is_some()
+                    && self.workspace() != trainyard_core::DEFAULT_WORKSPACE =>
+            {
+                return Err(invalid(format!(
+                    "'artifact_location' {given}: in a workspace other than default, an \
+                     experiment's artifacts kept by this server are in its own place; leave \
+                     the location out"
+                )))
+            }
             Some(given) => resolve_artifact_location(given)?,
             None => format!("{}{id}", crate::ARTIFACTS_PREFIX),
         };
         sqlx::query(
             "INSERT INTO experiments (id, name, artifact_location, lifecycle_stage, \
-             creation_time, last_update_time) VALUES ($1, $2, $3, 'active', $4, $4)",
+             creation_time, last_update_time, workspace_id) \
+             VALUES ($1, $2, $3, 'active', $4, $4, $5)",
         )
         .bind(id)
         .bind(name)
         .bind(&location)
         .bind(now)
+        .bind(self.workspace())
         .execute(&mut *tx)
         .await?;
         for tag in &new.tags {
@@ -95,12 +111,16 @@ impl Tracking {
     }
 
     pub async fn get_experiment(&self, id: &str) -> Result<Experiment, TrackingError> {
-        let id = validate::experiment_id(id)?;
-        let row = sqlx::query("SELECT * FROM experiments WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| not_found(format!("No Experiment with id={id} exists")))?;
+        let id = self.experiment_key(id).await?;
+        let row = sqlx::query(
+            "SELECT * FROM experiments WHERE id = $1 AND (workspace_id = $2 OR $3 = 1)",
+        )
+        .bind(id)
+        .bind(self.workspace())
+        .bind(self.every_workspace())
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| not_found(format!("No Experiment with id={id} exists")))?;
         self.experiment_from_row(&row).await
     }
 
@@ -108,12 +128,57 @@ impl Tracking {
         if name.contains('\0') {
             return Err(invalid("Experiment names cannot contain NUL bytes"));
         }
-        let row = sqlx::query("SELECT * FROM experiments WHERE name = $1")
+        let row = sqlx::query("SELECT * FROM experiments WHERE name = $1 AND workspace_id = $2")
             .bind(name)
+            .bind(self.workspace())
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| not_found(format!("Could not find experiment with name '{name}'")))?;
         self.experiment_from_row(&row).await
+    }
+
+    /// An experiment id as a caller gives it, as stored: MLflow's experiment `0` (where its
+    /// clients log when none is chosen) is, outside `default`, the workspace's own
+    /// `Default` experiment, made on first use.
+    pub(crate) async fn experiment_key(&self, id: &str) -> Result<i64, TrackingError> {
+        let key = validate::experiment_id(id)?;
+        if key != 0
+            || self.workspace.is_none()
+            || self.workspace() == trainyard_core::DEFAULT_WORKSPACE
+        {
+            return Ok(key);
+        }
+        let own = self.experiment_for_name(DEFAULT_EXPERIMENT).await?;
+        validate::experiment_id(&own)
+    }
+
+    /// Of the experiment ids a search names (as callers give them), those of this
+    /// workspace's experiments, stored form, in the order given; others are left out as
+    /// MLflow leaves out ids that do not exist.
+    pub(crate) async fn own_experiments(&self, ids: &[String]) -> Result<Vec<i64>, TrackingError> {
+        let mut keys = Vec::with_capacity(ids.len());
+        for id in ids {
+            keys.push(self.experiment_key(id).await?);
+        }
+        let mut own = std::collections::HashSet::new();
+        for chunk in keys.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM experiments WHERE (workspace_id = $1 OR $2 = 1) AND id IN ({})",
+                crate::rows::placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(self.workspace())
+                .bind(self.every_workspace());
+            for k in chunk {
+                q = q.bind(*k);
+            }
+            for row in q.fetch_all(self.db.pool()).await? {
+                own.insert(get::<i64>(&row, "id")?);
+            }
+        }
+        keys.retain(|k| own.contains(k));
+        keys.dedup();
+        Ok(keys)
     }
 
     /// The id of the experiment called `name`, created when missing (jobs name theirs).
@@ -177,7 +242,8 @@ impl Tracking {
             return Err(invalid("Experiments can only be ordered by attributes"));
         }
         let offset = filter::decode_page_token(page_token)?;
-        let rows = sqlx::query("SELECT * FROM experiments")
+        let rows = sqlx::query("SELECT * FROM experiments WHERE workspace_id = $1")
+            .bind(self.workspace())
             .fetch_all(self.db.pool())
             .await?;
         let mut all = Vec::with_capacity(rows.len());
@@ -243,11 +309,15 @@ impl Tracking {
         }
         validate::length("new_name", new_name, validate::MAX_EXPERIMENT_NAME_LEN)?;
         let mut tx = self.db.begin_write().await?;
-        let taken = sqlx::query("SELECT id FROM experiments WHERE name = $1 AND id != $2")
-            .bind(new_name)
-            .bind(validate::experiment_id(id)?)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let key = key_of(&e)?;
+        let taken = sqlx::query(
+            "SELECT id FROM experiments WHERE name = $1 AND id != $2 AND workspace_id = $3",
+        )
+        .bind(new_name)
+        .bind(key)
+        .bind(self.workspace())
+        .fetch_optional(&mut *tx)
+        .await?;
         if taken.is_some() {
             return Err(TrackingError::AlreadyExists(format!(
                 "Experiment '{new_name}' already exists."
@@ -256,7 +326,7 @@ impl Tracking {
         sqlx::query("UPDATE experiments SET name = $1, last_update_time = $2 WHERE id = $3")
             .bind(new_name)
             .bind(now_ms())
-            .bind(validate::experiment_id(id)?)
+            .bind(key)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -286,7 +356,7 @@ impl Tracking {
                 },
             )));
         }
-        let id = validate::experiment_id(id)?;
+        let id = key_of(&e)?;
         let now = now_ms();
         let deleted_time = (to == Lifecycle::Deleted).then_some(now);
         let mut tx = self.db.begin_write().await?;
@@ -321,7 +391,7 @@ impl Tracking {
         validate::key("key", &tag.key)?;
         validate::length("value", &tag.value, validate::MAX_EXPERIMENT_TAG_VALUE_LEN)?;
         let mut tx = self.db.begin_write().await?;
-        upsert_tag(&mut tx, validate::experiment_id(id)?, &tag).await?;
+        upsert_tag(&mut tx, key_of(&e)?, &tag).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -334,12 +404,20 @@ impl Tracking {
             )));
         }
         sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
-            .bind(validate::experiment_id(id)?)
+            .bind(key_of(&e)?)
             .bind(key)
             .execute(self.db.pool())
             .await?;
         Ok(())
     }
+}
+
+/// What MLflow calls the experiment its clients log into when none is chosen.
+pub const DEFAULT_EXPERIMENT: &str = "Default";
+
+/// The stored id of an experiment read back.
+pub(crate) fn key_of(e: &Experiment) -> Result<i64, TrackingError> {
+    validate::experiment_id(&e.experiment_id)
 }
 
 async fn upsert_tag(
@@ -384,6 +462,17 @@ fn resolve_artifact_location(given: &str) -> Result<String, TrackingError> {
         return Err(invalid(
             "'artifact_location' URL can't include fragments or params.",
         ));
+    }
+    // `mlflow-artifacts:/<number>/…` is where experiment <number> keeps its artifacts by
+    // default; one of another workspace could be reached through such a location.
+    if let Some(path) = crate::artifacts::artifact_path(given) {
+        let first = path.split('/').next().unwrap_or_default();
+        if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(format!(
+                "'artifact_location' {given} is kept for an experiment's own artifacts; \
+                 choose a location whose first segment is not a number"
+            )));
+        }
     }
     crate::sources::check_not_host_addressed(given)
         .map_err(|e| invalid(e.to_string().replacen("'source'", "'artifact_location'", 1)))?;

@@ -45,7 +45,20 @@ pub struct Tracking {
     /// Runs known to be active (run id → experiment id) and a generation that every
     /// lifecycle change bumps (and empties the map), so a lookup that raced with a change
     /// is not cached.
-    active_runs: std::sync::Arc<parking_lot::Mutex<(u64, std::collections::HashMap<String, i64>)>>,
+    active_runs:
+        std::sync::Arc<parking_lot::Mutex<(u64, std::collections::HashMap<String, ActiveRun>)>>,
+    /// The workspace every call acts in: experiments, runs, metrics, artifacts and logged
+    /// models of other workspaces are not there for it. `None`: the server's own handle
+    /// (serving, job supervision), which finds things by id in every workspace and makes
+    /// and finds named ones in `default`.
+    workspace: Option<std::sync::Arc<str>>,
+}
+
+/// A run known to be active, and the workspace it is in.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveRun {
+    pub experiment_id: i64,
+    pub workspace: std::sync::Arc<str>,
 }
 
 impl Tracking {
@@ -55,7 +68,31 @@ impl Tracking {
             blobs,
             series: Default::default(),
             active_runs: Default::default(),
+            workspace: None,
         }
+    }
+
+    /// The same service acting in `workspace` (cheap: caches are shared). Every request
+    /// gets one for the workspace its caller acts in.
+    pub fn scoped(&self, workspace: &str) -> Tracking {
+        let mut scoped = self.clone();
+        if scoped.workspace.as_deref() != Some(workspace) {
+            scoped.workspace = Some(workspace.into());
+        }
+        scoped
+    }
+
+    /// The workspace this handle acts in (`default` for the server's own).
+    pub fn workspace(&self) -> &str {
+        self.workspace
+            .as_deref()
+            .unwrap_or(trainyard_core::DEFAULT_WORKSPACE)
+    }
+
+    /// 1 for the server's own handle, which finds things by id in every workspace: bound
+    /// beside [`Tracking::workspace`] in `(workspace_id = $a OR $b = 1)`.
+    pub(crate) fn every_workspace(&self) -> i64 {
+        i64::from(self.workspace.is_none())
     }
 
     pub fn db(&self) -> &Db {

@@ -94,11 +94,16 @@ impl Tracking {
         if model_id.contains('\0') {
             return Err(not_found("Logged model ids never contain NUL bytes."));
         }
-        let row = sqlx::query("SELECT * FROM logged_models WHERE model_id = $1 AND deleted = 0")
-            .bind(model_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| not_found(format!("Logged model with ID '{model_id}' not found.")))?;
+        let row = sqlx::query(
+            "SELECT m.* FROM logged_models m JOIN experiments e ON e.id = m.experiment_id \
+             WHERE m.model_id = $1 AND m.deleted = 0 AND (e.workspace_id = $2 OR $3 = 1)",
+        )
+        .bind(model_id)
+        .bind(self.workspace())
+        .bind(self.every_workspace())
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| not_found(format!("Logged model with ID '{model_id}' not found.")))?;
         self.logged_model_from_row(&row).await
     }
 
@@ -287,12 +292,12 @@ impl Tracking {
         }
         let offset = filter::decode_page_token(page_token)?;
         let mut models = Vec::new();
-        for id in experiment_ids {
+        for id in self.own_experiments(experiment_ids).await? {
             let rows = sqlx::query(
                 "SELECT * FROM logged_models WHERE experiment_id = $1 AND deleted = 0 \
                  ORDER BY creation_time DESC, model_id",
             )
-            .bind(validate::experiment_id(id)?)
+            .bind(id)
             .fetch_all(self.db.pool())
             .await?;
             for row in &rows {

@@ -462,12 +462,16 @@ impl Tracking {
         if key.contains('\0') || !validate::is_run_id(run_id) {
             return Ok(None);
         }
+        // Series of runs in this workspace's experiments only.
         let row = sqlx::query(
-            "SELECT id, points, min_step, max_step, monotone FROM metric_series \
-             WHERE run_id = $1 AND key = $2",
+            "SELECT s.id, s.points, s.min_step, s.max_step, s.monotone FROM metric_series s \
+             JOIN runs r ON r.run_id = s.run_id JOIN experiments e ON e.id = r.experiment_id \
+             WHERE s.run_id = $1 AND s.key = $2 AND (e.workspace_id = $3 OR $4 = 1)",
         )
         .bind(run_id)
         .bind(key)
+        .bind(self.workspace())
+        .bind(self.every_workspace())
         .fetch_optional(self.db.pool())
         .await?;
         row.map(|r| {

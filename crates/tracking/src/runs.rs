@@ -119,17 +119,33 @@ impl Tracking {
         let mut inputs: HashMap<String, RunInputs> = HashMap::new();
         let mut outputs: HashMap<String, RunOutputs> = HashMap::new();
         for chunk in ids.chunks(IN_CHUNK) {
+            // Only runs of this workspace's experiments exist for it.
             let list = placeholders(1, chunk.len());
-            for row in fetch_in(
-                self,
-                &format!("SELECT * FROM runs WHERE run_id IN ({list})"),
-                chunk,
-            )
-            .await?
-            {
+            let sql = format!(
+                "SELECT r.* FROM runs r JOIN experiments e ON e.id = r.experiment_id \
+                 WHERE r.run_id IN ({list}) AND (e.workspace_id = ${} OR ${} = 1)",
+                chunk.len() + 1,
+                chunk.len() + 2
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind((*id).clone());
+            }
+            let q = q.bind(self.workspace()).bind(self.every_workspace());
+            for row in q.fetch_all(self.db.pool()).await? {
                 let info = run_info(&row)?;
                 infos.insert(info.run_id.clone(), info);
             }
+            let chunk: Vec<&String> = chunk
+                .iter()
+                .copied()
+                .filter(|id| infos.contains_key(id.as_str()))
+                .collect();
+            if chunk.is_empty() {
+                continue;
+            }
+            let chunk = chunk.as_slice();
+            let list = placeholders(1, chunk.len());
             for row in fetch_in(
                 self,
                 &format!(
@@ -242,16 +258,27 @@ impl Tracking {
         }
         let generation = {
             let cache = self.active_runs.lock();
-            if let Some(&experiment_id) = cache.1.get(run_id) {
-                return Ok(RunHead { experiment_id });
+            if let Some(known) = cache.1.get(run_id) {
+                if self.every_workspace() == 0 && *known.workspace != *self.workspace() {
+                    return Err(not_found(format!("Run with id={run_id} not found")));
+                }
+                return Ok(RunHead {
+                    experiment_id: known.experiment_id,
+                });
             }
             cache.0
         };
-        let row = sqlx::query("SELECT experiment_id, lifecycle_stage FROM runs WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| not_found(format!("Run with id={run_id} not found")))?;
+        let row = sqlx::query(
+            "SELECT r.experiment_id, r.lifecycle_stage, e.workspace_id FROM runs r \
+             JOIN experiments e ON e.id = r.experiment_id \
+             WHERE r.run_id = $1 AND (e.workspace_id = $2 OR $3 = 1)",
+        )
+        .bind(run_id)
+        .bind(self.workspace())
+        .bind(self.every_workspace())
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| not_found(format!("Run with id={run_id} not found")))?;
         let stage: String = get(&row, "lifecycle_stage")?;
         if stage != "active" {
             return Err(invalid(format!(
@@ -259,12 +286,19 @@ impl Tracking {
             )));
         }
         let experiment_id: i64 = get(&row, "experiment_id")?;
+        let workspace: String = get(&row, "workspace_id")?;
         let mut cache = self.active_runs.lock();
         if cache.0 == generation {
             if cache.1.len() >= 100_000 {
                 cache.1.clear();
             }
-            cache.1.insert(run_id.to_string(), experiment_id);
+            cache.1.insert(
+                run_id.to_string(),
+                crate::ActiveRun {
+                    experiment_id,
+                    workspace: workspace.into(),
+                },
+            );
         }
         Ok(RunHead { experiment_id })
     }

@@ -58,11 +58,7 @@ impl Tracking {
         let clauses = filter::parse_filter(&GRAMMAR, &req.filter)?;
         let order = filter::parse_order_by(&GRAMMAR, &req.order_by)?;
         let offset = filter::decode_page_token(req.page_token.as_deref())?;
-        let experiments = req
-            .experiment_ids
-            .iter()
-            .map(|id| validate::experiment_id(id))
-            .collect::<Result<Vec<i64>, _>>()?;
+        let experiments = self.own_experiments(&req.experiment_ids).await?;
         if experiments.is_empty() {
             return Ok(Page {
                 items: Vec::new(),

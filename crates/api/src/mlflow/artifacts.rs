@@ -2,7 +2,7 @@
 //! downloaded (with ranges) and deleted through the server.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,13 +10,9 @@ use serde_json::json;
 
 use super::{By, MlflowError, Params, Reply};
 use crate::AppState;
+use crate::Scoped;
 
-pub async fn upload(
-    State(s): State<AppState>,
-    Path(path): Path<String>,
-    By(w): By,
-    body: Body,
-) -> Reply {
+pub async fn upload(Scoped(s): Scoped, Path(path): Path<String>, By(w): By, body: Body) -> Reply {
     s.tracking.check_artifact_write(&w, &path).await?;
     s.tracking
         .put_artifact(&path, body.into_data_stream())
@@ -24,7 +20,7 @@ pub async fn upload(
     Ok(Json(json!({})))
 }
 
-pub async fn list(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn list(Scoped(s): Scoped, p: Params) -> Reply {
     let path = p.str("path")?.unwrap_or_default();
     let files = s.tracking.list_artifacts(path.trim_matches('/')).await?;
     if files.is_empty() {
@@ -33,14 +29,14 @@ pub async fn list(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "files": files })))
 }
 
-pub async fn remove(State(s): State<AppState>, Path(path): Path<String>, By(w): By) -> Reply {
+pub async fn remove(Scoped(s): Scoped, Path(path): Path<String>, By(w): By) -> Reply {
     w.check_not_job("delete artifacts")?;
     s.tracking.delete_artifacts(&path).await?;
     Ok(Json(json!({})))
 }
 
 pub async fn download(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, MlflowError> {
@@ -50,7 +46,7 @@ pub async fn download(
 /// `GET /get-artifact?path=&run_uuid=` (or `run_id=`): a run's file, as the MLflow UI
 /// fetches it. The path is judged before the run is looked up, as MLflow does.
 pub async fn get_run_artifact(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     headers: HeaderMap,
     p: Params,
 ) -> Result<Response, MlflowError> {
@@ -67,7 +63,7 @@ pub async fn get_run_artifact(
 /// `GET /ajax-api/…/logged-models/{id}/artifacts/files?artifact_file_path=`: one file of a
 /// logged model.
 pub async fn logged_model_file(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(model_id): Path<String>,
     headers: HeaderMap,
     p: Params,
@@ -89,7 +85,7 @@ const MAX_UI_UPLOAD: usize = 10 * 1024 * 1024;
 /// `POST /ajax-api/…/upload-artifact?run_uuid=&path=` with the file as the body: how the
 /// MLflow UI adds a file to a run. Answers 200 with an empty body, as MLflow does.
 pub async fn upload_run_artifact(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
     By(w): By,
     headers: HeaderMap,
@@ -306,7 +302,7 @@ fn upload_target(folder: &str, p: &Params) -> Result<String, MlflowError> {
 /// this server (as the client reached it) and carry the caller's own credentials as the
 /// headers the client sends with each part.
 pub async fn multipart_create(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(path): Path<String>,
     headers: HeaderMap,
     By(w): By,
@@ -346,7 +342,7 @@ pub async fn multipart_create(
 
 /// `PUT mpu/upload/<id>/<n>`: one part's bytes; answers its `ETag`.
 pub async fn multipart_part(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path((id, part)): Path<(String, String)>,
     By(w): By,
     body: Body,
@@ -370,7 +366,7 @@ pub async fn multipart_part(
 }
 
 pub async fn multipart_complete(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(path): Path<String>,
     By(w): By,
     p: Params,
@@ -393,7 +389,7 @@ pub async fn multipart_complete(
     Ok(Json(json!({})))
 }
 
-pub async fn multipart_abort(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn multipart_abort(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let id = p.req_str("upload_id")?;
     if w != trainyard_tracking::Writer::User {
         let target = s.tracking.multipart_target(&id).await?;

@@ -1,6 +1,6 @@
 //! Logged models and the model registry.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::{Extension, Json};
 use serde_json::json;
 use trainyard_core::Principal;
@@ -8,7 +8,7 @@ use trainyard_tracking::{validate, KeyValue, LoggedModelStatus, NewLoggedModel, 
 
 use super::params::missing;
 use super::{By, MlflowError, Params, Reply};
-use crate::AppState;
+use crate::Scoped;
 
 fn version(p: &Params) -> Result<i64, MlflowError> {
     let raw = match p.str("version") {
@@ -26,7 +26,7 @@ fn ok() -> Reply {
     Ok(Json(json!({})))
 }
 
-pub async fn create_logged_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn create_logged_model(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let experiment_id = p.req_str("experiment_id")?;
     let source_run_id = p.str("source_run_id")?;
     if let Some(run) = source_run_id.as_deref().filter(|r| !r.is_empty()) {
@@ -48,13 +48,13 @@ pub async fn create_logged_model(State(s): State<AppState>, By(w): By, p: Params
     Ok(Json(json!({ "model": model })))
 }
 
-pub async fn get_logged_model(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+pub async fn get_logged_model(Scoped(s): Scoped, Path(id): Path<String>) -> Reply {
     let model = s.tracking.get_logged_model(&id).await?;
     Ok(Json(json!({ "model": model })))
 }
 
 pub async fn finalize_logged_model(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(id): Path<String>,
     By(w): By,
     p: Params,
@@ -77,18 +77,14 @@ pub async fn finalize_logged_model(
     Ok(Json(json!({ "model": model })))
 }
 
-pub async fn delete_logged_model(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    By(w): By,
-) -> Reply {
+pub async fn delete_logged_model(Scoped(s): Scoped, Path(id): Path<String>, By(w): By) -> Reply {
     w.check_not_job("delete logged models")?;
     s.tracking.delete_logged_model(&id).await?;
     ok()
 }
 
 pub async fn set_logged_model_tags(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(id): Path<String>,
     By(w): By,
     p: Params,
@@ -102,7 +98,7 @@ pub async fn set_logged_model_tags(
 }
 
 pub async fn delete_logged_model_tag(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path((id, key)): Path<(String, String)>,
     By(w): By,
 ) -> Reply {
@@ -112,7 +108,7 @@ pub async fn delete_logged_model_tag(
 }
 
 pub async fn log_logged_model_params(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(id): Path<String>,
     By(w): By,
     p: Params,
@@ -126,7 +122,7 @@ pub async fn log_logged_model_params(
 
 /// `GET …/logged-models/{id}/artifacts/directories[?artifact_directory_path=]`.
 pub async fn list_logged_model_artifacts(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(id): Path<String>,
     p: Params,
 ) -> Reply {
@@ -139,7 +135,7 @@ pub async fn list_logged_model_artifacts(
     Ok(Json(out))
 }
 
-pub async fn search_logged_models(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn search_logged_models(Scoped(s): Scoped, p: Params) -> Reply {
     let page = s
         .tracking
         .search_logged_models(
@@ -180,7 +176,7 @@ pub async fn search_logged_models(State(s): State<AppState>, p: Params) -> Reply
 }
 
 pub async fn create_registered_model(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Extension(who): Extension<Principal>,
     p: Params,
 ) -> Reply {
@@ -196,12 +192,12 @@ pub async fn create_registered_model(
     Ok(Json(json!({ "registered_model": model })))
 }
 
-pub async fn get_registered_model(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn get_registered_model(Scoped(s): Scoped, p: Params) -> Reply {
     let model = s.tracking.get_registered_model(&p.req_str("name")?).await?;
     Ok(Json(json!({ "registered_model": model })))
 }
 
-pub async fn update_registered_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn update_registered_model(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("update registered models")?;
     let model = s
         .tracking
@@ -210,7 +206,7 @@ pub async fn update_registered_model(State(s): State<AppState>, By(w): By, p: Pa
     Ok(Json(json!({ "registered_model": model })))
 }
 
-pub async fn rename_registered_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn rename_registered_model(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("rename registered models")?;
     let model = s
         .tracking
@@ -219,7 +215,7 @@ pub async fn rename_registered_model(State(s): State<AppState>, By(w): By, p: Pa
     Ok(Json(json!({ "registered_model": model })))
 }
 
-pub async fn delete_registered_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_registered_model(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete registered models")?;
     s.tracking
         .delete_registered_model(&p.req_str("name")?)
@@ -227,7 +223,7 @@ pub async fn delete_registered_model(State(s): State<AppState>, By(w): By, p: Pa
     ok()
 }
 
-pub async fn search_registered_models(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn search_registered_models(Scoped(s): Scoped, p: Params) -> Reply {
     let page = s
         .tracking
         .search_registered_models(
@@ -247,7 +243,7 @@ pub async fn search_registered_models(State(s): State<AppState>, p: Params) -> R
     Ok(Json(out))
 }
 
-pub async fn latest_versions(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn latest_versions(Scoped(s): Scoped, p: Params) -> Reply {
     let versions = s
         .tracking
         .latest_versions(&p.req_str("name")?, &p.strs("stages")?)
@@ -255,7 +251,7 @@ pub async fn latest_versions(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "model_versions": versions })))
 }
 
-pub async fn set_registered_model_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn set_registered_model_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("tag registered models")?;
     let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
     s.tracking
@@ -264,7 +260,7 @@ pub async fn set_registered_model_tag(State(s): State<AppState>, By(w): By, p: P
     ok()
 }
 
-pub async fn delete_registered_model_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_registered_model_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete registered-model tags")?;
     s.tracking
         .delete_registered_model_tag(&p.req_str("name")?, &p.req_str("key")?)
@@ -272,7 +268,7 @@ pub async fn delete_registered_model_tag(State(s): State<AppState>, By(w): By, p
     ok()
 }
 
-pub async fn set_alias(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn set_alias(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("set registry aliases")?;
     let v = version(&p)?;
     s.tracking
@@ -281,7 +277,7 @@ pub async fn set_alias(State(s): State<AppState>, By(w): By, p: Params) -> Reply
     ok()
 }
 
-pub async fn delete_alias(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_alias(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete registry aliases")?;
     s.tracking
         .delete_alias(&p.req_str("name")?, &p.req_str("alias")?)
@@ -289,7 +285,7 @@ pub async fn delete_alias(State(s): State<AppState>, By(w): By, p: Params) -> Re
     ok()
 }
 
-pub async fn get_by_alias(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn get_by_alias(Scoped(s): Scoped, p: Params) -> Reply {
     let v = s
         .tracking
         .version_by_alias(&p.req_str("name")?, &p.req_str("alias")?)
@@ -298,7 +294,7 @@ pub async fn get_by_alias(State(s): State<AppState>, p: Params) -> Reply {
 }
 
 pub async fn create_model_version(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Extension(who): Extension<Principal>,
     By(w): By,
     p: Params,
@@ -318,7 +314,7 @@ pub async fn create_model_version(
     Ok(Json(json!({ "model_version": v })))
 }
 
-pub async fn get_model_version(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn get_model_version(Scoped(s): Scoped, p: Params) -> Reply {
     let v = s
         .tracking
         .get_model_version(&p.req_str("name")?, version(&p)?)
@@ -326,7 +322,7 @@ pub async fn get_model_version(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "model_version": v })))
 }
 
-pub async fn update_model_version(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn update_model_version(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("update model versions")?;
     let v = s
         .tracking
@@ -335,7 +331,7 @@ pub async fn update_model_version(State(s): State<AppState>, By(w): By, p: Param
     Ok(Json(json!({ "model_version": v })))
 }
 
-pub async fn transition_stage(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn transition_stage(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("move model versions between stages")?;
     let v = s
         .tracking
@@ -349,7 +345,7 @@ pub async fn transition_stage(State(s): State<AppState>, By(w): By, p: Params) -
     Ok(Json(json!({ "model_version": v })))
 }
 
-pub async fn delete_model_version(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_model_version(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete model versions")?;
     s.tracking
         .delete_model_version(&p.req_str("name")?, version(&p)?)
@@ -357,7 +353,7 @@ pub async fn delete_model_version(State(s): State<AppState>, By(w): By, p: Param
     ok()
 }
 
-pub async fn search_model_versions(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn search_model_versions(Scoped(s): Scoped, p: Params) -> Reply {
     let page = s
         .tracking
         .search_model_versions(
@@ -381,7 +377,7 @@ pub async fn search_model_versions(State(s): State<AppState>, p: Params) -> Repl
     Ok(Json(out))
 }
 
-pub async fn download_uri(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn download_uri(Scoped(s): Scoped, p: Params) -> Reply {
     let uri = s
         .tracking
         .download_uri(&p.req_str("name")?, version(&p)?)
@@ -389,7 +385,7 @@ pub async fn download_uri(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "artifact_uri": uri })))
 }
 
-pub async fn set_model_version_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn set_model_version_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
     let (name, number) = (p.req_str("name")?, version(&p)?);
     s.tracking.check_version_write(&w, &name, number).await?;
@@ -397,7 +393,7 @@ pub async fn set_model_version_tag(State(s): State<AppState>, By(w): By, p: Para
     ok()
 }
 
-pub async fn delete_model_version_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_model_version_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete model-version tags")?;
     s.tracking
         .delete_model_version_tag(&p.req_str("name")?, version(&p)?, &p.req_str("key")?)

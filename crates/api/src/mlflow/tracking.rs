@@ -1,6 +1,5 @@
 //! Experiments, runs, params, tags, metrics and run artifact listings.
 
-use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 use trainyard_core::Principal;
@@ -11,7 +10,7 @@ use trainyard_tracking::{
 
 use super::params::missing;
 use super::{By, MlflowError, Params, Reply};
-use crate::AppState;
+use crate::Scoped;
 
 fn view_type(p: &Params, name: &str) -> Result<ViewType, MlflowError> {
     match p.str(name)? {
@@ -31,7 +30,7 @@ fn ok() -> Reply {
     Ok(Json(json!({})))
 }
 
-pub async fn create_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn create_experiment(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let name = p.req_str("name")?;
     let artifact_location = p.str("artifact_location")?;
     w.check_experiment_create(artifact_location.as_deref())?;
@@ -46,7 +45,7 @@ pub async fn create_experiment(State(s): State<AppState>, By(w): By, p: Params) 
     Ok(Json(json!({ "experiment_id": id })))
 }
 
-pub async fn get_experiment(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn get_experiment(Scoped(s): Scoped, p: Params) -> Reply {
     let e = s
         .tracking
         .get_experiment(&p.req_str("experiment_id")?)
@@ -54,7 +53,7 @@ pub async fn get_experiment(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(json!({ "experiment": e })))
 }
 
-pub async fn get_experiment_by_name(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn get_experiment_by_name(Scoped(s): Scoped, p: Params) -> Reply {
     let e = s
         .tracking
         .get_experiment_by_name(&p.req_str("experiment_name")?)
@@ -62,7 +61,7 @@ pub async fn get_experiment_by_name(State(s): State<AppState>, p: Params) -> Rep
     Ok(Json(json!({ "experiment": e })))
 }
 
-pub async fn search_experiments(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn search_experiments(Scoped(s): Scoped, p: Params) -> Reply {
     let page = s
         .tracking
         .search_experiments(
@@ -95,7 +94,7 @@ pub async fn search_experiments(State(s): State<AppState>, p: Params) -> Reply {
     Ok(Json(out))
 }
 
-pub async fn update_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn update_experiment(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("update experiment")?;
     let id = p.req_str("experiment_id")?;
     if let Some(name) = p.str("new_name")? {
@@ -106,7 +105,7 @@ pub async fn update_experiment(State(s): State<AppState>, By(w): By, p: Params) 
     ok()
 }
 
-pub async fn delete_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_experiment(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete experiment")?;
     let id = p.req_str("experiment_id")?;
     s.tracking
@@ -115,7 +114,7 @@ pub async fn delete_experiment(State(s): State<AppState>, By(w): By, p: Params) 
     ok()
 }
 
-pub async fn restore_experiment(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn restore_experiment(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("restore experiment")?;
     let id = p.req_str("experiment_id")?;
     s.tracking
@@ -124,7 +123,7 @@ pub async fn restore_experiment(State(s): State<AppState>, By(w): By, p: Params)
     ok()
 }
 
-pub async fn set_experiment_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn set_experiment_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("set experiment tag")?;
     let id = p.req_str("experiment_id")?;
     let tag = KeyValue::new(p.req_str("key")?, p.req_str_or_empty("value")?);
@@ -132,7 +131,7 @@ pub async fn set_experiment_tag(State(s): State<AppState>, By(w): By, p: Params)
     ok()
 }
 
-pub async fn delete_experiment_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_experiment_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete experiment tag")?;
     let id = p.req_str("experiment_id")?;
     s.tracking
@@ -143,7 +142,7 @@ pub async fn delete_experiment_tag(State(s): State<AppState>, By(w): By, p: Para
 
 /// The datasets the runs of up to 20 experiments logged as inputs, once per (experiment,
 /// name, digest, context); unknown experiments have none.
-pub async fn search_datasets(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn search_datasets(Scoped(s): Scoped, p: Params) -> Reply {
     let ids = p.strs("experiment_ids").unwrap_or_default();
     if ids.is_empty() {
         return Err(MlflowError::invalid(
@@ -212,7 +211,7 @@ pub async fn search_datasets(State(s): State<AppState>, p: Params) -> Reply {
 }
 
 pub async fn create_run(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Extension(who): Extension<Principal>,
     By(w): By,
     p: Params,
@@ -234,7 +233,7 @@ pub async fn create_run(
     Ok(Json(json!({ "run": run })))
 }
 
-pub async fn get_run(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn get_run(Scoped(s): Scoped, p: Params) -> Reply {
     let run = s.tracking.get_run(&p.run_id()?).await?;
     Ok(Json(json!({ "run": run })))
 }
@@ -254,7 +253,7 @@ fn run_status(p: &Params) -> Result<Option<RunStatus>, MlflowError> {
     .transpose()
 }
 
-pub async fn update_run(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn update_run(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
     let info = s
@@ -269,7 +268,7 @@ pub async fn update_run(State(s): State<AppState>, By(w): By, p: Params) -> Repl
     Ok(Json(json!({ "run_info": info })))
 }
 
-pub async fn delete_run(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_run(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("delete run")?;
     s.tracking
         .set_run_lifecycle(&p.run_id()?, Lifecycle::Deleted)
@@ -277,7 +276,7 @@ pub async fn delete_run(State(s): State<AppState>, By(w): By, p: Params) -> Repl
     ok()
 }
 
-pub async fn restore_run(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn restore_run(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     w.check_not_job("restore run")?;
     s.tracking
         .set_run_lifecycle(&p.run_id()?, Lifecycle::Active)
@@ -285,7 +284,7 @@ pub async fn restore_run(State(s): State<AppState>, By(w): By, p: Params) -> Rep
     ok()
 }
 
-pub async fn log_param(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn log_param(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let param = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
@@ -293,7 +292,7 @@ pub async fn log_param(State(s): State<AppState>, By(w): By, p: Params) -> Reply
     ok()
 }
 
-pub async fn set_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn set_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let tag = KeyValue::new(p.req_str("key")?, p.str("value")?.unwrap_or_default());
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
@@ -301,7 +300,7 @@ pub async fn set_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
     ok()
 }
 
-pub async fn delete_tag(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn delete_tag(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
     s.tracking
@@ -345,7 +344,7 @@ fn metric_point(m: &Params, at: &str) -> Result<MetricPoint, MlflowError> {
     })
 }
 
-pub async fn log_metric(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn log_metric(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     // MLflow's schema order: run_id, then the metric's fields.
     let run_id = p.run_id()?;
     let point = metric_point(&p, "")?;
@@ -357,7 +356,7 @@ pub async fn log_metric(State(s): State<AppState>, By(w): By, p: Params) -> Repl
     ok()
 }
 
-pub async fn log_batch(State(s): State<AppState>, By(w): By, mut p: Params) -> Reply {
+pub async fn log_batch(Scoped(s): Scoped, By(w): By, mut p: Params) -> Reply {
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
     let metrics = p
@@ -376,7 +375,7 @@ pub async fn log_batch(State(s): State<AppState>, By(w): By, mut p: Params) -> R
     ok()
 }
 
-pub async fn log_inputs(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn log_inputs(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
     let mut datasets = Vec::new();
@@ -403,7 +402,7 @@ pub async fn log_inputs(State(s): State<AppState>, By(w): By, p: Params) -> Repl
     ok()
 }
 
-pub async fn log_outputs(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn log_outputs(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
     let models = p
@@ -420,7 +419,7 @@ pub async fn log_outputs(State(s): State<AppState>, By(w): By, p: Params) -> Rep
     ok()
 }
 
-pub async fn log_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply {
+pub async fn log_model(Scoped(s): Scoped, By(w): By, p: Params) -> Reply {
     let run_id = p.run_id()?;
     s.tracking.check_run_write(&w, &run_id).await?;
     s.tracking
@@ -430,7 +429,7 @@ pub async fn log_model(State(s): State<AppState>, By(w): By, p: Params) -> Reply
 }
 
 pub async fn search_runs(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     p: Params,
 ) -> Result<axum::response::Response, MlflowError> {
     use axum::response::IntoResponse;
@@ -474,7 +473,7 @@ struct RunsPage {
 }
 
 pub async fn metric_history(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     p: Params,
 ) -> Result<axum::response::Response, MlflowError> {
     use axum::response::IntoResponse;
@@ -505,7 +504,7 @@ pub async fn metric_history(
 const MAX_POINTS_PER_RUN: i64 = 2500;
 
 /// Sampled histories of one metric for up to 100 runs, optionally within a step range.
-pub async fn metric_history_bulk_interval(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn metric_history_bulk_interval(Scoped(s): Scoped, p: Params) -> Reply {
     let run_ids = p.strs("run_ids")?;
     if run_ids.is_empty() {
         return Err(missing("run_ids"));
@@ -560,7 +559,7 @@ pub async fn metric_history_bulk_interval(State(s): State<AppState>, p: Params) 
 /// `GET /ajax-api/…/metrics/get-history-bulk`: the whole history of one metric for up to
 /// 100 runs, ordered by run id, then timestamp, step and value; `max_results` (at most
 /// 25,000) caps the total, not each run.
-pub async fn metric_history_bulk(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn metric_history_bulk(Scoped(s): Scoped, p: Params) -> Reply {
     let run_ids = p.strs("run_id")?;
     if run_ids.is_empty() {
         return Err(MlflowError::invalid(
@@ -606,7 +605,7 @@ pub async fn metric_history_bulk(State(s): State<AppState>, p: Params) -> Reply 
     Ok(Json(json!({ "metrics": out })))
 }
 
-pub async fn list_run_artifacts(State(s): State<AppState>, p: Params) -> Reply {
+pub async fn list_run_artifacts(Scoped(s): Scoped, p: Params) -> Reply {
     let (root_uri, files) = s
         .tracking
         .list_run_artifacts(&p.run_id()?, &p.str("path")?.unwrap_or_default())

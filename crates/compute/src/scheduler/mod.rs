@@ -329,8 +329,9 @@ impl SchedulerHandle {
             trainyard_tracking::stdout_metrics::MetricCollector::new(Vec::new(), Some(re))
                 .map_err(|e| InvalidField::new("tracking.metric_regex", e))?;
         }
-        let experiment = self
-            .tracking
+        // The job's run is in its workspace's experiment.
+        let tracking = self.tracking.scoped(workspace);
+        let experiment = tracking
             .experiment_for_name(
                 submission
                     .tracking
@@ -373,7 +374,7 @@ impl SchedulerHandle {
             finished_at_ms: None,
         };
         // The run first: a job is never visible without its run.
-        self.tracking
+        tracking
             .create_run(trainyard_tracking::NewRun {
                 experiment_id: experiment,
                 user_id: workspace.to_string(),
