@@ -894,6 +894,120 @@ async fn experiments_runs_metrics_and_artifacts_stay_in_their_workspace() {
         "{run}"
     );
 
+    // Registered models too: the same name in both, each seeing only its own.
+    for w in ["a", "b"] {
+        let (status, body) = mlflow(
+            s,
+            w,
+            Method::POST,
+            "registered-models/create",
+            json!({"name": "clf"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{w}: {body}");
+    }
+    let source = format!("mlflow-artifacts:/{exp_a}/{run_id}/artifacts");
+    let (status, v) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "model-versions/create",
+        json!({"name": "clf", "source": source, "run_id": run_id}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["model_version"]["version"].as_str()),
+        (200, Some("1")),
+        "{v}"
+    );
+    let (status, _) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "registered-models/alias",
+        json!({"name": "clf", "alias": "prod", "version": "1"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, b_model) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "registered-models/get",
+        json!({"name": "clf"}),
+    )
+    .await;
+    assert!(
+        b_model["registered_model"].get("latest_versions").is_none()
+            && b_model["registered_model"].get("aliases").is_none(),
+        "{b_model}"
+    );
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "model-versions/get",
+        json!({"name": "clf", "version": "1"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "registered-models/alias",
+        json!({"name": "clf", "alias": "prod"}),
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
+    // b cannot register a's run as its own version.
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "model-versions/create",
+        json!({"name": "clf", "source": source, "run_id": run_id}),
+    )
+    .await;
+    assert_ne!(status, 200, "b registered a's run: {body}");
+    let (_, found) = mlflow(
+        s,
+        "b",
+        Method::GET,
+        "model-versions/search",
+        json!({"filter": "name='clf'"}),
+    )
+    .await;
+    assert!(found.get("model_versions").is_none(), "{found}");
+    let (_, listed) = call(s, &s.token, Some("b"), Method::GET, "/api/v1/models", None).await;
+    assert!(!listed.to_string().contains(&run_id), "{listed}");
+    // Deleting b's model leaves a's.
+    let (status, _) = mlflow(
+        s,
+        "b",
+        Method::DELETE,
+        "registered-models/delete",
+        json!({"name": "clf"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, a_model) = mlflow(
+        s,
+        "a",
+        Method::GET,
+        "registered-models/get",
+        json!({"name": "clf"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            a_model["registered_model"]["aliases"][0]["alias"].as_str()
+        ),
+        (200, Some("prod")),
+        "{a_model}"
+    );
+
     // A workspace that holds experiments is not removed.
     let (status, body) = call(
         s,
@@ -908,5 +1022,168 @@ async fn experiments_runs_metrics_and_artifacts_stay_in_their_workspace() {
         (status, code(&body)),
         (409, "workspace_not_empty"),
         "{body}"
+    );
+}
+
+const TINY: &[u8] = include_bytes!("../../serve/tests/fixtures/repo/tiny/1/model.onnx");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_served_model_answers_only_in_its_workspace() {
+    let server = Server::start_with(common::ServerOptions {
+        env: vec![("TRAINYARD_SERVE_RUNTIME".into(), "tract".into())],
+        ..common::ServerOptions::default()
+    })
+    .await;
+    let s = &server;
+    for w in ["a", "b"] {
+        common::ok(s.cli(&["workspaces", "create", w]));
+    }
+    // a registers the tiny ONNX model as `tiny`, from a run of its own.
+    let (status, run) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "runs/create",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let root = run["run"]["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mlflow-artifacts:/")
+        .to_string();
+    let r = s
+        .http()
+        .put(s.url(&format!(
+            "/api/2.0/mlflow-artifacts/artifacts/{root}/model/model.onnx"
+        )))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "a")
+        .body(TINY.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        mlflow(
+            s,
+            "a",
+            Method::POST,
+            "registered-models/create",
+            json!({"name": "tiny"})
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, v) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "model-versions/create",
+        json!({"name": "tiny", "source": format!("runs:/{run_id}/model"), "run_id": run_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+
+    let infer = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]});
+    let (status, out) = call(
+        s,
+        &s.token,
+        Some("a"),
+        Method::POST,
+        "/v2/models/tiny/infer",
+        Some(infer.clone()),
+    )
+    .await;
+    assert!(out["outputs"].is_array(), "{out}");
+    assert_eq!(
+        (status, out["model_name"].as_str()),
+        (200, Some("tiny")),
+        "{out}"
+    );
+    let (status, meta) = call(s, &s.token, Some("a"), Method::GET, "/v2/models/tiny", None).await;
+    assert_eq!(
+        (status, meta["name"].as_str()),
+        (200, Some("tiny")),
+        "{meta}"
+    );
+    let (_, index) = call(
+        s,
+        &s.token,
+        Some("a"),
+        Method::POST,
+        "/v2/repository/index",
+        Some(json!({})),
+    )
+    .await;
+    assert!(index.to_string().contains("\"tiny\""), "{index}");
+
+    // Elsewhere it is not there, by its name or by the key the server keeps it under.
+    for (workspace, path) in [
+        (Some("b"), "/v2/models/tiny/infer"),
+        (None, "/v2/models/tiny/infer"),
+        (Some("b"), "/v2/models/a%2Ftiny/infer"),
+        (None, "/v2/models/a%2Ftiny/infer"),
+    ] {
+        let (status, body) = call(
+            s,
+            &s.token,
+            workspace,
+            Method::POST,
+            path,
+            Some(infer.clone()),
+        )
+        .await;
+        assert_eq!(status, 404, "{workspace:?} {path}: {body}");
+    }
+    let (_, index) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::POST,
+        "/v2/repository/index",
+        Some(json!({})),
+    )
+    .await;
+    assert!(!index.to_string().contains("tiny"), "{index}");
+    let (_, stats) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::GET,
+        "/v2/models/stats",
+        None,
+    )
+    .await;
+    assert!(!stats.to_string().contains("tiny"), "{stats}");
+    // b unloading `tiny` unloads b's (there is none), never a's.
+    call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::POST,
+        "/v2/repository/models/tiny/unload",
+        Some(json!({})),
+    )
+    .await;
+    let (_, index) = call(
+        s,
+        &s.token,
+        Some("a"),
+        Method::POST,
+        "/v2/repository/index",
+        Some(json!({"ready": true})),
+    )
+    .await;
+    assert!(
+        index
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "tiny" && m["state"] == "READY"),
+        "a's model went away: {index}"
     );
 }

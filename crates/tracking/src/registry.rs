@@ -73,13 +73,14 @@ impl Tracking {
         let mut tx = self.db.begin_write().await?;
         let done = sqlx::query(
             "INSERT INTO registered_models (name, description, user_id, creation_time, \
-             last_updated_time, next_version) VALUES ($1, $2, $3, $4, $4, 1) \
-             ON CONFLICT (name) DO NOTHING",
+             last_updated_time, next_version, workspace_id) VALUES ($1, $2, $3, $4, $4, 1, $5) \
+             ON CONFLICT (workspace_id, name) DO NOTHING",
         )
         .bind(name)
         .bind(description.unwrap_or_default())
         .bind(user_id)
         .bind(now)
+        .bind(self.workspace())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -88,7 +89,7 @@ impl Tracking {
             )));
         }
         for tag in &tags {
-            upsert_model_tag(&mut tx, name, tag).await?;
+            upsert_model_tag(&mut tx, self.workspace(), name, tag).await?;
         }
         tx.commit().await?;
         self.get_registered_model(name).await
@@ -98,11 +99,13 @@ impl Tracking {
         if name.contains('\0') {
             return Err(model_not_found(&name.escape_default().to_string()));
         }
-        let row = sqlx::query("SELECT * FROM registered_models WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.db.pool())
-            .await?
-            .ok_or_else(|| model_not_found(name))?;
+        let row =
+            sqlx::query("SELECT * FROM registered_models WHERE name = $1 AND workspace_id = $2")
+                .bind(name)
+                .bind(self.workspace())
+                .fetch_optional(self.db.pool())
+                .await?
+                .ok_or_else(|| model_not_found(name))?;
         self.registered_model_from_row(&row).await
     }
 
@@ -112,9 +115,11 @@ impl Tracking {
     ) -> Result<RegisteredModel, TrackingError> {
         let name: String = get(row, "name")?;
         let tags = sqlx::query(
-            "SELECT key, value FROM registered_model_tags WHERE name = $1 ORDER BY key",
+            "SELECT key, value FROM registered_model_tags WHERE name = $1 AND workspace_id = $2 \
+             ORDER BY key",
         )
         .bind(&name)
+        .bind(self.workspace())
         .fetch_all(self.db.pool())
         .await?;
         let aliases = self.aliases(&name).await?;
@@ -147,9 +152,11 @@ impl Tracking {
 
     async fn aliases(&self, name: &str) -> Result<Vec<(String, i64)>, TrackingError> {
         let rows = sqlx::query(
-            "SELECT alias, version FROM registered_model_aliases WHERE name = $1 ORDER BY alias",
+            "SELECT alias, version FROM registered_model_aliases WHERE name = $1 \
+             AND workspace_id = $2 ORDER BY alias",
         )
         .bind(name)
+        .bind(self.workspace())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()
@@ -159,14 +166,19 @@ impl Tracking {
 
     /// Every live version of a model, oldest first, with tags and aliases.
     async fn versions_of(&self, name: &str) -> Result<Vec<ModelVersion>, TrackingError> {
-        let rows = sqlx::query("SELECT * FROM model_versions WHERE name = $1 ORDER BY version")
-            .bind(name)
-            .fetch_all(self.db.pool())
-            .await?;
-        let tags = sqlx::query(
-            "SELECT version, key, value FROM model_version_tags WHERE name = $1 ORDER BY key",
+        let rows = sqlx::query(
+            "SELECT * FROM model_versions WHERE name = $1 AND workspace_id = $2 ORDER BY version",
         )
         .bind(name)
+        .bind(self.workspace())
+        .fetch_all(self.db.pool())
+        .await?;
+        let tags = sqlx::query(
+            "SELECT version, key, value FROM model_version_tags WHERE name = $1 \
+             AND workspace_id = $2 ORDER BY key",
+        )
+        .bind(name)
+        .bind(self.workspace())
         .fetch_all(self.db.pool())
         .await?;
         let aliases = self.aliases(name).await?;
@@ -199,11 +211,13 @@ impl Tracking {
     ) -> Result<RegisteredModel, TrackingError> {
         self.get_registered_model(name).await?;
         sqlx::query(
-            "UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE name = $3",
+            "UPDATE registered_models SET description = $1, last_updated_time = $2 \
+             WHERE name = $3 AND workspace_id = $4",
         )
         .bind(description.unwrap_or_default())
         .bind(now_ms())
         .bind(name)
+        .bind(self.workspace())
         .execute(self.db.pool())
         .await?;
         self.get_registered_model(name).await
@@ -229,17 +243,24 @@ impl Tracking {
             "model_versions",
             "model_version_tags",
         ] {
-            sqlx::query(&format!("UPDATE {table} SET name = $1 WHERE name = $2"))
-                .bind(new_name)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE name = $2")
-            .bind(now_ms())
+            sqlx::query(&format!(
+                "UPDATE {table} SET name = $1 WHERE name = $2 AND workspace_id = $3"
+            ))
             .bind(new_name)
+            .bind(name)
+            .bind(self.workspace())
             .execute(&mut *tx)
             .await?;
+        }
+        sqlx::query(
+            "UPDATE registered_models SET last_updated_time = $1 WHERE name = $2 \
+             AND workspace_id = $3",
+        )
+        .bind(now_ms())
+        .bind(new_name)
+        .bind(self.workspace())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.get_registered_model(new_name).await
     }
@@ -254,10 +275,13 @@ impl Tracking {
             "model_versions",
             "model_version_tags",
         ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE name = $1"))
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE name = $1 AND workspace_id = $2"
+            ))
+            .bind(name)
+            .bind(self.workspace())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -274,9 +298,11 @@ impl Tracking {
         let clauses = filter::parse_filter(&MODEL_GRAMMAR, filter_text)?;
         let order = filter::parse_order_by(&MODEL_GRAMMAR, order_by)?;
         let offset = filter::decode_page_token(page_token)?;
-        let rows = sqlx::query("SELECT * FROM registered_models ORDER BY name")
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM registered_models WHERE workspace_id = $1 ORDER BY name")
+                .bind(self.workspace())
+                .fetch_all(self.db.pool())
+                .await?;
         let mut models = Vec::with_capacity(rows.len());
         for row in &rows {
             models.push(self.registered_model_from_row(row).await?);
@@ -346,7 +372,7 @@ impl Tracking {
         self.get_registered_model(name).await?;
         check_model_tags(std::slice::from_ref(&tag))?;
         let mut tx = self.db.begin_write().await?;
-        upsert_model_tag(&mut tx, name, &tag).await?;
+        upsert_model_tag(&mut tx, self.workspace(), name, &tag).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -357,11 +383,14 @@ impl Tracking {
         key: &str,
     ) -> Result<(), TrackingError> {
         self.get_registered_model(name).await?;
-        sqlx::query("DELETE FROM registered_model_tags WHERE name = $1 AND key = $2")
-            .bind(name)
-            .bind(key)
-            .execute(self.db.pool())
-            .await?;
+        sqlx::query(
+            "DELETE FROM registered_model_tags WHERE name = $1 AND key = $2 AND workspace_id = $3",
+        )
+        .bind(name)
+        .bind(key)
+        .bind(self.workspace())
+        .execute(self.db.pool())
+        .await?;
         Ok(())
     }
 
@@ -375,12 +404,14 @@ impl Tracking {
         let version = validate::version(version)?;
         self.get_model_version(name, version).await?;
         sqlx::query(
-            "INSERT INTO registered_model_aliases (name, alias, version) VALUES ($1, $2, $3) \
-             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+            "INSERT INTO registered_model_aliases (name, alias, version, workspace_id) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (workspace_id, name, alias) DO UPDATE SET version = excluded.version",
         )
         .bind(name)
         .bind(alias)
         .bind(version)
+        .bind(self.workspace())
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -388,11 +419,15 @@ impl Tracking {
 
     pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), TrackingError> {
         self.get_registered_model(name).await?;
-        sqlx::query("DELETE FROM registered_model_aliases WHERE name = $1 AND alias = $2")
-            .bind(name)
-            .bind(alias)
-            .execute(self.db.pool())
-            .await?;
+        sqlx::query(
+            "DELETE FROM registered_model_aliases WHERE name = $1 AND alias = $2 \
+             AND workspace_id = $3",
+        )
+        .bind(name)
+        .bind(alias)
+        .bind(self.workspace())
+        .execute(self.db.pool())
+        .await?;
         Ok(())
     }
 
@@ -438,10 +473,11 @@ impl Tracking {
         let mut tx = self.db.begin_write().await?;
         let row = sqlx::query(
             "UPDATE registered_models SET next_version = next_version + 1, \
-             last_updated_time = $1 WHERE name = $2 RETURNING next_version",
+             last_updated_time = $1 WHERE name = $2 AND workspace_id = $3 RETURNING next_version",
         )
         .bind(now)
         .bind(&new.name)
+        .bind(self.workspace())
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| model_not_found(&new.name))?;
@@ -449,8 +485,8 @@ impl Tracking {
         sqlx::query(
             "INSERT INTO model_versions (name, version, description, user_id, stage, source, \
              storage_location, run_id, run_link, model_id, status, creation_time, \
-             last_updated_time) VALUES ($1, $2, $3, $4, 'None', $5, $6, $7, $8, $9, 'READY', \
-             $10, $10)",
+             last_updated_time, workspace_id) VALUES ($1, $2, $3, $4, 'None', $5, $6, $7, $8, \
+             $9, 'READY', $10, $10, $11)",
         )
         .bind(&new.name)
         .bind(version)
@@ -462,10 +498,11 @@ impl Tracking {
         .bind(new.run_link.clone().unwrap_or_default())
         .bind(new.model_id.clone())
         .bind(now)
+        .bind(self.workspace())
         .execute(&mut *tx)
         .await?;
         for tag in &new.tags {
-            upsert_version_tag(&mut tx, &new.name, version, tag).await?;
+            upsert_version_tag(&mut tx, self.workspace(), &new.name, version, tag).await?;
         }
         tx.commit().await?;
         if let Some(model_id) = &new.model_id {
@@ -652,12 +689,13 @@ impl Tracking {
         if let Some(d) = description {
             sqlx::query(
                 "UPDATE model_versions SET description = $1, last_updated_time = $2 \
-                 WHERE name = $3 AND version = $4",
+                 WHERE name = $3 AND version = $4 AND workspace_id = $5",
             )
             .bind(d)
             .bind(now_ms())
             .bind(name)
             .bind(version)
+            .bind(self.workspace())
             .execute(self.db.pool())
             .await?;
         }
@@ -684,23 +722,25 @@ impl Tracking {
         if archive_existing {
             sqlx::query(
                 "UPDATE model_versions SET stage = 'Archived', last_updated_time = $1 \
-                 WHERE name = $2 AND stage = $3 AND version != $4",
+                 WHERE name = $2 AND stage = $3 AND version != $4 AND workspace_id = $5",
             )
             .bind(now)
             .bind(name)
             .bind(stage)
             .bind(version)
+            .bind(self.workspace())
             .execute(&mut *tx)
             .await?;
         }
         sqlx::query(
             "UPDATE model_versions SET stage = $1, last_updated_time = $2 \
-             WHERE name = $3 AND version = $4",
+             WHERE name = $3 AND version = $4 AND workspace_id = $5",
         )
         .bind(stage)
         .bind(now)
         .bind(name)
         .bind(version)
+        .bind(self.workspace())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -720,10 +760,11 @@ impl Tracking {
             "registered_model_aliases",
         ] {
             sqlx::query(&format!(
-                "DELETE FROM {table} WHERE name = $1 AND version = $2"
+                "DELETE FROM {table} WHERE name = $1 AND version = $2 AND workspace_id = $3"
             ))
             .bind(name)
             .bind(version)
+            .bind(self.workspace())
             .execute(&mut *tx)
             .await?;
         }
@@ -759,23 +800,29 @@ impl Tracking {
                 value: filter::Literal::Str(n),
                 ..
             }) => vec![n.clone()],
-            _ => sqlx::query("SELECT name FROM registered_models ORDER BY name")
-                .fetch_all(self.db.pool())
-                .await?
-                .iter()
-                .map(|r| get(r, "name"))
-                .collect::<Result<_, _>>()?,
+            _ => sqlx::query(
+                "SELECT name FROM registered_models WHERE workspace_id = $1 ORDER BY name",
+            )
+            .bind(self.workspace())
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|r| get(r, "name"))
+            .collect::<Result<_, _>>()?,
         };
         let mut versions = Vec::new();
         for name in &names {
-            let prompt =
-                sqlx::query("SELECT value FROM registered_model_tags WHERE name = $1 AND key = $2")
-                    .bind(name)
-                    .bind(PROMPT_TAG)
-                    .fetch_optional(self.db.pool())
-                    .await?
-                    .map(|r| get::<String>(&r, "value"))
-                    .transpose()?;
+            let prompt = sqlx::query(
+                "SELECT value FROM registered_model_tags WHERE name = $1 AND key = $2 \
+                     AND workspace_id = $3",
+            )
+            .bind(name)
+            .bind(PROMPT_TAG)
+            .bind(self.workspace())
+            .fetch_optional(self.db.pool())
+            .await?
+            .map(|r| get::<String>(&r, "value"))
+            .transpose()?;
             if prompt.as_deref() == Some("true") {
                 continue;
             }
@@ -840,7 +887,7 @@ impl Tracking {
         self.get_model_version(name, version).await?;
         check_model_tags(std::slice::from_ref(&tag))?;
         let mut tx = self.db.begin_write().await?;
-        upsert_version_tag(&mut tx, name, version, &tag).await?;
+        upsert_version_tag(&mut tx, self.workspace(), name, version, &tag).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -852,12 +899,16 @@ impl Tracking {
         key: &str,
     ) -> Result<(), TrackingError> {
         self.get_model_version(name, version).await?;
-        sqlx::query("DELETE FROM model_version_tags WHERE name = $1 AND version = $2 AND key = $3")
-            .bind(name)
-            .bind(version)
-            .bind(key)
-            .execute(self.db.pool())
-            .await?;
+        sqlx::query(
+            "DELETE FROM model_version_tags WHERE name = $1 AND version = $2 AND key = $3 \
+             AND workspace_id = $4",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(key)
+        .bind(self.workspace())
+        .execute(self.db.pool())
+        .await?;
         Ok(())
     }
 }
@@ -900,16 +951,19 @@ fn version_from_row(row: &AnyRow) -> Result<ModelVersion, TrackingError> {
 
 async fn upsert_model_tag(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    workspace: &str,
     name: &str,
     tag: &KeyValue,
 ) -> Result<(), TrackingError> {
     sqlx::query(
-        "INSERT INTO registered_model_tags (name, key, value) VALUES ($1, $2, $3) \
-         ON CONFLICT (name, key) DO UPDATE SET value = excluded.value",
+        "INSERT INTO registered_model_tags (workspace_id, name, key, value) \
+         VALUES ($4, $1, $2, $3) \
+         ON CONFLICT (workspace_id, name, key) DO UPDATE SET value = excluded.value",
     )
     .bind(name)
     .bind(&tag.key)
     .bind(&tag.value)
+    .bind(workspace)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -917,18 +971,21 @@ async fn upsert_model_tag(
 
 async fn upsert_version_tag(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    workspace: &str,
     name: &str,
     version: i64,
     tag: &KeyValue,
 ) -> Result<(), TrackingError> {
     sqlx::query(
-        "INSERT INTO model_version_tags (name, version, key, value) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (name, version, key) DO UPDATE SET value = excluded.value",
+        "INSERT INTO model_version_tags (workspace_id, name, version, key, value) \
+         VALUES ($5, $1, $2, $3, $4) \
+         ON CONFLICT (workspace_id, name, version, key) DO UPDATE SET value = excluded.value",
     )
     .bind(name)
     .bind(version)
     .bind(&tag.key)
     .bind(&tag.value)
+    .bind(workspace)
     .execute(&mut **tx)
     .await?;
     Ok(())

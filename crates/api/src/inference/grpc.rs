@@ -9,7 +9,8 @@ use trainyard_serve::tensor::Element;
 use trainyard_serve::{DataType, ModelConfig, ServeError, Tensor};
 
 use super::{
-    index_rows, load_config, Denied, InferenceState, EXTENSIONS, JOB_TOKEN_REFUSED, SERVER_NAME,
+    index_rows, load_config, Denied, InferenceState, ModelScope, EXTENSIONS, JOB_TOKEN_REFUSED,
+    SERVER_NAME,
 };
 
 #[allow(clippy::all, clippy::pedantic)]
@@ -49,22 +50,28 @@ struct Service {
 
 impl Service {
     /// Inference and metadata: the token, unless anonymous inference is on and none came.
-    async fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    async fn authorize<T>(&self, request: &Request<T>) -> Result<ModelScope, Status> {
         self.check(request, false).await
     }
 
     /// Loading and unloading: always the token.
-    async fn authorize_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    async fn authorize_admin<T>(&self, request: &Request<T>) -> Result<ModelScope, Status> {
         self.check(request, true).await
     }
 
-    async fn check<T>(&self, request: &Request<T>, admin: bool) -> Result<(), Status> {
+    /// The token's check, and which workspace's models the call reaches (the
+    /// `x-trainyard-workspace` metadata names one).
+    async fn check<T>(&self, request: &Request<T>, admin: bool) -> Result<ModelScope, Status> {
         let header = request
             .metadata()
             .get("authorization")
             .map(|v| v.to_str().unwrap_or(""));
+        let workspace = request
+            .metadata()
+            .get(crate::WORKSPACE_HEADER)
+            .map(|v| v.to_str().unwrap_or("").trim());
         self.state
-            .authorize(header, admin)
+            .authorize(header, workspace, admin)
             .await
             .map_err(|denied| match denied {
                 Denied::NoToken => {
@@ -322,27 +329,23 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
-        self.authorize(&request).await?;
+        let scope = self.authorize(&request).await?;
         let r = request.into_inner();
         let v = version(&r.version)?;
-        let model = self
-            .state
-            .manager
-            .acquire(&r.name, v)
-            .await
-            .map_err(status)?;
+        let key = scope.key(&r.name).map_err(status)?;
+        let model = self.state.manager.acquire(&key, v).await.map_err(status)?;
         let versions = match v {
             Some(v) => vec![v.to_string()],
             None => self
                 .state
                 .manager
-                .ready_versions(&r.name)
+                .ready_versions(&key)
                 .iter()
                 .map(u64::to_string)
                 .collect(),
         };
         Ok(Response::new(ModelMetadataResponse {
-            name: model.name.clone(),
+            name: scope.show(&model.name).to_string(),
             versions,
             platform: model.config.platform.clone(),
             inputs: tensor_meta(&model.signature.inputs),
@@ -354,7 +357,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        self.authorize(&request).await?;
+        let scope = self.authorize(&request).await?;
         let mut r = request.into_inner();
         if let Some(k) = super::codec::refused_parameter(r.parameters.keys()) {
             return Err(Status::invalid_argument(format!(
@@ -365,7 +368,10 @@ impl GrpcInferenceService for Service {
         let model = self
             .state
             .manager
-            .acquire(&r.model_name, version(&r.model_version)?)
+            .acquire(
+                &scope.key(&r.model_name).map_err(status)?,
+                version(&r.model_version)?,
+            )
             .await
             .map_err(status)?;
         let wanted: Option<Vec<String>> =
@@ -377,7 +383,7 @@ impl GrpcInferenceService for Service {
             .await
             .map_err(status)?;
         let mut response = ModelInferResponse {
-            model_name: model.name.clone(),
+            model_name: scope.show(&model.name).to_string(),
             model_version: model.version.to_string(),
             id: r.id,
             parameters: HashMap::new(),
@@ -403,12 +409,12 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelConfigRequest>,
     ) -> Result<Response<ModelConfigResponse>, Status> {
-        self.authorize(&request).await?;
+        let scope = self.authorize(&request).await?;
         let r = request.into_inner();
         let model = self
             .state
             .manager
-            .acquire(&r.name, version(&r.version)?)
+            .acquire(&scope.key(&r.name).map_err(status)?, version(&r.version)?)
             .await
             .map_err(status)?;
         Ok(Response::new(ModelConfigResponse {
@@ -420,7 +426,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
-        self.authorize(&request).await?;
+        let scope = self.authorize(&request).await?;
         let r = request.into_inner();
         let v = version(&r.version)?;
         let name = if r.name.is_empty() {
@@ -429,13 +435,14 @@ impl GrpcInferenceService for Service {
             Some(
                 self.state
                     .manager
-                    .resolve(&r.name, v)
+                    .resolve(&scope.key(&r.name).map_err(status)?, v)
                     .await
                     .map_err(status)?
                     .0,
             )
         };
-        let list = self.state.manager.statistics(name.as_deref(), v);
+        let mut list = self.state.manager.statistics(name.as_deref(), v);
+        list.retain(|(k, _)| scope.shown(&k.0).is_some());
         if name.is_some() && list.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "requested model '{}' is not available",
@@ -447,7 +454,7 @@ impl GrpcInferenceService for Service {
             .map(|(k, s)| {
                 let s = s.snapshot();
                 ModelStatistics {
-                    name: k.0.clone(),
+                    name: scope.show(&k.0).to_string(),
                     version: k.1.to_string(),
                     last_inference: s.last_inference,
                     inference_count: s.inference_count,
@@ -502,12 +509,17 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
-        self.authorize(&request).await?;
+        let scope = self.authorize(&request).await?;
         let ready_only = request.get_ref().ready;
         let models = index_rows(&self.state.manager, ready_only)
             .await
             .map_err(status)?
             .into_iter()
+            // Only this workspace's models, by the names its callers know.
+            .filter_map(|mut row| {
+                row.name = scope.shown(&row.name)?.to_string();
+                Some(row)
+            })
             .map(|row| repository_index_response::ModelIndex {
                 version: row.version.map(|v| v.to_string()).unwrap_or_default(),
                 state: if row.version.is_some() {
@@ -526,7 +538,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        self.authorize_admin(&request).await?;
+        let scope = self.authorize_admin(&request).await?;
         let r = request.into_inner();
         if !r.repository_name.is_empty() {
             return Err(Status::unimplemented(
@@ -545,7 +557,7 @@ impl GrpcInferenceService for Service {
         .map_err(status)?;
         self.state
             .manager
-            .load(&r.model_name, config)
+            .load(&scope.key(&r.model_name).map_err(status)?, config)
             .await
             .map_err(status)?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
@@ -555,7 +567,7 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        self.authorize_admin(&request).await?;
+        let scope = self.authorize_admin(&request).await?;
         let r = request.into_inner();
         if !r.repository_name.is_empty() {
             return Err(Status::unimplemented(
@@ -564,7 +576,7 @@ impl GrpcInferenceService for Service {
         }
         self.state
             .manager
-            .unload(&r.model_name)
+            .unload(&scope.key(&r.model_name).map_err(status)?)
             .await
             .map_err(status)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))

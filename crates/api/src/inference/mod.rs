@@ -40,17 +40,24 @@ pub(crate) enum Denied {
 }
 
 impl InferenceState {
-    /// Checks the `Authorization` value of a request. Inference and metadata (`admin`
-    /// false) pass without one when anonymous inference is on; load and unload never do.
-    pub(crate) async fn authorize(&self, header: Option<&str>, admin: bool) -> Result<(), Denied> {
+    /// Checks the `Authorization` value of a request and says which workspace's models it
+    /// reaches (`workspace`: the `X-Trainyard-Workspace` value, if sent). Inference and
+    /// metadata (`admin` false) pass without a token when anonymous inference is on, and
+    /// reach `default`'s models; load and unload never pass without one.
+    pub(crate) async fn authorize(
+        &self,
+        header: Option<&str>,
+        workspace: Option<&str>,
+        admin: bool,
+    ) -> Result<ModelScope, Denied> {
         if header.is_none() && self.anonymous_inference && !admin {
-            return Ok(());
+            return Ok(ModelScope::of(trainyard_core::DEFAULT_WORKSPACE));
         }
         let token = header
             .and_then(crate::auth::token_from_header)
             .ok_or(Denied::NoToken)?;
         use crate::auth::Refused;
-        match self.auth.principal(&token, None).await {
+        match self.auth.principal(&token, workspace).await {
             Ok(p) if p.job.is_some() => Err(Denied::JobToken),
             // Loading and unloading change what the server holds; inference reads.
             Ok(p) if admin && (p.read_only || !p.meets(Need::Write)) => Err(Denied::Role(format!(
@@ -61,13 +68,53 @@ impl InferenceState {
                 "inference needs a role in workspace `{}`",
                 p.workspace
             ))),
-            Ok(_) => Ok(()),
+            Ok(p) => Ok(ModelScope::of(&p.workspace)),
             Err(Refused::Store(e)) => Err(Denied::Unavailable(format!(
                 "cannot check the token: {}",
                 e.message
             ))),
-            Err(_) => Err(Denied::UnknownToken),
+            Err(Refused::Narrowed(m, _)) => Err(Denied::Role(m)),
+            Err(Refused::BadWorkspace(m)) | Err(Refused::NoWorkspace(m)) => Err(Denied::Role(m)),
+            Err(Refused::Unauthenticated(_)) => Err(Denied::UnknownToken),
         }
+    }
+}
+
+/// Which workspace's models a call reaches. The manager keys a model of `default` by its
+/// name and one of another workspace as `workspace/name`
+/// ([`trainyard_serve::source::model_key`]); callers only ever see names.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelScope {
+    workspace: String,
+}
+
+impl ModelScope {
+    pub(crate) fn of(workspace: &str) -> Self {
+        Self {
+            workspace: workspace.to_string(),
+        }
+    }
+
+    /// The manager's key for the model a caller names; a name holding `/` is nobody's (it
+    /// would name another workspace's key).
+    pub(crate) fn key(&self, name: &str) -> Result<String, ServeError> {
+        if name.contains('/') {
+            return Err(ServeError::not_found(format!(
+                "Request for unknown model: '{name}' is not found"
+            )));
+        }
+        Ok(trainyard_serve::source::model_key(&self.workspace, name))
+    }
+
+    /// The name a caller knows `key` by; `None` when it is another workspace's model.
+    pub(crate) fn shown<'a>(&self, key: &'a str) -> Option<&'a str> {
+        let (workspace, name) = trainyard_serve::source::split_model_key(key);
+        (workspace == self.workspace).then_some(name)
+    }
+
+    /// [`ModelScope::shown`] for a key this scope made.
+    pub(crate) fn show<'a>(&self, key: &'a str) -> &'a str {
+        self.shown(key).unwrap_or(key)
     }
 }
 

@@ -16,9 +16,10 @@ use trainyard_serve::{ModelConfig, ServeError};
 
 use super::codec::{self, HEADER_LENGTH};
 use super::{
-    index_rows, load_config, Denied, InferenceState, V2Error, EXTENSIONS, JOB_TOKEN_REFUSED,
-    SERVER_NAME,
+    index_rows, load_config, Denied, InferenceState, ModelScope, V2Error, EXTENSIONS,
+    JOB_TOKEN_REFUSED, SERVER_NAME,
 };
+use axum::Extension;
 
 type V2Result<T> = Result<T, V2Error>;
 
@@ -71,14 +72,22 @@ pub fn router(state: InferenceState) -> Router {
             state.clone(),
             require_admin_token,
         ));
+    // Readiness answers without a token (probes send none) for `default`'s models; with
+    // one, for the workspace it acts in.
+    let readiness = Router::new()
+        .route("/v2/models/{m}/ready", only(get(model_ready)))
+        .route("/v2/models/{m}/versions/{v}/ready", only(get(model_ready)))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            token_if_sent,
+        ));
     let open = Router::new()
         .route("/v2/health/live", only(get(live)))
         .route("/v2/health/ready", only(get(live)))
-        .route("/v2/models/{m}/ready", only(get(model_ready)))
-        .route("/v2/models/{m}/versions/{v}/ready", only(get(model_ready)))
         .route("/v2/{*rest}", axum::routing::any(not_found));
     guarded
         .merge(admin)
+        .merge(readiness)
         .merge(open)
         // Rejections become `{"error"}` bodies; 413 stays 413.
         .layer(axum::middleware::from_fn(error_bodies))
@@ -115,6 +124,21 @@ async fn require_token(
     check_token(state, request, next, false).await
 }
 
+/// Checks a token when one is sent; without one the call reaches `default`'s models.
+async fn token_if_sent(
+    State(state): State<InferenceState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if request.headers().contains_key(AUTHORIZATION) {
+        return check_token(state, request, next, false).await;
+    }
+    request
+        .extensions_mut()
+        .insert(ModelScope::of(trainyard_core::DEFAULT_WORKSPACE));
+    next.run(request).await
+}
+
 /// Loading and unloading always take the token.
 async fn require_admin_token(
     State(state): State<InferenceState>,
@@ -124,13 +148,26 @@ async fn require_admin_token(
     check_token(state, request, next, true).await
 }
 
-async fn check_token(state: InferenceState, request: Request, next: Next, admin: bool) -> Response {
+async fn check_token(
+    state: InferenceState,
+    mut request: Request,
+    next: Next,
+    admin: bool,
+) -> Response {
     let header = request
         .headers()
         .get(AUTHORIZATION)
         .map(|h| h.to_str().unwrap_or(""));
-    let (status, message) = match state.authorize(header, admin).await {
-        Ok(()) => return next.run(request).await,
+    let workspace = request
+        .headers()
+        .get(crate::WORKSPACE_HEADER)
+        .map(|h| h.to_str().unwrap_or("").trim());
+    let (status, message) = match state.authorize(header, workspace, admin).await {
+        Ok(scope) => {
+            // Which workspace's models the handlers reach.
+            request.extensions_mut().insert(scope);
+            return next.run(request).await;
+        }
         Err(Denied::NoToken) => (
             StatusCode::UNAUTHORIZED,
             "send `Authorization: Bearer TOKEN`".to_string(),
@@ -171,10 +208,11 @@ async fn server_metadata() -> Json<Value> {
 
 async fn model_ready(
     State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
     Path(p): Path<HashMap<String, String>>,
 ) -> V2Result<StatusCode> {
     let (name, version) = model_path(&p)?;
-    let key = state.manager.resolve(&name, version).await?;
+    let key = state.manager.resolve(&scope.key(&name)?, version).await?;
     match state.manager.peek(&key) {
         Some(_) => Ok(StatusCode::OK),
         None => Err(V2Error(
@@ -195,9 +233,11 @@ fn tensors(specs: &[trainyard_serve::runtime::TensorSpec]) -> Value {
 
 async fn model_metadata(
     State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
     Path(p): Path<HashMap<String, String>>,
 ) -> V2Result<Json<Value>> {
     let (name, version) = model_path(&p)?;
+    let name = scope.key(&name)?;
     let model = state.manager.acquire(&name, version).await?;
     let versions: Vec<String> = match version {
         Some(v) => vec![v.to_string()],
@@ -209,7 +249,7 @@ async fn model_metadata(
             .collect(),
     };
     Ok(Json(json!({
-        "name": model.name,
+        "name": scope.show(&model.name),
         "versions": versions,
         "platform": model.config.platform,
         "inputs": tensors(&model.signature.inputs),
@@ -220,20 +260,23 @@ async fn model_metadata(
 
 async fn model_config(
     State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
     Path(p): Path<HashMap<String, String>>,
 ) -> V2Result<Json<ModelConfig>> {
     let (name, version) = model_path(&p)?;
-    let model = state.manager.acquire(&name, version).await?;
+    let model = state.manager.acquire(&scope.key(&name)?, version).await?;
     Ok(Json(model.config.clone()))
 }
 
 async fn infer(
     State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
     Path(p): Path<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> V2Result<Response> {
     let (name, version) = model_path(&p)?;
+    let name = scope.key(&name)?;
     let encoding = headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     // An encoding this server cannot read is the request's media type problem (415), not a
     // missing feature of the server.
@@ -268,7 +311,7 @@ async fn infer(
         None => request.binary_outputs,
     };
     let (json, tail) = codec::encode(
-        &model.name,
+        scope.show(&model.name),
         model.version,
         request.id.as_deref(),
         &outputs,
@@ -306,13 +349,14 @@ fn duration(stat: &trainyard_serve::stats::DurationStat) -> Value {
 
 pub(crate) fn stats_json(
     key: &ModelKey,
+    shown: &str,
     s: &trainyard_serve::stats::ModelStats,
     memory: Option<u64>,
 ) -> Value {
     let s = s.snapshot();
     let zero = json!({"count": 0, "ns": 0});
     json!({
-        "name": key.0,
+        "name": shown,
         "version": key.1.to_string(),
         "last_inference": s.last_inference,
         "inference_count": s.inference_count,
@@ -342,13 +386,14 @@ pub(crate) fn stats_json(
 
 async fn stats(
     State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
     Path(p): Path<HashMap<String, String>>,
 ) -> V2Result<Json<Value>> {
     let filter = match p.get("m") {
         None => None,
         Some(_) => {
             let (name, version) = model_path(&p)?;
-            let key = state.manager.resolve(&name, version).await?;
+            let key = state.manager.resolve(&scope.key(&name)?, version).await?;
             Some((key.0, version))
         }
     };
@@ -356,15 +401,16 @@ async fn stats(
         Some((n, v)) => (Some(n.as_str()), *v),
         None => (None, None),
     };
-    let list = state.manager.statistics(name, version);
+    let mut list = state.manager.statistics(name, version);
+    list.retain(|(k, _)| scope.shown(&k.0).is_some());
     if let (Some(n), true) = (name, list.is_empty()) {
         return Err(V2Error(
             StatusCode::BAD_REQUEST,
-            format!("requested model '{n}' is not available"),
+            format!("requested model '{}' is not available", scope.show(n)),
         ));
     }
     Ok(Json(json!({
-        "model_stats": list.iter().map(|(k, s)| stats_json(k, s, state.manager.peek(k).map(|m| m.memory_bytes))).collect::<Vec<_>>()
+        "model_stats": list.iter().map(|(k, s)| stats_json(k, scope.show(&k.0), s, state.manager.peek(k).map(|m| m.memory_bytes))).collect::<Vec<_>>()
     })))
 }
 
@@ -381,7 +427,11 @@ fn optional_json(body: &Bytes) -> V2Result<Value> {
     Ok(v)
 }
 
-async fn index(State(state): State<InferenceState>, body: Bytes) -> V2Result<Json<Value>> {
+async fn index(
+    State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
+    body: Bytes,
+) -> V2Result<Json<Value>> {
     let request = optional_json(&body)?;
     let ready_only = match request.get("ready") {
         None => false,
@@ -390,12 +440,16 @@ async fn index(State(state): State<InferenceState>, body: Bytes) -> V2Result<Jso
     };
     let mut out = Vec::new();
     for row in index_rows(&state.manager, ready_only).await? {
+        // Only this workspace's models, by the names its callers know.
+        let Some(name) = scope.shown(&row.name) else {
+            continue;
+        };
         let Some(version) = row.version else {
-            out.push(json!({"name": row.name}));
+            out.push(json!({"name": name}));
             continue;
         };
         let mut e =
-            json!({"name": row.name, "version": version.to_string(), "state": row.state.as_str()});
+            json!({"name": name, "version": version.to_string(), "state": row.state.as_str()});
         if !row.reason.is_empty() {
             e["reason"] = Value::String(row.reason);
         }
@@ -417,11 +471,13 @@ fn check_name(name: &str) -> V2Result<()> {
 
 async fn load(
     State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
     Path(p): Path<HashMap<String, String>>,
     body: Bytes,
 ) -> V2Result<StatusCode> {
     let name = p.get("m").cloned().unwrap_or_default();
     check_name(&name)?;
+    let name = scope.key(&name)?;
     let request = optional_json(&body)?;
     let params = request.get("parameters").and_then(Value::as_object);
     let config = load_config(
@@ -436,10 +492,11 @@ async fn load(
 
 async fn unload(
     State(state): State<InferenceState>,
+    Extension(scope): Extension<ModelScope>,
     Path(p): Path<HashMap<String, String>>,
     body: Bytes,
 ) -> V2Result<StatusCode> {
-    let name = p.get("m").cloned().unwrap_or_default();
+    let name = scope.key(&p.get("m").cloned().unwrap_or_default())?;
     optional_json(&body)?;
     state.manager.unload(&name).await?;
     Ok(StatusCode::OK)

@@ -9,6 +9,23 @@ pub use registry::RegistrySource;
 use crate::config::ModelConfig;
 use crate::ServeError;
 
+/// How the manager keys a registered model of `workspace`: by its name in `default`, as
+/// `workspace/name` elsewhere. Registered model names never hold a `/`, so keys of two
+/// workspaces never meet.
+pub fn model_key(workspace: &str, name: &str) -> String {
+    if workspace == trainyard_core::DEFAULT_WORKSPACE {
+        name.to_string()
+    } else {
+        format!("{workspace}/{name}")
+    }
+}
+
+/// The workspace and registered name a key stands for (see [`model_key`]).
+pub fn split_model_key(key: &str) -> (&str, &str) {
+    key.split_once('/')
+        .unwrap_or((trainyard_core::DEFAULT_WORKSPACE, key))
+}
+
 /// A model a source can serve, with the versions it has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceModel {

@@ -92,10 +92,30 @@ impl ModelSource for RegistrySource {
     }
 
     async fn list(&self) -> Result<Vec<SourceModel>, ServeError> {
-        let page = self
+        // Every workspace's registry, each model by its key (`workspace/name` outside
+        // `default`).
+        let mut versions = Vec::new();
+        for workspace in self
             .tracking
-            .search_model_versions("", 200_000, &[], None)
-            .await?;
+            .db()
+            .workspaces()
+            .await
+            .map_err(trainyard_tracking::TrackingError::from)?
+        {
+            let page = self
+                .tracking
+                .scoped(&workspace.id)
+                .search_model_versions("", 200_000, &[], None)
+                .await?;
+            for mut v in page.items {
+                v.name = super::model_key(&workspace.id, &v.name);
+                versions.push(v);
+            }
+        }
+        let page = trainyard_tracking::Page {
+            items: versions,
+            next_page_token: None,
+        };
         #[derive(Default)]
         struct Found {
             versions: Vec<u64>,
@@ -153,7 +173,9 @@ impl ModelSource for RegistrySource {
     }
 
     async fn fetch(&self, name: &str, version: u64) -> Result<ModelFiles, ServeError> {
-        let v = match self.tracking.get_model_version(name, version as i64).await {
+        let (workspace, registered) = super::split_model_key(name);
+        let registry = self.tracking.scoped(workspace);
+        let v = match registry.get_model_version(registered, version as i64).await {
             Ok(v) => v,
             Err(trainyard_tracking::TrackingError::NotFound(_)) => {
                 return Err(ServeError::not_found(format!(
