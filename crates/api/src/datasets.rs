@@ -3,7 +3,7 @@
 //! commit a manifest naming them. Every rule lives in the service; these handlers only
 //! translate HTTP.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use trainyard_datasets::{Caller, CreatedVersion, DatasetInfo, DatasetVersionInfo
 use utoipa::ToSchema;
 
 use crate::extract::ApiJson;
-use crate::{ApiError, AppState, ErrorBody};
+use crate::{ApiError, ErrorBody, Scoped};
 
 /// Largest shard upload (the body limit of its route).
 pub const MAX_SHARD_BYTES: usize = trainyard_datasets::MAX_SHARD_BYTES as usize;
@@ -36,7 +36,7 @@ pub struct CreateVersion {
 
 #[utoipa::path(get, path = "/api/v1/datasets", tag = "datasets",
     responses((status = 200, body = DatasetList)), security(("bearer" = [])))]
-pub async fn list(State(s): State<AppState>) -> Result<Json<DatasetList>, ApiError> {
+pub async fn list(Scoped(s): Scoped) -> Result<Json<DatasetList>, ApiError> {
     Ok(Json(DatasetList {
         datasets: s.datasets.list().await?,
     }))
@@ -47,7 +47,7 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<DatasetList>, ApiErr
     responses((status = 200, body = DatasetVersionList), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn versions(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(name): Path<String>,
 ) -> Result<Json<DatasetVersionList>, ApiError> {
     let versions = s.datasets.versions(&name).await?;
@@ -60,7 +60,7 @@ pub async fn versions(
     responses((status = 200, body = DatasetVersionInfo), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn version(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<DatasetVersionInfo>, ApiError> {
     Ok(Json(s.datasets.version(&name, &version).await?))
@@ -73,7 +73,7 @@ pub async fn version(
               (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_version(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     axum::Extension(who): axum::Extension<trainyard_core::Principal>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<CreateVersion>,
@@ -97,7 +97,7 @@ pub async fn create_version(
     responses((status = 201), (status = 400, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn put_shard(
-    State(s): State<AppState>,
+    Scoped(s): Scoped,
     Path(sha): Path<String>,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
@@ -106,10 +106,7 @@ pub async fn put_shard(
 }
 
 /// Whether a shard is stored, without reading it (clients ask before uploading).
-pub async fn has_shard(
-    State(s): State<AppState>,
-    Path(sha): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub async fn has_shard(Scoped(s): Scoped, Path(sha): Path<String>) -> Result<StatusCode, ApiError> {
     if s.datasets.has_shard(&sha).await? {
         Ok(StatusCode::OK)
     } else {
@@ -121,10 +118,7 @@ pub async fn has_shard(
     params(("sha256" = String, Path, description = "SHA-256 of the shard")),
     responses((status = 200, content_type = "application/octet-stream"), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_shard(
-    State(s): State<AppState>,
-    Path(sha): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get_shard(Scoped(s): Scoped, Path(sha): Path<String>) -> Result<Response, ApiError> {
     let bytes = s.datasets.get_shard(&sha).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }

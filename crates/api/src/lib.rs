@@ -50,8 +50,9 @@ pub struct AppState {
     pub audit: AuditLog,
 }
 
-/// The shared state with its tracking service acting in the caller's workspace: what every
-/// tracking, registry and artifact handler takes, so none can reach another workspace's.
+/// The shared state with its tracking and datasets services acting in the caller's
+/// workspace: what every tracking, registry, artifact and dataset handler takes, so none can
+/// reach another workspace's.
 pub struct Scoped(pub AppState);
 
 impl axum::extract::FromRequestParts<AppState> for Scoped {
@@ -69,6 +70,7 @@ impl axum::extract::FromRequestParts<AppState> for Scoped {
             .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer TOKEN`"))?;
         let mut state = state.clone();
         state.tracking = state.tracking.scoped(&who.workspace);
+        state.datasets = state.datasets.scoped(&who.workspace);
         Ok(Scoped(state))
     }
 }

@@ -1187,3 +1187,110 @@ async fn a_served_model_answers_only_in_its_workspace() {
         "a's model went away: {index}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn datasets_and_their_shards_stay_in_their_workspace() {
+    let server = Server::start().await;
+    let s = &server;
+    for w in ["a", "b"] {
+        common::ok(s.cli(&["workspaces", "create", w]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("points.csv");
+    let mut text = String::from("x,y,label\n");
+    for i in 0..200 {
+        text.push_str(&format!("{i},{},{}\n", i * 2, i % 3));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let csv = csv.display().to_string();
+    common::ok(s.cli(&["dataset", "import", "points", &csv, "--workspace", "a"]));
+    let shown: Value = serde_json::from_str(&common::ok(s.cli(&[
+        "dataset",
+        "show",
+        "points",
+        "--workspace",
+        "a",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let manifest = shown["manifest"].clone();
+    let sha = manifest["shards"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // b sees no dataset of a's, and not its shards, by name or by hash.
+    let listed = common::ok(s.cli(&["dataset", "ls", "--workspace", "b", "-o", "json"]));
+    assert!(!listed.contains("points"), "{listed}");
+    let (status, body) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::GET,
+        "/api/v1/datasets/points",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    for method in [Method::GET, Method::HEAD] {
+        let r = s
+            .http()
+            .request(
+                method.clone(),
+                s.url(&format!("/api/v1/datasets/shards/{sha}")),
+            )
+            .bearer_auth(&s.token)
+            .header("X-Trainyard-Workspace", "b")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{method} of a's shard from b");
+    }
+    // Naming a's shards in a manifest of its own gets b nothing.
+    let (status, body) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::POST,
+        "/api/v1/datasets/stolen/versions",
+        Some(json!({"manifest": manifest})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (409, "shard_missing"), "{body}");
+    // The same data imported in b is b's own, under the same name.
+    common::ok(s.cli(&["dataset", "import", "points", &csv, "--workspace", "b"]));
+    let r = s
+        .http()
+        .get(s.url(&format!("/api/v1/datasets/shards/{sha}")))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // a still reads its own.
+    let r = s
+        .http()
+        .get(s.url(&format!("/api/v1/datasets/shards/{sha}")))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, body) = call(
+        s,
+        &s.token,
+        None,
+        Method::DELETE,
+        "/api/v1/workspaces/b",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "workspace_not_empty"),
+        "{body}"
+    );
+}

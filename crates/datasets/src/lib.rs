@@ -35,27 +35,39 @@ pub struct Caller<'a> {
     pub is_job: bool,
 }
 
-/// The datasets service over the metadata database and the blob store.
+/// The datasets service over the metadata database and the blob store, acting in one
+/// workspace: its dataset names, and the shards it uploaded or its versions name. Shards
+/// are stored once whatever workspace uploads them.
 #[derive(Clone)]
 pub struct Datasets {
     db: Db,
     blobs: Blobs,
     uploads: std::sync::Arc<Semaphore>,
+    workspace: std::sync::Arc<str>,
 }
 
 impl Datasets {
+    /// The service acting in `default`.
     pub fn new(db: Db, blobs: Blobs) -> Self {
         Self {
             db,
             blobs,
             uploads: std::sync::Arc::new(Semaphore::new(UPLOAD_SLOTS)),
+            workspace: trainyard_core::DEFAULT_WORKSPACE.into(),
         }
+    }
+
+    /// The same service acting in `workspace` (upload slots are shared).
+    pub fn scoped(&self, workspace: &str) -> Self {
+        let mut scoped = self.clone();
+        scoped.workspace = workspace.into();
+        scoped
     }
 
     /// Every dataset with its newest version.
     pub async fn list(&self) -> Result<Vec<DatasetInfo>, DatasetError> {
         self.db
-            .datasets()
+            .datasets(&self.workspace)
             .await?
             .into_iter()
             .map(|s| {
@@ -70,7 +82,7 @@ impl Datasets {
 
     /// Every version of `name`, newest first; `NotFound` when it has none.
     pub async fn versions(&self, name: &str) -> Result<Vec<DatasetVersionInfo>, DatasetError> {
-        let versions = self.db.dataset_versions(name).await?;
+        let versions = self.db.dataset_versions(&self.workspace, name).await?;
         if versions.is_empty() {
             return Err(DatasetError::NotFound(format!("no dataset `{name}`")));
         }
@@ -85,7 +97,7 @@ impl Datasets {
     ) -> Result<DatasetVersionInfo, DatasetError> {
         let found = self
             .db
-            .dataset_version(name, version)
+            .dataset_version(&self.workspace, name, version)
             .await?
             .ok_or_else(|| {
                 DatasetError::NotFound(format!("no version `{version}` of dataset `{name}`"))
@@ -105,7 +117,7 @@ impl Datasets {
         // A job's token adds versions only to datasets it created: otherwise a job could
         // make its own data the `latest` version that other people's training reads.
         if caller.is_job {
-            let existing = self.db.dataset_versions(name).await?;
+            let existing = self.db.dataset_versions(&self.workspace, name).await?;
             if existing
                 .iter()
                 .any(|v| v.created_by.as_deref() != Some(caller.name))
@@ -123,8 +135,14 @@ impl Datasets {
             DatasetError::invalid("manifest", format!("not a dataset manifest: {e}"))
         })?;
         rules::check_manifest(&manifest)?;
+        // Only shards this workspace holds: naming another's hash reaches nothing.
         for (index, shard) in manifest.shards.iter().enumerate() {
-            if !self.blobs.has_shard(&shard.sha256).await? {
+            if !self
+                .db
+                .shard_visible(&self.workspace, &shard.sha256)
+                .await?
+                || !self.blobs.has_shard(&shard.sha256).await?
+            {
                 return Err(DatasetError::ShardMissing {
                     index,
                     sha256: shard.sha256.clone(),
@@ -144,7 +162,10 @@ impl Datasets {
                 .map_err(|e| DatasetError::invalid("manifest", e.to_string()))?,
             created_by: Some(caller.name.to_string()),
         };
-        let created = self.db.insert_dataset_version(&row).await?;
+        let created = self
+            .db
+            .insert_dataset_version(&self.workspace, &row)
+            .await?;
         Ok(CreatedVersion {
             name: name.to_string(),
             version,
@@ -200,17 +221,22 @@ impl Datasets {
             ));
         }
         self.blobs.commit_shard(staged).await?;
+        self.db.record_shard(&self.workspace, sha256).await?;
         Ok(())
     }
 
     /// Whether a shard is stored, without reading it (clients ask before uploading).
     pub async fn has_shard(&self, sha256: &str) -> Result<bool, DatasetError> {
         rules::check_sha(sha256)?;
-        Ok(self.blobs.has_shard(sha256).await?)
+        Ok(self.db.shard_visible(&self.workspace, sha256).await?
+            && self.blobs.has_shard(sha256).await?)
     }
 
     pub async fn get_shard(&self, sha256: &str) -> Result<Bytes, DatasetError> {
         rules::check_sha(sha256)?;
+        if !self.db.shard_visible(&self.workspace, sha256).await? {
+            return Err(DatasetError::NotFound(format!("no shard {sha256}")));
+        }
         self.blobs
             .get_shard(sha256)
             .await?

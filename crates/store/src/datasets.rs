@@ -51,9 +51,14 @@ fn version_from_row(row: &sqlx::any::AnyRow) -> Result<DatasetVersion, StoreErro
 impl Db {
     /// Records a version; returns false when that exact version already exists (importing
     /// the same content twice is not an error and creates nothing new).
-    pub async fn insert_dataset_version(&self, v: &DatasetVersion) -> Result<bool, StoreError> {
+    pub async fn insert_dataset_version(
+        &self,
+        workspace: &str,
+        v: &DatasetVersion,
+    ) -> Result<bool, StoreError> {
         let result = sqlx::query(&format!(
-            "INSERT INTO dataset_versions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO dataset_versions ({COLUMNS}, workspace_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&v.name)
         .bind(&v.version)
@@ -63,6 +68,7 @@ impl Db {
         .bind(v.parent.as_deref())
         .bind(&v.manifest)
         .bind(v.created_by.as_deref())
+        .bind(workspace)
         .execute(self.pool())
         .await;
         match result {
@@ -72,12 +78,18 @@ impl Db {
         }
     }
 
-    /// Versions of `name`, newest first.
-    pub async fn dataset_versions(&self, name: &str) -> Result<Vec<DatasetVersion>, StoreError> {
+    /// Versions of `name` in `workspace`, newest first.
+    pub async fn dataset_versions(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Vec<DatasetVersion>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM dataset_versions WHERE name = $1 ORDER BY created_ms DESC, version"
+            "SELECT {COLUMNS} FROM dataset_versions WHERE name = $1 AND workspace_id = $2 \
+             ORDER BY created_ms DESC, version"
         ))
         .bind(name)
+        .bind(workspace)
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(version_from_row).collect()
@@ -86,10 +98,11 @@ impl Db {
     /// One version: `latest`, a full id, or a unique prefix of at least 6 characters.
     pub async fn dataset_version(
         &self,
+        workspace: &str,
         name: &str,
         version: &str,
     ) -> Result<Option<DatasetVersion>, StoreError> {
-        let versions = self.dataset_versions(name).await?;
+        let versions = self.dataset_versions(workspace, name).await?;
         if version == "latest" {
             return Ok(versions.into_iter().next());
         }
@@ -108,11 +121,13 @@ impl Db {
         }
     }
 
-    /// Every dataset with its newest version, by name.
-    pub async fn datasets(&self) -> Result<Vec<DatasetSummary>, StoreError> {
+    /// Every dataset of `workspace` with its newest version, by name.
+    pub async fn datasets(&self, workspace: &str) -> Result<Vec<DatasetSummary>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM dataset_versions ORDER BY name, created_ms DESC, version"
+            "SELECT {COLUMNS} FROM dataset_versions WHERE workspace_id = $1 \
+             ORDER BY name, created_ms DESC, version"
         ))
+        .bind(workspace)
         .fetch_all(self.pool())
         .await?;
         let mut out: Vec<DatasetSummary> = Vec::new();
@@ -128,6 +143,51 @@ impl Db {
             }
         }
         Ok(out)
+    }
+}
+
+impl Db {
+    /// Records that `workspace` holds the shard `sha256` (it uploaded it, or a version of it
+    /// names it).
+    pub async fn record_shard(&self, workspace: &str, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO dataset_shards (workspace_id, sha256) VALUES ($1, $2) \
+             ON CONFLICT (workspace_id, sha256) DO NOTHING",
+        )
+        .bind(workspace)
+        .bind(sha256)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `workspace` may read the shard `sha256`: it uploaded it, or one of its
+    /// versions names it (versions from before shards were recorded are searched, and the
+    /// answer recorded). `sha256` must be checked hex.
+    pub async fn shard_visible(&self, workspace: &str, sha256: &str) -> Result<bool, StoreError> {
+        let recorded = sqlx::query(
+            "SELECT sha256 FROM dataset_shards WHERE workspace_id = $1 AND sha256 = $2",
+        )
+        .bind(workspace)
+        .bind(sha256)
+        .fetch_optional(self.pool())
+        .await?
+        .is_some();
+        if recorded {
+            return Ok(true);
+        }
+        let named = sqlx::query(
+            "SELECT version FROM dataset_versions WHERE workspace_id = $1 AND manifest LIKE $2",
+        )
+        .bind(workspace)
+        .bind(format!("%\"{sha256}\"%"))
+        .fetch_optional(self.pool())
+        .await?
+        .is_some();
+        if named {
+            self.record_shard(workspace, sha256).await?;
+        }
+        Ok(named)
     }
 }
 

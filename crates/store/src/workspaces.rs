@@ -17,7 +17,12 @@ pub struct WorkspaceRow {
 }
 
 /// What a workspace holds that removing it would lose: table and what its rows are.
-const CONTENT: &[(&str, &str)] = &[("jobs", "jobs"), ("experiments", "experiments")];
+const CONTENT: &[(&str, &str)] = &[
+    ("jobs", "jobs"),
+    ("experiments", "experiments"),
+    ("registered_models", "registered models"),
+    ("dataset_versions", "dataset versions"),
+];
 
 /// How removing a workspace went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +122,7 @@ impl Db {
             }
         }
         for sql in [
+            "DELETE FROM dataset_shards WHERE workspace_id = $1",
             "DELETE FROM api_tokens WHERE workspace_id = $1",
             "DELETE FROM workspace_members WHERE workspace_id = $1",
             "DELETE FROM workspaces WHERE id = $1",
