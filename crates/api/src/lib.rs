@@ -28,11 +28,13 @@ use axum::Router;
 use trainyard_compute::SchedulerHandle;
 use trainyard_tracking::Tracking;
 
+pub use access::{changes_something, route_table, Route};
 pub use audit::AuditLog;
 pub use auth::{Auth, WORKSPACE_HEADER};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use inference::InferenceState;
 pub use metrics::HttpMetrics;
+pub use mlflow::job_may_call;
 pub use tls::{TlsError, TlsIdentity};
 
 /// Largest request body the REST API takes (a job submission is a few KiB).
