@@ -263,7 +263,11 @@ mod example_tests {
     use super::*;
 
     fn example() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/trainyard.example.toml")
+        Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+        )
+        .join("../../deploy/trainyard.example.toml")
     }
 
     #[test]

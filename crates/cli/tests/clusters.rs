@@ -290,10 +290,13 @@ async fn kill_9_mid_job(engine: Engine) {
 /// rank 0's address; a worker failing ends the gang, which is retried whole.
 async fn gang(engine: Engine) {
     let server = server_on(&engine).await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/gang_worker.py")
-        .display()
-        .to_string();
+    let script = PathBuf::from(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/gang_worker.py")
+    .display()
+    .to_string();
     let job = server
         .submit(json!({
             "command": ["python3", script],
@@ -363,10 +366,13 @@ async fn gang_over_two_nodes(mut engine: Engine) {
     }
     engine.config += "partition = \"multi\"\n";
     let server = server_on(&engine).await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/gang_worker.py")
-        .display()
-        .to_string();
+    let script = PathBuf::from(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/gang_worker.py")
+    .display()
+    .to_string();
     let job = server
         .submit(json!({
             "command": ["python3", script],

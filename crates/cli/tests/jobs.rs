@@ -1297,10 +1297,13 @@ async fn a_gang_starts_whole_meets_at_rank_0_and_is_retried_whole() {
         ..Default::default()
     })
     .await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/gang_worker.py")
-        .display()
-        .to_string();
+    let script = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/gang_worker.py")
+    .display()
+    .to_string();
     let gang = server
         .submit(json!({
             "command": ["python3", script],

@@ -613,8 +613,11 @@ async fn a_training_job_runs_the_servers_program_not_the_clients() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_onnx_file_imports_and_serves() {
     let server = server().await;
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../serve/tests/fixtures/repo/tiny/1/model.onnx");
+    let fixture = PathBuf::from(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../serve/tests/fixtures/repo/tiny/1/model.onnx");
     let out = ok(server.cli(&[
         "models",
         "import",
@@ -864,11 +867,14 @@ async fn a_training_job_runs_under_the_default_job_account() {
 }
 
 fn weights_fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../engine/tests/fixtures/weights")
-        .join(name)
-        .display()
-        .to_string()
+    PathBuf::from(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../engine/tests/fixtures/weights")
+    .join(name)
+    .display()
+    .to_string()
 }
 
 /// A PyTorch `state_dict` and a safetensors file written by NumPy (the engine's fixtures)

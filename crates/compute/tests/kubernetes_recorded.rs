@@ -25,7 +25,11 @@ type Expectation = fn(&EngineState) -> bool;
 const POD: &str = "trainyard-0123456789abcdef0123456789abcdef-1-x7k2p";
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubernetes")
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/kubernetes")
 }
 
 fn fixture(name: &str) -> Value {

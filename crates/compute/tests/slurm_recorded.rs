@@ -23,9 +23,12 @@ const KEY: &[u8] = b"a-test-key-slurmctld-would-check";
 type Expectation = Box<dyn Fn(&EngineState) -> bool>;
 
 fn fixtures(version: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/slurm")
-        .join(version)
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/slurm")
+    .join(version)
 }
 
 fn fixture(version: &str, name: &str) -> Value {

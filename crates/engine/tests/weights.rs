@@ -11,9 +11,12 @@ use trainyard_engine::train;
 use trainyard_engine::weights::{import, WeightsFile};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/weights")
-        .join(name)
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/weights")
+    .join(name)
 }
 
 fn spec(text: &str) -> ResolvedSpec {

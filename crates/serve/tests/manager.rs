@@ -10,13 +10,16 @@ use trainyard_serve::{
 
 fn repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/repo/tiny/1/model.onnx"
-    );
+    // The package's folder as the test runs, not as it was built: a shared target
+    // directory may hold a binary built from a checkout elsewhere.
+    let fixture = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("tests/fixtures/repo/tiny/1/model.onnx");
     for name in ["tiny", "tiny2"] {
         std::fs::create_dir_all(dir.path().join(name).join("1")).unwrap();
-        std::fs::copy(fixture, dir.path().join(name).join("1/model.onnx")).unwrap();
+        std::fs::copy(&fixture, dir.path().join(name).join("1/model.onnx")).unwrap();
     }
     std::fs::create_dir_all(dir.path().join("broken/1")).unwrap();
     std::fs::write(dir.path().join("broken/1/model.onnx"), b"not onnx").unwrap();

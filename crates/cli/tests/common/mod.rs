@@ -461,11 +461,14 @@ impl Server {
 
 /// `examples/digits/FILE`.
 pub fn example(file: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/digits")
-        .join(file)
-        .display()
-        .to_string()
+    PathBuf::from(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../../examples/digits")
+    .join(file)
+    .display()
+    .to_string()
 }
 
 /// A command's stdout and stderr, together.
