@@ -35,6 +35,8 @@ const NAMED: &[(&str, &str, Need)] = &[
     ("PUT", "/api/v1/members/{user}", Need::Admin),
     ("DELETE", "/api/v1/members/{user}", Need::Admin),
     ("GET", "/api/v1/audit", Need::Admin),
+    ("PUT", "/api/v1/secrets/{name}", Need::Admin),
+    ("DELETE", "/api/v1/secrets/{name}", Need::Admin),
     ("POST", "/api/v1/workspaces", Need::Owner),
     ("DELETE", "/api/v1/workspaces/{name}", Need::Owner),
     // A workspace's own admins cannot raise the quotas that limit it.
@@ -54,6 +56,7 @@ const REST: &[(&str, &str)] = &[
     ("POST", "/api/v1/jobs/{id}/cancel"),
     ("GET", "/api/v1/jobs/{id}/logs"),
     ("GET", "/api/v1/resources"),
+    ("GET", "/api/v1/secrets"),
     ("GET", "/api/v1/experiments"),
     ("GET", "/api/v1/runs"),
     ("GET", "/api/v1/runs/{id}"),

@@ -117,6 +117,7 @@ mod tests {
                 tracking: tracking.clone(),
                 tracking_uri: "http://127.0.0.1:1".into(),
                 ca_cert: None,
+                secrets_key: None,
             },
             Default::default(),
             &background,
@@ -128,6 +129,7 @@ mod tests {
             auth: crate::Auth::new(store.db.clone()),
             audit: crate::AuditLog::start(store.db.clone()),
             datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
+            secrets_key: None,
             scheduler,
             tracking,
         };

@@ -15,6 +15,7 @@ mod metrics;
 mod mlflow;
 mod openapi;
 mod page;
+mod secrets;
 mod tls;
 mod tracking;
 mod users;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// Where mutating and denied calls are recorded.
     pub audit: AuditLog,
+    /// The key workspace secrets are sealed with (`None`: secrets cannot be set).
+    pub secrets_key: Option<trainyard_store::SecretKey>,
 }
 
 /// The shared state with its tracking and datasets services acting in the caller's
@@ -115,6 +118,11 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route(
             "/api/v1/users/{name}",
             axum::routing::delete(users::delete_user),
+        )
+        .route("/api/v1/secrets", get(secrets::list))
+        .route(
+            "/api/v1/secrets/{name}",
+            axum::routing::put(secrets::put).delete(secrets::remove),
         )
         .route("/api/v1/members", get(users::list_members))
         .route(

@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::users::UsersCommand,
     },
+    /// Workspace secrets for jobs (`trainyard run --secret VAR=NAME`): list, set, remove.
+    Secrets {
+        #[command(subcommand)]
+        command: commands::secrets::SecretsCommand,
+    },
     /// Personal tokens: make, list, revoke.
     Tokens {
         #[command(subcommand)]
@@ -257,6 +262,7 @@ fn main() -> ExitCode {
             Command::Workspaces { command } => commands::workspaces::run(command).await,
             Command::Users { command } => commands::users::run_users(command).await,
             Command::Tokens { command } => commands::users::run_tokens(command).await,
+            Command::Secrets { command } => commands::secrets::run(command).await,
             Command::Runs { command } => commands::tracking::runs(command).await,
             Command::Models { command } => commands::tracking::models(command).await,
             Command::Dataset { command } => commands::datasets::run(command).await,

@@ -17,7 +17,7 @@ use trainyard_compute::{
 use trainyard_core::time::now_ms;
 use trainyard_core::{new_id, DEFAULT_WORKSPACE};
 use trainyard_serve::source::RegistrySource;
-use trainyard_store::{generate_token, redact_url, NewToken, Store, UserRow};
+use trainyard_store::{generate_token, redact_url, NewToken, SecretKey, Store, UserRow};
 use trainyard_tracking::Tracking;
 
 use crate::config::{ServerConfig, UpArgs};
@@ -83,6 +83,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot sweep stale shard uploads"),
     }
     ensure_admin_token(&store, &config).await?;
+    let secrets_key = secrets_key(&config)?;
 
     let capacity = detect_capacity(&CapacityOverrides {
         cpus: config.cpus,
@@ -144,6 +145,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             tracking: tracking.clone(),
             tracking_uri: public_url.clone(),
             ca_cert: config.tls_ca.as_ref().map(|p| p.display().to_string()),
+            secrets_key: Some(secrets_key.clone()),
         },
         options,
         &background,
@@ -181,6 +183,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         auth,
         scheduler,
         datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
+        secrets_key: Some(secrets_key),
         tracking,
     };
     tracing::info!(
@@ -289,6 +292,37 @@ async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Res
         path.display()
     );
     Ok(())
+}
+
+/// The key workspace secrets are sealed with: `TRAINYARD_SECRETS_KEY` (64 hex digits or
+/// base64 of 32 bytes), else the file `TRAINYARD_SECRETS_KEY_FILE` names, else
+/// `<data-dir>/secrets.key`, made (mode 0600) on the first start. Servers sharing a
+/// database must share the key.
+fn secrets_key(config: &ServerConfig) -> anyhow::Result<SecretKey> {
+    if let Ok(text) = std::env::var("TRAINYARD_SECRETS_KEY") {
+        return SecretKey::parse(&text).context("TRAINYARD_SECRETS_KEY");
+    }
+    let path = match std::env::var_os("TRAINYARD_SECRETS_KEY_FILE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            let path = config.data_dir.join("secrets.key");
+            if !path.exists() {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                file.write_all(format!("{}\n", SecretKey::generate()).as_bytes())?;
+                file.sync_all()?;
+                tracing::info!("made a secrets key in {} (mode 0600)", path.display());
+            }
+            path
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the secrets key {}", path.display()))?;
+    SecretKey::parse(&text).with_context(|| format!("the secrets key in {}", path.display()))
 }
 
 /// A token of the owner `admin` that acts in `default` unless a call names another.

@@ -30,6 +30,9 @@ const MARKERS: &[&str] = &[
     "columnofa",
 ];
 
+/// A secret of A's: no answer to anyone, in either pass, may hold it.
+const SECRET: &str = "secret-value-of-a";
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {
     Nobody,
@@ -98,6 +101,15 @@ impl World {
             vec![("{name}", A.into())]
         } else if template.starts_with("/api/v1/users") || template.starts_with("/api/v1/members") {
             vec![("{name}", "nobody".into()), ("{user}", "nobody".into())]
+        } else if template.starts_with("/api/v1/secrets") {
+            vec![(
+                "{name}",
+                if real {
+                    "hf".into()
+                } else {
+                    "no-such-secret".into()
+                },
+            )]
         } else if template.starts_with("/v2") {
             vec![
                 ("{m}", "no-such-model".into()),
@@ -345,6 +357,16 @@ async fn world(s: &Server) -> World {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokens.insert("job", job_token);
+    let (status, text) = send(
+        s,
+        Some(&s.token),
+        Some(A),
+        &Method::PUT,
+        "/api/v1/secrets/hf",
+        Some(&json!({"value": SECRET})),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
     World {
         tokens,
         experiment,
@@ -417,6 +439,12 @@ async fn every_route_for_every_caller_and_nothing_across_workspaces() {
             if writes || denied {
                 audited += 1;
             }
+            if text.contains(SECRET) {
+                failures.push(format!(
+                    "{who:?} {} {path} returned a secret's value",
+                    route.method
+                ));
+            }
             let wrong = if expect {
                 // Let through: a job's writes may still be refused by ownership rules
                 // inside (403), never by a missing token.
@@ -467,7 +495,7 @@ async fn every_route_for_every_caller_and_nothing_across_workspaces() {
         )
         .await;
         cases += 1;
-        if MARKERS.iter().any(|m| text.contains(m)) {
+        if MARKERS.iter().chain([&SECRET]).any(|m| text.contains(m)) {
             crossings.push(format!(
                 "read: {} {path} -> {status}: {}",
                 route.method,

@@ -1294,3 +1294,176 @@ async fn datasets_and_their_shards_stay_in_their_workspace() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_reaches_only_the_environment_of_the_jobs_of_its_workspace() {
+    let server = Server::start().await;
+    let s = &server;
+    for w in ["a", "b"] {
+        common::ok(s.cli(&["workspaces", "create", w]));
+    }
+    common::ok(s.cli(&["users", "add", "ed"]));
+    common::ok(s.cli(&["workspaces", "grant", "--workspace", "a", "ed", "editor"]));
+    let ed = token_for(s, "ed", "a", json!({"narrowed": true})).await;
+    let value = "hf_0123456789-the-secret-value";
+    // Admins set secrets; an editor cannot, nor read one back.
+    let (status, body) = call(
+        s,
+        &ed,
+        None,
+        Method::PUT,
+        "/api/v1/secrets/hf",
+        Some(json!({"value": value})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "needs_admin"), "{body}");
+    let (status, body) = call(
+        s,
+        &s.token,
+        Some("a"),
+        Method::PUT,
+        "/api/v1/secrets/hf",
+        Some(json!({"value": value})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let shown = common::ok(s.cli(&["secrets", "ls", "--workspace", "a"]));
+    assert!(shown.contains("hf") && !shown.contains(value), "{shown}");
+    let (status, listed) = call(s, &ed, None, Method::GET, "/api/v1/secrets", None).await;
+    assert_eq!(
+        (status, listed["secrets"][0]["name"].as_str()),
+        (200, Some("hf")),
+        "{listed}"
+    );
+    assert!(!listed.to_string().contains(value));
+    for (body, field) in [
+        (json!({"value": "a\u{0}b"}), "value"),
+        (json!({"value": "x".repeat(70_000)}), "value"),
+    ] {
+        let (status, answer) = call(
+            s,
+            &s.token,
+            Some("a"),
+            Method::PUT,
+            "/api/v1/secrets/big",
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{answer}"
+        );
+    }
+    let (status, answer) = call(
+        s,
+        &s.token,
+        Some("a"),
+        Method::PUT,
+        "/api/v1/secrets/Bad%20Name",
+        Some(json!({"value": "v"})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (400, Some("name")),
+        "{answer}"
+    );
+
+    // A job of a that names it gets it in its environment, and only there.
+    // The job prints the value's SHA-256, never the value.
+    let digest = trainyard_store::hash_token(value);
+    let mut job = common::job(&["sh", "-c", "printf %s \"$HF_TOKEN\" | sha256sum"]);
+    job["secrets"] = json!({"HF_TOKEN": "hf"});
+    let (status, job) = call(s, &ed, None, Method::POST, "/api/v1/jobs", Some(job)).await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["secrets"]["HF_TOKEN"], "hf");
+    let id = job["id"].as_str().unwrap().to_string();
+    let log = loop {
+        let (_, j) = call(
+            s,
+            &ed,
+            None,
+            Method::GET,
+            &format!("/api/v1/jobs/{id}"),
+            None,
+        )
+        .await;
+        if j["state"] == "succeeded" || j["state"] == "failed" {
+            assert_eq!(j["state"], "succeeded", "{j}");
+            let r = s
+                .http()
+                .get(s.url(&format!("/api/v1/jobs/{id}/logs")))
+                .bearer_auth(&ed)
+                .send()
+                .await
+                .unwrap();
+            break r.text().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        log.contains(&digest),
+        "the job did not get the secret: {log}"
+    );
+    // b has no secret `hf`: a job of b naming it is refused, naming the field.
+    let mut job = common::job(&["true"]);
+    job["secrets"] = json!({"HF_TOKEN": "hf"});
+    let (status, body) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::POST,
+        "/api/v1/jobs",
+        Some(job),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("secrets.HF_TOKEN")),
+        "{body}"
+    );
+    let mut job = common::job(&["true"]);
+    job["secrets"] = json!({"HF_TOKEN": "hf"});
+    job["env"] = json!({"HF_TOKEN": "plain"});
+    let (status, body) = call(s, &ed, None, Method::POST, "/api/v1/jobs", Some(job)).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("secrets.HF_TOKEN")),
+        "{body}"
+    );
+
+    // Removed, it is gone for the next job; the value is nowhere at rest or in the log.
+    let (status, _) = call(
+        s,
+        &s.token,
+        Some("a"),
+        Method::DELETE,
+        "/api/v1/secrets/hf",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let mut job = common::job(&["true"]);
+    job["secrets"] = json!({"HF_TOKEN": "hf"});
+    let (status, _) = call(s, &ed, None, Method::POST, "/api/v1/jobs", Some(job)).await;
+    assert_eq!(status, 400);
+    let mut stored = Vec::new();
+    for file in ["trainyard.db", "trainyard.db-wal"] {
+        stored.extend(std::fs::read(s.data_dir.join(file)).unwrap_or_default());
+    }
+    assert!(
+        !String::from_utf8_lossy(&stored).contains(value),
+        "the secret is stored in clear"
+    );
+    assert!(
+        !s.server_log().contains(value),
+        "the secret is in the server's log"
+    );
+    let key = s.data_dir.join("secrets.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

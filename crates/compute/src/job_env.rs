@@ -18,6 +18,9 @@ pub struct JobTracking {
     /// system's roots (`--tls-ca`): passed as `TRAINYARD_CA_CERT` and MLflow's
     /// `MLFLOW_TRACKING_SERVER_CERT_PATH`.
     pub ca_cert: Option<String>,
+    /// The key workspace secrets are sealed with; without one a job that asks for a secret
+    /// cannot start.
+    pub secrets_key: Option<trainyard_store::SecretKey>,
 }
 
 impl JobTracking {
@@ -60,6 +63,39 @@ impl JobTracking {
         if let Some(ca) = &self.ca_cert {
             env.push(("TRAINYARD_CA_CERT".into(), ca.clone()));
             env.push(("MLFLOW_TRACKING_SERVER_CERT_PATH".into(), ca.clone()));
+        }
+        env.extend(self.secret_env(job).await?);
+        Ok(env)
+    }
+
+    /// The job's secrets, opened from its workspace's, as the variables it named.
+    async fn secret_env(&self, job: &Job) -> Result<Vec<(String, String)>, ComputeError> {
+        let mut env = Vec::with_capacity(job.secrets.len());
+        for (var, name) in &job.secrets {
+            let refused = |why: String| {
+                ComputeError::Invalid(trainyard_core::InvalidField::new(
+                    format!("secrets.{var}"),
+                    why,
+                ))
+            };
+            let key = self.secrets_key.as_ref().ok_or_else(|| {
+                refused("this server has no secrets key to open secrets with".into())
+            })?;
+            match self
+                .tracking
+                .db()
+                .open_secret(key, &job.workspace, name)
+                .await?
+            {
+                Some(Ok(value)) => env.push((var.clone(), value)),
+                Some(Err(e)) => return Err(refused(format!("secret `{name}`: {e}"))),
+                None => {
+                    return Err(refused(format!(
+                        "workspace `{}` has no secret `{name}` any more",
+                        job.workspace
+                    )))
+                }
+            }
         }
         Ok(env)
     }

@@ -145,6 +145,7 @@ async fn running_job(store: &Store, timeout_s: Option<u64>) -> Job {
         command: vec!["sh".into(), "-c".into(), "echo hi".into()],
         task: None,
         env: Default::default(),
+        secrets: Default::default(),
         working_dir: None,
         resources: Resources::default(),
         priority: 0,

@@ -157,6 +157,10 @@ pub struct JobSubmission {
     pub task: Option<BuiltinTask>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables set from the workspace's secrets: variable name → secret name. The values
+    /// reach only the job's environment, decrypted as each attempt starts.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
     /// Absolute path the command starts in; defaults to the server's working directory.
     #[serde(default)]
     #[schema(pattern = "^/")]
@@ -303,6 +307,26 @@ impl JobSubmission {
                 ));
             }
         }
+        for (key, secret) in &self.secrets {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(InvalidField::new(
+                    format!("secrets.{key}"),
+                    "variable names must be non-empty and contain no '=' or NUL",
+                ));
+            }
+            if self.env.contains_key(key) {
+                return Err(InvalidField::new(
+                    format!("secrets.{key}"),
+                    "is also set in `env`; a variable comes from one or the other",
+                ));
+            }
+            if !crate::access::valid_name(secret) {
+                return Err(InvalidField::new(
+                    format!("secrets.{key}"),
+                    "names a secret: 1-63 of a-z 0-9 - _ . (a letter or digit first)",
+                ));
+            }
+        }
         if let Some(dir) = &self.working_dir {
             if !dir.starts_with('/') || dir.contains('\0') {
                 return Err(InvalidField::new("working_dir", "must be an absolute path"));
@@ -414,6 +438,9 @@ pub struct Job {
     #[serde(default)]
     pub task: Option<BuiltinTask>,
     pub env: BTreeMap<String, String>,
+    /// Variable name → the workspace secret it is set from (names only, never values).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
     pub working_dir: Option<String>,
     pub resources: Resources,
     pub priority: i32,

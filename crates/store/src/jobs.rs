@@ -31,7 +31,7 @@ pub struct Outcome {
 const COLUMNS: &str = "id, workspace_id, name, state, command, env, working_dir, cpus, memory_mb, \
     gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, exit_reason, message, \
     host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, tracking, task, pool, engine_id, \
-    workers";
+    workers, secrets";
 
 impl Db {
     /// Stores a new job; once this returns the job is durable and may be acknowledged.
@@ -41,9 +41,9 @@ impl Db {
             "INSERT INTO jobs (id, workspace_id, name, state, command, env, working_dir, cpus, \
              memory_mb, gpus, priority, max_retries, timeout_s, labels, attempt, exit_code, \
              exit_reason, message, host, gpu_ids, created_at_ms, started_at_ms, finished_at_ms, \
-             tracking, task, pool, engine_id, workers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, \
-             $27, $28)",
+             tracking, task, pool, engine_id, workers, secrets) VALUES ($1, $2, $3, $4, $5, $6, \
+             $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+             $24, $25, $26, $27, $28, $29)",
         )
         .bind(&job.id)
         .bind(&job.workspace)
@@ -73,6 +73,7 @@ impl Db {
         .bind(job.pool.clone())
         .bind(job.engine_id.clone())
         .bind(i64::from(job.resources.workers))
+        .bind(to_json(&job.secrets))
         .execute(&mut *tx)
         .await?;
         for (key, value) in &job.labels {
@@ -369,6 +370,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
     };
     let command: String = row.try_get("command")?;
     let env: String = row.try_get("env")?;
+    let secrets: String = row.try_get("secrets")?;
     let labels: String = row.try_get("labels")?;
     let gpu_ids: String = row.try_get("gpu_ids")?;
     let tracking: Option<String> = row.try_get("tracking")?;
@@ -392,6 +394,8 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         task,
         env: serde_json::from_str::<BTreeMap<String, String>>(&env)
             .map_err(|e| corrupt("env", &e))?,
+        secrets: serde_json::from_str::<BTreeMap<String, String>>(&secrets)
+            .map_err(|e| corrupt("secrets", &e))?,
         working_dir: row.try_get("working_dir")?,
         resources: Resources {
             cpus: row.try_get("cpus")?,

@@ -32,6 +32,7 @@ fn job(labels: &[(&str, &str)]) -> Job {
         command: vec!["echo".into(), "a b".into()],
         task: None,
         env: BTreeMap::from([("K".to_string(), "V".to_string())]),
+        secrets: BTreeMap::from([("TOKEN".to_string(), "hf".to_string())]),
         working_dir: Some("/tmp".into()),
         resources: Resources {
             cpus: 0.5,

@@ -3,6 +3,7 @@ pub mod datasets;
 pub mod inference;
 pub mod jobs;
 pub mod run;
+pub mod secrets;
 pub mod status;
 pub mod tracking;
 pub mod train;

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Environment variable for the job, as KEY=VALUE (repeatable).
     #[arg(long = "env", short = 'e', value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
+    /// Variable set from a workspace secret, as VAR=SECRET_NAME (repeatable): the value is
+    /// decrypted into the job's environment only.
+    #[arg(long = "secret", value_parser = parse_key_value)]
+    pub secrets: Vec<(String, String)>,
     /// Label, as KEY=VALUE (repeatable).
     #[arg(long = "label", short = 'l', value_parser = parse_key_value)]
     pub labels: Vec<(String, String)>,
@@ -92,6 +96,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         command: args.command,
         task: None,
         env: args.env.into_iter().collect::<BTreeMap<_, _>>(),
+        secrets: args.secrets.into_iter().collect::<BTreeMap<_, _>>(),
         working_dir,
         resources: Resources {
             cpus: args.cpus,

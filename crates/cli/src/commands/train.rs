@@ -244,6 +244,7 @@ fn submission(
         command: Vec::new(),
         task: Some(BuiltinTask { kind, args }),
         env: BTreeMap::from([("RAYON_NUM_THREADS".to_string(), threads.to_string())]),
+        secrets: BTreeMap::new(),
         // A built-in task reads and writes only through the server: it needs no folder of
         // this machine (which the server's machine may not have, or its job user not enter).
         working_dir: None,

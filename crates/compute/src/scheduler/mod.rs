@@ -329,6 +329,26 @@ impl SchedulerHandle {
             trainyard_tracking::stdout_metrics::MetricCollector::new(Vec::new(), Some(re))
                 .map_err(|e| InvalidField::new("tracking.metric_regex", e))?;
         }
+        // Every secret a job names must be there when it is submitted (one removed later
+        // fails the attempt that needs it, saying which).
+        if !submission.secrets.is_empty() {
+            let held: std::collections::HashSet<String> = self
+                .store
+                .db
+                .secrets(workspace)
+                .await?
+                .into_iter()
+                .map(|(name, _, _)| name)
+                .collect();
+            for (var, name) in &submission.secrets {
+                if !held.contains(name) {
+                    return Err(ComputeError::Invalid(InvalidField::new(
+                        format!("secrets.{var}"),
+                        format!("workspace `{workspace}` has no secret `{name}`"),
+                    )));
+                }
+            }
+        }
         // The job's run is in its workspace's experiment.
         let tracking = self.tracking.scoped(workspace);
         let experiment = tracking
@@ -354,6 +374,7 @@ impl SchedulerHandle {
             command: submission.command,
             task: submission.task,
             env: submission.env,
+            secrets: submission.secrets,
             working_dir: submission.working_dir,
             resources: submission.resources,
             priority: submission.priority,
@@ -1393,12 +1414,12 @@ impl Scheduler {
                     executor.run(attempt, started).await
                 }
                 Err(e) => {
-                    tracing::error!(job = %id, error = %e, "cannot give the job its tracking token");
+                    tracing::error!(job = %id, error = %e, "cannot give the job its environment");
                     ExitRecord {
                         exit_code: None,
                         signal: None,
                         reason: ExitReason::SpawnFailed,
-                        message: format!("cannot give the job its tracking token: {e}"),
+                        message: format!("cannot give the job its environment: {e}"),
                         finished_at_ms: now_ms(),
                     }
                 }
