@@ -1467,3 +1467,93 @@ async fn a_secret_reaches_only_the_environment_of_the_jobs_of_its_workspace() {
         0o600
     );
 }
+
+/// The fair-share scenario of `compute::fair_share`'s simulation, with real processes at
+/// small scale: workspaces weighted 1:2 compete for 3 GPUs with 12 one-GPU jobs each; while
+/// both have jobs waiting, their GPU time follows the weights.
+#[tokio::test(flavor = "multi_thread")]
+async fn contended_gpus_go_by_weight_with_real_processes() {
+    let server = Server::start_with(common::ServerOptions {
+        cpus: 8.0,
+        gpus: 3,
+        ..common::ServerOptions::default()
+    })
+    .await;
+    let s = &server;
+    for (w, weight) in [("light", "1"), ("heavy", "2")] {
+        common::ok(s.cli(&["workspaces", "create", w]));
+        common::ok(s.cli(&["workspaces", "set", w, "--weight", weight]));
+    }
+    // A job holding every GPU while both queues fill, so the contest starts together.
+    let blocker = s
+        .submit(json!({"command": ["sleep", "2"], "resources": {"gpus": 3, "cpus": 0.1}}))
+        .await;
+    let mut jobs = Vec::new();
+    for _ in 0..12 {
+        for w in ["light", "heavy"] {
+            let (status, job) = call(
+                s,
+                &s.token,
+                Some(w),
+                Method::POST,
+                "/api/v1/jobs",
+                Some(json!({"command": ["sleep", "1.5"], "resources": {"gpus": 1, "cpus": 0.1}})),
+            )
+            .await;
+            assert_eq!(status, 201, "{job}");
+            jobs.push((w, job["id"].as_str().unwrap().to_string()));
+        }
+    }
+    let blocker = s
+        .wait_done(blocker["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    let mut spans: Vec<(&str, i64, i64)> = Vec::new();
+    for (w, id) in &jobs {
+        let job = loop {
+            let (_, job) = call(
+                s,
+                &s.token,
+                Some(w),
+                Method::GET,
+                &format!("/api/v1/jobs/{id}"),
+                None,
+            )
+            .await;
+            if job["finished_at_ms"].is_i64() {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(job["state"], "succeeded", "{job}");
+        spans.push((
+            w,
+            job["started_at_ms"].as_i64().unwrap(),
+            job["finished_at_ms"].as_i64().unwrap(),
+        ));
+    }
+    // The contest: from the blocker's end until one workspace has no job left to start.
+    let from = blocker["finished_at_ms"].as_i64().unwrap();
+    let last_start = |w: &str| {
+        spans
+            .iter()
+            .filter(|s| s.0 == w)
+            .map(|s| s.1)
+            .max()
+            .unwrap()
+    };
+    let until = last_start("light").min(last_start("heavy"));
+    let gpu_ms = |w: &str| -> i64 {
+        spans
+            .iter()
+            .filter(|s| s.0 == w)
+            .map(|&(_, start, end)| (end.min(until) - start.max(from)).max(0))
+            .sum()
+    };
+    let (light, heavy) = (gpu_ms("light"), gpu_ms("heavy"));
+    let ratio = heavy as f64 / light.max(1) as f64;
+    println!("fair share with real processes: light {light} GPU-ms, heavy {heavy} GPU-ms over {} ms, ratio {ratio:.2} (weights 1:2)", until - from);
+    assert!(
+        (1.6..=2.4).contains(&ratio),
+        "GPU time heavy/light = {ratio:.2}, weights 2:1 (light {light} ms, heavy {heavy} ms)"
+    );
+}
