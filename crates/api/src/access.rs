@@ -326,10 +326,23 @@ pub fn refusal(
             ),
         });
     }
-    if principal.read_only && changes_something(method, template) {
+    // A read-only token may still make (read-only) tokens: `TokenRequest::check` keeps
+    // them no wider than itself.
+    let makes_a_token = *method == Method::POST && template == "/api/v1/tokens";
+    if principal.read_only && changes_something(method, template) && !makes_a_token {
         return Some(Denial {
             code: ErrorCode::ReadOnlyToken,
             message: format!("{method} {path} changes something and this token is read-only"),
+        });
+    }
+    if principal.narrowed && need == Need::Owner {
+        return Some(Denial {
+            code: ErrorCode::TokenNarrowed,
+            message: format!(
+                "{method} {template} acts on the whole cluster; this token is narrowed to \
+                 workspace `{}`",
+                principal.workspace
+            ),
         });
     }
     if principal.meets(need) {

@@ -243,7 +243,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     // A workspace's admins read its trail; owners read every workspace's.
-    let workspace = match (&query.workspace, who.is_owner()) {
+    let workspace = match (&query.workspace, who.is_owner() && !who.narrowed) {
         (w, true) => w.clone(),
         (Some(w), false) if *w != who.workspace => {
             return Err(ApiError::new(

@@ -138,8 +138,11 @@ impl Auth {
                 grant.name
             )));
         }
+        // A job's token acts only in its job's workspace, whatever its row says (tokens
+        // minted before narrowing existed say nothing).
+        let narrowed = grant.narrowed || matches!(grant.holder, Holder::Job { .. });
         let workspace = match named {
-            Some(name) if grant.narrowed && name != grant.workspace => {
+            Some(name) if narrowed && name != grant.workspace => {
                 let who = Principal {
                     token_id: grant.token_id.clone(),
                     name: grant.name.clone(),
@@ -151,6 +154,7 @@ impl Auth {
                     role: None,
                     read_only: grant.read_only,
                     narrowed: true,
+                    expires_at_ms: grant.expires_at_ms,
                     job: match &grant.holder {
                         Holder::Job { job_id } => Some(job_id.clone()),
                         Holder::User { .. } => None,
@@ -188,7 +192,8 @@ impl Auth {
             workspace,
             role,
             read_only: grant.read_only,
-            narrowed: grant.narrowed,
+            narrowed,
+            expires_at_ms: grant.expires_at_ms,
             job,
         })
     }

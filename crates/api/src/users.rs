@@ -80,9 +80,12 @@ pub async fn list_tokens(
         true => None,
         false => Some(user_id_of(&state, &who).await?),
     };
-    Ok(Json(TokenList {
-        tokens: state.tracking.db().list_tokens(user.as_deref()).await?,
-    }))
+    let mut tokens = state.tracking.db().list_tokens(user.as_deref()).await?;
+    // A narrowed token sees only the tokens of its workspace.
+    if who.narrowed {
+        tokens.retain(|t| t.workspace == who.workspace);
+    }
+    Ok(Json(TokenList { tokens }))
 }
 
 /// Makes a personal token acting in this call's workspace. Never wider than the caller's
@@ -96,7 +99,8 @@ pub async fn create_token(
     Extension(who): Extension<Principal>,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    match request.check(&who) {
+    let now = now_ms();
+    match request.check(&who, now) {
         Ok(()) => {}
         Err(TokenRefusal::Invalid(f)) => return Err(ApiError::invalid_field(f.field, f.message)),
         Err(TokenRefusal::Wider(why)) => {
@@ -106,6 +110,18 @@ pub async fn create_token(
                 why,
             ))
         }
+    }
+    // Only where the caller has a role (whether a workspace exists is not told to
+    // strangers); owners anywhere that exists.
+    if who.role.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::NeedsViewer,
+            format!(
+                "a token for workspace `{}` needs a role there",
+                who.workspace
+            ),
+        ));
     }
     let db = state.tracking.db();
     if !db.workspace_exists(&who.workspace).await? {
@@ -118,7 +134,6 @@ pub async fn create_token(
             db.find_user(name).await?.ok_or_else(|| no_user(name))?
         }
     };
-    let now = now_ms();
     let expires_at_ms = request
         .expires_in_s
         .map(|s| now.saturating_add(s as i64 * 1000));
@@ -170,7 +185,8 @@ pub async fn revoke_token(
     let admin_of_it = token.narrowed
         && token.workspace == who.workspace
         && who.role.is_some_and(|r| r >= Role::Admin);
-    if !(own || who.is_owner() || admin_of_it) {
+    let reachable = !who.narrowed || token.workspace == who.workspace;
+    if !reachable || !(own || who.is_owner() || admin_of_it) {
         // Another user's token is not told to exist.
         return Err(gone());
     }

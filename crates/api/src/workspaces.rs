@@ -29,8 +29,11 @@ pub async fn list(
     Extension(who): Extension<Principal>,
 ) -> Result<Json<WorkspaceList>, ApiError> {
     let mut workspaces = state.scheduler.workspaces().await?;
-    // Owners see every workspace; others those they have a role in.
-    if !who.is_owner() {
+    // Owners see every workspace; others those they have a role in; a narrowed token its
+    // own.
+    if who.narrowed {
+        workspaces.retain(|w| w.name == who.workspace);
+    } else if !who.is_owner() {
         let mine = match &who.user {
             Some(user) => state.tracking.db().roles_of(user).await?,
             None => Default::default(),
@@ -97,6 +100,12 @@ pub async fn create(
         .with_field("name"));
     }
     state.auth.forget();
+    // MLflow's experiment 0 is there from the start, as in `default`.
+    state
+        .tracking
+        .scoped(&new.name)
+        .make_default_experiment()
+        .await?;
     let view = state
         .scheduler
         .workspaces()
@@ -128,6 +137,7 @@ pub async fn remove(
     match state.tracking.db().delete_workspace(&name).await? {
         WorkspaceRemoval::Removed => {
             state.auth.forget();
+            state.tracking.remove_workspace_artifacts(&name).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         WorkspaceRemoval::NotFound => Err(crate::users::no_workspace(&name)),

@@ -255,7 +255,9 @@ async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Res
         if token.trim().len() < 16 {
             anyhow::bail!("TRAINYARD_ADMIN_TOKEN must be at least 16 characters");
         }
-        let (id, owner) = (new_id(), first_owner(store).await?);
+        let (id, Some(owner)) = (new_id(), first_owner(store).await?) else {
+            return Ok(());
+        };
         let new = owner_token(&id, "admin (TRAINYARD_ADMIN_TOKEN)", &owner);
         if store.db.insert_token(&new, token.trim()).await? {
             tracing::info!("admin token taken from TRAINYARD_ADMIN_TOKEN");
@@ -272,6 +274,9 @@ async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Res
         }
         return Ok(());
     }
+    let (id, Some(owner)) = (new_id(), first_owner(store).await?) else {
+        return Ok(());
+    };
     let token = generate_token();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -282,7 +287,6 @@ async fn ensure_admin_token(store: &Store, config: &ServerConfig) -> anyhow::Res
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(format!("{token}\n").as_bytes())?;
     file.sync_all()?;
-    let (id, owner) = (new_id(), first_owner(store).await?);
     store
         .db
         .insert_token(&owner_token(&id, "admin", &owner), &token)
@@ -339,23 +343,29 @@ fn owner_token<'a>(id: &'a str, name: &'a str, owner: &'a UserRow) -> NewToken<'
     }
 }
 
-/// The owner `admin`, made when it is not there (the first start).
-async fn first_owner(store: &Store) -> anyhow::Result<UserRow> {
+/// The owner `admin`, made when there is no owner at all (the first start); `None` when it
+/// was removed and other owners remain.
+async fn first_owner(store: &Store) -> anyhow::Result<Option<UserRow>> {
     if let Some(user) = store.db.find_user("admin").await? {
         if user.owner {
-            return Ok(user);
+            return Ok(Some(user));
         }
+        anyhow::bail!(
+            "the user `admin` is not an owner: the admin token belongs to the owner `admin`"
+        );
+    }
+    // Removed on purpose while other owners remain: not brought back.
+    if store.db.count_owners().await? > 0 {
+        tracing::warn!(
+            "the owner `admin` was removed; no admin token is taken or made (use another owner's)"
+        );
+        return Ok(None);
     }
     store
         .db
         .create_user(&new_id(), "admin", true, None, now_ms())
         .await?;
-    match store.db.find_user("admin").await? {
-        Some(user) if user.owner => Ok(user),
-        _ => anyhow::bail!(
-            "the user `admin` is not an owner: the admin token belongs to the owner `admin`"
-        ),
-    }
+    Ok(store.db.find_user("admin").await?.filter(|u| u.owner))
 }
 
 /// How a job on this machine reaches the server: a wildcard listen address is reached

@@ -195,7 +195,7 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
         Some(json!({"weight": 5, "quota": {}})),
     )
     .await;
-    assert_eq!((status, code(&body)), (403, "needs_owner"), "{body}");
+    assert_eq!((status, code(&body)), (403, "token_narrowed"), "{body}");
     let (status, body) = call(
         s,
         &alice,
@@ -205,9 +205,19 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
         Some(json!({"name": "eve", "owner": true})),
     )
     .await;
-    assert_eq!((status, code(&body)), (403, "needs_owner"), "{body}");
+    assert_eq!((status, code(&body)), (403, "token_narrowed"), "{body}");
     let (status, body) = call(s, &alice, None, Method::GET, "/api/v1/audit", None).await;
     assert_eq!((status, code(&body)), (403, "needs_admin"), "{body}");
+    let (status, body) = call(
+        s,
+        &bob,
+        None,
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"name": "eve"})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "needs_owner"), "{body}");
     // Workspaces listed: only one's own.
     let (_, list) = call(s, &bob, None, Method::GET, "/api/v1/workspaces", None).await;
     let names: Vec<&str> = list["workspaces"]
@@ -302,6 +312,102 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
         401
     );
 
+    // A read-only token makes read-only tokens; an expiring one none that outlive it.
+    let (status, made) = call(
+        s,
+        &alice,
+        None,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "ro2", "narrowed": true, "read_only": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let ro2 = made["token"].as_str().unwrap().to_string();
+    let (status, made) = call(
+        s,
+        &ro2,
+        None,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "ro3", "narrowed": true, "read_only": true})),
+    )
+    .await;
+    assert_eq!(
+        status, 201,
+        "a read-only token made no read-only token: {made}"
+    );
+    let (status, made) = call(
+        s,
+        &alice,
+        None,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "day", "narrowed": true, "expires_in_s": 86400})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let day = made["token"].as_str().unwrap().to_string();
+    let (status, body) = call(
+        s,
+        &day,
+        None,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "forever", "narrowed": true})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    // Where one has no role, one makes no token (and learns nothing of the workspace).
+    let (status, body) = call(
+        s,
+        &bob,
+        Some("default"),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "needs_viewer"), "{body}");
+    // An owner's token narrowed to a workspace makes no cluster-wide change.
+    let (status, made) = call(
+        s,
+        &owner,
+        Some("ml"),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "owner-ml", "narrowed": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let owner_ml = made["token"].as_str().unwrap().to_string();
+    let (status, body) = call(
+        s,
+        &owner_ml,
+        None,
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"name": "mallory", "owner": true})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "token_narrowed"), "{body}");
+    let (status, body) = call(
+        s,
+        &owner_ml,
+        None,
+        Method::GET,
+        "/api/v1/audit?workspace=default",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, listed) = call(s, &owner_ml, None, Method::GET, "/api/v1/workspaces", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["workspaces"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
     // An expiring token stops at its time.
     let brief = token_for(s, "bob", "ml", json!({"expires_in_s": 1})).await;
     assert_eq!(
@@ -772,7 +878,7 @@ async fn experiments_runs_metrics_and_artifacts_stay_in_their_workspace() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["exp"], "{listed}");
+    assert_eq!(names, ["exp", "Default"], "{listed}");
     let (_, listed) = call(
         s,
         &s.token,
@@ -960,7 +1066,16 @@ async fn experiments_runs_metrics_and_artifacts_stay_in_their_workspace() {
     )
     .await;
     assert_ne!(status, 200, "{body}");
-    // b cannot register a's run as its own version.
+    // b cannot register a's run as its own version, by its artifacts or by `runs:/`.
+    let (status, body) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "model-versions/create",
+        json!({"name": "clf", "source": format!("runs:/{run_id}/model"), "run_id": run_id}),
+    )
+    .await;
+    assert_eq!(status, 400, "b registered a's run: {body}");
     let (status, body) = mlflow(
         s,
         "b",
@@ -1008,6 +1123,32 @@ async fn experiments_runs_metrics_and_artifacts_stay_in_their_workspace() {
         "{a_model}"
     );
 
+    // A new workspace has its Default (experiment 0) from the start, for readers too, and
+    // is still empty enough to remove.
+    common::ok(s.cli(&["workspaces", "create", "fresh"]));
+    let (status, e) = mlflow(
+        s,
+        "fresh",
+        Method::GET,
+        "experiments/get",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    assert_eq!(
+        (status, e["experiment"]["name"].as_str()),
+        (200, Some("Default")),
+        "{e}"
+    );
+    let (status, body) = call(
+        s,
+        &s.token,
+        None,
+        Method::DELETE,
+        "/api/v1/workspaces/fresh",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
     // A workspace that holds experiments is not removed.
     let (status, body) = call(
         s,
@@ -1460,6 +1601,27 @@ async fn a_secret_reaches_only_the_environment_of_the_jobs_of_its_workspace() {
         !s.server_log().contains(value),
         "the secret is in the server's log"
     );
+    // A workspace holding only secrets is removed with them.
+    let (status, _) = call(
+        s,
+        &s.token,
+        Some("b"),
+        Method::PUT,
+        "/api/v1/secrets/tmp",
+        Some(json!({"value": "v"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = call(
+        s,
+        &s.token,
+        None,
+        Method::DELETE,
+        "/api/v1/workspaces/b",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}: {}", s.server_log());
     let key = s.data_dir.join("secrets.key");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(

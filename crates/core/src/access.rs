@@ -92,6 +92,8 @@ pub struct Principal {
     pub read_only: bool,
     /// The token acts only in `workspace`.
     pub narrowed: bool,
+    /// When the token stops working (tokens it makes may not outlive it).
+    pub expires_at_ms: Option<i64>,
     /// For a job's token: the job's id. Such a token acts only in the job's workspace and
     /// only as `compute`'s job rules allow.
     pub job: Option<String>,
@@ -188,10 +190,11 @@ pub enum TokenRefusal {
 }
 
 impl TokenRequest {
-    /// Whether `caller` may have this token made: never wider than the caller's own (a
-    /// read-only token makes only read-only ones, a narrowed one only narrowed ones to the
-    /// same workspace), and for another user only when the caller is an owner.
-    pub fn check(&self, caller: &Principal) -> Result<(), TokenRefusal> {
+    /// Whether `caller` may have this token made at `now_ms`: never wider than the caller's
+    /// own (a read-only token makes only read-only ones, a narrowed one only narrowed ones
+    /// to the same workspace, an expiring one only ones that expire no later), and for
+    /// another user only when the caller is an owner.
+    pub fn check(&self, caller: &Principal, now_ms: i64) -> Result<(), TokenRefusal> {
         let invalid = |field: &str, message: &str| {
             Err(TokenRefusal::Invalid(crate::InvalidField::new(
                 field, message,
@@ -221,6 +224,16 @@ impl TokenRequest {
             return Err(TokenRefusal::Wider(
                 "a read-only token makes only read-only tokens".into(),
             ));
+        }
+        if let Some(ends) = caller.expires_at_ms {
+            let asked = self
+                .expires_in_s
+                .map(|s| now_ms.saturating_add((s as i64).saturating_mul(1000)));
+            if asked.is_none_or(|at| at > ends) {
+                return Err(TokenRefusal::Wider(
+                    "a token that expires makes only tokens that expire no later".into(),
+                ));
+            }
         }
         if caller.narrowed && !self.narrowed {
             return Err(TokenRefusal::Wider(format!(
@@ -256,6 +269,7 @@ mod tests {
             role,
             read_only: false,
             narrowed: false,
+            expires_at_ms: None,
             job: (!user).then(|| "j".to_string()),
         }
     }
@@ -290,35 +304,49 @@ mod tests {
             r
         };
         let mut me = caller(Some(Role::Editor), true);
-        assert_eq!(ask(|_| {}).check(&me), Ok(()));
+        assert_eq!(ask(|_| {}).check(&me, 0), Ok(()));
         assert!(
-            matches!(ask(|r| r.name.clear()).check(&me), Err(TokenRefusal::Invalid(f)) if f.field == "name")
+            matches!(ask(|r| r.name.clear()).check(&me, 0), Err(TokenRefusal::Invalid(f)) if f.field == "name")
         );
         assert!(
-            matches!(ask(|r| r.expires_in_s = Some(0)).check(&me), Err(TokenRefusal::Invalid(f)) if f.field == "expires_in_s")
+            matches!(ask(|r| r.expires_in_s = Some(0)).check(&me, 0), Err(TokenRefusal::Invalid(f)) if f.field == "expires_in_s")
         );
         assert!(matches!(
-            ask(|r| r.user = Some("bob".into())).check(&me),
+            ask(|r| r.user = Some("bob".into())).check(&me, 0),
             Err(TokenRefusal::Wider(_))
         ));
-        assert_eq!(ask(|r| r.user = Some("u".into())).check(&me), Ok(()));
+        assert_eq!(ask(|r| r.user = Some("u".into())).check(&me, 0), Ok(()));
         me.read_only = true;
         assert!(matches!(
-            ask(|_| {}).check(&me),
+            ask(|_| {}).check(&me, 0),
             Err(TokenRefusal::Wider(_))
         ));
-        assert_eq!(ask(|r| r.read_only = true).check(&me), Ok(()));
+        assert_eq!(ask(|r| r.read_only = true).check(&me, 0), Ok(()));
         me.read_only = false;
         me.narrowed = true;
         assert!(matches!(
-            ask(|_| {}).check(&me),
+            ask(|_| {}).check(&me, 0),
             Err(TokenRefusal::Wider(_))
         ));
-        assert_eq!(ask(|r| r.narrowed = true).check(&me), Ok(()));
-        let owner = caller(Some(Role::Owner), true);
-        assert_eq!(ask(|r| r.user = Some("bob".into())).check(&owner), Ok(()));
+        assert_eq!(ask(|r| r.narrowed = true).check(&me, 0), Ok(()));
+        me.narrowed = false;
+        me.expires_at_ms = Some(10_000);
         assert!(matches!(
-            ask(|_| {}).check(&caller(None, false)),
+            ask(|_| {}).check(&me, 0),
+            Err(TokenRefusal::Wider(_))
+        ));
+        assert!(matches!(
+            ask(|r| r.expires_in_s = Some(11)).check(&me, 0),
+            Err(TokenRefusal::Wider(_))
+        ));
+        assert_eq!(ask(|r| r.expires_in_s = Some(10)).check(&me, 0), Ok(()));
+        let owner = caller(Some(Role::Owner), true);
+        assert_eq!(
+            ask(|r| r.user = Some("bob".into())).check(&owner, 0),
+            Ok(())
+        );
+        assert!(matches!(
+            ask(|_| {}).check(&caller(None, false), 0),
             Err(TokenRefusal::Wider(_))
         ));
     }

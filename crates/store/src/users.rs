@@ -96,7 +96,7 @@ impl Db {
 
     /// Removes a user with their tokens and roles; false when there is none by that name.
     pub async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(row) = sqlx::query("SELECT id FROM users WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)

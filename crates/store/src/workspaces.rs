@@ -16,12 +16,19 @@ pub struct WorkspaceRow {
     pub created_at_ms: i64,
 }
 
-/// What a workspace holds that removing it would lose: table and what its rows are.
+/// What a workspace holds that removing it would lose: the `FROM` clause up to its
+/// workspace condition, and what its rows are.
 const CONTENT: &[(&str, &str)] = &[
-    ("jobs", "jobs"),
-    ("experiments", "experiments"),
-    ("registered_models", "registered models"),
-    ("dataset_versions", "dataset versions"),
+    ("jobs WHERE", "jobs"),
+    // Its own `Default` (made with it) counts only once it holds something.
+    (
+        "experiments e WHERE (e.name <> 'Default' \
+         OR EXISTS (SELECT 1 FROM runs r WHERE r.experiment_id = e.id) \
+         OR EXISTS (SELECT 1 FROM logged_models m WHERE m.experiment_id = e.id)) AND",
+        "experiments",
+    ),
+    ("registered_models WHERE", "registered models"),
+    ("dataset_versions WHERE", "dataset versions"),
 ];
 
 /// How removing a workspace went.
@@ -97,10 +104,11 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Removes an empty workspace with its members and the tokens whose workspace it is.
+    /// Removes an empty workspace with its members, secrets, and the tokens whose workspace
+    /// it is (its own artifact tree is the caller's to remove: `Tracking`).
     /// `Err(NotEmpty)` names what it still holds; nothing is removed then.
     pub async fn delete_workspace(&self, id: &str) -> Result<WorkspaceRemoval, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT id FROM workspaces WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -111,7 +119,7 @@ impl Db {
         }
         for (table, what) in CONTENT {
             let row = sqlx::query(&format!(
-                "SELECT COUNT(*) AS n FROM {table} WHERE workspace_id = $1"
+                "SELECT COUNT(*) AS n FROM {table} workspace_id = $1"
             ))
             .bind(id)
             .fetch_one(&mut *tx)
@@ -123,6 +131,10 @@ impl Db {
         }
         for sql in [
             "DELETE FROM dataset_shards WHERE workspace_id = $1",
+            "DELETE FROM workspace_secrets WHERE workspace_id = $1",
+            "DELETE FROM experiment_tags WHERE experiment_id IN \
+             (SELECT id FROM experiments WHERE workspace_id = $1)",
+            "DELETE FROM experiments WHERE workspace_id = $1",
             "DELETE FROM api_tokens WHERE workspace_id = $1",
             "DELETE FROM workspace_members WHERE workspace_id = $1",
             "DELETE FROM workspaces WHERE id = $1",

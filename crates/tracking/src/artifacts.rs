@@ -181,6 +181,13 @@ impl Tracking {
             )));
         }
         let id = trainyard_core::new_id();
+        // Whose upload it is: only that workspace adds parts, completes or aborts it.
+        self.store()
+            .put(
+                &upload_path(&id, "workspace"),
+                bytes::Bytes::from(self.workspace().to_string()).into(),
+            )
+            .await?;
         self.store()
             .put(
                 &upload_path(&id, "target"),
@@ -201,6 +208,11 @@ impl Tracking {
             Ok(r) => {
                 let target = String::from_utf8_lossy(&r.bytes().await?).into_owned();
                 // Another workspace's upload is not there for this one.
+                if self.upload_of_another(upload_id).await? {
+                    return Err(not_found(format!(
+                        "No multipart upload with id '{upload_id}'"
+                    )));
+                }
                 self.artifact_area(&target)
                     .await
                     .map_err(|_| not_found(format!("No multipart upload with id '{upload_id}'")))?;
@@ -302,6 +314,14 @@ impl Tracking {
                 "No multipart upload with id '{upload_id}'"
             )));
         }
+        match self.multipart_target(upload_id).await {
+            Ok(_) => {}
+            // Nothing left of it: aborting again is not an error.
+            Err(TrackingError::NotFound(_)) if !self.upload_of_another(upload_id).await? => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        }
         let prefix = Path::from_iter([UPLOADS, upload_id]);
         let files: Vec<_> = self.store().list(Some(&prefix)).try_collect().await?;
         for meta in files {
@@ -311,6 +331,22 @@ impl Tracking {
             }
         }
         Ok(())
+    }
+
+    /// Whether the upload was started in another workspace (uploads from before this was
+    /// kept are `default`'s).
+    async fn upload_of_another(&self, upload_id: &str) -> Result<bool, TrackingError> {
+        if self.every_workspace() == 1 {
+            return Ok(false);
+        }
+        let owner = match self.store().get(&upload_path(upload_id, "workspace")).await {
+            Ok(r) => String::from_utf8_lossy(&r.bytes().await?).into_owned(),
+            Err(object_store::Error::NotFound { .. }) => {
+                trainyard_core::DEFAULT_WORKSPACE.to_string()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(owner != self.workspace())
     }
 
     /// A file's bytes; `range` is an inclusive-exclusive byte range within it.
@@ -425,6 +461,23 @@ impl Tracking {
         check_path(path)?;
         let model = self.get_logged_model(model_id).await?;
         self.list_under(model.info.artifact_uri, path).await
+    }
+
+    /// Removes the artifact tree of a workspace that is gone (`_ws/<workspace>/…`), so a
+    /// later workspace of the same name starts with nothing of it.
+    pub async fn remove_workspace_artifacts(&self, workspace: &str) -> Result<(), TrackingError> {
+        if !trainyard_core::access::valid_name(workspace) {
+            return Ok(());
+        }
+        let prefix = Path::from_iter([ROOT, WORKSPACE_AREAS, workspace]);
+        let under: Vec<_> = self.store().list(Some(&prefix)).try_collect().await?;
+        for meta in under {
+            match self.store().delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Where `path` is kept, once it is checked and found to be this workspace's.

@@ -139,17 +139,39 @@ impl Tracking {
 
     /// An experiment id as a caller gives it, as stored: MLflow's experiment `0` (where its
     /// clients log when none is chosen) is, outside `default`, the workspace's own
-    /// `Default` experiment, made on first use.
+    /// `Default` experiment (made by the first write that names it: [`Self::make_default`]).
     pub(crate) async fn experiment_key(&self, id: &str) -> Result<i64, TrackingError> {
         let key = validate::experiment_id(id)?;
-        if key != 0
-            || self.workspace.is_none()
-            || self.workspace() == trainyard_core::DEFAULT_WORKSPACE
-        {
+        if !self.maps_zero(key) {
             return Ok(key);
         }
-        let own = self.experiment_for_name(DEFAULT_EXPERIMENT).await?;
-        validate::experiment_id(&own)
+        match self.get_experiment_by_name(DEFAULT_EXPERIMENT).await {
+            Ok(own) => validate::experiment_id(&own.experiment_id),
+            Err(TrackingError::NotFound(_)) => {
+                Err(not_found(format!("No Experiment with id={id} exists")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes the workspace's own `Default` when a write names experiment `0` outside
+    /// `default` and it is not there yet (reads never make it).
+    pub(crate) async fn make_default(&self, id: &str) -> Result<(), TrackingError> {
+        if validate::experiment_id(id).is_ok_and(|key| self.maps_zero(key)) {
+            self.experiment_for_name(DEFAULT_EXPERIMENT).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes this workspace's own `Default` (MLflow's experiment `0` in it).
+    pub async fn make_default_experiment(&self) -> Result<(), TrackingError> {
+        self.make_default("0").await
+    }
+
+    fn maps_zero(&self, key: i64) -> bool {
+        key == 0
+            && self.workspace.is_some()
+            && self.workspace() != trainyard_core::DEFAULT_WORKSPACE
     }
 
     /// Of the experiment ids a search names (as callers give them), those of this
@@ -158,7 +180,12 @@ impl Tracking {
     pub(crate) async fn own_experiments(&self, ids: &[String]) -> Result<Vec<i64>, TrackingError> {
         let mut keys = Vec::with_capacity(ids.len());
         for id in ids {
-            keys.push(self.experiment_key(id).await?);
+            match self.experiment_key(id).await {
+                Ok(key) => keys.push(key),
+                // This workspace's `Default` that nothing made yet holds nothing.
+                Err(TrackingError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let mut own = std::collections::HashSet::new();
         for chunk in keys.chunks(500) {
@@ -467,7 +494,7 @@ fn resolve_artifact_location(given: &str) -> Result<String, TrackingError> {
     // default; one of another workspace could be reached through such a location.
     if let Some(path) = crate::artifacts::artifact_path(given) {
         let first = path.split('/').next().unwrap_or_default();
-        if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
+        if first == "_ws" || (!first.is_empty() && first.bytes().all(|b| b.is_ascii_digit())) {
             return Err(invalid(format!(
                 "'artifact_location' {given} is kept for an experiment's own artifacts; \
                  choose a location whose first segment is not a number"

@@ -82,6 +82,14 @@ impl Tracking {
         scoped
     }
 
+    /// The server's own handle, which finds things by id in every workspace (to tell
+    /// "another workspace's" from "nobody's").
+    pub(crate) fn everywhere(&self) -> Tracking {
+        let mut all = self.clone();
+        all.workspace = None;
+        all
+    }
+
     /// The workspace this handle acts in (`default` for the server's own).
     pub fn workspace(&self) -> &str {
         self.workspace

@@ -42,6 +42,7 @@ impl Tracking {
         &self,
         new: NewLoggedModel,
     ) -> Result<LoggedModel, TrackingError> {
+        self.make_default(&new.experiment_id).await?;
         let experiment = self.get_experiment(&new.experiment_id).await?;
         if experiment.lifecycle_stage != Lifecycle::Active {
             return Err(invalid(format!(

@@ -603,6 +603,13 @@ impl Tracking {
                 if !parts.netloc.is_empty() || new.run_id.as_deref() != Some(run) {
                     return Err(bad_source(source, sources::RUN_ID_MUST_MATCH));
                 }
+                // A run of another workspace is not one to register from: serving would
+                // read its files.
+                if matches!(self.get_run(run).await, Err(TrackingError::NotFound(_)))
+                    && self.everywhere().get_run(run).await.is_ok()
+                {
+                    return Err(bad_source(source, sources::RUN_ID_MUST_MATCH));
+                }
                 // The path is read as an artifact path when the version is served: the same
                 // rules, so no source names a place outside the run's artifacts.
                 let path = path.trim_end_matches('/');

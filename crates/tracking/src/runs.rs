@@ -41,6 +41,7 @@ pub(crate) struct RunHead {
 
 impl Tracking {
     pub async fn create_run(&self, new: NewRun) -> Result<Run, TrackingError> {
+        self.make_default(&new.experiment_id).await?;
         let experiment = self.get_experiment(&new.experiment_id).await?;
         if experiment.lifecycle_stage != Lifecycle::Active {
             return Err(invalid(format!(

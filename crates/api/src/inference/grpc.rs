@@ -301,11 +301,17 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        // Without a token, `default`'s models (probes send none); with one, its workspace's.
+        let scope = if request.metadata().contains_key("authorization") {
+            self.authorize(&request).await?
+        } else {
+            ModelScope::of(trainyard_core::DEFAULT_WORKSPACE)
+        };
         let r = request.into_inner();
         let key = self
             .state
             .manager
-            .resolve(&r.name, version(&r.version)?)
+            .resolve(&scope.key(&r.name).map_err(status)?, version(&r.version)?)
             .await
             .map_err(status)?;
         Ok(Response::new(ModelReadyResponse {

@@ -68,7 +68,10 @@ impl InferenceState {
                 "inference needs a role in workspace `{}`",
                 p.workspace
             ))),
-            Ok(p) => Ok(ModelScope::of(&p.workspace)),
+            Ok(p) => Ok(ModelScope {
+                workspace: p.workspace.clone(),
+                caller: Some(p),
+            }),
             Err(Refused::Store(e)) => Err(Denied::Unavailable(format!(
                 "cannot check the token: {}",
                 e.message
@@ -86,12 +89,16 @@ impl InferenceState {
 #[derive(Debug, Clone)]
 pub(crate) struct ModelScope {
     workspace: String,
+    /// Who called, when a token was sent (for the audit trail).
+    pub(crate) caller: Option<trainyard_core::Principal>,
 }
 
 impl ModelScope {
+    /// The models of `workspace`, for a call without a token.
     pub(crate) fn of(workspace: &str) -> Self {
         Self {
             workspace: workspace.to_string(),
+            caller: None,
         }
     }
 

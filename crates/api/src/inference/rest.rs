@@ -164,9 +164,14 @@ async fn check_token(
         .map(|h| h.to_str().unwrap_or("").trim());
     let (status, message) = match state.authorize(header, workspace, admin).await {
         Ok(scope) => {
-            // Which workspace's models the handlers reach.
+            // Which workspace's models the handlers reach; who called, for the audit trail.
+            let caller = scope.caller.clone();
             request.extensions_mut().insert(scope);
-            return next.run(request).await;
+            let mut response = next.run(request).await;
+            if let Some(caller) = caller {
+                response.extensions_mut().insert(caller);
+            }
+            return response;
         }
         Err(Denied::NoToken) => (
             StatusCode::UNAUTHORIZED,

@@ -39,7 +39,8 @@ impl RegistrySource {
         if let Some(found) = self.onnx_files.lock().get(&key) {
             return Ok(found.clone());
         }
-        let found = match self.resolve(location).await? {
+        let (workspace, _) = super::split_model_key(name);
+        let found = match self.resolve(workspace, location).await? {
             None => None,
             Some(dir) => {
                 let dir = dir.as_str();
@@ -60,11 +61,12 @@ impl RegistrySource {
     }
 
     /// The blob folder behind a version's location: ours (`mlflow-artifacts:/…`), or a path
-    /// inside a run's artifacts (`runs:/RUN_ID/path`).
-    async fn resolve(&self, location: &str) -> Result<Option<String>, ServeError> {
+    /// inside the artifacts of a run of `workspace` (`runs:/RUN_ID/path`).
+    async fn resolve(&self, workspace: &str, location: &str) -> Result<Option<String>, ServeError> {
         if let Some(rest) = location.strip_prefix("runs:/") {
             let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let run = match self.tracking.get_run(run_id).await {
+            // Only a run of the model's own workspace.
+            let run = match self.tracking.scoped(workspace).get_run(run_id).await {
                 Ok(run) => run,
                 Err(trainyard_tracking::TrackingError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
