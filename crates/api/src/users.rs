@@ -263,16 +263,25 @@ pub async fn create_user(
     ))
 }
 
-/// Removes a user with their tokens and roles (owners). Their tokens stop working at once
-/// on this server and within a minute (the auth cache) on others. The last owner stays.
+/// Removes a user with their tokens and roles (owners, not themselves). Their tokens stop
+/// working at once on this server and within a minute (the auth cache) on others. The last
+/// owner stays.
 #[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
     params(("name" = String, Path, description = "the user")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete_user(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Nobody locks themselves out by mistake: another owner removes an owner.
+    if who.user.as_deref() == Some(name.as_str()) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "you cannot remove yourself; another owner can",
+        ));
+    }
     let db = state.tracking.db();
     let user = db.find_user(&name).await?.ok_or_else(|| no_user(&name))?;
     if user.owner && db.count_owners().await? <= 1 {

@@ -580,6 +580,14 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
     )
     .await;
     assert_eq!((status, code(&body)), (409, "already_exists"), "{body}");
+    common::ok(s.cli(&["users", "add", "second-owner", "--owner"]));
+    let (status, body) = call(s, &owner, None, Method::DELETE, "/api/v1/users/admin", None).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("name")),
+        "removed itself: {body}"
+    );
+    common::ok(s.cli(&["users", "rm", "second-owner"]));
     let (status, body) = call(s, &owner, None, Method::DELETE, "/api/v1/users/admin", None).await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),

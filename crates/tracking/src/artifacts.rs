@@ -323,14 +323,7 @@ impl Tracking {
             Err(e) => return Err(e),
         }
         let prefix = Path::from_iter([UPLOADS, upload_id]);
-        let files: Vec<_> = self.store().list(Some(&prefix)).try_collect().await?;
-        for meta in files {
-            match self.store().delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        self.delete_under(&prefix).await
     }
 
     /// Whether the upload was started in another workspace (uploads from before this was
@@ -431,14 +424,7 @@ impl Tracking {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let under: Vec<_> = self.store().list(Some(&location)).try_collect().await?;
-        for meta in under {
-            match self.store().delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        self.delete_under(&location).await
     }
 
     /// `artifacts/list` for a run: entries under `path` relative to the run's root.
@@ -470,7 +456,12 @@ impl Tracking {
             return Ok(());
         }
         let prefix = Path::from_iter([ROOT, WORKSPACE_AREAS, workspace]);
-        let under: Vec<_> = self.store().list(Some(&prefix)).try_collect().await?;
+        self.delete_under(&prefix).await
+    }
+
+    /// Deletes every object below `prefix` (one already gone is no error).
+    async fn delete_under(&self, prefix: &Path) -> Result<(), TrackingError> {
+        let under: Vec<_> = self.store().list(Some(prefix)).try_collect().await?;
         for meta in under {
             match self.store().delete(&meta.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
