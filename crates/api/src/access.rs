@@ -44,6 +44,8 @@ const NAMED: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/users", Need::Owner),
     ("POST", "/api/v1/users", Need::Owner),
     ("DELETE", "/api/v1/users/{name}", Need::Owner),
+    // One's own, or an owner's for anyone (checked in the handler).
+    ("PUT", "/api/v1/users/{name}/password", Need::User),
     // Every workspace's serving and HTTP figures.
     ("GET", "/metrics", Need::Owner),
 ];
@@ -206,6 +208,8 @@ const OPEN: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/api/v1/openapi.json"),
+    // A password for a token: no token yet.
+    ("POST", "/api/v1/login"),
 ];
 
 /// One route as declared, and what a call of it needs (`None`: nothing, not even a token).

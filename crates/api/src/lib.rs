@@ -119,6 +119,10 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
             "/api/v1/users/{name}",
             axum::routing::delete(users::delete_user),
         )
+        .route(
+            "/api/v1/users/{name}/password",
+            axum::routing::put(users::set_password),
+        )
         .route("/api/v1/secrets", get(secrets::list))
         .route(
             "/api/v1/secrets/{name}",
@@ -161,6 +165,7 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/v1/login", post(users::login))
         .route("/api/v1/openapi.json", get(openapi::document));
     let mut all: Router = api
         .merge(open)

@@ -405,3 +405,160 @@ pub(crate) fn needs_owner(what: &str) -> ApiError {
         format!("{what} needs an owner"),
     )
 }
+
+/// A password to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// 12 to 1024 characters; `null` removes the password (no login by password).
+    pub password: Option<String>,
+}
+
+/// Sets a user's password (for logging in to the UI): one's own, or anyone's for an owner
+/// whose token is not narrowed. Kept as an argon2id hash.
+#[utoipa::path(put, path = "/api/v1/users/{name}/password", tag = "users",
+    params(("name" = String, Path, description = "the user")), request_body = NewPassword,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_password(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<NewPassword>,
+) -> Result<StatusCode, ApiError> {
+    let own = who.user.as_deref() == Some(name.as_str());
+    let may = own || (who.is_owner() && !who.narrowed);
+    if !may {
+        return Err(needs_owner("another user's password"));
+    }
+    let hash = match &body.password {
+        None => None,
+        Some(p) if !trainyard_store::PASSWORD_LENGTH.contains(&p.chars().count()) => {
+            return Err(ApiError::invalid_field("password", "12 to 1024 characters"))
+        }
+        Some(p) => {
+            let p = p.clone();
+            Some(
+                tokio::task::spawn_blocking(move || trainyard_store::hash_password(&p))
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            ErrorCode::Internal,
+                            format!("password hashing: {e}"),
+                        )
+                    })?,
+            )
+        }
+    };
+    if !state
+        .tracking
+        .db()
+        .set_password_hash(&name, hash.as_deref())
+        .await?
+    {
+        return Err(no_user(&name));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a login sends.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    /// The workspace the token acts in when a call names none (default: `default`).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Seconds the token lasts: 12 hours when absent, 30 days at most.
+    #[serde(default)]
+    pub expires_in_s: Option<u64>,
+}
+
+/// Longest a login's token lasts.
+const MAX_LOGIN_S: u64 = 30 * 24 * 3600;
+
+/// Exchanges a user's password for a token that expires (the UI's login). Needs no
+/// token. A wrong user or password is one 401, after the same work either way.
+#[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = Login,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Login>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let expires_in_s = body.expires_in_s.unwrap_or(12 * 3600);
+    if expires_in_s == 0 || expires_in_s > MAX_LOGIN_S {
+        return Err(ApiError::invalid_field(
+            "expires_in_s",
+            "between 1 s and 30 days",
+        ));
+    }
+    let workspace = body
+        .workspace
+        .clone()
+        .unwrap_or_else(|| trainyard_core::DEFAULT_WORKSPACE.to_string());
+    if !valid_name(&workspace) {
+        return Err(ApiError::invalid_field("workspace", "not a workspace name"));
+    }
+    let db = state.tracking.db();
+    let user = db.find_user(&body.user).await?;
+    // A real hash to check against when there is no user (or no password), so both
+    // answers take as long.
+    static NOBODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = match user.as_ref().and_then(|u| u.password_hash.clone()) {
+        Some(hash) => hash,
+        None => {
+            let nobody = tokio::task::spawn_blocking(|| {
+                NOBODY
+                    .get_or_init(|| trainyard_store::hash_password("no user has this password"))
+                    .clone()
+            })
+            .await
+            .unwrap_or_default();
+            nobody
+        }
+    };
+    let password = body.password.clone();
+    let matches =
+        tokio::task::spawn_blocking(move || trainyard_store::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+    let user = match user {
+        Some(u) if matches && u.password_hash.is_some() => u,
+        _ => return Err(ApiError::unauthorized("unknown user or wrong password")),
+    };
+    if !db.workspace_exists(&workspace).await? {
+        return Err(no_workspace(&workspace));
+    }
+    let now = now_ms();
+    let expires_at_ms = Some(now.saturating_add(expires_in_s as i64 * 1000));
+    let (id, token) = (trainyard_core::new_id(), trainyard_store::generate_token());
+    db.insert_token(
+        &NewToken {
+            id: &id,
+            name: "login",
+            workspace: &workspace,
+            user_id: Some(&user.id),
+            narrowed: false,
+            read_only: false,
+            expires_at_ms,
+            created_at_ms: now,
+        },
+        &token,
+    )
+    .await?;
+    let info = TokenInfo {
+        id,
+        name: "login".into(),
+        user: Some(user.name),
+        workspace,
+        narrowed: false,
+        read_only: false,
+        expires_at_ms,
+        created_at_ms: now,
+    };
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
+}

@@ -77,6 +77,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::secrets::SecretsCommand,
     },
+    /// Log in with a password (read from standard input); prints a token that expires.
+    Login(commands::users::LoginArgs),
     /// Personal tokens: make, list, revoke.
     Tokens {
         #[command(subcommand)]
@@ -262,6 +264,7 @@ fn main() -> ExitCode {
             Command::Workspaces { command } => commands::workspaces::run(command).await,
             Command::Users { command } => commands::users::run_users(command).await,
             Command::Tokens { command } => commands::users::run_tokens(command).await,
+            Command::Login(args) => commands::users::login(args).await,
             Command::Secrets { command } => commands::secrets::run(command).await,
             Command::Runs { command } => commands::tracking::runs(command).await,
             Command::Models { command } => commands::tracking::models(command).await,

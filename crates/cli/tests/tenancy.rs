@@ -641,6 +641,95 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
     .await;
     assert_eq!(status, 400, "{body}");
 
+    // Passwords: set from standard input, exchanged for a token that expires.
+    let mut passwd = std::process::Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["users", "passwd", "alice"])
+        .env("TRAINYARD_SERVER", &s.base)
+        .env("TRAINYARD_TOKEN", &owner)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    passwd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    assert!(passwd.wait().unwrap().success());
+    let login =
+        |user: &str, password: &str| json!({"user": user, "password": password, "workspace": "ml"});
+    for (body, want) in [
+        (login("alice", "a wrong password!!"), 401),
+        (login("nobody", "a long enough password"), 401),
+        (login("bob", "a long enough password"), 401),
+        (
+            json!({"user": "alice", "password": "a long enough password", "expires_in_s": 0}),
+            400,
+        ),
+    ] {
+        let r = s
+            .http()
+            .post(s.url("/api/v1/login"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{body}");
+    }
+    let r = s
+        .http()
+        .post(s.url("/api/v1/login"))
+        .json(&login("alice", "a long enough password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let made: Value = r.json().await.unwrap();
+    assert!(made["expires_at_ms"].is_i64(), "{made}");
+    let session = made["token"].as_str().unwrap().to_string();
+    let (_, me) = call(s, &session, None, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(
+        (me["user"].as_str(), me["role"].as_str()),
+        (Some("alice"), Some("editor")),
+        "{me}"
+    );
+    // One's own password; another's needs an owner; too short is refused.
+    let (status, body) = call(
+        s,
+        &bob,
+        None,
+        Method::PUT,
+        "/api/v1/users/alice/password",
+        Some(json!({"password": "bob sets it now!"})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "needs_owner"), "{body}");
+    let (status, body) = call(
+        s,
+        &session,
+        None,
+        Method::PUT,
+        "/api/v1/users/alice/password",
+        Some(json!({"password": "short"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("password")),
+        "{body}"
+    );
+    let (status, _) = call(
+        s,
+        &session,
+        None,
+        Method::PUT,
+        "/api/v1/users/alice/password",
+        Some(json!({"password": "another long password"})),
+    )
+    .await;
+    assert_eq!(status, 204);
     // Removing a user ends their tokens at once here.
     common::ok(s.cli(&["users", "rm", "bob"]));
     assert_eq!(

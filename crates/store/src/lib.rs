@@ -22,7 +22,7 @@ pub use jobs::{JobFilter, Outcome};
 pub use lease::{Fence, LeaseHolder};
 pub use secrets::{SecretKey, SecretKeyError, MAX_SECRET_BYTES};
 pub use tokens::{generate_token, hash_token, Holder, NewToken, TokenGrant};
-pub use users::UserRow;
+pub use users::{hash_password, verify_password, UserRow, PASSWORD_LENGTH};
 pub use workspaces::{WorkspaceRemoval, WorkspaceRow};
 
 /// Metadata and blobs together: what every other layer is handed.

@@ -17,6 +17,30 @@ pub struct UserRow {
     pub password_hash: Option<String>,
 }
 
+/// Shortest and longest password accepted.
+pub const PASSWORD_LENGTH: std::ops::RangeInclusive<usize> = 12..=1024;
+
+/// An argon2id hash (PHC string, with its own random salt) of `password`. Slow on purpose:
+/// run it off the async threads.
+pub fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashes any password of the accepted length")
+        .to_string()
+}
+
+/// Whether `password` matches the PHC string `hash` (a malformed hash matches nothing).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
 fn role_of(text: &str) -> Result<Role, StoreError> {
     Role::parse(text)
         .ok_or_else(|| StoreError::corrupt("workspace_members", format!("unknown role {text:?}")))
@@ -116,6 +140,20 @@ impl Db {
         Ok(true)
     }
 
+    /// Sets (or with `None` clears) a user's password hash; false when there is no such user.
+    pub async fn set_password_hash(
+        &self,
+        name: &str,
+        hash: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// How many owners there are (the last one cannot be removed).
     pub async fn count_owners(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE owner = 1")
@@ -201,5 +239,26 @@ impl Db {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_verify_only_themselves() {
+        let hash = super::hash_password("correct horse battery");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(!hash.contains("correct"));
+        assert!(super::verify_password("correct horse battery", &hash));
+        assert!(!super::verify_password("correct horse batterY", &hash));
+        assert!(!super::verify_password(
+            "correct horse battery",
+            "not a hash"
+        ));
+        assert_ne!(
+            hash,
+            super::hash_password("correct horse battery"),
+            "salted"
+        );
     }
 }

@@ -30,6 +30,22 @@ pub enum UsersCommand {
         client: ClientArgs,
         name: String,
     },
+    /// Set a user's password (yours, or anyone's as an owner) from standard input, for
+    /// `trainyard login` and the UI; `--clear` removes it.
+    Passwd {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+/// Read one line (a password) from standard input, without its newline.
+fn read_secret_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 #[derive(Subcommand)]
@@ -133,6 +149,31 @@ pub async fn run_users(command: UsersCommand) -> anyhow::Result<i32> {
                 Format::Table => println!("added user {name}"),
             }
         }
+        UsersCommand::Passwd {
+            client: args,
+            name,
+            clear,
+        } => {
+            let password = if clear {
+                Value::Null
+            } else {
+                json!(read_secret_line()?)
+            };
+            let client = crate::client::connect(&args)?;
+            client
+                .send(
+                    client
+                        .request(Method::PUT, &format!("/api/v1/users/{name}/password"))
+                        .json(&json!({ "password": password })),
+                )
+                .await?;
+            if args.output == Format::Table {
+                println!(
+                    "password of {name} {}",
+                    if clear { "removed" } else { "set" }
+                );
+            }
+        }
         UsersCommand::Rm { client: args, name } => {
             let client = crate::client::connect(&args)?;
             client
@@ -230,6 +271,40 @@ pub async fn run_tokens(command: TokensCommand) -> anyhow::Result<i32> {
                 println!("revoked token {id}");
             }
         }
+    }
+    Ok(0)
+}
+
+/// `trainyard login --user NAME`: a password from standard input for a token that expires.
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub user: String,
+    /// Hours the token lasts (at most 720).
+    #[arg(long, default_value_t = 12)]
+    pub hours: u64,
+}
+
+/// Prints the token (and only it, on standard output).
+pub async fn login(args: LoginArgs) -> anyhow::Result<i32> {
+    let password = read_secret_line()?;
+    let client = crate::client::Client::new(&args.client.server, None)?;
+    let mut body = json!({
+        "user": args.user,
+        "password": password,
+        "expires_in_s": args.hours.saturating_mul(3600),
+    });
+    if let Some(w) = &args.client.workspace {
+        body["workspace"] = json!(w);
+    }
+    let made: Value = client
+        .json(client.request(Method::POST, "/api/v1/login").json(&body))
+        .await?;
+    match args.client.output {
+        Format::Json => print_json(&made),
+        Format::Table => println!("{}", text(&made["token"])),
     }
     Ok(0)
 }
