@@ -101,6 +101,10 @@ pub async fn put_shard(
     Path(sha): Path<String>,
     body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
+    s.storage
+        .check(&s)
+        .await
+        .map_err(|r| r.into_api(s.tracking.workspace()))?;
     s.datasets.put_shard(&sha, body.into_data_stream()).await?;
     Ok(StatusCode::CREATED)
 }

@@ -130,6 +130,7 @@ mod tests {
             audit: crate::AuditLog::start(store.db.clone()),
             datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
             secrets_key: None,
+            storage: Default::default(),
             scheduler,
             tracking,
         };

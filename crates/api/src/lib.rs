@@ -16,6 +16,7 @@ mod mlflow;
 mod openapi;
 mod page;
 mod secrets;
+mod storage;
 mod tls;
 mod tracking;
 mod users;
@@ -36,6 +37,7 @@ pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use inference::InferenceState;
 pub use metrics::HttpMetrics;
 pub use mlflow::job_may_call;
+pub use storage::StorageMeter;
 pub use tls::{TlsError, TlsIdentity};
 
 /// Largest request body the REST API takes (a job submission is a few KiB).
@@ -53,6 +55,8 @@ pub struct AppState {
     pub audit: AuditLog,
     /// The key workspace secrets are sealed with (`None`: secrets cannot be set).
     pub secrets_key: Option<trainyard_store::SecretKey>,
+    /// What each workspace stores, for stored-bytes quotas.
+    pub storage: StorageMeter,
 }
 
 /// The shared state with its tracking and datasets services acting in the caller's

@@ -184,6 +184,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         scheduler,
         datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
         secrets_key: Some(secrets_key),
+        storage: Default::default(),
         tracking,
     };
     tracing::info!(

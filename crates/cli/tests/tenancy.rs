@@ -1816,3 +1816,91 @@ async fn contended_gpus_go_by_weight_with_real_processes() {
         "GPU time heavy/light = {ratio:.2}, weights 2:1 (light {light} ms, heavy {heavy} ms)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_stop_at_a_workspaces_stored_bytes_quota() {
+    let server = Server::start().await;
+    let s = &server;
+    for w in ["a", "b"] {
+        common::ok(s.cli(&["workspaces", "create", w]));
+    }
+    let put = |w: &'static str, root: String, body: &'static str| {
+        s.http()
+            .put(s.url(&format!("/api/2.0/mlflow-artifacts/artifacts/{root}/f.txt")))
+            .bearer_auth(&s.token)
+            .header("X-Trainyard-Workspace", w)
+            .body(body)
+            .send()
+    };
+    let root_of = |run: &Value| {
+        run["run"]["info"]["artifact_uri"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("mlflow-artifacts:/")
+            .to_string()
+    };
+    let (_, run_a) = mlflow(
+        s,
+        "a",
+        Method::POST,
+        "runs/create",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    let (_, run_b) = mlflow(
+        s,
+        "b",
+        Method::POST,
+        "runs/create",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    // a stores 100 bytes, then gets a quota of exactly that.
+    let hundred: &'static str = Box::leak("x".repeat(100).into_boxed_str());
+    assert_eq!(
+        put("a", root_of(&run_a), hundred)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    common::ok(s.cli(&["workspaces", "set", "a", "--stored-bytes", "100"]));
+    // At its quota: artifacts refused in MLflow's shape, shards in REST's; b goes on.
+    let r = put("a", root_of(&run_a), "more").await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_code"], "RESOURCE_EXHAUSTED", "{body}");
+    let r = s
+        .http()
+        .put(s.url(&format!("/api/v1/datasets/shards/{}", "0".repeat(64))))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "a")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "quota.stored_bytes", "{body}");
+    assert_eq!(
+        put("b", root_of(&run_b), "data")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let listed = common::ok(s.cli(&["workspaces", "ls", "-o", "json"]));
+    assert!(listed.contains("\"stored_bytes\": 100"), "{listed}");
+    // The quota lifted, a stores again at once (the policy is read at each upload).
+    common::ok(s.cli(&["workspaces", "set", "a", "--unset", "stored_bytes"]));
+    assert_eq!(
+        put("a", root_of(&run_a), "more")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}

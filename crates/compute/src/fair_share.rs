@@ -33,6 +33,10 @@ pub struct Quota {
     pub running_jobs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_jobs: Option<u32>,
+    /// Bytes the workspace may keep in the blob store (artifacts of its experiments, its own
+    /// artifact tree, the dataset shards it holds); uploads past it are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
 }
 
 impl Quota {

@@ -225,6 +225,16 @@ impl Datasets {
         Ok(())
     }
 
+    /// Bytes of the shards this workspace holds (a shard two workspaces hold counts for
+    /// each: it is what each would keep alone).
+    pub async fn stored_bytes(&self) -> Result<u64, DatasetError> {
+        let mut total = 0u64;
+        for sha in self.db.workspace_shards(&self.workspace).await? {
+            total = total.saturating_add(self.blobs.shard_size(&sha).await?.unwrap_or(0));
+        }
+        Ok(total)
+    }
+
     /// Whether a shard is stored, without reading it (clients ask before uploading).
     pub async fn has_shard(&self, sha256: &str) -> Result<bool, DatasetError> {
         rules::check_sha(sha256)?;

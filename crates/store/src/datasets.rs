@@ -161,6 +161,16 @@ impl Db {
         Ok(())
     }
 
+    /// The shards `workspace` holds (uploaded, or named by its versions since shards were
+    /// recorded).
+    pub async fn workspace_shards(&self, workspace: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT sha256 FROM dataset_shards WHERE workspace_id = $1")
+            .bind(workspace)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("sha256")?)).collect()
+    }
+
     /// Whether `workspace` may read the shard `sha256`: it uploaded it, or one of its
     /// versions names it (versions from before shards were recorded are searched, and the
     /// answer recorded). `sha256` must be checked hex.
@@ -341,6 +351,15 @@ impl Blobs {
         }
         match self.object_store().get(&shard_path(sha256)).await {
             Ok(got) => Ok(Some(got.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A stored shard's size in bytes, if it is there.
+    pub async fn shard_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
+        match self.object_store().head(&shard_path(sha256)).await {
+            Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -459,6 +459,34 @@ impl Tracking {
         self.delete_under(&prefix).await
     }
 
+    /// Bytes this workspace keeps in the artifact store: its experiments' own places and
+    /// its own tree (`_ws/<workspace>/…`). Paths of `default` outside experiments are not
+    /// counted.
+    pub async fn stored_bytes(&self) -> Result<u64, TrackingError> {
+        let rows =
+            sqlx::query("SELECT id, artifact_location FROM experiments WHERE workspace_id = $1")
+                .bind(self.workspace())
+                .fetch_all(self.db.pool())
+                .await?;
+        let mut prefixes = vec![Path::from_iter([ROOT, WORKSPACE_AREAS, self.workspace()])];
+        for row in &rows {
+            let id: i64 = crate::rows::get(row, "id")?;
+            let location: String = crate::rows::get(row, "artifact_location")?;
+            let own = id.to_string();
+            if artifact_path(&location).map(|p| p.trim_end_matches('/')) == Some(own.as_str()) {
+                prefixes.push(Path::from_iter([ROOT, own.as_str()]));
+            }
+        }
+        let mut total = 0u64;
+        for prefix in prefixes {
+            let objects: Vec<_> = self.store().list(Some(&prefix)).try_collect().await?;
+            total = objects
+                .iter()
+                .fold(total, |sum, meta| sum.saturating_add(meta.size));
+        }
+        Ok(total)
+    }
+
     /// Deletes every object below `prefix` (one already gone is no error).
     async fn delete_under(&self, prefix: &Path) -> Result<(), TrackingError> {
         let under: Vec<_> = self.store().list(Some(prefix)).try_collect().await?;

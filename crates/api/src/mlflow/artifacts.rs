@@ -14,10 +14,21 @@ use crate::Scoped;
 
 pub async fn upload(Scoped(s): Scoped, Path(path): Path<String>, By(w): By, body: Body) -> Reply {
     s.tracking.check_artifact_write(&w, &path).await?;
-    s.tracking
+    stored_bytes_left(&s).await?;
+    let size = s
+        .tracking
         .put_artifact(&path, body.into_data_stream())
         .await?;
+    s.storage.add(s.tracking.workspace(), size);
     Ok(Json(json!({})))
+}
+
+/// Refuses an upload into a workspace at its stored-bytes quota.
+async fn stored_bytes_left(s: &AppState) -> Result<(), MlflowError> {
+    s.storage
+        .check(s)
+        .await
+        .map_err(|r| r.into_mlflow(s.tracking.workspace()))
 }
 
 pub async fn list(Scoped(s): Scoped, p: Params) -> Reply {
@@ -130,6 +141,7 @@ pub async fn upload_run_artifact(
     }
     let run = s.tracking.get_run(run_id).await?;
     let full = s.tracking.path_under(&run.info.artifact_uri, path)?;
+    stored_bytes_left(&s).await?;
     s.tracking
         .put_artifact(
             &full,
@@ -311,6 +323,7 @@ pub async fn multipart_create(
     let parts = p.i64("num_parts")?.unwrap_or(1);
     let target = upload_target(&path, &p)?;
     s.tracking.check_artifact_write(&w, &target).await?;
+    stored_bytes_left(&s).await?;
     let id = s.tracking.create_multipart(&target, parts).await?;
     let host = headers
         .get(header::HOST)

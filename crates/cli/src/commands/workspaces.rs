@@ -38,8 +38,13 @@ pub enum WorkspacesCommand {
         /// Most jobs waiting in the queue (more submissions are refused).
         #[arg(long)]
         queued_jobs: Option<u32>,
-        /// Remove a limit (cpus, memory_mb, gpus, running_jobs, queued_jobs); repeatable.
-        #[arg(long, value_parser = ["cpus", "memory_mb", "gpus", "running_jobs", "queued_jobs"])]
+        /// Most bytes kept in the blob store (artifacts, dataset shards); uploads past it
+        /// are refused.
+        #[arg(long)]
+        stored_bytes: Option<u64>,
+        /// Remove a limit (cpus, memory_mb, gpus, running_jobs, queued_jobs, stored_bytes);
+        /// repeatable.
+        #[arg(long, value_parser = ["cpus", "memory_mb", "gpus", "running_jobs", "queued_jobs", "stored_bytes"])]
         unset: Vec<String>,
     },
     /// Create an empty workspace.
@@ -213,6 +218,7 @@ pub async fn run(command: WorkspacesCommand) -> anyhow::Result<i32> {
             gpus,
             running_jobs,
             queued_jobs,
+            stored_bytes,
             unset,
         } => {
             let client = crate::client::connect(&args)?;
@@ -236,6 +242,7 @@ pub async fn run(command: WorkspacesCommand) -> anyhow::Result<i32> {
                 ("gpus", gpus.map(|v| json!(v))),
                 ("running_jobs", running_jobs.map(|v| json!(v))),
                 ("queued_jobs", queued_jobs.map(|v| json!(v))),
+                ("stored_bytes", stored_bytes.map(|v| json!(v))),
             ] {
                 if let Some(v) = value {
                     object.insert(key.into(), v);

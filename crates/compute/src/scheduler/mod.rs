@@ -441,6 +441,11 @@ impl SchedulerHandle {
 
     /// Sets a workspace's weight and quotas. Lowering a quota below what is in use stops
     /// nothing that runs: it only holds back what would start next.
+    /// A workspace's quotas as this server holds them now.
+    pub fn workspace_quota(&self, workspace: &str) -> fair_share::Quota {
+        self.sharing.policies().of(workspace).quota
+    }
+
     pub async fn set_workspace_policy(
         &self,
         workspace: &str,
