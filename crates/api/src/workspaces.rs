@@ -116,16 +116,28 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// Removes an empty workspace with its members and tokens (owners). One that still holds
-/// jobs is refused with `workspace_not_empty`, and nothing is removed.
+/// How to remove a workspace.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Remove its content too: finished jobs, experiments with their runs, metrics and
+    /// artifacts, registered models, datasets (shards no other workspace holds).
+    #[serde(default)]
+    cascade: bool,
+}
+
+/// Removes a workspace with its members, secrets and tokens (owners). One that holds
+/// content is refused with `workspace_not_empty` unless `cascade=true`, and one with
+/// queued or running jobs always is; nothing is removed then.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{name}", tag = "workspaces",
-    params(("name" = String, Path, description = "the workspace")),
+    params(("name" = String, Path, description = "the workspace"), RemoveQuery),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    crate::extract::ApiQuery(query): crate::extract::ApiQuery<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
     use trainyard_store::WorkspaceRemoval;
     if name == trainyard_core::DEFAULT_WORKSPACE {
@@ -134,17 +146,38 @@ pub async fn remove(
             "the default workspace stays",
         ));
     }
-    match state.tracking.db().delete_workspace(&name).await? {
-        WorkspaceRemoval::Removed => {
+    let conflict = |message: String| {
+        ApiError::new(StatusCode::CONFLICT, ErrorCode::WorkspaceNotEmpty, message)
+    };
+    match state
+        .tracking
+        .db()
+        .delete_workspace(&name, query.cascade)
+        .await?
+    {
+        WorkspaceRemoval::Removed(content) => {
             state.auth.forget();
+            // The rows are gone; now the blobs that were theirs alone.
             state.tracking.remove_workspace_artifacts(&name).await?;
+            state
+                .tracking
+                .remove_experiment_artifacts(&content.experiments)
+                .await?;
+            let blobs = state.tracking.blobs();
+            for job in &content.jobs {
+                blobs.remove_job_files(job).await?;
+            }
+            for sha in &content.orphan_shards {
+                blobs.remove_shard(sha).await?;
+            }
             Ok(StatusCode::NO_CONTENT)
         }
         WorkspaceRemoval::NotFound => Err(crate::users::no_workspace(&name)),
-        WorkspaceRemoval::NotEmpty(what) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::WorkspaceNotEmpty,
-            format!("workspace `{name}` still holds {what}; remove them first"),
-        )),
+        WorkspaceRemoval::NotEmpty(what) => Err(conflict(format!(
+            "workspace `{name}` still holds {what}; remove them first, or ask for cascade=true"
+        ))),
+        WorkspaceRemoval::Busy(what) => Err(conflict(format!(
+            "workspace `{name}` still has {what}; cancel them first"
+        ))),
     }
 }

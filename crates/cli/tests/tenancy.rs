@@ -1904,3 +1904,261 @@ async fn uploads_stop_at_a_workspaces_stored_bytes_quota() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cascade_removes_a_workspace_with_everything_it_held_and_nothing_else() {
+    let server = Server::start().await;
+    let s = &server;
+    for w in ["gone", "stays"] {
+        common::ok(s.cli(&["workspaces", "create", w]));
+    }
+    // gone: a run with a metric and an artifact, a model version, a dataset, a finished
+    // job, a secret; stays: the same dataset (a shared shard) and its own run.
+    let (_, run) = mlflow(
+        s,
+        "gone",
+        Method::POST,
+        "runs/create",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    let root = run["run"]["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mlflow-artifacts:/")
+        .to_string();
+    mlflow(
+        s,
+        "gone",
+        Method::POST,
+        "runs/log-metric",
+        json!({"run_id": run_id, "key": "loss", "value": 1.0, "timestamp": 1}),
+    )
+    .await;
+    let r = s
+        .http()
+        .put(s.url(&format!("/api/2.0/mlflow-artifacts/artifacts/{root}/f.txt")))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "gone")
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    mlflow(
+        s,
+        "gone",
+        Method::POST,
+        "registered-models/create",
+        json!({"name": "m"}),
+    )
+    .await;
+    let (status, v) = mlflow(
+        s,
+        "gone",
+        Method::POST,
+        "model-versions/create",
+        json!({"name": "m", "source": format!("runs:/{run_id}/x"), "run_id": run_id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("d.csv");
+    std::fs::write(&csv, "x,label\n1,0\n2,1\n").unwrap();
+    let csv = csv.display().to_string();
+    for w in ["gone", "stays"] {
+        common::ok(s.cli(&["dataset", "import", "d", &csv, "--workspace", w]));
+    }
+    let shown: Value = serde_json::from_str(&common::ok(s.cli(&[
+        "dataset",
+        "show",
+        "d",
+        "--workspace",
+        "stays",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let sha = shown["manifest"]["shards"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, job) = call(
+        s,
+        &s.token,
+        Some("gone"),
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"command": ["sleep", "30"]})),
+    )
+    .await;
+    let job_id = job["id"].as_str().unwrap().to_string();
+    call(
+        s,
+        &s.token,
+        Some("gone"),
+        Method::PUT,
+        "/api/v1/secrets/k",
+        Some(json!({"value": "v"})),
+    )
+    .await;
+
+    let files_of_run = |dir: &std::path::Path| {
+        let mut found = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.display().to_string().contains(&run_id) {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    };
+    assert!(
+        !files_of_run(&s.data_dir).is_empty(),
+        "the run's artifact is not in the store"
+    );
+    // Without cascade, refused; with it, refused while a job runs.
+    let (status, body) = call(
+        s,
+        &s.token,
+        None,
+        Method::DELETE,
+        "/api/v1/workspaces/gone",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "workspace_not_empty"),
+        "{body}"
+    );
+    let (status, body) = call(
+        s,
+        &s.token,
+        None,
+        Method::DELETE,
+        "/api/v1/workspaces/gone?cascade=true",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (409, "workspace_not_empty"),
+        "{body}"
+    );
+    assert!(body.to_string().contains("queued or running"), "{body}");
+    call(
+        s,
+        &s.token,
+        Some("gone"),
+        Method::POST,
+        &format!("/api/v1/jobs/{job_id}/cancel"),
+        None,
+    )
+    .await;
+    loop {
+        let (_, j) = call(
+            s,
+            &s.token,
+            Some("gone"),
+            Method::GET,
+            &format!("/api/v1/jobs/{job_id}"),
+            None,
+        )
+        .await;
+        if j["state"] == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    common::ok(s.cli(&["workspaces", "rm", "gone", "--cascade"]));
+
+    // A new workspace of the same name starts with nothing of the old one.
+    common::ok(s.cli(&["workspaces", "create", "gone"]));
+    let (status, _) = mlflow(
+        s,
+        "gone",
+        Method::GET,
+        "runs/get",
+        json!({"run_id": run_id}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, models) = mlflow(
+        s,
+        "gone",
+        Method::GET,
+        "registered-models/search",
+        json!({}),
+    )
+    .await;
+    assert!(models.get("registered_models").is_none(), "{models}");
+    let (status, _) = call(
+        s,
+        &s.token,
+        Some("gone"),
+        Method::GET,
+        "/api/v1/datasets/d",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, secrets) = call(
+        s,
+        &s.token,
+        Some("gone"),
+        Method::GET,
+        "/api/v1/secrets",
+        None,
+    )
+    .await;
+    assert_eq!(secrets["secrets"].as_array().unwrap().len(), 0, "{secrets}");
+    let (status, _) = call(
+        s,
+        &s.token,
+        Some("gone"),
+        Method::GET,
+        &format!("/api/v1/jobs/{job_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let r = s
+        .http()
+        .get(s.url(&format!("/api/2.0/mlflow-artifacts/artifacts/{root}/f.txt")))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "the artifact outlived its workspace"
+    );
+    // Nor is any file of the run left in the store.
+    let left = files_of_run(&s.data_dir);
+    assert!(
+        left.is_empty(),
+        "files of the removed run are left: {left:?}"
+    );
+    // The other workspace keeps its data, the shared shard included.
+    let r = s
+        .http()
+        .get(s.url(&format!("/api/v1/datasets/shards/{sha}")))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "stays")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "the shared shard went with the other workspace"
+    );
+}

@@ -307,6 +307,37 @@ impl Blobs {
         Ok(())
     }
 
+    /// Deletes every object of a removed job (its log chunks and anything else under
+    /// `jobs/<id>/`).
+    pub async fn remove_job_files(&self, job_id: &str) -> Result<(), StoreError> {
+        self.delete_below(&Path::from(format!("jobs/{job_id}")))
+            .await
+    }
+
+    /// Deletes a dataset shard that nothing holds any more.
+    pub async fn remove_shard(&self, sha256: &str) -> Result<(), StoreError> {
+        match self
+            .inner
+            .delete(&Path::from(format!("datasets/shards/{sha256}")))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_below(&self, prefix: &Path) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let under: Vec<_> = self.inner.list(Some(prefix)).try_collect().await?;
+        for meta in under {
+            match self.inner.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     fn log_prefix(job_id: &str) -> Path {
         Path::from(format!("jobs/{job_id}/log"))
     }

@@ -23,7 +23,7 @@ pub use lease::{Fence, LeaseHolder};
 pub use secrets::{SecretKey, SecretKeyError, MAX_SECRET_BYTES};
 pub use tokens::{generate_token, hash_token, Holder, NewToken, TokenGrant};
 pub use users::{hash_password, verify_password, UserRow, PASSWORD_LENGTH};
-pub use workspaces::{WorkspaceRemoval, WorkspaceRow};
+pub use workspaces::{RemovedContent, WorkspaceRemoval, WorkspaceRow};
 
 /// Metadata and blobs together: what every other layer is handed.
 #[derive(Clone)]

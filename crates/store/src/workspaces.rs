@@ -34,10 +34,22 @@ const CONTENT: &[(&str, &str)] = &[
 /// How removing a workspace went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkspaceRemoval {
-    Removed,
+    /// Gone; with the blobs that were its content's alone.
+    Removed(RemovedContent),
     NotFound,
-    /// It still holds this (`"3 jobs"`).
+    /// It still holds this (`"3 jobs"`), and no cascade was asked for.
     NotEmpty(String),
+    /// A cascade cannot run now: this is still at work (`"2 jobs queued or running"`).
+    Busy(String),
+}
+
+/// What a removed workspace kept in blobs: its experiments' artifact places, its jobs'
+/// files, and the dataset shards no other workspace holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemovedContent {
+    pub experiments: Vec<i64>,
+    pub jobs: Vec<String>,
+    pub orphan_shards: Vec<String>,
 }
 
 impl Db {
@@ -104,10 +116,17 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Removes an empty workspace with its members, secrets, and the tokens whose workspace
-    /// it is (its own artifact tree is the caller's to remove: `Tracking`).
-    /// `Err(NotEmpty)` names what it still holds; nothing is removed then.
-    pub async fn delete_workspace(&self, id: &str) -> Result<WorkspaceRemoval, StoreError> {
+    /// Removes a workspace with its members, secrets and the tokens whose workspace it is.
+    /// Without `cascade` it must be empty: `NotEmpty` names what it still holds. With
+    /// `cascade` its content goes too — jobs (none may be queued or running: `Busy`),
+    /// experiments with their runs, metrics and logged models, registered models,
+    /// datasets — and `Removed` lists the blobs to forget (this is one transaction; blobs
+    /// are the caller's to delete after it).
+    pub async fn delete_workspace(
+        &self,
+        id: &str,
+        cascade: bool,
+    ) -> Result<WorkspaceRemoval, StoreError> {
         let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT id FROM workspaces WHERE id = $1")
             .bind(id)
@@ -117,32 +136,128 @@ impl Db {
         if !exists {
             return Ok(WorkspaceRemoval::NotFound);
         }
-        for (table, what) in CONTENT {
-            let row = sqlx::query(&format!(
-                "SELECT COUNT(*) AS n FROM {table} workspace_id = $1"
-            ))
+        if !cascade {
+            for (table, what) in CONTENT {
+                let row = sqlx::query(&format!(
+                    "SELECT COUNT(*) AS n FROM {table} workspace_id = $1"
+                ))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let n: i64 = row.try_get("n")?;
+                if n > 0 {
+                    return Ok(WorkspaceRemoval::NotEmpty(format!("{n} {what}")));
+                }
+            }
+        } else {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM jobs WHERE workspace_id = $1 \
+                 AND state IN ('queued', 'running')",
+            )
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
             let n: i64 = row.try_get("n")?;
             if n > 0 {
-                return Ok(WorkspaceRemoval::NotEmpty(format!("{n} {what}")));
+                return Ok(WorkspaceRemoval::Busy(format!(
+                    "{n} jobs queued or running"
+                )));
             }
         }
-        for sql in [
-            "DELETE FROM dataset_shards WHERE workspace_id = $1",
-            "DELETE FROM workspace_secrets WHERE workspace_id = $1",
-            "DELETE FROM experiment_tags WHERE experiment_id IN \
-             (SELECT id FROM experiments WHERE workspace_id = $1)",
-            "DELETE FROM experiments WHERE workspace_id = $1",
-            "DELETE FROM api_tokens WHERE workspace_id = $1",
-            "DELETE FROM workspace_members WHERE workspace_id = $1",
-            "DELETE FROM workspaces WHERE id = $1",
-        ] {
+        let mut removed = RemovedContent::default();
+        for row in sqlx::query("SELECT id FROM experiments WHERE workspace_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            removed.experiments.push(row.try_get("id")?);
+        }
+        for row in sqlx::query("SELECT id FROM jobs WHERE workspace_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            removed.jobs.push(row.try_get("id")?);
+        }
+        // Shards no other workspace holds (nor names in a version from before shards were
+        // recorded) are this workspace's alone.
+        for row in sqlx::query(
+            "SELECT sha256 FROM dataset_shards WHERE workspace_id = $1 AND sha256 NOT IN \
+             (SELECT sha256 FROM dataset_shards WHERE workspace_id <> $1)",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let sha: String = row.try_get("sha256")?;
+            let named_elsewhere = sqlx::query(
+                "SELECT version FROM dataset_versions WHERE workspace_id <> $1 \
+                 AND manifest LIKE $2",
+            )
+            .bind(id)
+            .bind(format!("%\"{sha}\"%"))
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !named_elsewhere {
+                removed.orphan_shards.push(sha);
+            }
+        }
+        const RUNS: &str = "SELECT r.run_id FROM runs r JOIN experiments e \
+             ON e.id = r.experiment_id WHERE e.workspace_id = $1";
+        const EXPERIMENTS: &str = "SELECT id FROM experiments WHERE workspace_id = $1";
+        let statements = [
+            format!(
+                "DELETE FROM metric_points WHERE series_id IN \
+                 (SELECT id FROM metric_series WHERE run_id IN ({RUNS}))"
+            ),
+            format!(
+                "DELETE FROM metric_rollups WHERE series_id IN \
+                 (SELECT id FROM metric_series WHERE run_id IN ({RUNS}))"
+            ),
+            format!("DELETE FROM metric_series WHERE run_id IN ({RUNS})"),
+            format!("DELETE FROM run_params WHERE run_id IN ({RUNS})"),
+            format!("DELETE FROM run_tags WHERE run_id IN ({RUNS})"),
+            format!("DELETE FROM run_inputs WHERE run_id IN ({RUNS})"),
+            format!("DELETE FROM run_models WHERE run_id IN ({RUNS})"),
+            format!(
+                "DELETE FROM logged_model_metric_points WHERE model_id IN \
+                 (SELECT model_id FROM logged_models WHERE experiment_id IN ({EXPERIMENTS}))"
+            ),
+            format!(
+                "DELETE FROM logged_model_params WHERE model_id IN \
+                 (SELECT model_id FROM logged_models WHERE experiment_id IN ({EXPERIMENTS}))"
+            ),
+            format!(
+                "DELETE FROM logged_model_tags WHERE model_id IN \
+                 (SELECT model_id FROM logged_models WHERE experiment_id IN ({EXPERIMENTS}))"
+            ),
+            format!("DELETE FROM logged_models WHERE experiment_id IN ({EXPERIMENTS})"),
+            format!("DELETE FROM datasets WHERE experiment_id IN ({EXPERIMENTS})"),
+            format!("DELETE FROM runs WHERE experiment_id IN ({EXPERIMENTS})"),
+            format!("DELETE FROM experiment_tags WHERE experiment_id IN ({EXPERIMENTS})"),
+            "DELETE FROM experiments WHERE workspace_id = $1".into(),
+            "DELETE FROM model_version_tags WHERE workspace_id = $1".into(),
+            "DELETE FROM model_versions WHERE workspace_id = $1".into(),
+            "DELETE FROM registered_model_aliases WHERE workspace_id = $1".into(),
+            "DELETE FROM registered_model_tags WHERE workspace_id = $1".into(),
+            "DELETE FROM registered_models WHERE workspace_id = $1".into(),
+            "DELETE FROM dataset_versions WHERE workspace_id = $1".into(),
+            "DELETE FROM dataset_shards WHERE workspace_id = $1".into(),
+            "DELETE FROM job_labels WHERE job_id IN \
+             (SELECT id FROM jobs WHERE workspace_id = $1)"
+                .into(),
+            "DELETE FROM jobs WHERE workspace_id = $1".into(),
+            "DELETE FROM workspace_secrets WHERE workspace_id = $1".into(),
+            "DELETE FROM api_tokens WHERE workspace_id = $1".into(),
+            "DELETE FROM workspace_members WHERE workspace_id = $1".into(),
+            "DELETE FROM workspaces WHERE id = $1".into(),
+        ];
+        for sql in &statements {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(WorkspaceRemoval::Removed)
+        Ok(WorkspaceRemoval::Removed(removed))
     }
 
     /// How many of a workspace's jobs wait in the queue (for its queued-jobs quota).

@@ -449,6 +449,18 @@ impl Tracking {
         self.list_under(model.info.artifact_uri, path).await
     }
 
+    /// Removes the artifacts of experiments that are gone (their own places `N/…`).
+    pub async fn remove_experiment_artifacts(
+        &self,
+        experiments: &[i64],
+    ) -> Result<(), TrackingError> {
+        for id in experiments {
+            self.delete_under(&Path::from_iter([ROOT, id.to_string().as_str()]))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Removes the artifact tree of a workspace that is gone (`_ws/<workspace>/…`), so a
     /// later workspace of the same name starts with nothing of it.
     pub async fn remove_workspace_artifacts(&self, workspace: &str) -> Result<(), TrackingError> {

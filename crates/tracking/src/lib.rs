@@ -103,6 +103,10 @@ impl Tracking {
         i64::from(self.workspace.is_none())
     }
 
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }

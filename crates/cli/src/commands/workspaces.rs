@@ -53,11 +53,14 @@ pub enum WorkspacesCommand {
         client: ClientArgs,
         name: String,
     },
-    /// Remove an empty workspace with its members and tokens.
+    /// Remove an empty workspace with its members and tokens (`--cascade`: with its
+    /// finished jobs, experiments, models and datasets too).
     Rm {
         #[command(flatten)]
         client: ClientArgs,
         name: String,
+        #[arg(long)]
+        cascade: bool,
     },
     /// The members of the workspace given by `--workspace` (or your token's).
     Members {
@@ -104,11 +107,14 @@ pub async fn run(command: WorkspacesCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        WorkspacesCommand::Rm { client: args, name } => {
+        WorkspacesCommand::Rm {
+            client: args,
+            name,
+            cascade,
+        } => {
             let client = crate::client::connect(&args)?;
-            client
-                .send(client.request(Method::DELETE, &format!("/api/v1/workspaces/{name}")))
-                .await?;
+            let path = format!("/api/v1/workspaces/{name}?cascade={cascade}");
+            client.send(client.request(Method::DELETE, &path)).await?;
             if args.output == Format::Table {
                 println!("removed workspace {name}");
             }
