@@ -1,5 +1,6 @@
 //! Stored-bytes quotas. What a workspace keeps in the blob store (its experiments'
-//! artifacts, its own artifact tree, the dataset shards it holds) is measured by listing
+//! artifacts, its own artifact tree, the dataset shards it holds, its jobs' logs) is
+//! measured by listing
 //! the store, at most once per [`MEASURE_EVERY`] per workspace, and counted up by each
 //! upload in between; an upload that starts while the workspace is at or past its quota is
 //! refused. A workspace can so go past it by the uploads of one measuring period.
@@ -72,7 +73,25 @@ impl StorageMeter {
                     .stored_bytes()
                     .await
                     .map_err(|e| Refusal::Store(e.into()))?;
-                let used = artifacts.saturating_add(shards);
+                let mut logs = 0u64;
+                let store = |e: trainyard_store::StoreError| Refusal::Store(e.into());
+                for job in state
+                    .tracking
+                    .db()
+                    .workspace_job_ids(&workspace)
+                    .await
+                    .map_err(store)?
+                {
+                    logs = logs.saturating_add(
+                        state
+                            .tracking
+                            .blobs()
+                            .job_bytes(&job)
+                            .await
+                            .map_err(store)?,
+                    );
+                }
+                let used = artifacts.saturating_add(shards).saturating_add(logs);
                 self.measured
                     .lock()
                     .insert(workspace.clone(), (used, Instant::now()));

@@ -2162,3 +2162,73 @@ async fn a_cascade_removes_a_workspace_with_everything_it_held_and_nothing_else(
         "the shared shard went with the other workspace"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspaces_job_logs_count_toward_its_stored_bytes() {
+    let server = Server::start().await;
+    let s = &server;
+    common::ok(s.cli(&["workspaces", "create", "chatty"]));
+    let (status, job) = call(
+        s,
+        &s.token,
+        Some("chatty"),
+        Method::POST,
+        "/api/v1/jobs",
+        Some(json!({"command": ["sh", "-c", "head -c 3000 /dev/zero | tr '\\\\0' x"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    // Until its log is in the blob store.
+    let shipped = |dir: &std::path::Path| {
+        let mut total = 0u64;
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let text = path.display().to_string();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if text.contains(&format!("jobs/{id}/log")) {
+                    total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        total
+    };
+    for _ in 0..200 {
+        if shipped(&s.data_dir) >= 3000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shipped(&s.data_dir) >= 3000,
+        "the job's log never reached the store"
+    );
+    // 3,000 bytes of log against a 1,000-byte quota: the next upload is refused.
+    common::ok(s.cli(&["workspaces", "set", "chatty", "--stored-bytes", "1000"]));
+    let (_, run) = mlflow(
+        s,
+        "chatty",
+        Method::POST,
+        "runs/create",
+        json!({"experiment_id": "0"}),
+    )
+    .await;
+    let root = run["run"]["info"]["artifact_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mlflow-artifacts:/")
+        .to_string();
+    let r = s
+        .http()
+        .put(s.url(&format!("/api/2.0/mlflow-artifacts/artifacts/{root}/f.txt")))
+        .bearer_auth(&s.token)
+        .header("X-Trainyard-Workspace", "chatty")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+}

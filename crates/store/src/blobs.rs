@@ -314,6 +314,17 @@ impl Blobs {
             .await
     }
 
+    /// Bytes a job keeps in the store (its log chunks and anything else under `jobs/<id>/`).
+    pub async fn job_bytes(&self, job_id: &str) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        let under: Vec<_> = self
+            .inner
+            .list(Some(&Path::from(format!("jobs/{job_id}"))))
+            .try_collect()
+            .await?;
+        Ok(under.iter().fold(0u64, |sum, m| sum.saturating_add(m.size)))
+    }
+
     /// Deletes a dataset shard that nothing holds any more.
     pub async fn remove_shard(&self, sha256: &str) -> Result<(), StoreError> {
         match self

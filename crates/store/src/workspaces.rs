@@ -260,6 +260,15 @@ impl Db {
         Ok(WorkspaceRemoval::Removed(removed))
     }
 
+    /// The ids of a workspace's jobs (for what its logs keep in the store).
+    pub async fn workspace_job_ids(&self, workspace: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM jobs WHERE workspace_id = $1")
+            .bind(workspace)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
     /// How many of a workspace's jobs wait in the queue (for its queued-jobs quota).
     pub async fn count_queued_jobs(&self, workspace: &str) -> Result<u64, StoreError> {
         let row = sqlx::query(
