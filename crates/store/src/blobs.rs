@@ -316,12 +316,14 @@ impl Blobs {
 
     /// Bytes a job keeps in the store (its log chunks and anything else under `jobs/<id>/`).
     pub async fn job_bytes(&self, job_id: &str) -> Result<u64, StoreError> {
+        self.bytes_below(&Path::from(format!("jobs/{job_id}")))
+            .await
+    }
+
+    /// The bytes of every object below `prefix`.
+    pub async fn bytes_below(&self, prefix: &Path) -> Result<u64, StoreError> {
         use futures::TryStreamExt;
-        let under: Vec<_> = self
-            .inner
-            .list(Some(&Path::from(format!("jobs/{job_id}"))))
-            .try_collect()
-            .await?;
+        let under: Vec<_> = self.inner.list(Some(prefix)).try_collect().await?;
         Ok(under.iter().fold(0u64, |sum, m| sum.saturating_add(m.size)))
     }
 
@@ -337,7 +339,8 @@ impl Blobs {
         }
     }
 
-    async fn delete_below(&self, prefix: &Path) -> Result<(), StoreError> {
+    /// Deletes every object below `prefix` (one already gone is no error).
+    pub async fn delete_below(&self, prefix: &Path) -> Result<(), StoreError> {
         use futures::TryStreamExt;
         let under: Vec<_> = self.inner.list(Some(prefix)).try_collect().await?;
         for meta in under {

@@ -203,56 +203,65 @@ impl Db {
                 removed.orphan_shards.push(sha);
             }
         }
+        // Children before parents, each table once: by what it hangs from.
         const RUNS: &str = "SELECT r.run_id FROM runs r JOIN experiments e \
              ON e.id = r.experiment_id WHERE e.workspace_id = $1";
         const EXPERIMENTS: &str = "SELECT id FROM experiments WHERE workspace_id = $1";
-        let statements = [
-            format!(
-                "DELETE FROM metric_points WHERE series_id IN \
-                 (SELECT id FROM metric_series WHERE run_id IN ({RUNS}))"
-            ),
-            format!(
-                "DELETE FROM metric_rollups WHERE series_id IN \
-                 (SELECT id FROM metric_series WHERE run_id IN ({RUNS}))"
-            ),
-            format!("DELETE FROM metric_series WHERE run_id IN ({RUNS})"),
-            format!("DELETE FROM run_params WHERE run_id IN ({RUNS})"),
-            format!("DELETE FROM run_tags WHERE run_id IN ({RUNS})"),
-            format!("DELETE FROM run_inputs WHERE run_id IN ({RUNS})"),
-            format!("DELETE FROM run_models WHERE run_id IN ({RUNS})"),
-            format!(
-                "DELETE FROM logged_model_metric_points WHERE model_id IN \
-                 (SELECT model_id FROM logged_models WHERE experiment_id IN ({EXPERIMENTS}))"
-            ),
-            format!(
-                "DELETE FROM logged_model_params WHERE model_id IN \
-                 (SELECT model_id FROM logged_models WHERE experiment_id IN ({EXPERIMENTS}))"
-            ),
-            format!(
-                "DELETE FROM logged_model_tags WHERE model_id IN \
-                 (SELECT model_id FROM logged_models WHERE experiment_id IN ({EXPERIMENTS}))"
-            ),
-            format!("DELETE FROM logged_models WHERE experiment_id IN ({EXPERIMENTS})"),
-            format!("DELETE FROM datasets WHERE experiment_id IN ({EXPERIMENTS})"),
-            format!("DELETE FROM runs WHERE experiment_id IN ({EXPERIMENTS})"),
-            format!("DELETE FROM experiment_tags WHERE experiment_id IN ({EXPERIMENTS})"),
-            "DELETE FROM experiments WHERE workspace_id = $1".into(),
-            "DELETE FROM model_version_tags WHERE workspace_id = $1".into(),
-            "DELETE FROM model_versions WHERE workspace_id = $1".into(),
-            "DELETE FROM registered_model_aliases WHERE workspace_id = $1".into(),
-            "DELETE FROM registered_model_tags WHERE workspace_id = $1".into(),
-            "DELETE FROM registered_models WHERE workspace_id = $1".into(),
-            "DELETE FROM dataset_versions WHERE workspace_id = $1".into(),
-            "DELETE FROM dataset_shards WHERE workspace_id = $1".into(),
-            "DELETE FROM job_labels WHERE job_id IN \
-             (SELECT id FROM jobs WHERE workspace_id = $1)"
-                .into(),
-            "DELETE FROM jobs WHERE workspace_id = $1".into(),
-            "DELETE FROM workspace_secrets WHERE workspace_id = $1".into(),
-            "DELETE FROM api_tokens WHERE workspace_id = $1".into(),
-            "DELETE FROM workspace_members WHERE workspace_id = $1".into(),
-            "DELETE FROM workspaces WHERE id = $1".into(),
-        ];
+        let series = format!("SELECT id FROM metric_series WHERE run_id IN ({RUNS})");
+        let models =
+            format!("SELECT model_id FROM logged_models WHERE experiment_id IN ({EXPERIMENTS})");
+        let jobs = "SELECT id FROM jobs WHERE workspace_id = $1";
+        let by = |tables: &[&str], column: &str, within: &str| -> Vec<String> {
+            tables
+                .iter()
+                .map(|t| format!("DELETE FROM {t} WHERE {column} IN ({within})"))
+                .collect()
+        };
+        let mut statements = by(&["metric_points", "metric_rollups"], "series_id", &series);
+        statements.extend(by(
+            &[
+                "metric_series",
+                "run_params",
+                "run_tags",
+                "run_inputs",
+                "run_models",
+            ],
+            "run_id",
+            RUNS,
+        ));
+        statements.extend(by(
+            &[
+                "logged_model_metric_points",
+                "logged_model_params",
+                "logged_model_tags",
+            ],
+            "model_id",
+            &models,
+        ));
+        statements.extend(by(
+            &["logged_models", "datasets", "runs", "experiment_tags"],
+            "experiment_id",
+            EXPERIMENTS,
+        ));
+        statements.extend(by(&["job_labels"], "job_id", jobs));
+        statements.extend(
+            [
+                "experiments",
+                "model_version_tags",
+                "model_versions",
+                "registered_model_aliases",
+                "registered_model_tags",
+                "registered_models",
+                "dataset_versions",
+                "dataset_shards",
+                "jobs",
+                "workspace_secrets",
+                "api_tokens",
+                "workspace_members",
+            ]
+            .map(|t| format!("DELETE FROM {t} WHERE workspace_id = $1")),
+        );
+        statements.push("DELETE FROM workspaces WHERE id = $1".into());
         for sql in &statements {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }

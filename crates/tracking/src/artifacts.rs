@@ -491,24 +491,13 @@ impl Tracking {
         }
         let mut total = 0u64;
         for prefix in prefixes {
-            let objects: Vec<_> = self.store().list(Some(&prefix)).try_collect().await?;
-            total = objects
-                .iter()
-                .fold(total, |sum, meta| sum.saturating_add(meta.size));
+            total = total.saturating_add(self.blobs.bytes_below(&prefix).await?);
         }
         Ok(total)
     }
 
-    /// Deletes every object below `prefix` (one already gone is no error).
     async fn delete_under(&self, prefix: &Path) -> Result<(), TrackingError> {
-        let under: Vec<_> = self.store().list(Some(prefix)).try_collect().await?;
-        for meta in under {
-            match self.store().delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        Ok(self.blobs.delete_below(prefix).await?)
     }
 
     /// Where `path` is kept, once it is checked and found to be this workspace's.
