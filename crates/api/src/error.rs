@@ -54,6 +54,13 @@ pub enum ErrorCode {
     /// A quota that is full now (the workspace's queued jobs); retry later.
     QuotaExceeded,
     WorkspaceNotFound,
+    StudyNotFound,
+    TrialNotFound,
+    /// The trial has finished; finished trials never change.
+    TrialFinished,
+    /// The study takes no new trials (stopped, done, budget spent, space exhausted, or run
+    /// by its template).
+    StudyClosed,
     /// The workspace still holds content; nothing was removed.
     WorkspaceNotEmpty,
     UserNotFound,
@@ -78,7 +85,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 40] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -102,6 +109,10 @@ impl ErrorCode {
         Self::OverQuota,
         Self::QuotaExceeded,
         Self::WorkspaceNotFound,
+        Self::StudyNotFound,
+        Self::TrialNotFound,
+        Self::TrialFinished,
+        Self::StudyClosed,
         Self::WorkspaceNotEmpty,
         Self::UserNotFound,
         Self::TokenNotFound,
@@ -143,6 +154,10 @@ impl ErrorCode {
             Self::OverQuota => "over_quota",
             Self::QuotaExceeded => "quota_exceeded",
             Self::WorkspaceNotFound => "workspace_not_found",
+            Self::StudyNotFound => "study_not_found",
+            Self::TrialNotFound => "trial_not_found",
+            Self::TrialFinished => "trial_finished",
+            Self::StudyClosed => "study_closed",
             Self::WorkspaceNotEmpty => "workspace_not_empty",
             Self::UserNotFound => "user_not_found",
             Self::TokenNotFound => "token_not_found",
@@ -289,6 +304,33 @@ impl From<ComputeError> for ApiError {
                 ErrorCode::JobNotCancellable,
                 e.to_string(),
             ),
+            ComputeError::StudyNotFound(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::StudyNotFound,
+                format!("no study named `{name}`"),
+            )
+            .with_field("name"),
+            e @ ComputeError::StudyExists(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::AlreadyExists,
+                e.to_string(),
+            )
+            .with_field("name"),
+            e @ ComputeError::TrialNotFound { .. } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::TrialNotFound,
+                e.to_string(),
+            )
+            .with_field("number"),
+            e @ ComputeError::TrialFinished { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::TrialFinished,
+                e.to_string(),
+            )
+            .with_field("number"),
+            ComputeError::StudyClosed(message) => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::StudyClosed, message)
+            }
             ComputeError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::ShuttingDown,

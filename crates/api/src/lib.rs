@@ -17,6 +17,7 @@ mod openapi;
 mod page;
 mod secrets;
 mod storage;
+mod studies;
 mod tls;
 mod tracking;
 mod users;
@@ -131,6 +132,22 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route(
             "/api/v1/secrets/{name}",
             axum::routing::put(secrets::put).delete(secrets::remove),
+        )
+        .route("/api/v1/studies", get(studies::list).post(studies::create))
+        .route("/api/v1/studies/{name}", get(studies::get))
+        .route("/api/v1/studies/{name}/best", get(studies::best))
+        .route("/api/v1/studies/{name}/stop", post(studies::stop))
+        .route(
+            "/api/v1/studies/{name}/trials",
+            get(studies::trials).post(studies::ask),
+        )
+        .route(
+            "/api/v1/studies/{name}/trials/{number}",
+            get(studies::trial).put(studies::tell),
+        )
+        .route(
+            "/api/v1/studies/{name}/trials/{number}/report",
+            post(studies::report),
         )
         .route("/api/v1/members", get(users::list_members))
         .route(

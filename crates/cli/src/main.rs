@@ -72,6 +72,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::users::UsersCommand,
     },
+    /// Tune hyper-parameters: create a study from a study file and follow its trials.
+    Tune(commands::studies::TuneArgs),
+    /// Hyper-parameter studies: list, show with trials, stop, best (and register it).
+    Studies {
+        #[command(subcommand)]
+        command: commands::studies::StudiesCommand,
+    },
     /// Workspace secrets for jobs (`trainyard run --secret VAR=NAME`): list, set, remove.
     Secrets {
         #[command(subcommand)]
@@ -108,6 +115,9 @@ enum TaskCommand {
         config: String,
         #[arg(long)]
         resume_from: Option<String>,
+        /// Keep the model in the run only (a study's trial).
+        #[arg(long)]
+        no_register: bool,
     },
     /// Evaluate a model version inside a job.
     Eval {
@@ -266,6 +276,8 @@ fn main() -> ExitCode {
             Command::Tokens { command } => commands::users::run_tokens(command).await,
             Command::Login(args) => commands::users::login(args).await,
             Command::Secrets { command } => commands::secrets::run(command).await,
+            Command::Tune(args) => commands::studies::tune(args).await,
+            Command::Studies { command } => commands::studies::run(command).await,
             Command::Runs { command } => commands::tracking::runs(command).await,
             Command::Models { command } => commands::tracking::models(command).await,
             Command::Dataset { command } => commands::datasets::run(command).await,
@@ -277,10 +289,12 @@ fn main() -> ExitCode {
                 TaskCommand::Train {
                     config,
                     resume_from,
+                    no_register,
                 } => {
                     trainyard_tasks::train::run(trainyard_tasks::train::TrainTask {
                         config,
                         resume_from,
+                        register: !no_register,
                     })
                     .await?
                 }

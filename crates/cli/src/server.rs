@@ -152,6 +152,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         leadership.clone(),
     )
     .await?;
+    // Studies with a template run their trials as jobs: one controller, on the server
+    // that schedules.
+    let studies = trainyard_compute::studies::Studies::new(scheduler.clone());
+    background.spawn_restarting(
+        "study-controller",
+        trainyard_background::Backoff::UNTIL_DONE,
+        move || trainyard_compute::studies::run_controller(studies.clone()),
+    );
     let auth = Auth::new(store.db.clone());
     let models = crate::serving::manager(
         &serve_args,

@@ -27,6 +27,7 @@ const MARKERS: &[&str] = &[
     "artifact-content-of-a",
     "description-of-a",
     "jobmarker-of-a",
+    "studyparamofa",
     "columnofa",
 ];
 
@@ -110,6 +111,18 @@ impl World {
                     "no-such-secret".into()
                 },
             )]
+        } else if template.starts_with("/api/v1/studies") {
+            vec![
+                (
+                    "{name}",
+                    if real {
+                        "study-of-a".into()
+                    } else {
+                        "no-such-study".into()
+                    },
+                ),
+                ("{number}", "0".into()),
+            ]
         } else if template.starts_with("/v2") {
             vec![
                 ("{m}", "no-such-model".into()),
@@ -357,6 +370,16 @@ async fn world(s: &Server) -> World {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokens.insert("job", job_token);
+    // A study of A's, with one trial asked for and running.
+    owner_call(s, A, Method::POST, "/api/v1/studies", json!({"name": "study-of-a", "space": {"studyparamofa": {"type": "float", "low": 0, "high": 1}}})).await;
+    owner_call(
+        s,
+        A,
+        Method::POST,
+        "/api/v1/studies/study-of-a/trials",
+        json!({}),
+    )
+    .await;
     let (status, text) = send(
         s,
         Some(&s.token),
@@ -623,6 +646,10 @@ async fn every_route_for_every_caller_and_nothing_across_workspaces() {
     let members = owner_call(s, A, Method::GET, "/api/v1/members", json!({})).await;
     if members["members"].as_array().unwrap().len() != 3 {
         crossings.push(format!("write: members {members}"));
+    }
+    let study = owner_call(s, A, Method::GET, "/api/v1/studies/study-of-a", json!({})).await;
+    if study["state"] != "running" || study["counts"]["running"] != 1 {
+        crossings.push(format!("write: study {study}"));
     }
     let data = owner_call(s, A, Method::GET, "/api/v1/datasets/data-of-a", json!({})).await;
     if data["versions"].as_array().map(Vec::len) != Some(1) {

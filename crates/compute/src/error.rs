@@ -23,6 +23,19 @@ pub enum ComputeError {
     /// SQLite is single-server and another live server uses this database.
     #[error("another trainyard server ({0}) uses this SQLite database; SQLite is single-server: stop that one, or use PostgreSQL to run several")]
     NotAlone(String),
+    #[error("study `{0}` not found")]
+    StudyNotFound(String),
+    #[error("a study named `{0}` already exists in this workspace")]
+    StudyExists(String),
+    #[error("study `{study}` has no trial {number}")]
+    TrialNotFound { study: String, number: u64 },
+    /// The trial has already finished; finished trials never change.
+    #[error("trial {number} is already {state}")]
+    TrialFinished { number: u64, state: &'static str },
+    /// The study takes no new trials (stopped, done, its budget spent, its trials run by
+    /// its template, or its space exhausted).
+    #[error("{0}")]
+    StudyClosed(String),
     #[error("the scheduler is shutting down")]
     ShuttingDown,
     #[error(transparent)]

@@ -16,6 +16,7 @@ mod logs;
 mod pools;
 mod scheduler;
 pub mod shim;
+pub mod studies;
 
 pub use capacity::{detect_capacity, CapacityOverrides};
 pub use error::ComputeError;

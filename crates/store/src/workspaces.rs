@@ -29,6 +29,7 @@ const CONTENT: &[(&str, &str)] = &[
     ),
     ("registered_models WHERE", "registered models"),
     ("dataset_versions WHERE", "dataset versions"),
+    ("studies WHERE", "studies"),
 ];
 
 /// How removing a workspace went.
@@ -244,6 +245,11 @@ impl Db {
             EXPERIMENTS,
         ));
         statements.extend(by(&["job_labels"], "job_id", jobs));
+        statements.extend(by(
+            &["study_trials"],
+            "study_id",
+            "SELECT id FROM studies WHERE workspace_id = $1",
+        ));
         statements.extend(
             [
                 "experiments",
@@ -254,6 +260,7 @@ impl Db {
                 "registered_models",
                 "dataset_versions",
                 "dataset_shards",
+                "studies",
                 "jobs",
                 "workspace_secrets",
                 "api_tokens",

@@ -35,6 +35,9 @@ pub struct TrainTask {
     pub config: String,
     /// The run whose latest checkpoint to continue from.
     pub resume_from: Option<String>,
+    /// Register the result as a version of the model the file names (a study's trials do
+    /// not: only the best one is registered, when asked).
+    pub register: bool,
 }
 
 /// A training file checked against a dataset version: the model spec resolved for its
@@ -381,6 +384,10 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
             tags.push((format!("metric.{}", p.key), format!("{:.6}", p.value)));
         }
         print_report(report, config.data.eval_split.as_deref().unwrap_or("eval"));
+    }
+    if !task.register {
+        println!("model kept in run {} (not registered)", run.run_id);
+        return Ok(0);
     }
     let model_version = run
         .register(

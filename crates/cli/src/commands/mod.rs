@@ -5,6 +5,7 @@ pub mod jobs;
 pub mod run;
 pub mod secrets;
 pub mod status;
+pub mod studies;
 pub mod tracking;
 pub mod train;
 pub mod users;

@@ -199,6 +199,12 @@ pub struct Amounts {
 }
 
 impl SchedulerHandle {
+    /// Whether this server schedules now (holds the lease); background work that must run
+    /// once per cluster, such as the study controller, runs only here.
+    pub fn is_leader(&self) -> bool {
+        self.leadership.current().is_some()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -308,6 +314,21 @@ impl SchedulerHandle {
         workspace: &str,
         submission: JobSubmission,
     ) -> Result<Job, ComputeError> {
+        self.submit_as(workspace, new_id(), submission).await
+    }
+
+    /// [`submit`](Self::submit) with the job's id chosen by the caller, who recorded it
+    /// first (a study's trial): submitting the same id again returns the job that has it, so
+    /// a caller that crashed between recording and submitting can simply submit again.
+    pub async fn submit_as(
+        &self,
+        workspace: &str,
+        id: String,
+        submission: JobSubmission,
+    ) -> Result<Job, ComputeError> {
+        if let Some(job) = self.store.db.get_job(workspace, &id).await? {
+            return Ok(job);
+        }
         submission.validate()?;
         let pool = self.pool(submission.pool.as_deref())?;
         if let Some(why) = pool.executor.never_fits(&submission.resources) {
@@ -367,7 +388,7 @@ impl SchedulerHandle {
                 other => other.into(),
             })?;
         let job = Job {
-            id: new_id(),
+            id,
             workspace: workspace.to_string(),
             name: submission.display_name(),
             state: JobState::Queued,

@@ -1,0 +1,616 @@
+//! Hyper-parameter studies against a real server: bad specifications refused naming the
+//! field, ask/tell through the API, trials run as real jobs (Python processes) by the
+//! controller, a study that resumes after `kill -9` with exactly the trials of an
+//! uninterrupted one, parallel TPE without duplicates, failing trials, median stopping,
+//! ASHA promotions that resume, and the CLI.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Server, ServerOptions};
+use serde_json::{json, Value};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A trial program: reads its parameters from the environment, prints `value=…` per step
+/// (sleeping between), exits 3 when told to fail. With `TRAINYARD_RESUME_FROM` it says
+/// which run it continues, and starts from the step that run reached.
+const OBJECTIVE: &str = r#"
+import os, sys, time
+p = {k[len("TRAINYARD_PARAM_"):].lower(): v for k, v in os.environ.items() if k.startswith("TRAINYARD_PARAM_")}
+x = float(p.get("x", 0)); y = float(p.get("y", 0))
+steps = int(os.environ.get("TRAINYARD_RESOURCE") or os.environ.get("STEPS", "1"))
+delay = float(os.environ.get("DELAY", "0"))
+fail_above = os.environ.get("FAIL_ABOVE")
+if fail_above and x > float(fail_above):
+    print("x too large", file=sys.stderr); sys.exit(3)
+start = 1
+if os.environ.get("TRAINYARD_RESUME_FROM"):
+    print("resuming from", os.environ["TRAINYARD_RESUME_FROM"])
+loss = (x - 1.0) ** 2 + (y + 2.0) ** 2
+for step in range(start, steps + 1):
+    time.sleep(delay)
+    print(f"value={loss + 10.0 / step} step={step}", flush=True)
+"#;
+
+fn script(dir: &std::path::Path) -> String {
+    let path = dir.join("objective.py");
+    std::fs::write(&path, OBJECTIVE).unwrap();
+    path.display().to_string()
+}
+
+fn command_study(name: &str, dir: &std::path::Path, extra: Value) -> Value {
+    let mut spec = json!({
+        "name": name,
+        "space": {
+            "x": {"type": "float", "low": -4, "high": 4},
+            "y": {"type": "float", "low": -4, "high": 4},
+        },
+        "trial": {
+            "command": [PYTHON, script(dir)],
+            "working_dir": dir.display().to_string(),
+            "resources": {"cpus": 0.1},
+        },
+    });
+    merge(&mut spec, extra);
+    spec
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+async fn create(server: &Server, spec: &Value) -> (u16, Value) {
+    let r = server
+        .post("/api/v1/studies")
+        .json(spec)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn wait_study(server: &Server, name: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = server.get_json(&format!("/api/v1/studies/{name}")).await;
+        if matches!(s["state"].as_str(), Some("done" | "stopped" | "failed")) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "study {name} stuck: {s}\n{}",
+            server.server_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn trials(server: &Server, name: &str) -> Vec<Value> {
+    let page = server
+        .get_json(&format!("/api/v1/studies/{name}/trials?max_results=1000"))
+        .await;
+    page["trials"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn bad_studies_are_refused_naming_the_field_and_clients_ask_and_tell() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            json!({"space": {"x": {"type": "float", "low": 2, "high": 1}}}),
+            "space.x.low",
+        ),
+        (
+            json!({"space": {"x": {"type": "float", "low": 0, "high": 1, "log": true}}}),
+            "space.x.low",
+        ),
+        (
+            json!({"space": {"c": {"type": "categorical", "choices": []}}}),
+            "space.c.choices",
+        ),
+        (
+            json!({"space": {"x": {"type": "float", "low": 0, "high": 1, "step": 0.3}}}),
+            "space.x.step",
+        ),
+        (
+            json!({"space": {"n": {"type": "int", "low": 0, "high": 9, "step": 2}}}),
+            "space.n.step",
+        ),
+        (
+            json!({"space": {"x": {"type": "float", "low": 0, "high": 1}},
+                "trial": {"command": [PYTHON, "-c", "print(${lr})"]}}),
+            "trial.command[2]",
+        ),
+        (
+            json!({"space": {"x": {"type": "float", "low": 0, "high": 1}}, "parallelism": 0}),
+            "parallelism",
+        ),
+        (
+            json!({"space": {"x": {"type": "float", "low": 0, "high": 1}}, "sampler": {"kind": "grid"}}),
+            "space.x.step",
+        ),
+        (
+            json!({"space": {"x": {"type": "float", "low": 0, "high": 1}},
+                "pruner": {"kind": "asha", "min_resource": 9, "max_resource": 3},
+                "trial": {"command": ["true"]}}),
+            "pruner.max_resource",
+        ),
+    ];
+    for (body, field) in cases {
+        let mut spec = json!({"name": "bad"});
+        merge(&mut spec, body.clone());
+        let (status, answer) = create(&server, &spec).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_field", "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    // Unknown fields and a wrong type are refused too, never a 500.
+    for body in [
+        json!({"name": "bad", "space": {}, "surprise": 1}),
+        json!({"name": "bad", "space": {"x": {"type": "float", "low": "a", "high": 1}}}),
+        json!({"name": "bad", "space": {"x": {"type": "complex"}}}),
+    ] {
+        let (status, answer) = create(&server, &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+
+    // Ask and tell: 12 trials of a quadratic, TPE.
+    let spec = json!({
+        "name": "quad",
+        "space": {"x": {"type": "float", "low": -5, "high": 5},
+                  "opt": {"type": "categorical", "choices": ["a", "b"]},
+                  "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "b"}}},
+        "sampler": {"kind": "tpe", "seed": 5, "startup_trials": 4},
+        "pruner": {"kind": "median", "startup_trials": 1},
+        "budget": {"trials": 12},
+    });
+    let (status, study) = create(&server, &spec).await;
+    assert_eq!(status, 201, "{study}");
+    assert_eq!(study["spec"]["sampler"]["seed"], 5);
+    let (status, again) = create(&server, &spec).await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("already_exists"))
+    );
+    let r = server
+        .get("/api/v1/studies/quad/best")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    for n in 0..12u64 {
+        let r = server
+            .post("/api/v1/studies/quad/trials")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(t["number"], n);
+        let x = t["params"]["x"].as_f64().unwrap();
+        assert_eq!(
+            t["params"].get("m").is_some(),
+            t["params"]["opt"] == "b",
+            "{t}"
+        );
+        // Intermediate values, and the median rule's answer once a trial has finished.
+        let report = server
+            .post(&format!("/api/v1/studies/quad/trials/{n}/report"))
+            .json(&json!({"step": 1, "value": x * x + 1.0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(report.status(), 200);
+        let report: Value = report.json().await.unwrap();
+        assert!(report["prune"].is_boolean());
+        let told = server
+            .http_put(&format!("/api/v1/studies/quad/trials/{n}"))
+            .json(&json!({"state": "complete", "value": x * x}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(told.status(), 200);
+    }
+    // The budget is spent: the study is done and asks no more.
+    let study = server.get_json("/api/v1/studies/quad").await;
+    assert_eq!(study["state"], "done", "{study}");
+    assert_eq!(study["counts"]["complete"], 12);
+    let r = server
+        .post("/api/v1/studies/quad/trials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let best = server.get_json("/api/v1/studies/quad/best").await;
+    let all = trials(&server, "quad").await;
+    let min = all
+        .iter()
+        .map(|t| t["value"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(best["value"].as_f64().unwrap(), min);
+    // Pages.
+    let page = server
+        .get_json("/api/v1/studies/quad/trials?max_results=5")
+        .await;
+    assert_eq!(page["trials"].as_array().unwrap().len(), 5);
+    assert_eq!(page["next_page_token"], "4");
+    let page = server
+        .get_json("/api/v1/studies/quad/trials?max_results=5&page_token=9")
+        .await;
+    assert_eq!(page["trials"].as_array().unwrap().len(), 2);
+    assert!(page["next_page_token"].is_null());
+
+    // Bad tells and lookups.
+    let spec = json!({"name": "open", "space": {"x": {"type": "float", "low": 0, "high": 1}}});
+    assert_eq!(create(&server, &spec).await.0, 201);
+    server
+        .post("/api/v1/studies/open/trials")
+        .send()
+        .await
+        .unwrap();
+    let put = |path: &str, body: Value| {
+        let r = server.http_put(path).json(&body);
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, e) = put(
+        "/api/v1/studies/open/trials/0",
+        json!({"state": "complete"}),
+    )
+    .await;
+    assert_eq!((s, e["error"]["field"].as_str()), (400, Some("value")));
+    let (s, e) = put("/api/v1/studies/open/trials/0", json!({"state": "running"})).await;
+    assert_eq!((s, e["error"]["field"].as_str()), (400, Some("state")));
+    let (s, e) = put(
+        "/api/v1/studies/open/trials/0",
+        json!({"state": "complete", "value": 1, "x": 1}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    let (s, e) = put("/api/v1/studies/open/trials/7", json!({"state": "failed"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("trial_not_found"))
+    );
+    let (s, e) = put("/api/v1/studies/open/trials/x", json!({"state": "failed"})).await;
+    assert_eq!((s, e["error"]["field"].as_str()), (400, Some("number")));
+    let (s, e) = put("/api/v1/studies/nope/trials/0", json!({"state": "failed"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("study_not_found"))
+    );
+    let (s, _) = put(
+        "/api/v1/studies/open/trials/0",
+        json!({"state": "failed", "message": "oom"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, e) = put(
+        "/api/v1/studies/open/trials/0",
+        json!({"state": "complete", "value": 1}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("trial_finished"))
+    );
+    let r = server
+        .get("/api/v1/studies/open/trials?max_results=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = server
+        .get("/api/v1/studies/open/trials?page_token=zz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Stopped: no more trials.
+    let stopped: Value = server
+        .post("/api/v1/studies/open/stop")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["state"], "stopped");
+    let r = server
+        .post("/api/v1/studies/open/trials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // A template study takes no trials through the API.
+    let (status, _) = create(
+        &server,
+        &command_study("tmpl", dir.path(), json!({"budget": {"trials": 1}})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let r = server
+        .post("/api/v1/studies/tmpl/trials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let list = server.get_json("/api/v1/studies").await;
+    assert_eq!(list["studies"].as_array().unwrap().len(), 3);
+}
+
+/// The trials of a study: (number, params, state, value).
+fn sequence(trials: &[Value]) -> Vec<(u64, Value, String, Option<f64>)> {
+    trials
+        .iter()
+        .map(|t| {
+            (
+                t["number"].as_u64().unwrap(),
+                t["params"].clone(),
+                t["state"].as_str().unwrap().to_string(),
+                t["value"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_study_killed_mid_way_finishes_with_the_trials_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = command_study(
+        "resume",
+        dir.path(),
+        json!({
+            "sampler": {"kind": "tpe", "seed": 7, "startup_trials": 4},
+            "parallelism": 2,
+            "budget": {"trials": 14},
+            "trial": {"env": {"DELAY": "0.4", "STEPS": "2"}},
+        }),
+    );
+    // Uninterrupted.
+    let calm = Server::start().await;
+    assert_eq!(create(&calm, &spec).await.0, 201);
+    let done = wait_study(&calm, "resume", Duration::from_secs(180)).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let expected = sequence(&trials(&calm, "resume").await);
+    assert_eq!(expected.len(), 14);
+    assert!(expected.iter().all(|t| t.2 == "complete"), "{expected:?}");
+
+    // Killed with trials running, then restarted.
+    let mut server = Server::start().await;
+    assert_eq!(create(&server, &spec).await.0, 201);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let t = trials(&server, "resume").await;
+        let finished = t.iter().filter(|t| t["state"] == "complete").count();
+        let running = t.iter().filter(|t| t["state"] == "running").count();
+        if finished >= 5 && running > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart().await;
+    let done = wait_study(&server, "resume", Duration::from_secs(180)).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let resumed = sequence(&trials(&server, "resume").await);
+    assert_eq!(resumed, expected, "the resumed study's trials differ");
+    assert_eq!(
+        done["best"]["params"],
+        calm.get_json("/api/v1/studies/resume").await["best"]["params"]
+    );
+}
+
+#[tokio::test]
+async fn four_parallel_tpe_trials_never_repeat_a_configuration() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 4.0,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // 36 configurations, 24 trials, 4 at a time: without the liar (and the duplicate check)
+    // TPE keeps proposing the current best.
+    let spec = command_study(
+        "parallel",
+        dir.path(),
+        json!({
+            "space": {
+                "x": {"type": "int", "low": -2, "high": 3},
+                "y": {"type": "int", "low": -4, "high": 1},
+            },
+            "sampler": {"kind": "tpe", "seed": 3, "startup_trials": 4},
+            "parallelism": 4,
+            "budget": {"trials": 24},
+            "trial": {"env": {"DELAY": "0.2"}},
+        }),
+    );
+    assert_eq!(create(&server, &spec).await.0, 201);
+    // Four run at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    loop {
+        let s = server.get_json("/api/v1/studies/parallel").await;
+        most = most.max(s["counts"]["running"].as_i64().unwrap_or(0));
+        if most == 4 || s["state"] != "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(most, 4);
+    let done = wait_study(&server, "parallel", Duration::from_secs(180)).await;
+    assert_eq!(done["counts"]["complete"], 24, "{done}");
+    let all = trials(&server, "parallel").await;
+    let configs: HashSet<String> = all.iter().map(|t| t["params"].to_string()).collect();
+    assert_eq!(configs.len(), 24, "duplicates among {all:?}");
+    // Each trial is a run in the study's experiment, with its parameters.
+    let job = all[0]["job_id"].as_str().unwrap();
+    let run = server
+        .get_json(&format!("/api/2.0/mlflow/runs/get?run_id={job}"))
+        .await;
+    let params = run["run"]["data"]["params"].to_string();
+    assert!(params.contains("\"x\""), "{run}");
+    let exp = server
+        .get_json("/api/2.0/mlflow/experiments/get-by-name?experiment_name=parallel")
+        .await;
+    assert_eq!(
+        exp["experiment"]["experiment_id"],
+        run["run"]["info"]["experiment_id"]
+    );
+}
+
+#[tokio::test]
+async fn failures_pruning_promotions_and_the_cli() {
+    let server = Server::start_with(ServerOptions {
+        cpus: 4.0,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Failing trials are recorded with their error and do not stop the study...
+    let spec = command_study(
+        "flaky",
+        dir.path(),
+        json!({"sampler": {"kind": "random", "seed": 1}, "budget": {"trials": 8},
+               "parallelism": 2, "trial": {"env": {"FAIL_ABOVE": "1.5"}}}),
+    );
+    assert_eq!(create(&server, &spec).await.0, 201);
+    let done = wait_study(&server, "flaky", Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let all = trials(&server, "flaky").await;
+    let failed: Vec<&Value> = all.iter().filter(|t| t["state"] == "failed").collect();
+    assert!(!failed.is_empty() && failed.len() < 8, "{all:?}");
+    for t in &failed {
+        assert!(t["params"]["x"].as_f64().unwrap() > 1.5);
+        assert!(t["message"].as_str().unwrap().contains("exit"), "{t}");
+    }
+    // ...unless asked.
+    let spec = command_study(
+        "fragile",
+        dir.path(),
+        json!({"sampler": {"kind": "random", "seed": 1}, "budget": {"trials": 30},
+               "max_failed_trials": 2, "trial": {"env": {"FAIL_ABOVE": "-10"}}}),
+    );
+    assert_eq!(create(&server, &spec).await.0, 201);
+    let done = wait_study(&server, "fragile", Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_failed_trials"),
+        "{done}"
+    );
+    assert!(done["counts"]["failed"].as_i64().unwrap() < 30);
+
+    // Median stopping: trials worse than the median at a step are cancelled there.
+    let spec = command_study(
+        "median",
+        dir.path(),
+        json!({"sampler": {"kind": "random", "seed": 4}, "budget": {"trials": 10},
+               "pruner": {"kind": "median", "startup_trials": 3, "warmup_steps": 1},
+               "trial": {"env": {"STEPS": "6", "DELAY": "0.3"}}}),
+    );
+    assert_eq!(create(&server, &spec).await.0, 201);
+    let done = wait_study(&server, "median", Duration::from_secs(180)).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let all = trials(&server, "median").await;
+    let pruned: Vec<&Value> = all.iter().filter(|t| t["state"] == "pruned").collect();
+    assert!(!pruned.is_empty(), "nothing pruned: {all:?}");
+    for t in &pruned {
+        let job = server.job(t["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "cancelled", "{job}");
+        assert!(t["intermediate"].as_array().unwrap().len() < 6);
+    }
+
+    // ASHA: rungs 1, 3, 9 steps; promotions continue the trial's run from where it was.
+    let spec = command_study(
+        "asha",
+        dir.path(),
+        json!({"sampler": {"kind": "random", "seed": 2}, "budget": {"trials": 9},
+               "parallelism": 3,
+               "pruner": {"kind": "asha", "min_resource": 1, "max_resource": 9, "reduction_factor": 3}}),
+    );
+    assert_eq!(create(&server, &spec).await.0, 201);
+    let done = wait_study(&server, "asha", Duration::from_secs(180)).await;
+    assert_eq!(done["state"], "done", "{done}");
+    let all = trials(&server, "asha").await;
+    let top: Vec<&Value> = all.iter().filter(|t| t["rung"] == 2).collect();
+    assert!(!top.is_empty(), "nothing reached the top rung: {all:?}");
+    for t in &top {
+        assert_eq!(t["state"], "complete");
+        assert_eq!(t["resource"], 9, "{t}");
+        assert!(t["resume_from"].is_string(), "{t}");
+        let log = server.logs(t["job_id"].as_str().unwrap(), "").await;
+        assert!(
+            log.contains(&format!(
+                "resuming from {}",
+                t["resume_from"].as_str().unwrap()
+            )),
+            "{log}"
+        );
+    }
+    let used: u64 = all.iter().map(|t| t["resource"].as_u64().unwrap()).sum();
+    assert!(
+        used < 9 * 9,
+        "ASHA used {used} steps, no less than running all 9 trials fully"
+    );
+    assert!(all.iter().any(|t| t["state"] == "pruned" && t["rung"] == 0));
+
+    // The CLI: a study file with a training-file-free command template, followed to the end.
+    let file = dir.path().join("study.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "from-cli"
+[space.x]
+type = "float"
+low = -2
+high = 2
+[sampler]
+kind = "sobol"
+seed = 9
+[budget]
+trials = 4
+[trial]
+command = ["{PYTHON}", "{}"]
+working_dir = "{}"
+"#,
+            script(dir.path()),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = common::ok(server.cli(&["tune", file.to_str().unwrap()]));
+    assert!(out.contains("study from-cli done"), "{out}");
+    assert!(out.contains("best: trial"), "{out}");
+    assert_eq!(out.matches("complete").count(), 5, "{out}");
+    let out = common::ok(server.cli(&["studies", "ls"]));
+    assert!(out.contains("from-cli") && out.contains("asha"), "{out}");
+    let out = common::ok(server.cli(&["studies", "show", "from-cli"]));
+    assert!(out.contains("trial    3"), "{out}");
+    let out = common::ok(server.cli(&["studies", "best", "from-cli", "-o", "json"]));
+    let best: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(best["state"], "complete");
+    let out = server.cli(&["studies", "best", "nope"]);
+    assert!(!out.status.success());
+}

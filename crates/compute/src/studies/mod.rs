@@ -1,0 +1,473 @@
+//! Hyper-parameter studies: the service the API calls (create, list, ask, tell, stop) and
+//! the controller that runs a study's trials as jobs.
+//!
+//! A study lives in the database: its specification (with the sampler's seed fixed at
+//! creation) and its trials (configuration, state, values). `trainyard_tune` computes every
+//! suggestion from those alone, so nothing of a study is lost when a server stops, and a
+//! restarted server continues with exactly the suggestions the old one would have made.
+
+mod controller;
+mod view;
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+
+use trainyard_core::time::now_ms;
+use trainyard_store::StudyRow;
+use trainyard_tune::sampler::{self, SamplerConfig};
+use trainyard_tune::space::Space;
+use trainyard_tune::{StudySpec, TrialRecord, TrialState, TuneError};
+
+pub use controller::{run_controller, CONTROLLER_TICK};
+pub use view::{Study, StudyState, Trial};
+
+use crate::{ComputeError, SchedulerHandle};
+use trainyard_core::InvalidField;
+
+/// What a client tells of a trial it ran (`PUT /api/v1/studies/{name}/trials/{number}`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tell {
+    /// `complete` (with a value), `pruned` or `failed`.
+    pub state: TrialState,
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub constraint: Option<f64>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// An intermediate value a client reports (`POST …/trials/{number}/report`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub step: u64,
+    pub value: f64,
+}
+
+/// Most trials one page lists.
+pub const MAX_PAGE: i64 = 1000;
+
+#[derive(Clone)]
+pub struct Studies {
+    scheduler: SchedulerHandle,
+}
+
+impl Studies {
+    pub fn new(scheduler: SchedulerHandle) -> Self {
+        Studies { scheduler }
+    }
+
+    fn db(&self) -> &trainyard_store::Db {
+        &self.scheduler.store().db
+    }
+
+    /// Checks and stores a study. Its sampler's seed is fixed now (a random one when none
+    /// was given), and its experiment made, so its trials' runs have a home.
+    pub async fn create(&self, workspace: &str, spec: StudySpec) -> Result<Study, ComputeError> {
+        let space = spec.check()?;
+        let mut spec = spec;
+        let seed = spec.sampler.seed().unwrap_or_else(random_seed);
+        spec.sampler = spec.sampler.clone().with_seed(seed);
+        if spec.trial.is_some() {
+            let experiment = spec.experiment.clone().unwrap_or_else(|| spec.name.clone());
+            self.scheduler
+                .tracking()
+                .scoped(workspace)
+                .experiment_for_name(&experiment)
+                .await
+                .map_err(|e| match e {
+                    trainyard_tracking::TrackingError::InvalidParameter(m) => {
+                        ComputeError::Invalid(InvalidField::new("experiment", m))
+                    }
+                    other => other.into(),
+                })?;
+        }
+        drop(space);
+        let row = StudyRow {
+            id: trainyard_core::id::new_id(),
+            workspace: workspace.to_string(),
+            name: spec.name.clone(),
+            spec: serde_json::to_string(&spec).expect("a study spec serialises"),
+            state: StudyState::Running.as_str().to_string(),
+            message: None,
+            created_at_ms: now_ms(),
+            finished_at_ms: None,
+        };
+        if !self.db().insert_study(&row).await? {
+            return Err(ComputeError::StudyExists(spec.name));
+        }
+        self.view(row).await
+    }
+
+    async fn row(&self, workspace: &str, name: &str) -> Result<StudyRow, ComputeError> {
+        self.db()
+            .get_study(workspace, name)
+            .await?
+            .ok_or_else(|| ComputeError::StudyNotFound(name.escape_default().to_string()))
+    }
+
+    async fn view(&self, row: StudyRow) -> Result<Study, ComputeError> {
+        let spec = Study::spec_of(&row)?;
+        let maximize = spec.objective.direction == trainyard_tune::Direction::Maximize;
+        let best = self.db().best_trial(&row.id, maximize).await?;
+        let counts: BTreeMap<String, i64> =
+            self.db().trial_counts(&row.id).await?.into_iter().collect();
+        Ok(Study {
+            state: Study::state_of(&row)?,
+            best: best.as_ref().map(Trial::from_row).transpose()?,
+            id: row.id,
+            name: row.name,
+            workspace: row.workspace,
+            message: row.message,
+            spec,
+            counts,
+            created_at_ms: row.created_at_ms,
+            finished_at_ms: row.finished_at_ms,
+        })
+    }
+
+    pub async fn get(&self, workspace: &str, name: &str) -> Result<Study, ComputeError> {
+        let row = self.row(workspace, name).await?;
+        self.view(row).await
+    }
+
+    pub async fn list(&self, workspace: &str) -> Result<Vec<Study>, ComputeError> {
+        let mut out = Vec::new();
+        for row in self.db().list_studies(workspace).await? {
+            out.push(self.view(row).await?);
+        }
+        Ok(out)
+    }
+
+    /// Trials numbered after `after`, at most `limit`, and the number to continue after
+    /// when there are more.
+    pub async fn trials(
+        &self,
+        workspace: &str,
+        name: &str,
+        after: Option<u64>,
+        limit: i64,
+    ) -> Result<(Vec<Trial>, Option<u64>), ComputeError> {
+        let row = self.row(workspace, name).await?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let rows = self
+            .db()
+            .trials_page(
+                &row.id,
+                after.map(|a| a.min(i64::MAX as u64) as i64),
+                limit + 1,
+            )
+            .await?;
+        let mut trials = rows
+            .iter()
+            .map(Trial::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if trials.len() as i64 > limit {
+            trials.truncate(limit as usize);
+            trials.last().map(|t| t.number)
+        } else {
+            None
+        };
+        Ok((trials, next))
+    }
+
+    pub async fn trial(
+        &self,
+        workspace: &str,
+        name: &str,
+        number: u64,
+    ) -> Result<Trial, ComputeError> {
+        let row = self.row(workspace, name).await?;
+        self.trial_of(&row, number).await
+    }
+
+    async fn trial_of(&self, row: &StudyRow, number: u64) -> Result<Trial, ComputeError> {
+        let t = match i64::try_from(number) {
+            Ok(n) => self.db().get_trial(&row.id, n).await?,
+            Err(_) => None,
+        };
+        t.as_ref()
+            .map(Trial::from_row)
+            .transpose()?
+            .ok_or_else(|| ComputeError::TrialNotFound {
+                study: row.name.clone(),
+                number,
+            })
+    }
+
+    pub async fn best(&self, workspace: &str, name: &str) -> Result<Option<Trial>, ComputeError> {
+        Ok(self.get(workspace, name).await?.best)
+    }
+
+    /// A new trial for a client to run: the sampler's suggestion for the next number.
+    /// Only for studies without a template (a template's trials are the controller's).
+    pub async fn ask(&self, workspace: &str, name: &str) -> Result<Trial, ComputeError> {
+        let row = self.row(workspace, name).await?;
+        let spec = Study::spec_of(&row)?;
+        if spec.trial.is_some() {
+            return Err(ComputeError::StudyClosed(format!(
+                "study `{name}` runs its trials from its template; it takes none through the API"
+            )));
+        }
+        let state = Study::state_of(&row)?;
+        if state != StudyState::Running {
+            return Err(ComputeError::StudyClosed(format!(
+                "study `{name}` is {}",
+                state.as_str()
+            )));
+        }
+        let space = Space::new(&spec.space)?;
+        let limit = spec.trial_limit(&space);
+        let needs_history = needs_history(&spec.sampler, &space);
+        // Two clients asking at once race for the number; the loser asks again.
+        for _ in 0..20 {
+            let number = self.db().next_trial_number(&row.id).await? as u64;
+            if limit.is_some_and(|l| number >= l) {
+                return Err(ComputeError::StudyClosed(format!(
+                    "study `{name}` has started all {} of its trials",
+                    number
+                )));
+            }
+            let history: Vec<TrialRecord> = if needs_history {
+                self.db()
+                    .trials(&row.id)
+                    .await?
+                    .iter()
+                    .map(|r| Trial::from_row(r).map(|t| t.record()))
+                    .collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            };
+            let params = suggest(&spec, &space, &history, number)?;
+            let trial = Trial::new(number, params, None, now_ms());
+            if self.db().insert_trial(&trial.to_row(&row.id)).await? {
+                return Ok(trial);
+            }
+        }
+        Err(ComputeError::StudyClosed(
+            "too many clients asking at once; ask again".into(),
+        ))
+    }
+
+    /// Records how a client's trial ended. A finished trial never changes.
+    pub async fn tell(
+        &self,
+        workspace: &str,
+        name: &str,
+        number: u64,
+        tell: Tell,
+    ) -> Result<Trial, ComputeError> {
+        let row = self.row(workspace, name).await?;
+        let spec = Study::spec_of(&row)?;
+        if spec.trial.is_some() {
+            return Err(ComputeError::StudyClosed(format!(
+                "study `{name}` reads its trials' values from their runs"
+            )));
+        }
+        let mut trial = self.trial_of(&row, number).await?;
+        if trial.state.is_finished() {
+            return Err(ComputeError::TrialFinished {
+                number,
+                state: trial.state.as_str(),
+            });
+        }
+        for (field, v) in [("value", tell.value), ("constraint", tell.constraint)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                return Err(InvalidField::new(field, "must be a finite number").into());
+            }
+        }
+        if let Some(m) = &tell.message {
+            if m.len() > 10_000 || m.contains('\0') {
+                return Err(
+                    InvalidField::new("message", "at most 10000 characters, no NUL").into(),
+                );
+            }
+        }
+        match tell.state {
+            TrialState::Complete if tell.value.is_none() => {
+                return Err(InvalidField::new("value", "a complete trial has a value").into())
+            }
+            TrialState::Complete | TrialState::Pruned | TrialState::Failed => {}
+            TrialState::Running | TrialState::Paused => {
+                return Err(
+                    InvalidField::new("state", "tell `complete`, `pruned` or `failed`").into(),
+                )
+            }
+        }
+        trial.value = tell
+            .value
+            .or_else(|| trial.intermediate.last().map(|(_, v)| *v));
+        trial.constraint = tell.constraint;
+        trial.finish(tell.state, tell.message, now_ms());
+        if !self
+            .db()
+            .update_trial(&trial.to_row(&row.id), &["running", "paused"])
+            .await?
+        {
+            let now = self.trial_of(&row, number).await?;
+            return Err(ComputeError::TrialFinished {
+                number,
+                state: now.state.as_str(),
+            });
+        }
+        self.finish_if_spent(&row, &spec).await?;
+        Ok(trial)
+    }
+
+    /// Records an intermediate value of a client's trial and says whether the study's rule
+    /// would stop it there.
+    pub async fn report(
+        &self,
+        workspace: &str,
+        name: &str,
+        number: u64,
+        report: Report,
+    ) -> Result<(Trial, bool), ComputeError> {
+        let row = self.row(workspace, name).await?;
+        let spec = Study::spec_of(&row)?;
+        if spec.trial.is_some() {
+            return Err(ComputeError::StudyClosed(format!(
+                "study `{name}` reads its trials' values from their runs"
+            )));
+        }
+        if !report.value.is_finite() {
+            return Err(InvalidField::new("value", "must be a finite number").into());
+        }
+        let mut trial = self.trial_of(&row, number).await?;
+        if trial.state.is_finished() {
+            return Err(ComputeError::TrialFinished {
+                number,
+                state: trial.state.as_str(),
+            });
+        }
+        match trial
+            .intermediate
+            .iter_mut()
+            .find(|(s, _)| *s == report.step)
+        {
+            Some(point) => point.1 = report.value,
+            None => {
+                trial.intermediate.push((report.step, report.value));
+                trial.intermediate.sort_by_key(|(s, _)| *s);
+            }
+        }
+        if trial.intermediate.len() > 100_000 {
+            return Err(InvalidField::new("step", "at most 100000 steps per trial").into());
+        }
+        if !self
+            .db()
+            .update_trial(&trial.to_row(&row.id), &["running"])
+            .await?
+        {
+            let now = self.trial_of(&row, number).await?;
+            return Err(ComputeError::TrialFinished {
+                number,
+                state: now.state.as_str(),
+            });
+        }
+        let others: Vec<TrialRecord> = self
+            .db()
+            .trials(&row.id)
+            .await?
+            .iter()
+            .map(|r| Trial::from_row(r).map(|t| t.record()))
+            .collect::<Result<_, _>>()?;
+        let stop = spec
+            .pruner
+            .stop_at(spec.objective.direction, &trial.record(), &others)
+            .is_some();
+        Ok((trial, stop))
+    }
+
+    /// Stops a study: no new trials; a template's running trials are cancelled by the
+    /// controller (the study shows `stopping` until they are gone).
+    pub async fn stop(&self, workspace: &str, name: &str) -> Result<Study, ComputeError> {
+        let row = self.row(workspace, name).await?;
+        let spec = Study::spec_of(&row)?;
+        let (to, finished) = if spec.trial.is_some() {
+            (StudyState::Stopping, None)
+        } else {
+            (StudyState::Stopped, Some(now_ms()))
+        };
+        let changed = self
+            .db()
+            .set_study_state(
+                &row.id,
+                &["running"],
+                to.as_str(),
+                Some("stopped by a user"),
+                finished,
+            )
+            .await?;
+        if !changed && Study::state_of(&row)? != StudyState::Stopping {
+            return Err(ComputeError::StudyClosed(format!(
+                "study `{name}` is already {}",
+                row.state
+            )));
+        }
+        self.get(workspace, name).await
+    }
+
+    /// A client-run study whose trial budget is spent and whose trials have all finished
+    /// is done.
+    async fn finish_if_spent(&self, row: &StudyRow, spec: &StudySpec) -> Result<(), ComputeError> {
+        let Some(limit) = spec.trial_limit(&Space::new(&spec.space)?) else {
+            return Ok(());
+        };
+        let counts = self.db().trial_counts(&row.id).await?;
+        let total: i64 = counts.iter().map(|(_, n)| n).sum();
+        let open: i64 = counts
+            .iter()
+            .filter(|(s, _)| s == "running" || s == "paused")
+            .map(|(_, n)| n)
+            .sum();
+        if total as u64 >= limit && open == 0 {
+            self.db()
+                .set_study_state(&row.id, &["running"], "done", None, Some(now_ms()))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the sampler reads the trials so far: TPE always; random on a finite space, to
+/// skip configurations already tried; grid and Sobol never (their order is fixed).
+fn needs_history(config: &SamplerConfig, space: &Space) -> bool {
+    match config {
+        SamplerConfig::Tpe { .. } => true,
+        SamplerConfig::Random { .. } => space.params.iter().all(|p| p.dist.grid_values().is_some()),
+        SamplerConfig::Grid { .. } | SamplerConfig::Sobol { .. } => false,
+    }
+}
+
+fn suggest(
+    spec: &StudySpec,
+    space: &Space,
+    history: &[TrialRecord],
+    number: u64,
+) -> Result<trainyard_tune::Params, ComputeError> {
+    sampler::suggest(
+        &spec.sampler,
+        space,
+        spec.objective.direction,
+        history,
+        number,
+    )
+    .map_err(|e| match e {
+        TuneError::Exhausted => ComputeError::StudyClosed(format!(
+            "study `{}` has tried every configuration of its space",
+            spec.name
+        )),
+        TuneError::Invalid(f) => ComputeError::Invalid(f),
+    })
+}
+
+/// A seed for a study that named none: from the process's random hasher keys.
+fn random_seed() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(now_ms());
+    // 53 bits, so the seed survives a JavaScript client.
+    h.finish() >> 11
+}
