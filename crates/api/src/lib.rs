@@ -14,6 +14,7 @@ mod jobs;
 mod metrics;
 mod mlflow;
 mod openapi;
+pub mod optuna;
 mod page;
 mod secrets;
 mod storage;

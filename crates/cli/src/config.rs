@@ -71,6 +71,18 @@ pub struct UpArgs {
     /// Days the audit trail keeps an event; 0 keeps every event for ever [default: 90].
     #[arg(long, env = "TRAINYARD_AUDIT_RETENTION_DAYS")]
     pub audit_retention_days: Option<u32>,
+    /// Serve Optuna's gRPC storage protocol here (`optuna.storages.GrpcStorageProxy`). Off
+    /// unless given. Optuna's client sends no credentials: anyone who reaches the address
+    /// can read and write the Optuna studies of `optuna_workspace`, so a loopback address
+    /// is required unless `optuna_allow_remote` is set.
+    #[arg(long, env = "TRAINYARD_OPTUNA_LISTEN")]
+    pub optuna_listen: Option<String>,
+    /// The one workspace the Optuna endpoint acts in [default: default].
+    #[arg(long, env = "TRAINYARD_OPTUNA_WORKSPACE")]
+    pub optuna_workspace: Option<String>,
+    /// Let `optuna_listen` be a non-loopback address (for a network you trust).
+    #[arg(long, env = "TRAINYARD_OPTUNA_ALLOW_REMOTE")]
+    pub optuna_allow_remote: Option<bool>,
     /// Inference options (`[serve]` in the file).
     #[command(flatten)]
     pub serve: crate::serving::ServeArgs,
@@ -102,6 +114,8 @@ pub struct ServerConfig {
     pub audit_retention: Option<std::time::Duration>,
     pub serve: crate::serving::ServeSettings,
     pub pools: Vec<trainyard_compute::PoolSettings>,
+    /// Where Optuna's storage protocol is served, and for which workspace.
+    pub optuna: Option<(std::net::SocketAddr, String)>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -188,7 +202,32 @@ impl UpArgs {
         if audit_retention_days > 36_500 {
             bail!("audit_retention_days must be at most 36500 (0 keeps events for ever)");
         }
+        let optuna = match self.optuna_listen.or(file.optuna_listen) {
+            None => None,
+            Some(address) => {
+                let parsed: std::net::SocketAddr = address.parse().with_context(|| {
+                    format!("optuna_listen `{address}` is not an IP address and port")
+                })?;
+                let remote = self
+                    .optuna_allow_remote
+                    .or(file.optuna_allow_remote)
+                    .unwrap_or(false);
+                if !parsed.ip().is_loopback() && !remote {
+                    bail!(
+                        "optuna_listen `{address}` is not a loopback address: Optuna's client sends no \
+                         credentials, so anyone reaching it could use the workspace's Optuna studies; \
+                         set optuna_allow_remote to serve it on a network you trust"
+                    );
+                }
+                let workspace = self
+                    .optuna_workspace
+                    .or(file.optuna_workspace)
+                    .unwrap_or_else(|| "default".into());
+                Some((parsed, workspace))
+            }
+        };
         Ok(ServerConfig {
+            optuna,
             listen: self
                 .listen
                 .or(file.listen)
@@ -222,6 +261,31 @@ fn read_file_config(path: &Path) -> anyhow::Result<UpArgs> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_optuna_endpoint_stays_on_loopback_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |listen: &str, remote: Option<bool>| UpArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            optuna_listen: Some(listen.into()),
+            optuna_allow_remote: remote,
+            ..UpArgs::default()
+        };
+        let cfg = args("127.0.0.1:8090", None).resolve().unwrap();
+        assert_eq!(cfg.optuna.unwrap().1, "default");
+        let err = args("0.0.0.0:8090", None).resolve().unwrap_err().to_string();
+        assert!(err.contains("not a loopback address"), "{err}");
+        assert!(args("0.0.0.0:8090", Some(true)).resolve().is_ok());
+        assert!(args("localhost:x", None).resolve().is_err());
+        assert!(UpArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..UpArgs::default()
+        }
+        .resolve()
+        .unwrap()
+        .optuna
+        .is_none());
+    }
 
     #[test]
     fn flags_override_the_file() {

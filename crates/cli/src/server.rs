@@ -217,6 +217,29 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(grpc = %grpc, "inference gRPC on {grpc}");
+    if let Some((address, workspace)) = &config.optuna {
+        if store.db.workspace_exists(workspace).await? {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for Optuna on {address}"))?;
+            let bound = listener.local_addr()?;
+            let storage =
+                trainyard_compute::studies::optuna::OptunaStorage::new(&state.scheduler, workspace);
+            let mut stop = stop_rx.clone();
+            background.spawn_task("optuna-grpc", async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = trainyard_api::optuna::serve(listener, storage, shutdown).await {
+                    tracing::error!("the Optuna storage service stopped: {e}");
+                }
+            });
+            tracing::warn!(optuna = %bound, workspace = %workspace,
+                "Optuna's storage protocol on {bound} for workspace `{workspace}`: it takes no credentials");
+        } else {
+            anyhow::bail!("optuna_workspace `{workspace}` does not exist: create it first");
+        }
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

@@ -614,3 +614,134 @@ working_dir = "{}"
     let out = server.cli(&["studies", "best", "nope"]);
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+#[ignore = "needs TRAINYARD_TEST_OPTUNA_PYTHON, a python with optuna (scripts/test sets it)"]
+async fn an_unmodified_optuna_client_keeps_its_study_here() {
+    let python = std::env::var("TRAINYARD_TEST_OPTUNA_PYTHON")
+        .expect("TRAINYARD_TEST_OPTUNA_PYTHON names a python that has optuna");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start_with(ServerOptions {
+        config_toml: Some(format!("optuna_listen = \"127.0.0.1:{port}\"\n")),
+        ..Default::default()
+    })
+    .await;
+    let script = format!(
+        "{}/../../tests/optuna_client/study.py",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap()
+    );
+    let out = std::process::Command::new(&python)
+        .args([&script, "127.0.0.1", &port.to_string(), "tpe-study", "30"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.server_log()
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // 30 trials, the enqueued one first; the client reloaded all of them.
+    assert_eq!(seen["trials"], 30, "{seen}");
+    assert_eq!(
+        seen["first_params"]["x"], 2.0,
+        "the enqueued trial ran first: {seen}"
+    );
+    assert_eq!(seen["duplicate_refused"], true);
+    assert_eq!(seen["names"], json!(["tpe-study"]));
+    assert_eq!(seen["user_attrs"]["owner"], "optuna-client-test");
+
+    // The same study through /api/v1/studies.
+    let study = server.get_json("/api/v1/studies/tpe-study").await;
+    assert_eq!(study["spec"]["sampler"]["kind"], "external", "{study}");
+    let total: i64 = study["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 30, "{study}");
+    assert_eq!(
+        study["counts"]["complete"], seen["states"]["COMPLETE"],
+        "{study} vs {seen}"
+    );
+    assert_eq!(study["best"]["number"], seen["best_number"]);
+    assert_eq!(study["best"]["value"], seen["best_value"]);
+    assert_eq!(study["best"]["params"], seen["best_params"]);
+    let listed = server.get_json("/api/v1/studies").await;
+    assert!(listed["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "tpe-study"));
+    let page = server
+        .get_json("/api/v1/studies/tpe-study/trials?max_results=10")
+        .await;
+    assert_eq!(page["trials"].as_array().unwrap().len(), 10);
+    assert_eq!(page["next_page_token"], "9");
+    let r = server
+        .post("/api/v1/studies/tpe-study/trials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        409,
+        "its client samples; the API asks nothing for it"
+    );
+
+    // Each trial is a run of the experiment named after the study, with params and values.
+    let exp = server
+        .get_json("/api/2.0/mlflow/experiments/get-by-name?experiment_name=tpe-study")
+        .await;
+    let id = exp["experiment"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs: Value = server
+        .post("/api/2.0/mlflow/runs/search")
+        .json(&json!({"experiment_ids": [id], "max_results": 100}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 30);
+    let best_run = study["best"]["run_id"].as_str().unwrap();
+    let best = runs
+        .iter()
+        .find(|r| r["info"]["run_id"] == best_run)
+        .unwrap();
+    assert_eq!(best["info"]["status"], "FINISHED");
+    let params = best["data"]["params"].as_array().unwrap();
+    for name in ["x", "lr", "layers", "optimizer"] {
+        assert!(params.iter().any(|p| p["key"] == name), "{best}");
+    }
+    let value = best["data"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["key"] == "value")
+        .unwrap();
+    assert_eq!(value["value"], seen["best_value"]);
+
+    // Another workspace sees none of it.
+    common::ok(server.cli(&["workspaces", "create", "elsewhere"]));
+    let other: Value = server
+        .get("/api/v1/studies")
+        .header("X-Trainyard-Workspace", "elsewhere")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["studies"], json!([]), "{other}");
+}

@@ -30,6 +30,7 @@ const CONTENT: &[(&str, &str)] = &[
     ("registered_models WHERE", "registered models"),
     ("dataset_versions WHERE", "dataset versions"),
     ("studies WHERE", "studies"),
+    ("optuna_studies WHERE", "Optuna studies"),
 ];
 
 /// How removing a workspace went.
@@ -246,6 +247,11 @@ impl Db {
         ));
         statements.extend(by(&["job_labels"], "job_id", jobs));
         statements.extend(by(
+            &["optuna_trials"],
+            "study_id",
+            "SELECT id FROM optuna_studies WHERE workspace_id = $1",
+        ));
+        statements.extend(by(
             &["study_trials"],
             "study_id",
             "SELECT id FROM studies WHERE workspace_id = $1",
@@ -261,6 +267,7 @@ impl Db {
                 "dataset_versions",
                 "dataset_shards",
                 "studies",
+                "optuna_studies",
                 "jobs",
                 "workspace_secrets",
                 "api_tokens",

@@ -296,6 +296,7 @@ impl Studies {
                     t.rung += 1;
                     t.state = TrialState::Running;
                     t.job_id = Some(trainyard_core::id::new_id());
+                    t.run_id = t.job_id.clone();
                     self.save(row, t).await?;
                     self.submit_trial(row, spec, template, t).await?;
                     running += 1;

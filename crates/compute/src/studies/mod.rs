@@ -7,6 +7,7 @@
 //! restarted server continues with exactly the suggestions the old one would have made.
 
 mod controller;
+pub mod optuna;
 mod view;
 
 use std::collections::BTreeMap;
@@ -102,10 +103,34 @@ impl Studies {
     }
 
     async fn row(&self, workspace: &str, name: &str) -> Result<StudyRow, ComputeError> {
-        self.db()
-            .get_study(workspace, name)
-            .await?
-            .ok_or_else(|| ComputeError::StudyNotFound(name.escape_default().to_string()))
+        match self.db().get_study(workspace, name).await? {
+            Some(row) => Ok(row),
+            None if self
+                .db()
+                .optuna_study_by_name(workspace, name)
+                .await?
+                .is_some() =>
+            {
+                Err(ComputeError::StudyClosed(format!(
+                    "study `{name}` is kept for an Optuna client, which runs its trials"
+                )))
+            }
+            None => Err(ComputeError::StudyNotFound(
+                name.escape_default().to_string(),
+            )),
+        }
+    }
+
+    /// A study an Optuna client keeps here, with its trials.
+    async fn optuna(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<(Study, Vec<Trial>)>, ComputeError> {
+        match self.db().optuna_study_by_name(workspace, name).await? {
+            Some(row) => Ok(Some(optuna::view(self.db(), &row).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn view(&self, row: StudyRow) -> Result<Study, ComputeError> {
@@ -129,14 +154,25 @@ impl Studies {
     }
 
     pub async fn get(&self, workspace: &str, name: &str) -> Result<Study, ComputeError> {
+        if let Some((study, _)) = self.optuna(workspace, name).await? {
+            if self.db().get_study(workspace, name).await?.is_none() {
+                return Ok(study);
+            }
+        }
         let row = self.row(workspace, name).await?;
         self.view(row).await
     }
 
+    /// The workspace's studies, newest first, then those Optuna clients keep here.
     pub async fn list(&self, workspace: &str) -> Result<Vec<Study>, ComputeError> {
         let mut out = Vec::new();
         for row in self.db().list_studies(workspace).await? {
             out.push(self.view(row).await?);
+        }
+        for row in self.db().optuna_studies(workspace).await? {
+            if out.iter().all(|s| s.name != row.name) {
+                out.push(optuna::view(self.db(), &row).await?.0);
+            }
         }
         Ok(out)
     }
@@ -150,8 +186,24 @@ impl Studies {
         after: Option<u64>,
         limit: i64,
     ) -> Result<(Vec<Trial>, Option<u64>), ComputeError> {
-        let row = self.row(workspace, name).await?;
         let limit = limit.clamp(1, MAX_PAGE);
+        if self.db().get_study(workspace, name).await?.is_none() {
+            if let Some((_, all)) = self.optuna(workspace, name).await? {
+                let mut page: Vec<Trial> = all
+                    .into_iter()
+                    .filter(|t| after.is_none_or(|a| t.number > a))
+                    .take(limit as usize + 1)
+                    .collect();
+                let next = if page.len() as i64 > limit {
+                    page.truncate(limit as usize);
+                    page.last().map(|t| t.number)
+                } else {
+                    None
+                };
+                return Ok((page, next));
+            }
+        }
+        let row = self.row(workspace, name).await?;
         let rows = self
             .db()
             .trials_page(
@@ -179,6 +231,16 @@ impl Studies {
         name: &str,
         number: u64,
     ) -> Result<Trial, ComputeError> {
+        if self.db().get_study(workspace, name).await?.is_none() {
+            if let Some((_, all)) = self.optuna(workspace, name).await? {
+                return all.into_iter().find(|t| t.number == number).ok_or_else(|| {
+                    ComputeError::TrialNotFound {
+                        study: name.to_string(),
+                        number,
+                    }
+                });
+            }
+        }
         let row = self.row(workspace, name).await?;
         self.trial_of(&row, number).await
     }
@@ -438,7 +500,7 @@ fn needs_history(config: &SamplerConfig, space: &Space) -> bool {
     match config {
         SamplerConfig::Tpe { .. } => true,
         SamplerConfig::Random { .. } => space.params.iter().all(|p| p.dist.grid_values().is_some()),
-        SamplerConfig::Grid { .. } | SamplerConfig::Sobol { .. } => false,
+        SamplerConfig::Grid { .. } | SamplerConfig::Sobol { .. } | SamplerConfig::External => false,
     }
 }
 

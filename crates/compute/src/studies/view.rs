@@ -87,6 +87,9 @@ pub struct Trial {
     pub resource: u64,
     /// The job (and run) of its current or last rung.
     pub job_id: Option<String>,
+    /// Its run (for a job's trial, the job's id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// The job of its previous rung, whose checkpoint this rung resumed from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_from: Option<String>,
@@ -114,6 +117,7 @@ impl Trial {
             intermediate: Vec::new(),
             rung: 0,
             resource: 0,
+            run_id: job_id.clone(),
             job_id,
             resume_from: None,
             message: None,
@@ -135,6 +139,7 @@ impl Trial {
                 .map_err(|e| corrupt(&what(), e))?,
             rung: row.rung as u32,
             resource: row.resource as u64,
+            run_id: row.job_id.clone(),
             job_id: row.job_id.clone(),
             resume_from: row.resume_from.clone(),
             message: row.message.clone(),

@@ -63,6 +63,9 @@ pub enum SamplerConfig {
         #[schema(minimum = 1, maximum = 10000)]
         ei_candidates: u32,
     },
+    /// The client samples: how a study kept for Optuna's own clients shows. Not for new
+    /// studies.
+    External,
 }
 
 fn yes() -> bool {
@@ -97,6 +100,7 @@ impl SamplerConfig {
             | SamplerConfig::Grid { seed }
             | SamplerConfig::Sobol { seed }
             | SamplerConfig::Tpe { seed, .. } => *seed,
+            SamplerConfig::External => None,
         }
     }
 
@@ -110,6 +114,7 @@ impl SamplerConfig {
             | SamplerConfig::Tpe { seed, .. } => {
                 seed.get_or_insert(value);
             }
+            SamplerConfig::External => {}
         }
         self
     }
@@ -120,6 +125,7 @@ impl SamplerConfig {
             SamplerConfig::Grid { .. } => "grid",
             SamplerConfig::Sobol { .. } => "sobol",
             SamplerConfig::Tpe { .. } => "tpe",
+            SamplerConfig::External => "external",
         }
     }
 
@@ -128,6 +134,10 @@ impl SamplerConfig {
         match self {
             SamplerConfig::Grid { .. } => grid::check(space),
             SamplerConfig::Tpe { .. } => self.tpe_options().map_or(Ok(()), |o| o.check()),
+            SamplerConfig::External => Err(InvalidField::new(
+                "sampler.kind",
+                "`external` is how an Optuna client's study shows; choose grid, random, sobol or tpe",
+            )),
             _ => Ok(()),
         }
     }
@@ -181,6 +191,7 @@ pub fn suggest(
             let options = config.tpe_options().unwrap_or_default();
             tpe::suggest(&options, space, direction, trials, &mut rng)
         }
+        SamplerConfig::External => Err(TuneError::Exhausted),
     }
 }
 
