@@ -4,9 +4,10 @@
 //! A kernel is a product over dimensions: a normal truncated to the parameter's internal
 //! range for numbers (its mass over the step's bin for integers and stepped floats), and a
 //! distribution over choices for categories. Bandwidths follow Watanabe (2023), "Tree-
-//! structured Parzen estimator: understanding its algorithm components": Scott's rule for a
-//! joint (multivariate) estimator, neighbour distances for a univariate one, both clipped so
-//! a kernel is neither wider than the range nor narrower than range / min(100, 1 + n).
+//! structured Parzen estimator: understanding its algorithm components", as Optuna 5 uses
+//! them for joint and one-dimensional estimators alike: each kernel as wide as the larger gap
+//! to its neighbours, clipped so it is neither wider than the range nor narrower than
+//! range / min(100, 1 + kernels).
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
@@ -41,8 +42,9 @@ pub struct Parzen {
 
 impl Parzen {
     /// `observations[i][d]` is observation `i`'s internal coordinate in dimension `d`;
-    /// `weights[i]` its weight. `joint` picks the bandwidth rule.
-    pub fn new(dists: &[&Dist], observations: &[Vec<f64>], weights: &[f64], joint: bool) -> Self {
+    /// `weights[i]` its weight. With several dimensions, one kernel per observation covers
+    /// all of them (the joint, multivariate estimator).
+    pub fn new(dists: &[&Dist], observations: &[Vec<f64>], weights: &[f64]) -> Self {
         let n = observations.len();
         let mut w: Vec<f64> = weights.to_vec();
         w.push(PRIOR_WEIGHT);
@@ -53,13 +55,13 @@ impl Parzen {
             .enumerate()
             .map(|(d, dist)| {
                 let column: Vec<f64> = observations.iter().map(|o| o[d]).collect();
-                Self::dimension(dist, &column, dists.len(), joint, n)
+                Self::dimension(dist, &column, n)
             })
             .collect();
         Parzen { log_weights, dims }
     }
 
-    fn dimension(dist: &Dist, column: &[f64], d: usize, joint: bool, n: usize) -> Kernels {
+    fn dimension(dist: &Dist, column: &[f64], n: usize) -> Kernels {
         let (low, high) = dist.internal_range();
         if let Dist::Categorical { choices } = dist {
             let k = choices.len();
@@ -88,12 +90,7 @@ impl Parzen {
         };
         let mut mus: Vec<f64> = column.to_vec();
         mus.push((low + high) / 2.0);
-        let mut sigmas = if joint {
-            let s = 0.2 * (n.max(1) as f64).powf(-1.0 / (d as f64 + 4.0)) * range;
-            vec![s; n]
-        } else {
-            neighbour_sigmas(column, low, high)
-        };
+        let mut sigmas = neighbour_sigmas(column, low, high);
         let min_sigma = range / (100f64).min(1.0 + (n + 1) as f64);
         for s in &mut sigmas {
             *s = s.clamp(min_sigma, range);
@@ -174,27 +171,25 @@ impl Parzen {
     }
 }
 
-/// Each observation's bandwidth: the larger distance to its neighbours (the range's ends
-/// and the prior's centre count as neighbours).
+/// Each observation's bandwidth: the larger distance to its neighbours, the range's ends
+/// counting as neighbours, except that the outermost observations use their inner
+/// neighbour only (Optuna's `consider_endpoints = False`).
 fn neighbour_sigmas(column: &[f64], low: f64, high: f64) -> Vec<f64> {
     let mut order: Vec<usize> = (0..column.len()).collect();
     order.sort_by(|&a, &b| column[a].total_cmp(&column[b]));
-    let mut points: Vec<f64> = order.iter().map(|&i| column[i]).collect();
-    let centre = (low + high) / 2.0;
-    let at = points.partition_point(|&p| p < centre);
-    points.insert(at, centre);
-    let mut sigma_sorted = vec![0.0; points.len()];
-    for i in 0..points.len() {
-        let left = if i == 0 { low } else { points[i - 1] };
-        let right = if i + 1 == points.len() {
-            high
-        } else {
-            points[i + 1]
-        };
-        sigma_sorted[i] = (points[i] - left).max(right - points[i]);
+    let sorted: Vec<f64> = order.iter().map(|&i| column[i]).collect();
+    let n = sorted.len();
+    let mut sigma_sorted = vec![0.0; n];
+    for i in 0..n {
+        let left = if i == 0 { low } else { sorted[i - 1] };
+        let right = if i + 1 == n { high } else { sorted[i + 1] };
+        sigma_sorted[i] = (sorted[i] - left).max(right - sorted[i]);
     }
-    sigma_sorted.remove(at);
-    let mut sigmas = vec![0.0; column.len()];
+    if n >= 2 {
+        sigma_sorted[0] = sorted[1] - sorted[0];
+        sigma_sorted[n - 1] = sorted[n - 1] - sorted[n - 2];
+    }
+    let mut sigmas = vec![0.0; n];
     for (rank, &i) in order.iter().enumerate() {
         sigmas[i] = sigma_sorted[rank];
     }
@@ -264,7 +259,6 @@ mod tests {
             &[&dist],
             &[vec![0.5], vec![2.9], vec![-1.0]],
             &[1.0, 1.0, 2.0],
-            false,
         );
         let steps = 20_000;
         let h = 5.0 / steps as f64;
@@ -272,6 +266,43 @@ mod tests {
             .map(|i| p.log_pdf(&[-2.0 + (i as f64 + 0.5) * h]).exp() * h)
             .sum();
         assert!((total - 1.0).abs() < 1e-3, "{total}");
+    }
+
+    #[test]
+    fn densities_equal_optunas_on_the_same_observations() {
+        // Reference values: optuna 5.1.0's `_ParzenEstimator` (multivariate, prior weight 1,
+        // magic clip, no endpoints) over these four observations of a 2-D space.
+        let d1 = Dist::Float {
+            low: -5.0,
+            high: 10.0,
+            log: false,
+            step: None,
+        };
+        let d2 = Dist::Float {
+            low: 0.0,
+            high: 15.0,
+            log: false,
+            step: None,
+        };
+        let obs = vec![
+            vec![1.0, 2.0],
+            vec![3.0, 14.0],
+            vec![-4.0, 7.5],
+            vec![9.0, 0.5],
+        ];
+        let p = Parzen::new(&[&d1, &d2], &obs, &[1.0; 4]);
+        for (x, optuna) in [
+            ([0.0, 0.0], -5.12944642),
+            ([1.0, 2.0], -5.02095069),
+            ([5.0, 5.0], -5.41830188),
+            ([9.9, 14.9], -6.33042341),
+        ] {
+            assert!(
+                (p.log_pdf(&x) - optuna).abs() < 1e-7,
+                "{x:?}: {}",
+                p.log_pdf(&x)
+            );
+        }
     }
 
     #[test]
@@ -283,7 +314,7 @@ mod tests {
             step: 1,
         };
         let obs = vec![vec![2.0], vec![2.0], vec![3.0]];
-        let p = Parzen::new(&[&dist], &obs, &[1.0; 3], true);
+        let p = Parzen::new(&[&dist], &obs, &[1.0; 3]);
         let total: f64 = (0..10).map(|v| p.log_pdf(&[v as f64]).exp()).sum();
         assert!((total - 1.0).abs() < 1e-9, "{total}");
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -296,7 +327,7 @@ mod tests {
         let cat = Dist::Categorical {
             choices: vec![1.into(), 2.into(), 3.into()],
         };
-        let p = Parzen::new(&[&cat], &[vec![1.0]], &[1.0], true);
+        let p = Parzen::new(&[&cat], &[vec![1.0]], &[1.0]);
         let total: f64 = (0..3).map(|v| p.log_pdf(&[v as f64]).exp()).sum();
         assert!((total - 1.0).abs() < 1e-9);
         assert!(p.log_pdf(&[1.0]) > p.log_pdf(&[0.0]));

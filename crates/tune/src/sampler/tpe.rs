@@ -201,9 +201,8 @@ fn choose(
     let (below, above) = holding.split_at(n_below);
     let (below_x, below_n): (Vec<_>, Vec<_>) = below.iter().cloned().unzip();
     let (above_x, above_n): (Vec<_>, Vec<_>) = above.iter().cloned().unzip();
-    let joint = params.len() > 1;
-    let l = Parzen::new(&dists, &below_x, &weights(&below_n), joint);
-    let g = Parzen::new(&dists, &above_x, &weights(&above_n), joint);
+    let l = Parzen::new(&dists, &below_x, &weights(&below_n));
+    let g = Parzen::new(&dists, &above_x, &weights(&above_n));
     let mut best: Option<(f64, Vec<f64>)> = None;
     for _ in 0..options.ei_candidates {
         let x: Vec<f64> = l
