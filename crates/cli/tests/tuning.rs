@@ -745,3 +745,75 @@ async fn an_unmodified_optuna_client_keeps_its_study_here() {
         .unwrap();
     assert_eq!(other["studies"], json!([]), "{other}");
 }
+
+#[tokio::test]
+async fn a_training_file_study_promotes_trials_by_resuming_their_checkpoints() {
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::start_with(ServerOptions {
+        cpus: 4.0,
+        env: vec![(
+            "TRAINYARD_CACHE_DIR".into(),
+            cache.path().display().to_string(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    common::prepare_digits(&server);
+    // examples/digits/tune.toml, smaller: rungs of 1 and 3 epochs, 3 trials.
+    let dir = tempfile::tempdir().unwrap();
+    let study = std::fs::read_to_string(common::example("tune.toml"))
+        .unwrap()
+        .replace("max_resource = 9", "max_resource = 3")
+        .replace("trials = 12", "trials = 3");
+    std::fs::write(dir.path().join("tune.toml"), study).unwrap();
+    std::fs::copy(
+        common::example("tune-mlp.toml"),
+        dir.path().join("tune-mlp.toml"),
+    )
+    .unwrap();
+    let file = dir.path().join("tune.toml");
+    let out = server.cli(&["tune", file.to_str().unwrap(), "--register", "digits-tuned"]);
+    let text = common::text(&out);
+    assert!(out.status.success(), "{text}\n{}", server.server_log());
+    assert!(text.contains("study digits-mlp-asha done"), "{text}");
+    assert!(text.contains("registered model digits-tuned:1"), "{text}");
+    let all = trials(&server, "digits-mlp-asha").await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    // The best of three after one epoch went on to three, from its checkpoint.
+    let promoted: Vec<&Value> = all.iter().filter(|t| t["rung"] == 1).collect();
+    assert_eq!(promoted.len(), 1, "{all:?}");
+    let top = promoted[0];
+    assert_eq!(top["state"], "complete");
+    assert_eq!(top["resource"], 3);
+    let log = server.logs(top["job_id"].as_str().unwrap(), "").await;
+    assert!(
+        log.contains(&format!(
+            "resuming run {}",
+            top["resume_from"].as_str().unwrap()
+        )),
+        "{log}"
+    );
+    let first_rung = all.iter().filter(|t| t["state"] == "pruned").count();
+    assert_eq!(first_rung, 2, "{all:?}");
+    let used: u64 = all.iter().map(|t| t["resource"].as_u64().unwrap()).sum();
+    assert_eq!(used, 5, "1 + 1 + 3 epochs instead of 3 × 3");
+    // The trial's run holds the configuration; the best is the registered version.
+    let best = server.get_json("/api/v1/studies/digits-mlp-asha").await["best"].clone();
+    assert_eq!(best["number"], top["number"]);
+    let version = server
+        .get_json("/api/2.0/mlflow/model-versions/get?name=digits-tuned&version=1")
+        .await;
+    assert_eq!(
+        version["model_version"]["run_id"], top["job_id"],
+        "{version}"
+    );
+    let run = server
+        .get_json(&format!(
+            "/api/2.0/mlflow/runs/get?run_id={}",
+            top["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(run.to_string().contains("val_accuracy"), "{run}");
+    let acc = best["value"].as_f64().unwrap();
+    assert!(acc > 0.8, "3 epochs of the MLP reach {acc}");
+}

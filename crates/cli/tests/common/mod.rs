@@ -514,3 +514,33 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
         dir.join("ca.pem"),
     )
 }
+
+/// Imports digits.csv.gz and applies the example's steps; returns the processed version.
+pub fn prepare_digits(server: &Server) -> String {
+    let data = example("data/digits.csv.gz");
+    assert!(
+        std::path::Path::new(&data).exists(),
+        "{data} is missing: run examples/digits/fetch.sh"
+    );
+    let imported = ok(server.cli(&["dataset", "import", "digits", &data]));
+    assert!(imported.contains("1797 rows"), "{imported}");
+    let again = ok(server.cli(&["dataset", "import", "digits", &data]));
+    assert!(again.contains("already existed"), "{again}");
+    ok(server.cli(&[
+        "dataset",
+        "process",
+        "digits",
+        "--steps",
+        &example("steps.toml"),
+    ]));
+    let shown: Value =
+        serde_json::from_str(&ok(server.cli(&["dataset", "show", "digits", "-o", "json"])))
+            .unwrap();
+    let histogram = &shown["manifest"]["stats"]["split"]["histogram"];
+    // 1797 rows, 80/20 per class: every class's share in both parts.
+    let train = histogram["train"].as_u64().unwrap();
+    let test = histogram["test"].as_u64().unwrap();
+    assert_eq!(train + test, 1797, "{shown}");
+    assert!((355..=365).contains(&test), "{histogram}");
+    shown["version"].as_str().unwrap().to_string()
+}
