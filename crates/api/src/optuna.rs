@@ -382,10 +382,9 @@ impl StorageService for Service {
 
     async fn get_trials(&self, r: Request<GetTrialsRequest>) -> Answer<GetTrialsReply> {
         let r = r.into_inner();
-        if r.included_trial_ids.len() > 100_000 {
-            return Err(Status::invalid_argument(
-                "at most 100000 included_trial_ids",
-            ));
+        // Each id is a bound parameter: SQLite takes at most 32,766 in one statement.
+        if r.included_trial_ids.len() > 30_000 {
+            return Err(Status::invalid_argument("at most 30000 included_trial_ids"));
         }
         let trials = self
             .storage
@@ -411,16 +410,6 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |conn| {
-                    conn.inspect(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    })
-                },
-            ),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(crate::inference::grpc::nodelay(listener), shutdown)
         .await
 }

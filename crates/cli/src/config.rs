@@ -273,7 +273,10 @@ mod tests {
         };
         let cfg = args("127.0.0.1:8090", None).resolve().unwrap();
         assert_eq!(cfg.optuna.unwrap().1, "default");
-        let err = args("0.0.0.0:8090", None).resolve().unwrap_err().to_string();
+        let err = args("0.0.0.0:8090", None)
+            .resolve()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a loopback address"), "{err}");
         assert!(args("0.0.0.0:8090", Some(true)).resolve().is_ok());
         assert!(args("localhost:x", None).resolve().is_err());

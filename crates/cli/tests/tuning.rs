@@ -156,6 +156,35 @@ async fn bad_studies_are_refused_naming_the_field_and_clients_ask_and_tell() {
         assert_eq!(answer["error"]["code"], "invalid_field", "{answer}");
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
     }
+    // A template no trial's job could run is refused now, not trial after trial.
+    for (trial, status, field) in [
+        (
+            json!({"command": ["true"], "resources": {"gpus": 64}}),
+            422,
+            "trial.resources.gpus",
+        ),
+        (
+            json!({"command": ["true"], "secrets": {"TOKEN": "nope"}}),
+            400,
+            "trial.secrets.TOKEN",
+        ),
+        (
+            json!({"command": ["true"], "pool": "nowhere"}),
+            400,
+            "trial.pool",
+        ),
+        (
+            json!({"train": "name = \"x\"\n[data]\ndataset = \"nothing-here\"\n"}),
+            400,
+            "trial.train",
+        ),
+        (json!({"train": "lr = ${x} ["}), 400, "trial.train"),
+    ] {
+        let spec = json!({"name": "bad", "space": {"x": {"type": "float", "low": 0, "high": 1}}, "trial": trial});
+        let (s, answer) = create(&server, &spec).await;
+        assert_eq!(s, status, "{spec}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{spec}: {answer}");
+    }
     // Unknown fields and a wrong type are refused too, never a 500.
     for body in [
         json!({"name": "bad", "space": {}, "surprise": 1}),

@@ -120,16 +120,6 @@ impl Db {
         row.as_ref().map(study).transpose()
     }
 
-    pub async fn study_by_id(&self, id: &str) -> Result<Option<StudyRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {STUDY_COLUMNS} FROM studies WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(study).transpose()
-    }
-
     /// A workspace's studies, newest first.
     pub async fn list_studies(&self, workspace: &str) -> Result<Vec<StudyRow>, StoreError> {
         let rows = sqlx::query(&format!(

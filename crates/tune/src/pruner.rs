@@ -62,6 +62,9 @@ pub enum PrunerConfig {
     },
 }
 
+/// Most resource (steps, epochs) one trial may be given.
+pub const MAX_RESOURCE: u64 = 1_000_000_000;
+
 fn one() -> u64 {
     1
 }
@@ -89,6 +92,12 @@ impl PrunerConfig {
                     return Err(InvalidField::new(
                         "pruner.min_resource",
                         "must be at least 1",
+                    ));
+                }
+                if max_resource > MAX_RESOURCE {
+                    return Err(InvalidField::new(
+                        "pruner.max_resource",
+                        format!("at most {MAX_RESOURCE}"),
                     ));
                 }
                 if max_resource < min_resource {
@@ -304,7 +313,10 @@ pub fn rungs(min: u64, max: u64, eta: u64) -> Vec<u64> {
     let mut r = min.max(1);
     while r < max {
         out.push(r);
-        r = r.saturating_mul(eta.max(2));
+        match r.checked_mul(eta.max(2)) {
+            Some(next) => r = next,
+            None => break,
+        }
     }
     out.push(max);
     out
@@ -313,8 +325,8 @@ pub fn rungs(min: u64, max: u64, eta: u64) -> Vec<u64> {
 fn brackets(min: u64, max: u64, eta: u64) -> u64 {
     let mut n = 1;
     let mut r = min.max(1);
-    while r.saturating_mul(eta) <= max {
-        r = r.saturating_mul(eta);
+    while let Some(next) = r.checked_mul(eta.max(2)).filter(|next| *next <= max) {
+        r = next;
         n += 1;
     }
     n
@@ -424,5 +436,14 @@ mod tests {
         }
         .check()
         .is_err());
+        // Enormous resources are refused, and the arithmetic cannot overflow anyway.
+        let huge = PrunerConfig::Hyperband {
+            min_resource: 1,
+            max_resource: u64::MAX,
+            reduction_factor: 2,
+        };
+        assert_eq!(huge.check().unwrap_err().field, "pruner.max_resource");
+        assert_eq!(huge.rungs(0).len(), 65);
+        assert_eq!(rungs(u64::MAX / 2, u64::MAX, 3).len(), 2);
     }
 }

@@ -389,6 +389,11 @@ fn check_param(name: &str, spec: &ParamSpec) -> Result<Param, InvalidField> {
             }
         }
     };
+    // The range samplers draw from (with half a step beyond each end) must be finite too.
+    let (lo, hi) = dist.internal_range();
+    if !(hi - lo).is_finite() {
+        return Err(invalid(field("step"), "the range is too wide to search"));
+    }
     Ok(Param {
         name: name.to_string(),
         dist,
@@ -626,6 +631,10 @@ mod tests {
             (
                 json!({"x": {"type": "float", "low": -1e308, "high": 1e308}}),
                 "space.x.high",
+            ),
+            (
+                json!({"x": {"type": "float", "low": 0, "high": 1e308, "step": 1e308}}),
+                "space.x.step",
             ),
         ];
         for (spec, field) in cases {

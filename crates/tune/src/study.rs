@@ -107,6 +107,11 @@ pub struct TrialTemplate {
     pub timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// The dataset version a training file's `data.dataset` is pinned to: set at creation
+    /// to the version the file names (its latest when it names none), so every trial and
+    /// rung trains on the same data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
     /// A regex with groups `name`, `value` (and `step`) for metrics in the output, instead
     /// of `name=value step=N` lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,11 +210,30 @@ impl StudySpec {
         if self.budget.trials == Some(0) || self.budget.trials > Some(10_000_000) {
             return Err(InvalidField::new("budget.trials", "must be 1 to 10000000"));
         }
-        if self.budget.wall_time_s == Some(0) {
+        if self
+            .budget
+            .wall_time_s
+            .is_some_and(|s| s == 0 || s > 10 * 366 * 86_400)
+        {
             return Err(InvalidField::new(
                 "budget.wall_time_s",
-                "must be at least 1",
+                "must be 1 second to 10 years",
             ));
+        }
+        if self.max_failed_trials == Some(0) {
+            return Err(InvalidField::new("max_failed_trials", "must be at least 1"));
+        }
+        let mut variables: BTreeMap<String, &str> = BTreeMap::new();
+        for name in self.space.keys() {
+            if let Some(other) = variables.insert(param_variable(name), name) {
+                return Err(InvalidField::new(
+                    format!("space.{name}"),
+                    format!(
+                        "`{name}` and `{other}` would both be {}",
+                        param_variable(name)
+                    ),
+                ));
+            }
         }
         if self.budget.resource == Some(0) {
             return Err(InvalidField::new("budget.resource", "must be at least 1"));
@@ -267,6 +291,14 @@ impl StudySpec {
         }
         for (field, text) in fields {
             for name in placeholders(text).map_err(|m| InvalidField::new(&field, m))? {
+                if (name == "resource" || name == "resume_from") && !self.pruner.promotes() {
+                    return Err(InvalidField::new(
+                        field,
+                        format!(
+                            "`${{{name}}}` has a value only under an `asha` or `hyperband` pruner"
+                        ),
+                    ));
+                }
                 if !known.contains(name.as_str()) {
                     return Err(InvalidField::new(
                         field,
@@ -275,12 +307,13 @@ impl StudySpec {
                 }
             }
         }
-        // The rest of a trial's job is checked as a job is.
+        // The rest of a trial's job is checked as a job is, rendered with a real
+        // configuration.
         let probe = t.submission(
             &self.name,
             0,
-            &Params::new(),
-            None,
+            &crate::sampler::probe(space),
+            self.pruner.rungs(0).first().copied(),
             None,
             self.experiment.as_deref().unwrap_or(&self.name),
             &self.objective.metric,
@@ -543,6 +576,31 @@ mod tests {
         with("sampler", json!({"kind": "grid"}))
             .check()
             .unwrap_err();
+        assert_eq!(
+            with("max_failed_trials", json!(0))
+                .check()
+                .unwrap_err()
+                .field,
+            "max_failed_trials"
+        );
+        assert_eq!(
+            with("budget", json!({"wall_time_s": u64::MAX}))
+                .check()
+                .unwrap_err()
+                .field,
+            "budget.wall_time_s"
+        );
+        assert_eq!(
+            with("trial", json!({"command": ["run", "--epochs=${resource}"]}))
+                .check()
+                .unwrap_err()
+                .field,
+            "trial.command[1]"
+        );
+        let clash = spec(json!({"name": "s", "space": {
+            "lr": {"type": "float", "low": 0, "high": 1},
+            "LR": {"type": "float", "low": 0, "high": 1}}}));
+        assert_eq!(clash.check().unwrap_err().field, "space.lr");
         assert!(serde_json::from_value::<StudySpec>(
             json!({"name": "s", "space": {}, "surprise": 1})
         )
@@ -567,6 +625,7 @@ mod tests {
             "name": "s",
             "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}, "opt": {"type": "categorical", "choices": ["sgd", "adam"]}},
             "objective": {"metric": "loss"},
+            "pruner": {"kind": "asha", "max_resource": 9},
             "trial": {"command": ["run", "--lr=${lr}", "--opt", "${opt}", "--epochs", "${resource}"], "env": {"T": "${trial}"}},
         }));
         s.check().unwrap();

@@ -317,18 +317,15 @@ impl SchedulerHandle {
         self.submit_as(workspace, new_id(), submission).await
     }
 
-    /// [`submit`](Self::submit) with the job's id chosen by the caller, who recorded it
-    /// first (a study's trial): submitting the same id again returns the job that has it, so
-    /// a caller that crashed between recording and submitting can simply submit again.
-    pub async fn submit_as(
+    /// Everything [`submit`](Self::submit) checks of a submission that does not change
+    /// from one moment to the next: its fields, its pool, whether it could ever fit the pool
+    /// and the workspace's quota, its metric regex, its secrets. A study checks its trials'
+    /// job this way before it exists.
+    pub async fn check(
         &self,
         workspace: &str,
-        id: String,
-        submission: JobSubmission,
-    ) -> Result<Job, ComputeError> {
-        if let Some(job) = self.store.db.get_job(workspace, &id).await? {
-            return Ok(job);
-        }
+        submission: &JobSubmission,
+    ) -> Result<(), ComputeError> {
         submission.validate()?;
         let pool = self.pool(submission.pool.as_deref())?;
         if let Some(why) = pool.executor.never_fits(&submission.resources) {
@@ -337,14 +334,6 @@ impl SchedulerHandle {
         let quota = self.sharing.policies().of(workspace).quota;
         if let Some((field, why)) = quota.never_fits(&submission.resources) {
             return Err(ComputeError::OverQuota(InvalidField::new(field, why)));
-        }
-        if let Some(limit) = quota.queued_jobs {
-            let queued = self.store.db.count_queued_jobs(workspace).await?;
-            if queued >= u64::from(limit) {
-                return Err(ComputeError::QuotaFull(format!(
-                    "workspace queued-jobs quota {queued}/{limit} in use: wait for some to start or cancel some"
-                )));
-            }
         }
         if let Some(re) = &submission.tracking.metric_regex {
             trainyard_tracking::stdout_metrics::MetricCollector::new(Vec::new(), Some(re))
@@ -368,6 +357,31 @@ impl SchedulerHandle {
                         format!("workspace `{workspace}` has no secret `{name}`"),
                     )));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`submit`](Self::submit) with the job's id chosen by the caller, who recorded it
+    /// first (a study's trial): submitting the same id again returns the job that has it, so
+    /// a caller that crashed between recording and submitting can simply submit again.
+    pub async fn submit_as(
+        &self,
+        workspace: &str,
+        id: String,
+        submission: JobSubmission,
+    ) -> Result<Job, ComputeError> {
+        if let Some(job) = self.store.db.get_job(workspace, &id).await? {
+            return Ok(job);
+        }
+        self.check(workspace, &submission).await?;
+        let pool = self.pool(submission.pool.as_deref())?;
+        if let Some(limit) = self.sharing.policies().of(workspace).quota.queued_jobs {
+            let queued = self.store.db.count_queued_jobs(workspace).await?;
+            if queued >= u64::from(limit) {
+                return Err(ComputeError::QuotaFull(format!(
+                    "workspace queued-jobs quota {queued}/{limit} in use: wait for some to start or cancel some"
+                )));
             }
         }
         // The job's run is in its workspace's experiment.
@@ -415,8 +429,9 @@ impl SchedulerHandle {
             started_at_ms: None,
             finished_at_ms: None,
         };
-        // The run first: a job is never visible without its run.
-        tracking
+        // The run first: a job is never visible without its run. A caller submitting an id
+        // again after a crash between the two finds the run already there.
+        let made = tracking
             .create_run(trainyard_tracking::NewRun {
                 experiment_id: experiment,
                 user_id: workspace.to_string(),
@@ -429,7 +444,12 @@ impl SchedulerHandle {
                 job_id: Some(job.id.clone()),
                 status: trainyard_tracking::RunStatus::Scheduled,
             })
-            .await?;
+            .await;
+        if let Err(e) = made {
+            if tracking.get_run(&job.id).await.is_err() {
+                return Err(e.into());
+            }
+        }
         self.store.db.insert_job(&job).await?;
         pool.tx
             .send(Command::Enqueue(Box::new(job.clone())))

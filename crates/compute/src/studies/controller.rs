@@ -11,7 +11,10 @@
 //! `n − parallelism` has finished, and from what trials `0 … n − parallelism` ended with
 //! (the `parallelism − 1` trials before it count as running, whatever they did since). Its
 //! configuration is then the same in every run with the same seed, however the trials'
-//! timings fall. A slot may wait for an older trial to finish; that is the price.
+//! timings fall. A slot may wait for an older trial to finish; that is the price. The median
+//! rule likewise judges trial `n` only against trials `0 … n − parallelism`. ASHA and
+//! Hyperband promote whichever trial is best when a slot frees, so with more than one trial
+//! at a time their course depends on timing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,19 +38,42 @@ pub const CONTROLLER_TICK: Duration = Duration::from_millis(500);
 /// stopping study with a template is brought one step forward. A study whose step fails is
 /// logged and tried again next tick; the others go on.
 pub async fn run_controller(studies: Studies) -> Result<(), ComputeError> {
+    use futures::FutureExt;
     loop {
-        if studies.scheduler.is_leader() {
-            for state in [StudyState::Running, StudyState::Stopping] {
-                for row in studies.db().studies_in_state(state.as_str()).await? {
-                    if let Err(e) = studies.step(&row).await {
-                        tracing::warn!(study = %row.name, workspace = %row.workspace, error = %e, "study step failed; retrying");
+        for state in [StudyState::Running, StudyState::Stopping] {
+            for row in studies.db().studies_in_state(state.as_str()).await? {
+                // Leadership can move between two studies' steps.
+                if !studies.scheduler.is_leader() {
+                    break;
+                }
+                // One study's failure (even a panic) never holds up the others.
+                match std::panic::AssertUnwindSafe(studies.step(&row))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(study = %row.name, workspace = %row.workspace, error = %e, "study step failed; retrying")
                     }
+                    Err(panic) => tracing::error!(
+                        study = %row.name, workspace = %row.workspace,
+                        "study step panicked: {}", trainyard_background::panic_message(&*panic)
+                    ),
                 }
             }
         }
         tokio::time::sleep(CONTROLLER_TICK).await;
     }
 }
+
+/// The message of a trial whose job the scheduler refused; such a refusal (a pool, a
+/// quota, resources, secrets, a template that does not render) would meet every trial, so
+/// it ends the study.
+const REFUSED: &str = "its job was refused: ";
+/// The message of a trial cancelled because its study was stopped (not its own failure).
+const STOPPED_WITH_STUDY: &str = "stopped with its study";
+/// Most intermediate values kept per trial (the latest ones).
+const MAX_INTERMEDIATE: usize = 100_000;
 
 /// A metric's points in a run: `(step, value)` by step (the last logged value of each
 /// step), and the last value logged of all.
@@ -75,8 +101,14 @@ impl Studies {
 
         for i in 0..trials.len() {
             if trials[i].state == TrialState::Running {
-                self.follow(row, &spec, &template, &mut trials, i, stopping)
-                    .await?;
+                // One trial's trouble (its job's store unreachable for a moment) leaves the
+                // others followed; it is looked at again next tick.
+                if let Err(e) = self
+                    .follow(row, &spec, &template, &mut trials, i, stopping)
+                    .await
+                {
+                    tracing::warn!(study = %row.name, trial = trials[i].number, error = %e, "trial not followed this time");
+                }
             }
         }
         let running = trials
@@ -86,14 +118,30 @@ impl Studies {
         let failed = trials
             .iter()
             .filter(|t| t.state == TrialState::Failed)
+            .filter(|t| t.message.as_deref() != Some(STOPPED_WITH_STUDY))
             .count();
-        let too_many_failed = spec.max_failed_trials.is_some_and(|m| failed >= m as usize);
+        let refused = trials.iter().find(|t| {
+            t.state == TrialState::Failed
+                && t.message.as_deref().is_some_and(|m| m.starts_with(REFUSED))
+        });
+        let too_many_failed =
+            refused.is_some() || spec.max_failed_trials.is_some_and(|m| failed >= m as usize);
         if stopping || too_many_failed {
             if too_many_failed && !stopping {
-                let why = format!(
-                    "{failed} trials failed (max_failed_trials = {})",
-                    spec.max_failed_trials.unwrap_or(0)
-                );
+                let why = match refused {
+                    Some(t) => format!(
+                        "trial {}'s job was refused: {}",
+                        t.number,
+                        t.message
+                            .as_deref()
+                            .unwrap_or_default()
+                            .trim_start_matches(REFUSED)
+                    ),
+                    None => format!(
+                        "{failed} trials failed (max_failed_trials = {})",
+                        spec.max_failed_trials.unwrap_or(0)
+                    ),
+                };
                 self.db()
                     .set_study_state(&row.id, &["running"], "stopping", Some(&why), None)
                     .await?;
@@ -172,6 +220,14 @@ impl Studies {
             }
             return Ok(());
         }
+        if stopping && job.state == JobState::Cancelled {
+            trials[i].finish(
+                TrialState::Failed,
+                Some(STOPPED_WITH_STUDY.into()),
+                now_ms(),
+            );
+            return self.save(row, &trials[i]).await;
+        }
         let promotes = spec.pruner.promotes();
         let metric = self.series(ws, &job_id, &spec.objective.metric).await?;
         match job.state {
@@ -181,28 +237,25 @@ impl Studies {
                 }
                 if metric.by_step != trials[i].intermediate {
                     trials[i].intermediate = metric.by_step;
+                    let extra = trials[i]
+                        .intermediate
+                        .len()
+                        .saturating_sub(MAX_INTERMEDIATE);
+                    trials[i].intermediate.drain(..extra);
                     trials[i].resource = trials[i].intermediate.len() as u64;
-                    let others: Vec<TrialRecord> = trials.iter().map(Trial::record).collect();
+                    let others = judged_against(trials, i, spec.parallelism);
                     let rule =
                         spec.pruner
                             .stop_at(spec.objective.direction, &trials[i].record(), &others);
                     if let Some(step) = rule {
-                        // The record first, then the signal: a restart finds it pruned and
-                        // the job's end changes nothing.
-                        // What it reported after that step (read late) is not its record.
-                        trials[i].intermediate.retain(|(s, _)| *s <= step);
-                        trials[i].value = rung_value(&trials[i].record(), step);
-                        trials[i].finish(
-                            TrialState::Pruned,
-                            Some(format!("stopped at step {step} by the study's rule")),
-                            now_ms(),
-                        );
-                        self.save(row, &trials[i]).await?;
+                        // The signal first, then the record: a server stopped in between
+                        // finds the job cancelled and the rule still stopping it (below).
                         match self.scheduler.cancel(ws, &job_id).await {
                             Ok(_) | Err(ComputeError::NotCancellable { .. }) => {}
                             Err(e) => return Err(e),
                         }
-                        return Ok(());
+                        prune(&mut trials[i], step);
+                        return self.save(row, &trials[i]).await;
                     }
                     self.save(row, &trials[i]).await?;
                 }
@@ -221,7 +274,10 @@ impl Studies {
                     return self.save(row, &trials[i]).await;
                 };
                 if let Some(c) = &spec.constraint {
-                    trials[i].constraint = self.series(ws, &job_id, c).await?.last;
+                    // A constraint never reported (or not a number) is not met.
+                    let reported = self.series(ws, &job_id, c).await?.last;
+                    trials[i].constraint =
+                        Some(reported.filter(|v| v.is_finite()).unwrap_or(f64::MAX));
                 }
                 trials[i].value = Some(value);
                 if promotes {
@@ -241,6 +297,29 @@ impl Studies {
                     trials[i].intermediate = metric.by_step;
                     trials[i].resource = trials[i].intermediate.len() as u64;
                     trials[i].finish(TrialState::Complete, None, now_ms());
+                }
+                self.log_params(ws, &job_id, &trials[i]).await;
+                self.save(row, &trials[i]).await
+            }
+            JobState::Cancelled if !promotes => {
+                // Cancelled by the stopping rule, the record not yet written when the server
+                // stopped: the rule, read again, says where.
+                trials[i].intermediate = metric.by_step;
+                let others = judged_against(trials, i, spec.parallelism);
+                let rule =
+                    spec.pruner
+                        .stop_at(spec.objective.direction, &trials[i].record(), &others);
+                match rule {
+                    Some(step) => prune(&mut trials[i], step),
+                    None => trials[i].finish(
+                        TrialState::Failed,
+                        Some(
+                            job.message
+                                .clone()
+                                .unwrap_or_else(|| "its job was cancelled".into()),
+                        ),
+                        now_ms(),
+                    ),
                 }
                 self.log_params(ws, &job_id, &trials[i]).await;
                 self.save(row, &trials[i]).await
@@ -326,7 +405,7 @@ impl Studies {
                     r
                 })
                 .collect();
-            let params = match suggest(spec, space, &history, number) {
+            let params = match suggest(spec, space, history, number).await {
                 Ok(p) => p,
                 Err(ComputeError::StudyClosed(_)) => return Ok(false),
                 Err(e) => return Err(e),
@@ -357,7 +436,7 @@ impl Studies {
             .job_id
             .clone()
             .expect("a trial is stored with its job's id");
-        let submission = self.trial_job(row, spec, template, trial);
+        let submission = trial_job(&row.id, spec, template, trial);
         let outcome = match submission {
             Ok(s) => self.scheduler.submit_as(&row.workspace, job_id, s).await,
             Err(e) => Err(ComputeError::Invalid(e)),
@@ -369,89 +448,11 @@ impl Studies {
                 | ComputeError::Unschedulable(_)
                 | ComputeError::OverQuota(_)),
             ) => {
-                trial.finish(
-                    TrialState::Failed,
-                    Some(format!("its job was refused: {e}")),
-                    now_ms(),
-                );
+                trial.finish(TrialState::Failed, Some(format!("{REFUSED}{e}")), now_ms());
                 self.save(row, trial).await
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// The job of one trial (of one rung, with promotions).
-    fn trial_job(
-        &self,
-        row: &StudyRow,
-        spec: &StudySpec,
-        template: &TrialTemplate,
-        trial: &Trial,
-    ) -> Result<JobSubmission, InvalidField> {
-        let resume_from = trial.resume_from.as_deref();
-        let resource = spec
-            .pruner
-            .rungs(trial.number)
-            .get(trial.rung as usize)
-            .copied();
-        let experiment = spec.experiment.clone().unwrap_or_else(|| spec.name.clone());
-        let mut job = template.submission(
-            &spec.name,
-            trial.number,
-            &trial.params,
-            resource,
-            resume_from,
-            &experiment,
-            &spec.objective.metric,
-            spec.constraint.as_deref(),
-        );
-        job.labels
-            .insert("trainyard.study_id".into(), row.id.clone());
-        if template.command.is_empty() {
-            // A training file: render it, set its epochs to the rung's resource, and run
-            // it as the built-in training task (resuming from the previous rung's run).
-            let values = TrialTemplate::values(
-                &spec.name,
-                trial.number,
-                &trial.params,
-                resource,
-                resume_from,
-            );
-            let text = render(template.train.as_deref().unwrap_or_default(), &values);
-            let mut config: toml::Value = toml::from_str(&text).map_err(|e| {
-                InvalidField::new("trial.train", format!("the rendered training file: {e}"))
-            })?;
-            if let (Some(r), Some(table)) = (resource, config.as_table_mut()) {
-                let training = table
-                    .entry("training")
-                    .or_insert_with(|| toml::Value::Table(Default::default()));
-                if let Some(t) = training.as_table_mut() {
-                    t.insert("epochs".into(), toml::Value::Integer(r as i64));
-                }
-            }
-            if let Some(table) = config.as_table_mut() {
-                table.insert("experiment".into(), toml::Value::String(experiment.clone()));
-                table.insert(
-                    "name".into(),
-                    toml::Value::String(format!("{}-{}", spec.name, trial.number)),
-                );
-            }
-            let json = serde_json::to_string(&config).map_err(|e| {
-                InvalidField::new("trial.train", format!("the rendered training file: {e}"))
-            })?;
-            let mut args = vec!["--config".to_string(), json, "--no-register".to_string()];
-            if let Some(prev) = resume_from {
-                args.extend(["--resume-from".to_string(), prev.to_string()]);
-            }
-            job.task = Some(BuiltinTask {
-                kind: TaskKind::Train,
-                args,
-            });
-            let threads = job.resources.cpus.ceil().max(1.0) as u32;
-            job.env
-                .insert("RAYON_NUM_THREADS".into(), threads.to_string());
-        }
-        Ok(job)
     }
 
     /// A metric of a run (a job's run has the job's id).
@@ -462,7 +463,12 @@ impl Studies {
             .scoped(ws)
             .metric_history(run_id, key, None, None)
             .await?;
-        let last = page.items.last().map(|m| m.value.0);
+        // The last logged: by time (a final value logged at step 0 after the epochs counts).
+        let last = page
+            .items
+            .iter()
+            .max_by_key(|m| (m.timestamp, m.step))
+            .map(|m| m.value.0);
         let mut by_step: BTreeMap<u64, f64> = BTreeMap::new();
         for m in &page.items {
             by_step.insert(m.step.max(0) as u64, m.value.0);
@@ -502,9 +508,115 @@ impl Studies {
     }
 
     async fn save(&self, row: &StudyRow, trial: &Trial) -> Result<(), ComputeError> {
+        // A trial is written by this loop alone (the API changes only client-run studies'),
+        // so a write that finds it finished changes nothing that matters.
         self.db()
             .update_trial(&trial.to_row(&row.id), &["running", "paused"])
             .await?;
         Ok(())
     }
+}
+
+/// The job of one trial (of one rung, with promotions): a command rendered from the
+/// template, or the built-in training task on the rendered training file with its epochs set
+/// to the rung's resource, its dataset pinned, resuming from the previous rung's run.
+pub(super) fn trial_job(
+    study_id: &str,
+    spec: &StudySpec,
+    template: &TrialTemplate,
+    trial: &Trial,
+) -> Result<JobSubmission, InvalidField> {
+    let resume_from = trial.resume_from.as_deref();
+    let resource = spec
+        .pruner
+        .rungs(trial.number)
+        .get(trial.rung as usize)
+        .copied();
+    let experiment = spec.experiment.clone().unwrap_or_else(|| spec.name.clone());
+    let mut job = template.submission(
+        &spec.name,
+        trial.number,
+        &trial.params,
+        resource,
+        resume_from,
+        &experiment,
+        &spec.objective.metric,
+        spec.constraint.as_deref(),
+    );
+    job.labels
+        .insert("trainyard.study_id".into(), study_id.to_string());
+    if template.command.is_empty() {
+        // A training file: render it, set its epochs to the rung's resource, and run
+        // it as the built-in training task (resuming from the previous rung's run).
+        let values = TrialTemplate::values(
+            &spec.name,
+            trial.number,
+            &trial.params,
+            resource,
+            resume_from,
+        );
+        let text = render(template.train.as_deref().unwrap_or_default(), &values);
+        let mut config: toml::Value = toml::from_str(&text).map_err(|e| {
+            InvalidField::new("trial.train", format!("the rendered training file: {e}"))
+        })?;
+        if let (Some(r), Some(table)) = (resource, config.as_table_mut()) {
+            let training = table
+                .entry("training")
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            if let Some(t) = training.as_table_mut() {
+                t.insert("epochs".into(), toml::Value::Integer(r as i64));
+            }
+        }
+        if let Some(table) = config.as_table_mut() {
+            if let Some(pinned) = &template.dataset {
+                if let Some(data) = table.get_mut("data").and_then(|d| d.as_table_mut()) {
+                    data.insert("dataset".into(), toml::Value::String(pinned.clone()));
+                }
+            }
+            table.insert("experiment".into(), toml::Value::String(experiment.clone()));
+            table.insert(
+                "name".into(),
+                toml::Value::String(format!("{}-{}", spec.name, trial.number)),
+            );
+        }
+        let json = serde_json::to_string(&config).map_err(|e| {
+            InvalidField::new("trial.train", format!("the rendered training file: {e}"))
+        })?;
+        let mut args = vec!["--config".to_string(), json, "--no-register".to_string()];
+        if let Some(prev) = resume_from {
+            args.extend(["--resume-from".to_string(), prev.to_string()]);
+        }
+        job.task = Some(BuiltinTask {
+            kind: TaskKind::Train,
+            args,
+        });
+        let threads = job.resources.cpus.ceil().max(1.0) as u32;
+        job.env
+            .insert("RAYON_NUM_THREADS".into(), threads.to_string());
+    }
+    Ok(job)
+}
+
+/// Records a trial as stopped by the rule at `step`, with its value there; what it reported
+/// after that step (read late) is not part of its record.
+fn prune(trial: &mut Trial, step: u64) {
+    trial.intermediate.retain(|(s, _)| *s <= step);
+    trial.value = rung_value(&trial.record(), step);
+    trial.finish(
+        TrialState::Pruned,
+        Some(format!("stopped at step {step} by the study's rule")),
+        now_ms(),
+    );
+}
+
+/// The trials trial `i`'s stopping rule compares it with: those numbered at least
+/// `parallelism` before it, which had all finished when it started. Which trial stops at
+/// which step then does not depend on how the jobs' timings fell.
+fn judged_against(trials: &[Trial], i: usize, parallelism: u32) -> Vec<TrialRecord> {
+    let number = trials[i].number;
+    trials
+        .iter()
+        .filter(|t| t.number + u64::from(parallelism.max(1)) <= number)
+        .map(Trial::record)
+        .collect()
 }

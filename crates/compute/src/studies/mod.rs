@@ -85,7 +85,12 @@ impl Studies {
                     other => other.into(),
                 })?;
         }
-        drop(space);
+        if let Some(template) = spec.trial.clone() {
+            spec.trial = Some(
+                self.check_template(workspace, &spec, &space, template)
+                    .await?,
+            );
+        }
         let row = StudyRow {
             id: trainyard_core::id::new_id(),
             workspace: workspace.to_string(),
@@ -100,6 +105,78 @@ impl Studies {
             return Err(ComputeError::StudyExists(spec.name));
         }
         self.view(row).await
+    }
+
+    /// Renders the template with a real configuration and checks the job as the scheduler
+    /// will (pool, resources against the pool and the quota, secrets, the training file and
+    /// its dataset), so a template no trial could run is refused now, naming the field.
+    /// Returns the template with a training file's dataset pinned to a version.
+    async fn check_template(
+        &self,
+        workspace: &str,
+        spec: &StudySpec,
+        space: &Space,
+        mut template: trainyard_tune::study::TrialTemplate,
+    ) -> Result<trainyard_tune::study::TrialTemplate, ComputeError> {
+        let in_trial = |e: ComputeError| {
+            let under = |f: InvalidField| InvalidField {
+                field: if f.field.starts_with("trial.") {
+                    f.field
+                } else {
+                    format!("trial.{}", f.field)
+                },
+                message: f.message,
+            };
+            match e {
+                ComputeError::Invalid(f) => ComputeError::Invalid(under(f)),
+                ComputeError::Unschedulable(f) => ComputeError::Unschedulable(under(f)),
+                ComputeError::OverQuota(f) => ComputeError::OverQuota(under(f)),
+                other => other,
+            }
+        };
+        if let Some(text) = &template.train {
+            let probe = sampler::probe(space);
+            let values = trainyard_tune::study::TrialTemplate::values(
+                &spec.name,
+                0,
+                &probe,
+                spec.pruner.rungs(0).first().copied(),
+                None,
+            );
+            let rendered = trainyard_tune::study::render(text, &values);
+            let config: toml::Value = toml::from_str(&rendered).map_err(|e| {
+                InvalidField::new("trial.train", format!("the training file, rendered: {e}"))
+            })?;
+            let named = config
+                .get("data")
+                .and_then(|d| d.get("dataset"))
+                .and_then(|d| d.as_str())
+                .ok_or_else(|| InvalidField::new("trial.train", "no `data.dataset`"))?;
+            let (name, version) = named.split_once(':').unwrap_or((named, "latest"));
+            let pinned = self
+                .db()
+                .dataset_version(workspace, name, version)
+                .await?
+                .ok_or_else(|| {
+                    InvalidField::new(
+                        "trial.train",
+                        format!("dataset `{named}` has no such version in workspace `{workspace}`"),
+                    )
+                })?;
+            template.dataset = Some(format!("{}:{}", pinned.name, pinned.version));
+        }
+        let probe = Trial::new(
+            0,
+            sampler::probe(space),
+            Some(trainyard_core::id::new_id()),
+            0,
+        );
+        let job = controller::trial_job("probe", spec, &template, &probe)?;
+        self.scheduler
+            .check(workspace, &job)
+            .await
+            .map_err(in_trial)?;
+        Ok(template)
     }
 
     async fn row(&self, workspace: &str, name: &str) -> Result<StudyRow, ComputeError> {
@@ -280,6 +357,13 @@ impl Studies {
                 state.as_str()
             )));
         }
+        if let Some(s) = spec.budget.wall_time_s {
+            if now_ms() - row.created_at_ms >= (s as i64).saturating_mul(1000) {
+                return Err(ComputeError::StudyClosed(format!(
+                    "study `{name}` has run out of its wall time ({s} s)"
+                )));
+            }
+        }
         let space = Space::new(&spec.space)?;
         let limit = spec.trial_limit(&space);
         let needs_history = needs_history(&spec.sampler, &space);
@@ -302,7 +386,7 @@ impl Studies {
             } else {
                 Vec::new()
             };
-            let params = suggest(&spec, &space, &history, number)?;
+            let params = suggest(&spec, &space, history, number).await?;
             let trial = Trial::new(number, params, None, now_ms());
             if self.db().insert_trial(&trial.to_row(&row.id)).await? {
                 return Ok(trial);
@@ -504,20 +588,25 @@ fn needs_history(config: &SamplerConfig, space: &Space) -> bool {
     }
 }
 
-fn suggest(
+/// The sampler's suggestion for trial `number`, computed off the async threads (TPE over
+/// thousands of trials is milliseconds of arithmetic).
+async fn suggest(
     spec: &StudySpec,
     space: &Space,
-    history: &[TrialRecord],
+    history: Vec<TrialRecord>,
     number: u64,
 ) -> Result<trainyard_tune::Params, ComputeError> {
-    sampler::suggest(
-        &spec.sampler,
-        space,
+    let (sampler, space, direction) = (
+        spec.sampler.clone(),
+        space.clone(),
         spec.objective.direction,
-        history,
-        number,
-    )
-    .map_err(|e| match e {
+    );
+    let suggested = tokio::task::spawn_blocking(move || {
+        sampler::suggest(&sampler, &space, direction, &history, number)
+    })
+    .await
+    .map_err(|e| ComputeError::Io(std::io::Error::other(format!("the sampler failed: {e}"))))?;
+    suggested.map_err(|e| match e {
         TuneError::Exhausted => ComputeError::StudyClosed(format!(
             "study `{}` has tried every configuration of its space",
             spec.name

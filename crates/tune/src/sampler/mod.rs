@@ -204,6 +204,12 @@ pub(crate) fn trial_rng(seed: u64, number: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
+/// A configuration of the space (a fixed random one), for checking what a trial template
+/// renders before any trial exists.
+pub fn probe(space: &Space) -> Params {
+    random(space, &mut trial_rng(0, u64::MAX - 1))
+}
+
 /// Independent draws for every active parameter.
 pub(crate) fn random(space: &Space, rng: &mut ChaCha8Rng) -> Params {
     let mut params = Params::new();

@@ -28,9 +28,16 @@ enum Kernels {
         mus: Vec<f64>,
         sigmas: Vec<f64>,
     },
+    /// Kernel `i < n` puts `prior/(n+1) + 1` on its observation's choice and
+    /// `prior/(n+1)` on every other (over their total); the prior kernel is uniform. Kept as
+    /// the observed choices, not as an (n+1)×choices table.
     Categorical {
-        /// Per kernel, the log probability of each choice.
-        log_probs: Vec<Vec<f64>>,
+        observed: Vec<usize>,
+        choices: usize,
+        /// The normalised mass of a choice other than the kernel's own, and of its own.
+        base: f64,
+        log_base: f64,
+        log_hit: f64,
     },
 }
 
@@ -65,18 +72,15 @@ impl Parzen {
         let (low, high) = dist.internal_range();
         if let Dist::Categorical { choices } = dist {
             let k = choices.len();
-            let kernels = n + 1;
-            let base = PRIOR_WEIGHT / kernels as f64;
-            let mut log_probs = Vec::with_capacity(kernels);
-            for i in 0..kernels {
-                let mut p = vec![base; k];
-                if i < n {
-                    p[(column[i] as usize).min(k - 1)] += 1.0;
-                }
-                let sum: f64 = p.iter().sum();
-                log_probs.push(p.iter().map(|x| (x / sum).ln()).collect());
-            }
-            return Kernels::Categorical { log_probs };
+            let prior = PRIOR_WEIGHT / (n + 1) as f64;
+            let total = prior * k as f64 + 1.0;
+            return Kernels::Categorical {
+                observed: column.iter().map(|x| (*x as usize).min(k - 1)).collect(),
+                choices: k,
+                base: prior / total,
+                log_base: (prior / total).ln(),
+                log_hit: ((prior + 1.0) / total).ln(),
+            };
         }
         let range = (high - low).max(f64::MIN_POSITIVE);
         let bin = match *dist {
@@ -127,18 +131,19 @@ impl Parzen {
                     sigmas,
                     ..
                 } => truncated_normal(rng, mus[k], sigmas[k], *low, *high),
-                Kernels::Categorical { log_probs } => {
-                    let u: f64 = rng.gen();
-                    let mut acc = 0.0;
-                    let probs = &log_probs[k];
-                    let mut c = probs.len() - 1;
-                    for (i, lp) in probs.iter().enumerate() {
-                        acc += lp.exp();
-                        if u < acc {
-                            c = i;
-                            break;
-                        }
-                    }
+                Kernels::Categorical {
+                    observed,
+                    choices,
+                    base,
+                    ..
+                } => {
+                    // Its own choice with the share that lifts it from `base` to its mass,
+                    // else uniformly (the prior kernel: always uniformly).
+                    let own_share = 1.0 - base * *choices as f64;
+                    let c = match observed.get(k) {
+                        Some(&own) if rng.gen::<f64>() < own_share => own,
+                        _ => rng.gen_range(0..*choices),
+                    };
                     c as f64
                 }
             })
@@ -159,9 +164,17 @@ impl Parzen {
                             mus,
                             sigmas,
                         } => numeric_log_pdf(xd, mus[k], sigmas[k], *low, *high, *bin),
-                        Kernels::Categorical { log_probs } => {
-                            log_probs[k][(xd as usize).min(log_probs[k].len() - 1)]
-                        }
+                        Kernels::Categorical {
+                            observed,
+                            choices,
+                            log_base,
+                            log_hit,
+                            ..
+                        } => match observed.get(k) {
+                            Some(&own) if own == (xd as usize).min(choices - 1) => *log_hit,
+                            Some(_) => *log_base,
+                            None => -(*choices as f64).ln(),
+                        },
                     };
                 }
                 lp
@@ -331,5 +344,19 @@ mod tests {
         let total: f64 = (0..3).map(|v| p.log_pdf(&[v as f64]).exp()).sum();
         assert!((total - 1.0).abs() < 1e-9);
         assert!(p.log_pdf(&[1.0]) > p.log_pdf(&[0.0]));
+        // Draws land on each choice as often as the mass says.
+        let p = Parzen::new(&[&cat], &[vec![1.0], vec![2.0], vec![1.0]], &[1.0; 3]);
+        let mut seen = [0usize; 3];
+        for _ in 0..30_000 {
+            seen[p.sample(&mut rng)[0] as usize] += 1;
+        }
+        for (c, n) in seen.iter().enumerate() {
+            let expected = p.log_pdf(&[c as f64]).exp();
+            let got = *n as f64 / 30_000.0;
+            assert!(
+                (got - expected).abs() < 0.01,
+                "choice {c}: {got} vs {expected}"
+            );
+        }
     }
 }

@@ -3,10 +3,14 @@
 
 use crate::space::{Params, Space};
 
+/// Points one scrambling gives (`sobol_burley` indexes up to 2^16); each further block of
+/// trials takes a scrambling of its own.
+const BLOCK: u64 = 1 << 16;
+
 pub fn suggest(space: &Space, seed: u64, number: u64) -> Params {
-    // The sequence is indexed by u32; a study past 4 billion trials wraps around.
-    let index = (number % (u32::MAX as u64 + 1)) as u32;
-    let scramble = (seed ^ (seed >> 32)) as u32;
+    let index = (number % BLOCK) as u32;
+    let block = number / BLOCK;
+    let scramble = (seed ^ (seed >> 32) ^ block.wrapping_mul(0x9E37_79B9)) as u32;
     let mut params = Params::new();
     for (d, p) in space.params.iter().enumerate() {
         if !Space::is_active(p, &params) {
@@ -39,5 +43,7 @@ mod tests {
             cells[cell("x")][cell("y")] += 1;
         }
         assert!(cells.iter().flatten().all(|&c| c == 1), "{cells:?}");
+        // Past the first block the points go on without repeating it.
+        assert_ne!(suggest(&s, 5, 3), suggest(&s, 5, BLOCK + 3));
     }
 }
