@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use trainyard_core::job::{BuiltinTask, JobSubmission, TaskKind};
 use trainyard_core::time::now_ms;
-use trainyard_core::{InvalidField, JobState};
+use trainyard_core::{ExitReason, InvalidField, JobState};
 use trainyard_store::StudyRow;
 use trainyard_tune::pruner::rung_value;
 use trainyard_tune::space::Space;
@@ -72,6 +72,20 @@ pub async fn run_controller(studies: Studies) -> Result<(), ComputeError> {
 const REFUSED: &str = "its job was refused: ";
 /// The message of a trial cancelled because its study was stopped (not its own failure).
 const STOPPED_WITH_STUDY: &str = "stopped with its study";
+/// The message of a trial whose job the platform lost, and how many times; such a job runs
+/// again, up to [`MAX_LOST_RUNS`] times.
+const LOST: &str = "its job was lost and runs again; times lost: ";
+const MAX_LOST_RUNS: u32 = 3;
+
+fn lost_runs(trial: &Trial) -> u32 {
+    trial
+        .message
+        .as_deref()
+        .and_then(|m| m.strip_prefix(LOST))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Most intermediate values kept per trial (the latest ones).
 const MAX_INTERMEDIATE: usize = 100_000;
 
@@ -323,6 +337,20 @@ impl Studies {
                 }
                 self.log_params(ws, &job_id, &trials[i]).await;
                 self.save(row, &trials[i]).await
+            }
+            JobState::Failed
+                if job.exit_reason == Some(ExitReason::Lost)
+                    && lost_runs(&trials[i]) < MAX_LOST_RUNS =>
+            {
+                // The platform lost the job (a server stopped while it was starting, a
+                // machine gone): not the trial's doing. It runs again, same configuration,
+                // same rung, so the study goes on as it would have.
+                let lost = lost_runs(&trials[i]) + 1;
+                trials[i].message = Some(format!("{LOST}{lost}"));
+                trials[i].job_id = Some(trainyard_core::id::new_id());
+                trials[i].run_id = trials[i].job_id.clone();
+                self.save(row, &trials[i]).await?;
+                self.submit_trial(row, spec, template, &mut trials[i]).await
             }
             JobState::Failed | JobState::Cancelled => {
                 let why = job
