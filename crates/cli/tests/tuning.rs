@@ -551,6 +551,23 @@ async fn failures_pruning_promotions_and_the_cli() {
     );
     assert!(done["counts"]["failed"].as_i64().unwrap() < 30);
 
+    // A template that never works, no budget, no max_failed_trials: it stops by itself.
+    let spec = command_study(
+        "broken",
+        dir.path(),
+        json!({"sampler": {"kind": "random", "seed": 1}, "parallelism": 2,
+               "trial": {"env": {"FAIL_ABOVE": "-10"}}}),
+    );
+    assert_eq!(create(&server, &spec).await.0, 201);
+    let done = wait_study(&server, "broken", Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["message"].as_str().unwrap().contains("cannot run"),
+        "{done}"
+    );
+    let failed = done["counts"]["failed"].as_i64().unwrap();
+    assert!((10..14).contains(&failed), "{done}");
+
     // Median stopping: trials worse than the median at a step are cancelled there.
     let spec = command_study(
         "median",

@@ -77,6 +77,11 @@ const STOPPED_WITH_STUDY: &str = "stopped with its study";
 const LOST: &str = "its job was lost and runs again; times lost: ";
 const MAX_LOST_RUNS: u32 = 3;
 
+/// Failures, with none succeeding, after which a study without `max_failed_trials` stops.
+fn broken_after(parallelism: u32) -> usize {
+    (2 * parallelism as usize).max(10)
+}
+
 fn lost_runs(trial: &Trial) -> u32 {
     trial
         .message
@@ -138,8 +143,16 @@ impl Studies {
             t.state == TrialState::Failed
                 && t.message.as_deref().is_some_and(|m| m.starts_with(REFUSED))
         });
-        let too_many_failed =
-            refused.is_some() || spec.max_failed_trials.is_some_and(|m| failed >= m as usize);
+        // Unless the study says how many failures it takes, one whose first trials all
+        // failed has a template that cannot run: it stops instead of failing for ever.
+        let broken = spec.max_failed_trials.is_none()
+            && failed >= broken_after(spec.parallelism)
+            && !trials
+                .iter()
+                .any(|t| t.state.is_finished() && t.state != TrialState::Failed);
+        let too_many_failed = refused.is_some()
+            || broken
+            || spec.max_failed_trials.is_some_and(|m| failed >= m as usize);
         if stopping || too_many_failed {
             if too_many_failed && !stopping {
                 let why = match refused {
@@ -150,6 +163,10 @@ impl Studies {
                             .as_deref()
                             .unwrap_or_default()
                             .trim_start_matches(REFUSED)
+                    ),
+                    None if broken => format!(
+                        "its first {failed} trials all failed: the template cannot run as it is \
+                         (set max_failed_trials to decide how many failures a study takes)"
                     ),
                     None => format!(
                         "{failed} trials failed (max_failed_trials = {})",

@@ -27,6 +27,11 @@ enum Kernels {
         bin: Option<f64>,
         mus: Vec<f64>,
         sigmas: Vec<f64>,
+        /// Per kernel, log of its mass inside `[low, high]` (the truncation's normaliser,
+        /// the same for every point: computed once).
+        log_norms: Vec<f64>,
+        /// Per kernel, `−ln(σ√(2π)) − log_norm`: a continuous density's constant part.
+        log_consts: Vec<f64>,
     },
     /// Kernel `i < n` puts `prior/(n+1) + 1` on its observation's choice and
     /// `prior/(n+1)` on every other (over their total); the prior kernel is uniform. Kept as
@@ -100,12 +105,24 @@ impl Parzen {
             *s = s.clamp(min_sigma, range);
         }
         sigmas.push(range);
+        let log_norms = mus
+            .iter()
+            .zip(&sigmas)
+            .map(|(m, s)| normal_mass((low - m) / s, (high - m) / s).ln())
+            .collect::<Vec<f64>>();
+        let log_consts = sigmas
+            .iter()
+            .zip(&log_norms)
+            .map(|(s, n)| -0.5 * (2.0 * PI).ln() - s.ln() - n)
+            .collect();
         Kernels::Numeric {
             low,
             high,
             bin,
             mus,
             sigmas,
+            log_norms,
+            log_consts,
         }
     }
 
@@ -158,12 +175,22 @@ impl Parzen {
                 for (dim, &xd) in self.dims.iter().zip(x) {
                     lp += match dim {
                         Kernels::Numeric {
-                            low,
-                            high,
-                            bin,
+                            bin: None,
                             mus,
                             sigmas,
-                        } => numeric_log_pdf(xd, mus[k], sigmas[k], *low, *high, *bin),
+                            log_consts,
+                            ..
+                        } => {
+                            let t = (xd - mus[k]) / sigmas[k];
+                            log_consts[k] - 0.5 * t * t
+                        }
+                        Kernels::Numeric {
+                            bin: Some(w),
+                            mus,
+                            sigmas,
+                            log_norms,
+                            ..
+                        } => binned_log_mass(xd, mus[k], sigmas[k], log_norms[k], *w),
                         Kernels::Categorical {
                             observed,
                             choices,
@@ -227,16 +254,10 @@ fn normal_mass(a: f64, b: f64) -> f64 {
     mass.max(1e-300)
 }
 
-fn numeric_log_pdf(x: f64, mu: f64, sigma: f64, low: f64, high: f64, bin: Option<f64>) -> f64 {
+/// The log mass of the bin of width `w` around `x` (an integer's or a stepped float's value).
+fn binned_log_mass(x: f64, mu: f64, sigma: f64, log_norm: f64, w: f64) -> f64 {
     let z = |v: f64| (v - mu) / sigma;
-    let log_norm = normal_mass(z(low), z(high)).ln();
-    match bin {
-        Some(w) => normal_mass(z(x - w / 2.0), z(x + w / 2.0)).ln() - log_norm,
-        None => {
-            let t = z(x);
-            -0.5 * t * t - 0.5 * (2.0 * PI).ln() - sigma.ln() - log_norm
-        }
-    }
+    normal_mass(z(x - w / 2.0), z(x + w / 2.0)).ln() - log_norm
 }
 
 /// A normal draw kept inside `[low, high]` by rejection (the prior and the clipped
