@@ -118,17 +118,26 @@ impl Studies {
             .map(Trial::from_row)
             .collect::<Result<_, _>>()?;
 
+        let mut all_followed = true;
         for i in 0..trials.len() {
             if trials[i].state == TrialState::Running {
                 // One trial's trouble (its job's store unreachable for a moment) leaves the
-                // others followed; it is looked at again next tick.
+                // others followed; it is looked at again next tick, from what is stored.
+                let before = trials[i].clone();
                 if let Err(e) = self
                     .follow(row, &spec, &template, &mut trials, i, stopping)
                     .await
                 {
                     tracing::warn!(study = %row.name, trial = trials[i].number, error = %e, "trial not followed this time");
+                    trials[i] = before;
+                    all_followed = false;
                 }
             }
+        }
+        // Nothing is decided about the whole study (new trials, its end) from a picture
+        // that may not be what is stored.
+        if !all_followed {
+            return Ok(());
         }
         let running = trials
             .iter()
@@ -553,12 +562,21 @@ impl Studies {
     }
 
     async fn save(&self, row: &StudyRow, trial: &Trial) -> Result<(), ComputeError> {
-        // A trial is written by this loop alone (the API changes only client-run studies'),
-        // so a write that finds it finished changes nothing that matters.
-        self.db()
+        // A trial is written by this loop alone (the API changes only client-run studies');
+        // one that is no longer open here was changed by another server's loop (a leader
+        // that lost its lease): this picture is stale, and the step stops.
+        if self
+            .db()
             .update_trial(&trial.to_row(&row.id), &["running", "paused"])
-            .await?;
-        Ok(())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ComputeError::StudyClosed(format!(
+                "trial {} was finished elsewhere",
+                trial.number
+            )))
+        }
     }
 }
 
