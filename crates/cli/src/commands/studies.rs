@@ -184,41 +184,25 @@ async fn register_best(
     output: Format,
 ) -> anyhow::Result<()> {
     let best = &study["best"];
-    let run = best["job_id"]
+    let run = best["run_id"]
         .as_str()
+        .or_else(|| best["job_id"].as_str())
         .ok_or_else(|| anyhow!("the study has no best trial with a run to register"))?;
-    let created = client
-        .send(
-            client
-                .request(Method::POST, "/api/2.0/mlflow/registered-models/create")
-                .json(&json!({ "name": model })),
-        )
-        .await;
-    if let Err(e) = created {
-        if e.code() != Some("RESOURCE_ALREADY_EXISTS") {
-            return Err(e.into());
-        }
-    }
     let study_name = study["name"].as_str().unwrap_or_default();
     let number = best["number"].to_string();
-    let version: Value = client
-        .json(
-            client
-                .request(Method::POST, "/api/2.0/mlflow/model-versions/create")
-                .json(&json!({
-                    "name": model,
-                    "source": format!("runs:/{run}/model"),
-                    "run_id": run,
-                    "description": format!("best trial ({number}) of study {study_name}"),
-                    "tags": [
-                        {"key": "trainyard.study", "value": study_name},
-                        {"key": "trainyard.trial", "value": number},
-                        {"key": "trainyard.lineage", "value": "tuned"},
-                    ],
-                })),
+    let v = trainyard_client::runs::RunClient::for_run(client.clone(), run.to_string())
+        .await?
+        .register(
+            model,
+            &format!("runs:/{run}/model"),
+            &format!("best trial ({number}) of study {study_name}"),
+            &[
+                ("trainyard.study".to_string(), study_name.to_string()),
+                ("trainyard.trial".to_string(), number.clone()),
+                ("trainyard.lineage".to_string(), "tuned".to_string()),
+            ],
         )
         .await?;
-    let v = version["model_version"]["version"].as_str().unwrap_or("?");
     if output == Format::Table {
         println!("registered model {model}:{v} from trial {number} (run {run})");
     }

@@ -405,12 +405,14 @@ impl SlurmRest {
 }
 
 /// The port a gang's rank 0 listens on, from its engine name: the same for every worker
-/// (and a restarted server), different for gangs that share a node.
+/// (and a restarted server), different for gangs that share a node. Below Linux's
+/// ephemeral range (32768 and up), so a connection some other process made on the node
+/// cannot already hold it.
 pub fn gang_port(name: &str) -> u16 {
     let hash = name
         .bytes()
         .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    20_000 + (hash % 20_000) as u16
+    20_000 + (hash % 12_000) as u16
 }
 
 /// The batch script of `job`: it `exec`s the job's argv (quoted); for a gang, `srun` starts
