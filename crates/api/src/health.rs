@@ -131,6 +131,7 @@ mod tests {
             datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
             secrets_key: None,
             storage: Default::default(),
+            studies: trainyard_compute::studies::Studies::new(scheduler.clone()),
             scheduler,
             tracking,
         };

@@ -59,6 +59,8 @@ pub struct AppState {
     pub secrets_key: Option<trainyard_store::SecretKey>,
     /// What each workspace stores, for stored-bytes quotas.
     pub storage: StorageMeter,
+    /// Hyper-parameter studies (one instance: it keeps finished trials between asks).
+    pub studies: trainyard_compute::studies::Studies,
 }
 
 /// The shared state with its tracking and datasets services acting in the caller's

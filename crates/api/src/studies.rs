@@ -14,8 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::{ApiError, AppState, ErrorBody, ErrorCode};
 
-fn studies(state: &AppState) -> Studies {
-    Studies::new(state.scheduler.clone())
+fn studies(state: &AppState) -> &Studies {
+    &state.studies
 }
 
 fn number(text: &str) -> Result<u64, ApiError> {

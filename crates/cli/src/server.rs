@@ -189,6 +189,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             &background,
         )),
         auth,
+        studies: trainyard_compute::studies::Studies::new(scheduler.clone()),
         scheduler,
         datasets: trainyard_datasets::Datasets::new(store.db.clone(), store.blobs.clone()),
         secrets_key: Some(secrets_key),

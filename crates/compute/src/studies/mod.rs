@@ -10,8 +10,9 @@ mod controller;
 pub mod optuna;
 mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 use trainyard_core::time::now_ms;
 use trainyard_store::StudyRow;
@@ -53,11 +54,83 @@ pub const MAX_PAGE: i64 = 1000;
 #[derive(Clone)]
 pub struct Studies {
     scheduler: SchedulerHandle,
+    history: Arc<HistoryCache>,
+}
+
+/// The finished trials of recently asked studies, kept between asks: a finished trial never
+/// changes (the store refuses it), so an ask reads back only the trials after the longest
+/// run of finished ones it already holds instead of the whole study.
+#[derive(Default)]
+struct HistoryCache {
+    /// Study id → (when last asked, its prefix).
+    studies: parking_lot::Mutex<HashMap<String, (u64, SharedPrefix)>>,
+    uses: std::sync::atomic::AtomicU64,
+}
+
+type SharedPrefix = Arc<tokio::sync::Mutex<Prefix>>;
+
+/// Trials `0 … watermark` of a study, all finished.
+#[derive(Default)]
+struct Prefix {
+    watermark: Option<i64>,
+    finished: Vec<TrialRecord>,
+}
+
+/// Studies whose history is kept at once (the least recently asked go first).
+const CACHED_STUDIES: usize = 64;
+
+impl HistoryCache {
+    fn prefix(&self, study_id: &str) -> SharedPrefix {
+        let now = self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut studies = self.studies.lock();
+        if !studies.contains_key(study_id) && studies.len() >= CACHED_STUDIES {
+            if let Some(oldest) = studies
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone())
+            {
+                studies.remove(&oldest);
+            }
+        }
+        let entry = studies
+            .entry(study_id.to_string())
+            .or_insert_with(|| (now, Arc::default()));
+        entry.0 = now;
+        entry.1.clone()
+    }
 }
 
 impl Studies {
     pub fn new(scheduler: SchedulerHandle) -> Self {
-        Studies { scheduler }
+        Studies {
+            scheduler,
+            history: Arc::default(),
+        }
+    }
+
+    /// Every trial of a study, for its sampler: the cached finished prefix, then what the
+    /// store holds after it (the prefix grows by the trials found finished in order).
+    async fn history(&self, study_id: &str) -> Result<Vec<TrialRecord>, ComputeError> {
+        let prefix = self.history.prefix(study_id);
+        let mut prefix = prefix.lock().await;
+        let rows = self
+            .db()
+            .trials_page(study_id, prefix.watermark, i64::MAX)
+            .await?;
+        let mut rest = Vec::new();
+        for row in &rows {
+            let record = Trial::from_row(row)?.record();
+            let next = prefix.watermark.map_or(0, |w| w + 1);
+            if rest.is_empty() && row.number == next && record.state.is_finished() {
+                prefix.finished.push(record);
+                prefix.watermark = Some(row.number);
+            } else {
+                rest.push(record);
+            }
+        }
+        let mut all = prefix.finished.clone();
+        all.extend(rest);
+        Ok(all)
     }
 
     fn db(&self) -> &trainyard_store::Db {
@@ -377,12 +450,7 @@ impl Studies {
                 )));
             }
             let history: Vec<TrialRecord> = if needs_history {
-                self.db()
-                    .trials(&row.id)
-                    .await?
-                    .iter()
-                    .map(|r| Trial::from_row(r).map(|t| t.record()))
-                    .collect::<Result<_, _>>()?
+                self.history(&row.id).await?
             } else {
                 Vec::new()
             };
