@@ -778,6 +778,44 @@ async fn an_unmodified_optuna_client_keeps_its_study_here() {
         .unwrap();
     assert_eq!(value["value"], seen["best_value"]);
 
+    // Malformed and out-of-range calls get Optuna's status codes, never INTERNAL, and the
+    // endpoint still serves.
+    let attack = script.replace("study.py", "attack.py");
+    let out = std::process::Command::new(&python)
+        .args([&attack, "127.0.0.1", &port.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let codes: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for (call, code) in [
+        ("empty study name", "INVALID_ARGUMENT"),
+        ("huge study name", "INVALID_ARGUMENT"),
+        ("no directions", "INVALID_ARGUMENT"),
+        ("unknown study", "NOT_FOUND"),
+        ("unknown trial", "NOT_FOUND"),
+        ("distribution not JSON", "INVALID_ARGUMENT"),
+        ("unknown distribution", "INVALID_ARGUMENT"),
+        ("choice index out of range", "INVALID_ARGUMENT"),
+        ("negative choice index", "INVALID_ARGUMENT"),
+        ("good parameter", "OK"),
+        ("incompatible redeclaration", "INVALID_ARGUMENT"),
+        ("unknown state", "INVALID_ARGUMENT"),
+        ("template param without distribution", "INVALID_ARGUMENT"),
+        ("template with bad distribution", "INVALID_ARGUMENT"),
+        ("too many included ids", "INVALID_ARGUMENT"),
+        ("finish", "OK"),
+        ("write to a finished trial", "FAILED_PRECONDITION"),
+        ("claim a finished trial", "FAILED_PRECONDITION"),
+        ("still serving", "OK"),
+    ] {
+        assert_eq!(codes[call], code, "{call}: {codes}");
+    }
+
     // Another workspace sees none of it.
     common::ok(server.cli(&["workspaces", "create", "elsewhere"]));
     let other: Value = server

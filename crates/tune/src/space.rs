@@ -181,11 +181,6 @@ impl Space {
         self.params.iter().find(|p| p.name == name)
     }
 
-    /// Whether any parameter depends on another.
-    pub fn is_conditional(&self) -> bool {
-        self.params.iter().any(|p| !p.when.is_empty())
-    }
-
     /// The internal coordinates of a configuration, for the parameters it holds that
     /// belong to the space (a value the space cannot hold is left out).
     pub fn to_internal(&self, params: &Params) -> BTreeMap<String, f64> {

@@ -125,6 +125,7 @@ pub struct TrialBody {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptunaTrial {
     pub id: i64,
+    pub study_id: i64,
     pub number: i64,
     pub state: OptunaState,
     pub body: TrialBody,
@@ -162,6 +163,7 @@ fn trial_of(row: &OptunaTrialRow) -> Result<OptunaTrial, ComputeError> {
     let what = format!("Optuna trial {}", row.id);
     Ok(OptunaTrial {
         id: row.id,
+        study_id: row.study_id,
         number: row.number,
         state: OptunaState::parse(&row.state)
             .ok_or_else(|| corrupt(&what, format!("state `{}`", row.state)))?,
@@ -302,10 +304,6 @@ impl OptunaStorage {
             tracking: scheduler.tracking().scoped(workspace),
             workspace: workspace.to_string(),
         }
-    }
-
-    pub fn workspace(&self) -> &str {
-        &self.workspace
     }
 
     fn no_study(id: impl std::fmt::Display) -> ComputeError {
@@ -471,6 +469,7 @@ impl OptunaStorage {
                 self.db.optuna_set_trial_run(id, &run_id).await?;
                 let trial = OptunaTrial {
                     id,
+                    study_id,
                     number,
                     state,
                     body,
@@ -560,20 +559,24 @@ impl OptunaStorage {
         }
         // The study's record of the name: a different kind, scale or choices is refused.
         let mut incompatible = false;
-        let study = self.trial_study(&t).await?;
         self.db
-            .optuna_update_study(&self.workspace, study, StudyColumn::Distributions, |text| {
-                let mut map: BTreeMap<String, String> =
-                    serde_json::from_str(text).unwrap_or_default();
-                if let Some(known) = map.get(name).and_then(|k| Distribution::parse(k).ok()) {
-                    if !known.compatible(&d) {
-                        incompatible = true;
-                        return Ok(text.to_string());
+            .optuna_update_study(
+                &self.workspace,
+                t.study_id,
+                StudyColumn::Distributions,
+                |text| {
+                    let mut map: BTreeMap<String, String> =
+                        serde_json::from_str(text).unwrap_or_default();
+                    if let Some(known) = map.get(name).and_then(|k| Distribution::parse(k).ok()) {
+                        if !known.compatible(&d) {
+                            incompatible = true;
+                            return Ok(text.to_string());
+                        }
                     }
-                }
-                map.insert(name.to_string(), distribution.to_string());
-                Ok(serde_json::to_string(&map).expect("strings serialise"))
-            })
+                    map.insert(name.to_string(), distribution.to_string());
+                    Ok(serde_json::to_string(&map).expect("strings serialise"))
+                },
+            )
             .await?;
         if incompatible {
             return Err(InvalidField::new(
@@ -593,15 +596,6 @@ impl OptunaStorage {
             .await?;
         self.mirror_param(&t, name, internal).await;
         Ok(())
-    }
-
-    async fn trial_study(&self, t: &OptunaTrial) -> Result<i64, ComputeError> {
-        Ok(self
-            .db
-            .optuna_trial(&self.workspace, t.id)
-            .await?
-            .ok_or_else(|| Self::no_trial(t.id))?
-            .study_id)
     }
 
     pub async fn trial_id(&self, study_id: i64, number: i64) -> Result<i64, ComputeError> {

@@ -9,8 +9,6 @@
 //! the good trials' estimator `l`, `g` being the others'. Parameters that exist only under a
 //! condition get their own one-dimensional estimators over the trials that have them.
 
-use std::collections::HashSet;
-
 use rand_chacha::ChaCha8Rng;
 use trainyard_core::error::InvalidField;
 
@@ -148,7 +146,6 @@ pub fn suggest(
         .collect();
     let fixed: Vec<&Param> = space.params.iter().filter(|p| p.when.is_empty()).collect();
     let conditional: Vec<&Param> = space.params.iter().filter(|p| !p.when.is_empty()).collect();
-    let mut tried: HashSet<Vec<u64>> = HashSet::new();
     for _ in 0..20 {
         let mut params = Params::new();
         if options.multivariate {
@@ -167,7 +164,6 @@ pub fn suggest(
         if !taken.contains(&k) {
             return Ok(params);
         }
-        tried.insert(k);
     }
     // The estimators keep returning configurations already tried (a small discrete space):
     // any configuration not tried yet.
@@ -228,6 +224,7 @@ mod tests {
     use super::*;
     use crate::sampler::{suggest as any_suggest, SamplerConfig};
     use serde_json::json;
+    use std::collections::HashSet;
 
     fn run(config: &SamplerConfig, space: &Space, f: impl Fn(&Params) -> f64, n: u64) -> f64 {
         let mut trials: Vec<TrialRecord> = Vec::new();
