@@ -8,6 +8,7 @@
 pub mod graph;
 pub mod onnx;
 pub mod onnx_read;
+pub mod quantize;
 pub mod safetensors;
 
 /// What the model transforms refuse.

@@ -1,0 +1,692 @@
+//! 8-bit quantization of ONNX models, as rewrites of the graph that any ONNX runtime runs.
+//!
+//! - [`dynamic_int8`]: weights of `MatMul`/`Gemm`/`Conv` stored as 8-bit integers,
+//!   activations quantized at run time (`DynamicQuantizeLinear` → `MatMulInteger` /
+//!   `ConvInteger`). No calibration data; the file shrinks about 4×.
+//! - [`static_int8`]: QDQ form: `QuantizeLinear`/`DequantizeLinear` pairs around each
+//!   quantized operator's activations, with ranges measured on calibration rows
+//!   ([`calibrate`]), and 8-bit weights behind `DequantizeLinear`. Runtimes that know QDQ
+//!   (ONNX Runtime) fuse the pairs into integer kernels; others still compute the same
+//!   numbers in float.
+//! - [`guard`]: keeps the most sensitive operators in float until an accuracy budget holds.
+//!
+//! An operator is a candidate when its weight is an initializer (a constant of the file);
+//! an operator named in `exclude` stays as it was. The rules on the integer grids follow
+//! ONNX Runtime's defaults so that the two tools can be compared for the same method.
+
+pub mod calibrate;
+mod dynamic;
+pub mod guard;
+mod params;
+mod qdq;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use prost::Message;
+use tract_onnx::pb;
+
+pub use self::dynamic::dynamic_int8;
+pub use self::params::{Affine, Grid};
+pub use self::qdq::{calibration_tensors, static_int8};
+use crate::ModelsError;
+
+/// How operators are quantized; the same settings for both schemes unless said.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Int8Options {
+    /// One scale per output channel of each weight instead of one per tensor.
+    pub per_channel: bool,
+    /// 7-bit weights (and activations for dynamic), for CPUs without VNNI.
+    pub reduce_range: bool,
+    /// Static only: activations as signed 8-bit with zero point 0 (instead of unsigned with
+    /// a zero point).
+    pub symmetric_activations: bool,
+    /// Candidates (by [`Candidate::name`]) kept in float.
+    pub exclude: BTreeSet<String>,
+}
+
+/// An operator that can be quantized.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The node's name, or `OpType_index` for a node without one.
+    pub name: String,
+    pub op: String,
+    /// Values in its weight.
+    pub weights: usize,
+}
+
+/// A quantized model and what was done to it.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    pub bytes: Vec<u8>,
+    /// Candidates now computed in 8 bits.
+    pub quantized: Vec<String>,
+    /// Candidates left in float, each with why (`exclude`d, or a weight with NaN…).
+    pub kept: Vec<(String, String)>,
+}
+
+const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
+const UINT8: i32 = pb::tensor_proto::DataType::Uint8 as i32;
+const INT8: i32 = pb::tensor_proto::DataType::Int8 as i32;
+const INT32: i32 = pb::tensor_proto::DataType::Int32 as i32;
+const INT64: i32 = pb::tensor_proto::DataType::Int64 as i32;
+
+/// The operators this module rewrites.
+const OPERATORS: [&str; 3] = ["Conv", "MatMul", "Gemm"];
+
+/// The candidates of a model, in graph order. A model with none is refused: there is
+/// nothing 8-bit about it to make.
+pub fn candidates(bytes: &[u8]) -> Result<Vec<Candidate>, ModelsError> {
+    let model = Model::decode(bytes)?;
+    let found: Vec<Candidate> = model
+        .nodes()
+        .filter_map(|(name, node)| {
+            let weight = model.weight_of(node)?;
+            Some(Candidate {
+                name,
+                op: node.op_type.clone(),
+                weights: weight.values.len(),
+            })
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(nothing_to_quantize(&model));
+    }
+    Ok(found)
+}
+
+fn nothing_to_quantize(model: &Model) -> ModelsError {
+    let mut ops: Vec<&str> = model
+        .graph
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    ops.sort_unstable();
+    ops.dedup();
+    ModelsError::Invalid {
+        at: "model".into(),
+        message: format!(
+            "no quantizable operator: none of Conv, MatMul or Gemm with a constant weight (it has {})",
+            ops.join(", ")
+        ),
+    }
+}
+
+/// `bytes` with `tensors` added to the graph's outputs (as float tensors of any shape), so a
+/// runtime hands back the values calibration needs, after the model's own outputs and in
+/// the order given. Names already outputs, and graph inputs (the caller holds those), are
+/// left alone; the names of the outputs are returned in order.
+pub fn with_outputs(
+    bytes: &[u8],
+    tensors: &[String],
+) -> Result<(Vec<u8>, Vec<String>), ModelsError> {
+    let mut model = Model::decode(bytes)?;
+    let mut present: HashSet<String> = model
+        .graph
+        .output
+        .iter()
+        .chain(&model.graph.input)
+        .map(|o| o.name.clone())
+        .collect();
+    for t in tensors {
+        if present.insert(t.clone()) {
+            model.graph.output.push(float_value_info(t));
+        }
+    }
+    let names = model.graph.output.iter().map(|o| o.name.clone()).collect();
+    Ok((model.encode(), names))
+}
+
+/// Elements in a model's initializers that are weights (scales and zero points of
+/// quantization are not counted): the parameter count a report shows.
+pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
+    let model = Model::decode(bytes)?;
+    Ok(model
+        .graph
+        .initializer
+        .iter()
+        .filter(|t| !t.name.ends_with(SCALE) && !t.name.ends_with(ZERO_POINT))
+        .map(|t| {
+            t.dims
+                .iter()
+                .map(|d| (*d).max(0) as usize)
+                .product::<usize>()
+        })
+        .sum())
+}
+
+const SCALE: &str = "_scale";
+const ZERO_POINT: &str = "_zero_point";
+
+/// A float tensor read from an initializer.
+#[derive(Clone, Debug)]
+struct FloatTensor {
+    dims: Vec<usize>,
+    values: Vec<f32>,
+}
+
+/// A decoded model with the lookups the rewrites need.
+struct Model {
+    proto: pb::ModelProto,
+    graph: pb::GraphProto,
+    /// Initializers by name (index into `graph.initializer`).
+    initializers: HashMap<String, usize>,
+    /// The file's default-domain opset.
+    opset: i64,
+}
+
+impl Model {
+    fn decode(bytes: &[u8]) -> Result<Self, ModelsError> {
+        let mut proto = crate::onnx::decode(bytes)?;
+        let graph = proto.graph.take().expect("decode checks");
+        let initializers = graph
+            .initializer
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let opset = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version);
+        Ok(Self {
+            proto,
+            graph,
+            initializers,
+            opset,
+        })
+    }
+
+    fn encode(mut self) -> Vec<u8> {
+        self.proto.graph = Some(self.graph);
+        self.proto.encode_to_vec()
+    }
+
+    /// Nodes with the name candidates go by.
+    fn nodes(&self) -> impl Iterator<Item = (String, &pb::NodeProto)> {
+        self.graph
+            .node
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (node_name(n, i), n))
+    }
+
+    /// A float initializer by name.
+    fn float(&self, name: &str) -> Option<FloatTensor> {
+        let t = &self.graph.initializer[*self.initializers.get(name)?];
+        if t.data_type != FLOAT || t.data_location == Some(1) {
+            return None;
+        }
+        let dims: Vec<usize> = t
+            .dims
+            .iter()
+            .map(|d| usize::try_from(*d).ok())
+            .collect::<Option<_>>()?;
+        let n = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d))?;
+        let values: Vec<f32> = if !t.raw_data.is_empty() {
+            if t.raw_data.len() != n.checked_mul(4)? {
+                return None;
+            }
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        } else {
+            if t.float_data.len() != n {
+                return None;
+            }
+            t.float_data.clone()
+        };
+        Some(FloatTensor { dims, values })
+    }
+
+    /// The weight a candidate multiplies by, when it is one: `Conv`'s 4-D (or 3-D, 5-D)
+    /// kernel, `MatMul`'s and `Gemm`'s 2-D matrix.
+    fn weight_of(&self, node: &pb::NodeProto) -> Option<FloatTensor> {
+        if !OPERATORS.contains(&node.op_type.as_str()) || !node.domain.is_empty() {
+            return None;
+        }
+        let w = self.float(node.input.get(1)?)?;
+        let rank_ok = match node.op_type.as_str() {
+            "Conv" => (3..=5).contains(&w.dims.len()),
+            _ => w.dims.len() == 2,
+        };
+        // The activation must not itself be a constant (a constant-folded product).
+        let x = node.input.first()?;
+        (rank_ok && !self.initializers.contains_key(x) && !w.values.is_empty()).then_some(w)
+    }
+
+    /// The axis of a candidate's weight that holds its output channels.
+    fn channel_axis(node: &pb::NodeProto) -> usize {
+        match node.op_type.as_str() {
+            "Conv" => 0,
+            "Gemm" if int_attr(node, "transB") == Some(1) => 0,
+            _ => 1,
+        }
+    }
+
+    /// Adds an initializer.
+    fn add(&mut self, t: pb::TensorProto) {
+        self.initializers
+            .insert(t.name.clone(), self.graph.initializer.len());
+        self.graph.initializer.push(t);
+    }
+
+    /// A name no tensor, node or initializer of the graph has yet, built from `base`.
+    fn fresh(&self, used: &mut HashSet<String>, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut n = 1;
+        while used.contains(&name) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        used.insert(name.clone());
+        name
+    }
+
+    /// Every name in the graph (tensors, nodes, initializers, inputs, outputs).
+    fn names(&self) -> HashSet<String> {
+        let g = &self.graph;
+        g.node
+            .iter()
+            .flat_map(|n| n.input.iter().chain(&n.output).chain([&n.name]))
+            .chain(g.initializer.iter().map(|t| &t.name))
+            .chain(g.input.iter().map(|v| &v.name))
+            .chain(g.output.iter().map(|v| &v.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Drops initializers nothing reads any more (the float weights that were replaced),
+    /// and their entries among the graph's inputs (older files list initializers there).
+    fn prune(&mut self) {
+        let mut read: HashSet<String> = HashSet::new();
+        collect_reads(&self.graph, &mut read);
+        self.graph.initializer.retain(|t| read.contains(&t.name));
+        let kept: HashSet<&String> = self.graph.initializer.iter().map(|t| &t.name).collect();
+        let inits: HashSet<String> = self.initializers.keys().cloned().collect();
+        self.graph
+            .input
+            .retain(|i| !inits.contains(&i.name) || kept.contains(&i.name));
+        self.initializers = self
+            .graph
+            .initializer
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+    }
+}
+
+/// Names read by nodes (subgraphs included) and graph outputs.
+fn collect_reads(graph: &pb::GraphProto, read: &mut HashSet<String>) {
+    for n in &graph.node {
+        read.extend(n.input.iter().cloned());
+        for a in &n.attribute {
+            if let Some(g) = &a.g {
+                collect_reads(g, read);
+            }
+            for g in &a.graphs {
+                collect_reads(g, read);
+            }
+        }
+    }
+    read.extend(graph.output.iter().map(|o| o.name.clone()));
+}
+
+fn node_name(n: &pb::NodeProto, index: usize) -> String {
+    if n.name.is_empty() {
+        format!("{}_{index}", n.op_type)
+    } else {
+        n.name.clone()
+    }
+}
+
+fn int_attr(node: &pb::NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn float_attr(node: &pb::NodeProto, name: &str) -> Option<f32> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
+}
+
+fn float_value_info(name: &str) -> pb::ValueInfoProto {
+    pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: FLOAT,
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tensor(name: &str, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|d| *d as i64).collect(),
+        data_type,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn floats(name: &str, dims: &[usize], values: &[f32]) -> pb::TensorProto {
+    tensor(
+        name,
+        FLOAT,
+        dims,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
+    tensor(
+        name,
+        INT64,
+        &[values.len()],
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// Integers of a grid as an initializer of `data_type` (INT8, UINT8 or INT32).
+fn integers(name: &str, data_type: i32, dims: &[usize], values: &[i32]) -> pb::TensorProto {
+    let raw: Vec<u8> = match data_type {
+        INT8 => values.iter().map(|v| *v as i8 as u8).collect(),
+        UINT8 => values.iter().map(|v| *v as u8).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    tensor(name, data_type, dims, raw)
+}
+
+fn node(op: &str, name: &str, input: Vec<String>, output: Vec<String>) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.to_string(),
+        name: name.to_string(),
+        input,
+        output,
+        ..Default::default()
+    }
+}
+
+fn int_attribute(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+/// A weight's scales and integers: one scale per tensor, or one per output channel.
+struct QuantizedWeight {
+    affines: Vec<Affine>,
+    values: Vec<i32>,
+    /// Set when scales are per channel: the axis.
+    axis: Option<usize>,
+}
+
+fn quantize_weight(
+    w: &FloatTensor,
+    axis: usize,
+    per_channel: bool,
+    grid: Grid,
+    symmetric: bool,
+) -> QuantizedWeight {
+    let channels = w.dims[axis];
+    let inner: usize = w.dims[axis + 1..].iter().product();
+    let ranges = if per_channel {
+        params::channel_ranges(&w.values, channels, inner)
+    } else {
+        vec![params::channel_ranges(&w.values, 1, w.values.len())[0]]
+    };
+    let affines: Vec<Affine> = ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if symmetric {
+                Affine::symmetric(lo, hi, grid)
+            } else {
+                Affine::asymmetric(lo, hi, grid)
+            }
+        })
+        .collect();
+    let values = w
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let a = if per_channel {
+                affines[(i / inner) % channels]
+            } else {
+                affines[0]
+            };
+            a.quantize(*v, grid)
+        })
+        .collect();
+    QuantizedWeight {
+        affines,
+        values,
+        axis: per_channel.then_some(axis),
+    }
+}
+
+/// Why a candidate cannot be quantized as it is, if it cannot.
+fn unquantizable(w: &FloatTensor) -> Option<String> {
+    w.values
+        .iter()
+        .any(|v| !v.is_finite())
+        .then(|| "its weight holds NaN or infinite values".to_string())
+}
+
+/// The scheme's name of each candidate kept and why, for the report.
+fn excluded(options: &Int8Options, name: &str) -> Option<(String, String)> {
+    options
+        .exclude
+        .contains(name)
+        .then(|| (name.to_string(), "kept in float (excluded)".to_string()))
+}
+
+/// Ranges by tensor name.
+pub type Ranges = BTreeMap<String, (f32, f32)>;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Small models built here and run with tract, to hold the rewrites to what the float
+    //! model computes.
+    use tract_onnx::prelude::{
+        tract_ndarray, tvec, Framework, InferenceModelExt, IntoRunnable, IntoTValue, Tensor,
+    };
+
+    use crate::graph::{Graph, Layer, NamedLayer, Weights};
+
+    /// A deterministic stream of values in [-1, 1).
+    pub fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn layer(name: &str, layer: Layer) -> NamedLayer {
+        NamedLayer {
+            name: name.into(),
+            layer,
+        }
+    }
+
+    /// conv(1→4, 3×3) → relu → conv(4→6, 3×3, stride 2) → relu → flatten → linear(6·3·3→16)
+    /// → relu → linear(16→5), on 1×8×8 inputs.
+    pub fn cnn() -> Vec<u8> {
+        let w = |shape: Vec<usize>, seed| {
+            let n = shape.iter().product();
+            Weights::new(shape, values(n, seed).iter().map(|v| v * 0.5).collect())
+        };
+        let graph = Graph {
+            name: "cnn".into(),
+            sample_shape: vec![1, 8, 8],
+            layers: vec![
+                layer(
+                    "conv1",
+                    Layer::Conv2d {
+                        weight: w(vec![4, 1, 3, 3], 1),
+                        bias: Some(w(vec![4], 2)),
+                        stride: 1,
+                        padding: 1,
+                    },
+                ),
+                layer("relu1", Layer::Relu),
+                layer(
+                    "conv2",
+                    Layer::Conv2d {
+                        weight: w(vec![6, 4, 3, 3], 3),
+                        bias: Some(w(vec![6], 4)),
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
+                layer("relu2", Layer::Relu),
+                layer("flatten", Layer::Flatten),
+                layer(
+                    "fc1",
+                    Layer::Linear {
+                        weight: w(vec![54, 16], 5),
+                        bias: Some(w(vec![16], 6)),
+                    },
+                ),
+                layer("relu3", Layer::Relu),
+                layer(
+                    "fc2",
+                    Layer::Linear {
+                        weight: w(vec![16, 5], 7),
+                        bias: Some(w(vec![5], 8)),
+                    },
+                ),
+            ],
+        };
+        crate::onnx::encode(&graph, Some(5)).unwrap()
+    }
+
+    /// Runs `bytes` with tract; returns every output, flattened.
+    pub fn run(bytes: &[u8], shape: &[usize], input: &[f32]) -> Vec<Vec<f32>> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let x = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), input.to_vec()).unwrap();
+        model
+            .run(tvec!(Tensor::from(x).into_tvalue()))
+            .unwrap()
+            .iter()
+            .map(|t| {
+                t.to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Bytes of a model's initializers: what quantization shrinks.
+    pub fn weight_bytes(bytes: &[u8]) -> usize {
+        super::Model::decode(bytes)
+            .unwrap()
+            .graph
+            .initializer
+            .iter()
+            .map(|t| t.raw_data.len() + 4 * t.float_data.len())
+            .sum()
+    }
+
+    /// Largest difference relative to the largest magnitude of `want`.
+    pub fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        got.iter()
+            .zip(want)
+            .fold(0f32, |m, (g, w)| m.max((g - w).abs()))
+            / scale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn candidates_are_the_weighted_operators_in_order() {
+        let found = candidates(&cnn()).unwrap();
+        let names: Vec<(&str, &str, usize)> = found
+            .iter()
+            .map(|c| (c.name.as_str(), c.op.as_str(), c.weights))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("conv1.conv", "Conv", 36),
+                ("conv2.conv", "Conv", 216),
+                ("fc1.matmul", "MatMul", 864),
+                ("fc2.matmul", "MatMul", 80),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_model_without_weighted_operators_is_refused_by_name() {
+        let graph = crate::graph::Graph {
+            name: "act".into(),
+            sample_shape: vec![4],
+            layers: vec![crate::graph::NamedLayer {
+                name: "relu".into(),
+                layer: crate::graph::Layer::Relu,
+            }],
+        };
+        let bytes = crate::onnx::encode(&graph, Some(4)).unwrap();
+        let err = candidates(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("no quantizable operator") && err.contains("Relu"),
+            "{err}"
+        );
+        let err = dynamic_int8(&bytes, &Int8Options::default()).unwrap_err();
+        assert!(err.to_string().contains("no quantizable operator"));
+        assert!(candidates(b"not onnx").is_err());
+    }
+
+    #[test]
+    fn intermediate_tensors_become_outputs_for_calibration() {
+        let bytes = cnn();
+        let tensors = calibration_tensors(&bytes, &Int8Options::default()).unwrap();
+        assert!(tensors.contains(&"input".to_string()));
+        let (exposed, names) = with_outputs(&bytes, &tensors).unwrap();
+        let x = values(2 * 64, 9);
+        let outs = run(&exposed, &[2, 1, 8, 8], &x);
+        // The model's output, then every calibration tensor but the graph's input.
+        assert_eq!(names.len(), tensors.len());
+        assert_eq!(names[0], "output");
+        assert_eq!(outs.len(), names.len());
+        assert_eq!(outs[0], run(&bytes, &[2, 1, 8, 8], &x)[0]);
+        assert_eq!(outs[1].len(), 2 * 4 * 8 * 8, "{}", names[1]);
+    }
+
+    #[test]
+    fn parameters_count_weights_not_scales() {
+        let bytes = cnn();
+        let float = parameters(&bytes).unwrap();
+        assert_eq!(float, 36 + 4 + 216 + 6 + 864 + 16 + 80 + 5);
+        let q = dynamic_int8(&bytes, &Int8Options::default()).unwrap();
+        assert_eq!(parameters(&q.bytes).unwrap(), float);
+    }
+}

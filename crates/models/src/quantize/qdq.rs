@@ -1,0 +1,372 @@
+//! Static 8-bit quantization in QDQ form.
+//!
+//! For each candidate: its activation input and its output pass through a
+//! `QuantizeLinear` → `DequantizeLinear` pair with the calibrated range (one pair per tensor,
+//! shared by every reader); its weight is stored as signed 8-bit integers (symmetric, one
+//! scale per tensor or per output channel) read through `DequantizeLinear`; a `Conv`'s or
+//! `Gemm`'s bias as 32-bit integers on the scale activation × weight, as ONNX Runtime's
+//! integer kernels expect it. This is the layout ONNX Runtime's own `quantize_static` writes
+//! (`QuantFormat.QDQ`), which its graph optimizer fuses into `QLinearConv`/`QLinearMatMul`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tract_onnx::pb;
+
+use super::params::{Affine, Grid};
+use super::{
+    excluded, floats, int_attr, int_attribute, integers, node, quantize_weight, unquantizable,
+    Int8Options, Model, Quantized, Ranges, INT32, INT8, SCALE, UINT8, ZERO_POINT,
+};
+use crate::ModelsError;
+
+/// The activations whose ranges [`static_int8`] needs: each candidate's input and output,
+/// candidates in `exclude` left out.
+pub fn calibration_tensors(
+    bytes: &[u8],
+    options: &Int8Options,
+) -> Result<Vec<String>, ModelsError> {
+    let model = Model::decode(bytes)?;
+    let mut tensors = BTreeSet::new();
+    let mut any = false;
+    for (name, n) in model.nodes() {
+        if model.weight_of(n).is_none() {
+            continue;
+        }
+        any = true;
+        if options.exclude.contains(&name) {
+            continue;
+        }
+        tensors.insert(n.input[0].clone());
+        tensors.insert(n.output[0].clone());
+    }
+    if !any {
+        return Err(super::nothing_to_quantize(&model));
+    }
+    Ok(tensors.into_iter().collect())
+}
+
+/// The model in QDQ form with activation `ranges` (from [`super::calibrate`]). Every
+/// tensor [`calibration_tensors`] names must have a range.
+pub fn static_int8(
+    bytes: &[u8],
+    ranges: &Ranges,
+    options: &Int8Options,
+) -> Result<Quantized, ModelsError> {
+    let mut model = Model::decode(bytes)?;
+    if model.opset < 10 || (options.per_channel && model.opset < 13) {
+        return Err(ModelsError::Invalid {
+            at: "model".into(),
+            message: format!(
+                "opset {} has no {}; re-export the model with opset 13 or later",
+                model.opset,
+                if model.opset < 10 {
+                    "QuantizeLinear"
+                } else {
+                    "per-channel QuantizeLinear"
+                }
+            ),
+        });
+    }
+    let activation_grid = if options.symmetric_activations {
+        Grid::int8_symmetric(false)
+    } else {
+        Grid::uint8(false)
+    };
+    let activation_type = if options.symmetric_activations {
+        INT8
+    } else {
+        UINT8
+    };
+    let weight_grid = Grid::int8_symmetric(options.reduce_range);
+
+    let mut used = model.names();
+    let mut quantized = Vec::new();
+    let mut kept = Vec::new();
+    // Activation tensor → its affine and the name of its dequantized copy.
+    let mut activations: HashMap<String, (Affine, String)> = HashMap::new();
+    let mut plans = Vec::new();
+    for (index, (name, n)) in model.nodes().enumerate() {
+        let Some(w) = model.weight_of(n) else {
+            continue;
+        };
+        if let Some(k) = excluded(options, &name) {
+            kept.push(k);
+            continue;
+        }
+        if let Some(why) = unquantizable(&w) {
+            kept.push((name, why));
+            continue;
+        }
+        plans.push((index, name, w));
+    }
+    if plans.is_empty() && kept.is_empty() {
+        return Err(super::nothing_to_quantize(&model));
+    }
+    let mut activation_nodes: Vec<(String, Vec<pb::NodeProto>)> = Vec::new();
+    let mut weight_nodes: Vec<pb::NodeProto> = Vec::new();
+    for (index, name, w) in &plans {
+        let n = model.graph.node[*index].clone();
+        for t in [&n.input[0], &n.output[0]] {
+            if activations.contains_key(t) {
+                continue;
+            }
+            let &(lo, hi) = ranges.get(t).ok_or_else(|| ModelsError::Invalid {
+                at: t.clone(),
+                message: format!("no calibrated range for this input or output of `{name}`"),
+            })?;
+            if !(lo.is_finite() && hi.is_finite()) {
+                return Err(ModelsError::Invalid {
+                    at: t.clone(),
+                    message: "its calibrated range is not finite".into(),
+                });
+            }
+            let affine = if options.symmetric_activations {
+                Affine::symmetric(lo, hi, activation_grid)
+            } else {
+                Affine::asymmetric(lo, hi, activation_grid)
+            };
+            let scale = model.fresh(&mut used, &format!("{t}{SCALE}"));
+            let zero = model.fresh(&mut used, &format!("{t}{ZERO_POINT}"));
+            let q = model.fresh(&mut used, &format!("{t}_quantized"));
+            let dq = model.fresh(&mut used, &format!("{t}_dequantized"));
+            model.add(floats(&scale, &[], &[affine.scale]));
+            model.add(integers(&zero, activation_type, &[], &[affine.zero_point]));
+            let nodes = vec![
+                node(
+                    "QuantizeLinear",
+                    &model.fresh(&mut used, &format!("{t}_QuantizeLinear")),
+                    vec![t.clone(), scale.clone(), zero.clone()],
+                    vec![q.clone()],
+                ),
+                node(
+                    "DequantizeLinear",
+                    &model.fresh(&mut used, &format!("{t}_DequantizeLinear")),
+                    vec![q, scale, zero],
+                    vec![dq.clone()],
+                ),
+            ];
+            activations.insert(t.clone(), (affine, dq));
+            activation_nodes.push((t.clone(), nodes));
+        }
+
+        // The weight.
+        let axis = Model::channel_axis(&n);
+        let qw = quantize_weight(w, axis, options.per_channel, weight_grid, true);
+        let wname = &n.input[1];
+        let wq = model.fresh(&mut used, &format!("{wname}_quantized"));
+        let ws = model.fresh(&mut used, &format!("{wname}{SCALE}"));
+        let wz = model.fresh(&mut used, &format!("{wname}{ZERO_POINT}"));
+        let wdq = model.fresh(&mut used, &format!("{wname}_dequantized"));
+        let scales: Vec<f32> = qw.affines.iter().map(|a| a.scale).collect();
+        let scale_dims: Vec<usize> = if qw.axis.is_some() {
+            vec![scales.len()]
+        } else {
+            vec![]
+        };
+        model.add(integers(&wq, INT8, &w.dims, &qw.values));
+        model.add(floats(&ws, &scale_dims, &scales));
+        model.add(integers(&wz, INT8, &scale_dims, &vec![0; scales.len()]));
+        let mut dq = node(
+            "DequantizeLinear",
+            &model.fresh(&mut used, &format!("{wname}_DequantizeLinear")),
+            vec![wq, ws, wz],
+            vec![wdq.clone()],
+        );
+        if let Some(axis) = qw.axis {
+            dq.attribute.push(int_attribute("axis", axis as i64));
+        }
+        weight_nodes.push(dq);
+        let mut rewired = n.clone();
+        rewired.input[1] = wdq;
+
+        // The bias, on the scale activation × weight, when the operator adds it itself.
+        let x_scale = activations[&n.input[0]].0.scale;
+        let bias_plain = n.op_type == "Conv"
+            || (int_attr(&n, "transA").unwrap_or(0) == 0
+                && super::float_attr(&n, "alpha").unwrap_or(1.0) == 1.0
+                && super::float_attr(&n, "beta").unwrap_or(1.0) == 1.0);
+        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+            match model.float(b) {
+                Some(bias)
+                    if bias_plain
+                        && bias.dims.len() == 1
+                        && bias.values.len() == w.dims[axis]
+                        && bias.values.iter().all(|v| v.is_finite()) =>
+                {
+                    let bias_scales: Vec<f32> = (0..bias.values.len())
+                        .map(|c| x_scale * scales[if qw.axis.is_some() { c } else { 0 }])
+                        .collect();
+                    if bias_scales.iter().all(|s| s.is_finite() && *s > 0.0) {
+                        let q: Vec<i32> = bias
+                            .values
+                            .iter()
+                            .zip(&bias_scales)
+                            .map(|(v, s)| {
+                                (f64::from(*v) / f64::from(*s))
+                                    .round()
+                                    .clamp(f64::from(i32::MIN), f64::from(i32::MAX))
+                                    as i32
+                            })
+                            .collect();
+                        let bq = model.fresh(&mut used, &format!("{b}_quantized"));
+                        let bs = model.fresh(&mut used, &format!("{b}{SCALE}"));
+                        let bz = model.fresh(&mut used, &format!("{b}{ZERO_POINT}"));
+                        let bdq = model.fresh(&mut used, &format!("{b}_dequantized"));
+                        model.add(integers(&bq, INT32, &bias.dims, &q));
+                        let per_channel = qw.axis.is_some();
+                        let dims: Vec<usize> = if per_channel { vec![q.len()] } else { vec![] };
+                        let s: Vec<f32> = if per_channel {
+                            bias_scales
+                        } else {
+                            vec![bias_scales[0]]
+                        };
+                        model.add(floats(&bs, &dims, &s));
+                        model.add(integers(&bz, INT32, &dims, &vec![0; s.len()]));
+                        let mut dq = node(
+                            "DequantizeLinear",
+                            &model.fresh(&mut used, &format!("{b}_DequantizeLinear")),
+                            vec![bq, bs, bz],
+                            vec![bdq.clone()],
+                        );
+                        if per_channel {
+                            dq.attribute.push(int_attribute("axis", 0));
+                        }
+                        weight_nodes.push(dq);
+                        rewired.input[2] = bdq;
+                    }
+                }
+                _ => {}
+            }
+        }
+        model.graph.node[*index] = rewired;
+        quantized.push(name.clone());
+    }
+
+    // Readers of each quantized activation read its dequantized copy; the pair follows the
+    // tensor's producer (or opens the graph, for a graph input).
+    let pairs: HashMap<String, Vec<pb::NodeProto>> = activation_nodes.into_iter().collect();
+    let dequantized: HashMap<&String, &String> =
+        activations.iter().map(|(t, (_, dq))| (t, dq)).collect();
+    let old = std::mem::take(&mut model.graph.node);
+    let mut nodes: Vec<pb::NodeProto> = weight_nodes;
+    let produced: BTreeSet<&String> = old.iter().flat_map(|n| &n.output).collect();
+    for (t, pair) in &pairs {
+        if !produced.contains(t) {
+            nodes.extend(pair.iter().cloned());
+        }
+    }
+    for mut n in old.iter().cloned() {
+        for input in &mut n.input {
+            if let Some(dq) = dequantized.get(input) {
+                *input = (*dq).clone();
+            }
+        }
+        let outputs = n.output.clone();
+        nodes.push(n);
+        for o in &outputs {
+            if let Some(pair) = pairs.get(o) {
+                nodes.extend(pair.iter().cloned());
+            }
+        }
+    }
+    model.graph.node = nodes;
+    model.prune();
+    Ok(Quantized {
+        bytes: model.encode(),
+        quantized,
+        kept,
+    })
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::super::calibrate::{Extremes, Histograms, Method};
+    use super::super::testing::*;
+    use super::super::with_outputs;
+    use super::*;
+
+    /// Calibrates `bytes` on `rows` rows of the test stream, with `method`.
+    pub fn calibrate(bytes: &[u8], options: &Int8Options, method: Method) -> Ranges {
+        let tensors = calibration_tensors(bytes, options).unwrap();
+        let (exposed, names) = with_outputs(bytes, &tensors).unwrap();
+        let x = values(64 * 64, 11);
+        let outs = run(&exposed, &[64, 1, 8, 8], &x);
+        let mut values_of: HashMap<&str, &[f32]> = HashMap::new();
+        for (name, v) in names.iter().zip(&outs) {
+            values_of.insert(name, v);
+        }
+        values_of.insert("input", &x);
+        let mut e = Extremes::default();
+        for t in &tensors {
+            e.observe(t, values_of[t.as_str()]).unwrap();
+        }
+        let mut h = Histograms::new(&e);
+        for t in &tensors {
+            h.observe(t, values_of[t.as_str()]).unwrap();
+        }
+        h.ranges(method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::calibrate::Method;
+    use super::super::candidates;
+    use super::super::testing::*;
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn static_int8_computes_what_the_float_model_computes_within_the_grid() {
+        let bytes = cnn();
+        // Rows the ranges were calibrated on (the first 16 of them): a value outside its
+        // calibrated range is clipped, by design.
+        let x = values(16 * 64, 11);
+        let want = run(&bytes, &[16, 1, 8, 8], &x).remove(0);
+        for (per_channel, symmetric_activations, method) in [
+            (false, false, Method::MinMax),
+            (true, false, Method::MinMax),
+            (true, true, Method::Entropy),
+            (false, false, Method::Percentile(99.99)),
+        ] {
+            let options = Int8Options {
+                per_channel,
+                symmetric_activations,
+                ..Default::default()
+            };
+            let ranges = calibrate(&bytes, &options, method);
+            let q = static_int8(&bytes, &ranges, &options).unwrap();
+            assert_eq!(q.quantized.len(), 4);
+            let got = run(&q.bytes, &[16, 1, 8, 8], &x).remove(0);
+            let err = relative_error(&got, &want);
+            assert!(err < 0.05, "{per_channel} {method:?}: {err}");
+            // 8-bit weights: the float ones are gone.
+            let (before, after) = (weight_bytes(&bytes), weight_bytes(&q.bytes));
+            // Scales and 32-bit biases weigh in this tiny model; larger ones come near 4x.
+            assert!(after * 3 < before, "{after} of {before} bytes");
+        }
+    }
+
+    #[test]
+    fn excluded_operators_stay_float_and_missing_ranges_are_named() {
+        let bytes = cnn();
+        let options = Int8Options {
+            exclude: ["conv1.conv".to_string()].into(),
+            ..Default::default()
+        };
+        let ranges = calibrate(&bytes, &options, Method::MinMax);
+        let q = static_int8(&bytes, &ranges, &options).unwrap();
+        assert_eq!(q.quantized, ["conv2.conv", "fc1.matmul", "fc2.matmul"]);
+        assert_eq!(q.kept[0].0, "conv1.conv");
+        // conv1 reads its float weight still.
+        let after = candidates(&q.bytes).unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].name, "conv1.conv");
+
+        let mut partial = ranges.clone();
+        let first = partial.keys().next().unwrap().clone();
+        partial.remove(&first);
+        let err = static_int8(&bytes, &partial, &Int8Options::default()).unwrap_err();
+        assert!(err.to_string().contains("no calibrated range"), "{err}");
+    }
+}
