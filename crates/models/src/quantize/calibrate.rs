@@ -86,6 +86,10 @@ fn non_finite(tensor: &str) -> ModelsError {
 pub struct Histograms {
     extremes: BTreeMap<String, (f32, f32)>,
     counts: BTreeMap<String, Vec<u64>>,
+    /// Exact zeros, counted apart: every grid holds 0.0 exactly, and after a ReLU they are
+    /// half of all values, a spike that would pull the entropy method's threshold down to
+    /// its smallest candidate.
+    zeros: BTreeMap<String, u64>,
 }
 
 impl Histograms {
@@ -93,6 +97,7 @@ impl Histograms {
         Self {
             extremes: extremes.ranges.clone(),
             counts: BTreeMap::new(),
+            zeros: BTreeMap::new(),
         }
     }
 
@@ -110,9 +115,14 @@ impl Histograms {
             return Ok(());
         }
         let per_bin = BINS as f32 / amax;
+        let zeros = self.zeros.entry(tensor.to_string()).or_default();
         for v in values {
             if !v.is_finite() {
                 return Err(non_finite(tensor));
+            }
+            if *v == 0.0 {
+                *zeros += 1;
+                continue;
             }
             // Values past the first pass's range cannot occur on the same rows; clamp anyway.
             let bin = ((v.abs() * per_bin) as usize).min(BINS - 1);
@@ -130,7 +140,9 @@ impl Histograms {
                 let amax = lo.abs().max(hi.abs());
                 let threshold = match (self.counts.get(name), method) {
                     (None, _) | (_, Method::MinMax) => amax,
-                    (Some(c), Method::Percentile(p)) => percentile(c, amax, p),
+                    (Some(c), Method::Percentile(p)) => {
+                        percentile(c, self.zeros.get(name).copied().unwrap_or(0), amax, p)
+                    }
                     (Some(c), Method::Entropy) => entropy_threshold(c, amax),
                 };
                 (name.clone(), (lo.max(-threshold), hi.min(threshold)))
@@ -139,15 +151,18 @@ impl Histograms {
     }
 }
 
-/// The magnitude below which `p` percent of the counted values lie (the upper edge of the
-/// bin where the cumulative count reaches it).
-fn percentile(counts: &[u64], amax: f32, p: f64) -> f32 {
-    let total: u64 = counts.iter().sum();
+/// The magnitude below which `p` percent of the counted values (and `zeros`) lie: the upper
+/// edge of the bin where the cumulative count reaches it.
+fn percentile(counts: &[u64], zeros: u64, amax: f32, p: f64) -> f32 {
+    let total: u64 = counts.iter().sum::<u64>() + zeros;
     if total == 0 {
         return amax;
     }
     let want = (p / 100.0 * total as f64).ceil() as u64;
-    let mut seen = 0;
+    if want <= zeros {
+        return 0.0;
+    }
+    let mut seen = zeros;
     for (i, c) in counts.iter().enumerate() {
         seen += c;
         if seen >= want {
@@ -259,6 +274,21 @@ mod tests {
         let (_, h) = collect(&v);
         let (_, hi) = h.ranges(Method::Entropy)["t"];
         assert!(hi < 30.0 && hi > 3.0, "{hi}");
+    }
+
+    #[test]
+    fn entropy_is_not_pulled_down_by_the_zeros_of_a_relu() {
+        // Half exact zeros, half uniform in (0, 1].
+        let v: Vec<f32> = (0..20000)
+            .map(|i| if i % 2 == 0 { 0.0 } else { i as f32 / 20000.0 })
+            .collect();
+        let (_, h) = collect(&v);
+        let (lo, hi) = h.ranges(Method::Entropy)["t"];
+        assert_eq!(lo, 0.0);
+        assert!(hi > 0.95, "{hi}");
+        // Percentile counts the zeros: 40 % of all values lie below 0.2.
+        let (_, hi) = h.ranges(Method::Percentile(60.0))["t"];
+        assert!((hi - 0.2).abs() < 0.01, "{hi}");
     }
 
     #[test]

@@ -327,6 +327,8 @@ mod tests {
             (false, false, Method::MinMax),
             (true, false, Method::MinMax),
             (true, true, Method::Entropy),
+            (true, false, Method::Entropy),
+            (false, true, Method::MinMax),
             (false, false, Method::Percentile(99.99)),
         ] {
             let options = Int8Options {
@@ -339,7 +341,10 @@ mod tests {
             assert_eq!(q.quantized.len(), 4);
             let got = run(&q.bytes, &[16, 1, 8, 8], &x).remove(0);
             let err = relative_error(&got, &want);
-            assert!(err < 0.05, "{per_channel} {method:?}: {err}");
+            assert!(
+                err < 0.05,
+                "{per_channel} {symmetric_activations} {method:?}: {err}"
+            );
             // 8-bit weights: the float ones are gone.
             let (before, after) = (weight_bytes(&bytes), weight_bytes(&q.bytes));
             // Scales and 32-bit biases weigh in this tiny model; larger ones come near 4x.
