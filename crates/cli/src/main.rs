@@ -62,6 +62,8 @@ enum Command {
     Eval(commands::train::EvalArgs),
     /// Batch inference of a model version over a dataset into a new dataset, as a job.
     Predict(commands::train::PredictArgs),
+    /// A compressed (8-bit) version of a model version, evaluated against it, as a job.
+    Compress(commands::compress::CompressArgs),
     /// Workspaces: create and remove them, their members, fair-share weights and quotas.
     Workspaces {
         #[command(subcommand)]
@@ -133,6 +135,35 @@ enum TaskCommand {
         device: String,
         #[arg(long, default_value_t = 3)]
         top_k: usize,
+    },
+    /// Compress a model version inside a job.
+    Compress {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        eval: String,
+        #[arg(long)]
+        split: Option<String>,
+        #[arg(long, default_value = "split")]
+        split_column: String,
+        #[arg(long)]
+        max_accuracy_drop: f64,
+        #[arg(long)]
+        calibrate: Option<String>,
+        #[arg(long)]
+        calibration_split: Option<String>,
+        #[arg(long, default_value_t = 512)]
+        calibration_rows: usize,
+        #[arg(long, default_value = "minmax")]
+        method: String,
+        #[arg(long)]
+        per_channel: bool,
+        #[arg(long)]
+        reduce_range: bool,
+        #[arg(long)]
+        symmetric_activations: bool,
+        #[arg(long)]
+        exclude: Vec<String>,
     },
     /// Predict with a model version inside a job.
     Predict {
@@ -284,6 +315,7 @@ fn main() -> ExitCode {
             Command::Train(args) => commands::train::train(args).await,
             Command::Eval(args) => commands::train::eval(args).await,
             Command::Predict(args) => commands::train::predict(args).await,
+            Command::Compress(args) => commands::compress::compress(args).await,
             Command::Task { command } => Ok(match command {
                 TaskCommand::Shim(_) | TaskCommand::Gang(_) => unreachable!("handled above"),
                 TaskCommand::Train {
@@ -313,6 +345,47 @@ fn main() -> ExitCode {
                         split_column,
                         device,
                         top_k,
+                    })
+                    .await?
+                }
+                TaskCommand::Compress {
+                    model,
+                    eval,
+                    split,
+                    split_column,
+                    max_accuracy_drop,
+                    calibrate,
+                    calibration_split,
+                    calibration_rows,
+                    method,
+                    per_channel,
+                    reduce_range,
+                    symmetric_activations,
+                    exclude,
+                } => {
+                    use trainyard_tasks::compress::{CompressTask, Scheme};
+                    let scheme = match calibrate {
+                        None => Scheme::Dynamic,
+                        Some(dataset) => Scheme::Static {
+                            dataset,
+                            split: calibration_split,
+                            rows: calibration_rows,
+                            method: trainyard_tasks::compress::parse_method(&method)?,
+                        },
+                    };
+                    trainyard_tasks::compress::compress(CompressTask {
+                        model,
+                        scheme,
+                        options: trainyard_tasks::compress::Int8Options {
+                            per_channel,
+                            reduce_range,
+                            symmetric_activations,
+                            exclude: exclude.into_iter().collect(),
+                        },
+                        eval,
+                        split,
+                        split_column,
+                        max_accuracy_drop,
                     })
                     .await?
                 }

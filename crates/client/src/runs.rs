@@ -381,6 +381,15 @@ pub async fn version_tag(
     version: &str,
     key: &str,
 ) -> Result<Option<String>, ClientError> {
+    Ok(version_tags(client, name, version).await?.remove(key))
+}
+
+/// Every tag of model version `name:version`.
+pub async fn version_tags(
+    client: &Client,
+    name: &str,
+    version: &str,
+) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
     let found: Value = client
         .json(
             client
@@ -393,7 +402,11 @@ pub async fn version_tag(
         .as_array()
         .into_iter()
         .flatten()
-        .find(|t| t["key"] == key)
-        .and_then(|t| t["value"].as_str())
-        .map(str::to_string))
+        .filter_map(|t| {
+            Some((
+                t["key"].as_str()?.to_string(),
+                t["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
 }

@@ -104,10 +104,17 @@ pub enum TaskKind {
     Eval,
     /// Predict over a dataset version into a new dataset (`trainyard predict`).
     Predict,
+    /// Compress a model version into a new one (`trainyard compress`).
+    Compress,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 3] = [TaskKind::Train, TaskKind::Eval, TaskKind::Predict];
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Train,
+        TaskKind::Eval,
+        TaskKind::Predict,
+        TaskKind::Compress,
+    ];
 
     /// The subcommand of `trainyard task` that runs it.
     pub fn as_str(self) -> &'static str {
@@ -115,6 +122,7 @@ impl TaskKind {
             TaskKind::Train => "train",
             TaskKind::Eval => "eval",
             TaskKind::Predict => "predict",
+            TaskKind::Compress => "compress",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! and calls these; the rules (what a training file must agree with, how checkpoints are
 //! named and kept, which tags a model version gets) live here.
 
+pub mod compress;
 mod error;
 pub mod evaluate;
 pub mod export;

@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod compress;
 pub mod datasets;
 pub mod inference;
 pub mod jobs;

@@ -587,6 +587,38 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                 ],
                 &rows,
             );
+            // What compression made of each compressed version (the full report is the
+            // `compression/report.json` artifact its tag names).
+            for v in model["versions"].as_array().into_iter().flatten() {
+                let tag = |key: &str| v["tags"][key].as_str().map(str::to_string);
+                let Some(method) = tag("trainyard.compression.method") else {
+                    continue;
+                };
+                let drop = v["tags"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .find(|(k, _)| k.starts_with("trainyard.compression.") && k.ends_with("_drop"))
+                    .map(|(k, d)| {
+                        format!(
+                            "{} drop {}",
+                            k.trim_start_matches("trainyard.compression.")
+                                .trim_end_matches("_drop"),
+                            text(d)
+                        )
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "v{} ← {}: {method}, {}× smaller, {drop}, kept in float: {}; report {}",
+                    text(&v["version"]),
+                    tag("trainyard.source").unwrap_or_default(),
+                    tag("trainyard.compression.size_ratio").unwrap_or_default(),
+                    tag("trainyard.compression.fell_back")
+                        .filter(|f| !f.is_empty())
+                        .unwrap_or_else(|| "none".into()),
+                    tag("trainyard.compression.report").unwrap_or_default(),
+                );
+            }
             Ok(0)
         }
     }

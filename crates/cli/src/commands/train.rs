@@ -230,7 +230,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<i32> {
 
 /// A job that runs built-in task `kind` with `args`: the server's executor resolves the
 /// `trainyard` program where the job runs, so nothing of this machine's paths goes along.
-fn submission(
+pub(crate) fn submission(
     name: String,
     kind: TaskKind,
     args: Vec<String>,

@@ -68,7 +68,6 @@ const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
 const UINT8: i32 = pb::tensor_proto::DataType::Uint8 as i32;
 const INT8: i32 = pb::tensor_proto::DataType::Int8 as i32;
 const INT32: i32 = pb::tensor_proto::DataType::Int32 as i32;
-const INT64: i32 = pb::tensor_proto::DataType::Int64 as i32;
 
 /// The operators this module rewrites.
 const OPERATORS: [&str; 3] = ["Conv", "MatMul", "Gemm"];
@@ -380,15 +379,6 @@ fn floats(name: &str, dims: &[usize], values: &[f32]) -> pb::TensorProto {
         name,
         FLOAT,
         dims,
-        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    )
-}
-
-fn int64s(name: &str, values: &[i64]) -> pb::TensorProto {
-    tensor(
-        name,
-        INT64,
-        &[values.len()],
         values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     )
 }

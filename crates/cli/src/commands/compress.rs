@@ -1,0 +1,187 @@
+//! `trainyard compress MODEL:VERSION --int8 …`: checks the model and the datasets here
+//! (a quantizable operator, columns and shapes that feed the model), then submits the
+//! compression as a job and follows it. The job registers the new version.
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use trainyard_client::datasets as remote;
+use trainyard_core::TaskKind;
+use trainyard_tasks::compress;
+
+use crate::commands::run::submit_and_follow_job;
+use crate::commands::train::{submission, JobArgs};
+use crate::ClientArgs;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CalibrationMethod {
+    Minmax,
+    Percentile,
+    Entropy,
+}
+
+#[derive(Args)]
+pub struct CompressArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// `MODEL:VERSION` (or `MODEL` for its latest version).
+    pub model: String,
+    /// 8-bit integer weights (dynamic activations, or static with --calibrate).
+    #[arg(long, required = true)]
+    pub int8: bool,
+    /// Static quantization with activation ranges measured on this dataset
+    /// (`NAME[:VERSION]`); without it, activations are quantized at run time.
+    #[arg(long, value_name = "DATASET")]
+    pub calibrate: Option<String>,
+    /// Split of the calibration rows (when the dataset has a split column).
+    #[arg(long, default_value = "train")]
+    pub calibration_split: String,
+    /// Calibration rows read.
+    #[arg(long, default_value_t = 512)]
+    pub calibration_rows: usize,
+    /// How activation ranges are chosen from the calibration values.
+    #[arg(long, value_enum, default_value_t = CalibrationMethod::Minmax)]
+    pub method: CalibrationMethod,
+    /// Percent of values kept by `--method percentile`.
+    #[arg(long, default_value_t = 99.999)]
+    pub percentile: f64,
+    /// One scale per output channel of each weight.
+    #[arg(long)]
+    pub per_channel: bool,
+    /// 7-bit weights, for CPUs without VNNI.
+    #[arg(long)]
+    pub reduce_range: bool,
+    /// Static only: signed activations with zero point 0.
+    #[arg(long)]
+    pub symmetric_activations: bool,
+    /// Operators (node names) to keep in float.
+    #[arg(long, value_name = "NODE")]
+    pub exclude: Vec<String>,
+    /// Evaluation dataset `NAME[:VERSION]` [default: the one the model was trained on].
+    #[arg(long)]
+    pub eval: Option<String>,
+    /// Split evaluated (when the dataset has a split column).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long, default_value = "split")]
+    pub split_column: String,
+    /// Largest loss of the main metric accepted (0.01: one point of accuracy); operators
+    /// fall back to float, most sensitive first, until the child fits.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_accuracy_drop: f64,
+    /// Experiment the compression run joins [default: Default].
+    #[arg(long)]
+    pub experiment: Option<String>,
+}
+
+pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
+    if !(0.0..=1.0).contains(&args.max_accuracy_drop) {
+        bail!(
+            "--max-accuracy-drop {}: give a fraction in [0, 1] (0.01 is one point)",
+            args.max_accuracy_drop
+        );
+    }
+    if !(1..=1_000_000).contains(&args.calibration_rows) {
+        bail!(
+            "--calibration-rows {}: give 1 to 1,000,000",
+            args.calibration_rows
+        );
+    }
+    if !(args.percentile > 0.0 && args.percentile <= 100.0) {
+        bail!(
+            "--percentile {}: give a percentage in (0, 100]",
+            args.percentile
+        );
+    }
+    if args.calibrate.is_none()
+        && (args.symmetric_activations || args.method != CalibrationMethod::Minmax)
+    {
+        bail!("--symmetric-activations and --method apply to static quantization: add --calibrate DATASET");
+    }
+    let client = crate::client::connect(&args.client)?;
+    let parent = compress::fetch_parent(&client, &args.model).await?;
+    compress::check_exclusions(&parent, &args.exclude)?;
+    let eval = match args
+        .eval
+        .as_deref()
+        .or(Some(parent.card.dataset.as_str()).filter(|d| !d.is_empty()))
+    {
+        Some(e) => e.to_string(),
+        None => bail!(
+            "{}:{} records no dataset of its own: name the evaluation rows with --eval DATASET",
+            parent.name,
+            parent.version
+        ),
+    };
+    let eval = remote::fetch_version(&client, &eval).await?;
+    compress::check_dataset(
+        &parent,
+        &eval,
+        &remote::manifest(&eval)?,
+        "evaluation dataset",
+        true,
+    )?;
+    let mut task_args = vec![
+        "--model".to_string(),
+        format!("{}:{}", parent.name, parent.version),
+        "--eval".into(),
+        eval.reference(),
+        "--split".into(),
+        args.split.clone(),
+        "--split-column".into(),
+        args.split_column.clone(),
+        "--max-accuracy-drop".into(),
+        args.max_accuracy_drop.to_string(),
+    ];
+    if let Some(c) = &args.calibrate {
+        let version = remote::fetch_version(&client, c).await?;
+        compress::check_dataset(
+            &parent,
+            &version,
+            &remote::manifest(&version)?,
+            "calibration dataset",
+            false,
+        )?;
+        let method = match args.method {
+            CalibrationMethod::Minmax => "minmax".to_string(),
+            CalibrationMethod::Percentile => format!("percentile:{}", args.percentile),
+            CalibrationMethod::Entropy => "entropy".to_string(),
+        };
+        task_args.extend([
+            "--calibrate".into(),
+            version.reference(),
+            "--calibration-split".into(),
+            args.calibration_split.clone(),
+            "--calibration-rows".into(),
+            args.calibration_rows.to_string(),
+            "--method".into(),
+            method,
+        ]);
+    }
+    for (flag, on) in [
+        ("--per-channel", args.per_channel),
+        ("--reduce-range", args.reduce_range),
+        ("--symmetric-activations", args.symmetric_activations),
+    ] {
+        if on {
+            task_args.push(flag.into());
+        }
+    }
+    for e in &args.exclude {
+        task_args.extend(["--exclude".into(), e.clone()]);
+    }
+    let submission = submission(
+        format!("compress {}:{}", parent.name, parent.version),
+        TaskKind::Compress,
+        task_args,
+        &args.job,
+        false,
+        args.experiment.clone(),
+    );
+    let (_, code) =
+        submit_and_follow_job(&client, &submission, args.job.detach, args.client.output)
+            .await
+            .context("submitting the compression job")?;
+    Ok(code)
+}

@@ -1,0 +1,232 @@
+//! `trainyard compress` end to end: a real server, the digits CNN trained by a real job, then
+//! compressed by real jobs (`trainyard task compress`) that calibrate and evaluate through
+//! the serving runtime and register new versions; those versions served through `/v2`.
+
+mod common;
+
+use common::{example, ok, prepare_digits, text, Server, ServerOptions};
+use serde_json::Value;
+
+async fn server() -> Server {
+    let cache = tempfile::tempdir().unwrap().keep();
+    Server::start_with(ServerOptions {
+        cpus: 4.0,
+        env: vec![("TRAINYARD_CACHE_DIR".into(), cache.display().to_string())],
+        ..Default::default()
+    })
+    .await
+}
+
+/// The tags of `model:version`.
+async fn tags(server: &Server, model: &str, version: &str) -> serde_json::Map<String, Value> {
+    let mv = server
+        .get_json(&format!(
+            "/api/2.0/mlflow/model-versions/get?name={model}&version={version}"
+        ))
+        .await;
+    mv["model_version"]["tags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{mv}"))
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap().to_string(), t["value"].clone()))
+        .collect()
+}
+
+fn tag(tags: &serde_json::Map<String, Value>, key: &str) -> String {
+    tags.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no {key} in {tags:?}"))
+        .to_string()
+}
+
+/// The compression report a version's tag points at, read through the artifact API.
+async fn report(server: &Server, tags: &serde_json::Map<String, Value>) -> Value {
+    let uri = tag(tags, "trainyard.compression.report");
+    let path = uri
+        .strip_prefix("mlflow-artifacts:/")
+        .unwrap_or_else(|| panic!("{uri}"));
+    let r = server
+        .get(&format!("/api/2.0/mlflow-artifacts/artifacts/{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{uri}");
+    r.json().await.unwrap()
+}
+
+/// 8 digits through `/v2/models/{model}/versions/{version}/infer`: the predicted classes.
+async fn classes(server: &Server, model: &str, version: &str, pixels: &[f32]) -> Vec<usize> {
+    let rows = pixels.len() / 64;
+    let answer: Value = server
+        .post(&format!("/v2/models/{model}/versions/{version}/infer"))
+        .json(&serde_json::json!({"inputs": [{
+            "name": "input", "datatype": "FP32", "shape": [rows, 1, 8, 8], "data": pixels,
+        }]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data: Vec<f64> = answer["outputs"][0]["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    data.chunks(10)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn int8_versions_of_the_digits_cnn_are_registered_with_lineage_and_a_report() {
+    let server = server().await;
+    let dataset = prepare_digits(&server);
+    let dir = tempfile::tempdir().unwrap();
+    // The example's CNN with fewer epochs: compression, not training, is under test.
+    let file = dir.path().join("cnn.toml");
+    let cnn = std::fs::read_to_string(example("cnn.toml"))
+        .unwrap()
+        .replace("epochs = 40", "epochs = 12");
+    std::fs::write(&file, cnn).unwrap();
+    let trained = ok(server.cli(&["train", file.to_str().unwrap()]));
+    assert!(
+        trained.contains("registered model digits-cnn:1"),
+        "{trained}"
+    );
+
+    // Bad input, refused before any job runs.
+    for (args, says) in [
+        (vec!["--max-accuracy-drop", "2"], "--max-accuracy-drop 2"),
+        (
+            vec!["--exclude", "nope"],
+            "--exclude nope: digits-cnn:1 has no such operator",
+        ),
+        (vec!["--method", "entropy"], "add --calibrate DATASET"),
+        (vec!["--calibrate", "nosuchdata"], "nosuchdata"),
+        (
+            vec![
+                "--calibrate",
+                "digits",
+                "--percentile",
+                "0",
+                "--method",
+                "percentile",
+            ],
+            "--percentile 0",
+        ),
+    ] {
+        let mut command = vec!["compress", "digits-cnn:1", "--int8"];
+        command.extend(args);
+        let out = server.cli(&command);
+        assert!(!out.status.success(), "{command:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{command:?}: {}", text(&out));
+    }
+    // A calibration dataset without the model's input column: both are named.
+    let csv = dir.path().join("other.csv");
+    std::fs::write(&csv, "a,b\n1,2\n3,4\n").unwrap();
+    ok(server.cli(&["dataset", "import", "other", csv.to_str().unwrap()]));
+    let out = server.cli(&["compress", "digits-cnn:1", "--int8", "--calibrate", "other"]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("calibration dataset other:")
+            && said.contains("has no column `pixels`")
+            && said.contains("model digits-cnn:1 (input `input` of shape [1, 8, 8])"),
+        "{said}"
+    );
+    let jobs = server.get_json("/api/v1/jobs").await;
+    assert_eq!(
+        jobs["jobs"].as_array().unwrap().len(),
+        1,
+        "only the training job ran: {jobs}"
+    );
+
+    // Dynamic int8.
+    let dynamic = ok(server.cli(&["compress", "digits-cnn:1", "--int8"]));
+    assert!(
+        dynamic.contains("registered model digits-cnn:2"),
+        "{dynamic}"
+    );
+    // Static int8, per channel, calibrated on the training split.
+    let calibrated = ok(server.cli(&[
+        "compress",
+        "digits-cnn:1",
+        "--int8",
+        "--calibrate",
+        &format!("digits:{dataset}"),
+        "--per-channel",
+        "--method",
+        "entropy",
+    ]));
+    assert!(
+        calibrated.contains("calibrating on 512 rows (entropy)"),
+        "{calibrated}"
+    );
+    assert!(
+        calibrated.contains("registered model digits-cnn:3"),
+        "{calibrated}"
+    );
+
+    for (version, method) in [("2", "int8-dynamic"), ("3", "int8-static")] {
+        let t = tags(&server, "digits-cnn", version).await;
+        assert_eq!(tag(&t, "trainyard.lineage"), "compressed");
+        assert_eq!(tag(&t, "trainyard.source"), "digits-cnn:1");
+        assert_eq!(tag(&t, "trainyard.compression.method"), method);
+        assert_eq!(tag(&t, "trainyard.format"), "onnx");
+        let r = report(&server, &t).await;
+        assert_eq!(r["parent"], "digits-cnn:1");
+        let drop = r["accuracy_drop"].as_f64().unwrap();
+        assert!(drop <= 0.01, "{method}: drop {drop}: {r}");
+        let ratio = r["size_ratio"].as_f64().unwrap();
+        assert!(ratio >= 3.5, "{method}: {ratio}× smaller: {r}");
+        assert_eq!(r["parameters"]["parent"], r["parameters"]["child"]);
+        assert_eq!(r["quantized"].as_array().unwrap().len(), 4, "{r}");
+        for runtime in ["tract"] {
+            for side in ["parent", "child"] {
+                for batch in ["batch_1", "batch_32"] {
+                    let p50 = r["latency_ms"][runtime][side][batch]["p50_ms"].as_f64();
+                    assert!(
+                        p50.is_some_and(|v| v > 0.0),
+                        "{runtime} {side} {batch}: {r}"
+                    );
+                }
+            }
+        }
+        let tagged: f64 = tag(&t, "eval.digits.test.accuracy").parse().unwrap();
+        assert!((tagged - r["child_eval"]["accuracy"].as_f64().unwrap()).abs() < 1e-5);
+    }
+    let settings: Value = serde_json::from_str(&tag(
+        &tags(&server, "digits-cnn", "3").await,
+        "trainyard.compression.settings",
+    ))
+    .unwrap();
+    assert_eq!(settings["calibration"]["method"], "entropy");
+    assert_eq!(settings["per_channel"], true);
+
+    // Each version serves through /v2, and the 8-bit ones agree with the float one on
+    // nearly every digit.
+    let pixels: Vec<f32> = (0..32 * 64)
+        .map(|i| ((i * 7 + i / 64) % 17) as f32)
+        .collect();
+    let float = classes(&server, "digits-cnn", "1", &pixels).await;
+    for version in ["2", "3"] {
+        let int8 = classes(&server, "digits-cnn", version, &pixels).await;
+        let same = float.iter().zip(&int8).filter(|(a, b)| a == b).count();
+        assert!(same >= 30, "v{version}: {same} of 32 agree");
+    }
+
+    eprintln!("{trained}\n{dynamic}\n{calibrated}");
+    // `models show` says what each compressed version is.
+    let shown = ok(server.cli(&["models", "show", "digits-cnn"]));
+    assert!(shown.contains("compressed from digits-cnn:1"), "{shown}");
+    assert!(shown.contains("v3 ← digits-cnn:1: int8-static"), "{shown}");
+    eprintln!("{shown}");
+}

@@ -1,0 +1,884 @@
+//! `trainyard task compress`: an 8-bit version of a registered model version, as a job.
+//!
+//! The parent's `model.onnx` is quantized (dynamically, or statically with ranges measured
+//! on calibration rows run through a serving runtime), then parent and child are evaluated
+//! on the same split in the same runtime. When the child loses more than the budget of the
+//! task's main metric (accuracy, or r² for regression), the accuracy guard keeps the most
+//! sensitive operators in float until it fits; when nothing fits, nothing is registered.
+//! The child is registered as a new version of the same model with its lineage (parent,
+//! method, settings) and a report (size, parameters, latency under each runtime, metrics of
+//! both) kept on its run and summarised in its tags.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use trainyard_client::datasets::{self as remote, RemoteShards};
+use trainyard_client::runs::{self as mlflow, Point, RunClient};
+use trainyard_client::Client;
+use trainyard_core::dataset::DatasetVersionInfo;
+use trainyard_data::{Batch, ColumnType, LoaderOptions, Manifest, ShardSource, Targets};
+use trainyard_engine::config::Task;
+use trainyard_engine::metrics::{Classification, Regression, Report};
+use trainyard_engine::model::{ModelCard, CARD_FILE};
+pub use trainyard_models::quantize::calibrate::Method;
+pub use trainyard_models::quantize::Int8Options;
+use trainyard_models::quantize::{self, calibrate, guard, Quantized};
+use trainyard_serve::runtime::{find_library, OnnxRuntime, Runtime, Tract};
+use trainyard_serve::{DataType, Tensor};
+
+use crate::evaluate::loader_options;
+use crate::train::{LICENSE_TAG, ONNX_FILE, UNKNOWN_LICENSE};
+use crate::TaskError;
+
+/// How the weights and activations become 8-bit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scheme {
+    /// Weights ahead of time, activations at run time: no calibration data.
+    Dynamic,
+    /// QDQ with activation ranges from `rows` rows of `dataset` (`NAME:VERSION`).
+    Static {
+        dataset: String,
+        split: Option<String>,
+        rows: usize,
+        method: calibrate::Method,
+    },
+}
+
+impl Scheme {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheme::Dynamic => "int8-dynamic",
+            Scheme::Static { .. } => "int8-static",
+        }
+    }
+}
+
+pub struct CompressTask {
+    /// `NAME:VERSION`, pinned.
+    pub model: String,
+    pub scheme: Scheme,
+    pub options: Int8Options,
+    /// Evaluation rows: `NAME:VERSION` and the split.
+    pub eval: String,
+    pub split: Option<String>,
+    pub split_column: String,
+    /// Largest loss of the main metric accepted (0.01: one point of accuracy).
+    pub max_accuracy_drop: f64,
+}
+
+/// A parent version ready to compress.
+pub struct Parent {
+    pub name: String,
+    pub version: String,
+    pub onnx: Vec<u8>,
+    pub card: ModelCard,
+    /// The graph's one input.
+    pub input: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Fetches `reference`'s ONNX file and card and checks that it can be compressed: it has a
+/// quantizable operator, one input, and a card saying how to feed it. Run before the job
+/// is submitted, so bad input is refused before anything runs.
+pub async fn fetch_parent(client: &Client, reference: &str) -> Result<Parent, TaskError> {
+    let (name, version, uri) = mlflow::model_source(client, reference).await?;
+    let onnx = mlflow::download_uri(client, &format!("{uri}/{ONNX_FILE}"))
+        .await
+        .map_err(|e| {
+            TaskError::from(e).context(format!(
+                "{name}:{version} has no {ONNX_FILE} to compress (its `trainyard.onnx` tag says why)"
+            ))
+        })?;
+    let summary = trainyard_models::onnx::inspect(&onnx)
+        .map_err(|e| TaskError::Invalid(format!("{name}:{version}: {e}")))?;
+    quantize::candidates(&onnx)
+        .map_err(|e| TaskError::Invalid(format!("{name}:{version}: {e}; nothing registered")))?;
+    let input = match summary.inputs.as_slice() {
+        [(input, _)] => input.clone(),
+        other => {
+            return Err(TaskError::Invalid(format!(
+                "{name}:{version} has {} inputs; compression feeds models of one input",
+                other.len()
+            )))
+        }
+    };
+    let card_bytes = mlflow::download_uri(client, &format!("{uri}/{CARD_FILE}"))
+        .await
+        .map_err(|e| {
+            TaskError::from(e).context(format!(
+                "{name}:{version} has no {CARD_FILE} saying which dataset column feeds it; compression evaluates it on data, so versions without one (imports without a native form) are not covered"
+            ))
+        })?;
+    let card: ModelCard =
+        serde_json::from_slice(&card_bytes).map_err(|source| TaskError::Unreadable {
+            what: format!("{name}:{version}: unreadable {CARD_FILE}"),
+            source,
+        })?;
+    let tags = mlflow::version_tags(client, &name, &version).await?;
+    Ok(Parent {
+        name,
+        version,
+        onnx,
+        card,
+        input,
+        tags,
+    })
+}
+
+/// Checks that every operator named to stay in float is one of `parent`'s quantizable ones.
+pub fn check_exclusions(parent: &Parent, exclude: &[String]) -> Result<(), TaskError> {
+    let candidates =
+        quantize::candidates(&parent.onnx).map_err(|e| TaskError::Invalid(e.to_string()))?;
+    for e in exclude {
+        if !candidates.iter().any(|c| &c.name == e) {
+            return Err(TaskError::Invalid(format!(
+                "--exclude {e}: {}:{} has no such operator (its quantizable ones: {})",
+                parent.name,
+                parent.version,
+                candidates
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A calibration method as `trainyard task compress --method` takes it: `minmax`,
+/// `entropy` or `percentile:P`.
+pub fn parse_method(s: &str) -> Result<Method, TaskError> {
+    let bad = || {
+        TaskError::Invalid(format!(
+            "--method {s}: minmax, entropy or percentile:P with P in (0, 100]"
+        ))
+    };
+    match s.split_once(':') {
+        None if s == "minmax" => Ok(Method::MinMax),
+        None if s == "entropy" => Ok(Method::Entropy),
+        Some(("percentile", p)) => match p.parse::<f64>() {
+            Ok(p) if p > 0.0 && p <= 100.0 => Ok(Method::Percentile(p)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// Checks that `dataset` can feed `parent` (its input column with the model's input shape,
+/// its target column), naming both when not. `role` says which dataset it is.
+pub fn check_dataset(
+    parent: &Parent,
+    dataset: &DatasetVersionInfo,
+    manifest: &Manifest,
+    role: &str,
+    target: bool,
+) -> Result<(), TaskError> {
+    let card = &parent.card;
+    let model = format!(
+        "model {}:{} (input `{}` of shape {:?})",
+        parent.name, parent.version, parent.input, card.spec.input
+    );
+    let field = manifest.field(&card.input).ok_or_else(|| {
+        TaskError::Invalid(format!(
+            "{role} {} has no column `{}`, which {model} is fed from",
+            dataset.reference(),
+            card.input
+        ))
+    })?;
+    match (&field.dtype, &card.image) {
+        (ColumnType::Bytes, Some(_)) => {}
+        (ColumnType::Float32 { shape }, None) => {
+            let elements: usize = shape.iter().product::<usize>().max(1);
+            if elements != card.spec.input.iter().product::<usize>() {
+                return Err(TaskError::Invalid(format!(
+                    "{role} {} column `{}` has shape {shape:?}; {model} does not take it",
+                    dataset.reference(),
+                    card.input
+                )));
+            }
+        }
+        (other, _) => {
+            return Err(TaskError::Invalid(format!(
+                "{role} {} column `{}` is {other:?}; {model} takes {}",
+                dataset.reference(),
+                card.input,
+                if card.image.is_some() {
+                    "encoded images"
+                } else {
+                    "float32 tensors"
+                }
+            )))
+        }
+    }
+    if target && manifest.field(&card.target).is_none() {
+        return Err(TaskError::Invalid(format!(
+            "{role} {} has no column `{}`, the target {} is evaluated against",
+            dataset.reference(),
+            card.target,
+            parent.name
+        )));
+    }
+    Ok(())
+}
+
+/// The rows of a dataset version, read through the server.
+struct Rows {
+    manifest: Manifest,
+    source: Arc<dyn ShardSource>,
+    options: LoaderOptions,
+}
+
+impl Rows {
+    async fn open(
+        client: &Client,
+        parent: &Parent,
+        reference: &str,
+        split: Option<&str>,
+        split_column: &str,
+        role: &str,
+        target: bool,
+    ) -> Result<(Self, String), TaskError> {
+        let version = remote::fetch_version(client, reference).await?;
+        let manifest = remote::manifest(&version)?;
+        check_dataset(parent, &version, &manifest, role, target)?;
+        let filter = match split {
+            Some(s) if manifest.field(split_column).is_some() => {
+                Some((split_column.to_string(), s.to_string()))
+            }
+            _ => None,
+        };
+        let described = format!(
+            "{}{}",
+            version.reference(),
+            filter
+                .as_ref()
+                .map(|(_, s)| format!(" (split {s})"))
+                .unwrap_or_default()
+        );
+        let source: Arc<dyn ShardSource> = Arc::new(RemoteShards::new(
+            client.clone(),
+            Some(remote::cache_dir()),
+        )?);
+        let options = loader_options(&parent.card, filter, target);
+        Ok((
+            Rows {
+                manifest,
+                source,
+                options,
+            },
+            described,
+        ))
+    }
+
+    /// Every batch (the first `limit` rows when given), in order.
+    fn read(&self, limit: Option<usize>) -> Result<Vec<Batch>, TaskError> {
+        let mut out = Vec::new();
+        let mut rows = 0;
+        for batch in
+            trainyard_data::batches(&self.manifest, self.source.clone(), self.options.clone())?
+        {
+            let batch = batch?;
+            rows += batch.rows;
+            out.push(batch);
+            if limit.is_some_and(|l| rows >= l) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn input_tensor(name: &str, batch: &Batch) -> Tensor {
+    let mut shape = vec![batch.rows];
+    shape.extend_from_slice(&batch.sample_shape);
+    Tensor {
+        name: name.to_string(),
+        datatype: DataType::F32,
+        shape,
+        data: batch.inputs.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+fn floats(t: &Tensor) -> Result<Vec<f32>, TaskError> {
+    if t.datatype != DataType::F32 {
+        return Err(TaskError::Invalid(format!(
+            "output `{}` is {:?}, not float32",
+            t.name, t.datatype
+        )));
+    }
+    Ok(t.data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Runs `onnx` over `batches` in `runtime` and scores it as `card`'s task.
+fn evaluate(
+    runtime: &dyn Runtime,
+    onnx: &[u8],
+    input: &str,
+    card: &ModelCard,
+    batches: &[Batch],
+) -> Result<Report, TaskError> {
+    let (_, mut instances) = runtime
+        .load(onnx, 1)
+        .map_err(|e| TaskError::Invalid(format!("the runtime cannot load the model: {e}")))?;
+    let instance = &mut instances[0];
+    let mut classification = Classification::new(card.head.outputs, 3.min(card.head.outputs));
+    let mut regression = Regression::default();
+    for batch in batches {
+        let out = instance
+            .run(vec![input_tensor(input, batch)])
+            .map_err(|e| TaskError::Invalid(format!("running the model: {e}")))?;
+        let logits = floats(
+            out.first()
+                .ok_or_else(|| TaskError::Invalid("the model gave no output".into()))?,
+        )?;
+        match &batch.targets {
+            Some(Targets::Classes(t)) => classification.add(&logits, t),
+            Some(Targets::Values(t)) => regression.add(&logits, t),
+            None => return Err(TaskError::Invalid("evaluation rows have no targets".into())),
+        }
+    }
+    Ok(match card.head.task {
+        Task::Regression => Report::Regression(regression.report()),
+        _ => Report::Classification(classification.report()),
+    })
+}
+
+/// The metric the budget is in: accuracy, or r² for regression (higher is better).
+fn main_metric(report: &Report) -> (&'static str, f64) {
+    match report {
+        Report::Classification(r) => ("accuracy", r.accuracy),
+        Report::Regression(r) => ("r2", r.r2),
+    }
+}
+
+/// Activation ranges of `parent` on `batches`, computed by `runtime` (two passes when the
+/// method needs histograms).
+fn calibrate_ranges(
+    runtime: &dyn Runtime,
+    parent: &Parent,
+    options: &Int8Options,
+    batches: &[Batch],
+    method: calibrate::Method,
+) -> Result<quantize::Ranges, TaskError> {
+    let invalid = |e: trainyard_models::ModelsError| TaskError::Invalid(e.to_string());
+    let tensors = quantize::calibration_tensors(&parent.onnx, options).map_err(invalid)?;
+    let (exposed, outputs) = quantize::with_outputs(&parent.onnx, &tensors).map_err(invalid)?;
+    let (_, mut instances) = runtime
+        .load(&exposed, 1)
+        .map_err(|e| TaskError::Invalid(format!("the runtime cannot load the model: {e}")))?;
+    let instance = &mut instances[0];
+    let wanted: BTreeSet<&String> = tensors.iter().collect();
+    let mut pass = |observe: &mut dyn FnMut(&str, &[f32]) -> Result<(), TaskError>| {
+        for batch in batches {
+            if wanted.contains(&parent.input) {
+                observe(&parent.input, &batch.inputs)?;
+            }
+            let out = instance
+                .run(vec![input_tensor(&parent.input, batch)])
+                .map_err(|e| TaskError::Invalid(format!("calibration: {e}")))?;
+            for (name, t) in outputs.iter().zip(&out) {
+                if wanted.contains(name) {
+                    observe(name, &floats(t)?)?;
+                }
+            }
+        }
+        Ok::<_, TaskError>(())
+    };
+    let mut extremes = calibrate::Extremes::default();
+    pass(&mut |name, values| extremes.observe(name, values).map_err(invalid))?;
+    let mut histograms = calibrate::Histograms::new(&extremes);
+    if method.needs_histograms() {
+        pass(&mut |name, values| histograms.observe(name, values).map_err(invalid))?;
+    }
+    Ok(histograms.ranges(method))
+}
+
+/// Latency of one runtime on one model: p50 and p99 per call at batch 1 and 32, and rows
+/// per second at 32.
+fn latency(
+    runtime: &dyn Runtime,
+    onnx: &[u8],
+    input: &str,
+    sample: &Batch,
+) -> Result<Value, TaskError> {
+    let (_, mut instances) = runtime
+        .load(onnx, 1)
+        .map_err(|e| TaskError::Invalid(format!("the runtime cannot load the model: {e}")))?;
+    let instance = &mut instances[0];
+    let per_row: usize = sample.sample_shape.iter().product();
+    let mut out = serde_json::Map::new();
+    for (rows, calls) in [(1usize, 200usize), (32, 50)] {
+        let inputs: Vec<f32> = sample
+            .inputs
+            .iter()
+            .copied()
+            .cycle()
+            .take(rows * per_row)
+            .collect();
+        let batch = Batch {
+            inputs,
+            sample_shape: sample.sample_shape.clone(),
+            rows,
+            targets: None,
+        };
+        let tensor = input_tensor(input, &batch);
+        for _ in 0..5 {
+            instance
+                .run(vec![tensor.clone()])
+                .map_err(|e| TaskError::Invalid(format!("timing: {e}")))?;
+        }
+        let mut times = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let t = Instant::now();
+            instance
+                .run(vec![tensor.clone()])
+                .map_err(|e| TaskError::Invalid(format!("timing: {e}")))?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let p = |q: f64| times[((calls as f64 - 1.0) * q).round() as usize];
+        out.insert(
+            format!("batch_{rows}"),
+            json!({"p50_ms": p(0.5), "p99_ms": p(0.99), "rows_per_s": rows as f64 * 1e3 / p(0.5)}),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// The runtimes a report times: ONNX Runtime when its library is found, and tract.
+fn timing_runtimes() -> Vec<(&'static str, Box<dyn Runtime>)> {
+    let mut out: Vec<(&'static str, Box<dyn Runtime>)> = Vec::new();
+    if let Some(lib) = find_library() {
+        if let Ok(ort) = OnnxRuntime::new(&lib, 1) {
+            out.push(("onnxruntime", Box::new(ort)));
+        }
+    }
+    out.push(("tract", Box::new(Tract)));
+    out
+}
+
+/// The settings a child records: what a user would pass again to get it.
+fn settings(task: &CompressTask) -> Value {
+    let mut s = json!({
+        "scheme": task.scheme.name(),
+        "per_channel": task.options.per_channel,
+        "reduce_range": task.options.reduce_range,
+        "max_accuracy_drop": task.max_accuracy_drop,
+        "eval": task.eval,
+        "split": task.split,
+    });
+    if let Scheme::Static {
+        dataset,
+        split,
+        rows,
+        method,
+    } = &task.scheme
+    {
+        s["calibration"] =
+            json!({"dataset": dataset, "split": split, "rows": rows, "method": method.name()});
+        s["symmetric_activations"] = json!(task.options.symmetric_activations);
+    }
+    s
+}
+
+pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
+    let run = RunClient::from_env().await?;
+    let parent = fetch_parent(&run.client, &task.model).await?;
+    let parent_ref = format!("{}:{}", parent.name, parent.version);
+    println!(
+        "compressing {parent_ref} ({}, {} bytes)",
+        task.scheme.name(),
+        parent.onnx.len()
+    );
+    let (eval_rows, eval_described) = Rows::open(
+        &run.client,
+        &parent,
+        &task.eval,
+        task.split.as_deref(),
+        &task.split_column,
+        "evaluation dataset",
+        true,
+    )
+    .await?;
+    let calibration_rows = match &task.scheme {
+        Scheme::Dynamic => None,
+        Scheme::Static { dataset, split, .. } => Some(
+            Rows::open(
+                &run.client,
+                &parent,
+                dataset,
+                split.as_deref(),
+                &task.split_column,
+                "calibration dataset",
+                false,
+            )
+            .await?,
+        ),
+    };
+    let mut params = vec![
+        ("parent".to_string(), parent_ref.clone()),
+        ("method".to_string(), task.scheme.name().to_string()),
+        ("eval".to_string(), eval_described.clone()),
+        (
+            "per_channel".to_string(),
+            task.options.per_channel.to_string(),
+        ),
+        (
+            "reduce_range".to_string(),
+            task.options.reduce_range.to_string(),
+        ),
+        (
+            "max_accuracy_drop".to_string(),
+            task.max_accuracy_drop.to_string(),
+        ),
+    ];
+    if let (Some((_, described)), Scheme::Static { method, rows, .. }) =
+        (&calibration_rows, &task.scheme)
+    {
+        params.push(("calibration".into(), described.clone()));
+        params.push(("calibration_method".into(), method.name()));
+        params.push(("calibration_rows".into(), rows.to_string()));
+        params.push((
+            "symmetric_activations".into(),
+            task.options.symmetric_activations.to_string(),
+        ));
+    }
+    run.log_params(&params).await?;
+
+    let settings = settings(&task);
+    let (parent, outcome) = {
+        let scheme = task.scheme.clone();
+        let options = task.options.clone();
+        let max_drop = task.max_accuracy_drop;
+        tokio::task::spawn_blocking(move || {
+            let outcome = work(
+                &parent,
+                &scheme,
+                &options,
+                max_drop,
+                &eval_rows,
+                calibration_rows.map(|(r, _)| r),
+            );
+            (parent, outcome)
+        })
+        .await?
+    };
+    let Outcome {
+        parent_report,
+        child,
+        guarded,
+        ranges_used,
+        sample,
+    } = outcome?;
+    let (metric, parent_score) = main_metric(&parent_report);
+    let Some((model, child_report)) = child else {
+        println!(
+            "no 8-bit version of {parent_ref} stays within {:.2} points of {metric} ({:.4}), even with {} of {} operators in float; nothing registered",
+            task.max_accuracy_drop * 100.0,
+            parent_score,
+            guarded.fell_back.len().saturating_sub(1),
+            guarded.fell_back.len()
+        );
+        run.upload(
+            "compression/report.json",
+            serde_json::to_vec_pretty(&json!({
+                "parent": parent_ref,
+                "settings": settings,
+                "registered": false,
+                "parent_eval": parent_report,
+                "sensitivity": guarded.sensitivity,
+                "tried": guarded.tried,
+            }))?,
+        )
+        .await?;
+        return Ok(3);
+    };
+    let (_, child_score) = main_metric(&child_report);
+
+    // Size, parameters and timings of both.
+    let timing = {
+        let (p, c, input) = (
+            parent.onnx.clone(),
+            model.bytes.clone(),
+            parent.input.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut out = serde_json::Map::new();
+            for (name, runtime) in timing_runtimes() {
+                out.insert(
+                    name.to_string(),
+                    json!({
+                        "parent": latency(runtime.as_ref(), &p, &input, &sample)?,
+                        "child": latency(runtime.as_ref(), &c, &input, &sample)?,
+                    }),
+                );
+            }
+            Ok::<_, TaskError>(Value::Object(out))
+        })
+        .await??
+    };
+    let invalid = |e: trainyard_models::ModelsError| TaskError::Invalid(e.to_string());
+    let parent_parameters = quantize::parameters(&parent.onnx).map_err(invalid)?;
+    let child_parameters = quantize::parameters(&model.bytes).map_err(invalid)?;
+    let report = json!({
+        "parent": parent_ref,
+        "method": task.scheme.name(),
+        "settings": settings,
+        "eval": eval_described,
+        "metric": metric,
+        "parent_eval": parent_report,
+        "child_eval": child_report,
+        "accuracy_drop": parent_score - child_score,
+        "size_bytes": {"parent": parent.onnx.len(), "child": model.bytes.len()},
+        "size_ratio": parent.onnx.len() as f64 / model.bytes.len() as f64,
+        "parameters": {"parent": parent_parameters, "child": child_parameters},
+        "quantized": model.quantized,
+        "kept_in_float": model.kept,
+        "fell_back": guarded.fell_back,
+        "sensitivity": guarded.sensitivity,
+        "tried": guarded.tried,
+        "calibrated_tensors": ranges_used,
+        "latency_ms": timing,
+    });
+    print_report(&report);
+    run.upload(
+        "compression/report.json",
+        serde_json::to_vec_pretty(&report)?,
+    )
+    .await?;
+    run.upload(&format!("model/{ONNX_FILE}"), model.bytes.clone())
+        .await?;
+    run.log_metrics(&[
+        point("parent_".to_string() + metric, parent_score),
+        point("child_".to_string() + metric, child_score),
+        point(
+            "size_ratio".into(),
+            report["size_ratio"].as_f64().unwrap_or(0.0),
+        ),
+    ])
+    .await?;
+
+    let mut tags: Vec<(String, String)> = Vec::new();
+    for key in ["trainyard.task", "trainyard.signature", "trainyard.dataset"] {
+        if let Some(v) = parent.tags.get(key) {
+            tags.push((key.to_string(), v.clone()));
+        }
+    }
+    tags.extend([
+        ("trainyard.format".to_string(), "onnx".to_string()),
+        ("trainyard.lineage".to_string(), "compressed".to_string()),
+        ("trainyard.source".to_string(), parent_ref.clone()),
+        (
+            LICENSE_TAG.to_string(),
+            parent
+                .tags
+                .get(LICENSE_TAG)
+                .cloned()
+                .unwrap_or_else(|| UNKNOWN_LICENSE.to_string()),
+        ),
+        (
+            "trainyard.parameters".to_string(),
+            child_parameters.to_string(),
+        ),
+        (
+            "trainyard.onnx.bytes".to_string(),
+            model.bytes.len().to_string(),
+        ),
+        (
+            "trainyard.compression.method".to_string(),
+            task.scheme.name().to_string(),
+        ),
+        (
+            "trainyard.compression.settings".to_string(),
+            settings.to_string(),
+        ),
+        (
+            "trainyard.compression.report".to_string(),
+            run.artifact_uri("compression/report.json"),
+        ),
+        (
+            "trainyard.compression.size_ratio".to_string(),
+            format!("{:.3}", report["size_ratio"].as_f64().unwrap_or(0.0)),
+        ),
+        (
+            format!("trainyard.compression.{metric}_drop"),
+            format!("{:.6}", parent_score - child_score),
+        ),
+        (
+            "trainyard.compression.fell_back".to_string(),
+            guarded.fell_back.join(","),
+        ),
+    ]);
+    let dataset = task.eval.split(':').next().unwrap_or_default().to_string();
+    let split = task.split.clone().unwrap_or_else(|| "all".into());
+    for (k, v) in crate::evaluate::version_tags(&child_report, &dataset, &split, &run.run_id) {
+        tags.push((k, v.as_str().unwrap_or_default().to_string()));
+    }
+    let version = run
+        .register(
+            &parent.name,
+            &run.artifact_uri("model"),
+            &format!(
+                "{parent_ref} compressed ({}) by run {}",
+                task.scheme.name(),
+                run.run_id
+            ),
+            &tags,
+        )
+        .await
+        .map_err(|e| TaskError::from(e).context("registering the compressed version"))?;
+    println!("registered model {}:{version}", parent.name);
+    Ok(0)
+}
+
+fn point(key: String, value: f64) -> Point {
+    Point {
+        key,
+        value,
+        step: 0,
+    }
+}
+
+struct Outcome {
+    parent_report: Report,
+    child: Option<(Quantized, Report)>,
+    guarded: guard::Guarded,
+    ranges_used: usize,
+    /// Evaluation rows to time with.
+    sample: Batch,
+}
+
+/// Calibrates, quantizes and guards, on the blocking pool.
+fn work(
+    parent: &Parent,
+    scheme: &Scheme,
+    options: &Int8Options,
+    max_drop: f64,
+    eval_rows: &Rows,
+    calibration_rows: Option<Rows>,
+) -> Result<Outcome, TaskError> {
+    let (runtime, runtime_name) = crate::export::checking_runtime();
+    let eval_batches = eval_rows.read(None)?;
+    if eval_batches.is_empty() {
+        return Err(TaskError::Invalid(
+            "the evaluation split has no rows".into(),
+        ));
+    }
+    let parent_report = evaluate(
+        runtime,
+        &parent.onnx,
+        &parent.input,
+        &parent.card,
+        &eval_batches,
+    )?;
+    let (metric, baseline) = main_metric(&parent_report);
+    println!("parent: {metric} {baseline:.4} on {runtime_name}");
+    let invalid = |e: trainyard_models::ModelsError| TaskError::Invalid(e.to_string());
+    let ranges = match (scheme, &calibration_rows) {
+        (Scheme::Static { rows, method, .. }, Some(c)) => {
+            let batches = c.read(Some(*rows))?;
+            let got: usize = batches.iter().map(|b| b.rows).sum();
+            println!("calibrating on {got} rows ({})", method.name());
+            // Ranges for every candidate, so any subset can be quantized from them.
+            let all = Int8Options {
+                exclude: BTreeSet::new(),
+                ..options.clone()
+            };
+            Some(calibrate_ranges(runtime, parent, &all, &batches, *method)?)
+        }
+        _ => None,
+    };
+    let candidates: Vec<String> = quantize::candidates(&parent.onnx)
+        .map_err(invalid)?
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|c| !options.exclude.contains(c))
+        .collect();
+    let mut quantize_with = |excluded: &BTreeSet<String>| -> Result<Quantized, TaskError> {
+        let o = Int8Options {
+            exclude: excluded.union(&options.exclude).cloned().collect(),
+            ..options.clone()
+        };
+        match &ranges {
+            Some(r) => quantize::static_int8(&parent.onnx, r, &o),
+            None => quantize::dynamic_int8(&parent.onnx, &o),
+        }
+        .map_err(invalid)
+    };
+    let mut reports: Vec<(Vec<u8>, Report)> = Vec::new();
+    let mut score = |bytes: &[u8]| -> Result<f64, TaskError> {
+        let report = evaluate(runtime, bytes, &parent.input, &parent.card, &eval_batches)?;
+        let (_, s) = main_metric(&report);
+        println!("  model {}: {metric} {s:.4}", reports.len() + 1);
+        reports.push((bytes.to_vec(), report));
+        Ok(s)
+    };
+    let guarded = guard::guard(
+        &candidates,
+        baseline,
+        max_drop,
+        &mut quantize_with,
+        &mut score,
+    )?;
+    if !guarded.fell_back.is_empty() {
+        println!(
+            "accuracy guard: kept {} in float ({})",
+            guarded.fell_back.len(),
+            guarded.fell_back.join(", ")
+        );
+    }
+    let child = guarded.model.clone().map(|m| {
+        let report = reports
+            .iter()
+            .rev()
+            .find(|(b, _)| *b == m.bytes)
+            .map(|(_, r)| r.clone())
+            .expect("the guard scored every model it returns");
+        (m, report)
+    });
+    Ok(Outcome {
+        parent_report,
+        child,
+        guarded,
+        ranges_used: ranges.map_or(0, |r| r.len()),
+        sample: eval_batches[0].clone(),
+    })
+}
+
+fn print_report(report: &Value) {
+    let m = report["metric"].as_str().unwrap_or("accuracy");
+    println!(
+        "{}: {m} {:.4} → {:.4} (drop {:.4}); size {} → {} bytes ({:.2}×); parameters {}",
+        report["method"].as_str().unwrap_or_default(),
+        main_of(&report["parent_eval"], m),
+        main_of(&report["child_eval"], m),
+        report["accuracy_drop"].as_f64().unwrap_or(0.0),
+        report["size_bytes"]["parent"],
+        report["size_bytes"]["child"],
+        report["size_ratio"].as_f64().unwrap_or(0.0),
+        report["parameters"]["child"],
+    );
+    if let Some(runtimes) = report["latency_ms"].as_object() {
+        for (runtime, t) in runtimes {
+            for batch in ["batch_1", "batch_32"] {
+                println!(
+                    "  {runtime} {batch}: p50 {:.3} → {:.3} ms, p99 {:.3} → {:.3} ms",
+                    t["parent"][batch]["p50_ms"].as_f64().unwrap_or(0.0),
+                    t["child"][batch]["p50_ms"].as_f64().unwrap_or(0.0),
+                    t["parent"][batch]["p99_ms"].as_f64().unwrap_or(0.0),
+                    t["child"][batch]["p99_ms"].as_f64().unwrap_or(0.0),
+                );
+            }
+        }
+    }
+}
+
+fn main_of(eval: &Value, metric: &str) -> f64 {
+    eval[metric].as_f64().unwrap_or(f64::NAN)
+}
