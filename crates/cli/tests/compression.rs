@@ -223,10 +223,73 @@ async fn int8_versions_of_the_digits_cnn_are_registered_with_lineage_and_a_repor
         assert!(same >= 30, "v{version}: {same} of 32 agree");
     }
 
-    eprintln!("{trained}\n{dynamic}\n{calibrated}");
+    // What the jobs printed (their reports), for whoever reads a failure.
+    eprintln!("{dynamic}\n{calibrated}");
+
+    // The accuracy guard. Percentile calibration at 50 % clips half of every activation's
+    // range: without a budget (drop up to 1.0) the 8-bit model loses points; with the default
+    // budget of one point the most sensitive operators fall back to float until it fits.
+    let percentile = [
+        "compress",
+        "digits-cnn:1",
+        "--int8",
+        "--calibrate",
+        "digits",
+        "--method",
+        "percentile",
+        "--percentile",
+        "50",
+    ];
+    let plain = ok(server.cli(&[&percentile[..], &["--max-accuracy-drop", "1"]].concat()));
+    assert!(plain.contains("registered model digits-cnn:4"), "{plain}");
+    let r = report(&server, &tags(&server, "digits-cnn", "4").await).await;
+    let broken = r["accuracy_drop"].as_f64().unwrap();
+    assert!(
+        broken > 0.01,
+        "plain static int8 keeps within the budget ({broken}): {plain}"
+    );
+    assert!(r["fell_back"].as_array().unwrap().is_empty());
+
+    let guarded = ok(server.cli(&percentile));
+    assert!(guarded.contains("accuracy guard: kept"), "{guarded}");
+    assert!(
+        guarded.contains("registered model digits-cnn:5"),
+        "{guarded}"
+    );
+    let t = tags(&server, "digits-cnn", "5").await;
+    let r = report(&server, &t).await;
+    let drop = r["accuracy_drop"].as_f64().unwrap();
+    assert!(drop <= 0.01, "guarded drop {drop}: {guarded}");
+    let fell_back: Vec<&str> = r["fell_back"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(!fell_back.is_empty() && fell_back.len() < 4, "{r}");
+    assert_eq!(
+        tag(&t, "trainyard.compression.fell_back"),
+        fell_back.join(",")
+    );
+    // Every operator's loss when quantized alone was measured, and the ones that fell back
+    // are the most sensitive.
+    let sensitivity = r["sensitivity"].as_array().unwrap();
+    assert_eq!(sensitivity.len(), 4, "{r}");
+    for (i, name) in fell_back.iter().enumerate() {
+        assert_eq!(sensitivity[i][0].as_str(), Some(*name), "{r}");
+    }
+    assert_eq!(
+        r["quantized"].as_array().unwrap().len() + fell_back.len(),
+        4,
+        "{r}"
+    );
+
     // `models show` says what each compressed version is.
     let shown = ok(server.cli(&["models", "show", "digits-cnn"]));
     assert!(shown.contains("compressed from digits-cnn:1"), "{shown}");
     assert!(shown.contains("v3 ← digits-cnn:1: int8-static"), "{shown}");
-    eprintln!("{shown}");
+    assert!(
+        shown.contains(&format!("kept in float: {}", fell_back.join(","))),
+        "{shown}"
+    );
 }

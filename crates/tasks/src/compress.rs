@@ -25,7 +25,7 @@ use trainyard_engine::model::{ModelCard, CARD_FILE};
 pub use trainyard_models::quantize::calibrate::Method;
 pub use trainyard_models::quantize::Int8Options;
 use trainyard_models::quantize::{self, calibrate, guard, Quantized};
-use trainyard_serve::runtime::{find_library, OnnxRuntime, Runtime, Tract};
+use trainyard_serve::runtime::{Runtime, Tract};
 use trainyard_serve::{DataType, Tensor};
 
 use crate::evaluate::loader_options;
@@ -451,15 +451,16 @@ fn latency(
     Ok(Value::Object(out))
 }
 
-/// The runtimes a report times: ONNX Runtime when its library is found, and tract.
-fn timing_runtimes() -> Vec<(&'static str, Box<dyn Runtime>)> {
-    let mut out: Vec<(&'static str, Box<dyn Runtime>)> = Vec::new();
-    if let Some(lib) = find_library() {
-        if let Ok(ort) = OnnxRuntime::new(&lib, 1) {
-            out.push(("onnxruntime", Box::new(ort)));
-        }
+/// The runtimes a report times, each on one thread: ONNX Runtime when its library is
+/// found (the process's one environment, made for the checks), and tract.
+fn timing_runtimes() -> Vec<(&'static str, &'static dyn Runtime)> {
+    static TRACT: Tract = Tract;
+    let (runtime, name) = crate::export::checking_runtime();
+    let mut out = Vec::new();
+    if name != "tract" {
+        out.push((name, runtime));
     }
-    out.push(("tract", Box::new(Tract)));
+    out.push(("tract", &TRACT as &dyn Runtime));
     out
 }
 
@@ -614,8 +615,8 @@ pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
                 out.insert(
                     name.to_string(),
                     json!({
-                        "parent": latency(runtime.as_ref(), &p, &input, &sample)?,
-                        "child": latency(runtime.as_ref(), &c, &input, &sample)?,
+                        "parent": latency(runtime, &p, &input, &sample)?,
+                        "child": latency(runtime, &c, &input, &sample)?,
                     }),
                 );
             }
