@@ -291,6 +291,30 @@ impl Rows {
     }
 }
 
+/// The rows compression reads from `dataset` for `parent` (its input column, decoded as the
+/// model takes it, and its target), the first `limit` of `split` in the dataset's order:
+/// what a job calibrates or evaluates on, for tools outside that compare on the same rows.
+pub async fn read_rows(
+    client: &Client,
+    parent: &Parent,
+    dataset: &str,
+    split: Option<&str>,
+    split_column: &str,
+    limit: Option<usize>,
+) -> Result<Vec<Batch>, TaskError> {
+    let (rows, _) = Rows::open(
+        client,
+        parent,
+        dataset,
+        split,
+        split_column,
+        "dataset",
+        true,
+    )
+    .await?;
+    tokio::task::spawn_blocking(move || rows.read(limit)).await?
+}
+
 fn input_tensor(name: &str, batch: &Batch) -> Tensor {
     let mut shape = vec![batch.rows];
     shape.extend_from_slice(&batch.sample_shape);

@@ -297,6 +297,98 @@ impl Model {
             .collect()
     }
 
+    /// The rank of tensor `t` where the graph makes it plain (a graph input with a shape, a
+    /// `Flatten` or `Gemm` output, and what elementwise operators and `MatMul` by a matrix
+    /// keep); `None` where it would take shape inference.
+    fn rank(&self, t: &str, depth: usize) -> Option<usize> {
+        if depth > 64 {
+            return None;
+        }
+        if let Some(i) = self.graph.input.iter().find(|i| i.name == t) {
+            let pb::type_proto::Value::TensorType(tt) = i.r#type.as_ref()?.value.as_ref()?;
+            return Some(tt.shape.as_ref()?.dim.len());
+        }
+        let n = self
+            .graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == t))?;
+        match n.op_type.as_str() {
+            "Flatten" | "Gemm" => Some(2),
+            "Relu" | "Sigmoid" | "Tanh" | "Identity" | "Dropout" | "QuantizeLinear"
+            | "DequantizeLinear" => self.rank(n.input.first()?, depth + 1),
+            "MatMul" | "Add" | "Mul" | "Sub" if self.initializers.contains_key(n.input.get(1)?) => {
+                let r = self.rank(n.input.first()?, depth + 1)?;
+                let w = &self.graph.initializer[self.initializers[n.input.get(1)?.as_str()]];
+                (w.dims.len() <= r).then_some(r)
+            }
+            _ => None,
+        }
+    }
+
+    /// `MatMul(x, W)` followed by `Add(·, b)` (its only reader, `b` a constant of one value
+    /// per column, `x` of rank 2) becomes one `Gemm(x, W, b)` under the MatMul's name: the
+    /// bias is then quantized with the product (32-bit, on its scale) and the 8-bit result
+    /// flows on, where a float `Add` would sit between two quantized tensors.
+    fn fuse_matmul_bias(&mut self) {
+        let mut fused: Vec<(usize, usize)> = Vec::new();
+        for (i, n) in self.graph.node.iter().enumerate() {
+            if n.op_type != "MatMul" || !n.domain.is_empty() || n.output.len() != 1 {
+                continue;
+            }
+            let Some(w) = self.weight_of(n) else { continue };
+            if self.rank(&n.input[0], 0) != Some(2) {
+                continue;
+            }
+            let y = &n.output[0];
+            if self.graph.output.iter().any(|o| &o.name == y) {
+                continue;
+            }
+            let readers: Vec<usize> = self
+                .graph
+                .node
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.input.iter().any(|x| x == y))
+                .map(|(j, _)| j)
+                .collect();
+            let [j] = readers.as_slice() else { continue };
+            let add = &self.graph.node[*j];
+            if add.op_type != "Add" || !add.domain.is_empty() || add.input.len() != 2 {
+                continue;
+            }
+            let bias = if &add.input[0] == y {
+                &add.input[1]
+            } else {
+                &add.input[0]
+            };
+            match self.float(bias) {
+                Some(b) if b.dims == [w.dims[1]] => fused.push((i, *j)),
+                _ => {}
+            }
+        }
+        let mut drop = HashSet::new();
+        for (i, j) in fused {
+            let add = self.graph.node[j].clone();
+            let y = self.graph.node[i].output[0].clone();
+            let bias = if add.input[0] == y {
+                add.input[1].clone()
+            } else {
+                add.input[0].clone()
+            };
+            let m = &mut self.graph.node[i];
+            m.op_type = "Gemm".into();
+            m.input.push(bias);
+            m.output = add.output.clone();
+            drop.insert(j);
+        }
+        let mut k = 0;
+        self.graph.node.retain(|_| {
+            k += 1;
+            !drop.contains(&(k - 1))
+        });
+    }
+
     /// Drops initializers nothing reads any more (the float weights that were replaced),
     /// and their entries among the graph's inputs (older files list initializers there).
     fn prune(&mut self) {
@@ -668,7 +760,10 @@ mod tests {
         assert_eq!(names[0], "output");
         assert_eq!(outs.len(), names.len());
         assert_eq!(outs[0], run(&bytes, &[2, 1, 8, 8], &x)[0]);
-        assert_eq!(outs[1].len(), 2 * 4 * 8 * 8, "{}", names[1]);
+        // conv1's output is read only by a Relu: the Relu's output is what gets a range.
+        let relu1 = names.iter().position(|n| n == "relu1:0").unwrap();
+        assert_eq!(outs[relu1].len(), 2 * 4 * 8 * 8);
+        assert!(!names.contains(&"conv1.conv:0".to_string()), "{names:?}");
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub fn calibration_tensors(
     bytes: &[u8],
     options: &Int8Options,
 ) -> Result<Vec<String>, ModelsError> {
-    let model = Model::decode(bytes)?;
+    let mut model = Model::decode(bytes)?;
+    model.fuse_matmul_bias();
     let mut tensors = BTreeSet::new();
     let mut any = false;
     for (name, n) in model.nodes() {
@@ -37,12 +38,86 @@ pub fn calibration_tensors(
             continue;
         }
         tensors.insert(n.input[0].clone());
-        tensors.insert(n.output[0].clone());
+        let folded = relu_after(&model, &n.output[0], options).map(|(_, r)| r);
+        tensors.insert(folded.unwrap_or_else(|| n.output[0].clone()));
     }
     if !any {
         return Err(super::nothing_to_quantize(&model));
     }
     Ok(tensors.into_iter().collect())
+}
+
+/// Operators that only move values: an 8-bit input gives an 8-bit output on the same grid,
+/// so their outputs are quantized with their input's scale (runtimes then run them on
+/// integers instead of dequantizing around them).
+const MOVERS: [&str; 6] = [
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+];
+
+/// When `t`'s only reader is a `Relu` (neither being a graph output) and activations are
+/// unsigned, the `Relu` and the quantization of its output are one step: quantizing `t` on
+/// the Relu output's grid (zero point 0) clips negatives to zero exactly as the Relu does.
+/// Returns the Relu's index and output.
+fn relu_after(model: &Model, t: &str, options: &Int8Options) -> Option<(usize, String)> {
+    if options.symmetric_activations || model.graph.output.iter().any(|o| o.name == t) {
+        return None;
+    }
+    let mut readers = model
+        .graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.input.iter().any(|i| i == t));
+    let (i, relu) = readers.next()?;
+    let r = relu.output.first()?;
+    (readers.next().is_none()
+        && relu.op_type == "Relu"
+        && relu.domain.is_empty()
+        && !model.graph.output.iter().any(|o| &o.name == r))
+    .then(|| (i, r.clone()))
+}
+
+/// Adds a Q/DQ pair reading `source` whose dequantized copy replaces `visible` for every
+/// reader (the same tensor unless a Relu between them was folded); the pair is placed after
+/// `source`'s producer.
+#[allow(clippy::too_many_arguments)]
+fn add_pair(
+    model: &mut Model,
+    used: &mut std::collections::HashSet<String>,
+    pairs: &mut Vec<(String, Vec<pb::NodeProto>)>,
+    activations: &mut HashMap<String, (Affine, String)>,
+    activation_type: i32,
+    source: &str,
+    visible: &str,
+    affine: Affine,
+) {
+    let scale = model.fresh(used, &format!("{visible}{SCALE}"));
+    let zero = model.fresh(used, &format!("{visible}{ZERO_POINT}"));
+    let q = model.fresh(used, &format!("{visible}_quantized"));
+    let dq = model.fresh(used, &format!("{visible}_dequantized"));
+    model.add(floats(&scale, &[], &[affine.scale]));
+    model.add(integers(&zero, activation_type, &[], &[affine.zero_point]));
+    let nodes = vec![
+        node(
+            "QuantizeLinear",
+            &model.fresh(used, &format!("{visible}_QuantizeLinear")),
+            vec![source.to_string(), scale.clone(), zero.clone()],
+            vec![q.clone()],
+        ),
+        node(
+            "DequantizeLinear",
+            &model.fresh(used, &format!("{visible}_DequantizeLinear")),
+            vec![q, scale, zero],
+            vec![dq.clone()],
+        ),
+    ];
+    activations.insert(visible.to_string(), (affine, dq));
+    pairs.push((source.to_string(), nodes));
 }
 
 /// The model in QDQ form with activation `ranges` (from [`super::calibrate`]). Every
@@ -53,6 +128,7 @@ pub fn static_int8(
     options: &Int8Options,
 ) -> Result<Quantized, ModelsError> {
     let mut model = Model::decode(bytes)?;
+    model.fuse_matmul_bias();
     if model.opset < 10 || (options.per_channel && model.opset < 13) {
         return Err(ModelsError::Invalid {
             at: "model".into(),
@@ -102,52 +178,96 @@ pub fn static_int8(
     if plans.is_empty() && kept.is_empty() {
         return Err(super::nothing_to_quantize(&model));
     }
+    // Pairs placed after the producer of the tensor they read (keyed by it).
     let mut activation_nodes: Vec<(String, Vec<pb::NodeProto>)> = Vec::new();
     let mut weight_nodes: Vec<pb::NodeProto> = Vec::new();
-    for (index, name, w) in &plans {
-        let n = model.graph.node[*index].clone();
-        for t in [&n.input[0], &n.output[0]] {
-            if activations.contains_key(t) {
-                continue;
-            }
-            let &(lo, hi) = ranges.get(t).ok_or_else(|| ModelsError::Invalid {
-                at: t.clone(),
-                message: format!("no calibrated range for this input or output of `{name}`"),
-            })?;
-            if !(lo.is_finite() && hi.is_finite()) {
-                return Err(ModelsError::Invalid {
-                    at: t.clone(),
-                    message: "its calibrated range is not finite".into(),
-                });
-            }
-            let affine = if options.symmetric_activations {
-                Affine::symmetric(lo, hi, activation_grid)
-            } else {
-                Affine::asymmetric(lo, hi, activation_grid)
-            };
-            let scale = model.fresh(&mut used, &format!("{t}{SCALE}"));
-            let zero = model.fresh(&mut used, &format!("{t}{ZERO_POINT}"));
-            let q = model.fresh(&mut used, &format!("{t}_quantized"));
-            let dq = model.fresh(&mut used, &format!("{t}_dequantized"));
-            model.add(floats(&scale, &[], &[affine.scale]));
-            model.add(integers(&zero, activation_type, &[], &[affine.zero_point]));
-            let nodes = vec![
-                node(
-                    "QuantizeLinear",
-                    &model.fresh(&mut used, &format!("{t}_QuantizeLinear")),
-                    vec![t.clone(), scale.clone(), zero.clone()],
-                    vec![q.clone()],
-                ),
-                node(
-                    "DequantizeLinear",
-                    &model.fresh(&mut used, &format!("{t}_DequantizeLinear")),
-                    vec![q, scale, zero],
-                    vec![dq.clone()],
-                ),
-            ];
-            activations.insert(t.clone(), (affine, dq));
-            activation_nodes.push((t.clone(), nodes));
+    // Relus folded into the quantization of their input.
+    let mut dropped: BTreeSet<usize> = BTreeSet::new();
+    let graph_outputs: BTreeSet<String> =
+        model.graph.output.iter().map(|o| o.name.clone()).collect();
+    let planned: HashMap<usize, (String, super::FloatTensor)> = plans
+        .into_iter()
+        .map(|(index, name, w)| (index, (name, w)))
+        .collect();
+    let calibrated = |t: &str, of: &str| -> Result<Affine, ModelsError> {
+        let &(lo, hi) = ranges.get(t).ok_or_else(|| ModelsError::Invalid {
+            at: t.to_string(),
+            message: format!("no calibrated range for this input or output of `{of}`"),
+        })?;
+        if !(lo.is_finite() && hi.is_finite()) {
+            return Err(ModelsError::Invalid {
+                at: t.to_string(),
+                message: "its calibrated range is not finite".into(),
+            });
         }
+        Ok(if options.symmetric_activations {
+            Affine::symmetric(lo, hi, activation_grid)
+        } else {
+            Affine::asymmetric(lo, hi, activation_grid)
+        })
+    };
+    let mut done = Vec::new();
+    for index in 0..model.graph.node.len() {
+        let n = model.graph.node[index].clone();
+        let Some((name, w)) = planned.get(&index) else {
+            // A mover of an 8-bit tensor passes its grid on.
+            let source = n.input.first().cloned().unwrap_or_default();
+            if MOVERS.contains(&n.op_type.as_str())
+                && n.domain.is_empty()
+                && n.output.len() == 1
+                && !graph_outputs.contains(&n.output[0])
+                && !activations.contains_key(&n.output[0])
+            {
+                if let Some(&(affine, _)) = activations.get(&source) {
+                    add_pair(
+                        &mut model,
+                        &mut used,
+                        &mut activation_nodes,
+                        &mut activations,
+                        activation_type,
+                        &n.output[0],
+                        &n.output[0],
+                        affine,
+                    );
+                }
+            }
+            continue;
+        };
+        let x = &n.input[0];
+        if !activations.contains_key(x) {
+            let affine = calibrated(x, name)?;
+            add_pair(
+                &mut model,
+                &mut used,
+                &mut activation_nodes,
+                &mut activations,
+                activation_type,
+                x,
+                x,
+                affine,
+            );
+        }
+        let y = &n.output[0];
+        let (visible, relu) = match relu_after(&model, y, options) {
+            Some((i, r)) => (r, Some(i)),
+            None => (y.clone(), None),
+        };
+        if !activations.contains_key(&visible) {
+            let affine = calibrated(&visible, name)?;
+            add_pair(
+                &mut model,
+                &mut used,
+                &mut activation_nodes,
+                &mut activations,
+                activation_type,
+                y,
+                &visible,
+                affine,
+            );
+            dropped.extend(relu);
+        }
+        let w = w.clone();
+        let (name, w) = (name.clone(), &w);
 
         // The weight.
         let axis = Model::channel_axis(&n);
@@ -238,8 +358,11 @@ pub fn static_int8(
                 _ => {}
             }
         }
-        model.graph.node[*index] = rewired;
+        done.push((index, rewired));
         quantized.push(name.clone());
+    }
+    for (index, rewired) in done {
+        model.graph.node[index] = rewired;
     }
 
     // Readers of each quantized activation read its dequantized copy; the pair follows the
@@ -255,7 +378,10 @@ pub fn static_int8(
             nodes.extend(pair.iter().cloned());
         }
     }
-    for mut n in old.iter().cloned() {
+    for (i, mut n) in old.iter().cloned().enumerate() {
+        if dropped.contains(&i) {
+            continue;
+        }
         for input in &mut n.input {
             if let Some(dq) = dequantized.get(input) {
                 *input = (*dq).clone();
@@ -339,6 +465,25 @@ mod tests {
             let ranges = calibrate(&bytes, &options, method);
             let q = static_int8(&bytes, &ranges, &options).unwrap();
             assert_eq!(q.quantized.len(), 4);
+            // Unsigned activations fold each Relu right after a quantized operator into its
+            // grid (fc1's too: its MatMul and bias Add are one Gemm).
+            let relus = Model::decode(&q.bytes)
+                .unwrap()
+                .graph
+                .node
+                .iter()
+                .filter(|n| n.op_type == "Relu")
+                .count();
+            assert_eq!(relus, if symmetric_activations { 3 } else { 0 });
+            let ops: Vec<String> = Model::decode(&q.bytes)
+                .unwrap()
+                .graph
+                .node
+                .iter()
+                .map(|n| n.op_type.clone())
+                .collect();
+            assert_eq!(ops.iter().filter(|o| *o == "Gemm").count(), 2, "{ops:?}");
+            assert!(!ops.contains(&"Add".to_string()), "{ops:?}");
             let got = run(&q.bytes, &[16, 1, 8, 8], &x).remove(0);
             let err = relative_error(&got, &want);
             assert!(
@@ -348,7 +493,7 @@ mod tests {
             // 8-bit weights: the float ones are gone.
             let (before, after) = (weight_bytes(&bytes), weight_bytes(&q.bytes));
             // Scales and 32-bit biases weigh in this tiny model; larger ones come near 4x.
-            assert!(after * 3 < before, "{after} of {before} bytes");
+            assert!(after * 5 < before * 2, "{after} of {before} bytes");
         }
     }
 

@@ -1,0 +1,103 @@
+"""Compares Trainyard's int8 files with onnxruntime.quantization's on the same parent and rows.
+
+Reads OUT/v1.onnx (the FP32 parent), v2 (trainyard dynamic), v3 (static MinMax per tensor),
+v4 (static MinMax per channel), v5 (static Entropy per channel), OUT/calibration.{x,y}.npy and
+OUT/eval.{x,y}.npy; writes ONNX Runtime's quantize_dynamic / quantize_static files for the
+same methods, then measures accuracy, file size and latency p50 at batch 1 and 32 (ONNX
+Runtime, one intra-op thread, 7 rounds; median and spread) for each. Prints Markdown.
+"""
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                      QuantType, quantize_dynamic, quantize_static)
+
+out = sys.argv[1]
+cal_x = np.load(f"{out}/calibration.x.npy")
+ev_x, ev_y = np.load(f"{out}/eval.x.npy"), np.load(f"{out}/eval.y.npy")
+parent = f"{out}/v1.onnx"
+
+
+class Rows(CalibrationDataReader):
+    def __init__(self):
+        # The job feeds 256-row batches; the ranges do not depend on how rows are batched.
+        self.batches = iter([{"input": cal_x[i:i + 256]} for i in range(0, len(cal_x), 256)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def ort_static(path, per_channel, method):
+    quantize_static(parent, path, Rows(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=per_channel, calibrate_method=method)
+
+
+made = {}
+quantize_dynamic(parent, f"{out}/ort-dynamic.onnx", weight_type=QuantType.QInt8)
+ort_static(f"{out}/ort-static.onnx", False, CalibrationMethod.MinMax)
+ort_static(f"{out}/ort-static-pc.onnx", True, CalibrationMethod.MinMax)
+ort_static(f"{out}/ort-entropy-pc.onnx", True, CalibrationMethod.Entropy)
+
+rows = [
+    ("FP32 parent", "—", "v1.onnx"),
+    ("dynamic int8", "trainyard", "v2.onnx"),
+    ("dynamic int8", "onnxruntime", "ort-dynamic.onnx"),
+    ("static MinMax, per tensor", "trainyard", "v3.onnx"),
+    ("static MinMax, per tensor", "onnxruntime", "ort-static.onnx"),
+    ("static MinMax, per channel", "trainyard", "v4.onnx"),
+    ("static MinMax, per channel", "onnxruntime", "ort-static-pc.onnx"),
+    ("static Entropy, per channel", "trainyard", "v5.onnx"),
+    ("static Entropy, per channel", "onnxruntime", "ort-entropy-pc.onnx"),
+]
+
+
+def session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def measure(path):
+    try:
+        s = session(path)
+    except Exception as e:  # a file ONNX Runtime cannot load is a result too
+        return {"error": str(e).splitlines()[0][:120]}
+    logits = s.run(None, {"input": ev_x})[0]
+    accuracy = float((logits.argmax(1) == ev_y).mean())
+    lat = {}
+    for batch, calls in ((1, 300), (32, 100)):
+        x = ev_x[:batch]
+        for _ in range(20):
+            s.run(None, {"input": x})
+        rounds = []
+        for _ in range(7):
+            times = []
+            for _ in range(calls):
+                t = time.perf_counter()
+                s.run(None, {"input": x})
+                times.append(time.perf_counter() - t)
+            rounds.append(statistics.median(times) * 1e3)
+        lat[batch] = (statistics.median(rounds), min(rounds), max(rounds))
+    return {"accuracy": accuracy, "bytes": os.path.getsize(path), "latency": lat}
+
+
+results = [(m, tool, f, measure(f"{out}/{f}")) for m, tool, f in rows]
+base = results[0][3]
+print(f"ONNX Runtime {ort.__version__}; {len(ev_y)} evaluation rows, {len(cal_x)} calibration rows; "
+      "latency p50 per call, median of 7 rounds [min–max], one thread\n")
+print("| method | tool | accuracy | size (bytes) | × smaller | p50 batch 1 (ms) | p50 batch 32 (ms) | batch 32 vs FP32 |")
+print("|---|---|---|---|---|---|---|---|")
+for m, tool, f, r in results:
+    if "error" in r:
+        print(f"| {m} | {tool} | does not load: {r['error']} | | | | | |")
+        continue
+    l1, l32 = r["latency"][1], r["latency"][32]
+    print(f"| {m} | {tool} | {r['accuracy']:.4f} | {r['bytes']:,} | {base['bytes'] / r['bytes']:.2f} | "
+          f"{l1[0]:.3f} [{l1[1]:.3f}–{l1[2]:.3f}] | {l32[0]:.3f} [{l32[1]:.3f}–{l32[2]:.3f}] | "
+          f"{base['latency'][32][0] / l32[0]:.2f}× |")
