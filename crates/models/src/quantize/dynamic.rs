@@ -1,8 +1,8 @@
 //! Dynamic 8-bit quantization: weights stored as 8-bit integers, each activation quantized
 //! by the runtime from its own range on every call. ONNX Runtime's `quantize_dynamic` writes
-//! the same pattern for `MatMul` (and fuses it into one kernel); for `Conv` its
-//! `ConvInteger` kernel takes unsigned weights only, so convolution weights are unsigned
-//! with a zero point here (a signed-weight `ConvInteger` fails to load there).
+//! the same pattern for `MatMul` (and fuses it into one kernel). Convolution weights are
+//! unsigned with a zero point (`ConvInteger`'s original form), matrix weights signed and
+//! symmetric.
 //!
 //! `MatMul(x, W)` becomes
 //! `DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q, x_zp) → Cast → Mul(x_scale · w_scale)`,
