@@ -8,6 +8,7 @@
 pub mod graph;
 pub mod onnx;
 pub mod onnx_read;
+pub mod prune;
 pub mod quantize;
 pub mod safetensors;
 

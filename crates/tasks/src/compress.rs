@@ -381,6 +381,9 @@ fn main_metric(report: &Report) -> (&'static str, f64) {
     }
 }
 
+/// What a calibration pass does with each exposed tensor's values.
+type Observer<'a> = dyn FnMut(&str, &[f32]) -> Result<(), TaskError> + 'a;
+
 /// Activation ranges of `parent` on `batches`, computed by `runtime` (two passes when the
 /// method needs histograms).
 fn calibrate_ranges(
@@ -398,7 +401,7 @@ fn calibrate_ranges(
         .map_err(|e| TaskError::Invalid(format!("the runtime cannot load the model: {e}")))?;
     let instance = &mut instances[0];
     let wanted: BTreeSet<&String> = tensors.iter().collect();
-    let mut pass = |observe: &mut dyn FnMut(&str, &[f32]) -> Result<(), TaskError>| {
+    let mut pass = |observe: &mut Observer| {
         for batch in batches {
             if wanted.contains(&parent.input) {
                 observe(&parent.input, &batch.inputs)?;
