@@ -164,6 +164,12 @@ enum TaskCommand {
         symmetric_activations: bool,
         #[arg(long)]
         exclude: Vec<String>,
+        #[arg(long)]
+        prune: Option<f64>,
+        #[arg(long)]
+        structured: bool,
+        #[arg(long)]
+        global: bool,
     },
     /// Predict with a model version inside a job.
     Predict {
@@ -362,32 +368,48 @@ fn main() -> ExitCode {
                     reduce_range,
                     symmetric_activations,
                     exclude,
+                    prune,
+                    structured,
+                    global,
                 } => {
-                    use trainyard_tasks::compress::{CompressTask, Scheme};
-                    let scheme = match calibrate {
-                        None => Scheme::Dynamic,
-                        Some(dataset) => Scheme::Static {
-                            dataset,
-                            split: calibration_split,
-                            rows: calibration_rows,
-                            method: trainyard_tasks::compress::parse_method(&method)?,
-                        },
-                    };
-                    trainyard_tasks::compress::compress(CompressTask {
-                        model,
-                        scheme,
-                        options: trainyard_tasks::compress::Int8Options {
-                            per_channel,
-                            reduce_range,
-                            symmetric_activations,
-                            exclude: exclude.into_iter().collect(),
-                        },
-                        eval,
-                        split,
-                        split_column,
-                        max_accuracy_drop,
-                    })
-                    .await?
+                    use trainyard_tasks::compress::{CompressTask, PruneTask, Scheme};
+                    if let Some(ratio) = prune {
+                        trainyard_tasks::compress::prune(PruneTask {
+                            model,
+                            ratio,
+                            structured,
+                            global,
+                            eval,
+                            split,
+                            split_column,
+                        })
+                        .await?
+                    } else {
+                        let scheme = match calibrate {
+                            None => Scheme::Dynamic,
+                            Some(dataset) => Scheme::Static {
+                                dataset,
+                                split: calibration_split,
+                                rows: calibration_rows,
+                                method: trainyard_tasks::compress::parse_method(&method)?,
+                            },
+                        };
+                        trainyard_tasks::compress::compress(CompressTask {
+                            model,
+                            scheme,
+                            options: trainyard_tasks::compress::Int8Options {
+                                per_channel,
+                                reduce_range,
+                                symmetric_activations,
+                                exclude: exclude.into_iter().collect(),
+                            },
+                            eval,
+                            split,
+                            split_column,
+                            max_accuracy_drop,
+                        })
+                        .await?
+                    }
                 }
                 TaskCommand::Predict {
                     model,

@@ -284,6 +284,84 @@ async fn int8_versions_of_the_digits_cnn_are_registered_with_lineage_and_a_repor
         "{r}"
     );
 
+    // Structured pruning of half the channels and neurons, then 3 epochs of fine-tuning
+    // with the parent's own training file, as a training job.
+    for (args, says) in [
+        (
+            vec!["--prune", "1.5"],
+            "--prune 1.5: give the fraction to remove, in (0, 1)",
+        ),
+        (vec!["--prune", "0"], "in (0, 1)"),
+        (vec!["--prune", "0.5", "--int8"], "cannot be used with"),
+        (vec!["--structured"], "--prune"),
+    ] {
+        let mut command = vec!["compress", "digits-cnn:1"];
+        command.extend(args);
+        let out = server.cli(&command);
+        assert!(!out.status.success(), "{command:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{command:?}: {}", text(&out));
+    }
+    let pruned = ok(server.cli(&[
+        "compress",
+        "digits-cnn:1",
+        "--prune",
+        "0.5",
+        "--structured",
+        "--finetune-epochs",
+        "3",
+    ]));
+    eprintln!("{pruned}");
+    assert!(pruned.contains("registered model digits-cnn:6"), "{pruned}");
+    assert!(
+        pruned.contains("fine-tuning digits-cnn:6 for 3 epochs"),
+        "{pruned}"
+    );
+    assert!(pruned.contains("registered model digits-cnn:7"), "{pruned}");
+    let t = tags(&server, "digits-cnn", "6").await;
+    assert_eq!(tag(&t, "trainyard.compression.method"), "prune-structured");
+    assert_eq!(tag(&t, "trainyard.source"), "digits-cnn:1");
+    let r = report(&server, &t).await;
+    let layers: Vec<(String, u64, u64)> = r["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["layer"].as_str().unwrap().to_string(),
+                l["before"].as_u64().unwrap(),
+                l["after"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("layers[0]".to_string(), 32, 16),
+            ("layers[2]".to_string(), 64, 32),
+            ("layers[7]".to_string(), 128, 64),
+        ],
+        "{r}"
+    );
+    let ratio = r["size_ratio"].as_f64().unwrap();
+    assert!(ratio >= 1.8, "pruned ONNX only {ratio}× smaller: {r}");
+    let parent_accuracy = r["parent_eval"]["accuracy"].as_f64().unwrap();
+    // The fine-tuned version: trained from the pruned one, same size, accuracy back within a
+    // point of the parent's.
+    let t = tags(&server, "digits-cnn", "7").await;
+    assert_eq!(tag(&t, "trainyard.lineage"), "fine-tuned");
+    assert_eq!(tag(&t, "trainyard.source"), "digits-cnn:6");
+    let tuned: f64 = tag(&t, "metric.test_accuracy").parse().unwrap();
+    assert!(
+        tuned >= parent_accuracy - 0.01,
+        "fine-tuned {tuned} vs parent {parent_accuracy}: {pruned}"
+    );
+    assert_eq!(
+        tag(&t, "trainyard.parameters"),
+        r["parameters"]["child"].to_string()
+    );
+    let int8 = classes(&server, "digits-cnn", "7", &pixels).await;
+    assert_eq!(int8.len(), 32, "the fine-tuned version serves");
+
     // `models show` says what each compressed version is.
     let shown = ok(server.cli(&["models", "show", "digits-cnn"]));
     assert!(shown.contains("compressed from digits-cnn:1"), "{shown}");

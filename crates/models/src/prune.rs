@@ -122,12 +122,16 @@ pub fn structured(graph: &Graph, ratio: f64) -> Result<Pruned, ModelsError> {
             Layer::Conv2d { weight, bias, .. } => {
                 weight.is_consistent()
                     && weight.shape.len() == 4
-                    && bias.as_ref().is_none_or(|b| b.values.len() == weight.shape[0])
+                    && bias
+                        .as_ref()
+                        .is_none_or(|b| b.values.len() == weight.shape[0])
             }
             Layer::Linear { weight, bias } => {
                 weight.is_consistent()
                     && weight.shape.len() == 2
-                    && bias.as_ref().is_none_or(|b| b.values.len() == weight.shape[1])
+                    && bias
+                        .as_ref()
+                        .is_none_or(|b| b.values.len() == weight.shape[1])
             }
             _ => true,
         };
@@ -243,7 +247,10 @@ pub fn structured(graph: &Graph, ratio: f64) -> Result<Pruned, ModelsError> {
             message: "no layer can be pruned structurally: none is followed (through activations, pools, batch norm or a flatten) by another weighted layer".into(),
         });
     }
-    Ok(Pruned { graph: g, layers: report })
+    Ok(Pruned {
+        graph: g,
+        layers: report,
+    })
 }
 
 /// Sets the `sparsity` fraction of smallest-magnitude weights of linear and convolution
@@ -295,7 +302,10 @@ pub fn magnitude(graph: &Graph, sparsity: f64, global: bool) -> Result<Pruned, M
             });
         }
     }
-    Ok(Pruned { graph: g, layers: report })
+    Ok(Pruned {
+        graph: g,
+        layers: report,
+    })
 }
 
 #[cfg(test)]
@@ -374,7 +384,13 @@ mod tests {
                     },
                 ),
                 layer("relu2", Layer::Relu),
-                layer("pool", Layer::MaxPool2d { kernel: 2, stride: 2 }),
+                layer(
+                    "pool",
+                    Layer::MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                    },
+                ),
                 layer("flatten", Layer::Flatten),
                 layer(
                     "fc1",
@@ -402,25 +418,51 @@ mod tests {
         assert_eq!(
             pruned.layers,
             [
-                PrunedLayer { name: "conv1".into(), before: 8, after: 4 },
-                PrunedLayer { name: "conv2".into(), before: 6, after: 3 },
-                PrunedLayer { name: "fc1".into(), before: 12, after: 6 },
+                PrunedLayer {
+                    name: "conv1".into(),
+                    before: 8,
+                    after: 4
+                },
+                PrunedLayer {
+                    name: "conv2".into(),
+                    before: 6,
+                    after: 3
+                },
+                PrunedLayer {
+                    name: "fc1".into(),
+                    before: 12,
+                    after: 6
+                },
             ]
         );
         // The dead channels were the ones removed: the outputs are unchanged (a dead channel
         // after batch norm with zero mean and shift, and ReLU, is exactly zero).
         let x = values(3 * 36, 9);
-        let before = run(&crate::onnx::encode(&g, Some(4)).unwrap(), &[3, 1, 6, 6], &x);
-        let after = run(&crate::onnx::encode(&pruned.graph, Some(4)).unwrap(), &[3, 1, 6, 6], &x);
+        let before = run(
+            &crate::onnx::encode(&g, Some(4)).unwrap(),
+            &[3, 1, 6, 6],
+            &x,
+        );
+        let after = run(
+            &crate::onnx::encode(&pruned.graph, Some(4)).unwrap(),
+            &[3, 1, 6, 6],
+            &x,
+        );
         for (a, b) in before[0].iter().zip(&after[0]) {
             assert!((a - b).abs() < 1e-5, "{before:?} vs {after:?}");
         }
         // Smaller weights: conv2 reads 4 channels, fc1 reads 3·3·3 rows.
-        let Layer::Conv2d { weight, .. } = &pruned.graph.layers[3].layer else { panic!() };
+        let Layer::Conv2d { weight, .. } = &pruned.graph.layers[3].layer else {
+            panic!()
+        };
         assert_eq!(weight.shape, [3, 4, 3, 3]);
-        let Layer::Linear { weight, .. } = &pruned.graph.layers[7].layer else { panic!() };
+        let Layer::Linear { weight, .. } = &pruned.graph.layers[7].layer else {
+            panic!()
+        };
         assert_eq!(weight.shape, [27, 6]);
-        let Layer::Linear { weight, .. } = &pruned.graph.layers[9].layer else { panic!() };
+        let Layer::Linear { weight, .. } = &pruned.graph.layers[9].layer else {
+            panic!()
+        };
         assert_eq!(weight.shape, [6, 4], "the head keeps its outputs");
     }
 

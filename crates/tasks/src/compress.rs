@@ -692,24 +692,19 @@ pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
     ])
     .await?;
 
-    let mut tags: Vec<(String, String)> = Vec::new();
-    for key in ["trainyard.task", "trainyard.signature", "trainyard.dataset"] {
-        if let Some(v) = parent.tags.get(key) {
-            tags.push((key.to_string(), v.clone()));
-        }
-    }
+    let mut tags = lineage_tags(
+        &parent,
+        &parent_ref,
+        task.scheme.name(),
+        &settings,
+        &run,
+        &report,
+        metric,
+        parent_score - child_score,
+        &guarded.fell_back,
+    );
     tags.extend([
         ("trainyard.format".to_string(), "onnx".to_string()),
-        ("trainyard.lineage".to_string(), "compressed".to_string()),
-        ("trainyard.source".to_string(), parent_ref.clone()),
-        (
-            LICENSE_TAG.to_string(),
-            parent
-                .tags
-                .get(LICENSE_TAG)
-                .cloned()
-                .unwrap_or_else(|| UNKNOWN_LICENSE.to_string()),
-        ),
         (
             "trainyard.parameters".to_string(),
             child_parameters.to_string(),
@@ -717,30 +712,6 @@ pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
         (
             "trainyard.onnx.bytes".to_string(),
             model.bytes.len().to_string(),
-        ),
-        (
-            "trainyard.compression.method".to_string(),
-            task.scheme.name().to_string(),
-        ),
-        (
-            "trainyard.compression.settings".to_string(),
-            settings.to_string(),
-        ),
-        (
-            "trainyard.compression.report".to_string(),
-            run.artifact_uri("compression/report.json"),
-        ),
-        (
-            "trainyard.compression.size_ratio".to_string(),
-            format!("{:.3}", report["size_ratio"].as_f64().unwrap_or(0.0)),
-        ),
-        (
-            format!("trainyard.compression.{metric}_drop"),
-            format!("{:.6}", parent_score - child_score),
-        ),
-        (
-            "trainyard.compression.fell_back".to_string(),
-            guarded.fell_back.join(","),
         ),
     ]);
     let dataset = task.eval.split(':').next().unwrap_or_default().to_string();
@@ -909,4 +880,327 @@ fn print_report(report: &Value) {
 
 fn main_of(eval: &Value, metric: &str) -> f64 {
     eval[metric].as_f64().unwrap_or(f64::NAN)
+}
+
+/// How `trainyard task compress --prune` prunes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneTask {
+    /// `NAME:VERSION`, pinned; a version the engine trained (or imported with a native form).
+    pub model: String,
+    /// Fraction of channels/neurons removed (structured) or of weights zeroed (magnitude).
+    pub ratio: f64,
+    pub structured: bool,
+    /// Magnitude only: one threshold over the whole network instead of one per layer.
+    pub global: bool,
+    pub eval: String,
+    pub split: Option<String>,
+    pub split_column: String,
+}
+
+/// Checks a pruning ratio: in (0, 1).
+pub fn check_ratio(ratio: f64) -> Result<(), TaskError> {
+    if ratio > 0.0 && ratio < 1.0 {
+        Ok(())
+    } else {
+        Err(TaskError::Invalid(format!(
+            "--prune {ratio}: give the fraction to remove, in (0, 1)"
+        )))
+    }
+}
+
+/// Prunes a native version into a new version: the pruned network is rebuilt by the engine,
+/// exported to ONNX (checked against the engine like any export), evaluated against its
+/// parent in the serving runtime, timed, and registered with its card and weights, so it can
+/// be fine-tuned (`[model] from`) like any trained version.
+pub async fn prune(task: PruneTask) -> Result<i32, TaskError> {
+    use trainyard_engine::model::WEIGHTS_FILE;
+    check_ratio(task.ratio)?;
+    let run = RunClient::from_env().await?;
+    let parent = fetch_parent(&run.client, &task.model).await?;
+    let parent_ref = format!("{}:{}", parent.name, parent.version);
+    let files = crate::evaluate::fetch_model(&run.client, &parent_ref).await?;
+    let method = if task.structured {
+        "prune-structured"
+    } else {
+        "prune-magnitude"
+    };
+    println!("pruning {parent_ref} ({method}, {})", task.ratio);
+    let (eval_rows, eval_described) = Rows::open(
+        &run.client,
+        &parent,
+        &task.eval,
+        task.split.as_deref(),
+        &task.split_column,
+        "evaluation dataset",
+        true,
+    )
+    .await?;
+    let settings = json!({
+        "method": method,
+        "ratio": task.ratio,
+        "global": task.global,
+        "eval": task.eval,
+        "split": task.split,
+    });
+    run.log_params(&[
+        ("parent".to_string(), parent_ref.clone()),
+        ("method".to_string(), method.to_string()),
+        ("ratio".to_string(), task.ratio.to_string()),
+        ("eval".to_string(), eval_described.clone()),
+    ])
+    .await?;
+    let name = parent.name.clone();
+    let spec = parent.card.spec.clone();
+    let at = parent_ref.clone();
+    let (parent, outcome) = tokio::task::spawn_blocking(move || {
+        let work = || -> Result<_, TaskError> {
+            let cpu = trainyard_engine::device::DeviceSpec::Cpu.device()?;
+            let net = trainyard_engine::train::load(&spec, &files.weights, &cpu)?;
+            let graph = trainyard_engine::export::graph(&net, &spec, &name)?;
+            let pruned = if task.structured {
+                trainyard_models::prune::structured(&graph, task.ratio)
+            } else {
+                trainyard_models::prune::magnitude(&graph, task.ratio, task.global)
+            }
+            .map_err(|e| TaskError::Invalid(format!("{at}: {e}")))?;
+            let (child_spec, child) = trainyard_engine::native::from_graph(&pruned.graph)?;
+            let exported = crate::export::export_onnx(&child, &child_spec, &name)?;
+            let weights = trainyard_engine::train::weights(&child)?;
+            let parameters = trainyard_engine::train::parameters(&child);
+            let (runtime, _) = crate::export::checking_runtime();
+            let batches = eval_rows.read(None)?;
+            let sample = batches
+                .first()
+                .cloned()
+                .ok_or_else(|| TaskError::Invalid("the evaluation split has no rows".into()))?;
+            let mut child_card = parent.card.clone();
+            child_card.spec = child_spec;
+            let parent_report =
+                evaluate(runtime, &parent.onnx, &parent.input, &parent.card, &batches)?;
+            let child_report = evaluate(
+                runtime,
+                &exported.onnx,
+                &parent.input,
+                &child_card,
+                &batches,
+            )?;
+            let mut timing = serde_json::Map::new();
+            for (rt, r) in timing_runtimes() {
+                timing.insert(
+                    rt.to_string(),
+                    json!({
+                        "parent": latency(r, &parent.onnx, &parent.input, &sample)?,
+                        "child": latency(r, &exported.onnx, &parent.input, &sample)?,
+                    }),
+                );
+            }
+            Ok((
+                pruned.layers,
+                exported,
+                weights,
+                parameters,
+                child_card,
+                parent_report,
+                child_report,
+                Value::Object(timing),
+            ))
+        };
+        let outcome = work();
+        (parent, outcome)
+    })
+    .await?;
+    let (layers, exported, weights, parameters, child_card, parent_report, child_report, timing) =
+        outcome?;
+    let invalid = |e: trainyard_models::ModelsError| TaskError::Invalid(e.to_string());
+    let parent_parameters = quantize::parameters(&parent.onnx).map_err(invalid)?;
+    let (metric, parent_score) = main_metric(&parent_report);
+    let (_, child_score) = main_metric(&child_report);
+    let report = json!({
+        "parent": parent_ref,
+        "method": method,
+        "settings": settings,
+        "eval": eval_described,
+        "metric": metric,
+        "parent_eval": parent_report,
+        "child_eval": child_report,
+        "accuracy_drop": parent_score - child_score,
+        "size_bytes": {"parent": parent.onnx.len(), "child": exported.onnx.len()},
+        "size_ratio": parent.onnx.len() as f64 / exported.onnx.len() as f64,
+        "parameters": {"parent": parent_parameters, "child": parameters},
+        "pruned": layers.iter().map(|l| json!({"layer": l.name, "before": l.before, "after": l.after})).collect::<Vec<_>>(),
+        "latency_ms": timing,
+    });
+    print_report(&report);
+    for l in &layers {
+        println!("  {}: {} → {}", l.name, l.before, l.after);
+    }
+    run.upload(
+        "compression/report.json",
+        serde_json::to_vec_pretty(&report)?,
+    )
+    .await?;
+    run.upload(&format!("model/{WEIGHTS_FILE}"), weights)
+        .await?;
+    run.upload(
+        &format!("model/{CARD_FILE}"),
+        serde_json::to_vec_pretty(&child_card)?,
+    )
+    .await?;
+    let mut tags = crate::train::native_tags(&child_card, parameters);
+    tags.extend(crate::train::onnx_tags(&exported));
+    run.upload(&format!("model/{ONNX_FILE}"), exported.onnx)
+        .await?;
+    let dataset = task.eval.split(':').next().unwrap_or_default().to_string();
+    let split = task.split.clone().unwrap_or_else(|| "all".into());
+    tags.extend(lineage_tags(
+        &parent,
+        &parent_ref,
+        method,
+        &settings,
+        &run,
+        &report,
+        metric,
+        parent_score - child_score,
+        &[],
+    ));
+    for (k, v) in crate::evaluate::version_tags(&child_report, &dataset, &split, &run.run_id) {
+        tags.push((k, v.as_str().unwrap_or_default().to_string()));
+    }
+    let version = run
+        .register(
+            &parent.name,
+            &run.artifact_uri("model"),
+            &format!(
+                "{parent_ref} pruned ({method} {}) by run {}",
+                task.ratio, run.run_id
+            ),
+            &tags,
+        )
+        .await
+        .map_err(|e| TaskError::from(e).context("registering the pruned version"))?;
+    println!("registered model {}:{version}", parent.name);
+    Ok(0)
+}
+
+/// The tags every compressed version carries: where it came from, how, and the report's
+/// headline numbers.
+#[allow(clippy::too_many_arguments)]
+fn lineage_tags(
+    parent: &Parent,
+    parent_ref: &str,
+    method: &str,
+    settings: &Value,
+    run: &RunClient,
+    report: &Value,
+    metric: &str,
+    drop: f64,
+    fell_back: &[String],
+) -> Vec<(String, String)> {
+    let mut tags: Vec<(String, String)> = Vec::new();
+    for key in ["trainyard.task", "trainyard.signature", "trainyard.dataset"] {
+        if let Some(v) = parent.tags.get(key) {
+            tags.push((key.to_string(), v.clone()));
+        }
+    }
+    tags.extend([
+        ("trainyard.lineage".to_string(), "compressed".to_string()),
+        ("trainyard.source".to_string(), parent_ref.to_string()),
+        (
+            LICENSE_TAG.to_string(),
+            parent
+                .tags
+                .get(LICENSE_TAG)
+                .cloned()
+                .unwrap_or_else(|| UNKNOWN_LICENSE.to_string()),
+        ),
+        (
+            "trainyard.compression.method".to_string(),
+            method.to_string(),
+        ),
+        (
+            "trainyard.compression.settings".to_string(),
+            settings.to_string(),
+        ),
+        (
+            "trainyard.compression.report".to_string(),
+            run.artifact_uri("compression/report.json"),
+        ),
+        (
+            "trainyard.compression.size_ratio".to_string(),
+            format!("{:.3}", report["size_ratio"].as_f64().unwrap_or(0.0)),
+        ),
+        (
+            format!("trainyard.compression.{metric}_drop"),
+            format!("{drop:.6}"),
+        ),
+        (
+            "trainyard.compression.fell_back".to_string(),
+            fell_back.join(","),
+        ),
+    ]);
+    tags
+}
+
+/// The version of `name` that run `run_id` registered, if it registered one.
+pub async fn registered_by(
+    client: &Client,
+    name: &str,
+    run_id: &str,
+) -> Result<Option<String>, TaskError> {
+    let found: Value = client
+        .json(
+            client
+                .request(
+                    reqwest::Method::GET,
+                    "/api/2.0/mlflow/model-versions/search",
+                )
+                .query(&[("filter", format!("name='{}'", name.replace('\'', "''")))]),
+        )
+        .await?;
+    Ok(found["model_versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["run_id"] == run_id)
+        .and_then(|v| v["version"].as_str())
+        .map(str::to_string))
+}
+
+/// The training file that fine-tunes `pruned` (`NAME:VERSION`) for `epochs` epochs: the one
+/// that trained `parent` (kept with its run), starting from the pruned version's layers and
+/// weights instead of its own model section.
+pub async fn finetune_config(
+    client: &Client,
+    parent: &str,
+    pruned: &str,
+    epochs: u32,
+) -> Result<trainyard_engine::config::TrainConfig, TaskError> {
+    let (name, version) = parent
+        .split_once(':')
+        .ok_or_else(|| TaskError::Invalid(format!("{parent}: give NAME:VERSION")))?;
+    let mv: Value = client
+        .json(
+            client
+                .request(reqwest::Method::GET, "/api/2.0/mlflow/model-versions/get")
+                .query(&[("name", name), ("version", version)]),
+        )
+        .await?;
+    let run_id = mv["model_version"]["run_id"].as_str().unwrap_or_default();
+    let trained = RunClient::for_run(client.clone(), run_id.to_string())
+        .await?
+        .download(crate::train::CONFIG_ARTIFACT)
+        .await
+        .map_err(|e| {
+            TaskError::from(e).context(format!(
+                "{parent} was not trained by `trainyard train` here: fine-tuning reuses its training file"
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&trained);
+    let mut config = trainyard_engine::config::TrainConfig::parse(&text)?;
+    config.model = trainyard_engine::spec::ModelSpec {
+        from: Some(pruned.to_string()),
+        ..Default::default()
+    };
+    config.training.epochs = epochs.into();
+    Ok(config)
 }

@@ -20,6 +20,7 @@ pub enum CalibrationMethod {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["int8", "prune"])))]
 pub struct CompressArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -28,8 +29,22 @@ pub struct CompressArgs {
     /// `MODEL:VERSION` (or `MODEL` for its latest version).
     pub model: String,
     /// 8-bit integer weights (dynamic activations, or static with --calibrate).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub int8: bool,
+    /// Prune this fraction, in (0, 1): of every prunable layer's channels and neurons with
+    /// --structured (the network gets smaller), else of the weights by magnitude (zeroed).
+    #[arg(long, value_name = "RATIO", conflicts_with = "int8")]
+    pub prune: Option<f64>,
+    /// With --prune: remove whole channels and neurons.
+    #[arg(long, requires = "prune")]
+    pub structured: bool,
+    /// With --prune (magnitude): one threshold over the whole network instead of per layer.
+    #[arg(long, requires = "prune", conflicts_with = "structured")]
+    pub global: bool,
+    /// With --prune: fine-tune the pruned version for N epochs with the training file of the
+    /// parent, as a training job (checkpoints, curves, a registered version).
+    #[arg(long, value_name = "N", requires = "prune")]
+    pub finetune_epochs: Option<u32>,
     /// Static quantization with activation ranges measured on this dataset
     /// (`NAME[:VERSION]`); without it, activations are quantized at run time.
     #[arg(long, value_name = "DATASET")]
@@ -99,6 +114,12 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
     {
         bail!("--symmetric-activations and --method apply to static quantization: add --calibrate DATASET");
     }
+    if let Some(ratio) = args.prune {
+        compress::check_ratio(ratio)?;
+        if args.calibrate.is_some() || !args.exclude.is_empty() || args.per_channel {
+            bail!("--calibrate, --exclude and --per-channel apply to --int8");
+        }
+    }
     let client = crate::client::connect(&args.client)?;
     let parent = compress::fetch_parent(&client, &args.model).await?;
     compress::check_exclusions(&parent, &args.exclude)?;
@@ -134,6 +155,15 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
         "--max-accuracy-drop".into(),
         args.max_accuracy_drop.to_string(),
     ];
+    if let Some(ratio) = args.prune {
+        task_args.extend(["--prune".into(), ratio.to_string()]);
+        if args.structured {
+            task_args.push("--structured".into());
+        }
+        if args.global {
+            task_args.push("--global".into());
+        }
+    }
     if let Some(c) = &args.calibrate {
         let version = remote::fetch_version(&client, c).await?;
         compress::check_dataset(
@@ -179,9 +209,33 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
         false,
         args.experiment.clone(),
     );
-    let (_, code) =
+    let (job_id, code) =
         submit_and_follow_job(&client, &submission, args.job.detach, args.client.output)
             .await
             .context("submitting the compression job")?;
-    Ok(code)
+    let Some(epochs) = args.finetune_epochs.filter(|e| *e > 0) else {
+        return Ok(code);
+    };
+    if code != 0 || args.job.detach {
+        if args.job.detach {
+            eprintln!("detached: fine-tune the pruned version with `trainyard train` once job {job_id} has registered it");
+        }
+        return Ok(code);
+    }
+    let parent_ref = format!("{}:{}", parent.name, parent.version);
+    let pruned = compress::registered_by(&client, &parent.name, &job_id)
+        .await?
+        .with_context(|| format!("job {job_id} registered no version of {}", parent.name))?;
+    let pruned = format!("{}:{pruned}", parent.name);
+    println!("fine-tuning {pruned} for {epochs} epochs with the training file of {parent_ref}");
+    let config = compress::finetune_config(&client, &parent_ref, &pruned, epochs).await?;
+    crate::commands::train::submit_training(
+        &client,
+        config,
+        &format!("the training file of {parent_ref}"),
+        None,
+        &args.job,
+        args.client.output,
+    )
+    .await
 }

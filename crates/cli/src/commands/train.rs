@@ -63,7 +63,29 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<i32> {
         }
         (None, None) => unreachable!("clap requires one"),
     };
-    let mut config = TrainConfig::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+    let config = TrainConfig::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+    submit_training(
+        &client,
+        config,
+        &origin,
+        args.resume.as_deref(),
+        &args.job,
+        args.client.output,
+    )
+    .await
+}
+
+/// Checks a training configuration against its dataset (and the version it starts from),
+/// pins both, and submits it as a job, followed unless detached.
+pub(crate) async fn submit_training(
+    client: &trainyard_client::Client,
+    mut config: TrainConfig,
+    origin: &str,
+    resume: Option<&str>,
+    job: &JobArgs,
+    output: crate::output::Format,
+) -> anyhow::Result<i32> {
+    let client = client.clone();
     // Pin the dataset version now, so the job trains on what was checked here.
     let version = remote::fetch_version(&client, &config.data.dataset).await?;
     let source = trainyard_tasks::train::fetch_source(&client, &config)
@@ -78,19 +100,19 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<i32> {
     }
     let pinned = serde_json::to_string(&config)?;
     let mut task_args = vec!["--config".into(), pinned];
-    if let Some(run_id) = &args.resume {
-        task_args.extend(["--resume-from".into(), run_id.clone()]);
+    if let Some(run_id) = resume {
+        task_args.extend(["--resume-from".into(), run_id.to_string()]);
     }
     let cuda = config.training.device.starts_with("cuda");
     let submission = submission(
         config.name.clone(),
         TaskKind::Train,
         task_args,
-        &args.job,
+        job,
         cuda,
         config.experiment.clone(),
     );
-    submit_and_follow(&client, &submission, args.job.detach, args.client.output).await
+    submit_and_follow(&client, &submission, job.detach, output).await
 }
 
 #[derive(Args)]
