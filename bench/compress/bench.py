@@ -1,7 +1,8 @@
 """Compares Trainyard's int8 files with onnxruntime.quantization's on the same parent and rows.
 
 Reads OUT/v1.onnx (the FP32 parent), v2 (trainyard dynamic), v3 (static MinMax per tensor),
-v4 (static MinMax per channel), v5 (static Entropy per channel), OUT/calibration.{x,y}.npy and
+v4 (static MinMax per channel), v5 (static Entropy per channel), v6 (structured pruning of
+half the channels) and v7 (v6 fine-tuned 3 epochs; ONNX Runtime has no pruning to compare), OUT/calibration.{x,y}.npy and
 OUT/eval.{x,y}.npy; writes ONNX Runtime's quantize_dynamic / quantize_static files for the
 same methods, then measures accuracy, file size and latency p50 at batch 1 and 32 (ONNX
 Runtime, one intra-op thread, 7 rounds; median and spread) for each. Prints Markdown.
@@ -53,6 +54,8 @@ rows = [
     ("static MinMax, per channel", "onnxruntime", "ort-static-pc.onnx"),
     ("static Entropy, per channel", "trainyard", "v5.onnx"),
     ("static Entropy, per channel", "onnxruntime", "ort-entropy-pc.onnx"),
+    ("structured pruning 50 %", "trainyard", "v6.onnx"),
+    ("structured pruning 50 % + 3 epochs fine-tuning", "trainyard", "v7.onnx"),
 ]
 
 

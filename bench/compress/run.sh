@@ -47,12 +47,13 @@ log "digits: import, process, train the CNN"
 ty dataset import digits "$ROOT/examples/digits/data/digits.csv.gz" >/dev/null
 ty dataset process digits --steps "$ROOT/examples/digits/steps.toml" >/dev/null
 ty train "$ROOT/examples/digits/cnn.toml" >"$OUT/train.log"
-log "trainyard compress: dynamic, static minmax per tensor, static minmax per channel, static entropy per channel"
+log "trainyard compress: dynamic, static minmax per tensor, static minmax per channel, static entropy per channel, structured pruning"
 ty compress digits-cnn:1 --int8 >"$OUT/compress-dynamic.log"
 ty compress digits-cnn:1 --int8 --calibrate digits >"$OUT/compress-static.log"
 ty compress digits-cnn:1 --int8 --calibrate digits --per-channel >"$OUT/compress-static-pc.log"
 ty compress digits-cnn:1 --int8 --calibrate digits --per-channel --method entropy >"$OUT/compress-entropy-pc.log"
-for v in 1 2 3 4 5; do ty models export "digits-cnn:$v" --format onnx -o "$OUT/v$v.onnx" >/dev/null; done
+ty compress digits-cnn:1 --prune 0.5 --structured --finetune-epochs 3 >"$OUT/compress-prune.log"
+for v in 1 2 3 4 5 6 7; do ty models export "digits-cnn:$v" --format onnx -o "$OUT/v$v.onnx" >/dev/null; done
 log "the rows the jobs used"
 "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" digits-cnn:1 digits train 512 "$OUT/calibration" >&2
 "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" digits-cnn:1 digits test 0 "$OUT/eval" >&2
