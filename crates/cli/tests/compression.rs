@@ -86,7 +86,7 @@ async fn classes(server: &Server, model: &str, version: &str, pixels: &[f32]) ->
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn int8_versions_of_the_digits_cnn_are_registered_with_lineage_and_a_report() {
+async fn the_digits_cnn_is_quantized_pruned_and_distilled_into_new_versions() {
     let server = server().await;
     let dataset = prepare_digits(&server);
     let dir = tempfile::tempdir().unwrap();
@@ -361,6 +361,123 @@ async fn int8_versions_of_the_digits_cnn_are_registered_with_lineage_and_a_repor
     );
     let int8 = classes(&server, "digits-cnn", "7", &pixels).await;
     assert_eq!(int8.len(), 32, "the fine-tuned version serves");
+
+    // Distillation: the CNN teaches the small MLP of examples/digits/student.toml (2,410
+    // parameters against 151,306). With alpha = 1 the teacher's term weighs nothing, and the
+    // run must be the student trained alone, to the last digit: the same seed, batches and
+    // steps, only the loss extended.
+    let student = example("student.toml");
+    let alone = ok(server.cli(&["train", &student]));
+    let distilled = ok(server.cli(&["compress", "digits-cnn:1", "--distill", &student]));
+    assert!(
+        distilled.contains("distilling from digits-cnn:1 (alpha 0.5, temperature 4)"),
+        "{distilled}"
+    );
+    let labels_only = ok(server.cli(&[
+        "compress",
+        "digits-cnn:1",
+        "--distill",
+        &student,
+        "--alpha",
+        "1",
+    ]));
+    let test_line = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("test: accuracy"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string()
+    };
+    assert_eq!(
+        test_line(&alone),
+        test_line(&labels_only),
+        "{alone}\n{labels_only}"
+    );
+    assert_ne!(test_line(&alone), test_line(&distilled), "{distilled}");
+    eprintln!(
+        "alone: {}\ndistilled: {}",
+        test_line(&alone),
+        test_line(&distilled)
+    );
+    let t = tags(&server, "digits-student", "2").await;
+    assert_eq!(tag(&t, "trainyard.lineage"), "distilled");
+    assert_eq!(tag(&t, "trainyard.teacher"), "digits-cnn:1");
+    // A teacher whose outputs are not the student's classes, or bad settings: refused
+    // before any job runs.
+    let five = trainyard_models::graph::Graph {
+        name: "five".into(),
+        sample_shape: vec![1, 8, 8],
+        layers: vec![
+            trainyard_models::graph::NamedLayer {
+                name: "flatten".into(),
+                layer: trainyard_models::graph::Layer::Flatten,
+            },
+            trainyard_models::graph::NamedLayer {
+                name: "fc".into(),
+                layer: trainyard_models::graph::Layer::Linear {
+                    weight: trainyard_models::graph::Weights::new(vec![64, 5], vec![0.01; 320]),
+                    bias: None,
+                },
+            },
+        ],
+    };
+    let file = dir.path().join("five.onnx");
+    std::fs::write(
+        &file,
+        trainyard_models::onnx::encode(&five, Some(5)).unwrap(),
+    )
+    .unwrap();
+    ok(server.cli(&[
+        "models",
+        "import",
+        file.to_str().unwrap(),
+        "--name",
+        "five-classes",
+    ]));
+    let jobs_before = server.get_json("/api/v1/jobs").await["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
+    for (args, says) in [
+        (
+            vec!["five-classes:1", "--distill", student.as_str()],
+            "distill.teacher five-classes:1 gives 5 output classes; the student's head has 10",
+        ),
+        (
+            vec![
+                "digits-cnn:1",
+                "--distill",
+                student.as_str(),
+                "--alpha",
+                "2",
+            ],
+            "distill.alpha: 2 is not in [0, 1]",
+        ),
+        (
+            vec![
+                "digits-cnn:1",
+                "--distill",
+                student.as_str(),
+                "--temperature",
+                "0",
+            ],
+            "distill.temperature: 0 is not in (0, 100]",
+        ),
+        (
+            vec!["digits-cnn:1", "--distill", student.as_str(), "--int8"],
+            "cannot be used with",
+        ),
+    ] {
+        let mut command = vec!["compress"];
+        command.extend(args);
+        let out = server.cli(&command);
+        assert!(!out.status.success(), "{command:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{command:?}: {}", text(&out));
+    }
+    let jobs_after = server.get_json("/api/v1/jobs").await["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(jobs_before, jobs_after, "no job ran for refused input");
 
     // `models show` says what each compressed version is.
     let shown = ok(server.cli(&["models", "show", "digits-cnn"]));

@@ -136,6 +136,7 @@ fn main() {
         },
         initial: None,
         frozen: &[],
+        teacher: None,
     };
     let mut clock = Clock {
         warmup,

@@ -34,6 +34,50 @@ pub struct TrainConfig {
     /// `trainyard.license` tag; a run from another version inherits that one's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
+    /// Learn from a teacher's outputs as well as the labels (`trainyard compress
+    /// TEACHER:VERSION --distill STUDENT.toml` sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
+}
+
+/// Knowledge distillation: loss = α·cross-entropy(labels) + (1−α)·T²·KL(teacher‖student) at
+/// temperature T (Hinton et al.), the teacher any servable model version run in-process
+/// through a serving runtime on the same batches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// `NAME:VERSION` of the teacher.
+    pub teacher: String,
+    #[serde(default = "distill_alpha")]
+    pub alpha: f64,
+    #[serde(default = "distill_temperature")]
+    pub temperature: f64,
+}
+
+fn distill_alpha() -> f64 {
+    0.5
+}
+
+fn distill_temperature() -> f64 {
+    4.0
+}
+
+impl DistillConfig {
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(EngineError::Spec(format!(
+                "distill.alpha: {} is not in [0, 1]",
+                self.alpha
+            )));
+        }
+        if !(self.temperature > 0.0 && self.temperature <= 100.0) {
+            return Err(EngineError::Spec(format!(
+                "distill.temperature: {} is not in (0, 100]",
+                self.temperature
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl TrainConfig {
@@ -47,6 +91,14 @@ impl TrainConfig {
         }
         config.training.validate()?;
         config.checkpoints.validate()?;
+        if let Some(d) = &config.distill {
+            d.validate()?;
+            if config.training.loss() != Loss::CrossEntropy {
+                return Err(EngineError::Spec(
+                    "distill: distillation needs a classification task (cross-entropy)".into(),
+                ));
+            }
+        }
         if config.name.trim().is_empty() {
             return Err(EngineError::Spec("name: must not be empty".into()));
         }

@@ -99,6 +99,40 @@ pub struct Trainer<'a> {
     /// Top-level layers kept as they are: no gradients, and their batch norms and dropouts
     /// in inference mode.
     pub frozen: &'a [usize],
+    /// A teacher whose outputs the loss also follows (classification only).
+    pub teacher: Option<Distillation<'a>>,
+}
+
+/// A model that gives logits for a batch: the teacher of a distillation.
+pub trait Teacher: Send + Sync {
+    /// Logits, `rows × classes`, row-major.
+    fn logits(&self, batch: &Batch) -> Result<Vec<f32>, EngineError>;
+}
+
+/// A teacher and how much to follow it.
+pub struct Distillation<'a> {
+    pub teacher: &'a dyn Teacher,
+    /// Weight of the labels' cross-entropy; 1 − alpha goes to the teacher's.
+    pub alpha: f64,
+    pub temperature: f64,
+}
+
+/// The teacher's softened probabilities and their logarithms at `temperature`, computed
+/// stably in f64 (they are constants of the step: no gradient flows into the teacher).
+pub fn soft_targets(logits: &[f32], classes: usize, temperature: f64) -> (Vec<f32>, Vec<f32>) {
+    let mut p = Vec::with_capacity(logits.len());
+    let mut log_p = Vec::with_capacity(logits.len());
+    for row in logits.chunks(classes) {
+        let scaled: Vec<f64> = row.iter().map(|v| f64::from(*v) / temperature).collect();
+        let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let log_sum = scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln() + max;
+        for v in scaled {
+            let lp = v - log_sum;
+            log_p.push(lp as f32);
+            p.push(lp.exp() as f32);
+        }
+    }
+    (p, log_p)
 }
 
 impl Trainer<'_> {
@@ -157,6 +191,20 @@ impl Trainer<'_> {
                 // Dropout and any other randomness in the step depend on the step alone.
                 train_device.seed(mix(self.config.seed, state.step));
                 let rows = batch.rows;
+                let soft = match &self.teacher {
+                    Some(d) => {
+                        let t = d.teacher.logits(&batch)?;
+                        if t.len() != rows * self.head.outputs || t.iter().any(|v| !v.is_finite()) {
+                            return Err(EngineError::Data(format!(
+                                "distill.teacher: gave {} finite values for {rows} rows of {} classes",
+                                t.len(),
+                                self.head.outputs
+                            )));
+                        }
+                        Some(soft_targets(&t, self.head.outputs, d.temperature))
+                    }
+                    None => None,
+                };
                 let x = network::batch(batch.inputs, rows, &batch.sample_shape, &train_device);
                 let logits = net.forward(x);
                 let (loss, correct) = match (&batch.targets, self.config.loss()) {
@@ -168,7 +216,31 @@ impl Trainer<'_> {
                         );
                         let predicted = logits.clone().argmax(1).reshape([rows]);
                         let correct = predicted.equal(t.clone()).int().sum();
-                        (loss_fn.forward(logits, t), Some(correct))
+                        let hard = loss_fn.forward(logits.clone(), t);
+                        let loss = match (&self.teacher, soft) {
+                            (Some(d), Some((p, log_p))) => {
+                                let shape = [rows, self.head.outputs];
+                                let p = Tensor::<2>::from_data(
+                                    TensorData::new(p, shape),
+                                    &train_device,
+                                );
+                                let log_p = Tensor::<2>::from_data(
+                                    TensorData::new(log_p, shape),
+                                    &train_device,
+                                );
+                                let log_q = burn::tensor::activation::log_softmax(
+                                    logits / d.temperature,
+                                    1,
+                                );
+                                // KL(p‖q) averaged over rows, scaled by T² so its gradients
+                                // keep their size as T changes.
+                                let kl = (p * (log_p - log_q)).sum().div_scalar(rows as f64);
+                                hard.mul_scalar(d.alpha)
+                                    + kl.mul_scalar((1.0 - d.alpha) * d.temperature * d.temperature)
+                            }
+                            _ => hard,
+                        };
+                        (loss, Some(correct))
                     }
                     (Some(Targets::Values(values)), Loss::Mse) => {
                         let t = Tensor::<2>::from_data(
@@ -513,4 +585,28 @@ pub fn mix(seed: u64, counter: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::soft_targets;
+
+    #[test]
+    fn soft_targets_are_a_softened_distribution_per_row() {
+        let logits = [2.0f32, 1.0, 0.0, 1000.0, 0.0, -1000.0];
+        for t in [1.0, 4.0] {
+            let (p, log_p) = soft_targets(&logits, 3, t);
+            for row in p.chunks(3) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{p:?}");
+            }
+            for (a, b) in p.iter().zip(&log_p) {
+                assert!((a.ln() - b).abs() < 1e-4 || *a == 0.0, "{p:?} {log_p:?}");
+                assert!(b.is_finite(), "huge logits stay finite: {log_p:?}");
+            }
+        }
+        // A higher temperature flattens the distribution.
+        let (sharp, _) = soft_targets(&logits[..3], 3, 1.0);
+        let (soft, _) = soft_targets(&logits[..3], 3, 4.0);
+        assert!(soft[0] < sharp[0] && soft[2] > sharp[2]);
+    }
 }

@@ -151,6 +151,7 @@ fn train(
         head,
         initial: None,
         frozen: &[],
+        teacher: None,
     };
     let mut recorder = Recorder::default();
     let (net, outcome) = trainer.run(&s.data, resume, &mut recorder)?;
@@ -358,6 +359,7 @@ fn every_architecture_trains_a_step() {
             head,
             initial: None,
             frozen: &[],
+            teacher: None,
         };
         let (net, outcome) = trainer
             .run(&data, None, &mut Recorder::default())
@@ -424,6 +426,7 @@ fn a_run_from_a_trained_version_keeps_its_frozen_layers_and_replaces_the_head() 
         },
         initial: Some(&initial),
         frozen: &frozen,
+        teacher: None,
     };
     let mut recorder = Recorder::default();
     let (net, outcome) = trainer.run(&s.data, None, &mut recorder).unwrap();

@@ -5,6 +5,7 @@
 //! named and kept, which tags a model version gets) live here.
 
 pub mod compress;
+pub mod distill;
 mod error;
 pub mod evaluate;
 pub mod export;

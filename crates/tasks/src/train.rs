@@ -202,6 +202,24 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         }
         _ => None,
     };
+    // A distillation's teacher, loaded and checked against the student before training.
+    let teacher = match &config.distill {
+        Some(d) => {
+            let t = crate::distill::OnnxTeacher::load(
+                &run.client,
+                &d.teacher,
+                &spec.input,
+                head.outputs,
+            )
+            .await?;
+            println!(
+                "distilling from {} (alpha {}, temperature {})",
+                t.reference, d.alpha, d.temperature
+            );
+            Some(t)
+        }
+        None => None,
+    };
     if !frozen.is_empty() {
         println!(
             "frozen: {}",
@@ -268,6 +286,13 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
                 head,
                 initial: initial.as_deref(),
                 frozen: &frozen,
+                teacher: teacher.as_ref().zip(config.distill.as_ref()).map(|(t, d)| {
+                    trainyard_engine::train::Distillation {
+                        teacher: t,
+                        alpha: d.alpha,
+                        temperature: d.temperature,
+                    }
+                }),
             };
             let result = trainer.run(&data, resume, &mut observer);
             let flushed = observer.flush();
@@ -328,7 +353,9 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
         // How the version came to be: trained here from scratch, or fine-tuned from another.
         (
             "trainyard.lineage".to_string(),
-            if source.is_some() {
+            if config.distill.is_some() {
+                "distilled"
+            } else if source.is_some() {
                 "fine-tuned"
             } else {
                 "trained"
@@ -346,6 +373,9 @@ pub async fn run(task: TrainTask) -> Result<i32, TaskError> {
     ]);
     if let Some(source) = &source {
         tags.push(("trainyard.source".to_string(), source.reference.clone()));
+    }
+    if let Some(d) = &config.distill {
+        tags.push(("trainyard.teacher".to_string(), d.teacher.clone()));
     }
     // Every version the engine trains is servable through /v2 when its layers export: the
     // file sits beside the weights, where the registry source finds `model.onnx`.
@@ -472,6 +502,11 @@ fn params(config: &TrainConfig, dataset: &str) -> Vec<(String, String)> {
     }
     if !config.model.freeze.is_empty() {
         p.push(("freeze".into(), config.model.freeze.join(",")));
+    }
+    if let Some(d) = &config.distill {
+        p.push(("teacher".into(), d.teacher.clone()));
+        p.push(("distill_alpha".into(), d.alpha.to_string()));
+        p.push(("distill_temperature".into(), d.temperature.to_string()));
     }
     if let Some(n) = config.model.train_last {
         p.push(("train_last".into(), n.to_string()));

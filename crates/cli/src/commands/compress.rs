@@ -20,7 +20,7 @@ pub enum CalibrationMethod {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("how").required(true).args(["int8", "prune"])))]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["int8", "prune", "distill"])))]
 pub struct CompressArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -35,6 +35,16 @@ pub struct CompressArgs {
     /// --structured (the network gets smaller), else of the weights by magnitude (zeroed).
     #[arg(long, value_name = "RATIO", conflicts_with = "int8")]
     pub prune: Option<f64>,
+    /// Distil the model (the teacher) into the network of this training file (the student):
+    /// a training job whose loss also follows the teacher's outputs.
+    #[arg(long, value_name = "STUDENT.toml", conflicts_with_all = ["int8", "prune"])]
+    pub distill: Option<std::path::PathBuf>,
+    /// With --distill: weight of the labels' cross-entropy (the teacher's gets 1 − alpha).
+    #[arg(long, default_value_t = 0.5, requires = "distill")]
+    pub alpha: f64,
+    /// With --distill: the softmax temperature of both networks' outputs.
+    #[arg(long, default_value_t = 4.0, requires = "distill")]
+    pub temperature: f64,
     /// With --prune: remove whole channels and neurons.
     #[arg(long, requires = "prune")]
     pub structured: bool,
@@ -113,6 +123,35 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
         && (args.symmetric_activations || args.method != CalibrationMethod::Minmax)
     {
         bail!("--symmetric-activations and --method apply to static quantization: add --calibrate DATASET");
+    }
+    if let Some(student) = &args.distill {
+        let client = crate::client::connect(&args.client)?;
+        let text = std::fs::read_to_string(student)
+            .with_context(|| format!("cannot read {}", student.display()))?;
+        let origin = student.display().to_string();
+        let mut config = trainyard_engine::config::TrainConfig::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        let distill = trainyard_engine::config::DistillConfig {
+            teacher: args.model.clone(),
+            alpha: args.alpha,
+            temperature: args.temperature,
+        };
+        distill
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--alpha/--temperature: {e}"))?;
+        config.distill = Some(distill);
+        // Every rule of a training file, the distillation's included (a classification task).
+        let config = trainyard_engine::config::TrainConfig::parse(&serde_json::to_string(&config)?)
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        return crate::commands::train::submit_training(
+            &client,
+            config,
+            &origin,
+            None,
+            &args.job,
+            args.client.output,
+        )
+        .await;
     }
     if let Some(ratio) = args.prune {
         compress::check_ratio(ratio)?;

@@ -91,8 +91,21 @@ pub(crate) async fn submit_training(
     let source = trainyard_tasks::train::fetch_source(&client, &config)
         .await
         .map_err(|e| anyhow!("{origin}: {e}"))?;
-    trainyard_tasks::train::check_against(&config, &version, source.as_ref())
+    let resolved = trainyard_tasks::train::check_against(&config, &version, source.as_ref())
         .map_err(|e| anyhow!("{origin}: {e}"))?;
+    // A distillation's teacher must take the student's input and give its classes: checked
+    // here by running it once, and pinned.
+    if let Some(distill) = &mut config.distill {
+        let teacher = trainyard_tasks::distill::OnnxTeacher::load(
+            &client,
+            &distill.teacher,
+            &resolved.spec.input,
+            resolved.head.outputs,
+        )
+        .await
+        .map_err(|e| anyhow!("{origin}: {e}"))?;
+        distill.teacher = teacher.reference;
+    }
     config.data.dataset = version.reference();
     // The version started from is pinned too (`NAME` alone means its latest now).
     if let Some(source) = source {

@@ -1,0 +1,114 @@
+//! The teacher of a distillation: any servable model version (its `model.onnx`), run
+//! in-process through the serving runtime the job has, on the student's batches.
+
+use parking_lot::Mutex;
+use trainyard_client::runs as mlflow;
+use trainyard_client::Client;
+use trainyard_data::Batch;
+use trainyard_engine::train::Teacher;
+use trainyard_engine::EngineError;
+use trainyard_serve::runtime::Instance;
+use trainyard_serve::{DataType, Tensor};
+
+use crate::train::ONNX_FILE;
+use crate::TaskError;
+
+/// A loaded teacher.
+pub struct OnnxTeacher {
+    /// `NAME:VERSION`, pinned.
+    pub reference: String,
+    input: String,
+    instance: Mutex<Box<dyn Instance>>,
+}
+
+impl OnnxTeacher {
+    /// Loads `reference` and checks it against the student: it takes the student's input
+    /// shape (`sample_shape`) and gives one value per class of the student's head
+    /// (`classes`); each mismatch is refused naming both sides.
+    pub async fn load(
+        client: &Client,
+        reference: &str,
+        sample_shape: &[usize],
+        classes: usize,
+    ) -> Result<Self, TaskError> {
+        let (name, version, uri) = mlflow::model_source(client, reference).await?;
+        let reference = format!("{name}:{version}");
+        let onnx = mlflow::download_uri(client, &format!("{uri}/{ONNX_FILE}"))
+            .await
+            .map_err(|e| {
+                TaskError::from(e).context(format!(
+                    "distill.teacher {reference} has no {ONNX_FILE}: a teacher must be servable"
+                ))
+            })?;
+        let summary = trainyard_models::onnx::inspect(&onnx)
+            .map_err(|e| TaskError::Invalid(format!("distill.teacher {reference}: {e}")))?;
+        let input = match summary.inputs.as_slice() {
+            [(input, _)] => input.clone(),
+            other => {
+                return Err(TaskError::Invalid(format!(
+                    "distill.teacher {reference} has {} inputs; a teacher takes the student's one",
+                    other.len()
+                )))
+            }
+        };
+        let (runtime, _) = crate::export::checking_runtime();
+        let (_, mut instances) = runtime.load(&onnx, 1).map_err(|e| {
+            TaskError::Invalid(format!("distill.teacher {reference}: cannot load it: {e}"))
+        })?;
+        let teacher = Self {
+            reference: reference.clone(),
+            input,
+            instance: Mutex::new(instances.remove(0)),
+        };
+        let probe = Batch {
+            inputs: vec![0.0; sample_shape.iter().product()],
+            sample_shape: sample_shape.to_vec(),
+            rows: 1,
+            targets: None,
+        };
+        let out = teacher.run(&probe).map_err(|e| {
+            TaskError::Invalid(format!(
+                "distill.teacher {reference} does not take the student's input of shape {sample_shape:?}: {e}"
+            ))
+        })?;
+        if out.len() != classes {
+            return Err(TaskError::Invalid(format!(
+                "distill.teacher {reference} gives {} output classes; the student's head has {classes}",
+                out.len()
+            )));
+        }
+        Ok(teacher)
+    }
+
+    fn run(&self, batch: &Batch) -> Result<Vec<f32>, String> {
+        let mut shape = vec![batch.rows];
+        shape.extend_from_slice(&batch.sample_shape);
+        let tensor = Tensor {
+            name: self.input.clone(),
+            datatype: DataType::F32,
+            shape,
+            data: batch.inputs.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        let out = self
+            .instance
+            .lock()
+            .run(vec![tensor])
+            .map_err(|e| e.to_string())?;
+        let first = out.into_iter().next().ok_or("no output")?;
+        if first.datatype != DataType::F32 {
+            return Err(format!("its output is {:?}, not float32", first.datatype));
+        }
+        Ok(first
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+impl Teacher for OnnxTeacher {
+    fn logits(&self, batch: &Batch) -> Result<Vec<f32>, EngineError> {
+        self.run(batch)
+            .map_err(|e| EngineError::Data(format!("distill.teacher {}: {e}", self.reference)))
+    }
+}
