@@ -437,7 +437,18 @@ async fn every_route_for_every_caller_and_nothing_across_workspaces() {
     let s = &server;
     let w = world(s).await;
     let table = trainyard_api::route_table();
-    let audit_before = audit_count(s).await;
+    // Audit entries are written after the answer: the world's own may still be landing, and
+    // one that lands during the matrix would be counted as the matrix's. Wait until the
+    // count holds still.
+    let mut audit_before = audit_count(s).await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = audit_count(s).await;
+        if now == audit_before {
+            break;
+        }
+        audit_before = now;
+    }
 
     // Pass 1: the matrix, every call acting in A.
     let mut cases = 0;
