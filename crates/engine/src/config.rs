@@ -70,9 +70,9 @@ impl DistillConfig {
                 self.alpha
             )));
         }
-        if !(self.temperature > 0.0 && self.temperature <= 100.0) {
+        if !(self.temperature >= 0.05 && self.temperature <= 100.0) {
             return Err(EngineError::Spec(format!(
-                "distill.temperature: {} is not in (0, 100]",
+                "distill.temperature: {} is not in [0.05, 100]",
                 self.temperature
             )));
         }

@@ -172,6 +172,23 @@ pub fn structured(graph: &Graph, ratio: f64) -> Result<Pruned, ModelsError> {
             }
         };
         let channels = outputs(&g.layers[i].layer).expect("weighted");
+        // A batch norm between must be over exactly these channels (one after a flatten,
+        // over channels × positions, is left alone with the layer).
+        let norms_fit = g.layers[i + 1..j].iter().all(|l| match &l.layer {
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                ..
+            } => [gamma, beta, mean, var]
+                .iter()
+                .all(|w| w.shape == [channels] && w.values.len() == channels),
+            _ => true,
+        });
+        if channels == 0 || !norms_fit {
+            continue;
+        }
         let keep = ((channels as f64 * (1.0 - ratio)).round() as usize).clamp(1, channels);
         if keep == channels {
             continue;
@@ -218,9 +235,7 @@ pub fn structured(graph: &Graph, ratio: f64) -> Result<Pruned, ModelsError> {
             } = &mut l.layer
             {
                 for w in [gamma, beta, mean, var] {
-                    if w.values.len() == channels {
-                        *w = select(w, 0, &kept);
-                    }
+                    *w = select(w, 0, &kept);
                 }
             }
         }

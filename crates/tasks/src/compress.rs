@@ -131,6 +131,12 @@ pub async fn fetch_parent(client: &Client, reference: &str) -> Result<Parent, Ta
 pub fn check_exclusions(parent: &Parent, exclude: &[String]) -> Result<(), TaskError> {
     let candidates =
         quantize::candidates(&parent.onnx).map_err(|e| TaskError::Invalid(e.to_string()))?;
+    if !candidates.is_empty() && candidates.iter().all(|c| exclude.contains(&c.name)) {
+        return Err(TaskError::Invalid(format!(
+            "--exclude names every quantizable operator of {}:{}: nothing would be 8-bit",
+            parent.name, parent.version
+        )));
+    }
     for e in exclude {
         if !candidates.iter().any(|c| &c.name == e) {
             return Err(TaskError::Invalid(format!(
@@ -244,9 +250,17 @@ impl Rows {
         let version = remote::fetch_version(client, reference).await?;
         let manifest = remote::manifest(&version)?;
         check_dataset(parent, &version, &manifest, role, target)?;
+        // Evaluation rows must be the split named (the version's eval tags say which);
+        // calibration may read any rows when the dataset has no split column.
         let filter = match split {
             Some(s) if manifest.field(split_column).is_some() => {
                 Some((split_column.to_string(), s.to_string()))
+            }
+            Some(s) if target => {
+                return Err(TaskError::Invalid(format!(
+                "--split {s}: {role} {} has no `{split_column}` column; name a dataset with one",
+                version.reference()
+            )))
             }
             _ => None,
         };
@@ -351,6 +365,11 @@ fn evaluate(
         .load(onnx, 1)
         .map_err(|e| TaskError::Invalid(format!("the runtime cannot load the model: {e}")))?;
     let instance = &mut instances[0];
+    if card.head.outputs == 0 {
+        return Err(TaskError::Invalid(
+            "the model card says the head has no outputs".into(),
+        ));
+    }
     let mut classification = Classification::new(card.head.outputs, 3.min(card.head.outputs));
     let mut regression = Regression::default();
     for batch in batches {
@@ -362,8 +381,35 @@ fn evaluate(
                 .ok_or_else(|| TaskError::Invalid("the model gave no output".into()))?,
         )?;
         match &batch.targets {
-            Some(Targets::Classes(t)) => classification.add(&logits, t),
-            Some(Targets::Values(t)) => regression.add(&logits, t),
+            // The evaluation rows are the user's: labels outside the head's classes, or an
+            // output of the wrong size, are refused rather than scored.
+            Some(Targets::Classes(t)) if card.head.task != Task::Regression => {
+                let classes = card.head.outputs;
+                if logits.len() != batch.rows * classes {
+                    return Err(TaskError::Invalid(format!(
+                        "the model gave {} values for {} rows of {classes} classes",
+                        logits.len(),
+                        batch.rows
+                    )));
+                }
+                if let Some(bad) = t.iter().find(|c| !(0..classes as i64).contains(c)) {
+                    return Err(TaskError::Invalid(format!(
+                        "evaluation rows: label {bad} is not one of the model's {classes} classes"
+                    )));
+                }
+                classification.add(&logits, t)
+            }
+            Some(Targets::Values(t))
+                if card.head.task == Task::Regression && logits.len() == t.len() =>
+            {
+                regression.add(&logits, t)
+            }
+            Some(_) => {
+                return Err(TaskError::Invalid(format!(
+                    "evaluation rows: the target column `{}` does not fit the model's {:?} head",
+                    card.target, card.head.task
+                )))
+            }
             None => return Err(TaskError::Invalid("evaluation rows have no targets".into())),
         }
     }
@@ -832,15 +878,20 @@ fn work(
             guarded.fell_back.join(", ")
         );
     }
-    let child = guarded.model.clone().map(|m| {
-        let report = reports
-            .iter()
-            .rev()
-            .find(|(b, _)| *b == m.bytes)
-            .map(|(_, r)| r.clone())
-            .expect("the guard scored every model it returns");
-        (m, report)
-    });
+    // A child with nothing in 8 bits is its parent again: not a compressed version.
+    let child = guarded
+        .model
+        .clone()
+        .filter(|m| !m.quantized.is_empty())
+        .map(|m| {
+            let report = reports
+                .iter()
+                .rev()
+                .find(|(b, _)| *b == m.bytes)
+                .map(|(_, r)| r.clone())
+                .expect("the guard scored every model it returns");
+            (m, report)
+        });
     Ok(Outcome {
         parent_report,
         child,

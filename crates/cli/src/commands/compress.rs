@@ -51,9 +51,10 @@ pub struct CompressArgs {
     /// With --prune (magnitude): one threshold over the whole network instead of per layer.
     #[arg(long, requires = "prune", conflicts_with = "structured")]
     pub global: bool,
-    /// With --prune: fine-tune the pruned version for N epochs with the training file of the
-    /// parent, as a training job (checkpoints, curves, a registered version).
-    #[arg(long, value_name = "N", requires = "prune")]
+    /// With --prune --structured: fine-tune the pruned version for N epochs with the training
+    /// file of the parent, as a training job (checkpoints, curves, a registered version).
+    /// Not with magnitude pruning: training has no mask, the zeroed weights would grow back.
+    #[arg(long, value_name = "N", requires = "structured")]
     pub finetune_epochs: Option<u32>,
     /// Static quantization with activation ranges measured on this dataset
     /// (`NAME[:VERSION]`); without it, activations are quantized at run time.

@@ -1,8 +1,8 @@
 //! Dynamic 8-bit quantization: weights stored as 8-bit integers, each activation quantized
 //! by the runtime from its own range on every call. ONNX Runtime's `quantize_dynamic` writes
 //! the same pattern for `MatMul` (and fuses it into one kernel). Convolution weights are
-//! unsigned with a zero point (`ConvInteger`'s original form), matrix weights signed and
-//! symmetric.
+//! unsigned with a zero point, one per tensor (`ConvInteger`'s original form; ONNX Runtime
+//! refuses per-channel zero points there), matrix weights signed and symmetric.
 //!
 //! `MatMul(x, W)` becomes
 //! `DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q, x_zp) → Cast → Mul(x_scale · w_scale)`,
@@ -218,13 +218,10 @@ fn conv(
     w: &FloatTensor,
     options: &Int8Options,
 ) -> Result<Vec<pb::NodeProto>, String> {
-    let qw = quantize_weight(
-        w,
-        0,
-        options.per_channel,
-        Grid::uint8(options.reduce_range),
-        false,
-    );
+    // One zero point per tensor: ONNX Runtime's ConvInteger refuses a per-channel one
+    // ("Non per-tensor quantization is not supported now"), so --per-channel applies to
+    // matrices only here.
+    let qw = quantize_weight(w, 0, false, Grid::uint8(options.reduce_range), false);
     let channels = w.dims[0];
     let spatial = w.dims.len() - 2;
     // [C, 1, 1…]: scales and bias broadcast over the output's spatial axes.

@@ -148,10 +148,10 @@ pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
         .map(|t| {
             t.dims
                 .iter()
-                .map(|d| (*d).max(0) as usize)
-                .product::<usize>()
+                .try_fold(1usize, |n, d| n.checked_mul(usize::try_from(*d).ok()?))
+                .unwrap_or(0)
         })
-        .sum())
+        .fold(0usize, usize::saturating_add))
 }
 
 const SCALE: &str = "_scale";
@@ -177,7 +177,14 @@ struct Model {
 impl Model {
     fn decode(bytes: &[u8]) -> Result<Self, ModelsError> {
         let mut proto = crate::onnx::decode(bytes)?;
-        let graph = proto.graph.take().expect("decode checks");
+        let mut graph = proto.graph.take().expect("decode checks");
+        // Unnamed nodes get the name candidates go by (`OpType_index` in the file as given),
+        // so a name means the same node after rewrites that remove or merge nodes.
+        for (i, n) in graph.node.iter_mut().enumerate() {
+            if n.name.is_empty() {
+                n.name = node_name(n, i);
+            }
+        }
         let initializers = graph
             .initializer
             .iter()
@@ -243,7 +250,11 @@ impl Model {
     /// The weight a candidate multiplies by, when it is one: `Conv`'s 4-D (or 3-D, 5-D)
     /// kernel, `MatMul`'s and `Gemm`'s 2-D matrix.
     fn weight_of(&self, node: &pb::NodeProto) -> Option<FloatTensor> {
-        if !OPERATORS.contains(&node.op_type.as_str()) || !node.domain.is_empty() {
+        if !OPERATORS.contains(&node.op_type.as_str())
+            || !node.domain.is_empty()
+            || node.output.len() != 1
+            || node.output[0].is_empty()
+        {
             return None;
         }
         let w = self.float(node.input.get(1)?)?;
@@ -320,7 +331,9 @@ impl Model {
             "MatMul" | "Add" | "Mul" | "Sub" if self.initializers.contains_key(n.input.get(1)?) => {
                 let r = self.rank(n.input.first()?, depth + 1)?;
                 let w = &self.graph.initializer[self.initializers[n.input.get(1)?.as_str()]];
-                (w.dims.len() <= r).then_some(r)
+                // A matrix (or a broadcast operand of lower rank) keeps the rank; MatMul by a
+                // vector drops one.
+                (w.dims.len() <= r && !(n.op_type == "MatMul" && w.dims.len() < 2)).then_some(r)
             }
             _ => None,
         }

@@ -498,6 +498,38 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_nodes_keep_their_names_through_the_bias_fusion() {
+        // The same network with every node name removed: candidates are `OpType_index` in
+        // the file as given, and excluding one keeps that very node in float even though
+        // the MatMul + bias fusion removes nodes before it.
+        let mut model = Model::decode(&cnn()).unwrap();
+        for n in &mut model.graph.node {
+            n.name.clear();
+        }
+        let mut proto = model.proto.clone();
+        proto.graph = Some(model.graph.clone());
+        let bytes = prost::Message::encode_to_vec(&proto);
+        let names: Vec<String> = candidates(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let last = names.last().unwrap().clone();
+        assert!(last.starts_with("MatMul_"), "{names:?}");
+        let options = Int8Options {
+            exclude: [last.clone()].into(),
+            ..Default::default()
+        };
+        let ranges = calibrate(&bytes, &options, Method::MinMax);
+        let q = static_int8(&bytes, &ranges, &options).unwrap();
+        assert_eq!(q.kept[0].0, last);
+        assert_eq!(q.quantized, names[..3]);
+        let after = candidates(&q.bytes).unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].name, last);
+    }
+
+    #[test]
     fn excluded_operators_stay_float_and_missing_ranges_are_named() {
         let bytes = cnn();
         let options = Int8Options {
