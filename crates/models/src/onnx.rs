@@ -135,6 +135,32 @@ pub fn inspect(bytes: &[u8]) -> Result<Summary, ModelsError> {
     })
 }
 
+/// Whether the model's first output is a softmax's (through any `Identity`): it gives
+/// probabilities, not logits.
+pub fn ends_in_softmax(bytes: &[u8]) -> Result<bool, ModelsError> {
+    let model = decode(bytes)?;
+    let graph = model.graph.as_ref().expect("decode checks");
+    let Some(mut tensor) = graph.output.first().map(|o| o.name.as_str()) else {
+        return Ok(false);
+    };
+    // Bounded: a graph whose Identity nodes form a cycle is not followed forever.
+    for _ in 0..=graph.node.len() {
+        match graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == tensor))
+        {
+            Some(n) if n.op_type == "Identity" && n.domain.is_empty() => match n.input.first() {
+                Some(i) => tensor = i,
+                None => return Ok(false),
+            },
+            Some(n) => return Ok(n.op_type == "Softmax" && n.domain.is_empty()),
+            None => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
 /// Where a model keeps tensors outside itself: each distinct external-data `location`, in
 /// the order first named. A location that is not a plain relative path (absolute, with `..`,
 /// a drive or a backslash) is refused naming its tensor: loading it would read a file of
@@ -1026,6 +1052,29 @@ mod tests {
             })
             .collect();
         close(&got, &[pooled.iter().sum::<f32>() / 4.0]);
+    }
+
+    #[test]
+    fn a_final_softmax_is_recognised_through_identities() {
+        let graph = |layers: Vec<NamedLayer>| Graph {
+            name: "g".into(),
+            sample_shape: vec![3],
+            layers,
+        };
+        let linear = || {
+            named(
+                "fc",
+                Layer::Linear {
+                    weight: Weights::new(vec![3, 2], vec![0.1; 6]),
+                    bias: None,
+                },
+            )
+        };
+        let with = encode(&graph(vec![linear(), named("sm", Layer::Softmax)]), Some(2)).unwrap();
+        let without = encode(&graph(vec![linear()]), Some(2)).unwrap();
+        assert!(ends_in_softmax(&with).unwrap());
+        assert!(!ends_in_softmax(&without).unwrap());
+        assert!(ends_in_softmax(b"garbage").is_err());
     }
 
     #[test]

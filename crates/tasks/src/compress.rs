@@ -294,7 +294,24 @@ impl Rows {
         for batch in
             trainyard_data::batches(&self.manifest, self.source.clone(), self.options.clone())?
         {
-            let batch = batch?;
+            let mut batch = batch?;
+            if let Some(l) = limit {
+                // Exactly `limit` rows: the last batch is cut.
+                let take = batch.rows.min(l - rows);
+                if take < batch.rows {
+                    let per_row = batch.inputs.len() / batch.rows.max(1);
+                    batch.inputs.truncate(take * per_row);
+                    batch.targets = match batch.targets.take() {
+                        Some(Targets::Classes(c)) => Some(Targets::Classes(c[..take].to_vec())),
+                        Some(Targets::Values(v)) => {
+                            let per = v.len() / batch.rows.max(1);
+                            Some(Targets::Values(v[..take * per].to_vec()))
+                        }
+                        None => None,
+                    };
+                    batch.rows = take;
+                }
+            }
             rows += batch.rows;
             out.push(batch);
             if limit.is_some_and(|l| rows >= l) {
@@ -562,6 +579,7 @@ fn settings(task: &CompressTask) -> Value {
 }
 
 pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
+    check_settings(task.max_accuracy_drop, &task.scheme)?;
     let run = RunClient::from_env().await?;
     let parent = fetch_parent(&run.client, &task.model).await?;
     let parent_ref = format!("{}:{}", parent.name, parent.version);
@@ -856,12 +874,15 @@ fn work(
         }
         .map_err(invalid)
     };
-    let mut reports: Vec<(Vec<u8>, Report)> = Vec::new();
+    // The guard returns the model it evaluated last, so only the last report is kept.
+    let mut evaluated = 0;
+    let mut last_report: Option<Report> = None;
     let mut score = |bytes: &[u8]| -> Result<f64, TaskError> {
         let report = evaluate(runtime, bytes, &parent.input, &parent.card, &eval_batches)?;
         let (_, s) = main_metric(&report);
-        println!("  model {}: {metric} {s:.4}", reports.len() + 1);
-        reports.push((bytes.to_vec(), report));
+        evaluated += 1;
+        println!("  model {evaluated}: {metric} {s:.4}");
+        last_report = Some(report);
         Ok(s)
     };
     let guarded = guard::guard(
@@ -883,15 +904,7 @@ fn work(
         .model
         .clone()
         .filter(|m| !m.quantized.is_empty())
-        .map(|m| {
-            let report = reports
-                .iter()
-                .rev()
-                .find(|(b, _)| *b == m.bytes)
-                .map(|(_, r)| r.clone())
-                .expect("the guard scored every model it returns");
-            (m, report)
-        });
+        .zip(last_report);
     Ok(Outcome {
         parent_report,
         child,
@@ -946,6 +959,25 @@ pub struct PruneTask {
     pub eval: String,
     pub split: Option<String>,
     pub split_column: String,
+}
+
+/// Checks the settings of an 8-bit compression: the budget is a fraction in [0, 1] and the
+/// calibration reads 1 to 1,000,000 rows. The CLI checks before submitting, the job again
+/// (its arguments are only text in a job record).
+pub fn check_settings(max_accuracy_drop: f64, scheme: &Scheme) -> Result<(), TaskError> {
+    if !(0.0..=1.0).contains(&max_accuracy_drop) {
+        return Err(TaskError::Invalid(format!(
+            "--max-accuracy-drop {max_accuracy_drop}: give a fraction in [0, 1] (0.01 is one point)"
+        )));
+    }
+    if let Scheme::Static { rows, .. } = scheme {
+        if !(1..=1_000_000).contains(rows) {
+            return Err(TaskError::Invalid(format!(
+                "--calibration-rows {rows}: give 1 to 1,000,000"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a pruning ratio: in (0, 1).

@@ -19,6 +19,9 @@ pub struct OnnxTeacher {
     pub reference: String,
     input: String,
     instance: Mutex<Box<dyn Instance>>,
+    /// The model ends in a softmax: its outputs are probabilities, and their logarithms are
+    /// logits that give them back.
+    probabilities: bool,
 }
 
 impl OnnxTeacher {
@@ -51,6 +54,8 @@ impl OnnxTeacher {
                 )))
             }
         };
+        let probabilities = trainyard_models::onnx::ends_in_softmax(&onnx)
+            .map_err(|e| TaskError::Invalid(format!("distill.teacher {reference}: {e}")))?;
         let (runtime, _) = crate::export::checking_runtime();
         let (_, mut instances) = runtime.load(&onnx, 1).map_err(|e| {
             TaskError::Invalid(format!("distill.teacher {reference}: cannot load it: {e}"))
@@ -59,11 +64,13 @@ impl OnnxTeacher {
             reference: reference.clone(),
             input,
             instance: Mutex::new(instances.remove(0)),
+            probabilities,
         };
+        // Two rows: a teacher fixed to one row per call is found here, not in the job.
         let probe = Batch {
-            inputs: vec![0.0; sample_shape.iter().product()],
+            inputs: vec![0.0; 2 * sample_shape.iter().product::<usize>()],
             sample_shape: sample_shape.to_vec(),
-            rows: 1,
+            rows: 2,
             targets: None,
         };
         let out = teacher.run(&probe).map_err(|e| {
@@ -71,10 +78,10 @@ impl OnnxTeacher {
                 "distill.teacher {reference} does not take the student's input of shape {sample_shape:?}: {e}"
             ))
         })?;
-        if out.len() != classes {
+        if out.len() != 2 * classes {
             return Err(TaskError::Invalid(format!(
                 "distill.teacher {reference} gives {} output classes; the student's head has {classes}",
-                out.len()
+                out.len() as f64 / 2.0
             )));
         }
         Ok(teacher)
@@ -98,11 +105,15 @@ impl OnnxTeacher {
         if first.datatype != DataType::F32 {
             return Err(format!("its output is {:?}, not float32", first.datatype));
         }
-        Ok(first
+        let values = first
             .data
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        Ok(if self.probabilities {
+            values.map(|p| p.max(1e-30).ln()).collect()
+        } else {
+            values.collect()
+        })
     }
 }
 

@@ -55,7 +55,8 @@ pub(crate) fn check_license(license: Option<&str>, field: &str) -> Result<String
 }
 
 /// Imports `bytes` (read from `origin`) as a new version of `name`; `task` says how `eval`
-/// reads its outputs when the file also gets a native form.
+/// reads its outputs, and `columns` (input, target) which dataset columns feed and score it,
+/// when the file also gets a native form.
 pub async fn import_onnx(
     client: &Client,
     bytes: Vec<u8>,
@@ -63,6 +64,7 @@ pub async fn import_onnx(
     name: &str,
     license: Option<&str>,
     task: trainyard_engine::config::Task,
+    columns: (&str, &str),
 ) -> Result<Imported, TaskError> {
     let license = check_license(license, "--license")?;
     let summary = trainyard_models::onnx::inspect(&bytes)
@@ -84,7 +86,7 @@ pub async fn import_onnx(
     let native_tag = match &native {
         Ok((spec, net)) => {
             use trainyard_engine::model::{ModelCard, CARD_FILE, WEIGHTS_FILE};
-            let card = ModelCard::imported(spec.clone(), task, "input".into(), "label".into());
+            let card = ModelCard::imported(spec.clone(), task, columns.0.into(), columns.1.into());
             files.push((
                 format!("model/{WEIGHTS_FILE}"),
                 trainyard_engine::train::weights(net)?,

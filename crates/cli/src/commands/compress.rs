@@ -102,18 +102,17 @@ pub struct CompressArgs {
 }
 
 pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
-    if !(0.0..=1.0).contains(&args.max_accuracy_drop) {
-        bail!(
-            "--max-accuracy-drop {}: give a fraction in [0, 1] (0.01 is one point)",
-            args.max_accuracy_drop
-        );
-    }
-    if !(1..=1_000_000).contains(&args.calibration_rows) {
-        bail!(
-            "--calibration-rows {}: give 1 to 1,000,000",
-            args.calibration_rows
-        );
-    }
+    // The budget and the row count, by the job's own rule (the rows matter only with
+    // --calibrate; checked here whatever the method, as the flag was given).
+    compress::check_settings(
+        args.max_accuracy_drop,
+        &compress::Scheme::Static {
+            dataset: String::new(),
+            split: None,
+            rows: args.calibration_rows,
+            method: compress::Method::MinMax,
+        },
+    )?;
     if !(args.percentile > 0.0 && args.percentile <= 100.0) {
         bail!(
             "--percentile {}: give a percentage in (0, 100]",

@@ -93,10 +93,11 @@ pub enum ModelsCommand {
         /// What the model does (how `eval` reads its outputs): classification or regression.
         #[arg(long, default_value = "classification")]
         task: String,
-        /// For weights: the dataset column `eval` and `predict` feed the model.
+        /// The dataset column `eval`, `predict` and `compress` feed the model (weights, and
+        /// ONNX files that get a native form).
         #[arg(long, default_value = "input")]
         input: String,
-        /// For weights: the dataset column `eval` compares with.
+        /// The dataset column `eval` and `compress` score the model against.
         #[arg(long, default_value = "label")]
         target: String,
     },
@@ -342,6 +343,7 @@ pub async fn models(command: ModelsCommand) -> anyhow::Result<i32> {
                     &name,
                     license.as_deref(),
                     task,
+                    (&input, &target),
                 )
                 .await?;
                 let summary = serde_json::json!({

@@ -29,7 +29,8 @@ pub struct Guarded {
 
 /// Finds the most-quantized model within `max_drop` of `baseline` (a score where higher is
 /// better, such as accuracy). `quantize` makes the model with the given operators kept in
-/// float; `evaluate` scores a model.
+/// float; `evaluate` scores a model. The model returned is always the last one `evaluate`
+/// saw, so a caller needs to keep only the last evaluation's details.
 pub fn guard<E>(
     candidates: &[String],
     baseline: f64,
@@ -104,7 +105,7 @@ mod tests {
                 kept: Vec::new(),
             })
         };
-        let mut evaluate = |bytes: &[u8]| -> Result<f64, ()> {
+        let evaluate = |bytes: &[u8]| -> Result<f64, ()> {
             let s = String::from_utf8(bytes.to_vec()).unwrap();
             Ok(1.0
                 - losses
@@ -113,7 +114,16 @@ mod tests {
                     .map(|(_, l)| l)
                     .sum::<f64>())
         };
-        guard(&names, 1.0, max_drop, &mut quantize, &mut evaluate).unwrap()
+        let mut last = Vec::new();
+        let mut evaluate_last = |bytes: &[u8]| {
+            last = bytes.to_vec();
+            evaluate(bytes)
+        };
+        let g = guard(&names, 1.0, max_drop, &mut quantize, &mut evaluate_last).unwrap();
+        if let Some(m) = &g.model {
+            assert_eq!(m.bytes, last, "the model returned is the last evaluated");
+        }
+        g
     }
 
     #[test]

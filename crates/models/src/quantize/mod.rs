@@ -402,6 +402,132 @@ impl Model {
         });
     }
 
+    /// The nodes reading `t` (subgraphs' reads counted as their node's), by index.
+    fn readers(&self, t: &str) -> Vec<usize> {
+        self.graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.input.iter().any(|i| i == t) || {
+                    let mut read = HashSet::new();
+                    for a in &n.attribute {
+                        for g in a.g.iter().chain(&a.graphs) {
+                            collect_reads(g, &mut read);
+                        }
+                    }
+                    read.contains(t)
+                }
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// A per-channel constant for `channels` output channels: shape `[C, 1, …]`,
+    /// `[1, C, 1, …]` or a scalar, as values per channel.
+    fn per_channel(&self, name: &str, channels: usize, rank: usize) -> Option<Vec<f32>> {
+        let t = self.float(name)?;
+        if t.values.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let ones_after = |from: usize| t.dims[from..].iter().all(|d| *d == 1);
+        match t.dims.as_slice() {
+            [] => Some(vec![t.values[0]; channels]),
+            [c, ..] if *c == channels && t.dims.len() < rank && ones_after(1) => Some(t.values),
+            [1, c, ..] if *c == channels && t.dims.len() <= rank && ones_after(2) => Some(t.values),
+            _ if t.values.len() == 1 => Some(vec![t.values[0]; channels]),
+            _ => None,
+        }
+    }
+
+    /// Folds per-channel `Sub`, `Mul` and `Add` of constants right after a `Conv` into its
+    /// weight and bias (a batch norm at inference, written out as arithmetic, is one): the
+    /// convolution's 8-bit output then is what the next layer reads, with no float
+    /// arithmetic between. Only where the convolution's output has that one reader.
+    fn fold_conv_affine(&mut self) {
+        let mut i = 0;
+        while i < self.graph.node.len() {
+            let n = &self.graph.node[i];
+            let foldable = n.op_type == "Conv" && n.domain.is_empty() && n.output.len() == 1;
+            let Some(w) = foldable.then(|| self.weight_of(n)).flatten() else {
+                i += 1;
+                continue;
+            };
+            let channels = w.dims[0];
+            let rank = w.dims.len();
+            let y = n.output[0].clone();
+            if self.graph.output.iter().any(|o| o.name == y) {
+                i += 1;
+                continue;
+            }
+            let readers = self.readers(&y);
+            let [j] = readers.as_slice() else {
+                i += 1;
+                continue;
+            };
+            let next = self.graph.node[*j].clone();
+            let (op, constant) = match (next.op_type.as_str(), next.input.as_slice()) {
+                ("Sub", [a, c]) if *a == y => ("Sub", c),
+                ("Add" | "Mul", [a, c]) if *a == y => (next.op_type.as_str(), c),
+                ("Add" | "Mul", [c, a]) if *a == y => (next.op_type.as_str(), c),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let Some(k) = (next.domain.is_empty())
+                .then(|| self.per_channel(constant, channels, rank))
+                .flatten()
+            else {
+                i += 1;
+                continue;
+            };
+            let bias_name = self.graph.node[i]
+                .input
+                .get(2)
+                .filter(|b| !b.is_empty())
+                .cloned();
+            let mut bias = match &bias_name {
+                Some(b) => match self.float(b) {
+                    Some(t) if t.values.len() == channels => t.values,
+                    _ => {
+                        i += 1;
+                        continue;
+                    }
+                },
+                None => vec![0.0; channels],
+            };
+            let per = w.values.len() / channels.max(1);
+            let mut weight = w.values.clone();
+            for c in 0..channels {
+                match op {
+                    "Sub" => bias[c] -= k[c],
+                    "Add" => bias[c] += k[c],
+                    _ => {
+                        bias[c] *= k[c];
+                        for v in &mut weight[c * per..(c + 1) * per] {
+                            *v *= k[c];
+                        }
+                    }
+                }
+            }
+            let mut used = self.names();
+            let conv_name = self.graph.node[i].name.clone();
+            let wname = self.fresh(&mut used, &format!("{conv_name}_folded_weight"));
+            let bname = self.fresh(&mut used, &format!("{conv_name}_folded_bias"));
+            self.add(floats(&wname, &w.dims, &weight));
+            self.add(floats(&bname, &[channels], &bias));
+            let conv = &mut self.graph.node[i];
+            conv.input.truncate(2);
+            conv.input[1] = wname;
+            conv.input.push(bname);
+            conv.output = next.output.clone();
+            self.graph.node.remove(*j);
+            // The same Conv may fold its next reader too: look at it again.
+        }
+        self.prune();
+    }
+
     /// Drops initializers nothing reads any more (the float weights that were replaced),
     /// and their entries among the graph's inputs (older files list initializers there).
     fn prune(&mut self) {

@@ -26,6 +26,7 @@ pub fn calibration_tensors(
     options: &Int8Options,
 ) -> Result<Vec<String>, ModelsError> {
     let mut model = Model::decode(bytes)?;
+    model.fold_conv_affine();
     model.fuse_matmul_bias();
     let mut tensors = BTreeSet::new();
     let mut any = false;
@@ -128,6 +129,7 @@ pub fn static_int8(
     options: &Int8Options,
 ) -> Result<Quantized, ModelsError> {
     let mut model = Model::decode(bytes)?;
+    model.fold_conv_affine();
     model.fuse_matmul_bias();
     if model.opset < 10 || (options.per_channel && model.opset < 13) {
         return Err(ModelsError::Invalid {
@@ -495,6 +497,78 @@ mod tests {
             // Scales and 32-bit biases weigh in this tiny model; larger ones come near 4x.
             assert!(after * 5 < before * 2, "{after} of {before} bytes");
         }
+    }
+
+    #[test]
+    fn a_batch_norm_after_a_convolution_is_folded_into_it() {
+        use crate::graph::{Graph, Layer, NamedLayer, Weights};
+        let w = |shape: Vec<usize>, seed| {
+            let n = shape.iter().product();
+            Weights::new(shape, values(n, seed))
+        };
+        let positive = |n, seed| {
+            Weights::new(
+                vec![n],
+                values(n, seed).iter().map(|v| v.abs() + 0.5).collect(),
+            )
+        };
+        let layer = |name: &str, layer| NamedLayer {
+            name: name.into(),
+            layer,
+        };
+        let graph = Graph {
+            name: "bn".into(),
+            sample_shape: vec![1, 8, 8],
+            layers: vec![
+                layer(
+                    "conv1",
+                    Layer::Conv2d {
+                        weight: w(vec![4, 1, 3, 3], 1),
+                        bias: None,
+                        stride: 1,
+                        padding: 1,
+                    },
+                ),
+                layer(
+                    "bn1",
+                    Layer::BatchNorm {
+                        gamma: positive(4, 2),
+                        beta: w(vec![4], 3),
+                        mean: w(vec![4], 4),
+                        var: positive(4, 5),
+                        epsilon: 1e-5,
+                    },
+                ),
+                layer("relu1", Layer::Relu),
+                layer("flatten", Layer::Flatten),
+                layer(
+                    "fc",
+                    Layer::Linear {
+                        weight: w(vec![256, 5], 6),
+                        bias: Some(w(vec![5], 7)),
+                    },
+                ),
+            ],
+        };
+        let bytes = crate::onnx::encode(&graph, Some(5)).unwrap();
+        let options = Int8Options::default();
+        let ranges = calibrate(&bytes, &options, Method::MinMax);
+        let q = static_int8(&bytes, &ranges, &options).unwrap();
+        let ops: Vec<String> = Model::decode(&q.bytes)
+            .unwrap()
+            .graph
+            .node
+            .iter()
+            .map(|n| n.op_type.clone())
+            .collect();
+        for gone in ["Sub", "Mul", "Add", "Relu"] {
+            assert!(!ops.contains(&gone.to_string()), "{gone} left in {ops:?}");
+        }
+        let x = values(16 * 64, 11);
+        let want = run(&bytes, &[16, 1, 8, 8], &x).remove(0);
+        let got = run(&q.bytes, &[16, 1, 8, 8], &x).remove(0);
+        let err = relative_error(&got, &want);
+        assert!(err < 0.05, "{err}");
     }
 
     #[test]
