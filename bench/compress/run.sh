@@ -54,10 +54,14 @@ ty() { "$BIN" "$@"; }
 # finetuned.onnx; the rows the jobs used as DIR/calibration.* and DIR/eval.*.
 compress_all() {
   local model=$1 dataset=$2 dir=$3 prune=${4:-}
-  local eval=()
+  local eval=() columns=()
   mkdir -p "$dir"
-  # An import records no dataset of its own: name the evaluation rows.
-  [ "${model%%:*}" = mnist-resnet-onnx ] && eval=(--eval "$dataset")
+  # The import has no native form (its skip connections are branches), so no card: name the
+  # evaluation rows and the columns that feed and score it.
+  if [ "${model%%:*}" = mnist-resnet-onnx ]; then
+    eval=(--eval "$dataset" --input pixels --target label)
+    columns=(pixels label)
+  fi
   ty models export "$model" --format onnx -o "$dir/parent.onnx" >/dev/null
   ty compress "$model" --int8 "${eval[@]}" >"$dir/compress-dynamic.log"
   ty compress "$model" --int8 --calibrate "$dataset" "${eval[@]}" >"$dir/compress-static.log"
@@ -73,8 +77,8 @@ compress_all() {
     ty models export "$name:$((v + 5))" --format onnx -o "$dir/pruned.onnx" >/dev/null
     ty models export "$name:$((v + 6))" --format onnx -o "$dir/finetuned.onnx" >/dev/null
   fi
-  "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" "$model" "$dataset" train 512 "$dir/calibration" >&2
-  "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" "$model" "$dataset" test 0 "$dir/eval" >&2
+  "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" "$model" "$dataset" train 512 "$dir/calibration" "${columns[@]}" >&2
+  "$DUMP" "$TRAINYARD_SERVER" "$TRAINYARD_TOKEN" "$model" "$dataset" test 0 "$dir/eval" "${columns[@]}" >&2
 }
 
 for m in $MODELS; do

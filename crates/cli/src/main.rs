@@ -167,6 +167,10 @@ enum TaskCommand {
         #[arg(long)]
         prune: Option<f64>,
         #[arg(long)]
+        input: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
         structured: bool,
         #[arg(long)]
         global: bool,
@@ -369,6 +373,8 @@ fn main() -> ExitCode {
                     symmetric_activations,
                     exclude,
                     prune,
+                    input,
+                    target,
                     structured,
                     global,
                 } => {
@@ -407,6 +413,9 @@ fn main() -> ExitCode {
                             split,
                             split_column,
                             max_accuracy_drop,
+                            columns: input.zip(target).map(|(input, target)| {
+                                trainyard_tasks::compress::Columns { input, target }
+                            }),
                         })
                         .await?
                     }

@@ -483,6 +483,80 @@ async fn the_digits_cnn_is_quantized_pruned_and_distilled_into_new_versions() {
         .len();
     assert_eq!(jobs_before, jobs_after, "no job ran for refused input");
 
+    // An ONNX import without a native form (a skip connection is a branch the engine's
+    // layer chain does not hold) has no card: the columns are named on the command line.
+    let layer = |name: &str, layer| trainyard_models::graph::NamedLayer {
+        name: name.into(),
+        layer,
+    };
+    let dense = |i: usize, o: usize| trainyard_models::graph::Layer::Linear {
+        weight: trainyard_models::graph::Weights::new(
+            vec![i, o],
+            (0..i * o)
+                .map(|k| ((k * 37 % 101) as f32 - 50.0) / 500.0)
+                .collect(),
+        ),
+        bias: None,
+    };
+    let branchy = trainyard_models::graph::Graph {
+        name: "branchy".into(),
+        sample_shape: vec![1, 8, 8],
+        layers: vec![
+            layer("flatten", trainyard_models::graph::Layer::Flatten),
+            layer("fc1", dense(64, 16)),
+            layer(
+                "skip",
+                trainyard_models::graph::Layer::Residual(vec![layer("inner", dense(16, 16))]),
+            ),
+            layer("fc2", dense(16, 10)),
+        ],
+    };
+    let file = dir.path().join("branchy.onnx");
+    std::fs::write(
+        &file,
+        trainyard_models::onnx::encode(&branchy, Some(10)).unwrap(),
+    )
+    .unwrap();
+    let imported = ok(server.cli(&[
+        "models",
+        "import",
+        file.to_str().unwrap(),
+        "--name",
+        "branchy",
+    ]));
+    assert!(
+        imported.contains("native form: not converted"),
+        "{imported}"
+    );
+    let out = server.cli(&["compress", "branchy:1", "--int8"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("name them with --input COLUMN --target COLUMN"),
+        "{}",
+        text(&out)
+    );
+    let compressed = ok(server.cli(&[
+        "compress",
+        "branchy:1",
+        "--int8",
+        "--calibrate",
+        "digits",
+        "--eval",
+        "digits",
+        "--input",
+        "pixels",
+        "--target",
+        "label",
+        "--max-accuracy-drop",
+        "1",
+    ]));
+    assert!(
+        compressed.contains("registered model branchy:2"),
+        "{compressed}"
+    );
+    let r = report(&server, &tags(&server, "branchy", "2").await).await;
+    assert_eq!(r["quantized"].as_array().unwrap().len(), 3, "{r}");
+
     // `models show` says what each compressed version is.
     let shown = ok(server.cli(&["models", "show", "digits-cnn"]));
     assert!(shown.contains("compressed from digits-cnn:1"), "{shown}");

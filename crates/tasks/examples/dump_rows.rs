@@ -2,7 +2,7 @@
 //! takes it, and its class labels) as NumPy `.npy` files, so `bench/compress` can give ONNX
 //! Runtime's quantization tool exactly the calibration and evaluation rows a job uses.
 //!
-//! `cargo run -p trainyard-tasks --example dump_rows -- SERVER TOKEN MODEL:VERSION DATASET SPLIT ROWS OUT_PREFIX`
+//! `cargo run -p trainyard-tasks --example dump_rows -- SERVER TOKEN MODEL:VERSION DATASET SPLIT ROWS OUT_PREFIX [INPUT TARGET]`
 //! writes `OUT_PREFIX.x.npy` (float32, [rows, ..shape]) and `OUT_PREFIX.y.npy` (int64).
 //! `ROWS` 0 means every row of the split.
 
@@ -33,13 +33,20 @@ fn npy(path: &str, descr: &str, shape: &[usize], data: &[u8]) -> std::io::Result
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [server, token, model, dataset, split, rows, out] = args.as_slice() else {
-        return Err(
-            "usage: dump_rows SERVER TOKEN MODEL:VERSION DATASET SPLIT ROWS OUT_PREFIX".into(),
-        );
+    let (fixed, columns) = args.split_at(args.len().min(7));
+    let [server, token, model, dataset, split, rows, out] = fixed else {
+        return Err("usage: dump_rows SERVER TOKEN MODEL:VERSION DATASET SPLIT ROWS OUT_PREFIX [INPUT TARGET]".into());
+    };
+    let columns = match columns {
+        [input, target] => Some(trainyard_tasks::compress::Columns {
+            input: input.clone(),
+            target: target.clone(),
+        }),
+        _ => None,
     };
     let client = trainyard_client::Client::new(server, Some(token.clone()))?;
-    let parent = trainyard_tasks::compress::fetch_parent(&client, model).await?;
+    let parent =
+        trainyard_tasks::compress::fetch_parent_with(&client, model, columns.as_ref()).await?;
     let limit: usize = rows.parse()?;
     let batches = trainyard_tasks::compress::read_rows(
         &client,

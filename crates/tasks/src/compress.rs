@@ -66,6 +66,8 @@ pub struct CompressTask {
     pub split_column: String,
     /// Largest loss of the main metric accepted (0.01: one point of accuracy).
     pub max_accuracy_drop: f64,
+    /// Columns for a parent whose card does not name them.
+    pub columns: Option<Columns>,
 }
 
 /// A parent version ready to compress.
@@ -79,10 +81,81 @@ pub struct Parent {
     pub tags: BTreeMap<String, String>,
 }
 
-/// Fetches `reference`'s ONNX file and card and checks that it can be compressed: it has a
-/// quantizable operator, one input, and a card saying how to feed it. Run before the job
-/// is submitted, so bad input is refused before anything runs.
+/// [`fetch_parent_with`] for a version whose card says how to feed it.
 pub async fn fetch_parent(client: &Client, reference: &str) -> Result<Parent, TaskError> {
+    fetch_parent_with(client, reference, None).await
+}
+
+/// Dataset columns named for a version whose card does not say them (an ONNX import with
+/// no native form has no card at all).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Columns {
+    pub input: String,
+    pub target: String,
+}
+
+/// A card for a file that came without one: its input and output shapes from the graph
+/// (both must be known), the columns as given, the task from the version's tag.
+fn card_from_file(
+    summary: &trainyard_models::onnx::Summary,
+    columns: &Columns,
+    task: Task,
+    at: &str,
+) -> Result<ModelCard, TaskError> {
+    let known = |dims: &[i64]| -> Option<Vec<usize>> {
+        dims.iter()
+            .skip(1)
+            .map(|d| usize::try_from(*d).ok().filter(|d| *d > 0))
+            .collect()
+    };
+    let input = summary
+        .inputs
+        .first()
+        .and_then(|(_, d)| known(d))
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            TaskError::Invalid(format!(
+                "{at}: its input's shape is not fixed past the batch dimension, so rows cannot be fed to it"
+            ))
+        })?;
+    let outputs = match summary
+        .outputs
+        .first()
+        .and_then(|(_, d)| known(d))
+        .as_deref()
+    {
+        Some([k]) => *k,
+        _ => {
+            return Err(TaskError::Invalid(format!(
+                "{at}: its first output is not [batch, classes] with a fixed class count"
+            )))
+        }
+    };
+    Ok(ModelCard {
+        format: 1,
+        spec: trainyard_engine::spec::ResolvedSpec {
+            input,
+            layers: Vec::new(),
+            output: vec![outputs],
+        },
+        head: trainyard_engine::train::Head { task, outputs },
+        input: columns.input.clone(),
+        target: columns.target.clone(),
+        image: None,
+        dataset: String::new(),
+        from: None,
+    })
+}
+
+/// Fetches `reference`'s ONNX file and card and checks that it can be compressed: it has a
+/// quantizable operator, one input, and a card saying how to feed it (or `columns`, for a
+/// file without one). Run before the job is submitted, so bad input is refused before
+/// anything runs.
+pub async fn fetch_parent_with(
+    client: &Client,
+    reference: &str,
+    columns: Option<&Columns>,
+) -> Result<Parent, TaskError> {
     let (name, version, uri) = mlflow::model_source(client, reference).await?;
     let onnx = mlflow::download_uri(client, &format!("{uri}/{ONNX_FILE}"))
         .await
@@ -104,19 +177,35 @@ pub async fn fetch_parent(client: &Client, reference: &str) -> Result<Parent, Ta
             )))
         }
     };
-    let card_bytes = mlflow::download_uri(client, &format!("{uri}/{CARD_FILE}"))
-        .await
-        .map_err(|e| {
-            TaskError::from(e).context(format!(
-                "{name}:{version} has no {CARD_FILE} saying which dataset column feeds it; compression evaluates it on data, so versions without one (imports without a native form) are not covered"
-            ))
-        })?;
-    let card: ModelCard =
-        serde_json::from_slice(&card_bytes).map_err(|source| TaskError::Unreadable {
-            what: format!("{name}:{version}: unreadable {CARD_FILE}"),
-            source,
-        })?;
     let tags = mlflow::version_tags(client, &name, &version).await?;
+    let card = match mlflow::download_uri(client, &format!("{uri}/{CARD_FILE}")).await {
+        Ok(bytes) => {
+            let mut card: ModelCard =
+                serde_json::from_slice(&bytes).map_err(|source| TaskError::Unreadable {
+                    what: format!("{name}:{version}: unreadable {CARD_FILE}"),
+                    source,
+                })?;
+            if let Some(c) = columns {
+                card.input = c.input.clone();
+                card.target = c.target.clone();
+            }
+            card
+        }
+        Err(e) => match columns {
+            Some(c) => {
+                let task = match tags.get("trainyard.task").map(String::as_str) {
+                    Some("regression") => Task::Regression,
+                    _ => Task::Classification,
+                };
+                card_from_file(&summary, c, task, &format!("{name}:{version}"))?
+            }
+            None => {
+                return Err(TaskError::from(e).context(format!(
+                    "{name}:{version} has no {CARD_FILE} saying which dataset columns feed and score it (an import with no native form): name them with --input COLUMN --target COLUMN"
+                )))
+            }
+        },
+    };
     Ok(Parent {
         name,
         version,
@@ -581,7 +670,7 @@ fn settings(task: &CompressTask) -> Value {
 pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
     check_settings(task.max_accuracy_drop, &task.scheme)?;
     let run = RunClient::from_env().await?;
-    let parent = fetch_parent(&run.client, &task.model).await?;
+    let parent = fetch_parent_with(&run.client, &task.model, task.columns.as_ref()).await?;
     let parent_ref = format!("{}:{}", parent.name, parent.version);
     println!(
         "compressing {parent_ref} ({}, {} bytes)",

@@ -96,6 +96,13 @@ pub struct CompressArgs {
     /// fall back to float, most sensitive first, until the child fits.
     #[arg(long, default_value_t = 0.01)]
     pub max_accuracy_drop: f64,
+    /// The dataset column that feeds the model, for a version whose card does not say (an
+    /// ONNX import with no native form).
+    #[arg(long, requires = "target")]
+    pub input: Option<String>,
+    /// The dataset column the model is scored against (with --input).
+    #[arg(long, requires = "input")]
+    pub target: Option<String>,
     /// Experiment the compression run joins [default: Default].
     #[arg(long)]
     pub experiment: Option<String>,
@@ -160,7 +167,12 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
         }
     }
     let client = crate::client::connect(&args.client)?;
-    let parent = compress::fetch_parent(&client, &args.model).await?;
+    let columns = args
+        .input
+        .clone()
+        .zip(args.target.clone())
+        .map(|(input, target)| compress::Columns { input, target });
+    let parent = compress::fetch_parent_with(&client, &args.model, columns.as_ref()).await?;
     compress::check_exclusions(&parent, &args.exclude)?;
     let eval = match args
         .eval
@@ -194,6 +206,14 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
         "--max-accuracy-drop".into(),
         args.max_accuracy_drop.to_string(),
     ];
+    if let Some(c) = &columns {
+        task_args.extend([
+            "--input".into(),
+            c.input.clone(),
+            "--target".into(),
+            c.target.clone(),
+        ]);
+    }
     if let Some(ratio) = args.prune {
         task_args.extend(["--prune".into(), ratio.to_string()]);
         if args.structured {
