@@ -435,28 +435,22 @@ pub async fn read_rows(
     tokio::task::spawn_blocking(move || rows.read(limit)).await?
 }
 
-fn input_tensor(name: &str, batch: &Batch) -> Tensor {
+/// A batch as the model's one FP32 input `name`, `[rows, ..sample]`.
+pub(crate) fn input_tensor(name: &str, batch: &Batch) -> Tensor {
     let mut shape = vec![batch.rows];
     shape.extend_from_slice(&batch.sample_shape);
-    Tensor {
-        name: name.to_string(),
-        datatype: DataType::F32,
-        shape,
-        data: batch.inputs.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
+    Tensor::from_vec(name, shape, &batch.inputs)
 }
 
-fn floats(t: &Tensor) -> Result<Vec<f32>, TaskError> {
+/// An output's values, refused unless FP32.
+pub(crate) fn floats(t: &Tensor) -> Result<Vec<f32>, TaskError> {
     if t.datatype != DataType::F32 {
         return Err(TaskError::Invalid(format!(
             "output `{}` is {:?}, not float32",
             t.name, t.datatype
         )));
     }
-    Ok(t.data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(t.to_vec::<f32>())
 }
 
 /// Runs `onnx` over `batches` in `runtime` and scores it as `card`'s task.

@@ -8,7 +8,6 @@ use trainyard_data::Batch;
 use trainyard_engine::train::Teacher;
 use trainyard_engine::EngineError;
 use trainyard_serve::runtime::Instance;
-use trainyard_serve::{DataType, Tensor};
 
 use crate::train::ONNX_FILE;
 use crate::TaskError;
@@ -88,31 +87,18 @@ impl OnnxTeacher {
     }
 
     fn run(&self, batch: &Batch) -> Result<Vec<f32>, String> {
-        let mut shape = vec![batch.rows];
-        shape.extend_from_slice(&batch.sample_shape);
-        let tensor = Tensor {
-            name: self.input.clone(),
-            datatype: DataType::F32,
-            shape,
-            data: batch.inputs.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        };
+        let tensor = crate::compress::input_tensor(&self.input, batch);
         let out = self
             .instance
             .lock()
             .run(vec![tensor])
             .map_err(|e| e.to_string())?;
         let first = out.into_iter().next().ok_or("no output")?;
-        if first.datatype != DataType::F32 {
-            return Err(format!("its output is {:?}, not float32", first.datatype));
-        }
-        let values = first
-            .data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let values = crate::compress::floats(&first).map_err(|e| e.to_string())?;
         Ok(if self.probabilities {
-            values.map(|p| p.max(1e-30).ln()).collect()
+            values.into_iter().map(|p| p.max(1e-30).ln()).collect()
         } else {
-            values.collect()
+            values
         })
     }
 }
