@@ -83,6 +83,41 @@ fn relu_after(model: &Model, t: &str, options: &Int8Options) -> Option<(usize, S
     .then(|| (i, r.clone()))
 }
 
+/// A constant stored as integers (`data_type`, `dims`, `values`) with its `scales` (one, or
+/// one per index of `axis`) and zero points 0, and the `DequantizeLinear` node that gives it
+/// back as float; returns the node and the name of its output.
+fn dequantized_constant(
+    model: &mut Model,
+    used: &mut std::collections::HashSet<String>,
+    base: &str,
+    (data_type, dims, values): (i32, &[usize], &[i32]),
+    scales: &[f32],
+    axis: Option<usize>,
+) -> (pb::NodeProto, String) {
+    let q = model.fresh(used, &format!("{base}_quantized"));
+    let s = model.fresh(used, &format!("{base}{SCALE}"));
+    let z = model.fresh(used, &format!("{base}{ZERO_POINT}"));
+    let dq = model.fresh(used, &format!("{base}_dequantized"));
+    let scale_dims: Vec<usize> = if axis.is_some() {
+        vec![scales.len()]
+    } else {
+        vec![]
+    };
+    model.add(integers(&q, data_type, dims, values));
+    model.add(floats(&s, &scale_dims, scales));
+    model.add(integers(&z, data_type, &scale_dims, &vec![0; scales.len()]));
+    let mut node = node(
+        "DequantizeLinear",
+        &model.fresh(used, &format!("{base}_DequantizeLinear")),
+        vec![q, s, z],
+        vec![dq.clone()],
+    );
+    if let Some(axis) = axis {
+        node.attribute.push(int_attribute("axis", axis as i64));
+    }
+    (node, dq)
+}
+
 /// Adds a Q/DQ pair reading `source` whose dequantized copy replaces `visible` for every
 /// reader (the same tensor unless a Relu between them was folded); the pair is placed after
 /// `source`'s producer.
@@ -274,29 +309,15 @@ pub fn static_int8(
         // The weight.
         let axis = Model::channel_axis(&n);
         let qw = quantize_weight(w, axis, options.per_channel, weight_grid, true);
-        let wname = &n.input[1];
-        let wq = model.fresh(&mut used, &format!("{wname}_quantized"));
-        let ws = model.fresh(&mut used, &format!("{wname}{SCALE}"));
-        let wz = model.fresh(&mut used, &format!("{wname}{ZERO_POINT}"));
-        let wdq = model.fresh(&mut used, &format!("{wname}_dequantized"));
         let scales: Vec<f32> = qw.affines.iter().map(|a| a.scale).collect();
-        let scale_dims: Vec<usize> = if qw.axis.is_some() {
-            vec![scales.len()]
-        } else {
-            vec![]
-        };
-        model.add(integers(&wq, INT8, &w.dims, &qw.values));
-        model.add(floats(&ws, &scale_dims, &scales));
-        model.add(integers(&wz, INT8, &scale_dims, &vec![0; scales.len()]));
-        let mut dq = node(
-            "DequantizeLinear",
-            &model.fresh(&mut used, &format!("{wname}_DequantizeLinear")),
-            vec![wq, ws, wz],
-            vec![wdq.clone()],
+        let (dq, wdq) = dequantized_constant(
+            &mut model,
+            &mut used,
+            &n.input[1],
+            (INT8, &w.dims, &qw.values),
+            &scales,
+            qw.axis,
         );
-        if let Some(axis) = qw.axis {
-            dq.attribute.push(int_attribute("axis", axis as i64));
-        }
         weight_nodes.push(dq);
         let mut rewired = n.clone();
         rewired.input[1] = wdq;
@@ -330,29 +351,20 @@ pub fn static_int8(
                                     as i32
                             })
                             .collect();
-                        let bq = model.fresh(&mut used, &format!("{b}_quantized"));
-                        let bs = model.fresh(&mut used, &format!("{b}{SCALE}"));
-                        let bz = model.fresh(&mut used, &format!("{b}{ZERO_POINT}"));
-                        let bdq = model.fresh(&mut used, &format!("{b}_dequantized"));
-                        model.add(integers(&bq, INT32, &bias.dims, &q));
                         let per_channel = qw.axis.is_some();
-                        let dims: Vec<usize> = if per_channel { vec![q.len()] } else { vec![] };
                         let s: Vec<f32> = if per_channel {
                             bias_scales
                         } else {
                             vec![bias_scales[0]]
                         };
-                        model.add(floats(&bs, &dims, &s));
-                        model.add(integers(&bz, INT32, &dims, &vec![0; s.len()]));
-                        let mut dq = node(
-                            "DequantizeLinear",
-                            &model.fresh(&mut used, &format!("{b}_DequantizeLinear")),
-                            vec![bq, bs, bz],
-                            vec![bdq.clone()],
+                        let (dq, bdq) = dequantized_constant(
+                            &mut model,
+                            &mut used,
+                            b,
+                            (INT32, &bias.dims, &q),
+                            &s,
+                            per_channel.then_some(0),
                         );
-                        if per_channel {
-                            dq.attribute.push(int_attribute("axis", 0));
-                        }
                         weight_nodes.push(dq);
                         rewired.input[2] = bdq;
                     }
