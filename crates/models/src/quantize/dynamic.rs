@@ -123,6 +123,10 @@ fn matmul(
     {
         return Err("a Gemm with transA or alpha is kept in float".into());
     }
+    let has_bias = gemm && n.input.get(2).is_some_and(|b| !b.is_empty());
+    if has_bias && float_attr(n, "beta").unwrap_or(1.0) != 1.0 {
+        return Err("a Gemm with beta is kept in float".into());
+    }
     // MatMulInteger multiplies by [K, N]: a transposed Gemm weight is stored transposed.
     let w = if gemm && int_attr(n, "transB") == Some(1) {
         let (rows, cols) = (w.dims[0], w.dims[1]);
@@ -146,19 +150,19 @@ fn matmul(
         Grid::int8_symmetric(options.reduce_range),
         true,
     );
-    let base = if n.name.is_empty() {
-        n.output[0].clone()
-    } else {
-        n.name.clone()
+    // Every node has a name by now (`Model::decode` names the unnamed ones).
+    let mut names = Names {
+        model,
+        used,
+        base: n.name.clone(),
     };
-    let mut names = Names { model, used, base };
     let (dql, [xq, xs, xz]) = quantize_input(&mut names, &n.input[0]);
     let wq = names.get("_weight_quantized");
     let ws = names.get(&format!("_weight{SCALE}"));
     let product = names.get("_integer");
     let as_float = names.get("_float");
     let scale = names.get(&format!("_output{SCALE}"));
-    let scaled = if gemm && n.input.get(2).is_some_and(|b| !b.is_empty()) {
+    let scaled = if has_bias {
         names.get("_unbiased")
     } else {
         n.output[0].clone()
@@ -197,10 +201,6 @@ fn matmul(
     ];
     if scaled != n.output[0] {
         let bias = n.input[2].clone();
-        let beta = float_attr(n, "beta").unwrap_or(1.0);
-        if beta != 1.0 {
-            return Err("a Gemm with beta is kept in float".into());
-        }
         out.push(node(
             "Add",
             &node_names[4],
@@ -234,12 +234,12 @@ fn conv(
             _ => return Err("its bias is not a constant of one value per channel".into()),
         },
     };
-    let base = if n.name.is_empty() {
-        n.output[0].clone()
-    } else {
-        n.name.clone()
+    // Every node has a name by now (`Model::decode` names the unnamed ones).
+    let mut names = Names {
+        model,
+        used,
+        base: n.name.clone(),
     };
-    let mut names = Names { model, used, base };
     let (dql, [xq, xs, xz]) = quantize_input(&mut names, &n.input[0]);
     let wq = names.get("_weight_quantized");
     let ws = names.get(&format!("_weight{SCALE}"));
@@ -262,14 +262,10 @@ fn conv(
     ];
     let scales: Vec<f32> = qw.affines.iter().map(|a| a.scale).collect();
     let zeros: Vec<i32> = qw.affines.iter().map(|a| a.zero_point).collect();
-    let (scale_dims, zero_dims) = if qw.axis.is_some() {
-        (per_channel_dims.clone(), vec![channels])
-    } else {
-        (vec![], vec![])
-    };
+    // One scale and zero point for the whole kernel (see above).
     model.add(integers(&wq, UINT8, &w.dims, &qw.values));
-    model.add(floats(&ws, &scale_dims, &scales));
-    model.add(integers(&wz, UINT8, &zero_dims, &zeros));
+    model.add(floats(&ws, &[], &scales));
+    model.add(integers(&wz, UINT8, &[], &zeros));
     let mut integer_conv = node(
         "ConvInteger",
         &node_names[0],
