@@ -1370,3 +1370,80 @@ pub async fn finetune_config(
     config.training.epochs = epochs.into();
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use trainyard_engine::spec::ResolvedSpec;
+    use trainyard_engine::train::Head;
+    use trainyard_models::graph::{Graph, Layer, NamedLayer, Weights};
+
+    use super::*;
+
+    fn card(outputs: usize) -> ModelCard {
+        ModelCard {
+            format: 1,
+            spec: ResolvedSpec {
+                input: vec![4],
+                layers: Vec::new(),
+                output: vec![outputs],
+            },
+            head: Head {
+                task: Task::Classification,
+                outputs,
+            },
+            input: "x".into(),
+            target: "y".into(),
+            image: None,
+            dataset: String::new(),
+            from: None,
+        }
+    }
+
+    /// Evaluation rows are the user's data: a label outside the head's classes or a model
+    /// whose output does not fit its card is refused, not scored (it indexed past the
+    /// confusion matrix before).
+    #[test]
+    fn labels_outside_the_classes_and_outputs_of_another_size_are_refused() {
+        let graph = Graph {
+            name: "five".into(),
+            sample_shape: vec![4],
+            layers: vec![NamedLayer {
+                name: "fc".into(),
+                layer: Layer::Linear {
+                    weight: Weights::new(vec![4, 5], vec![0.1; 20]),
+                    bias: None,
+                },
+            }],
+        };
+        let onnx = trainyard_models::onnx::encode(&graph, Some(5)).unwrap();
+        let batch = |labels: Vec<i64>| Batch {
+            inputs: vec![0.5; 4 * labels.len()],
+            sample_shape: vec![4],
+            rows: labels.len(),
+            targets: Some(Targets::Classes(labels)),
+        };
+        let tract = Tract;
+        let ok = evaluate(&tract, &onnx, "input", &card(5), &[batch(vec![0, 4])]).unwrap();
+        assert!(matches!(ok, Report::Classification(_)));
+        for labels in [vec![0, 99], vec![-1, 0]] {
+            let err = evaluate(&tract, &onnx, "input", &card(5), &[batch(labels.clone())])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("is not one of the model's 5 classes"),
+                "{labels:?}: {err}"
+            );
+        }
+        let err = evaluate(&tract, &onnx, "input", &card(3), &[batch(vec![0, 1])])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gave 10 values for 2 rows of 3 classes"),
+            "{err}"
+        );
+        let err = evaluate(&tract, &onnx, "input", &card(0), &[batch(vec![0])])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no outputs"), "{err}");
+    }
+}

@@ -905,6 +905,85 @@ mod tests {
         assert!(!names.contains(&"conv1.conv:0".to_string()), "{names:?}");
     }
 
+    /// A model file is the user's: hostile structure gets an error or is left in float,
+    /// never a panic, an overflow or an allocation the size a header claims.
+    #[test]
+    fn hostile_files_are_refused_or_left_alone() {
+        let mutate = |f: &dyn Fn(&mut pb::GraphProto)| {
+            let mut model = Model::decode(&cnn()).unwrap();
+            f(&mut model.graph);
+            model.encode()
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "a candidate with no outputs",
+                mutate(&|g| {
+                    g.node
+                        .iter_mut()
+                        .find(|n| n.op_type == "Conv")
+                        .unwrap()
+                        .output
+                        .clear()
+                }),
+            ),
+            (
+                "a candidate with no inputs",
+                mutate(&|g| {
+                    g.node
+                        .iter_mut()
+                        .find(|n| n.op_type == "MatMul")
+                        .unwrap()
+                        .input
+                        .clear()
+                }),
+            ),
+            (
+                "a weight claiming 2^40 × 2^40 values",
+                mutate(&|g| {
+                    g.initializer
+                        .iter_mut()
+                        .find(|t| t.name == "conv1.weight")
+                        .unwrap()
+                        .dims = vec![1 << 40, 1 << 40]
+                }),
+            ),
+            (
+                "negative dimensions",
+                mutate(&|g| {
+                    for t in &mut g.initializer {
+                        t.dims = vec![-4, 9];
+                    }
+                }),
+            ),
+            (
+                "a weight of the wrong type",
+                mutate(&|g| {
+                    g.initializer
+                        .iter_mut()
+                        .find(|t| t.name == "fc1.weight")
+                        .unwrap()
+                        .data_type = INT8
+                }),
+            ),
+            (
+                "a weight read by a node that does not exist in order",
+                mutate(&|g| g.node.reverse()),
+            ),
+        ];
+        for (what, bytes) in cases {
+            let found = candidates(&bytes);
+            let _ = dynamic_int8(&bytes, &Int8Options::default());
+            if let Ok(tensors) = calibration_tensors(&bytes, &Int8Options::default()) {
+                // No ranges: refused naming a tensor.
+                let err = static_int8(&bytes, &Ranges::new(), &Int8Options::default());
+                assert!(err.is_err() || tensors.is_empty(), "{what}");
+                let _ = with_outputs(&bytes, &tensors);
+            }
+            let _ = parameters(&bytes).unwrap();
+            assert!(found.map_or(true, |c| c.len() <= 4), "{what}");
+        }
+    }
+
     #[test]
     fn parameters_count_weights_not_scales() {
         let bytes = cnn();
