@@ -166,6 +166,8 @@ enum TaskCommand {
         exclude: Vec<String>,
         #[arg(long)]
         prune: Option<f64>,
+        #[arg(long, conflicts_with_all = ["calibrate", "prune"])]
+        fp16: bool,
         #[arg(long)]
         input: Option<String>,
         #[arg(long)]
@@ -373,6 +375,7 @@ fn main() -> ExitCode {
                     symmetric_activations,
                     exclude,
                     prune,
+                    fp16,
                     input,
                     target,
                     structured,
@@ -392,6 +395,7 @@ fn main() -> ExitCode {
                         .await?
                     } else {
                         let scheme = match calibrate {
+                            None if fp16 => Scheme::Fp16,
                             None => Scheme::Dynamic,
                             Some(dataset) => Scheme::Static {
                                 dataset,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{example, ok, prepare_digits, text, Server, ServerOptions};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 async fn server() -> Server {
     let cache = tempfile::tempdir().unwrap().keep();
@@ -365,6 +365,55 @@ async fn the_digits_cnn_is_quantized_pruned_and_distilled_into_new_versions() {
     );
     let int8 = classes(&server, "digits-cnn", "7", &pixels).await;
     assert_eq!(int8.len(), 32, "the fine-tuned version serves");
+
+    // Half precision: the float parent's arithmetic in half, inputs and outputs still float,
+    // half the file, the same digits through /v2. An 8-bit version is not converted again.
+    for (args, says) in [
+        (
+            vec!["digits-cnn:1", "--fp16", "--calibrate", "digits"],
+            "cannot be used with",
+        ),
+        (
+            vec!["digits-cnn:1", "--fp16", "--int8"],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "digits-cnn:2",
+                "--fp16",
+                "--input",
+                "pixels",
+                "--target",
+                "label",
+            ],
+            "already quantized",
+        ),
+    ] {
+        let out = server.cli(&[&["compress"][..], &args].concat());
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    let half = ok(server.cli(&["compress", "digits-cnn:1", "--fp16"]));
+    eprintln!("{half}");
+    assert!(half.contains("registered model digits-cnn:8"), "{half}");
+    let t = tags(&server, "digits-cnn", "8").await;
+    assert_eq!(tag(&t, "trainyard.compression.method"), "fp16");
+    assert_eq!(tag(&t, "trainyard.source"), "digits-cnn:1");
+    let r = report(&server, &t).await;
+    let drop = r["accuracy_drop"].as_f64().unwrap();
+    assert!(drop.abs() <= 0.01, "fp16 drop {drop}: {half}");
+    let ratio = r["size_ratio"].as_f64().unwrap();
+    assert!((1.9..2.05).contains(&ratio), "fp16 {ratio}× smaller: {r}");
+    // Both convolutions, both linear layers and what lies between them.
+    assert!(r["quantized"].as_array().unwrap().len() >= 4, "{r}");
+    assert_eq!(r["kept_in_float"], json!([]), "{r}");
+    let half_classes = classes(&server, "digits-cnn", "8", &pixels).await;
+    let same = float
+        .iter()
+        .zip(&half_classes)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(same >= 31, "fp16: {same} of 32 agree");
 
     // Distillation: the CNN teaches the small MLP of examples/digits/student.toml (2,410
     // parameters against 151,306). With alpha = 1 the teacher's term weighs nothing, and the

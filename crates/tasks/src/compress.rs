@@ -1,7 +1,8 @@
-//! `trainyard task compress`: an 8-bit version of a registered model version, as a job.
+//! `trainyard task compress`: an 8-bit or half-precision version of a registered model
+//! version, as a job.
 //!
-//! The parent's `model.onnx` is quantized (dynamically, or statically with ranges measured
-//! on calibration rows run through a serving runtime), then parent and child are evaluated
+//! The parent's `model.onnx` is quantized (int8 dynamically, or statically with ranges
+//! measured on calibration rows run through a serving runtime; or converted to half), then parent and child are evaluated
 //! on the same split in the same runtime. When the child loses more than the budget of the
 //! task's main metric (accuracy, or r² for regression), the accuracy guard keeps the most
 //! sensitive operators in float until it fits; when nothing fits, nothing is registered.
@@ -32,9 +33,11 @@ use crate::evaluate::loader_options;
 use crate::train::{LICENSE_TAG, ONNX_FILE, UNKNOWN_LICENSE};
 use crate::TaskError;
 
-/// How the weights and activations become 8-bit.
+/// How the weights and activations are made smaller.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scheme {
+    /// Float weights and arithmetic in half precision (inputs and outputs stay float).
+    Fp16,
     /// Weights ahead of time, activations at run time: no calibration data.
     Dynamic,
     /// QDQ with activation ranges from `rows` rows of `dataset` (`NAME:VERSION`).
@@ -49,6 +52,7 @@ pub enum Scheme {
 impl Scheme {
     pub fn name(&self) -> &'static str {
         match self {
+            Scheme::Fp16 => "fp16",
             Scheme::Dynamic => "int8-dynamic",
             Scheme::Static { .. } => "int8-static",
         }
@@ -147,8 +151,8 @@ fn card_from_file(
     })
 }
 
-/// Fetches `reference`'s ONNX file and card and checks that it can be compressed: it has a
-/// quantizable operator, one input, and a card saying how to feed it (or `columns`, for a
+/// Fetches `reference`'s ONNX file and card and checks that it can be compressed: it has
+/// one input, and a card saying how to feed it (or `columns`, for a
 /// file without one). Run before the job is submitted, so bad input is refused before
 /// anything runs.
 pub async fn fetch_parent_with(
@@ -166,8 +170,6 @@ pub async fn fetch_parent_with(
         })?;
     let summary = trainyard_models::onnx::inspect(&onnx)
         .map_err(|e| TaskError::Invalid(format!("{name}:{version}: {e}")))?;
-    quantize::candidates(&onnx)
-        .map_err(|e| TaskError::Invalid(format!("{name}:{version}: {e}; nothing registered")))?;
     let input = match summary.inputs.as_slice() {
         [(input, _)] => input.clone(),
         other => {
@@ -216,27 +218,42 @@ pub async fn fetch_parent_with(
     })
 }
 
-/// Checks that every operator named to stay in float is one of `parent`'s quantizable ones.
-pub fn check_exclusions(parent: &Parent, exclude: &[String]) -> Result<(), TaskError> {
-    let candidates =
-        quantize::candidates(&parent.onnx).map_err(|e| TaskError::Invalid(e.to_string()))?;
-    if !candidates.is_empty() && candidates.iter().all(|c| exclude.contains(&c.name)) {
+/// The operators a scheme converts (and `--exclude` may name), in graph order; a model with
+/// none is refused, saying what it has.
+pub fn candidates(onnx: &[u8], fp16: bool) -> Result<Vec<String>, TaskError> {
+    let invalid = |e: trainyard_models::ModelsError| TaskError::Invalid(e.to_string());
+    if fp16 {
+        return quantize::fp16_candidates(onnx).map_err(invalid);
+    }
+    Ok(quantize::candidates(onnx)
+        .map_err(invalid)?
+        .into_iter()
+        .map(|c| c.name)
+        .collect())
+}
+
+/// Checks that `parent` has an operator to convert (quantizable, or computed in half with
+/// `fp16`) and that every operator named to stay in float is one of them.
+pub fn check_exclusions(parent: &Parent, fp16: bool, exclude: &[String]) -> Result<(), TaskError> {
+    let candidates = candidates(&parent.onnx, fp16).map_err(|e| {
+        TaskError::Invalid(format!(
+            "{}:{}: {e}; nothing registered",
+            parent.name, parent.version
+        ))
+    })?;
+    if !candidates.is_empty() && candidates.iter().all(|c| exclude.contains(c)) {
         return Err(TaskError::Invalid(format!(
-            "--exclude names every quantizable operator of {}:{}: nothing would be 8-bit",
+            "--exclude names every convertible operator of {}:{}: nothing would change",
             parent.name, parent.version
         )));
     }
     for e in exclude {
-        if !candidates.iter().any(|c| &c.name == e) {
+        if !candidates.iter().any(|c| c == e) {
             return Err(TaskError::Invalid(format!(
-                "--exclude {e}: {}:{} has no such operator (its quantizable ones: {})",
+                "--exclude {e}: {}:{} has no such operator (its convertible ones: {})",
                 parent.name,
                 parent.version,
-                candidates
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                candidates.join(", ")
             )));
         }
     }
@@ -641,12 +658,17 @@ fn timing_runtimes() -> Vec<(&'static str, &'static dyn Runtime)> {
 fn settings(task: &CompressTask) -> Value {
     let mut s = json!({
         "scheme": task.scheme.name(),
-        "per_channel": task.options.per_channel,
-        "reduce_range": task.options.reduce_range,
         "max_accuracy_drop": task.max_accuracy_drop,
         "eval": task.eval,
         "split": task.split,
     });
+    if task.scheme != Scheme::Fp16 {
+        s["per_channel"] = json!(task.options.per_channel);
+        s["reduce_range"] = json!(task.options.reduce_range);
+    }
+    if !task.options.exclude.is_empty() {
+        s["exclude"] = json!(task.options.exclude);
+    }
     if let Scheme::Static {
         dataset,
         split,
@@ -682,7 +704,7 @@ pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
     )
     .await?;
     let calibration_rows = match &task.scheme {
-        Scheme::Dynamic => None,
+        Scheme::Dynamic | Scheme::Fp16 => None,
         Scheme::Static { dataset, split, .. } => Some(
             Rows::open(
                 &run.client,
@@ -701,18 +723,14 @@ pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
         ("method".to_string(), task.scheme.name().to_string()),
         ("eval".to_string(), eval_described.clone()),
         (
-            "per_channel".to_string(),
-            task.options.per_channel.to_string(),
-        ),
-        (
-            "reduce_range".to_string(),
-            task.options.reduce_range.to_string(),
-        ),
-        (
             "max_accuracy_drop".to_string(),
             task.max_accuracy_drop.to_string(),
         ),
     ];
+    if task.scheme != Scheme::Fp16 {
+        params.push(("per_channel".into(), task.options.per_channel.to_string()));
+        params.push(("reduce_range".into(), task.options.reduce_range.to_string()));
+    }
     if let (Some((_, described)), Scheme::Static { method, rows, .. }) =
         (&calibration_rows, &task.scheme)
     {
@@ -754,7 +772,8 @@ pub async fn compress(task: CompressTask) -> Result<i32, TaskError> {
     let (metric, parent_score) = main_metric(&parent_report);
     let Some((model, child_report)) = child else {
         println!(
-            "no 8-bit version of {parent_ref} stays within {:.2} points of {metric} ({:.4}), even with {} of {} operators in float; nothing registered",
+            "no {} version of {parent_ref} stays within {:.2} points of {metric} ({:.4}), even with {} of {} operators in float; nothing registered",
+            task.scheme.name(),
             task.max_accuracy_drop * 100.0,
             parent_score,
             guarded.fell_back.len().saturating_sub(1),
@@ -940,10 +959,8 @@ fn work(
         }
         _ => None,
     };
-    let candidates: Vec<String> = quantize::candidates(&parent.onnx)
-        .map_err(invalid)?
+    let candidates: Vec<String> = candidates(&parent.onnx, *scheme == Scheme::Fp16)?
         .into_iter()
-        .map(|c| c.name)
         .filter(|c| !options.exclude.contains(c))
         .collect();
     let mut quantize_with = |excluded: &BTreeSet<String>| -> Result<Quantized, TaskError> {
@@ -951,9 +968,10 @@ fn work(
             exclude: excluded.union(&options.exclude).cloned().collect(),
             ..options.clone()
         };
-        match &ranges {
-            Some(r) => quantize::static_int8(&parent.onnx, r, &o),
-            None => quantize::dynamic_int8(&parent.onnx, &o),
+        match (&ranges, scheme) {
+            (Some(r), _) => quantize::static_int8(&parent.onnx, r, &o),
+            (None, Scheme::Fp16) => quantize::fp16(&parent.onnx, &o.exclude),
+            (None, _) => quantize::dynamic_int8(&parent.onnx, &o),
         }
         .map_err(invalid)
     };
@@ -982,7 +1000,7 @@ fn work(
             guarded.fell_back.join(", ")
         );
     }
-    // A child with nothing in 8 bits is its parent again: not a compressed version.
+    // A child with nothing converted is its parent again: not a compressed version.
     let child = guarded
         .model
         .clone()
@@ -1044,7 +1062,7 @@ pub struct PruneTask {
     pub split_column: String,
 }
 
-/// Checks the settings of an 8-bit compression: the budget is a fraction in [0, 1] and the
+/// Checks the settings of a quantization: the budget is a fraction in [0, 1] and the
 /// calibration reads 1 to 1,000,000 rows. The CLI checks before submitting, the job again
 /// (its arguments are only text in a job record).
 pub fn check_settings(max_accuracy_drop: f64, scheme: &Scheme) -> Result<(), TaskError> {

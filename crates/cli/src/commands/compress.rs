@@ -1,6 +1,7 @@
-//! `trainyard compress MODEL:VERSION --int8 …`: checks the model and the datasets here
-//! (a quantizable operator, columns and shapes that feed the model), then submits the
-//! compression as a job and follows it. The job registers the new version.
+//! `trainyard compress MODEL:VERSION --int8 | --fp16 | --prune R | --distill STUDENT.toml`:
+//! checks the model and the datasets here (an operator to convert, columns and shapes that
+//! feed the model), then submits the compression as a job and follows it. The job
+//! registers the new version.
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -20,7 +21,7 @@ pub enum CalibrationMethod {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("how").required(true).args(["int8", "prune", "distill"])))]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["int8", "fp16", "prune", "distill"])))]
 pub struct CompressArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -31,13 +32,16 @@ pub struct CompressArgs {
     /// 8-bit integer weights (dynamic activations, or static with --calibrate).
     #[arg(long)]
     pub int8: bool,
+    /// Half-precision weights and arithmetic, for GPUs (inputs and outputs stay float).
+    #[arg(long, conflicts_with_all = ["int8", "calibrate", "per_channel", "reduce_range", "symmetric_activations"])]
+    pub fp16: bool,
     /// Prune this fraction, in (0, 1): of every prunable layer's channels and neurons with
     /// --structured (the network gets smaller), else of the weights by magnitude (zeroed).
-    #[arg(long, value_name = "RATIO", conflicts_with = "int8")]
+    #[arg(long, value_name = "RATIO", conflicts_with_all = ["int8", "fp16"])]
     pub prune: Option<f64>,
     /// Distil the model (the teacher) into the network of this training file (the student):
     /// a training job whose loss also follows the teacher's outputs.
-    #[arg(long, value_name = "STUDENT.toml", conflicts_with_all = ["int8", "prune"])]
+    #[arg(long, value_name = "STUDENT.toml", conflicts_with_all = ["int8", "fp16", "prune"])]
     pub distill: Option<std::path::PathBuf>,
     /// With --distill: weight of the labels' cross-entropy (the teacher's gets 1 − alpha).
     #[arg(long, default_value_t = 0.5, requires = "distill")]
@@ -173,7 +177,9 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
         .zip(args.target.clone())
         .map(|(input, target)| compress::Columns { input, target });
     let parent = compress::fetch_parent_with(&client, &args.model, columns.as_ref()).await?;
-    compress::check_exclusions(&parent, &args.exclude)?;
+    if args.prune.is_none() {
+        compress::check_exclusions(&parent, args.fp16, &args.exclude)?;
+    }
     let eval = match args
         .eval
         .as_deref()
@@ -249,6 +255,7 @@ pub async fn compress(args: CompressArgs) -> anyhow::Result<i32> {
         ]);
     }
     for (flag, on) in [
+        ("--fp16", args.fp16),
         ("--per-channel", args.per_channel),
         ("--reduce-range", args.reduce_range),
         ("--symmetric-activations", args.symmetric_activations),

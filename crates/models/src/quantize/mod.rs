@@ -1,4 +1,5 @@
-//! 8-bit quantization of ONNX models, as rewrites of the graph that any ONNX runtime runs.
+//! Quantization of ONNX models (8-bit integers, half-precision floats), as rewrites of
+//! the graph that any ONNX runtime runs.
 //!
 //! - [`dynamic_int8`]: weights of `MatMul`/`Gemm`/`Conv` stored as 8-bit integers,
 //!   activations quantized at run time (`DynamicQuantizeLinear` → `MatMulInteger` /
@@ -8,6 +9,8 @@
 //!   ([`calibrate`]), and 8-bit weights behind `DequantizeLinear`. Runtimes that know QDQ
 //!   (ONNX Runtime) fuse the pairs into integer kernels; others still compute the same
 //!   numbers in float.
+//! - [`fp16`]: float weights and arithmetic in half precision (for GPUs), the model's
+//!   inputs and outputs still float.
 //! - [`guard`]: keeps the most sensitive operators in float until an accuracy budget holds.
 //!
 //! An operator is a candidate when its weight is an initializer (a constant of the file);
@@ -16,6 +19,7 @@
 
 pub mod calibrate;
 mod dynamic;
+mod fp16;
 pub mod guard;
 mod params;
 mod qdq;
@@ -26,6 +30,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 pub use self::dynamic::dynamic_int8;
+pub use self::fp16::{fp16, fp16_candidates};
 pub use self::params::{Affine, Grid};
 pub use self::qdq::{calibration_tensors, static_int8};
 use crate::ModelsError;
