@@ -21,6 +21,7 @@ mod storage;
 mod studies;
 mod tls;
 mod tracking;
+mod ui;
 mod users;
 mod workspaces;
 
@@ -186,11 +187,16 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
             state.auth.clone(),
             auth::require_token,
         ));
-    let open = Router::new()
+    let mut open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v1/login", post(users::login))
         .route("/api/v1/openapi.json", get(openapi::document));
+    // The web UI's page and assets: public files (its data comes from the API, with a token).
+    match ui::routes() {
+        Some(ui) => open = open.merge(ui),
+        None => tracing::info!("this binary was built without the web UI (TRAINYARD_SKIP_UI)"),
+    }
     let mut all: Router = api
         .merge(open)
         .fallback(error::route_not_found)
