@@ -22,6 +22,7 @@ const READING_POSTS: &[&str] = &[
     "/get-latest-versions",
     "/infer",
     "/index",
+    "/metric-histories",
 ];
 
 /// Token routes that need more than the read/write rule says (or only a user's token).
@@ -73,12 +74,15 @@ const REST: &[(&str, &str)] = &[
     ("GET", "/api/v1/runs"),
     ("GET", "/api/v1/runs/{id}"),
     ("GET", "/api/v1/runs/{id}/metrics/{key}"),
+    ("POST", "/api/v1/runs/metric-histories"),
     ("GET", "/api/v1/models"),
     ("GET", "/api/v1/models/{name}"),
+    ("GET", "/api/v1/models/{name}/versions/{version}/graph"),
     ("GET", "/api/v1/datasets"),
     ("GET", "/api/v1/datasets/{name}"),
     ("POST", "/api/v1/datasets/{name}/versions"),
     ("GET", "/api/v1/datasets/{name}/versions/{version}"),
+    ("GET", "/api/v1/datasets/{name}/versions/{version}/head"),
     ("GET", "/api/v1/datasets/shards/{sha256}"),
     ("PUT", "/api/v1/datasets/shards/{sha256}"),
     ("GET", "/api/3.0/mlflow/server-info"),
@@ -220,6 +224,10 @@ const OPEN: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     // A password for a token: no token yet.
     ("POST", "/api/v1/login"),
+    // The web UI's page and files (its data comes from the token routes).
+    ("GET", "/"),
+    ("GET", "/index.html"),
+    ("GET", "/assets/{*file}"),
 ];
 
 /// One route as declared, and what a call of it needs (`None`: nothing, not even a token).

@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use trainyard_datasets::{Caller, CreatedVersion, DatasetInfo, DatasetVersionInfo};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::{ApiError, ErrorBody, Scoped};
 
 /// Largest shard upload (the body limit of its route).
@@ -64,6 +64,103 @@ pub async fn version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<DatasetVersionInfo>, ApiError> {
     Ok(Json(s.datasets.version(&name, &version).await?))
+}
+
+/// Elements of one tensor cell a preview sends (a 3×128×128 image, a 256×256 one); larger
+/// cells are left out and named in `truncated`.
+const MAX_CELL_VALUES: usize = 65_536;
+/// Bytes of one opaque cell (an encoded image) a preview sends.
+const MAX_CELL_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HeadQuery {
+    /// Rows (1-100, default 20).
+    rows: Option<usize>,
+}
+
+/// A version's first rows, for a preview.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatasetHead {
+    pub name: String,
+    pub version: String,
+    /// Each column's name and type (`{"name", "type", "shape"}` as in the manifest).
+    #[schema(value_type = Vec<Object>)]
+    pub columns: Vec<trainyard_datasets::Field>,
+    /// Column → value: numbers, strings, tensors as flat arrays (row-major, of the column's
+    /// shape), opaque bytes (encoded images) as base64.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Columns whose cells were too large to send (null in `rows`).
+    pub truncated: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/datasets/{name}/versions/{version}/head", tag = "datasets",
+    params(("name" = String, Path, description = "dataset name"),
+           ("version" = String, Path, description = "`latest`, a version id or a unique prefix of 6+ characters"),
+           HeadQuery),
+    responses((status = 200, body = DatasetHead), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn head(
+    Scoped(s): Scoped,
+    Path((name, version)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<HeadQuery>,
+) -> Result<Json<DatasetHead>, ApiError> {
+    use base64::Engine;
+    use trainyard_datasets::Column;
+    let (info, table) = s
+        .datasets
+        .head(&name, &version, q.rows.unwrap_or(20))
+        .await?;
+    let mut rows = vec![serde_json::Map::new(); table.rows()];
+    let mut truncated = Vec::new();
+    for (field, column) in table.schema.iter().zip(&table.columns) {
+        let mut cut = false;
+        for (i, row) in rows.iter_mut().enumerate() {
+            let value = match column {
+                Column::Float32 { shape, values } => {
+                    let n: usize = shape.iter().product();
+                    if n > MAX_CELL_VALUES {
+                        cut = true;
+                        serde_json::Value::Null
+                    } else if shape.is_empty() {
+                        serde_json::json!(finite(values[i]))
+                    } else {
+                        serde_json::json!(values[i * n..(i + 1) * n]
+                            .iter()
+                            .map(|v| finite(*v))
+                            .collect::<Vec<_>>())
+                    }
+                }
+                Column::Int64(v) => serde_json::json!(v[i]),
+                Column::String(v) => serde_json::json!(v[i]),
+                Column::Bytes(v) if v[i].len() > MAX_CELL_BYTES => {
+                    cut = true;
+                    serde_json::Value::Null
+                }
+                Column::Bytes(v) => {
+                    serde_json::json!(base64::engine::general_purpose::STANDARD.encode(&v[i]))
+                }
+            };
+            row.insert(field.name.clone(), value);
+        }
+        if cut {
+            truncated.push(field.name.clone());
+        }
+    }
+    Ok(Json(DatasetHead {
+        name: info.name,
+        version: info.version,
+        columns: table.schema,
+        rows,
+        truncated,
+    }))
+}
+
+/// A float for JSON: NaN and infinities (which JSON has not) as null.
+fn finite(v: f32) -> Option<f32> {
+    v.is_finite().then_some(v)
 }
 
 #[utoipa::path(post, path = "/api/v1/datasets/{name}/versions", tag = "datasets",

@@ -71,6 +71,10 @@ pub enum ErrorCode {
     NotImplemented,
     /// A dataset manifest names a shard that was never uploaded.
     ShardMissing,
+    /// A stored shard is not one the shard format reads.
+    ShardUnreadable,
+    /// A stored model file that is not a model the server reads.
+    InvalidModel,
     /// An upload's SHA-256 is not the one its URL names.
     ChecksumMismatch,
     BodyTooLarge,
@@ -85,7 +89,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 42] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -120,6 +124,8 @@ impl ErrorCode {
         Self::InvalidParameter,
         Self::NotImplemented,
         Self::ShardMissing,
+        Self::ShardUnreadable,
+        Self::InvalidModel,
         Self::ChecksumMismatch,
         Self::BodyTooLarge,
         Self::UploadsBusy,
@@ -165,6 +171,8 @@ impl ErrorCode {
             Self::InvalidParameter => "invalid_parameter",
             Self::NotImplemented => "not_implemented",
             Self::ShardMissing => "shard_missing",
+            Self::ShardUnreadable => "shard_unreadable",
+            Self::InvalidModel => "invalid_model",
             Self::ChecksumMismatch => "checksum_mismatch",
             Self::BodyTooLarge => "body_too_large",
             Self::UploadsBusy => "uploads_busy",
@@ -229,7 +237,7 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
-    fn internal(error: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error answering a request");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -397,6 +405,11 @@ impl From<trainyard_datasets::DatasetError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, ErrorCode::ShardMissing, e.to_string())
                     .with_field(format!("manifest.shards[{index}].sha256"))
             }
+            e @ D::Unreadable { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ShardUnreadable,
+                e.to_string(),
+            ),
             e @ D::ChecksumMismatch { .. } => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::ChecksumMismatch,

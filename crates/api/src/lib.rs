@@ -162,6 +162,10 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route("/api/v1/runs", get(tracking::list_runs))
         .route("/api/v1/runs/{id}", get(tracking::get_run))
         .route("/api/v1/runs/{id}/metrics/{key}", get(tracking::metric))
+        .route(
+            "/api/v1/runs/metric-histories",
+            post(tracking::metric_histories),
+        )
         .route("/api/v1/models", get(tracking::list_models))
         .route("/api/v1/datasets", get(datasets::list))
         .route("/api/v1/datasets/{name}", get(datasets::versions))
@@ -174,6 +178,10 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
             get(datasets::version),
         )
         .route(
+            "/api/v1/datasets/{name}/versions/{version}/head",
+            get(datasets::head),
+        )
+        .route(
             "/api/v1/datasets/shards/{sha256}",
             get(datasets::get_shard)
                 .head(datasets::has_shard)
@@ -181,6 +189,10 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
                 .layer(DefaultBodyLimit::max(datasets::MAX_SHARD_BYTES)),
         )
         .route("/api/v1/models/{name}", get(tracking::get_model))
+        .route(
+            "/api/v1/models/{name}/versions/{version}/graph",
+            get(tracking::model_graph),
+        )
         .route("/metrics", get(metrics::render))
         .merge(mlflow::routes())
         .route_layer(axum::middleware::from_fn_with_state(

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use trainyard_tracking::{Lifecycle, ModelVersion, RegisteredModel, Run, SearchRequest, ViewType};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::ApiQuery;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::Scoped;
-use crate::{ApiError, ErrorBody};
+use crate::{ApiError, ErrorBody, ErrorCode};
+use axum::http::StatusCode;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExperimentView {
@@ -326,6 +327,167 @@ pub async fn metric(
             })
             .collect(),
     }))
+}
+
+/// Most runs one [`metric_histories`] call reads.
+const MAX_RUNS_PER_QUERY: usize = 1000;
+/// Runs whose histories are read at once.
+const HISTORY_READS: usize = 8;
+
+/// One metric of many runs, for overlaid charts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoriesRequest {
+    /// 1-1000 run ids.
+    pub run_ids: Vec<String>,
+    /// The metric key.
+    pub key: String,
+    /// About this many points per run at most (2-100000, default 500): longer histories are
+    /// downsampled keeping each bucket's minimum and maximum.
+    pub max_points: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunSeriesView {
+    pub run_id: String,
+    /// Points the history really has (0 when the run has no such metric).
+    pub total_points: i64,
+    pub sampled: bool,
+    pub points: Vec<MetricPointView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Histories {
+    pub key: String,
+    /// In the order of `run_ids`.
+    pub series: Vec<RunSeriesView>,
+}
+
+/// One metric's history for up to 1,000 runs in one call, each downsampled on the server
+/// like `GET /api/v1/runs/{id}/metrics/{key}`: what a chart overlaying many runs needs,
+/// without a request per run. A POST because a thousand ids do not fit in a URL; it changes
+/// nothing.
+#[utoipa::path(post, path = "/api/v1/runs/metric-histories", tag = "tracking",
+    request_body = HistoriesRequest,
+    responses((status = 200, body = Histories), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn metric_histories(
+    Scoped(s): Scoped,
+    ApiJson(body): ApiJson<HistoriesRequest>,
+) -> Result<Json<Histories>, ApiError> {
+    use futures::{StreamExt, TryStreamExt};
+    if body.run_ids.is_empty() || body.run_ids.len() > MAX_RUNS_PER_QUERY {
+        return Err(ApiError::invalid_field("run_ids", "give 1 to 1000 run ids"));
+    }
+    if body.key.is_empty() {
+        return Err(ApiError::invalid_field("key", "name a metric"));
+    }
+    let max_points = body.max_points.unwrap_or(500);
+    if !(2..=100_000).contains(&max_points) {
+        return Err(ApiError::invalid_field(
+            "max_points",
+            "must be between 2 and 100000",
+        ));
+    }
+    let series: Vec<RunSeriesView> = futures::stream::iter(body.run_ids.clone())
+        .map(|id| {
+            let (tracking, key) = (s.tracking.clone(), body.key.clone());
+            async move { one_history(&tracking, id, &key, max_points).await }
+        })
+        .buffered(HISTORY_READS)
+        .try_collect()
+        .await?;
+    Ok(Json(Histories {
+        key: body.key,
+        series,
+    }))
+}
+
+/// One run's series for [`metric_histories`].
+async fn one_history(
+    tracking: &trainyard_tracking::Tracking,
+    id: String,
+    key: &str,
+    max_points: u32,
+) -> Result<RunSeriesView, ApiError> {
+    // The run must be this workspace's: an unknown id is a 404 naming it.
+    tracking.get_run(&id).await?;
+    let m = match tracking.sampled_metric(&id, key, max_points as usize).await {
+        Ok(m) => m,
+        // A run without this metric has an empty series, not an error for all.
+        Err(trainyard_tracking::TrackingError::NotFound(_)) => {
+            return Ok(RunSeriesView {
+                run_id: id,
+                total_points: 0,
+                sampled: false,
+                points: Vec::new(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(RunSeriesView {
+        run_id: id,
+        total_points: m.total_points,
+        sampled: m.sampled,
+        points: m
+            .points
+            .into_iter()
+            .map(|p| MetricPointView {
+                step: p.step,
+                timestamp: p.timestamp,
+                value: finite(p.value.0),
+            })
+            .collect(),
+    })
+}
+
+/// A registered version's ONNX file as layers: each node's operator, inputs, outputs with
+/// the shapes tract infers, and weight count; what the UI's model page draws. The file is
+/// read like the model server reads it (the version's `model.onnx`, external data
+/// inlined) and analysed off the async threads.
+#[utoipa::path(get, path = "/api/v1/models/{name}/versions/{version}/graph", tag = "tracking",
+    params(("name" = String, Path, description = "registered model"),
+           ("version" = String, Path, description = "version number")),
+    responses((status = 200, description = "`{inputs, outputs, layers: [{name, op, inputs, outputs: [{name, shape, dtype}], parameters}], parameters}`"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn model_graph(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    axum::Extension(who): axum::Extension<trainyard_core::Principal>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<trainyard_models::layers::LayerGraph>, ApiError> {
+    use trainyard_serve::source::{model_key, ModelSource, RegistrySource};
+    use trainyard_serve::ServeError;
+    let number: u64 = version
+        .parse()
+        .map_err(|_| ApiError::invalid_field("version", "a version number"))?;
+    let source = RegistrySource::new(state.tracking.clone());
+    let files = source
+        .fetch(&model_key(&who.workspace, &name), number)
+        .await
+        .map_err(|e| match e {
+            ServeError::NotFound(m) | ServeError::Unavailable(m) => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, m)
+            }
+            ServeError::Invalid(m) | ServeError::Unsupported(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidModel, m)
+            }
+            ServeError::Internal(m) => ApiError::internal(m),
+        })?;
+    let graph =
+        tokio::task::spawn_blocking(move || trainyard_models::layers::layer_graph(&files.onnx))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::InvalidModel,
+                    format!("{name}:{number}: {e}"),
+                )
+            })?;
+    Ok(Json(graph))
 }
 
 /// Registered models with their newest version.

@@ -63,6 +63,8 @@ struct World {
     job: String,
     sha: String,
     viewer_token_id: String,
+    /// A file the web UI's page loads (`index-HASH.js`).
+    asset: String,
 }
 
 impl World {
@@ -154,6 +156,7 @@ impl World {
                 ("{id}", none.into()),
                 ("{part}", "1".into()),
                 ("{*rest}", "x".into()),
+                ("{*file}", self.asset.clone()),
             ]
         };
         for (param, value) in pairs {
@@ -390,7 +393,15 @@ async fn world(s: &Server) -> World {
     )
     .await;
     assert_eq!(status, 201, "{text}");
+    let (_, page) = send(s, None, None, &Method::GET, "/", None).await;
+    let asset = page
+        .split("/assets/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("missing.js")
+        .to_string();
     World {
+        asset,
         tokens,
         experiment,
         run,

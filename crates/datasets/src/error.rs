@@ -14,6 +14,10 @@ pub enum DatasetError {
     /// A committed manifest names a shard that was never uploaded.
     #[error("manifest.shards[{index}]: shard {sha256} was never uploaded (PUT /api/v1/datasets/shards/{sha256})")]
     ShardMissing { index: usize, sha256: String },
+    /// A stored shard the shard format does not read (a version built from bytes that were
+    /// never a shard).
+    #[error("shard {sha256} cannot be read: {message}")]
+    Unreadable { sha256: String, message: String },
     #[error("the body's SHA-256 is {actual}, the URL says {expected}")]
     ChecksumMismatch { actual: String, expected: String },
     #[error("the body is larger than {max} bytes")]

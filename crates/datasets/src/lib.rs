@@ -13,13 +13,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
-use trainyard_data::Manifest;
+use trainyard_data::{Manifest, Table};
 use trainyard_store::{Blobs, DatasetVersion, Db};
 
 pub use error::DatasetError;
 pub use trainyard_core::dataset::{
     split_reference, CreatedVersion, DatasetInfo, DatasetVersionInfo,
 };
+/// The rows [`Datasets::head`] returns, in the data crate's types.
+pub use trainyard_data::{Column, Field};
+
+/// Most rows [`Datasets::head`] returns.
+pub const MAX_HEAD_ROWS: usize = 100;
 
 /// Largest shard upload.
 pub const MAX_SHARD_BYTES: u64 = 512 << 20;
@@ -240,6 +245,44 @@ impl Datasets {
         rules::check_sha(sha256)?;
         Ok(self.db.shard_visible(&self.workspace, sha256).await?
             && self.blobs.has_shard(sha256).await?)
+    }
+
+    /// The first `rows` rows of a version (at most [`MAX_HEAD_ROWS`]), read shard by shard
+    /// in the manifest's order: what a preview shows.
+    pub async fn head(
+        &self,
+        name: &str,
+        version: &str,
+        rows: usize,
+    ) -> Result<(DatasetVersionInfo, Table), DatasetError> {
+        if !(1..=MAX_HEAD_ROWS).contains(&rows) {
+            return Err(DatasetError::invalid(
+                "rows",
+                format!("between 1 and {MAX_HEAD_ROWS}"),
+            ));
+        }
+        let info = self.version(name, version).await?;
+        let manifest: Manifest = info.manifest_as().map_err(|e| {
+            DatasetError::Store(trainyard_store::StoreError::Corrupt {
+                what: format!("the manifest of {}", info.reference()),
+                message: e.to_string(),
+            })
+        })?;
+        let mut table = Table::empty(&manifest.schema);
+        for shard in &manifest.shards {
+            if table.rows() >= rows {
+                break;
+            }
+            let bytes = self.get_shard(&shard.sha256).await?;
+            let unreadable = |e: trainyard_data::DataError| DatasetError::Unreadable {
+                sha256: shard.sha256.clone(),
+                message: e.to_string(),
+            };
+            let part = trainyard_data::shard::decode(&bytes).map_err(unreadable)?;
+            let part = part.slice(0, part.rows().min(rows - table.rows()));
+            table.append(&part).map_err(unreadable)?;
+        }
+        Ok((info, table))
     }
 
     pub async fn get_shard(&self, sha256: &str) -> Result<Bytes, DatasetError> {

@@ -3,9 +3,11 @@
 //! [`graph`] is a framework-neutral description of a feed-forward network (layers in order,
 //! with their weights), the vocabulary the engine describes its trained networks in; [`onnx`]
 //! turns one into an ONNX model (opset 17) that the serving runtimes load like any other;
-//! [`safetensors`] writes its weights under PyTorch's names and layouts.
+//! [`safetensors`] writes its weights under PyTorch's names and layouts; [`layers`] describes
+//! any ONNX file's nodes with their shapes and weights for people.
 
 pub mod graph;
+pub mod layers;
 pub mod onnx;
 pub mod onnx_read;
 pub mod prune;

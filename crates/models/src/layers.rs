@@ -1,0 +1,195 @@
+//! A model file's layers as a person reads them: each node's operator, what it reads, what
+//! it writes with the shapes tract's inference can tell (symbolic batch dimensions kept as
+//! their names), and how many weights it holds. What the web UI's model page draws.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tract_onnx::pb;
+use tract_onnx::prelude::{Framework, InferenceModelExt};
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::ModelsError;
+
+/// A tensor between layers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Dimensions (`N` for a symbolic one, `_` where inference could not tell); `None`
+    /// when not even the rank is known.
+    pub shape: Option<Vec<String>>,
+    /// `F32`, `I64`, …, when known.
+    pub dtype: Option<String>,
+}
+
+/// One node of the graph.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Layer {
+    /// The node's name (`OpType_index` for an unnamed one).
+    pub name: String,
+    pub op: String,
+    /// Tensors it reads that are not weights.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<TensorInfo>,
+    /// Values in the weights (initializers) it reads.
+    pub parameters: u64,
+}
+
+/// A model's layers in graph order, with its inputs and outputs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerGraph {
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    pub layers: Vec<Layer>,
+    pub parameters: u64,
+    /// Why shapes are missing, when tract could not analyse the graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shapes_unknown: Option<String>,
+}
+
+/// Most nodes described: a graph larger than this is cut (its first nodes are kept).
+pub const MAX_LAYERS: usize = 10_000;
+
+/// The layers of an ONNX model (the file checked as [`crate::onnx::decode`] does).
+pub fn layer_graph(bytes: &[u8]) -> Result<LayerGraph, ModelsError> {
+    let proto = crate::onnx::decode(bytes)?;
+    let graph = proto.graph.as_ref().expect("decode checks");
+    let sizes: HashMap<&str, u64> = graph
+        .initializer
+        .iter()
+        .map(|t| {
+            let n = t
+                .dims
+                .iter()
+                .try_fold(1u64, |n, d| n.checked_mul(u64::try_from(*d).ok()?))
+                .unwrap_or(0);
+            (t.name.as_str(), n)
+        })
+        .collect();
+    let (facts, shapes_unknown) = match facts(&proto) {
+        Ok(f) => (f, None),
+        Err(e) => (HashMap::new(), Some(e)),
+    };
+    let info = |name: &str| {
+        let (shape, dtype) = facts.get(name).cloned().unwrap_or((None, None));
+        TensorInfo {
+            name: name.to_string(),
+            shape,
+            dtype,
+        }
+    };
+    let layers: Vec<Layer> = graph
+        .node
+        .iter()
+        .take(MAX_LAYERS)
+        .enumerate()
+        .map(|(i, n)| Layer {
+            name: if n.name.is_empty() {
+                format!("{}_{i}", n.op_type)
+            } else {
+                n.name.clone()
+            },
+            op: n.op_type.clone(),
+            inputs: n
+                .input
+                .iter()
+                .filter(|x| !x.is_empty() && !sizes.contains_key(x.as_str()))
+                .cloned()
+                .collect(),
+            outputs: n
+                .output
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(|o| info(o))
+                .collect(),
+            parameters: n
+                .input
+                .iter()
+                .filter_map(|x| sizes.get(x.as_str()))
+                .fold(0u64, |a, b| a.saturating_add(*b)),
+        })
+        .collect();
+    Ok(LayerGraph {
+        inputs: graph
+            .input
+            .iter()
+            .filter(|v| !sizes.contains_key(v.name.as_str()))
+            .map(|v| info(&v.name))
+            .collect(),
+        outputs: graph.output.iter().map(|v| info(&v.name)).collect(),
+        parameters: sizes.values().fold(0u64, |a, b| a.saturating_add(*b)),
+        layers,
+        shapes_unknown,
+    })
+}
+
+type Fact = (Option<Vec<String>>, Option<String>);
+
+/// Each labelled tensor's shape and type as tract's analysis finds them.
+fn facts(proto: &pb::ModelProto) -> Result<HashMap<String, Fact>, String> {
+    let mut model = tract_onnx::onnx()
+        .model_for_proto_model(proto)
+        .map_err(|e| format!("{e}"))?;
+    // Partial facts are still worth showing when the analysis stops somewhere.
+    let stopped = model.analyse(false).err().map(|e| format!("{e}"));
+    let mut out = HashMap::new();
+    for (outlet, label) in &model.outlet_labels {
+        let Ok(fact) = model.outlet_fact(*outlet) else {
+            continue;
+        };
+        let shape = (!fact.shape.is_open()).then(|| {
+            fact.shape
+                .dims()
+                .map(|d| {
+                    d.concretize()
+                        .map_or_else(|| "_".to_string(), |d| d.to_string())
+                })
+                .collect()
+        });
+        let dtype = fact.datum_type.concretize().map(|t| format!("{t:?}"));
+        out.insert(label.clone(), (shape, dtype));
+    }
+    if out.is_empty() {
+        if let Some(e) = stopped {
+            return Err(e);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize::testing::cnn;
+
+    #[test]
+    fn the_cnn_has_its_layers_shapes_and_weights() {
+        let g = layer_graph(&cnn()).unwrap();
+        assert!(g.shapes_unknown.is_none(), "{:?}", g.shapes_unknown);
+        assert_eq!(g.parameters, 36 + 4 + 216 + 6 + 864 + 16 + 80 + 5);
+        assert_eq!(
+            g.layers.iter().map(|l| l.parameters).sum::<u64>(),
+            g.parameters
+        );
+        assert_eq!(g.inputs.len(), 1);
+        let conv1 = g.layers.iter().find(|l| l.op == "Conv").unwrap();
+        assert_eq!(conv1.parameters, 36 + 4);
+        let shape = conv1.outputs[0].shape.clone().unwrap();
+        // Batch × 4 channels × 8 × 8 (padding 1 keeps the size).
+        assert_eq!(&shape[1..], ["4", "8", "8"], "{shape:?}");
+        assert_eq!(conv1.outputs[0].dtype.as_deref(), Some("F32"));
+        let out = g.outputs[0].shape.clone().unwrap();
+        assert_eq!(out.last().map(String::as_str), Some("5"));
+    }
+
+    #[test]
+    fn files_that_are_not_models_are_refused_and_odd_graphs_do_not_panic() {
+        assert!(layer_graph(b"not a model").is_err());
+        let mut model = crate::onnx::decode(&cnn()).unwrap();
+        let g = model.graph.as_mut().unwrap();
+        g.node.reverse();
+        g.initializer[0].dims = vec![1 << 40, 1 << 40];
+        let bytes = prost::Message::encode_to_vec(&model);
+        let _ = layer_graph(&bytes);
+    }
+}
