@@ -77,6 +77,15 @@ await check('the runs table lists every run and scrolls virtually', async () => 
   await shot('runs');
 });
 
+await check('grouping by a param summarises each value', async () => {
+  await page.selectOption('select[name=group]', 'lr');
+  await until('two groups', async () => (await page.locator('[data-testid=groups] tbody tr').count()) === 2);
+  const first = await page.locator('[data-testid=groups] tbody tr').first().innerText();
+  if (!first.includes(String(seed.runs / 2))) throw new Error(`group row: ${first}`);
+  await shot('runs-grouped');
+  await page.selectOption('select[name=group]', '');
+});
+
 await check('a filter in the MLflow grammar narrows the runs', async () => {
   await page.fill('input[name=filter]', seed.filter);
   await page.click('button:text-is("Filter")');
@@ -86,6 +95,25 @@ await check('a filter in the MLflow grammar narrows the runs', async () => {
   await page.locator('.problem').waitFor();
   problems.length = 0; // the 400 of the bad filter, shown to the user
   await shot('runs-filter-error');
+});
+
+await check('two chosen runs and the first 300 are compared: curves, parallel coordinates, differing params', async () => {
+  await page.fill('input[name=filter]', '');
+  await page.click('button:text-is("Filter")');
+  await until('every run again', async () => (await page.getAttribute('[data-testid=runs]', 'data-rows')) === String(seed.runs));
+  await page.locator('[data-testid=runs] [data-row="0"] input[type=checkbox]').check();
+  await page.locator('[data-testid=runs] [data-row="1"] input[type=checkbox]').check();
+  await page.click('[data-testid=compare-chosen]');
+  await page.locator('[data-testid="chart-loss"] canvas').waitFor();
+  await until('two curves', async () => (await text('[data-testid=compare-points]')).startsWith('2 curves'));
+  await page.locator('[data-testid=compare-diff]').getByText('lr', { exact: true }).first().waitFor();
+  await page.locator('[data-testid=compare-parallel] canvas').waitFor();
+  await shot('compare-two');
+  await page.goBack();
+  await until('runs', async () => (await page.getAttribute('[data-testid=runs]', 'data-rows')) === String(seed.runs));
+  await page.click('[data-testid=compare-all]');
+  await until(`${seed.runs} curves`, async () => (await text('[data-testid=compare-points]')).startsWith(`${seed.runs} curves`), 60_000);
+  await shot('compare-many');
 });
 
 await check("the MLflow client's run link opens the run page with params, tags and charts", async () => {
@@ -150,11 +178,67 @@ await check("the model version link opens the version, and it loads and unloads"
   await until('unloaded', async () => !(await page.locator('[data-testid=serving-state]').first().innerText()).includes('READY'));
 });
 
-await check('the models list and a model page show versions', async () => {
+await check("a version shows its evaluation: confusion matrix and per-class scores", async () => {
+  await page.goto(`${base}/#/models/${seed.model}/versions/1`);
+  await page.locator('[data-testid=confusion]').waitFor();
+  const cells = await page.locator('[data-testid=confusion] tbody tr').count();
+  if (cells !== 10) throw new Error(`${cells} rows in the confusion matrix`);
+  await page.locator('[data-testid=per-class]').waitFor();
+  // Its layers, with output shapes and weights (2,410 in the MLP).
+  await page.locator('[data-testid=layers] .layer[data-op]').first().waitFor();
+  const layers = await page.locator('[data-testid=layers]').innerText();
+  if (!/→ \[[^\]]*10\]/.test(layers) || !layers.includes('weights')) throw new Error(`layers: ${layers}`);
+  await page.locator('h2', { hasText: '2,410 weights' }).waitFor();
+  await shot('model-evaluation');
+});
+
+await check('the models list and a model page show versions, their lineage and a compression report', async () => {
   await page.goto(`${base}/#/models`);
   await page.locator('[data-testid=models]').getByText(seed.model).click();
   await page.locator('[data-testid=versions]').waitFor();
+  await page.locator('[data-testid=lineage-graph]').getByText('compressed').first().waitFor();
   await shot('models');
+  await page.goto(`${base}/#/models/${seed.model}/versions/2`);
+  await page.locator('[data-testid=compression-report]').getByText('fp16').first().waitFor();
+  await shot('model-compressed');
+});
+
+await check('a dataset shows its versions, schema, class histogram, lineage and its first rows as images', async () => {
+  await page.goto(`${base}/#/datasets`);
+  await page.locator('[data-testid=datasets]').getByText(seed.dataset, { exact: true }).click();
+  await page.locator('[data-testid=schema]').getByText('pixels').waitFor();
+  await page.locator('[data-testid=histogram]').first().waitFor();
+  await page.locator('[data-testid=lineage-steps]').getByText('step 1').waitFor();
+  await until('20 rows with images', async () => (await page.locator('[data-testid=head] img.thumb').count()) === 20);
+  await shot('dataset');
+});
+
+await check("a study shows its history, parallel coordinates, importances and intermediate values", async () => {
+  await page.goto(`${base}/#/studies`);
+  await page.locator('[data-testid=studies]').getByText(seed.study).click();
+  await page.locator('[data-testid="chart-objective"] canvas').waitFor();
+  await page.locator('[data-testid=study-parallel] canvas').waitFor();
+  await page.locator('[data-testid="chart-intermediate"] canvas').waitFor();
+  await until('16 trials', async () => (await page.locator('[data-testid=trials] tbody tr').count()) === 16);
+  const first = await page.locator('[data-testid=importances] th').first().innerText();
+  if (first !== 'x') throw new Error(`the most important parameter shown is ${first}, not x`);
+  await shot('study');
+});
+
+await check('the cluster page shows pools, workspaces and the queue; the audit log filters', async () => {
+  await page.goto(`${base}/#/cluster`);
+  await page.locator('[data-testid=pools]').getByText('local').first().waitFor();
+  await page.locator('[data-testid=workspaces]').getByText('default').waitFor();
+  await shot('cluster');
+  await page.goto(`${base}/#/audit`);
+  await page.locator('[data-testid=audit]').getByText('POST').first().waitFor();
+  await page.selectOption('select[name=outcome]', 'denied');
+  await page.click('button:text-is("Filter")');
+  await until('only denied calls', async () => {
+    const cells = await page.locator('[data-testid=audit] tbody tr td:last-child').allInnerTexts();
+    return cells.length > 0 && cells.every((c) => c.trim() === 'denied');
+  });
+  await shot('audit');
 });
 
 await check('an unknown page says so', async () => {

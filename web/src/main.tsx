@@ -2,12 +2,16 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, get, session, type WhoAmI } from './api';
+import { Audit, Cluster } from './pages/Cluster';
+import { Compare } from './pages/Compare';
+import { Dataset, Datasets } from './pages/Datasets';
 import { Experiments } from './pages/Experiments';
 import { Job, Jobs } from './pages/Jobs';
 import { Login } from './pages/Login';
 import { Model, Models, Version } from './pages/Models';
 import { Run } from './pages/Run';
 import { Runs } from './pages/Runs';
+import { StudyPage, Studies } from './pages/Studies';
 import { href, useRoute, type Route } from './router';
 import './style.css';
 
@@ -20,6 +24,20 @@ function Page(props: { route: Route }) {
       return <Runs experiment={r.experiment} />;
     case 'run':
       return <Run experiment={r.experiment} run={r.run} />;
+    case 'compare':
+      return <Compare runs={r.runs} />;
+    case 'studies':
+      return <Studies />;
+    case 'study':
+      return <StudyPage study={r.study} />;
+    case 'datasets':
+      return <Datasets />;
+    case 'dataset':
+      return <Dataset dataset={r.dataset} />;
+    case 'cluster':
+      return <Cluster />;
+    case 'audit':
+      return <Audit />;
     case 'jobs':
       return <Jobs />;
     case 'job':
@@ -110,9 +128,13 @@ function App() {
           Trainyard
         </a>
         <nav>
-          {nav(href('experiments'), 'Experiments', ['experiments', 'runs', 'run', 'login'])}
+          {nav(href('experiments'), 'Experiments', ['experiments', 'runs', 'run', 'compare', 'login'])}
           {nav(href('jobs'), 'Jobs', ['jobs', 'job'])}
           {nav(href('models'), 'Models', ['models', 'model', 'version'])}
+          {nav(href('datasets'), 'Datasets', ['datasets', 'dataset'])}
+          {nav(href('studies'), 'Studies', ['studies', 'study'])}
+          {nav(href('cluster'), 'Cluster', ['cluster'])}
+          {who.role === 'admin' || who.role === 'owner' ? nav(href('audit'), 'Audit', ['audit']) : null}
         </nav>
         <span class="spacer" />
         <WorkspaceSwitcher who={who} onChange={() => setEpoch((n) => n + 1)} />

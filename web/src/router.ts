@@ -11,11 +11,20 @@ export type Route =
   | { page: 'models' }
   | { page: 'model'; model: string }
   | { page: 'version'; model: string; version: string }
+  | { page: 'compare'; runs: string[] }
+  | { page: 'studies' }
+  | { page: 'study'; study: string }
+  | { page: 'datasets' }
+  | { page: 'dataset'; dataset: string }
+  | { page: 'cluster' }
+  | { page: 'audit' }
   | { page: 'login' }
   | { page: 'missing'; path: string };
 
 export function parse(hash: string): Route {
-  const path = hash.replace(/^#/, '').split('?')[0] || '/';
+  const [rawPath, search] = hash.replace(/^#/, '').split('?');
+  const path = rawPath || '/';
+  const params = new URLSearchParams(search ?? '');
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   const [a, b, c, d] = parts;
   if (parts.length === 0) return { page: 'experiments' };
@@ -25,6 +34,19 @@ export function parse(hash: string): Route {
     if (parts.length === 2) return { page: 'runs', experiment: b };
     if (parts.length === 4 && c === 'runs') return { page: 'run', experiment: b, run: d };
   }
+  if (a === 'compare' && parts.length === 1) {
+    return { page: 'compare', runs: (params.get('runs') ?? '').split(',').filter(Boolean) };
+  }
+  if (a === 'studies') {
+    if (parts.length === 1) return { page: 'studies' };
+    if (parts.length === 2) return { page: 'study', study: b };
+  }
+  if (a === 'datasets') {
+    if (parts.length === 1) return { page: 'datasets' };
+    if (parts.length === 2) return { page: 'dataset', dataset: b };
+  }
+  if (a === 'cluster' && parts.length === 1) return { page: 'cluster' };
+  if (a === 'audit' && parts.length === 1) return { page: 'audit' };
   if (a === 'jobs') {
     if (parts.length === 1) return { page: 'jobs' };
     if (parts.length === 2) return { page: 'job', job: b };

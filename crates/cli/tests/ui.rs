@@ -98,6 +98,185 @@ async fn the_ui_and_its_assets_are_served_with_caching_that_fits_their_names() {
 }
 
 #[tokio::test]
+async fn the_endpoints_the_pages_need_refuse_bad_input_and_keep_to_their_workspace() {
+    let server = Server::start().await;
+    let experiment = mlflow(&server, "experiments/create", json!({"name": "e"})).await
+        ["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let run = mlflow(
+            &server,
+            "runs/create",
+            json!({"experiment_id": experiment, "run_name": format!("r{i}")}),
+        )
+        .await;
+        runs.push(run["run"]["info"]["run_id"].as_str().unwrap().to_string());
+    }
+    // Run 0: 3,000 points of loss; run 1: 5; run 2: none.
+    for (run, points) in [(&runs[0], 3000usize), (&runs[1], 5)] {
+        for chunk in (0..points).collect::<Vec<_>>().chunks(900) {
+            let metrics: Vec<Value> = chunk
+                .iter()
+                .map(|s| json!({"key": "loss", "value": (*s % 97) as f64, "timestamp": 1, "step": s}))
+                .collect();
+            mlflow(
+                &server,
+                "runs/log-batch",
+                json!({"run_id": run, "metrics": metrics}),
+            )
+            .await;
+        }
+    }
+    let histories = |body: Value| {
+        let r = server.post("/api/v1/runs/metric-histories").json(&body);
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, h) = histories(json!({"run_ids": runs, "key": "loss", "max_points": 100})).await;
+    assert_eq!(status, 200, "{h}");
+    let series = h["series"].as_array().unwrap();
+    assert_eq!(series.len(), 3);
+    assert_eq!(series[0]["run_id"], runs[0].as_str());
+    assert_eq!(series[0]["total_points"], 3000);
+    assert_eq!(series[0]["sampled"], true);
+    let drawn = series[0]["points"].as_array().unwrap();
+    assert!(drawn.len() <= 102, "{} points", drawn.len());
+    // Every bucket's extremes are kept: the history's minimum and maximum are drawn.
+    let values: Vec<f64> = drawn.iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert_eq!(values.iter().cloned().fold(f64::MAX, f64::min), 0.0);
+    assert_eq!(values.iter().cloned().fold(f64::MIN, f64::max), 96.0);
+    assert_eq!(series[1]["total_points"], 5);
+    assert_eq!(series[1]["sampled"], false);
+    assert_eq!(series[2]["total_points"], 0, "a run without the metric");
+    // Bad input names its field.
+    let many: Vec<String> = (0..1001).map(|i| format!("{i:032x}")).collect();
+    for (body, field) in [
+        (json!({"run_ids": [], "key": "loss"}), "run_ids"),
+        (json!({"run_ids": many, "key": "loss"}), "run_ids"),
+        (json!({"run_ids": [runs[0]], "key": ""}), "key"),
+        (
+            json!({"run_ids": [runs[0]], "key": "loss", "max_points": 1}),
+            "max_points",
+        ),
+        (
+            json!({"run_ids": [runs[0]], "key": "loss", "extra": 1}),
+            "extra",
+        ),
+        (json!({"run_ids": "not-a-list", "key": "loss"}), "run_ids"),
+    ] {
+        let (status, e) = histories(body.clone()).await;
+        assert_eq!(status, 400, "{body}: {e}");
+        assert!(
+            e["error"]["field"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field)
+                || e["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(field),
+            "{body}: {e}"
+        );
+    }
+    let (status, e) = histories(json!({"run_ids": ["0".repeat(32)], "key": "loss"})).await;
+    assert_eq!(status, 404, "{e}");
+
+    // Another workspace's editor sees none of it: the runs are unknown there.
+    ok(server.cli(&["workspaces", "create", "team-b"]));
+    ok(server.cli(&["users", "add", "bob"]));
+    ok(server.cli(&[
+        "workspaces",
+        "grant",
+        "--workspace",
+        "team-b",
+        "bob",
+        "editor",
+    ]));
+    let made: Value = server
+        .post("/api/v1/tokens")
+        .header("x-trainyard-workspace", "team-b")
+        .json(&json!({"name": "ui", "user": "bob"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = made["token"].as_str().unwrap().to_string();
+    let r = server
+        .http()
+        .post(server.url("/api/v1/runs/metric-histories"))
+        .bearer_auth(&token)
+        .json(&json!({"run_ids": [runs[0]], "key": "loss"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+
+    // A version's layers: a version number, of a model there is.
+    for (path, status) in [
+        ("/api/v1/models/nope/versions/x/graph", 400),
+        ("/api/v1/models/nope/versions/1/graph", 404),
+    ] {
+        let r = server.get(path).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+
+    // A dataset's first rows: images as flat float arrays, labels as numbers.
+    let version = prepare_digits(&server);
+    let head = server
+        .get_json(&format!(
+            "/api/v1/datasets/digits/versions/{version}/head?rows=5"
+        ))
+        .await;
+    let rows = head["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{head}");
+    assert_eq!(rows[0]["pixels"].as_array().unwrap().len(), 64);
+    assert!(rows[0]["label"].is_i64());
+    assert_eq!(head["truncated"], json!([]));
+    let columns: Vec<&str> = head["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        columns.contains(&"pixels") && columns.contains(&"label"),
+        "{head}"
+    );
+    for (query, status) in [("rows=0", 400), ("rows=101", 400), ("rows=x", 400)] {
+        let r = server
+            .get(&format!(
+                "/api/v1/datasets/digits/versions/latest/head?{query}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{query}");
+    }
+    let r = server
+        .get("/api/v1/datasets/digits/versions/ffffffff/head")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = server
+        .http()
+        .get(server.url("/api/v1/datasets/digits/versions/latest/head"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "team-b has no dataset digits");
+}
+
+#[tokio::test]
 #[ignore = "needs Chromium (TRAINYARD_TEST_CHROMIUM) and web/node_modules (npm ci --prefix web); scripts/test provides both"]
 async fn every_page_renders_its_data_and_the_key_flows_click_through_in_chromium() {
     let chromium = std::env::var("TRAINYARD_TEST_CHROMIUM")
@@ -157,10 +336,70 @@ async fn every_page_renders_its_data_and_the_key_flows_click_through_in_chromium
         trained.contains("registered model digits-student:1"),
         "{trained}"
     );
+    // A second version made from it: lineage and a compression report to show.
+    let half = ok(server.cli(&["compress", "digits-student:1", "--fp16"]));
+    assert!(half.contains("registered model digits-student:2"), "{half}");
     let model = server.get_json("/api/v1/models/digits-student").await;
-    let train_run = model["versions"][0]["run_id"].as_str().unwrap().to_string();
+    let train_run = model["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == 1)
+        .unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let run = server.get_json(&format!("/api/v1/runs/{train_run}")).await;
     let train_experiment = run["experiment_id"].as_str().unwrap().to_string();
+
+    // A study told through the API: 16 trials of a quadratic, with intermediate values.
+    let r = server
+        .post("/api/v1/studies")
+        .json(&json!({
+            "name": "ui-study",
+            "space": {
+                "x": {"type": "float", "low": -3, "high": 3},
+                "opt": {"type": "categorical", "choices": ["adam", "sgd"]},
+            },
+            "objective": {"metric": "loss", "direction": "minimize"},
+            "budget": {"trials": 16},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    for n in 0..16u64 {
+        let t: Value = server
+            .post("/api/v1/studies/ui-study/trials")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let x = t["params"]["x"].as_f64().unwrap();
+        let loss = x * x
+            + if t["params"]["opt"] == "sgd" {
+                1.0
+            } else {
+                0.0
+            };
+        for step in 1..=3 {
+            server
+                .post(&format!("/api/v1/studies/ui-study/trials/{n}/report"))
+                .json(&json!({"step": step, "value": loss + 1.0 / step as f64}))
+                .send()
+                .await
+                .unwrap();
+        }
+        let told = server
+            .http_put(&format!("/api/v1/studies/ui-study/trials/{n}"))
+            .json(&json!({"state": "complete", "value": loss}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(told.status(), 200);
+    }
 
     // A job to cancel, running; a job whose log the page follows until it ends.
     let cancel = server
@@ -197,6 +436,8 @@ async fn every_page_renders_its_data_and_the_key_flows_click_through_in_chromium
         "follow_job": follow,
         "cancel_job": cancel,
         "model": "digits-student",
+        "study": "ui-study",
+        "dataset": "digits",
     });
     let out = tokio::process::Command::new("node")
         .arg(web().join("e2e/ui.mjs"))

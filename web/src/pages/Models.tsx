@@ -1,7 +1,8 @@
 // Registered models, their versions (aliases, stage, lineage, compression reports side by
 // side) and serving state with load/unload through the Open Inference Protocol.
 import { useState } from 'preact/hooks';
-import { get, post, type Model as ModelView, type ModelVersion } from '../api';
+import { get, post, query, request, type Model as ModelView, type ModelVersion } from '../api';
+import { Confusion, reportOf } from '../components/Confusion';
 import { KeyValues, Problem, Section } from '../components/Status';
 import { number, time } from '../format';
 import { useLoad } from '../hooks';
@@ -73,6 +74,7 @@ export function Model(props: { model: string }) {
         <a href={href('models')}>Models</a> / {props.model}
       </h1>
       <Problem error={error} />
+      {data && <LineageGraph model={data} />}
       {data && (
         <table class="list" data-testid="versions">
           <thead>
@@ -180,6 +182,8 @@ export function Version(props: { model: string; version: string }) {
               Unload
             </button>
           </Section>
+          {v.run_id && <Reports run={v.run_id} compressed={!!v.tags['trainyard.compression.method']} />}
+          <Layers model={props.model} version={props.version} />
           <Section title="Tags">
             <KeyValues values={v.tags} testid="version-tags" />
           </Section>
@@ -192,4 +196,239 @@ export function Version(props: { model: string; version: string }) {
 function RunLink(props: { run: string }) {
   const { data } = useLoad((s) => get<{ experiment_id: string; name: string }>(`/api/v1/runs/${encodeURIComponent(props.run)}`, s), [props.run]);
   return data ? <a href={href('experiments', data.experiment_id, 'runs', props.run)}>{data.name || props.run}</a> : <span>{props.run}</span>;
+}
+
+/** A JSON artifact of a run, or null when it has none (its folder is listed first, so an
+ * absent file costs no failed request). */
+async function artifact(run: string, path: string, signal?: AbortSignal): Promise<unknown | null> {
+  const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
+  const listed = await get<{ files?: { path: string; is_dir: boolean }[] }>(query('/api/2.0/mlflow/artifacts/list', { run_id: run, path: dir }), signal);
+  if (!(listed.files ?? []).some((f) => f.path === path && !f.is_dir)) return null;
+  const res = await request(query('/get-artifact', { run_uuid: run, path }), { signal });
+  return res.json();
+}
+
+/** The version's evaluation report (confusion matrix, per-class scores) and, for a
+ * compressed version, its compression report: parent and child side by side. */
+function Reports(props: { run: string; compressed: boolean }) {
+  const evalDoc = useLoad((s) => artifact(props.run, 'eval/report.json', s), [props.run]);
+  const compression = useLoad((s) => (props.compressed ? artifact(props.run, 'compression/report.json', s) : Promise.resolve(null)), [props.run, props.compressed]);
+  const report = reportOf(evalDoc.data);
+  const c = compression.data as Record<string, any> | null;
+  return (
+    <>
+      {report && (
+        <Section title="Evaluation">
+          <Confusion report={report} />
+        </Section>
+      )}
+      {c && (
+        <Section title="Compression">
+          <table class="list" data-testid="compression-report">
+            <thead>
+              <tr>
+                <th />
+                <th>parent {c.parent}</th>
+                <th>this version</th>
+              </tr>
+            </thead>
+            <tbody>
+              <tr>
+                <th>method</th>
+                <td />
+                <td>{String(c.method ?? '')}</td>
+              </tr>
+              <tr>
+                <th>size (bytes)</th>
+                <td>{c.size_bytes?.parent}</td>
+                <td>
+                  {c.size_bytes?.child} ({number(c.size_ratio)}× smaller)
+                </td>
+              </tr>
+              <tr>
+                <th>parameters</th>
+                <td>{c.parameters?.parent}</td>
+                <td>{c.parameters?.child}</td>
+              </tr>
+              <tr>
+                <th>{c.metric}</th>
+                <td>{number(c.parent_eval?.[c.metric])}</td>
+                <td>{number(c.child_eval?.[c.metric])}</td>
+              </tr>
+              {Object.entries((c.latency_ms ?? {}) as Record<string, any>).flatMap(([runtime, sides]) =>
+                ['batch_1', 'batch_32'].map((b) => (
+                  <tr>
+                    <th>
+                      {runtime} {b} p50 ms
+                    </th>
+                    <td>{number(sides?.parent?.[b]?.p50_ms)}</td>
+                    <td>{number(sides?.child?.[b]?.p50_ms)}</td>
+                  </tr>
+                )),
+              )}
+              <tr>
+                <th>kept in float</th>
+                <td />
+                <td>{(c.fell_back ?? []).join(', ')}</td>
+              </tr>
+            </tbody>
+          </table>
+        </Section>
+      )}
+    </>
+  );
+}
+
+/** Versions as boxes, an arrow from each version to those made from it (`trainyard.source`,
+ * `trainyard.teacher`); sources in other models are boxes of their own. */
+function LineageGraph(props: { model: ModelView }) {
+  const versions = [...props.model.versions].sort((a, b) => a.version - b.version);
+  const edges: { from: string; to: string; kind: string }[] = [];
+  const nodes = new Map<string, { label: string; link: string; lineage: string }>();
+  for (const v of versions) {
+    const id = `${props.model.name}:${v.version}`;
+    nodes.set(id, { label: `v${v.version}`, link: href('models', props.model.name, 'versions', v.version), lineage: v.tags['trainyard.lineage'] ?? '' });
+  }
+  for (const v of versions) {
+    const id = `${props.model.name}:${v.version}`;
+    for (const [tag, kind] of [
+      ['trainyard.source', v.tags['trainyard.lineage'] ?? 'from'],
+      ['trainyard.teacher', 'teacher'],
+    ]) {
+      const from = v.tags[tag];
+      if (!from) continue;
+      if (!nodes.has(from)) {
+        const [name, ver] = from.split(':');
+        nodes.set(from, { label: from, link: ver ? href('models', name, 'versions', ver) : href('models', name), lineage: '' });
+      }
+      edges.push({ from, to: id, kind });
+    }
+  }
+  if (edges.length === 0) return null;
+  // Layers: a node's depth is one more than its source's.
+  const depth = new Map<string, number>();
+  const depthOf = (id: string, seen = new Set<string>()): number => {
+    if (depth.has(id)) return depth.get(id)!;
+    if (seen.has(id)) return 0;
+    seen.add(id);
+    const parents = edges.filter((e) => e.to === id).map((e) => depthOf(e.from, seen) + 1);
+    const d = parents.length ? Math.max(...parents) : 0;
+    depth.set(id, d);
+    return d;
+  };
+  [...nodes.keys()].forEach((id) => depthOf(id));
+  const columns = new Map<number, string[]>();
+  for (const [id, d] of depth) columns.set(d, [...(columns.get(d) ?? []), id]);
+  const W = 150;
+  const H = 44;
+  const at = new Map<string, { x: number; y: number }>();
+  for (const [d, ids] of columns) ids.forEach((id, i) => at.set(id, { x: 10 + d * (W + 60), y: 10 + i * (H + 16) }));
+  const width = 20 + (Math.max(...columns.keys()) + 1) * (W + 60);
+  const height = 20 + Math.max(...[...columns.values()].map((c) => c.length)) * (H + 16);
+  return (
+    <Section title="Lineage">
+      <svg class="lineage-graph" width={width} height={height} data-testid="lineage-graph">
+        <defs>
+          <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse">
+            <path d="M 0 0 L 10 5 L 0 10 z" fill="#6b7280" />
+          </marker>
+        </defs>
+        {edges.map((e) => {
+          const a = at.get(e.from)!;
+          const b = at.get(e.to)!;
+          return (
+            <g>
+              <line x1={a.x + W} y1={a.y + H / 2} x2={b.x} y2={b.y + H / 2} stroke="#6b7280" marker-end="url(#arrow)" />
+              <text x={(a.x + W + b.x) / 2} y={(a.y + b.y) / 2 + H / 2 - 4} font-size="11" text-anchor="middle" fill="#6b7280">
+                {e.kind}
+              </text>
+            </g>
+          );
+        })}
+        {[...nodes.entries()].map(([id, n]) => {
+          const p = at.get(id)!;
+          return (
+            <a href={n.link}>
+              <rect x={p.x} y={p.y} width={W} height={H} rx="4" fill="#eff6ff" stroke="#2563eb" />
+              <text x={p.x + 8} y={p.y + 18} font-size="13" fill="#111827">
+                {n.label}
+              </text>
+              <text x={p.x + 8} y={p.y + 34} font-size="11" fill="#6b7280">
+                {n.lineage}
+              </text>
+            </a>
+          );
+        })}
+      </svg>
+    </Section>
+  );
+}
+
+interface TensorInfo {
+  name: string;
+  shape: string[] | null;
+  dtype: string | null;
+}
+
+interface LayerGraph {
+  inputs: TensorInfo[];
+  outputs: TensorInfo[];
+  layers: { name: string; op: string; inputs: string[]; outputs: TensorInfo[]; parameters: number }[];
+  parameters: number;
+  shapes_unknown?: string;
+}
+
+const shapeOf = (t?: TensorInfo) => (t?.shape ? `[${t.shape.join(', ')}]` : '?');
+
+/** The version's ONNX graph as a column of layers: operator, name, output shape, weights;
+ * a layer that reads something other than the layer above it says where from (a skip
+ * connection, a branch). */
+function Layers(props: { model: string; version: string }) {
+  const g = useLoad((s) => get<LayerGraph>(`/api/v1/models/${encodeURIComponent(props.model)}/versions/${encodeURIComponent(props.version)}/graph`, s), [props.model, props.version]);
+  const [open, setOpen] = useState(false);
+  if (g.error) {
+    return (
+      <Section title="Layers">
+        <Problem error={g.error} />
+      </Section>
+    );
+  }
+  const d = g.data;
+  if (!d) return null;
+  const producer = new Map<string, string>();
+  d.layers.forEach((l) => l.outputs.forEach((o) => producer.set(o.name, l.name)));
+  const shown = open ? d.layers : d.layers.slice(0, 60);
+  return (
+    <Section title={`Layers (${d.layers.length}, ${d.parameters.toLocaleString('en')} weights)`}>
+      {d.shapes_unknown && <p class="muted small">shapes unknown: {d.shapes_unknown}</p>}
+      <div class="layers" data-testid="layers">
+        {d.inputs.map((i) => (
+          <div class="layer io">
+            input <b>{i.name}</b> {shapeOf(i)} {i.dtype ?? ''}
+          </div>
+        ))}
+        {shown.map((l, k) => {
+          const previous = k > 0 ? shown[k - 1].outputs.map((o) => o.name) : d.inputs.map((i) => i.name);
+          const elsewhere = l.inputs.filter((x) => !previous.includes(x)).map((x) => producer.get(x) ?? x);
+          return (
+            <div class="layer" data-op={l.op}>
+              <span class="op">{l.op}</span> <span class="muted small">{l.name}</span> → {shapeOf(l.outputs[0])}
+              {l.parameters > 0 && <span class="muted small"> · {l.parameters.toLocaleString('en')} weights</span>}
+              {elsewhere.length > 0 && <div class="muted small">also reads {elsewhere.join(', ')}</div>}
+            </div>
+          );
+        })}
+        {d.layers.length > shown.length && (
+          <button type="button" onClick={() => setOpen(true)}>
+            show all {d.layers.length} layers
+          </button>
+        )}
+        {d.outputs.map((o) => (
+          <div class="layer io">
+            output <b>{o.name}</b> {shapeOf(o)}
+          </div>
+        ))}
+      </div>
+    </Section>
+  );
 }

@@ -7,6 +7,7 @@ import { Problem, Status } from '../components/Status';
 import { VirtualTable, type Column } from '../components/VirtualTable';
 import { duration, number, time } from '../format';
 import { href } from '../router';
+import { chooseForComparison, MAX_COMPARED } from './Compare';
 
 const PAGE = 1000;
 
@@ -20,6 +21,12 @@ export function Runs(props: { experiment: string }) {
   const [name, setName] = useState('');
   const [shown, setShown] = useState<Set<string> | null>(null);
   const [choosing, setChoosing] = useState(false);
+  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const [groupBy, setGroupBy] = useState('');
+  const compare = (chosen: Run[]) => {
+    chooseForComparison(chosen);
+    location.hash = '#/compare';
+  };
 
   useEffect(() => {
     get<{ experiments: Experiment[] }>('/api/v1/experiments').then(
@@ -65,11 +72,51 @@ export function Runs(props: { experiment: string }) {
     return { params: [...params].sort(), metrics: [...metrics].sort() };
   }, [runs.length > 0 ? runs[0].run_id : '', Math.min(runs.length, 2000)]);
 
+  // Grouped by a param: the table ordered by its value (stably), and a summary per value of
+  // the first metric.
+  const shownRuns = useMemo(() => {
+    if (!groupBy) return runs;
+    return runs
+      .map((r, i) => [r, i] as const)
+      .sort((a, b) => (a[0].params[groupBy] ?? '').localeCompare(b[0].params[groupBy] ?? '', 'en', { numeric: true }) || a[1] - b[1])
+      .map(([r]) => r);
+  }, [runs, groupBy]);
+  const groupMetric = keys.metrics[0];
+  const groups = useMemo(() => {
+    if (!groupBy) return [];
+    const by = new Map<string, { count: number; values: number[] }>();
+    for (const r of runs) {
+      const g = r.params[groupBy] ?? '(none)';
+      const entry = by.get(g) ?? { count: 0, values: [] };
+      entry.count++;
+      const v = groupMetric ? r.metrics[groupMetric]?.value : null;
+      if (v !== null && v !== undefined) entry.values.push(v);
+      by.set(g, entry);
+    }
+    return [...by.entries()].sort((a, b) => a[0].localeCompare(b[0], 'en', { numeric: true }));
+  }, [runs, groupBy, groupMetric]);
   const all: string[] = [...keys.metrics.map((k) => `metrics.${k}`), ...keys.params.map((k) => `params.${k}`)];
   const visible = shown ?? new Set(all.slice(0, 12));
   const sortBy = (key: string) => setOrder((o) => (o === `${key} DESC` ? `${key} ASC` : `${key} DESC`));
 
   const columns: Column<Run>[] = [
+    {
+      key: 'pick',
+      title: '',
+      width: 32,
+      cell: (r) => (
+        <input
+          type="checkbox"
+          aria-label={`choose ${r.name || r.run_id}`}
+          checked={selected.has(r.run_id)}
+          onChange={() => {
+            const next = new Set(selected);
+            next.has(r.run_id) ? next.delete(r.run_id) : next.add(r.run_id);
+            setSelected(next);
+          }}
+        />
+      ),
+    },
     {
       key: 'name',
       title: 'Run',
@@ -118,6 +165,21 @@ export function Runs(props: { experiment: string }) {
         <button type="button" onClick={() => setChoosing(!choosing)}>
           Columns
         </button>
+        <label>
+          group by{' '}
+          <select name="group" value={groupBy} onChange={(e) => setGroupBy(e.currentTarget.value)}>
+            <option value="">none</option>
+            {keys.params.map((k) => (
+              <option value={k}>{k}</option>
+            ))}
+          </select>
+        </label>
+        <button type="button" disabled={selected.size < 2} onClick={() => compare(runs.filter((r) => selected.has(r.run_id)))} data-testid="compare-chosen">
+          Compare {selected.size || ''}
+        </button>
+        <button type="button" disabled={runs.length < 2} onClick={() => compare(runs)} data-testid="compare-all">
+          Compare the first {Math.min(runs.length, MAX_COMPARED).toLocaleString('en')}
+        </button>
         <span class="muted" data-testid="run-count">
           {runs.length.toLocaleString('en')} runs{complete ? '' : '…'}
         </span>
@@ -140,8 +202,40 @@ export function Runs(props: { experiment: string }) {
           ))}
         </div>
       )}
+      {groupBy && (
+        <table class="list" data-testid="groups">
+          <thead>
+            <tr>
+              <th>{groupBy}</th>
+              <th>runs</th>
+              {groupMetric && (
+                <>
+                  <th>mean {groupMetric}</th>
+                  <th>min</th>
+                  <th>max</th>
+                </>
+              )}
+            </tr>
+          </thead>
+          <tbody>
+            {groups.map(([g, e]) => (
+              <tr>
+                <th>{g}</th>
+                <td>{e.count.toLocaleString('en')}</td>
+                {groupMetric && (
+                  <>
+                    <td>{e.values.length ? number(e.values.reduce((a, v) => a + v, 0) / e.values.length) : ''}</td>
+                    <td>{e.values.length ? number(e.values.reduce((a, v) => Math.min(a, v), Infinity)) : ''}</td>
+                    <td>{e.values.length ? number(e.values.reduce((a, v) => Math.max(a, v), -Infinity)) : ''}</td>
+                  </>
+                )}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
       <Problem error={error} />
-      <VirtualTable rows={runs} columns={columns} rowKey={(r) => r.run_id} onSort={sortBy} sorted={order} testid="runs" />
+      <VirtualTable rows={shownRuns} columns={columns} rowKey={(r) => r.run_id} onSort={sortBy} sorted={order} testid="runs" />
     </div>
   );
 }
