@@ -136,6 +136,9 @@ await check('the experiment link opens its runs', async () => {
 await check("a training run shows its lineage, artifacts (a JSON preview) and its job's log", async () => {
   await page.goto(`${base}/#/experiments/${seed.train_experiment_id}/runs/${seed.train_run_id}`);
   await page.locator('[data-testid=lineage]').waitFor();
+  // The engine's per-layer norms, one chart for weights and one for gradients.
+  await page.locator('[data-testid="chart-weight norm per layer"] canvas').waitFor();
+  await page.locator('[data-testid="chart-gradient norm per layer"] canvas').waitFor();
   await page.locator('[data-testid=artifacts]').getByText('model').first().click();
   await page.locator('[data-testid=artifacts]').getByText('trainyard-model.json').click();
   await page.locator('[data-testid=artifact-preview]').getByText('"input"').waitFor();
@@ -178,12 +181,14 @@ await check("the model version link opens the version, and it loads and unloads"
   await until('unloaded', async () => !(await page.locator('[data-testid=serving-state]').first().innerText()).includes('READY'));
 });
 
-await check("a version shows its evaluation: confusion matrix and per-class scores", async () => {
+await check("a version shows its evaluation: confusion matrix, per-class scores, worst rows and layers", async () => {
   await page.goto(`${base}/#/models/${seed.model}/versions/1`);
   await page.locator('[data-testid=confusion]').waitFor();
   const cells = await page.locator('[data-testid=confusion] tbody tr').count();
   if (cells !== 10) throw new Error(`${cells} rows in the confusion matrix`);
   await page.locator('[data-testid=per-class]').waitFor();
+  // The rows it got most wrong, drawn as the 8×8 digits they are.
+  await until('12 worst rows as images', async () => (await page.locator('[data-testid=worst-rows] img.thumb').count()) === 12);
   // Its layers, with output shapes and weights (2,410 in the MLP).
   await page.locator('[data-testid=layers] .layer[data-op]').first().waitFor();
   const layers = await page.locator('[data-testid=layers]').innerText();

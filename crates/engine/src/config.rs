@@ -207,6 +207,11 @@ pub struct TrainingConfig {
     /// Top-k accuracy reported besides accuracy.
     #[serde(default = "top_k")]
     pub top_k: usize,
+    /// Every this many steps, log each weighted layer's weight and gradient L2 norms
+    /// (`weight_norm/NN_kind`, `grad_norm/NN_kind`), which the web UI charts per layer; 0:
+    /// never.
+    #[serde(default = "norms_every")]
+    pub norms_every: u64,
 }
 
 fn classification() -> Task {
@@ -226,6 +231,9 @@ fn fail() -> OnNan {
 }
 fn top_k() -> usize {
     3
+}
+fn norms_every() -> u64 {
+    50
 }
 
 impl Default for TrainingConfig {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod native;
 pub mod network;
+pub mod norms;
 pub mod spec;
 pub mod train;
 pub mod weights;

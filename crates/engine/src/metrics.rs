@@ -14,6 +14,30 @@ pub struct Classification {
     in_top_k: u64,
     log_loss: f64,
     rows: u64,
+    /// The rows with the highest loss so far, highest first (see [`Classification::add_rows`]).
+    worst: Vec<WorstRow>,
+}
+
+/// Rows kept in a report's `worst`.
+pub const WORST_ROWS: usize = 12;
+/// Inputs of more values than this are not kept with a worst row (a report stays small).
+pub const WORST_INPUT_VALUES: usize = 16_384;
+
+/// An evaluation row the model got most wrong: what the debugger shows first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorstRow {
+    /// Its position in the evaluated split, in the dataset's order.
+    pub row: u64,
+    pub target: i64,
+    pub predicted: usize,
+    /// Its cross-entropy.
+    pub loss: f64,
+    /// The probability the model gave its true class.
+    pub target_probability: f64,
+    /// Its input (row-major, of `shape`), when small enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Vec<f32>>,
+    pub shape: Vec<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +61,17 @@ pub struct ClassificationReport {
     pub log_loss: f64,
     pub per_class: Vec<ClassScores>,
     pub confusion: Vec<Vec<u64>>,
+    /// The evaluation rows with the highest loss, highest first (kept by the evaluations
+    /// that see inputs: training's last evaluation and `trainyard eval`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worst: Vec<WorstRow>,
+}
+
+/// The cross-entropy of one row's logits against its class: log-softmax computed stably.
+fn row_loss(row: &[f32], target: usize) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    -(row[target] as f64 - max - sum.ln())
 }
 
 impl Classification {
@@ -48,6 +83,7 @@ impl Classification {
             in_top_k: 0,
             log_loss: 0.0,
             rows: 0,
+            worst: Vec::new(),
         }
     }
 
@@ -61,11 +97,40 @@ impl Classification {
             if above < self.top_k {
                 self.in_top_k += 1;
             }
-            // log-softmax of the target, computed stably.
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-            self.log_loss += -(row[target] as f64 - max - sum.ln());
+            self.log_loss += row_loss(row, target);
             self.rows += 1;
+        }
+    }
+
+    /// [`Classification::add`], also keeping the [`WORST_ROWS`] rows of highest loss with
+    /// their inputs (`inputs` holds the batch's rows, each of `shape`).
+    pub fn add_rows(&mut self, logits: &[f32], targets: &[i64], inputs: &[f32], shape: &[usize]) {
+        let first = self.rows;
+        self.add(logits, targets);
+        let size: usize = shape.iter().product();
+        for (i, (row, &target)) in logits.chunks_exact(self.classes).zip(targets).enumerate() {
+            let loss = row_loss(row, target as usize);
+            let full = self.worst.len() >= WORST_ROWS;
+            if full && self.worst.last().is_some_and(|w| w.loss >= loss) {
+                continue;
+            }
+            let input = (size <= WORST_INPUT_VALUES)
+                .then(|| inputs.get(i * size..(i + 1) * size).map(<[f32]>::to_vec))
+                .flatten();
+            let at = self.worst.partition_point(|w| w.loss >= loss);
+            self.worst.insert(
+                at,
+                WorstRow {
+                    row: first + i as u64,
+                    target,
+                    predicted: argmax(row),
+                    loss,
+                    target_probability: (-loss).exp(),
+                    input,
+                    shape: shape.to_vec(),
+                },
+            );
+            self.worst.truncate(WORST_ROWS);
         }
     }
 
@@ -121,6 +186,7 @@ impl Classification {
             },
             per_class,
             confusion: self.confusion.clone(),
+            worst: self.worst.clone(),
         }
     }
 }
@@ -259,5 +325,42 @@ mod tests {
         assert!((r.mae - 2.0 / 3.0).abs() < 1e-9);
         let var = (1.0 + 4.0 + 25.0) / 3.0 - (8.0f64 / 3.0).powi(2);
         assert!((r.r2 - (1.0 - (4.0 / 3.0) / var)).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod worst_rows {
+    use super::*;
+
+    #[test]
+    fn the_rows_of_highest_loss_are_kept_highest_first_with_their_inputs() {
+        let mut c = Classification::new(2, 1);
+        // 20 rows over two batches; row r's logits favour class 0 by r, all labelled 1, so
+        // the loss grows with r: the worst are the last 12, highest first.
+        for batch in 0..2 {
+            let rows: Vec<u64> = (0..10).map(|i| batch * 10 + i).collect();
+            let logits: Vec<f32> = rows.iter().flat_map(|r| [*r as f32 * 0.5, 0.0]).collect();
+            let targets = vec![1i64; 10];
+            let inputs: Vec<f32> = rows.iter().flat_map(|r| [*r as f32; 4]).collect();
+            c.add_rows(&logits, &targets, &inputs, &[2, 2]);
+        }
+        let report = c.report();
+        let rows: Vec<u64> = report.worst.iter().map(|w| w.row).collect();
+        assert_eq!(rows, (8..20).rev().collect::<Vec<u64>>());
+        let top = &report.worst[0];
+        assert_eq!((top.target, top.predicted), (1, 0));
+        assert_eq!(top.input.as_deref(), Some(&[19.0f32; 4][..]));
+        assert_eq!(top.shape, [2, 2]);
+        assert!(top.target_probability < 0.001 && top.loss > 9.0);
+        // The log-loss is the mean of the same per-row losses.
+        let mean: f64 = (0..20)
+            .map(|r| row_loss(&[r as f32 * 0.5, 0.0], 1))
+            .sum::<f64>()
+            / 20.0;
+        assert!((report.log_loss - mean).abs() < 1e-12);
+        // Without inputs (`add`), nothing is kept.
+        let mut plain = Classification::new(2, 1);
+        plain.add(&[1.0, 0.0], &[1]);
+        assert!(plain.report().worst.is_empty());
     }
 }

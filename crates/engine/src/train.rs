@@ -285,18 +285,23 @@ impl Trainer<'_> {
                     .config
                     .schedule
                     .lr(self.config.optimizer.lr, state.step - 1, total);
-                let grads = GradientsParams::from_grads(loss.backward(), &net);
+                let gradients = loss.backward();
+                let every = self.config.norms_every;
+                let norms = (every > 0 && (state.step == 1 || state.step % every == 0))
+                    .then(|| crate::norms::layer_norms(&net, Some(&gradients)));
+                let grads = GradientsParams::from_grads(gradients, &net);
                 net = optim.step(lr, net, grads);
                 state.epoch_loss_sum += loss_value * rows as f64;
                 state.epoch_rows += rows as u64;
                 if let Some(c) = correct {
                     state.epoch_correct += c.into_scalar::<i64>() as u64;
                 }
-                observer.step(
-                    state.step,
-                    state.epoch,
-                    &[("train_loss_step".into(), loss_value), ("lr".into(), lr)],
-                )?;
+                let mut step_metrics =
+                    vec![("train_loss_step".into(), loss_value), ("lr".into(), lr)];
+                if let Some(norms) = &norms {
+                    step_metrics.extend(crate::norms::metrics(norms));
+                }
+                observer.step(state.step, state.epoch, &step_metrics)?;
                 if self.checkpoints.every_steps > 0
                     && state.step % self.checkpoints.every_steps == 0
                     && state.batch < per_epoch
@@ -458,7 +463,7 @@ pub fn evaluate(
         match (&batch.targets, head.task) {
             (Some(Targets::Classes(c)), Task::Classification) => {
                 check_classes(c, head.outputs)?;
-                classification.add(&outputs, c)
+                classification.add_rows(&outputs, c, &batch.inputs, &batch.sample_shape)
             }
             (Some(Targets::Values(v)), Task::Regression) => regression.add(&outputs, v),
             _ => {

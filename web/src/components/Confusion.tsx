@@ -2,6 +2,7 @@
 // a heat map (rows actual, columns predicted) and the per-class scores; for regression, its
 // scalar metrics.
 import { number } from '../format';
+import { imageOf } from '../images';
 
 export interface ClassScores {
   class: number;
@@ -11,8 +12,19 @@ export interface ClassScores {
   support: number;
 }
 
+export interface WorstRow {
+  row: number;
+  target: number;
+  predicted: number;
+  loss: number;
+  target_probability: number;
+  input?: number[];
+  shape: number[];
+}
+
 export interface EvalReport {
   task: 'classification' | 'regression';
+  worst?: WorstRow[];
   rows?: number;
   accuracy?: number;
   confusion?: number[][];
@@ -69,7 +81,34 @@ export function Confusion(props: { report: EvalReport }) {
           </table>
         )}
       </div>
-      {r.confusion && <Matrix confusion={r.confusion} />}
+      <div>
+        {r.confusion && <Matrix confusion={r.confusion} />}
+        {r.worst && r.worst.length > 0 && <Worst rows={r.worst} />}
+      </div>
+    </div>
+  );
+}
+
+/** The evaluation rows the model got most wrong, pictures for image inputs. */
+function Worst(props: { rows: WorstRow[] }) {
+  return (
+    <div>
+      <h3>Rows with the highest loss</h3>
+      <div class="worst" data-testid="worst-rows">
+        {props.rows.map((w) => {
+          const src = w.input ? imageOf(w.input, w.shape) : null;
+          return (
+            <figure class="worst-row">
+              {src ? <img class="thumb" src={src} alt={`row ${w.row}`} /> : <span class="mono small">{w.input ? `[${w.input.slice(0, 6).map(number).join(', ')}, …]` : ''}</span>}
+              <figcaption class="small">
+                row {w.row}: {w.target} → <b>{w.predicted}</b>
+                <br />
+                p(true) {number(w.target_probability)} · loss {number(w.loss)}
+              </figcaption>
+            </figure>
+          );
+        })}
+      </div>
     </div>
   );
 }

@@ -113,9 +113,21 @@ function Metrics(props: { run: RunView; live: boolean }) {
       ),
     [props.run.run_id, latest],
   );
-  // One value (a test score) is a number, not a chart.
-  const single = (series.data ?? []).filter((m) => m.points.length <= 1);
-  const curves = (series.data ?? []).filter((m) => m.points.length > 1);
+  // One value (a test score) is a number, not a chart; per-layer norms are one chart each
+  // for weights and gradients, a line per layer.
+  const isNorm = (k: string) => k.startsWith('weight_norm/') || k.startsWith('grad_norm/');
+  const single = (series.data ?? []).filter((m) => m.points.length <= 1 && !isNorm(m.key));
+  const curves = (series.data ?? []).filter((m) => m.points.length > 1 && !isNorm(m.key));
+  const norms = (prefix: string): Series[] =>
+    (series.data ?? [])
+      .filter((m) => m.key.startsWith(prefix))
+      .map((m) => ({
+        label: m.key.slice(prefix.length),
+        x: m.points.map((p) => (axis === 'step' ? p.step : p.timestamp / 1000)),
+        y: m.points.map((p) => p.value),
+      }));
+  const weightNorms = norms('weight_norm/');
+  const gradNorms = norms('grad_norm/');
   if (keys.length === 0) return <Section title="Metrics">{<p class="muted">no metrics</p>}</Section>;
   return (
     <Section title="Metrics">
@@ -147,6 +159,12 @@ function Metrics(props: { run: RunView; live: boolean }) {
             ))}
           </tbody>
         </table>
+      )}
+      {(weightNorms.length > 0 || gradNorms.length > 0) && (
+        <div class="charts" data-testid="layer-norms">
+          {weightNorms.length > 0 && <Chart title="weight norm per layer" series={weightNorms} log={log} time={axis === 'time'} xLabel={axis} />}
+          {gradNorms.length > 0 && <Chart title="gradient norm per layer" series={gradNorms} log={log} time={axis === 'time'} xLabel={axis} />}
+        </div>
       )}
       <div class="charts">
         {curves.map((m) => (
