@@ -8,6 +8,7 @@
 #
 #   bench/compress/distill.sh
 #   EXAMPLE=mnist SEEDS="1 2 3" SETTINGS="0.5:4 0.7:2" EPOCHS=8 bench/compress/distill.sh
+#   STUDENT=my-student.toml bench/compress/distill.sh
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -24,6 +25,7 @@ case "$EXAMPLE" in
 esac
 EPOCHS=${EPOCHS:-$DEFAULT_EPOCHS}
 EX="$ROOT/examples/$EXAMPLE"
+STUDENT=${STUDENT:-$EX/student.toml}   # another student file (same dataset) to distil into
 log() { printf '[distill] %s\n' "$*" >&2; }
 "$EX/fetch.sh" >/dev/null
 DATA=$(mktemp -d)
@@ -44,7 +46,7 @@ echo "| seed | alone | $(for s in $SETTINGS; do printf 'distilled α %s T %s | '
 for seed in $SEEDS; do
   student="$DATA/student-$seed.toml"
   sed -e "s/^seed = .*/seed = $seed/" -e "s/^epochs = .*/epochs = $EPOCHS/" \
-    "$EX/student.toml" >"$student"
+    "$STUDENT" >"$student"
   row="| $seed | $(ty train "$student" | accuracy) |"
   for s in $SETTINGS; do
     a=$(ty compress "$EXAMPLE-cnn:1" --distill "$student" --alpha "${s%%:*}" --temperature "${s##*:}" | accuracy)

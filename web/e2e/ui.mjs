@@ -162,12 +162,18 @@ await check("a running job's log is followed live until it ends", async () => {
   await shot('job-followed');
 });
 
-await check('cancel ends a running job', async () => {
+await check('cancel ends a running job, and retry runs it again', async () => {
   await page.goto(`${base}/#/jobs/${seed.cancel_job}`);
   await page.locator('[data-testid=job-summary]').getByText('running').waitFor();
   await page.click('[data-testid=cancel]');
   await page.locator('[data-testid=job-summary]').getByText('cancelled').waitFor({ timeout: 30_000 });
   await shot('job-cancelled');
+  // Retry runs it again as a new job, whose page says what it repeats; cancel that too.
+  await page.click('[data-testid=retry]');
+  await page.getByText(`a retry of ${seed.cancel_job}`).waitFor();
+  await page.locator('[data-testid=job-summary]').getByText('running').waitFor({ timeout: 30_000 });
+  await page.click('[data-testid=cancel]');
+  await page.locator('[data-testid=job-summary]').getByText('cancelled').waitFor({ timeout: 30_000 });
 });
 
 await check("the model version link opens the version, and it loads and unloads", async () => {
@@ -176,6 +182,7 @@ await check("the model version link opens the version, and it loads and unloads"
   await page.locator('[data-testid=version-tags]').getByText('trainyard.format').waitFor();
   await page.click('[data-testid=load]');
   await page.locator('[data-testid=serving-state]').getByText('READY').waitFor({ timeout: 30_000 });
+  await page.locator('[data-testid=serving-stats]').getByText('inferences').waitFor();
   await shot('model-version');
   await page.click('[data-testid=unload]');
   await until('unloaded', async () => !(await page.locator('[data-testid=serving-state]').first().innerText()).includes('READY'));

@@ -152,6 +152,7 @@ export interface Job {
   command: string[];
   task?: { kind: string; args: string[] } | null;
   resources: Resources;
+  labels?: Record<string, string>;
   priority: number;
   attempt: number;
   max_retries: number;

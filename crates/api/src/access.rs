@@ -57,6 +57,7 @@ const REST: &[(&str, &str)] = &[
     ("POST", "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/{id}"),
     ("POST", "/api/v1/jobs/{id}/cancel"),
+    ("POST", "/api/v1/jobs/{id}/retry"),
     ("GET", "/api/v1/jobs/{id}/logs"),
     ("GET", "/api/v1/resources"),
     ("GET", "/api/v1/secrets"),

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     JobNotFound,
     JobNotCancellable,
+    /// A job still queued or running cannot be run again.
+    JobNotFinished,
     /// The job asks for more than the executor could ever give.
     Unschedulable,
     /// The job asks for more than its workspace's quota ever allows; `field` names what.
@@ -89,7 +91,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 42] = [
+    pub const ALL: [ErrorCode; 43] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -109,6 +111,7 @@ impl ErrorCode {
         Self::MethodNotAllowed,
         Self::JobNotFound,
         Self::JobNotCancellable,
+        Self::JobNotFinished,
         Self::Unschedulable,
         Self::OverQuota,
         Self::QuotaExceeded,
@@ -156,6 +159,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::JobNotFound => "job_not_found",
             Self::JobNotCancellable => "job_not_cancellable",
+            Self::JobNotFinished => "job_not_finished",
             Self::Unschedulable => "unschedulable",
             Self::OverQuota => "over_quota",
             Self::QuotaExceeded => "quota_exceeded",

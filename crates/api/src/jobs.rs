@@ -15,7 +15,7 @@ use trainyard_store::JobFilter;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{ApiJson, ApiQuery};
-use crate::{ApiError, AppState, ErrorBody};
+use crate::{ApiError, AppState, ErrorBody, ErrorCode};
 
 /// Largest piece of log sent in one write.
 const LOG_PIECE: u64 = 256 * 1024;
@@ -113,6 +113,37 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.scheduler.get(&who.workspace, &id).await?))
+}
+
+/// Run a finished job again, as a new job with the same command or task, resources,
+/// environment, secrets' names, pool and tracking, labelled `retry_of=ID`. A job still
+/// queued or running is refused (cancel it first).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 201, body = Job), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "not finished yet")),
+    security(("bearer" = [])))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let job = state.scheduler.get(&who.workspace, &id).await?;
+    if !job.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::JobNotFinished,
+            format!(
+                "job {id} is {}: only a finished job is run again (cancel it first)",
+                job.state.as_str()
+            ),
+        ));
+    }
+    let again = state
+        .scheduler
+        .submit(&who.workspace, job.resubmission())
+        .await?;
+    Ok((StatusCode::CREATED, Json(again)))
 }
 
 /// Cancel a job: a queued one at once; a running one's whole process tree is ended

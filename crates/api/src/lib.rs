@@ -96,6 +96,7 @@ pub fn router(state: AppState, inference: Option<InferenceState>) -> Router {
         .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::get))
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/api/v1/jobs/{id}/logs", get(jobs::logs))
         .route("/api/v1/resources", get(jobs::resources))
         .route("/api/v1/audit", get(audit::list))

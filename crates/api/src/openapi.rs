@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Trainyard REST API", version = "1",
          description = "Jobs on local CPUs and GPUs, and their tracking (experiments, runs, metrics, models). The MLflow-compatible API is at /api/2.0/mlflow. Every route but health needs `Authorization: Bearer TOKEN`; `X-Trainyard-Workspace` names the workspace a call acts on (default: the token's)."),
     paths(crate::jobs::submit, crate::jobs::list, crate::jobs::get, crate::jobs::cancel,
-          crate::jobs::logs, crate::jobs::resources, crate::audit::list, crate::workspaces::list, crate::workspaces::set_policy, crate::workspaces::create, crate::workspaces::remove,
+          crate::jobs::logs, crate::jobs::retry, crate::jobs::resources, crate::audit::list, crate::workspaces::list, crate::workspaces::set_policy, crate::workspaces::create, crate::workspaces::remove,
           crate::users::whoami, crate::users::list_tokens, crate::users::create_token, crate::users::revoke_token,
           crate::users::list_users, crate::users::create_user, crate::users::delete_user,
           crate::users::set_password, crate::users::login,

@@ -1347,3 +1347,57 @@ async fn a_gang_starts_whole_meets_at_rank_0_and_is_retried_whole() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_job_runs_again_as_a_new_job_and_a_running_one_is_refused() {
+    let server = Server::start().await;
+    let first = server
+        .submit(json!({
+            "name": "counts",
+            "command": ["sh", "-c", "echo run $MARK; exit 3"],
+            "env": {"MARK": "again"},
+            "labels": {"team": "vision"},
+            "resources": {"cpus": 1},
+        }))
+        .await;
+    let id = first["id"].as_str().unwrap().to_string();
+    let done = server.wait_done(&id, LONG).await;
+    assert_eq!(done["state"], "failed");
+    // Running or unknown: refused, and no job is made.
+    let sleeper = server.submit(job(&["sleep", "30"])).await;
+    let sleeper = sleeper["id"].as_str().unwrap().to_string();
+    let r = server
+        .post(&format!("/api/v1/jobs/{sleeper}/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "job_not_finished", "{e}");
+    let r = server
+        .post(&format!("/api/v1/jobs/{}/retry", "0".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // The finished one again: a new job, the same command, environment and labels.
+    let out = server.cli(&["jobs", "retry", &id]);
+    let printed = common::ok(out);
+    let again = printed.split_whitespace().nth(1).unwrap().to_string();
+    assert_ne!(again, id);
+    let redo = server.wait_done(&again, LONG).await;
+    assert_eq!(redo["state"], "failed");
+    assert_eq!(redo["exit_code"], 3);
+    assert_eq!(redo["name"], "counts");
+    assert_eq!(redo["labels"]["team"], "vision");
+    assert_eq!(redo["labels"]["retry_of"], id.as_str());
+    assert!(server.logs(&again, "").await.contains("run again"));
+    let listed = server.get_json("/api/v1/jobs").await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 3, "{listed}");
+    server
+        .post(&format!("/api/v1/jobs/{sleeper}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    server.wait_done(&sleeper, LONG).await;
+}

@@ -479,6 +479,33 @@ pub struct Job {
     pub finished_at_ms: Option<i64>,
 }
 
+/// The label a job run again carries: the id of the job it repeats.
+pub const RETRY_OF_LABEL: &str = "retry_of";
+
+impl Job {
+    /// What to submit to run this job again as a new job (the "retry" of a finished one):
+    /// everything it was asked to do, under the same name, labelled with its id.
+    pub fn resubmission(&self) -> JobSubmission {
+        let mut labels = self.labels.clone();
+        labels.insert(RETRY_OF_LABEL.to_string(), self.id.clone());
+        JobSubmission {
+            name: Some(self.name.clone()),
+            command: self.command.clone(),
+            task: self.task.clone(),
+            env: self.env.clone(),
+            secrets: self.secrets.clone(),
+            working_dir: self.working_dir.clone(),
+            resources: self.resources.clone(),
+            priority: self.priority,
+            max_retries: self.max_retries,
+            timeout_s: self.timeout_s,
+            labels,
+            tracking: self.tracking.clone(),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

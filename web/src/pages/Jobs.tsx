@@ -73,6 +73,14 @@ export function Job(props: { job: string }) {
   const j = job.data;
   const ended = j ? ENDED.includes(j.state) : false;
   if (ended && live) setLive(false);
+  const retry = async () => {
+    try {
+      const again = await post<JobView>(`/api/v1/jobs/${encodeURIComponent(props.job)}/retry`);
+      location.hash = href('jobs', again.id);
+    } catch (e) {
+      setProblem(e as Error);
+    }
+  };
   const cancel = async () => {
     try {
       await post(`/api/v1/jobs/${encodeURIComponent(props.job)}/cancel`);
@@ -106,6 +114,16 @@ export function Job(props: { job: string }) {
             <button type="button" class="danger" onClick={cancel} data-testid="cancel">
               Cancel
             </button>
+          )}
+          {ended && (
+            <button type="button" onClick={retry} data-testid="retry" title="run it again as a new job">
+              Retry
+            </button>
+          )}
+          {j.labels?.retry_of && (
+            <p class="muted small">
+              a retry of <a href={href('jobs', j.labels.retry_of)}>{j.labels.retry_of}</a>
+            </p>
           )}
           <Section title="Details">
             <KeyValues

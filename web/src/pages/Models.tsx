@@ -170,6 +170,7 @@ export function Version(props: { model: string; version: string }) {
                       <td>version {e.version ?? '—'}</td>
                       <td data-testid="serving-state">{e.state}</td>
                       <td class="muted">{e.reason ?? ''}</td>
+                      <td>{e.state === 'READY' && e.version && <Stats model={props.model} version={e.version} />}</td>
                     </tr>
                   ))
                 )}
@@ -430,5 +431,29 @@ function Layers(props: { model: string; version: string }) {
         ))}
       </div>
     </Section>
+  );
+}
+
+/** A loaded version's memory and latency (the Open Inference Protocol's statistics). */
+function Stats(props: { model: string; version: string }) {
+  const { data } = useLoad(
+    (s) =>
+      get<{ model_stats: { inference_count: number; inference_stats: { success: { count: number; ns: number } }; memory_usage: { byte_size: number }[] }[] }>(
+        `/v2/models/${encodeURIComponent(props.model)}/versions/${encodeURIComponent(props.version)}/stats`,
+        s,
+      ),
+    [props.model, props.version],
+    5000,
+  );
+  const m = data?.model_stats?.[0];
+  if (!m) return null;
+  const ok = m.inference_stats.success;
+  const memory = m.memory_usage.reduce((a, u) => a + u.byte_size, 0);
+  return (
+    <span class="small" data-testid="serving-stats">
+      {memory > 0 && <>{(memory / 1024 / 1024).toFixed(1)} MiB · </>}
+      {m.inference_count.toLocaleString('en')} inferences
+      {ok.count > 0 && <> · mean {(ok.ns / ok.count / 1e6).toFixed(2)} ms</>}
+    </span>
   );
 }

@@ -65,11 +65,13 @@ export function Runs(props: { experiment: string }) {
   const keys = useMemo(() => {
     const params = new Set<string>();
     const metrics = new Set<string>();
+    const tags = new Set<string>();
     for (const r of runs.slice(0, 2000)) {
       Object.keys(r.params).forEach((k) => params.add(k));
       Object.keys(r.metrics).forEach((k) => metrics.add(k));
+      Object.keys(r.tags).forEach((k) => !k.startsWith('mlflow.') && !k.startsWith('trainyard.') && tags.add(k));
     }
-    return { params: [...params].sort(), metrics: [...metrics].sort() };
+    return { params: [...params].sort(), metrics: [...metrics].sort(), tags: [...tags].sort() };
   }, [runs.length > 0 ? runs[0].run_id : '', Math.min(runs.length, 2000)]);
 
   // Grouped by a param: the table ordered by its value (stably), and a summary per value of
@@ -95,7 +97,7 @@ export function Runs(props: { experiment: string }) {
     }
     return [...by.entries()].sort((a, b) => a[0].localeCompare(b[0], 'en', { numeric: true }));
   }, [runs, groupBy, groupMetric]);
-  const all: string[] = [...keys.metrics.map((k) => `metrics.${k}`), ...keys.params.map((k) => `params.${k}`)];
+  const all: string[] = [...keys.metrics.map((k) => `metrics.${k}`), ...keys.params.map((k) => `params.${k}`), ...keys.tags.map((k) => `tags.${k}`)];
   const visible = shown ?? new Set(all.slice(0, 12));
   const sortBy = (key: string) => setOrder((o) => (o === `${key} DESC` ? `${key} ASC` : `${key} DESC`));
 
@@ -137,7 +139,7 @@ export function Runs(props: { experiment: string }) {
           title: k,
           width: 130,
           sort: `${kind}.\`${key}\``,
-          cell: (r) => (kind === 'metrics' ? number(r.metrics[key]?.value) : r.params[key] ?? ''),
+          cell: (r) => (kind === 'metrics' ? number(r.metrics[key]?.value) : kind === 'params' ? r.params[key] ?? '' : r.tags[key] ?? ''),
         };
       }),
   ];

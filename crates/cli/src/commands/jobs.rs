@@ -42,6 +42,13 @@ pub enum JobsCommand {
         client: ClientArgs,
         id: String,
     },
+    /// Run a finished job again as a new job (same command or task, resources, pool),
+    /// labelled `retry_of=ID`; prints the new job.
+    Retry {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
     /// Print a job's log.
     Logs {
         #[command(flatten)]
@@ -105,6 +112,17 @@ pub async fn run(command: JobsCommand) -> anyhow::Result<i32> {
             match args.output {
                 Format::Json => print_json(&job),
                 Format::Table => print_job(&job),
+            }
+            Ok(0)
+        }
+        JobsCommand::Retry { client: args, id } => {
+            let client = crate::client::connect(&args)?;
+            let job: Job = client
+                .json(client.request(Method::POST, &format!("/api/v1/jobs/{id}/retry")))
+                .await?;
+            match args.output {
+                Format::Json => print_json(&job),
+                Format::Table => println!("job {} {} (again: {id})", job.id, job.state.as_str()),
             }
             Ok(0)
         }
