@@ -30,7 +30,7 @@ log() { printf '[distill] %s\n' "$*" >&2; }
 "$EX/fetch.sh" >/dev/null
 DATA=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"' EXIT
-"$BIN" up --data-dir "$DATA" --listen "127.0.0.1:$PORT" >"$DATA/server.log" 2>&1 &
+"$BIN" up --data-dir "$DATA" --listen "127.0.0.1:$PORT" --grpc-listen "127.0.0.1:$((PORT + 1000))" >"$DATA/server.log" 2>&1 &
 SERVER=$!
 export TRAINYARD_SERVER=http://127.0.0.1:$PORT
 for _ in $(seq 100); do curl -sf "$TRAINYARD_SERVER/healthz" >/dev/null && break; sleep 0.2; done
