@@ -317,15 +317,7 @@ pub async fn metric(
         key: m.key,
         total_points: m.total_points,
         sampled: m.sampled,
-        points: m
-            .points
-            .into_iter()
-            .map(|p| MetricPointView {
-                step: p.step,
-                timestamp: p.timestamp,
-                value: finite(p.value.0),
-            })
-            .collect(),
+        points: points_view(m.points),
     }))
 }
 
@@ -430,16 +422,19 @@ async fn one_history(
         run_id: id,
         total_points: m.total_points,
         sampled: m.sampled,
-        points: m
-            .points
-            .into_iter()
-            .map(|p| MetricPointView {
-                step: p.step,
-                timestamp: p.timestamp,
-                value: finite(p.value.0),
-            })
-            .collect(),
+        points: points_view(m.points),
     })
+}
+
+fn points_view(points: Vec<trainyard_tracking::Metric>) -> Vec<MetricPointView> {
+    points
+        .into_iter()
+        .map(|p| MetricPointView {
+            step: p.step,
+            timestamp: p.timestamp,
+            value: finite(p.value.0),
+        })
+        .collect()
 }
 
 /// A registered version's ONNX file as layers: each node's operator, inputs, outputs with

@@ -409,32 +409,12 @@ fn output_types(n: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>> {
 /// Rewrites a float initializer as half; returns how many values were clamped to the half
 /// range. Infinities and NaN stay what they are.
 fn to_half(t: &mut pb::TensorProto) -> Result<usize, ModelsError> {
-    let invalid = |message: &str| ModelsError::Invalid {
-        at: format!("initializer {}", t.name),
-        message: message.into(),
-    };
-    if t.data_location == Some(1) {
-        return Err(invalid("stored outside the file"));
-    }
-    let n = t
-        .dims
-        .iter()
-        .try_fold(1usize, |a, d| a.checked_mul(usize::try_from(*d).ok()?))
-        .ok_or_else(|| invalid("dimensions that do not make a size"))?;
-    let values: Vec<f32> = if !t.raw_data.is_empty() {
-        if Some(t.raw_data.len()) != n.checked_mul(4) {
-            return Err(invalid("data of another size than its dimensions"));
-        }
-        t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    } else {
-        if t.float_data.len() != n {
-            return Err(invalid("data of another size than its dimensions"));
-        }
-        std::mem::take(&mut t.float_data)
-    };
+    let values = super::float_tensor(t)
+        .ok_or_else(|| ModelsError::Invalid {
+            at: format!("initializer {}", t.name),
+            message: "data outside the file, or of another size than its dimensions".into(),
+        })?
+        .values;
     let mut clamped = 0;
     let mut raw = Vec::with_capacity(values.len() * 2);
     for v in values {

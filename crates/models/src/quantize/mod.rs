@@ -225,31 +225,7 @@ impl Model {
 
     /// A float initializer by name.
     fn float(&self, name: &str) -> Option<FloatTensor> {
-        let t = &self.graph.initializer[*self.initializers.get(name)?];
-        if t.data_type != FLOAT || t.data_location == Some(1) {
-            return None;
-        }
-        let dims: Vec<usize> = t
-            .dims
-            .iter()
-            .map(|d| usize::try_from(*d).ok())
-            .collect::<Option<_>>()?;
-        let n = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d))?;
-        let values: Vec<f32> = if !t.raw_data.is_empty() {
-            if t.raw_data.len() != n.checked_mul(4)? {
-                return None;
-            }
-            t.raw_data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        } else {
-            if t.float_data.len() != n {
-                return None;
-            }
-            t.float_data.clone()
-        };
-        Some(FloatTensor { dims, values })
+        float_tensor(&self.graph.initializer[*self.initializers.get(name)?])
     }
 
     /// The weight a candidate multiplies by, when it is one: `Conv`'s 4-D (or 3-D, 5-D)
@@ -598,6 +574,35 @@ fn float_value_info(name: &str) -> pb::ValueInfoProto {
         }),
         ..Default::default()
     }
+}
+
+/// A float tensor's dimensions and values, read with checked sizes; `None` for another
+/// type, data kept outside the file, or data that does not match its dimensions.
+fn float_tensor(t: &pb::TensorProto) -> Option<FloatTensor> {
+    if t.data_type != FLOAT || t.data_location == Some(1) {
+        return None;
+    }
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|d| usize::try_from(*d).ok())
+        .collect::<Option<_>>()?;
+    let n = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d))?;
+    let values: Vec<f32> = if !t.raw_data.is_empty() {
+        if t.raw_data.len() != n.checked_mul(4)? {
+            return None;
+        }
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    } else {
+        if t.float_data.len() != n {
+            return None;
+        }
+        t.float_data.clone()
+    };
+    Some(FloatTensor { dims, values })
 }
 
 fn tensor(name: &str, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> pb::TensorProto {
