@@ -13,14 +13,36 @@ export interface Series {
 
 const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#4b5563', '#ca8a04'];
 
-/** Series merged onto one sorted x axis (uPlot's data layout), gaps as null. */
+/** Most x positions an overlay of many series is drawn on: their union can be every step
+ * of every run (downsampled runs keep each bucket's extremes at their own steps), and uPlot
+ * wants every series on one x axis, so the cost is series × positions. */
+const OVERLAY_POSITIONS = 4000;
+
+/** Series merged onto one sorted x axis (uPlot's data layout), gaps as null. When the union
+ * of x values is larger than [`OVERLAY_POSITIONS`], each x is snapped to the nearest of that
+ * many evenly spaced positions (a step of range / 4000: invisible at chart width), keeping
+ * the largest magnitude where two points of one series meet, so spikes stay. */
 function align(series: Series[]): uPlot.AlignedData {
   if (series.length === 1) return [series[0].x, series[0].y] as uPlot.AlignedData;
-  const xs = Array.from(new Set(series.flatMap((s) => s.x))).sort((a, b) => a - b);
-  const at = new Map(xs.map((x, i) => [x, i]));
+  let xs = Array.from(new Set(series.flatMap((s) => s.x))).sort((a, b) => a - b);
+  let place: (x: number) => number;
+  if (xs.length > OVERLAY_POSITIONS) {
+    const lo = xs[0];
+    const width = (xs[xs.length - 1] - lo) / (OVERLAY_POSITIONS - 1) || 1;
+    xs = Array.from({ length: OVERLAY_POSITIONS }, (_, i) => lo + i * width);
+    place = (x) => Math.round((x - lo) / width);
+  } else {
+    const at = new Map(xs.map((x, i) => [x, i]));
+    place = (x) => at.get(x)!;
+  }
   const ys = series.map((s) => {
     const y: (number | null)[] = new Array(xs.length).fill(null);
-    s.x.forEach((x, i) => (y[at.get(x)!] = s.y[i]));
+    s.x.forEach((x, i) => {
+      const k = place(x);
+      const v = s.y[i];
+      const old = y[k];
+      if (old === null || (v !== null && Math.abs(v) > Math.abs(old))) y[k] = v;
+    });
     return y;
   });
   return [xs, ...ys] as uPlot.AlignedData;
