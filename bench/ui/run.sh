@@ -32,7 +32,7 @@ mkdir -p "$RESULTS"
 
 [ -x "$BIN" ] || { echo "no $BIN: cargo build --release -p trainyard-cli (or BIN=…)" >&2; exit 2; }
 command -v chromium >/dev/null || { echo "no chromium: apt install chromium" >&2; exit 2; }
-[ -d "$ROOT/web/node_modules/playwright-core" ] || npm ci --prefix "$ROOT/web" --no-audit --no-fund --loglevel=error
+[ -d "$ROOT/web/node_modules/playwright-core" ] || npm ci --prefix "$ROOT/web" --ignore-scripts --no-audit --no-fund --loglevel=error
 "$PY" -c 'import requests' 2>/dev/null || { echo "$PY has no requests (PY=… a python with requests)" >&2; exit 2; }
 
 DATA=$(mktemp -d)

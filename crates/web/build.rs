@@ -50,6 +50,8 @@ fn main() {
         );
     }
     let src = out.join("web-src");
+    // A file removed from web/src must not stay in the copy (the type check reads them all).
+    let _ = fs::remove_dir_all(src.join("src"));
     for s in SOURCES {
         copy(&web.join(s), &src.join(s));
     }
@@ -57,8 +59,16 @@ fn main() {
     let lock = fs::read(src.join("package-lock.json")).unwrap();
     let stamp = src.join("node_modules/.trainyard-lock");
     if fs::read(&stamp).ok().as_deref() != Some(&lock[..]) {
+        // Dependencies' install scripts do not run in a build (esbuild works from its
+        // platform package without its own).
         run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .args([
+                "ci",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
             .current_dir(&src));
         fs::write(&stamp, &lock).unwrap();
     }

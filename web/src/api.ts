@@ -47,9 +47,10 @@ async function fail(res: Response): Promise<never> {
   let code = `http_${res.status}`;
   let message = res.statusText || `HTTP ${res.status}`;
   try {
+    // REST v1 answers {"error": {"code", "message"}}; MLflow's routes {"error_code", "message"}.
     const body = await res.json();
-    code = body.code ?? body.error_code ?? code;
-    message = body.message ?? message;
+    code = body.error?.code ?? body.error_code ?? code;
+    message = body.error?.message ?? body.message ?? message;
   } catch {
     // Not JSON: keep the status line.
   }

@@ -5,6 +5,9 @@ export function imageOf(values: number[], shape: number[]): string | null {
   const dims = shape.length === 3 ? shape : shape.length === 2 ? [1, ...shape] : null;
   if (!dims || (dims[0] !== 1 && dims[0] !== 3) || dims[1] < 4 || dims[2] < 4) return null;
   const [c, h, w] = dims;
+  // Shapes come with the data (a report anyone with write access could have written): draw
+  // only what is plausible and complete.
+  if (h * w > 65_536 || values.length !== c * h * w) return null;
   const min = values.reduce((a, v) => Math.min(a, v), Infinity);
   const max = values.reduce((a, v) => Math.max(a, v), -Infinity);
   const scale = max > min ? 255 / (max - min) : 0;

@@ -41,7 +41,7 @@ function Page(props: { route: Route }) {
     case 'jobs':
       return <Jobs />;
     case 'job':
-      return <Job job={r.job} />;
+      return <Job key={r.job} job={r.job} />;
     case 'models':
       return <Models />;
     case 'model':

@@ -25,7 +25,12 @@ export function parse(hash: string): Route {
   const [rawPath, search] = hash.replace(/^#/, '').split('?');
   const path = rawPath || '/';
   const params = new URLSearchParams(search ?? '');
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  let parts: string[];
+  try {
+    parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return { page: 'missing', path };
+  }
   const [a, b, c, d] = parts;
   if (parts.length === 0) return { page: 'experiments' };
   if (a === 'login' && parts.length === 1) return { page: 'login' };

@@ -71,6 +71,9 @@ pub async fn version(
 const MAX_CELL_VALUES: usize = 65_536;
 /// Bytes of one opaque cell (an encoded image) a preview sends.
 const MAX_CELL_BYTES: usize = 1 << 20;
+/// Values (tensor elements, bytes of opaque cells) one preview sends in all; cells past it
+/// are left out and their columns named in `truncated`.
+const MAX_HEAD_VALUES: usize = 4 << 20;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -91,7 +94,7 @@ pub struct DatasetHead {
     /// shape), opaque bytes (encoded images) as base64.
     #[schema(value_type = Vec<Object>)]
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
-    /// Columns whose cells were too large to send (null in `rows`).
+    /// Columns whose cells were too large to send, alone or together (null in `rows`).
     pub truncated: Vec<String>,
 }
 
@@ -114,6 +117,14 @@ pub async fn head(
         .head(&name, &version, q.rows.unwrap_or(20))
         .await?;
     let mut rows = vec![serde_json::Map::new(); table.rows()];
+    let mut budget = MAX_HEAD_VALUES;
+    let mut spend = |n: usize| match budget.checked_sub(n) {
+        Some(left) => {
+            budget = left;
+            true
+        }
+        None => false,
+    };
     let mut truncated = Vec::new();
     for (field, column) in table.schema.iter().zip(&table.columns) {
         let mut cut = false;
@@ -121,7 +132,7 @@ pub async fn head(
             let value = match column {
                 Column::Float32 { shape, values } => {
                     let n: usize = shape.iter().product();
-                    if n > MAX_CELL_VALUES {
+                    if n > MAX_CELL_VALUES || !spend(n) {
                         cut = true;
                         serde_json::Value::Null
                     } else if shape.is_empty() {
@@ -135,7 +146,7 @@ pub async fn head(
                 }
                 Column::Int64(v) => serde_json::json!(v[i]),
                 Column::String(v) => serde_json::json!(v[i]),
-                Column::Bytes(v) if v[i].len() > MAX_CELL_BYTES => {
+                Column::Bytes(v) if v[i].len() > MAX_CELL_BYTES || !spend(v[i].len()) => {
                     cut = true;
                     serde_json::Value::Null
                 }

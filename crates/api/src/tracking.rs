@@ -323,6 +323,11 @@ pub async fn metric(
 
 /// Most runs one [`metric_histories`] call reads.
 const MAX_RUNS_PER_QUERY: usize = 1000;
+/// Most points one [`metric_histories`] answer may hold (runs × `max_points`): what a page
+/// can draw, and a bound on the memory one call takes.
+const MAX_POINTS_PER_QUERY: u64 = 2_000_000;
+/// Largest model file [`model_graph`] reads and analyses.
+const MAX_GRAPH_BYTES: usize = 256 << 20;
 /// Runs whose histories are read at once.
 const HISTORY_READS: usize = 8;
 
@@ -330,12 +335,13 @@ const HISTORY_READS: usize = 8;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoriesRequest {
-    /// 1-1000 run ids.
+    /// 1-1000 run ids (each read once; the answer keeps their first order).
     pub run_ids: Vec<String>,
     /// The metric key.
     pub key: String,
     /// About this many points per run at most (2-100000, default 500): longer histories are
-    /// downsampled keeping each bucket's minimum and maximum.
+    /// downsampled keeping each bucket's minimum and maximum. Runs × points may not pass
+    /// 2,000,000.
     pub max_points: Option<u32>,
 }
 
@@ -382,7 +388,24 @@ pub async fn metric_histories(
             "must be between 2 and 100000",
         ));
     }
-    let series: Vec<RunSeriesView> = futures::stream::iter(body.run_ids.clone())
+    // Each run once, in the order given.
+    let mut seen = std::collections::HashSet::new();
+    let run_ids: Vec<String> = body
+        .run_ids
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect();
+    if run_ids.len() as u64 * u64::from(max_points) > MAX_POINTS_PER_QUERY {
+        return Err(ApiError::invalid_field(
+            "max_points",
+            format!(
+                "{} runs × {max_points} points is more than {MAX_POINTS_PER_QUERY} in one answer: ask fewer points per run",
+                run_ids.len()
+            ),
+        ));
+    }
+    let series: Vec<RunSeriesView> = futures::stream::iter(run_ids)
         .map(|id| {
             let (tracking, key) = (s.tracking.clone(), body.key.clone());
             async move { one_history(&tracking, id, &key, max_points).await }
@@ -458,6 +481,18 @@ pub async fn model_graph(
     let number: u64 = version
         .parse()
         .map_err(|_| ApiError::invalid_field("version", "a version number"))?;
+    // A registered name has no `/`: with one, the serving key would name a model of another
+    // workspace (`team-b/secret`).
+    if name.contains('/') {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no registered model `{name}`"),
+        ));
+    }
+    // Reading and analysing a model file takes memory of its size: one at a time.
+    static ANALYSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = ANALYSES.acquire().await.map_err(ApiError::internal)?;
     let source = RegistrySource::new(state.tracking.clone());
     let files = source
         .fetch(&model_key(&who.workspace, &name), number)
@@ -471,6 +506,16 @@ pub async fn model_graph(
             }
             ServeError::Internal(m) => ApiError::internal(m),
         })?;
+    if files.onnx.len() > MAX_GRAPH_BYTES {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidModel,
+            format!(
+                "{name}:{number}: its ONNX file is {} bytes; layers are shown for files up to {MAX_GRAPH_BYTES}",
+                files.onnx.len()
+            ),
+        ));
+    }
     let graph =
         tokio::task::spawn_blocking(move || trainyard_models::layers::layer_graph(&files.onnx))
             .await

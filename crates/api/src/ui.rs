@@ -44,16 +44,21 @@ async fn asset(Path(file): Path<String>, uri: Uri, headers: HeaderMap) -> Respon
     }
 }
 
-/// A weak validator from the content: equal bytes, equal tag.
-fn etag(a: &Asset) -> String {
+/// A validator from the content (equal bytes, equal tag), apart for each coding sent.
+fn etag(a: &Asset, gzip: bool) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     a.bytes.hash(&mut h);
-    format!("\"{:016x}\"", h.finish())
+    format!("\"{:016x}{}\"", h.finish(), if gzip { "-gz" } else { "" })
 }
 
 fn respond(a: &'static Asset, request: &HeaderMap) -> Response {
-    let tag = etag(a);
+    let gzip_ok = request
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(accepts_gzip);
+    let gzip = a.gzip.filter(|_| gzip_ok);
+    let tag = etag(a, gzip.is_some());
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -91,12 +96,8 @@ fn respond(a: &'static Asset, request: &HeaderMap) -> Response {
     if matches {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    let gzip_ok = request
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(accepts_gzip);
-    match a.gzip {
-        Some(packed) if gzip_ok => {
+    match gzip {
+        Some(packed) => {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             (headers, packed).into_response()
         }

@@ -186,6 +186,16 @@ async fn the_endpoints_the_pages_need_refuse_bad_input_and_keep_to_their_workspa
     }
     let (status, e) = histories(json!({"run_ids": ["0".repeat(32)], "key": "loss"})).await;
     assert_eq!(status, 404, "{e}");
+    // One answer holds at most 2,000,000 points, and each run is read once.
+    let many: Vec<String> = (0..1000).map(|i| format!("{i:032x}")).collect();
+    let (status, e) =
+        histories(json!({"run_ids": many, "key": "loss", "max_points": 100000})).await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["field"], "max_points", "{e}");
+    let (status, h) =
+        histories(json!({"run_ids": [runs[1], runs[1], runs[1]], "key": "loss"})).await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["series"].as_array().unwrap().len(), 1, "{h}");
 
     // Another workspace's editor sees none of it: the runs are unknown there.
     ok(server.cli(&["workspaces", "create", "team-b"]));
@@ -223,6 +233,8 @@ async fn the_endpoints_the_pages_need_refuse_bad_input_and_keep_to_their_workspa
     for (path, status) in [
         ("/api/v1/models/nope/versions/x/graph", 400),
         ("/api/v1/models/nope/versions/1/graph", 404),
+        // Another workspace's model by its serving key: not a name in this one.
+        ("/api/v1/models/team-b%2Fsecret/versions/1/graph", 404),
     ] {
         let r = server.get(path).send().await.unwrap();
         assert_eq!(r.status(), status, "{path}");

@@ -42,6 +42,8 @@ pub struct LayerGraph {
     pub outputs: Vec<TensorInfo>,
     pub layers: Vec<Layer>,
     pub parameters: u64,
+    /// The graph has more than [`MAX_LAYERS`] nodes: `layers` holds the first of them.
+    pub truncated: bool,
     /// Why shapes are missing, when tract could not analyse the graph.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shapes_unknown: Option<String>,
@@ -118,6 +120,7 @@ pub fn layer_graph(bytes: &[u8]) -> Result<LayerGraph, ModelsError> {
             .collect(),
         outputs: graph.output.iter().map(|v| info(&v.name)).collect(),
         parameters: sizes.values().fold(0u64, |a, b| a.saturating_add(*b)),
+        truncated: graph.node.len() > MAX_LAYERS,
         layers,
         shapes_unknown,
     })

@@ -376,6 +376,7 @@ interface LayerGraph {
   outputs: TensorInfo[];
   layers: { name: string; op: string; inputs: string[]; outputs: TensorInfo[]; parameters: number }[];
   parameters: number;
+  truncated?: boolean;
   shapes_unknown?: string;
 }
 
@@ -402,6 +403,7 @@ function Layers(props: { model: string; version: string }) {
   return (
     <Section title={`Layers (${d.layers.length}, ${d.parameters.toLocaleString('en')} weights)`}>
       {d.shapes_unknown && <p class="muted small">shapes unknown: {d.shapes_unknown}</p>}
+      {d.truncated && <p class="muted small">the graph is larger: its first {d.layers.length.toLocaleString('en')} nodes are shown</p>}
       <div class="layers" data-testid="layers">
         {d.inputs.map((i) => (
           <div class="layer io">

@@ -10,6 +10,8 @@ import { useLoad } from '../hooks';
 import { href } from '../router';
 
 const POINTS = 2000;
+/** Largest artifact a preview downloads. */
+const MAX_PREVIEW_BYTES = 20 << 20;
 
 export function Run(props: { experiment: string; run: string }) {
   const running = (r?: RunView) => r?.status === 'RUNNING' || r?.status === 'SCHEDULED';
@@ -209,6 +211,11 @@ function Artifacts(props: { run: string }) {
   );
   const open = async (f: ArtifactFile) => {
     if (f.is_dir) return setDir(f.path);
+    if ((f.file_size ?? 0) > MAX_PREVIEW_BYTES) {
+      setPreview({ path: f.path, text: `${bytes(f.file_size ?? 0)}: too large to preview here (up to ${bytes(MAX_PREVIEW_BYTES)})` });
+      return;
+    }
+    if (preview?.image) URL.revokeObjectURL(preview.image);
     const res = await request(query('/get-artifact', { run_uuid: props.run, path: f.path }));
     if (/\.(png|jpe?g|gif|webp)$/i.test(f.path)) {
       setPreview({ path: f.path, image: URL.createObjectURL(await res.blob()) });
