@@ -128,7 +128,11 @@ pub fn fp16_candidates(bytes: &[u8]) -> Result<Vec<String>, ModelsError> {
 pub fn fp16(bytes: &[u8], exclude: &BTreeSet<String>) -> Result<Quantized, ModelsError> {
     let mut model = Model::decode(bytes)?;
     refuse_quantized(&model)?;
-    let Plan { half, types } = plan(&model, exclude);
+    let Plan {
+        half,
+        types,
+        subgraph_reads,
+    } = plan(&model, exclude);
     if !half.iter().any(|h| *h) {
         return Err(ModelsError::Invalid {
             at: "model".into(),
@@ -162,14 +166,6 @@ pub fn fp16(bytes: &[u8], exclude: &BTreeSet<String>) -> Result<Quantized, Model
             .chain(&model.graph.input)
             .map(|o| o.name.as_str()),
     );
-    let mut subgraph_reads = HashSet::new();
-    for n in &model.graph.node {
-        for a in &n.attribute {
-            for g in a.g.iter().chain(&a.graphs) {
-                super::collect_reads(g, &mut subgraph_reads);
-            }
-        }
-    }
     read_in_float.extend(subgraph_reads.iter().map(String::as_str));
     let in_place: HashSet<String> = model
         .graph
@@ -315,6 +311,9 @@ fn refuse_quantized(model: &Model) -> Result<(), ModelsError> {
 struct Plan {
     half: Vec<bool>,
     types: HashMap<String, i32>,
+    /// Tensors read inside subgraphs: they stay float (a subgraph cannot be given their half
+    /// form), and so do the constants among them.
+    subgraph_reads: HashSet<String>,
 }
 
 fn plan(model: &Model, exclude: &BTreeSet<String>) -> Plan {
@@ -368,7 +367,11 @@ fn plan(model: &Model, exclude: &BTreeSet<String>) -> Plan {
         }
         half.push(h);
     }
-    Plan { half, types }
+    Plan {
+        half,
+        types,
+        subgraph_reads,
+    }
 }
 
 /// The element type of each output of `n` in the model as given, where ONNX makes it plain
