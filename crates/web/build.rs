@@ -99,8 +99,15 @@ fn main() {
         } else {
             "None".to_string()
         };
+        // A validator from the content, computed here once rather than on every request.
+        let tag = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
         rs.push_str(&format!(
-            "    Asset {{ path: {:?}, content_type: {:?}, immutable: {}, bytes: include_bytes!({:?}), gzip: {gzip} }},\n",
+            "    Asset {{ path: {:?}, content_type: {:?}, immutable: {}, tag: {tag:?}, bytes: include_bytes!({:?}), gzip: {gzip} }},\n",
             format!("/{rel}"),
             content_type(&rel),
             rel.starts_with("assets/"),

@@ -10,6 +10,8 @@ pub struct Asset {
     /// Its name carries a hash of its content (everything under `/assets/`): it can be
     /// cached for good, since a new build gives it a new name.
     pub immutable: bool,
+    /// A hash of `bytes` (hex), for `ETag`s: equal content, equal tag.
+    pub tag: &'static str,
     pub bytes: &'static [u8],
     /// The same bytes gzip-compressed, when that is smaller.
     pub gzip: Option<&'static [u8]>,
