@@ -28,6 +28,24 @@ async fn mlflow(server: &Server, path: &str, body: Value) -> Value {
     v
 }
 
+async fn create_experiment(server: &Server, name: &str) -> String {
+    mlflow(server, "experiments/create", json!({"name": name})).await["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A run named `name` in `experiment`, started at `start` (ms); its id.
+async fn create_run(server: &Server, experiment: &str, name: &str, start: i64) -> String {
+    let run = mlflow(
+        server,
+        "runs/create",
+        json!({"experiment_id": experiment, "run_name": name, "start_time": start}),
+    )
+    .await;
+    run["run"]["info"]["run_id"].as_str().unwrap().to_string()
+}
+
 fn web() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web")
 }
@@ -100,20 +118,10 @@ async fn the_ui_and_its_assets_are_served_with_caching_that_fits_their_names() {
 #[tokio::test]
 async fn the_endpoints_the_pages_need_refuse_bad_input_and_keep_to_their_workspace() {
     let server = Server::start().await;
-    let experiment = mlflow(&server, "experiments/create", json!({"name": "e"})).await
-        ["experiment_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let experiment = create_experiment(&server, "e").await;
     let mut runs = Vec::new();
     for i in 0..3 {
-        let run = mlflow(
-            &server,
-            "runs/create",
-            json!({"experiment_id": experiment, "run_name": format!("r{i}")}),
-        )
-        .await;
-        runs.push(run["run"]["info"]["run_id"].as_str().unwrap().to_string());
+        runs.push(create_run(&server, &experiment, &format!("r{i}"), 1_700_000_000_000).await);
     }
     // Run 0: 3,000 points of loss; run 1: 5; run 2: none.
     for (run, points) in [(&runs[0], 3000usize), (&runs[1], 5)] {
@@ -300,20 +308,11 @@ async fn every_page_renders_its_data_and_the_key_flows_click_through_in_chromium
     let server = Server::start().await;
 
     // 300 runs, half of them with lr 0.01; the first with a 5,000-point loss curve.
-    let experiment = mlflow(&server, "experiments/create", json!({"name": "ui-runs"})).await
-        ["experiment_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let experiment = create_experiment(&server, "ui-runs").await;
     let mut first = String::new();
     for i in 0..RUNS {
-        let run = mlflow(
-            &server,
-            "runs/create",
-            json!({"experiment_id": experiment, "run_name": format!("run-{i:03}"), "start_time": 1_700_000_000_000i64 + i as i64}),
-        )
-        .await;
-        let id = run["run"]["info"]["run_id"].as_str().unwrap().to_string();
+        let start = 1_700_000_000_000i64 + i as i64;
+        let id = create_run(&server, &experiment, &format!("run-{i:03}"), start).await;
         let lr = if i % 2 == 0 { "0.01" } else { "0.1" };
         let points = if i == 0 { LONG_POINTS } else { 20 };
         let metrics: Vec<Value> = (0..points)
