@@ -472,3 +472,117 @@ async fn every_page_renders_its_data_and_the_key_flows_click_through_in_chromium
     assert_eq!(server.job(&cancel).await["state"], "cancelled");
     assert_eq!(server.job(&follow).await["state"], "succeeded");
 }
+
+/// Commits `table` as a version of dataset `name` (one shard), as a client does.
+async fn commit_table(server: &Server, name: &str, table: trainyard_data::Table) {
+    let shard = trainyard_data::shard::encode(&table);
+    let sha = trainyard_data::shard::sha256_hex(&shard);
+    let r = server
+        .http_put(&format!("/api/v1/datasets/shards/{sha}"))
+        .body(shard)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let rows = table.rows();
+    let mut writer = trainyard_data::VersionWriter::new(table.schema.clone(), rows);
+    let mut sink = trainyard_data::MemStore::default();
+    writer.push(table, &mut sink).unwrap();
+    let manifest = writer
+        .finish(trainyard_data::Lineage::default(), &mut sink)
+        .unwrap();
+    assert_eq!(manifest.shards[0].sha256, sha);
+    let r = server
+        .post(&format!("/api/v1/datasets/{name}/versions"))
+        .json(&json!({"manifest": manifest}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+fn tensor_table(shape: Vec<usize>, rows: usize) -> trainyard_data::Table {
+    let n: usize = shape.iter().product();
+    trainyard_data::Table::new(
+        vec![
+            trainyard_data::Field::new(
+                "x",
+                trainyard_data::ColumnType::Float32 {
+                    shape: shape.clone(),
+                },
+            ),
+            trainyard_data::Field::new("label", trainyard_data::ColumnType::Int64),
+        ],
+        vec![
+            trainyard_data::Column::Float32 {
+                shape,
+                values: vec![0.5; n * rows],
+            },
+            trainyard_data::Column::Int64((0..rows as i64).collect()),
+        ],
+    )
+    .unwrap()
+}
+
+/// What a client uploads is shown in bounded pieces: a preview leaves out cells too large to
+/// send alone (65,536 values) and cells past its budget (4 Mi values in all), naming their
+/// column; a registered "model" that is not one is refused as such, not a 500.
+#[tokio::test]
+async fn previews_of_oversized_uploads_are_cut_and_a_file_that_is_no_model_is_refused() {
+    let server = Server::start().await;
+    // One cell of 257 × 256 values: over the cell limit.
+    commit_table(&server, "huge", tensor_table(vec![257, 256], 2)).await;
+    let head = server
+        .get_json("/api/v1/datasets/huge/versions/latest/head?rows=2")
+        .await;
+    assert_eq!(head["truncated"], json!(["x"]), "{}", head["truncated"]);
+    let rows = head["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["x"].is_null() && r["label"].is_i64()));
+    // 70 cells of 250 × 250 values: each fits, 67 of them fit the budget together.
+    commit_table(&server, "wide", tensor_table(vec![250, 250], 70)).await;
+    let head = server
+        .get_json("/api/v1/datasets/wide/versions/latest/head?rows=70")
+        .await;
+    assert_eq!(head["truncated"], json!(["x"]));
+    let sent = head["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["x"].is_array())
+        .count();
+    assert_eq!(sent, 67);
+
+    // A version whose model.onnx is not a model.
+    let experiment = create_experiment(&server, "not-a-model").await;
+    let run = create_run(&server, &experiment, "r", 1_700_000_000_000).await;
+    let r = server
+        .http_put(&format!(
+            "/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/model/model.onnx"
+        ))
+        .body(b"\x08\x07 this is not an ONNX model".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    mlflow(
+        &server,
+        "registered-models/create",
+        json!({"name": "bogus"}),
+    )
+    .await;
+    mlflow(
+        &server,
+        "model-versions/create",
+        json!({"name": "bogus", "source": format!("runs:/{run}/model"), "run_id": run}),
+    )
+    .await;
+    let r = server
+        .get("/api/v1/models/bogus/versions/1/graph")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_model", "{e}");
+}
