@@ -830,6 +830,17 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// The operator of each node of a model, in graph order.
+    pub fn op_types(bytes: &[u8]) -> Vec<String> {
+        super::Model::decode(bytes)
+            .unwrap()
+            .graph
+            .node
+            .iter()
+            .map(|n| n.op_type.clone())
+            .collect()
+    }
+
     /// Bytes of a model's initializers: what quantization shrinks.
     pub fn weight_bytes(bytes: &[u8]) -> usize {
         super::Model::decode(bytes)

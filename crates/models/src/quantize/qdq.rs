@@ -481,21 +481,9 @@ mod tests {
             assert_eq!(q.quantized.len(), 4);
             // Unsigned activations fold each Relu right after a quantized operator into its
             // grid (fc1's too: its MatMul and bias Add are one Gemm).
-            let relus = Model::decode(&q.bytes)
-                .unwrap()
-                .graph
-                .node
-                .iter()
-                .filter(|n| n.op_type == "Relu")
-                .count();
+            let ops = op_types(&q.bytes);
+            let relus = ops.iter().filter(|o| *o == "Relu").count();
             assert_eq!(relus, if symmetric_activations { 3 } else { 0 });
-            let ops: Vec<String> = Model::decode(&q.bytes)
-                .unwrap()
-                .graph
-                .node
-                .iter()
-                .map(|n| n.op_type.clone())
-                .collect();
             assert_eq!(ops.iter().filter(|o| *o == "Gemm").count(), 2, "{ops:?}");
             assert!(!ops.contains(&"Add".to_string()), "{ops:?}");
             let got = run(&q.bytes, &[16, 1, 8, 8], &x).remove(0);
@@ -566,13 +554,7 @@ mod tests {
         let options = Int8Options::default();
         let ranges = calibrate(&bytes, &options, Method::MinMax);
         let q = static_int8(&bytes, &ranges, &options).unwrap();
-        let ops: Vec<String> = Model::decode(&q.bytes)
-            .unwrap()
-            .graph
-            .node
-            .iter()
-            .map(|n| n.op_type.clone())
-            .collect();
+        let ops = op_types(&q.bytes);
         for gone in ["Sub", "Mul", "Add", "Relu"] {
             assert!(!ops.contains(&gone.to_string()), "{gone} left in {ops:?}");
         }
