@@ -90,26 +90,31 @@ impl Classification {
     /// `logits` holds one row of `classes` values per target.
     pub fn add(&mut self, logits: &[f32], targets: &[i64]) {
         for (row, &target) in logits.chunks_exact(self.classes).zip(targets) {
-            let target = target as usize;
-            let predicted = argmax(row);
-            self.confusion[target][predicted] += 1;
-            let above = row.iter().filter(|&&v| v > row[target]).count();
-            if above < self.top_k {
-                self.in_top_k += 1;
-            }
-            self.log_loss += row_loss(row, target);
-            self.rows += 1;
+            self.add_row(row, target as usize);
         }
+    }
+
+    /// Counts one row; returns its loss and predicted class.
+    fn add_row(&mut self, row: &[f32], target: usize) -> (f64, usize) {
+        let predicted = argmax(row);
+        self.confusion[target][predicted] += 1;
+        let above = row.iter().filter(|&&v| v > row[target]).count();
+        if above < self.top_k {
+            self.in_top_k += 1;
+        }
+        let loss = row_loss(row, target);
+        self.log_loss += loss;
+        self.rows += 1;
+        (loss, predicted)
     }
 
     /// [`Classification::add`], also keeping the [`WORST_ROWS`] rows of highest loss with
     /// their inputs (`inputs` holds the batch's rows, each of `shape`).
     pub fn add_rows(&mut self, logits: &[f32], targets: &[i64], inputs: &[f32], shape: &[usize]) {
-        let first = self.rows;
-        self.add(logits, targets);
         let size: usize = shape.iter().product();
         for (i, (row, &target)) in logits.chunks_exact(self.classes).zip(targets).enumerate() {
-            let loss = row_loss(row, target as usize);
+            let index = self.rows;
+            let (loss, predicted) = self.add_row(row, target as usize);
             let full = self.worst.len() >= WORST_ROWS;
             if full && self.worst.last().is_some_and(|w| w.loss >= loss) {
                 continue;
@@ -121,9 +126,9 @@ impl Classification {
             self.worst.insert(
                 at,
                 WorstRow {
-                    row: first + i as u64,
+                    row: index,
                     target,
-                    predicted: argmax(row),
+                    predicted,
                     loss,
                     target_probability: (-loss).exp(),
                     input,
