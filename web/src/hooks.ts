@@ -26,7 +26,8 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
       ctl.abort();
       window.clearTimeout(timer);
     };
+    // A new refresh period (none: stop polling) takes effect at once.
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [...deps, tick]);
+  }, [...deps, tick, refreshMs]);
   return { ...state, reload: () => setTick((t) => t + 1) };
 }

@@ -1,6 +1,6 @@
 // Jobs of the workspace, refreshed every few seconds; a job's page follows its log live and
 // cancels it.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { get, post, type Job as JobView, type Run } from '../api';
 import { Log } from '../components/Log';
 import { KeyValues, Problem, Section, Status } from '../components/Status';
@@ -72,7 +72,9 @@ export function Job(props: { job: string }) {
   const [problem, setProblem] = useState<Error>();
   const j = job.data;
   const ended = j ? ENDED.includes(j.state) : false;
-  if (ended && live) setLive(false);
+  useEffect(() => {
+    if (ended) setLive(false);
+  }, [ended]);
   const retry = async () => {
     try {
       const again = await post<JobView>(`/api/v1/jobs/${encodeURIComponent(props.job)}/retry`);
