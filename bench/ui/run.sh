@@ -4,11 +4,13 @@
 #
 #   bench/ui/run.sh                                   # 100,000 runs, 10,000,000 points, 100 × 10,000
 #   RUNS=20000 LONG=1000000 bench/ui/run.sh           # smaller
-#   MLFLOW=1 MLFLOW_RUNS=10000 bench/ui/run.sh        # and `mlflow server` 3.x (its own venv)
+#   MLFLOW=1 bench/ui/run.sh                          # and `mlflow server` 3.x (its own venv)
 #
 # Variables: BIN (trainyard, default the release build), RUNS, LONG (points of one metric),
 # OVERLAY (runs) × STEPS, REPEAT (cold loads per figure, default 3), MLFLOW, MLFLOW_RUNS,
-# MLFLOW_LONG. Results: bench/ui/results/ui-*.json and screenshots.
+# MLFLOW_LONG, MLFLOW_SEED_WAY (`db`, the default: the same rows written straight into MLflow's
+# SQLite store by seed_mlflow_db.py, minutes; `rest`: through its REST API like Trainyard, ~20
+# runs a second here). Results: bench/ui/results/ui-*.json and screenshots.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -22,6 +24,7 @@ REPEAT=${REPEAT:-3}
 MLFLOW=${MLFLOW:-0}
 MLFLOW_RUNS=${MLFLOW_RUNS:-$RUNS}
 MLFLOW_LONG=${MLFLOW_LONG:-$LONG}
+MLFLOW_SEED_WAY=${MLFLOW_SEED_WAY:-db}
 PORT=${PORT:-18181}
 MLFLOW_PORT=${MLFLOW_PORT:-18182}
 PY=${PY:-/var/tmp/trainyard-mlflow-venv/bin/python}
@@ -58,9 +61,15 @@ if [ "$MLFLOW" = 1 ]; then
         --workers 2 >"$DATA/mlflow.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 300); do curl -sf "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null && break; sleep 0.5; done
-    log "seeding MLflow: $MLFLOW_RUNS runs, $MLFLOW_LONG points, $OVERLAY × $STEPS"
-    MSEED=$("$PY" "$HERE/seed.py" --url "http://127.0.0.1:$MLFLOW_PORT" --runs "$MLFLOW_RUNS" \
-        --long-points "$MLFLOW_LONG" --overlay "$OVERLAY" --overlay-steps "$STEPS")
+    log "seeding MLflow ($MLFLOW_SEED_WAY): $MLFLOW_RUNS runs, $MLFLOW_LONG points, $OVERLAY × $STEPS"
+    if [ "$MLFLOW_SEED_WAY" = db ]; then
+        MSEED=$("$PY" "$HERE/seed_mlflow_db.py" --url "http://127.0.0.1:$MLFLOW_PORT" --db "$DATA/mlflow.db" \
+            --artifact-root "$DATA/mlflow-artifacts" --runs "$MLFLOW_RUNS" \
+            --long-points "$MLFLOW_LONG" --overlay "$OVERLAY" --overlay-steps "$STEPS")
+    else
+        MSEED=$("$PY" "$HERE/seed.py" --url "http://127.0.0.1:$MLFLOW_PORT" --runs "$MLFLOW_RUNS" \
+            --long-points "$MLFLOW_LONG" --overlay "$OVERLAY" --overlay-steps "$STEPS")
+    fi
     MLFLOW_ENV=(MLFLOW_URL="http://127.0.0.1:$MLFLOW_PORT" MLFLOW_SEED="$MSEED")
 fi
 
