@@ -129,7 +129,24 @@ pub fn layer_graph(bytes: &[u8]) -> Result<LayerGraph, ModelsError> {
 type Fact = (Option<Vec<String>>, Option<String>);
 
 /// Each labelled tensor's shape and type as tract's analysis finds them.
+///
+/// The analysis evaluates constant subgraphs, so a crafted file can make it ask for an
+/// impossible tensor (a `ConstantOfShape` of 10¹³ values); tract panics then, and the graph
+/// is shown without shapes instead of failing the request.
 fn facts(proto: &pb::ModelProto) -> Result<HashMap<String, Fact>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analysed_facts(proto))).unwrap_or_else(
+        |panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(format!("tract's analysis of this graph failed: {why}"))
+        },
+    )
+}
+
+fn analysed_facts(proto: &pb::ModelProto) -> Result<HashMap<String, Fact>, String> {
     let mut model = tract_onnx::onnx()
         .model_for_proto_model(proto)
         .map_err(|e| format!("{e}"))?;
@@ -194,5 +211,47 @@ mod tests {
         g.initializer[0].dims = vec![1 << 40, 1 << 40];
         let bytes = prost::Message::encode_to_vec(&model);
         let _ = layer_graph(&bytes);
+    }
+
+    /// A constant of 10¹³ values: tract's analysis would build it; the layers are still
+    /// listed, without shapes, and the reason is given.
+    #[test]
+    fn a_graph_whose_analysis_asks_for_an_impossible_tensor_is_listed_without_shapes() {
+        let shape = pb::TensorProto {
+            name: "shape".into(),
+            dims: vec![3],
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            int64_data: vec![100_000, 100_000, 1000],
+            ..Default::default()
+        };
+        let node = pb::NodeProto {
+            op_type: "ConstantOfShape".into(),
+            input: vec!["shape".into()],
+            output: vec!["big".into()],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            ir_version: 7,
+            graph: Some(pb::GraphProto {
+                name: "bomb".into(),
+                node: vec![node],
+                initializer: vec![shape],
+                output: vec![pb::ValueInfoProto {
+                    name: "big".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            ..Default::default()
+        };
+        let graph = layer_graph(&prost::Message::encode_to_vec(&model)).unwrap();
+        assert_eq!(graph.layers.len(), 1);
+        assert_eq!(graph.layers[0].op, "ConstantOfShape");
+        let why = graph.shapes_unknown.expect("the analysis failed");
+        assert!(why.contains("failed"), "{why}");
     }
 }
