@@ -95,6 +95,13 @@ fn gamma(n: usize) -> usize {
     n.div_ceil(10).min(25)
 }
 
+/// How many of `holding` ranked trials form the good group: γ of the finished ones, as
+/// Optuna counts it — running trials the constant liar adds join the bad group without
+/// making the good one larger.
+fn below_count(finished: usize, holding: usize) -> usize {
+    gamma(finished).max(1).min(holding)
+}
+
 /// Optuna's recency weights: flat for the 25 newest, a ramp from 1/n for older ones.
 fn weights(numbers: &[u64]) -> Vec<f64> {
     let n = numbers.len();
@@ -184,19 +191,24 @@ fn choose(
         return;
     }
     let dists: Vec<_> = params.iter().map(|p| &p.dist).collect();
-    // The trials holding every one of the parameters, best first.
-    let holding: Vec<(Vec<f64>, u64)> = internal
+    // The trials holding every one of the parameters, best first (running ones, under the
+    // constant liar, last).
+    let holding: Vec<(Vec<f64>, u64, bool)> = internal
         .iter()
         .zip(ranked)
         .filter_map(|(x, t)| {
             let row: Option<Vec<f64>> = params.iter().map(|p| x.get(&p.name).copied()).collect();
-            row.map(|r| (r, t.number))
+            row.map(|r| (r, t.number, t.state == TrialState::Running))
         })
         .collect();
-    let n_below = gamma(holding.len()).max(1).min(holding.len());
+    let finished = holding.iter().filter(|(_, _, running)| !running).count();
+    let n_below = below_count(finished, holding.len());
     let (below, above) = holding.split_at(n_below);
-    let (below_x, below_n): (Vec<_>, Vec<_>) = below.iter().cloned().unzip();
-    let (above_x, above_n): (Vec<_>, Vec<_>) = above.iter().cloned().unzip();
+    let split = |part: &[(Vec<f64>, u64, bool)]| -> (Vec<Vec<f64>>, Vec<u64>) {
+        part.iter().map(|(x, n, _)| (x.clone(), *n)).unzip()
+    };
+    let (below_x, below_n) = split(below);
+    let (above_x, above_n) = split(above);
     let l = Parzen::new(&dists, &below_x, &weights(&below_n));
     let g = Parzen::new(&dists, &above_x, &weights(&above_n));
     let mut best: Option<(f64, Vec<f64>)> = None;
@@ -225,6 +237,16 @@ mod tests {
     use crate::sampler::{suggest as any_suggest, SamplerConfig};
     use serde_json::json;
     use std::collections::HashSet;
+
+    #[test]
+    fn running_trials_under_the_liar_do_not_grow_the_good_group() {
+        // 30 finished and 10 running: γ(30) = 3 good, as Optuna counts (γ(40) would be 4).
+        assert_eq!(below_count(30, 40), 3);
+        assert_eq!(below_count(31, 31), 4);
+        // At least one, never more than there are.
+        assert_eq!(below_count(0, 2), 1);
+        assert_eq!(below_count(5, 0), 0);
+    }
 
     fn run(config: &SamplerConfig, space: &Space, f: impl Fn(&Params) -> f64, n: u64) -> f64 {
         let mut trials: Vec<TrialRecord> = Vec::new();
