@@ -19,12 +19,21 @@ use crate::space::Dist;
 /// The prior kernel's weight relative to one observation's.
 const PRIOR_WEIGHT: f64 = 1.0;
 
+/// The values a discrete dimension's point stands for: `[v − w/2, v + w/2]` around its value
+/// `v`, in internal coordinates, or, for a log-scaled integer, in the value's own units (the
+/// bin is then `[ln(v − w/2), ln(v + w/2)]` in internal ones, as Optuna measures it).
+#[derive(Clone, Copy)]
+enum Bin {
+    Linear(f64),
+    Log(f64),
+}
+
 enum Kernels {
     Numeric {
         low: f64,
         high: f64,
-        /// The width of one value's bin in internal coordinates (`None`: continuous).
-        bin: Option<f64>,
+        /// One value's bin (`None`: continuous).
+        bin: Option<Bin>,
         mus: Vec<f64>,
         sigmas: Vec<f64>,
         /// Per kernel, log of its mass inside `[low, high]` (the truncation's normaliser,
@@ -91,10 +100,13 @@ impl Parzen {
         let bin = match *dist {
             Dist::Int {
                 log: false, step, ..
-            } => Some(step as f64),
+            } => Some(Bin::Linear(step as f64)),
+            Dist::Int {
+                log: true, step, ..
+            } => Some(Bin::Log(step as f64)),
             Dist::Float {
                 step: Some(step), ..
-            } => Some(step),
+            } => Some(Bin::Linear(step)),
             _ => None,
         };
         let mut mus: Vec<f64> = column.to_vec();
@@ -254,10 +266,20 @@ fn normal_mass(a: f64, b: f64) -> f64 {
     mass.max(1e-300)
 }
 
-/// The log mass of the bin of width `w` around `x` (an integer's or a stepped float's value).
-fn binned_log_mass(x: f64, mu: f64, sigma: f64, log_norm: f64, w: f64) -> f64 {
+/// The log mass of the bin around `x` (an integer's or a stepped float's value).
+fn binned_log_mass(x: f64, mu: f64, sigma: f64, log_norm: f64, bin: Bin) -> f64 {
     let z = |v: f64| (v - mu) / sigma;
-    normal_mass(z(x - w / 2.0), z(x + w / 2.0)).ln() - log_norm
+    let (left, right) = match bin {
+        Bin::Linear(w) => (x - w / 2.0, x + w / 2.0),
+        Bin::Log(w) => {
+            let v = x.exp().round();
+            (
+                (v - w / 2.0).max(f64::MIN_POSITIVE).ln(),
+                (v + w / 2.0).ln(),
+            )
+        }
+    };
+    normal_mass(z(left), z(right)).ln() - log_norm
 }
 
 /// A normal draw kept inside `[low, high]` by rejection (the prior and the clipped
@@ -358,6 +380,31 @@ mod tests {
         // Three of four kernels sit at 2-3: far more draws land there than the 20 % a
         // uniform draw would put.
         assert!(near > 600, "{near}");
+        // A log-scaled integer's bins, [ln(v − ½), ln(v + ½)], tile its internal range.
+        let log_int = Dist::Int {
+            low: 1,
+            high: 64,
+            log: true,
+            step: 1,
+        };
+        let obs = vec![vec![2f64.ln()], vec![16f64.ln()], vec![17f64.ln()]];
+        let p = Parzen::new(&[&log_int], &obs, &[1.0; 3]);
+        let masses: Vec<f64> = (1..=64)
+            .map(|v| p.log_pdf(&[(v as f64).ln()]).exp())
+            .collect();
+        let total: f64 = masses.iter().sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        assert!(masses[15] > masses[40], "16 is observed, 41 is not");
+        // Optuna 5.1.0's `_ParzenEstimator` on the same observations, as above.
+        for (v, optuna) in [
+            (1.0, -1.8749271),
+            (5.0, -3.0990409),
+            (16.0, -4.06576801),
+            (64.0, -5.97001796),
+        ] {
+            let ours = p.log_pdf(&[f64::ln(v)]);
+            assert!((ours - optuna).abs() < 1e-7, "{v}: {ours}");
+        }
         let cat = Dist::Categorical {
             choices: vec![1.into(), 2.into(), 3.into()],
         };
