@@ -49,6 +49,8 @@ pub enum ErrorCode {
     JobNotCancellable,
     /// A job still queued or running cannot be run again.
     JobNotFinished,
+    /// A study's trial job is run again by its study, not by hand.
+    JobOfStudy,
     /// The job asks for more than the executor could ever give.
     Unschedulable,
     /// The job asks for more than its workspace's quota ever allows; `field` names what.
@@ -91,7 +93,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 43] = [
+    pub const ALL: [ErrorCode; 44] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -112,6 +114,7 @@ impl ErrorCode {
         Self::JobNotFound,
         Self::JobNotCancellable,
         Self::JobNotFinished,
+        Self::JobOfStudy,
         Self::Unschedulable,
         Self::OverQuota,
         Self::QuotaExceeded,
@@ -160,6 +163,7 @@ impl ErrorCode {
             Self::JobNotFound => "job_not_found",
             Self::JobNotCancellable => "job_not_cancellable",
             Self::JobNotFinished => "job_not_finished",
+            Self::JobOfStudy => "job_of_study",
             Self::Unschedulable => "unschedulable",
             Self::OverQuota => "over_quota",
             Self::QuotaExceeded => "quota_exceeded",

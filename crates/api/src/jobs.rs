@@ -121,7 +121,7 @@ pub async fn get(
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
     responses((status = 201, body = Job), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody, description = "not finished yet")),
+              (status = 409, body = ErrorBody, description = "not finished yet, or a study's trial")),
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -137,6 +137,13 @@ pub async fn retry(
                 "job {id} is {}: only a finished job is run again (cancel it first)",
                 job.state.as_str()
             ),
+        ));
+    }
+    if let Some(study) = job.study() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::JobOfStudy,
+            format!("job {id} runs a trial of study {study}: the study runs its trials again (resume or promote), not a retry"),
         ));
     }
     let again = state

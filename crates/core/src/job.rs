@@ -363,10 +363,11 @@ impl JobSubmission {
                 ));
             }
         }
-        if self.labels.len() > MAX_LABELS {
+        let counted = self.labels.len() - usize::from(self.labels.contains_key(RETRY_OF_LABEL));
+        if counted > MAX_LABELS {
             return Err(InvalidField::new(
                 "labels",
-                format!("at most {MAX_LABELS} labels"),
+                format!("at most {MAX_LABELS} labels (besides `{RETRY_OF_LABEL}`)"),
             ));
         }
         for (key, value) in &self.labels {
@@ -482,9 +483,21 @@ pub struct Job {
 /// The label a job run again carries: the id of the job it repeats.
 pub const RETRY_OF_LABEL: &str = "retry_of";
 
+/// The label the study controller puts on each trial's job: the study's id.
+pub const STUDY_LABEL: &str = "trainyard.study_id";
+
 impl Job {
+    /// The study whose trial this job runs, if any: such a job is its study's to run
+    /// again (a promotion, a resumed trial), not a user's, since a copy would report into
+    /// a trial that has already ended.
+    pub fn study(&self) -> Option<&str> {
+        self.labels.get(STUDY_LABEL).map(String::as_str)
+    }
+
     /// What to submit to run this job again as a new job (the "retry" of a finished one):
-    /// everything it was asked to do, under the same name, labelled with its id.
+    /// everything it was asked to do, under the same name, labelled with its id
+    /// (`retry_of` does not count against [`MAX_LABELS`], so a job with all 64 can be run
+    /// again).
     pub fn resubmission(&self) -> JobSubmission {
         let mut labels = self.labels.clone();
         labels.insert(RETRY_OF_LABEL.to_string(), self.id.clone());

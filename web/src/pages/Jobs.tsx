@@ -117,10 +117,15 @@ export function Job(props: { job: string }) {
               Cancel
             </button>
           )}
-          {ended && (
+          {ended && !j.labels?.['trainyard.study_id'] && (
             <button type="button" onClick={retry} data-testid="retry" title="run it again as a new job">
               Retry
             </button>
+          )}
+          {j.labels?.['trainyard.study_id'] && (
+            <p class="muted small">
+              a trial of a study, which runs its trials itself (no retry by hand)
+            </p>
           )}
           {j.labels?.retry_of && (
             <p class="muted small">

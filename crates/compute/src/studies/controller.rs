@@ -606,8 +606,10 @@ pub(super) fn trial_job(
         &spec.objective.metric,
         spec.constraint.as_deref(),
     );
-    job.labels
-        .insert("trainyard.study_id".into(), study_id.to_string());
+    job.labels.insert(
+        trainyard_core::job::STUDY_LABEL.into(),
+        study_id.to_string(),
+    );
     if template.command.is_empty() {
         // A training file: render it, set its epochs to the rung's resource, and run
         // it as the built-in training task (resuming from the previous rung's run).
