@@ -1394,31 +1394,29 @@ async fn a_finished_job_runs_again_as_a_new_job_and_a_running_one_is_refused() {
     assert!(server.logs(&again, "").await.contains("run again"));
     let listed = server.get_json("/api/v1/jobs").await;
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 3, "{listed}");
+    // Runs `labels` on `true` to its end, then asks to run it again.
+    let finish_and_retry = |labels: Value| {
+        let server = &server;
+        async move {
+            let done = server
+                .submit(json!({"command": ["true"], "labels": labels}))
+                .await;
+            let id = done["id"].as_str().unwrap().to_string();
+            server.wait_done(&id, LONG).await;
+            server
+                .post(&format!("/api/v1/jobs/{id}/retry"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
     // A job with the most labels allowed can still be run again (`retry_of` is extra).
     let labels: serde_json::Map<String, Value> =
         (0..64).map(|i| (format!("l{i:02}"), json!("x"))).collect();
-    let full = server
-        .submit(json!({"command": ["true"], "labels": labels}))
-        .await;
-    let full = full["id"].as_str().unwrap().to_string();
-    server.wait_done(&full, LONG).await;
-    let r = server
-        .post(&format!("/api/v1/jobs/{full}/retry"))
-        .send()
-        .await
-        .unwrap();
+    let r = finish_and_retry(Value::Object(labels)).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     // A study's trial is its study's to run again: a copy would report into an ended trial.
-    let trial = server
-        .submit(json!({"command": ["true"], "labels": {"trainyard.study_id": "s1"}}))
-        .await;
-    let trial = trial["id"].as_str().unwrap().to_string();
-    server.wait_done(&trial, LONG).await;
-    let r = server
-        .post(&format!("/api/v1/jobs/{trial}/retry"))
-        .send()
-        .await
-        .unwrap();
+    let r = finish_and_retry(json!({"trainyard.study_id": "s1"})).await;
     assert_eq!(r.status(), 409);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "job_of_study", "{e}");
