@@ -2,16 +2,26 @@
 # ASHA against running every trial to the full budget, on examples/digits' CNN with epochs
 # as the resource: the same configurations (a Sobol sequence with one seed) in both studies,
 # so the only difference is the rule. Prints best test accuracy, total epochs trained and
-# wall time of each.
+# wall time of each. bench/tune/asha_replay.py replays other rules over the full-budget
+# study's recorded curves without training again.
 #
-#   BIN=/var/tmp/trainyard-target/release/trainyard bench/tune/asha_digits.sh [TRIALS=27] [MAX_EPOCHS=9]
+#   BIN=/var/tmp/trainyard-target/release/trainyard SEED=4 bench/tune/asha_digits.sh
+#   TRIALS=27 MAX_EPOCHS=9 MIN_RESOURCE=1 ETA=3 bench/tune/asha_digits.sh      # the first, smaller setting
+#
+# Variables: TRIALS (configurations; 81), MAX_EPOCHS (27), SEED (the Sobol sequence's; 1),
+# MIN_RESOURCE (ASHA's first rung, epochs; 3), ETA (its reduction factor; 4), FULL_FROM (the
+# results folder of an earlier run with the same SEED, TRIALS and MAX_EPOCHS: its full-budget
+# study is reused instead of trained again).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${BIN:-/var/tmp/trainyard-target/release/trainyard}
-TRIALS=${TRIALS:-27}
-MAX=${MAX_EPOCHS:-9}
+TRIALS=${TRIALS:-81}
+MAX=${MAX_EPOCHS:-27}
 SEED=${SEED:-1}
+MIN_RESOURCE=${MIN_RESOURCE:-3}
+ETA=${ETA:-4}
+FULL_FROM=${FULL_FROM:-}
 PORT=${PORT:-18099}
 OUT=${OUT:-$HERE/results/asha-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -65,12 +75,17 @@ TOML
 }
 # Full budget: every trial trains MAX epochs (the template's epochs, set here).
 sed -i "s/^epochs = .*/epochs = $MAX/" "$DIR/tune-cnn.toml"
-study full ""
+if [ -n "$FULL_FROM" ]; then
+    cp "$FULL_FROM/full.json" "$FULL_FROM/full-trials.json" "$OUT/"
+    grep '^full ' "$FULL_FROM/wall.txt" >>"$OUT/wall.txt"
+else
+    study full ""
+fi
 study asha "[pruner]
 kind = \"asha\"
-min_resource = 1
+min_resource = $MIN_RESOURCE
 max_resource = $MAX
-reduction_factor = 3"
+reduction_factor = $ETA"
 python3 - "$OUT" "$MAX" <<'PY'
 import json, pathlib, sys
 out, top = pathlib.Path(sys.argv[1]), int(sys.argv[2])
