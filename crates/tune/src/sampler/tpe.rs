@@ -95,11 +95,13 @@ fn gamma(n: usize) -> usize {
     n.div_ceil(10).min(25)
 }
 
-/// How many of `holding` ranked trials form the good group: γ of the finished ones, as
-/// Optuna counts it — running trials the constant liar adds join the bad group without
-/// making the good one larger.
+/// How many of `holding` ranked trials form the good group: γ of the finished ones —
+/// running trials the constant liar adds always join the bad group, as in Optuna, and do
+/// not make the good one larger. (Optuna takes γ over all finished trials before keeping
+/// those that hold the parameters; here both are the trials holding them, which differs
+/// for conditional parameters only.)
 fn below_count(finished: usize, holding: usize) -> usize {
-    gamma(finished).max(1).min(holding)
+    gamma(finished).min(finished).min(holding)
 }
 
 /// Optuna's recency weights: flat for the 25 newest, a ramp from 1/n for older ones.
@@ -243,8 +245,9 @@ mod tests {
         // 30 finished and 10 running: γ(30) = 3 good, as Optuna counts (γ(40) would be 4).
         assert_eq!(below_count(30, 40), 3);
         assert_eq!(below_count(31, 31), 4);
-        // At least one, never more than there are.
-        assert_eq!(below_count(0, 2), 1);
+        // At least one finished trial is good; a running one never is.
+        assert_eq!(below_count(1, 1), 1);
+        assert_eq!(below_count(0, 2), 0);
         assert_eq!(below_count(5, 0), 0);
     }
 
