@@ -143,7 +143,7 @@ pub async fn retry(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::JobOfStudy,
-            format!("job {id} runs a trial of study {study}: the study runs its trials again (resume or promote), not a retry"),
+            format!("job {id} runs a trial of study {study}: its study decides what runs again (a promotion, a lost job), and a copy would report into a trial that has ended; start a new study or ask for more trials"),
         ));
     }
     let again = state

@@ -8,6 +8,7 @@ import { duration, time } from '../format';
 import { useLoad } from '../hooks';
 import { href } from '../router';
 
+const STUDY_LABEL = 'trainyard.study_id';
 const ENDED = ['succeeded', 'failed', 'cancelled'];
 
 function resources(j: JobView): string {
@@ -72,6 +73,8 @@ export function Job(props: { job: string }) {
   const [problem, setProblem] = useState<Error>();
   const j = job.data;
   const ended = j ? ENDED.includes(j.state) : false;
+  // A study's trial (the server's `trainyard.study_id` label) is its study's to run again.
+  const ofStudy = j?.labels !== undefined && STUDY_LABEL in j.labels;
   useEffect(() => {
     if (ended) setLive(false);
   }, [ended]);
@@ -117,12 +120,12 @@ export function Job(props: { job: string }) {
               Cancel
             </button>
           )}
-          {ended && !j.labels?.['trainyard.study_id'] && (
+          {ended && !ofStudy && (
             <button type="button" onClick={retry} data-testid="retry" title="run it again as a new job">
               Retry
             </button>
           )}
-          {j.labels?.['trainyard.study_id'] && (
+          {ofStudy && (
             <p class="muted small">
               a trial of a study, which runs its trials itself (no retry by hand)
             </p>
