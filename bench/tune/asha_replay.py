@@ -9,6 +9,10 @@ trial in the top 1/η of those that reached its rung is promoted, the highest ru
 else the next configuration starts at the bottom rung) for each (η, min_resource) and
 prints the best final accuracy against the full budget's and the epochs saved.
 
+What it does not model: a study that minimises (accuracy is maximised here), Hyperband's
+brackets, more than one trial at a time, failed trials, and folders whose studies trained
+different numbers of epochs (the fewest is used for all).
+
     python3 bench/tune/asha_replay.py bench/tune/results/asha81-min3-seed1 [more folders]
 """
 import json

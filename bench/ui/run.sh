@@ -25,6 +25,7 @@ MLFLOW=${MLFLOW:-0}
 MLFLOW_RUNS=${MLFLOW_RUNS:-$RUNS}
 MLFLOW_LONG=${MLFLOW_LONG:-$LONG}
 MLFLOW_SEED_WAY=${MLFLOW_SEED_WAY:-db}
+case "$MLFLOW_SEED_WAY" in db|rest) ;; *) echo "MLFLOW_SEED_WAY=$MLFLOW_SEED_WAY: db or rest" >&2; exit 2 ;; esac
 PORT=${PORT:-18181}
 MLFLOW_PORT=${MLFLOW_PORT:-18182}
 PY=${PY:-/var/tmp/trainyard-mlflow-venv/bin/python}
@@ -64,7 +65,7 @@ if [ "$MLFLOW" = 1 ]; then
     log "seeding MLflow ($MLFLOW_SEED_WAY): $MLFLOW_RUNS runs, $MLFLOW_LONG points, $OVERLAY × $STEPS"
     if [ "$MLFLOW_SEED_WAY" = db ]; then
         MSEED=$("$PY" "$HERE/seed_mlflow_db.py" --url "http://127.0.0.1:$MLFLOW_PORT" --db "$DATA/mlflow.db" \
-            --artifact-root "$DATA/mlflow-artifacts" --runs "$MLFLOW_RUNS" \
+            --runs "$MLFLOW_RUNS" \
             --long-points "$MLFLOW_LONG" --overlay "$OVERLAY" --overlay-steps "$STEPS")
     else
         MSEED=$("$PY" "$HERE/seed.py" --url "http://127.0.0.1:$MLFLOW_PORT" --runs "$MLFLOW_RUNS" \

@@ -60,25 +60,45 @@ def loss(step, seed):
     return 2.0 / (1.0 + step / 50.0) + 0.05 * math.sin(step * 0.37 + seed)
 
 
-def one_run(args, exp, i):
-    run = make_run(args, exp, f"run-{i:06d}", 1_700_000_000_000 + i)
-    metrics = [{"key": "loss", "value": loss(s, i), "timestamp": 1_700_000_000_000 + s, "step": s} for s in range(20)]
-    metrics.append({"key": "accuracy", "value": 0.5 + 0.5 * ((i * 7919) % 1000) / 1000, "timestamp": 1_700_000_000_100, "step": 19})
+def point(step, seed_value):
+    """One (value, timestamp, step) row of a loss curve: what both seeders write."""
+    return loss(step, seed_value), 1_700_000_000_000 + step, step
+
+
+def curve(points, seed_value):
+    return (point(s, seed_value) for s in range(points))
+
+
+def table_run(i):
+    """Run i of the runs table: its name, start and end, metrics as {key: [(value,
+    timestamp, step)]} and params as [(key, value)]; what both seeders write."""
+    metrics = {
+        "loss": list(curve(20, i)),
+        "accuracy": [(0.5 + 0.5 * ((i * 7919) % 1000) / 1000, 1_700_000_000_100, 19)],
+    }
     params = [
-        {"key": "lr", "value": str([0.1, 0.01, 0.001, 0.0001][i % 4])},
-        {"key": "batch_size", "value": str([16, 32, 64][i % 3])},
-        {"key": "seed", "value": str(i)},
-        {"key": "optimizer", "value": ["adam", "sgd"][i % 2]},
+        ("lr", str([0.1, 0.01, 0.001, 0.0001][i % 4])),
+        ("batch_size", str([16, 32, 64][i % 3])),
+        ("seed", str(i)),
+        ("optimizer", ["adam", "sgd"][i % 2]),
     ]
-    call(args, "runs/log-batch", {"run_id": run, "metrics": metrics, "params": params})
-    call(args, "runs/update", {"run_id": run, "status": "FINISHED", "end_time": 1_700_000_100_000 + i})
+    return f"run-{i:06d}", 1_700_000_000_000 + i, 1_700_000_100_000 + i, metrics, params
+
+
+def one_run(args, exp, i):
+    name, start, end, metrics, params = table_run(i)
+    run = make_run(args, exp, name, start)
+    rows = [{"key": k, "value": v, "timestamp": t, "step": s} for k, points in metrics.items() for v, t, s in points]
+    params = [{"key": k, "value": v} for k, v in params]
+    call(args, "runs/log-batch", {"run_id": run, "metrics": rows, "params": params})
+    call(args, "runs/update", {"run_id": run, "status": "FINISHED", "end_time": end})
     return run
 
 
 def long_metric(args, run, points, key="loss", seed=0):
     def chunk(start):
         end = min(points, start + BATCH)
-        ms = [{"key": key, "value": loss(s, seed), "timestamp": 1_700_000_000_000 + s, "step": s} for s in range(start, end)]
+        ms = [{"key": key, "value": v, "timestamp": t, "step": s} for v, t, s in map(lambda s: point(s, seed), range(start, end))]
         call(args, "runs/log-batch", {"run_id": run, "metrics": ms})
     with cf.ThreadPoolExecutor(args.threads) as pool:
         list(pool.map(chunk, range(0, points, BATCH)))

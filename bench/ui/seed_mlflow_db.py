@@ -9,7 +9,7 @@ names, values, steps and timestamps as `seed.py`, so both UIs open the same data
 experiments are created through the API so that MLflow fills in its own columns.
 
     python seed_mlflow_db.py --url http://127.0.0.1:5000 --db /path/mlflow.db \
-        --artifact-root /path/artifacts --runs 100000 --long-points 10000000
+        --runs 100000 --long-points 10000000
 
 Prints the same JSON object as seed.py.
 """
@@ -25,30 +25,41 @@ import seed
 CHUNK = 50_000  # rows per executemany
 
 
-def insert_run(db, exp, artifact_root, name, start, end, status="FINISHED"):
+LOCATIONS = {}
+
+
+def insert_run(db, exp, name, start, end, status="FINISHED"):
+    if exp not in LOCATIONS:
+        # Where MLflow put the experiment's artifacts: its runs' folders go under it.
+        LOCATIONS[exp] = db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?", (int(exp),)).fetchone()[0]
     run = uuid.uuid4().hex
     db.execute(
         "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status,"
         " start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id)"
         " VALUES (?, ?, 'UNKNOWN', '', '', '', ?, ?, ?, '', 'active', ?, ?)",
-        (run, name, status, start, end, f"{artifact_root}/{exp}/{run}/artifacts", int(exp)),
+        (run, name, status, start, end, f"{LOCATIONS[exp]}/{run}/artifacts", int(exp)),
     )
     db.execute("INSERT INTO tags (key, value, run_uuid) VALUES ('mlflow.runName', ?, ?)", (name, run))
     return run
 
 
+METRIC_ROW = "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, 0)"
+
+
 def insert_metric(db, run, key, rows):
-    """rows: (value, timestamp, step) in step order; the last is the latest, as MLflow keeps it."""
+    """rows: (value, timestamp, step) in step order; the last is the latest (MLflow keeps
+    the greatest (step, timestamp, value): the same row for these curves)."""
     buf = []
     last = None
     for value, ts, step in rows:
         last = (value, ts, step)
         buf.append((key, value, ts, run, step))
         if len(buf) == CHUNK:
-            db.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, 0)", buf)
+            db.executemany(METRIC_ROW, buf)
             buf.clear()
-    if buf:
-        db.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, 0)", buf)
+    if last is None:
+        return
+    db.executemany(METRIC_ROW, buf)
     value, ts, step = last
     db.execute(
         "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES (?, ?, ?, ?, 0, ?)",
@@ -56,15 +67,10 @@ def insert_metric(db, run, key, rows):
     )
 
 
-def curve(points, seed_value):
-    return ((seed.loss(s, seed_value), 1_700_000_000_000 + s, s) for s in range(points))
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
     p.add_argument("--db", required=True)
-    p.add_argument("--artifact-root", required=True)
     p.add_argument("--runs", type=int, default=100_000)
     p.add_argument("--long-points", type=int, default=10_000_000)
     p.add_argument("--overlay", type=int, default=100)
@@ -79,18 +85,11 @@ def main():
 
     exp = exps["ui-bench-runs"]
     for i in range(args.runs):
-        run = insert_run(db, exp, args.artifact_root, f"run-{i:06d}", 1_700_000_000_000 + i, 1_700_000_100_000 + i)
-        insert_metric(db, run, "loss", curve(20, i))
-        insert_metric(db, run, "accuracy", [(0.5 + 0.5 * ((i * 7919) % 1000) / 1000, 1_700_000_000_100, 19)])
-        db.executemany(
-            "INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
-            [
-                ("lr", str([0.1, 0.01, 0.001, 0.0001][i % 4]), run),
-                ("batch_size", str([16, 32, 64][i % 3]), run),
-                ("seed", str(i), run),
-                ("optimizer", ["adam", "sgd"][i % 2], run),
-            ],
-        )
+        name, start, end, metrics, params = seed.table_run(i)
+        run = insert_run(db, exp, name, start, end)
+        for key, points in metrics.items():
+            insert_metric(db, run, key, points)
+        db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)", [(k, v, run) for k, v in params])
         if (i + 1) % 10_000 == 0:
             db.commit()
             print(f"[seed-mlflow-db] {i + 1} runs ({time.time() - t0:.0f} s)", file=sys.stderr)
@@ -99,8 +98,8 @@ def main():
 
     # seed.py creates these runs and leaves them RUNNING (it never calls runs/update on them).
     exp = exps["ui-bench-long"]
-    run = insert_run(db, exp, args.artifact_root, "long", 1_700_000_000_000, None, status="RUNNING")
-    insert_metric(db, run, "loss", curve(args.long_points, 0))
+    run = insert_run(db, exp, "long", 1_700_000_000_000, None, status="RUNNING")
+    insert_metric(db, run, "loss", seed.curve(args.long_points, 0))
     db.commit()
     out["long_experiment"], out["long_run"], out["long_points"] = exp, run, args.long_points
     print(f"[seed-mlflow-db] {args.long_points} points ({time.time() - t0:.0f} s)", file=sys.stderr)
@@ -108,8 +107,8 @@ def main():
     exp = exps["ui-bench-overlay"]
     overlay = []
     for i in range(args.overlay):
-        run = insert_run(db, exp, args.artifact_root, f"overlay-{i:03d}", 1_700_000_000_000 + i, None, status="RUNNING")
-        insert_metric(db, run, "loss", curve(args.overlay_steps, i))
+        run = insert_run(db, exp, f"overlay-{i:03d}", 1_700_000_000_000 + i, None, status="RUNNING")
+        insert_metric(db, run, "loss", seed.curve(args.overlay_steps, i))
         overlay.append(run)
     db.commit()
     db.close()
