@@ -315,6 +315,14 @@ impl From<ComputeError> for ApiError {
                 format!("no job with id `{id}`"),
             )
             .with_field("id"),
+            e @ ComputeError::NotFinished { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::JobNotFinished,
+                e.to_string(),
+            ),
+            e @ ComputeError::TrialOfStudy { .. } => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::JobOfStudy, e.to_string())
+            }
             e @ ComputeError::NotCancellable { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::JobNotCancellable,

@@ -15,7 +15,7 @@ use trainyard_store::JobFilter;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{ApiJson, ApiQuery};
-use crate::{ApiError, AppState, ErrorBody, ErrorCode};
+use crate::{ApiError, AppState, ErrorBody};
 
 /// Largest piece of log sent in one write.
 const LOG_PIECE: u64 = 256 * 1024;
@@ -128,28 +128,7 @@ pub async fn retry(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let job = state.scheduler.get(&who.workspace, &id).await?;
-    if !job.state.is_terminal() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::JobNotFinished,
-            format!(
-                "job {id} is {}: only a finished job is run again (cancel it first)",
-                job.state.as_str()
-            ),
-        ));
-    }
-    if let Some(study) = job.study() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::JobOfStudy,
-            format!("job {id} runs a trial of study {study}: its study decides what runs again (a promotion, a lost job), and a copy would report into a trial that has ended; start a new study or ask for more trials"),
-        ));
-    }
-    let again = state
-        .scheduler
-        .submit(&who.workspace, job.resubmission())
-        .await?;
+    let again = state.scheduler.retry(&who.workspace, &id).await?;
     Ok((StatusCode::CREATED, Json(again)))
 }
 

@@ -20,6 +20,13 @@ pub enum ComputeError {
     WorkspaceNotFound(String),
     #[error("job {id} is already {state:?} and cannot be cancelled")]
     NotCancellable { id: String, state: JobState },
+    /// Only a finished job is run again.
+    #[error("job {id} is {}: only a finished job is run again (cancel it first)", state.as_str())]
+    NotFinished { id: String, state: JobState },
+    /// A study's trial is its study's to run again (a promotion, a lost job): a copy would
+    /// report into a trial that has ended.
+    #[error("job {id} runs a trial of study {study}: its study decides what runs again (a promotion, a lost job), and a copy would report into a trial that has ended; start a new study or ask for more trials")]
+    TrialOfStudy { id: String, study: String },
     /// SQLite is single-server and another live server uses this database.
     #[error("another trainyard server ({0}) uses this SQLite database; SQLite is single-server: stop that one, or use PostgreSQL to run several")]
     NotAlone(String),

@@ -527,6 +527,25 @@ impl SchedulerHandle {
             .ok_or_else(|| ComputeError::JobNotFound(id.to_string()))
     }
 
+    /// Runs a finished job again as a new job ([`Job::resubmission`]); a live job or a
+    /// study's trial is refused.
+    pub async fn retry(&self, workspace: &str, id: &str) -> Result<Job, ComputeError> {
+        let job = self.get(workspace, id).await?;
+        if !job.state.is_terminal() {
+            return Err(ComputeError::NotFinished {
+                id: id.to_string(),
+                state: job.state,
+            });
+        }
+        if let Some(study) = job.study() {
+            return Err(ComputeError::TrialOfStudy {
+                id: id.to_string(),
+                study: study.to_string(),
+            });
+        }
+        self.submit(workspace, job.resubmission()).await
+    }
+
     /// Cancels a queued job at once, or asks a running one's process tree to end; the job
     /// shows `cancelled` once its processes are gone.
     pub async fn cancel(&self, workspace: &str, id: &str) -> Result<Job, ComputeError> {
