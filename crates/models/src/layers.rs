@@ -190,18 +190,19 @@ fn oversized_constant(proto: &pb::ModelProto) -> Option<String> {
         .filter(|n| SIZED_BY_INPUT.contains(&n.op_type.as_str()))
     {
         for t in n.input.iter().filter_map(|i| ints.get(i.as_str())) {
-            let values: Vec<i64> = if !t.int64_data.is_empty() {
-                t.int64_data.clone()
+            let values: Box<dyn Iterator<Item = i64>> = if !t.int64_data.is_empty() {
+                Box::new(t.int64_data.iter().copied())
             } else if t.data_type == pb::tensor_proto::DataType::Int64 as i32 {
-                t.raw_data
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                    .collect()
+                Box::new(
+                    t.raw_data
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))),
+                )
             } else {
                 continue;
             };
+            // Read without a copy: the tensor may be as large as the file.
             let product = values
-                .iter()
                 .map(|v| v.unsigned_abs().max(1))
                 .try_fold(1u64, |a, v| a.checked_mul(v))
                 .unwrap_or(u64::MAX);
