@@ -9,6 +9,12 @@
 #   bench/compress/distill.sh
 #   EXAMPLE=mnist SEEDS="1 2 3" SETTINGS="0.5:4 0.7:2" EPOCHS=8 bench/compress/distill.sh
 #   STUDENT=my-student.toml bench/compress/distill.sh
+#   FEW=0.1 EPOCHS=60 bench/compress/distill.sh   # the student has labels for 10 % of the rows
+#
+# FEW=F splits the rows three ways (stratified, seed 7): `few` (F), `train` (0.8 − F) and
+# `test` (0.2). The teacher learns from `train`; the student, alone and distilled, from `few`
+# only: the regime of Hinton et al. (2015, section 5), where soft targets act as a
+# regularizer for a student with few labelled rows. Without FEW both learn from all 80 %.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -24,6 +30,7 @@ case "$EXAMPLE" in
   *) echo "EXAMPLE=$EXAMPLE: digits or mnist" >&2; exit 2 ;;
 esac
 EPOCHS=${EPOCHS:-$DEFAULT_EPOCHS}
+FEW=${FEW:-}
 EX="$ROOT/examples/$EXAMPLE"
 STUDENT=${STUDENT:-$EX/student.toml}   # another student file (same dataset) to distil into
 log() { printf '[distill] %s\n' "$*" >&2; }
@@ -39,14 +46,29 @@ ty() { "$BIN" "$@"; }
 accuracy() { awk '/^test: accuracy/ && !found { print $3; found = 1 }'; }
 
 ty dataset import "$EXAMPLE" "$EX/data/$FILE" >/dev/null
-ty dataset process "$EXAMPLE" --steps "$EX/steps.toml" >/dev/null
+STEPS="$EX/steps.toml"
+STUDENT_SPLIT=train
+if [ -n "$FEW" ]; then
+  awk -v f="$FEW" 'BEGIN { exit !(f > 0 && f < 0.8) }' || { echo "FEW=$FEW: a fraction in (0, 0.8)" >&2; exit 2; }
+  STEPS="$DATA/steps.toml"
+  rest=$(awk -v f="$FEW" 'BEGIN { printf "%.4f", 0.8 - f }')
+  grep -q '^ratios = { train = 0.8, test = 0.2 }$' "$EX/steps.toml" \
+    || { echo "$EX/steps.toml: no 80/20 split line to divide" >&2; exit 2; }
+  sed "s/^ratios = { train = 0.8, test = 0.2 }$/ratios = { few = $FEW, train = $rest, test = 0.2 }/" \
+    "$EX/steps.toml" >"$STEPS"
+  STUDENT_SPLIT=few
+  log "the student learns from the split 'few' ($FEW of the rows), the teacher from 'train' ($rest)"
+fi
+ty dataset process "$EXAMPLE" --steps "$STEPS" >/dev/null
 teacher=$(ty train "$EX/cnn.toml" | accuracy)
 log "teacher $EXAMPLE-cnn:1: test accuracy $teacher"
 echo "| seed | alone | $(for s in $SETTINGS; do printf 'distilled α %s T %s | ' "${s%%:*}" "${s##*:}"; done)"
 for seed in $SEEDS; do
   student="$DATA/student-$seed.toml"
   sed -e "s/^seed = .*/seed = $seed/" -e "s/^epochs = .*/epochs = $EPOCHS/" \
-    "$STUDENT" >"$student"
+    -e "s/^train_split = .*/train_split = \"$STUDENT_SPLIT\"/" "$STUDENT" >"$student"
+  grep -q "^train_split = \"$STUDENT_SPLIT\"" "$student" \
+    || { echo "$STUDENT: no train_split line to point at '$STUDENT_SPLIT'" >&2; exit 2; }
   row="| $seed | $(ty train "$student" | accuracy) |"
   for s in $SETTINGS; do
     a=$(ty compress "$EXAMPLE-cnn:1" --distill "$student" --alpha "${s%%:*}" --temperature "${s##*:}" | accuracy)

@@ -423,7 +423,7 @@ async fn the_digits_cnn_is_quantized_pruned_and_distilled_into_new_versions() {
     let alone = ok(server.cli(&["train", &student]));
     let distilled = ok(server.cli(&["compress", "digits-cnn:1", "--distill", &student]));
     assert!(
-        distilled.contains("distilling from digits-cnn:1 (alpha 0.5, temperature 4)"),
+        distilled.contains("distilling from digits-cnn:1 (alpha 0.1, temperature 4)"),
         "{distilled}"
     );
     let labels_only = ok(server.cli(&[

@@ -44,7 +44,7 @@ pub struct CompressArgs {
     #[arg(long, value_name = "STUDENT.toml", conflicts_with_all = ["int8", "fp16", "prune"])]
     pub distill: Option<std::path::PathBuf>,
     /// With --distill: weight of the labels' cross-entropy (the teacher's gets 1 − alpha).
-    #[arg(long, default_value_t = 0.5, requires = "distill")]
+    #[arg(long, default_value_t = 0.1, requires = "distill")]
     pub alpha: f64,
     /// With --distill: the softmax temperature of both networks' outputs.
     #[arg(long, default_value_t = 4.0, requires = "distill")]
