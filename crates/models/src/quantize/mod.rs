@@ -142,13 +142,25 @@ pub fn with_outputs(
 }
 
 /// Elements in a model's initializers that are weights (scales and zero points of
-/// quantization are not counted): the parameter count a report shows.
+/// quantization are not counted): the parameter count a report shows. A Q/DQ node's scale
+/// and zero point are its second and third inputs; the dynamic form's are named so.
 pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
     let model = Model::decode(bytes)?;
+    let quantization: HashSet<&str> = model
+        .graph
+        .node
+        .iter()
+        .filter(|n| {
+            n.domain.is_empty()
+                && matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear")
+        })
+        .flat_map(|n| n.input.iter().skip(1).map(String::as_str))
+        .collect();
     Ok(model
         .graph
         .initializer
         .iter()
+        .filter(|t| !quantization.contains(t.name.as_str()))
         .filter(|t| !t.name.ends_with(SCALE) && !t.name.ends_with(ZERO_POINT))
         .map(|t| {
             t.dims
@@ -159,6 +171,7 @@ pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
         .fold(0usize, usize::saturating_add))
 }
 
+/// Suffixes of the dynamic form's scales and zero points.
 const SCALE: &str = "_scale";
 const ZERO_POINT: &str = "_zero_point";
 
@@ -262,6 +275,23 @@ impl Model {
         self.initializers
             .insert(t.name.clone(), self.graph.initializer.len());
         self.graph.initializer.push(t);
+    }
+
+    /// Adds `t`, or replaces the initializer of its name.
+    fn put(&mut self, t: pb::TensorProto) {
+        match self.initializers.get(&t.name) {
+            Some(&at) => self.graph.initializer[at] = t,
+            None => self.add(t),
+        }
+    }
+
+    /// Whether initializer `name` has exactly one reader and is neither a graph output nor
+    /// an input (older files list initializers as inputs a caller may override).
+    fn read_only_here(&self, name: &str) -> bool {
+        self.initializers.contains_key(name)
+            && self.readers(name).len() == 1
+            && !self.graph.output.iter().any(|o| o.name == name)
+            && !self.graph.input.iter().any(|i| i.name == name)
     }
 
     /// A name no tensor, node or initializer of the graph has yet, built from `base`.
@@ -492,12 +522,22 @@ impl Model {
                     }
                 }
             }
+            // Constants this convolution alone reads are rewritten under their own names;
+            // shared ones are left to their other readers and the folded values get new ones.
             let mut used = self.names();
             let conv_name = self.graph.node[i].name.clone();
-            let wname = self.fresh(&mut used, &format!("{conv_name}_folded_weight"));
-            let bname = self.fresh(&mut used, &format!("{conv_name}_folded_bias"));
-            self.add(floats(&wname, &w.dims, &weight));
-            self.add(floats(&bname, &[channels], &bias));
+            let weight_name = self.graph.node[i].input[1].clone();
+            let wname = if self.read_only_here(&weight_name) {
+                weight_name
+            } else {
+                self.fresh(&mut used, &format!("{conv_name}_folded_weight"))
+            };
+            let bname = match bias_name {
+                Some(b) if self.read_only_here(&b) => b,
+                _ => self.fresh(&mut used, &format!("{conv_name}_folded_bias")),
+            };
+            self.put(floats(&wname, &w.dims, &weight));
+            self.put(floats(&bname, &[channels], &bias));
             let conv = &mut self.graph.node[i];
             conv.input.truncate(2);
             conv.input[1] = wname;
