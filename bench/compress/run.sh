@@ -12,6 +12,7 @@
 #   BIN    trainyard binary (default /var/tmp/trainyard-target/debug/trainyard; the server only
 #          trains and compresses here, every timing is ONNX Runtime's in bench.py)
 #   DUMP   the dump_rows example (default: built with cargo into the shared target)
+#   TRAINYARD_ORT_LIB  ONNX Runtime's library for the server's jobs (default: VENV's)
 #   VENV   venv with onnxruntime, onnx and numpy (default /var/tmp/trainyard-serve-venv, made by
 #          tests/triton_client/run.sh --prepare and scripts/test)
 #   PORT   HTTP port (default 18107)
@@ -32,6 +33,13 @@ log() { printf '[run] %s\n' "$*" >&2; }
 "$PY" -c 'import onnxruntime, onnx, numpy' 2>/dev/null \
   || { log "$PY cannot import onnxruntime, onnx and numpy; set VENV"; exit 1; }
 [ -x "$BIN" ] || { log "no $BIN: cargo build -p trainyard-cli"; exit 1; }
+# The jobs calibrate, evaluate and time in ONNX Runtime too when they find its library (else
+# in tract alone, and a calibration in tract can differ from one in ONNX Runtime by a row).
+if [ -z "${TRAINYARD_ORT_LIB:-}" ]; then
+  TRAINYARD_ORT_LIB=$("$PY" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[-1])')
+  export TRAINYARD_ORT_LIB
+fi
+log "ONNX Runtime library for the jobs: $TRAINYARD_ORT_LIB"
 if [ -z "${DUMP:-}" ]; then
   (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q -p trainyard-tasks --example dump_rows)
   DUMP=$TARGET/debug/examples/dump_rows
