@@ -36,10 +36,10 @@ log() { printf '[run] %s\n' "$*" >&2; }
 # The jobs calibrate, evaluate and time in ONNX Runtime too when they find its library (else
 # in tract alone, and a calibration in tract can differ from one in ONNX Runtime by a row).
 if [ -z "${TRAINYARD_ORT_LIB:-}" ]; then
-  TRAINYARD_ORT_LIB=$("$PY" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[-1])')
-  export TRAINYARD_ORT_LIB
+  TRAINYARD_ORT_LIB=$("$PY" -c 'import glob, os, onnxruntime; print((sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*"))) or [""])[-1])')
+  [ -z "$TRAINYARD_ORT_LIB" ] || export TRAINYARD_ORT_LIB
 fi
-log "ONNX Runtime library for the jobs: $TRAINYARD_ORT_LIB"
+log "ONNX Runtime library for the jobs: ${TRAINYARD_ORT_LIB:-none found (tract alone)}"
 if [ -z "${DUMP:-}" ]; then
   (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build -q -p trainyard-tasks --example dump_rows)
   DUMP=$TARGET/debug/examples/dump_rows

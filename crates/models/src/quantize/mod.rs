@@ -285,10 +285,18 @@ impl Model {
         }
     }
 
-    /// Whether initializer `name` has exactly one reader and is neither a graph output nor
-    /// an input (older files list initializers as inputs a caller may override).
+    /// Whether initializer `name` is read once, by one node (not as both weight and bias of
+    /// it), and is neither a graph output nor an input (older files list initializers as
+    /// inputs a caller may override).
     fn read_only_here(&self, name: &str) -> bool {
+        let reads: usize = self
+            .graph
+            .node
+            .iter()
+            .map(|n| n.input.iter().filter(|i| *i == name).count())
+            .sum();
         self.initializers.contains_key(name)
+            && reads == 1
             && self.readers(name).len() == 1
             && !self.graph.output.iter().any(|o| o.name == name)
             && !self.graph.input.iter().any(|i| i.name == name)
