@@ -609,6 +609,63 @@ mod tests {
         }
     }
 
+    /// A crafted file: a 1×1 convolution reading one constant as both its weight and its
+    /// bias, then a per-channel `Mul`. Folding must not rewrite that constant in place (its
+    /// second write would put a 1-D bias where the 4-D weight was).
+    #[test]
+    fn a_constant_read_as_weight_and_bias_is_folded_under_new_names() {
+        use crate::graph::{Graph, Layer, NamedLayer, Weights};
+        let graph = Graph {
+            name: "shared".into(),
+            sample_shape: vec![1, 4, 4],
+            layers: vec![
+                NamedLayer {
+                    name: "conv".into(),
+                    layer: Layer::Conv2d {
+                        weight: Weights::new(vec![4, 1, 1, 1], values(4, 1)),
+                        bias: Some(Weights::new(vec![4], values(4, 2))),
+                        stride: 1,
+                        padding: 0,
+                    },
+                },
+                NamedLayer {
+                    name: "bn".into(),
+                    layer: Layer::BatchNorm {
+                        gamma: Weights::new(vec![4], vec![1.5; 4]),
+                        beta: Weights::new(vec![4], vec![0.0; 4]),
+                        mean: Weights::new(vec![4], vec![0.0; 4]),
+                        var: Weights::new(vec![4], vec![1.0; 4]),
+                        epsilon: 1e-5,
+                    },
+                },
+            ],
+        };
+        let bytes = crate::onnx::encode(&graph, None).unwrap();
+        let mut model = Model::decode(&bytes).unwrap();
+        let conv = model
+            .graph
+            .node
+            .iter_mut()
+            .find(|n| n.op_type == "Conv")
+            .unwrap();
+        conv.input[2] = conv.input[1].clone();
+        let shared = conv.input[1].clone();
+        model.fold_conv_affine();
+        let conv = model
+            .graph
+            .node
+            .iter()
+            .find(|n| n.op_type == "Conv")
+            .unwrap();
+        let (weight, bias) = (&conv.input[1], &conv.input[2]);
+        assert!(
+            weight != &shared && bias != &shared && weight != bias,
+            "{conv:?}"
+        );
+        assert_eq!(model.float(weight).unwrap().dims, [4, 1, 1, 1]);
+        assert_eq!(model.float(bias).unwrap().dims, [4]);
+    }
+
     #[test]
     fn unnamed_nodes_keep_their_names_through_the_bias_fusion() {
         // The same network with every node name removed: candidates are `OpType_index` in
