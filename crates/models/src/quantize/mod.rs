@@ -142,26 +142,36 @@ pub fn with_outputs(
 }
 
 /// Elements in a model's initializers that are weights (scales and zero points of
-/// quantization are not counted): the parameter count a report shows. A Q/DQ node's scale
-/// and zero point are its second and third inputs; the dynamic form's are named so.
+/// quantization are not counted): the parameter count a report shows. Told apart by where
+/// they are read, not by name (a user's tensor may end in `_scale`): a Q/DQ node's second
+/// and third inputs, an integer operator's zero points, and a dynamic product's weight
+/// scale (what multiplies a `DynamicQuantizeLinear`'s scale).
 pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
     let model = Model::decode(bytes)?;
-    let quantization: HashSet<&str> = model
-        .graph
-        .node
+    let nodes = &model.graph.node;
+    let dynamic_scales: HashSet<&str> = nodes
         .iter()
-        .filter(|n| {
-            n.domain.is_empty()
-                && matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear")
+        .filter(|n| n.domain.is_empty() && n.op_type == "DynamicQuantizeLinear")
+        .filter_map(|n| n.output.get(1).map(String::as_str))
+        .collect();
+    let quantization: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n.domain.is_empty())
+        .flat_map(|n| {
+            let skip = match n.op_type.as_str() {
+                "QuantizeLinear" | "DequantizeLinear" => 1,
+                "ConvInteger" | "MatMulInteger" => 2,
+                "Mul" if n.input.iter().any(|i| dynamic_scales.contains(i.as_str())) => 0,
+                _ => n.input.len(),
+            };
+            n.input.iter().skip(skip).map(String::as_str)
         })
-        .flat_map(|n| n.input.iter().skip(1).map(String::as_str))
         .collect();
     Ok(model
         .graph
         .initializer
         .iter()
         .filter(|t| !quantization.contains(t.name.as_str()))
-        .filter(|t| !t.name.ends_with(SCALE) && !t.name.ends_with(ZERO_POINT))
         .map(|t| {
             t.dims
                 .iter()
@@ -170,10 +180,6 @@ pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
         })
         .fold(0usize, usize::saturating_add))
 }
-
-/// Suffixes of the dynamic form's scales and zero points.
-const SCALE: &str = "_scale";
-const ZERO_POINT: &str = "_zero_point";
 
 /// A float tensor read from an initializer.
 #[derive(Clone, Debug)]
@@ -854,6 +860,56 @@ pub(crate) mod testing {
         crate::onnx::encode(&graph, Some(5)).unwrap()
     }
 
+    /// conv(1→4, 3×3, no bias) → batch norm (written out as Sub, Mul, Add) → relu →
+    /// flatten → linear(256→5), on 1×8×8 inputs.
+    pub fn conv_batch_norm() -> Vec<u8> {
+        let w = |shape: Vec<usize>, seed| {
+            let n = shape.iter().product();
+            Weights::new(shape, values(n, seed))
+        };
+        let positive = |n, seed| {
+            Weights::new(
+                vec![n],
+                values(n, seed).iter().map(|v| v.abs() + 0.5).collect(),
+            )
+        };
+        let graph = Graph {
+            name: "bn".into(),
+            sample_shape: vec![1, 8, 8],
+            layers: vec![
+                layer(
+                    "conv1",
+                    Layer::Conv2d {
+                        weight: w(vec![4, 1, 3, 3], 1),
+                        bias: None,
+                        stride: 1,
+                        padding: 1,
+                    },
+                ),
+                layer(
+                    "bn1",
+                    Layer::BatchNorm {
+                        gamma: positive(4, 2),
+                        beta: w(vec![4], 3),
+                        mean: w(vec![4], 4),
+                        var: positive(4, 5),
+                        epsilon: 1e-5,
+                    },
+                ),
+                layer("relu1", Layer::Relu),
+                layer("flatten", Layer::Flatten),
+                layer(
+                    "fc",
+                    Layer::Linear {
+                        weight: w(vec![256, 5], 6),
+                        bias: Some(w(vec![5], 7)),
+                    },
+                ),
+            ],
+        };
+        crate::onnx::encode(&graph, Some(5)).unwrap()
+    }
+
     /// Runs `bytes` with tract; returns every output, flattened.
     pub fn run(bytes: &[u8], shape: &[usize], input: &[f32]) -> Vec<Vec<f32>> {
         let model = tract_onnx::onnx()
@@ -1058,7 +1114,25 @@ mod tests {
         let bytes = cnn();
         let float = parameters(&bytes).unwrap();
         assert_eq!(float, 36 + 4 + 216 + 6 + 864 + 16 + 80 + 5);
-        let q = dynamic_int8(&bytes, &Int8Options::default()).unwrap();
-        assert_eq!(parameters(&q.bytes).unwrap(), float);
+        for per_channel in [false, true] {
+            let options = Int8Options {
+                per_channel,
+                ..Default::default()
+            };
+            let q = dynamic_int8(&bytes, &options).unwrap();
+            assert_eq!(parameters(&q.bytes).unwrap(), float, "{per_channel}");
+        }
+        // Told apart by where they are read, not by name: a weight called `…_scale` counts.
+        let mut model = Model::decode(&bytes).unwrap();
+        let i = model.initializers["fc2.weight"];
+        model.graph.initializer[i].name = "fc2_scale".into();
+        for n in &mut model.graph.node {
+            for input in &mut n.input {
+                if input == "fc2.weight" {
+                    *input = "fc2_scale".into();
+                }
+            }
+        }
+        assert_eq!(parameters(&model.encode()).unwrap(), float);
     }
 }

@@ -514,56 +514,7 @@ mod tests {
 
     #[test]
     fn a_batch_norm_after_a_convolution_is_folded_into_it() {
-        use crate::graph::{Graph, Layer, NamedLayer, Weights};
-        let w = |shape: Vec<usize>, seed| {
-            let n = shape.iter().product();
-            Weights::new(shape, values(n, seed))
-        };
-        let positive = |n, seed| {
-            Weights::new(
-                vec![n],
-                values(n, seed).iter().map(|v| v.abs() + 0.5).collect(),
-            )
-        };
-        let layer = |name: &str, layer| NamedLayer {
-            name: name.into(),
-            layer,
-        };
-        let graph = Graph {
-            name: "bn".into(),
-            sample_shape: vec![1, 8, 8],
-            layers: vec![
-                layer(
-                    "conv1",
-                    Layer::Conv2d {
-                        weight: w(vec![4, 1, 3, 3], 1),
-                        bias: None,
-                        stride: 1,
-                        padding: 1,
-                    },
-                ),
-                layer(
-                    "bn1",
-                    Layer::BatchNorm {
-                        gamma: positive(4, 2),
-                        beta: w(vec![4], 3),
-                        mean: w(vec![4], 4),
-                        var: positive(4, 5),
-                        epsilon: 1e-5,
-                    },
-                ),
-                layer("relu1", Layer::Relu),
-                layer("flatten", Layer::Flatten),
-                layer(
-                    "fc",
-                    Layer::Linear {
-                        weight: w(vec![256, 5], 6),
-                        bias: Some(w(vec![5], 7)),
-                    },
-                ),
-            ],
-        };
-        let bytes = crate::onnx::encode(&graph, Some(5)).unwrap();
+        let bytes = conv_batch_norm();
         let options = Int8Options::default();
         let ranges = calibrate(&bytes, &options, Method::MinMax);
         let q = static_int8(&bytes, &ranges, &options).unwrap();
