@@ -131,11 +131,11 @@ type Fact = (Option<Vec<String>>, Option<String>);
 /// Each labelled tensor's shape and type as tract's analysis finds them.
 ///
 /// The analysis evaluates constant subgraphs, so a crafted file can make it ask for an
-/// impossible tensor (a `ConstantOfShape` of 10¹³ values); tract panics then, and the graph
+/// huge tensor (a `ConstantOfShape` of 10¹³ values); tract panics then, and the graph
 /// is shown without shapes instead of failing the request.
 fn facts(proto: &pb::ModelProto) -> Result<HashMap<String, Fact>, String> {
-    if let Some(why) = oversized_constant(proto) {
-        return Err(why);
+    if let Some(why) = crate::folding::oversized_constant(proto) {
+        return Err(format!("not analysed: {why}"));
     }
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analysed_facts(proto))).unwrap_or_else(
         |panic| {
@@ -147,74 +147,6 @@ fn facts(proto: &pb::ModelProto) -> Result<HashMap<String, Fact>, String> {
             Err(format!("tract's analysis of this graph failed: {why}"))
         },
     )
-}
-
-/// Most values a tensor that tract's analysis would build from constants may have.
-const MAX_FOLDED_VALUES: u64 = 1 << 27;
-
-/// Operators whose output size is read from a constant input (a shape, repeats, a range).
-const SIZED_BY_INPUT: &[&str] = &[
-    "ConstantOfShape",
-    "Expand",
-    "Tile",
-    "Reshape",
-    "Resize",
-    "Upsample",
-    "Pad",
-    "Range",
-];
-
-/// Why the analysis is not run, when a node of [`SIZED_BY_INPUT`] reads a constant integer
-/// tensor whose values multiply past [`MAX_FOLDED_VALUES`]: the analysis evaluates constant
-/// subgraphs, and a crafted `ConstantOfShape` of 10⁹ values would be built and filled in
-/// the server's memory. A guard on what the file states; shapes computed by arithmetic on
-/// constants are not followed, and a panic in the analysis is caught as well.
-fn oversized_constant(proto: &pb::ModelProto) -> Option<String> {
-    let graph = proto.graph.as_ref()?;
-    let mut ints: HashMap<&str, &pb::TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
-    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
-        if let (Some(out), Some(t)) = (
-            n.output.first(),
-            n.attribute.iter().find_map(|a| a.t.as_ref()),
-        ) {
-            ints.insert(out.as_str(), t);
-        }
-    }
-    for n in graph
-        .node
-        .iter()
-        .filter(|n| SIZED_BY_INPUT.contains(&n.op_type.as_str()))
-    {
-        for t in n.input.iter().filter_map(|i| ints.get(i.as_str())) {
-            let values: Box<dyn Iterator<Item = i64>> = if !t.int64_data.is_empty() {
-                Box::new(t.int64_data.iter().copied())
-            } else if t.data_type == pb::tensor_proto::DataType::Int64 as i32 {
-                Box::new(
-                    t.raw_data
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))),
-                )
-            } else {
-                continue;
-            };
-            // Read without a copy: the tensor may be as large as the file.
-            let product = values
-                .map(|v| v.unsigned_abs().max(1))
-                .try_fold(1u64, |a, v| a.checked_mul(v))
-                .unwrap_or(u64::MAX);
-            if product > MAX_FOLDED_VALUES {
-                return Some(format!(
-                    "not analysed: {} node `{}` reads a constant whose values multiply to {product}, past the {MAX_FOLDED_VALUES} values shown",
-                    n.op_type, n.name
-                ));
-            }
-        }
-    }
-    None
 }
 
 fn analysed_facts(proto: &pb::ModelProto) -> Result<HashMap<String, Fact>, String> {
@@ -351,6 +283,8 @@ mod tests {
             },
         );
         g.node[1].op_type = "Expand".into();
+        // Expand(data, shape): the shape vector itself, expanded to the shape it states.
+        g.node[1].input = vec!["shape".into(), "shape".into()];
         let graph = layer_graph(&prost::Message::encode_to_vec(&model)).unwrap();
         assert_eq!(graph.layers.len(), 2);
         assert!(graph.shapes_unknown.unwrap().contains("Expand"));

@@ -4,8 +4,10 @@
 //! with their weights), the vocabulary the engine describes its trained networks in; [`onnx`]
 //! turns one into an ONNX model (opset 17) that the serving runtimes load like any other;
 //! [`safetensors`] writes its weights under PyTorch's names and layouts; [`layers`] describes
-//! any ONNX file's nodes with their shapes and weights for people.
+//! any ONNX file's nodes with their shapes and weights for people; [`folding`] refuses a file
+//! whose constants would build a tensor no process can hold, before a runtime loads it.
 
+pub mod folding;
 pub mod graph;
 pub mod layers;
 pub mod onnx;
