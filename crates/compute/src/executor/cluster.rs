@@ -26,6 +26,21 @@ use super::{Attempt, Executor, ExitRecord, Node};
 /// How often a running attempt's output is pulled and shipped (its state is asked more
 /// often, in the pool's [`StatePoller`] rounds).
 const SHIP_EVERY: Duration = Duration::from_secs(1);
+/// For engines that give a job's output only whole ([`Engine::reads_output_whole`]): the
+/// bytes per second pulling may cost on average. A pull of `n` bytes waits `n / rate`
+/// before the next, so a job that has printed 100 MB is read every 100 s instead of every
+/// second (100 MB/s); its last output is always read when it ends.
+const WHOLE_OUTPUT_BYTES_PER_S: f64 = 1024.0 * 1024.0;
+
+/// How long to wait before pulling a running attempt's output again, after `pulled` bytes.
+fn next_ship_after(reads_whole: bool, pulled: u64) -> Duration {
+    if !reads_whole {
+        return SHIP_EVERY;
+    }
+    SHIP_EVERY.max(Duration::from_secs_f64(
+        pulled as f64 / WHOLE_OUTPUT_BYTES_PER_S,
+    ))
+}
 /// How long an engine may fail to answer about an attempt before the attempt is given up
 /// as lost (the engine job may still run; it is stopped if reachable).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -126,6 +141,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Asks job `id` to end.
     async fn stop(&self, id: &str) -> Result<(), EngineError>;
+
+    /// Whether [`Engine::pull_output`] reads the job's whole output each time (Ray's and
+    /// Kubernetes' log APIs take no offset), so pulling a long log must be paced by its size.
+    fn reads_output_whole(&self) -> bool {
+        false
+    }
 
     /// Appends to `spool` what job `id` printed beyond its first `pulled` bytes, when the
     /// engine keeps a job's output itself (Ray); engines that write the output file
@@ -325,13 +346,18 @@ impl<E: Engine> ClusterExecutor<E> {
         let mut failing_since: Option<std::time::Instant> = None;
         let mut last_note = String::new();
         let mut shipped_at: Option<std::time::Instant> = None;
+        let mut ship_every = SHIP_EVERY;
         let ended = loop {
-            if shipped_at.is_none_or(|at| at.elapsed() >= SHIP_EVERY) {
+            if shipped_at.is_none_or(|at| at.elapsed() >= ship_every) {
                 if let Err(e) = pull().await {
                     tracing::debug!(job = %job.id, error = %e, "cannot pull output yet");
                 }
                 self.spools.tick(&job.id, &mut shipping).await;
                 shipped_at = Some(std::time::Instant::now());
+                ship_every = next_ship_after(
+                    self.engine.reads_output_whole(),
+                    self.pulled(&job.id, attempt),
+                );
             }
             match self.poller.state(engine_id).await {
                 Ok(Some(EngineState::Ended(ended))) => break Some(ended),
@@ -694,6 +720,15 @@ mod tests {
             "a b it's $HOME `x` ;rm -rf /\n"
         );
         assert!(shell_command(&["a\0b".to_string()], None).is_err());
+    }
+
+    #[test]
+    fn a_long_output_read_whole_is_pulled_less_often() {
+        assert_eq!(next_ship_after(false, 500 << 20), SHIP_EVERY);
+        assert_eq!(next_ship_after(true, 0), SHIP_EVERY);
+        assert_eq!(next_ship_after(true, 512 << 10), SHIP_EVERY);
+        // 100 MiB printed: read every 100 s, about 1 MiB/s on average.
+        assert_eq!(next_ship_after(true, 100 << 20), Duration::from_secs(100));
     }
 
     #[test]

@@ -505,6 +505,11 @@ impl Engine for Kubernetes {
         }
     }
 
+    /// The logs API answers the whole output, with no offset.
+    fn reads_output_whole(&self) -> bool {
+        true
+    }
+
     async fn pull_output(&self, id: &str, spool: &Path, pulled: u64) -> Result<(), EngineError> {
         let Some(pod) = self.pod(id).await? else {
             return Ok(());

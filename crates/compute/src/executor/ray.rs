@@ -290,6 +290,11 @@ impl Engine for Ray {
         }
     }
 
+    /// The logs API answers the whole output, with no offset.
+    fn reads_output_whole(&self) -> bool {
+        true
+    }
+
     async fn pull_output(&self, id: &str, spool: &Path, pulled: u64) -> Result<(), EngineError> {
         let Some(answer) = self.get_optional(&format!("/api/jobs/{id}/logs")).await? else {
             return Ok(());
