@@ -23,19 +23,27 @@ pub const MAX_FOLDED_VALUES: u64 = 1 << 27;
 /// is refused, since its inner sizes would go unchecked.
 const MAX_DEPTH: usize = 32;
 
-/// Why `proto` is refused, if a node builds a tensor of more than [`MAX_FOLDED_VALUES`]
-/// values from sizes written in the file: the shape of `ConstantOfShape` and `Expand`, the
-/// repeats of `Tile`, the sizes or scales of `Resize` and `Upsample`, the pads of `Pad`, the
-/// count of `Range`. In the main graph and in every subgraph.
+/// Why `proto` is refused, if a runtime evaluating its constants while it loads would build
+/// a tensor of more than [`MAX_FOLDED_VALUES`] values: `ConstantOfShape` and `Range` of
+/// stated sizes, and `Expand`, `Tile`, `Pad`, `Resize` and `Upsample` of a constant tensor
+/// (bounded by its values times the growth the node states), followed from one to the next,
+/// in the main graph and in every subgraph. Size lists longer than any rank are refused
+/// unread. Not followed: other operators on constants (a broadcast `Add` of two stated
+/// vectors is an outer product), and anything computed from a request's inputs, which is
+/// built only when a request runs.
 pub fn oversized_constant(proto: &pb::ModelProto) -> Option<String> {
     let graph = proto.graph.as_ref()?;
-    check_graph(graph, &HashMap::new(), 0)
+    check_graph(graph, None, 0)
 }
 
-/// [`oversized_constant`] of a file as bytes; `None` too for bytes that are not a model
-/// (the runtime that loads them says what is wrong with them).
+/// [`oversized_constant`] of a file as bytes. Bytes that do not decode are refused too: a
+/// runtime with a laxer decoder (ONNX Runtime takes names that are not UTF-8) would load
+/// them unchecked.
 pub fn oversized_constant_in(bytes: &[u8]) -> Option<String> {
-    oversized_constant(&crate::onnx::decode(bytes).ok()?)
+    match crate::onnx::decode(bytes) {
+        Ok(model) => oversized_constant(&model),
+        Err(e) => Some(format!("it cannot be checked: {e}")),
+    }
 }
 
 /// A constant's values as numbers (integers exactly, floats as they are).
@@ -92,9 +100,57 @@ impl Values<'_> {
     }
 }
 
+/// The constants a graph sees: its own, then its enclosing graphs' (looked up innermost
+/// first, so a subgraph costs no copy of them).
+struct Scope<'a> {
+    parent: Option<&'a Scope<'a>>,
+    /// Constants whose values the file states (sizes, shapes, scales).
+    values: HashMap<&'a str, Values<'a>>,
+    /// Values in each constant tensor, stated or built from constants by the operators
+    /// followed here.
+    counts: HashMap<&'a str, f64>,
+}
+
+impl<'a> Scope<'a> {
+    fn value(&self, name: &str) -> Option<Values<'a>> {
+        self.values
+            .get(name)
+            .copied()
+            .or_else(|| self.parent?.value(name))
+    }
+
+    fn count(&self, name: &str) -> Option<f64> {
+        self.counts
+            .get(name)
+            .copied()
+            .or_else(|| self.parent?.count(name))
+    }
+}
+
+/// Most values a size, shape, scale or pad list may hold: no tensor has more axes.
+const MAX_SIZE_VALUES: usize = 64;
+
+/// Why a size list is refused before its values are read.
+fn too_long(v: Values) -> Option<usize> {
+    let n = match v {
+        Values::Ints(i) => i.len(),
+        Values::Floats(f) => f.len(),
+        Values::Tensor(t) => t
+            .dims
+            .iter()
+            .map(|d| usize::try_from(*d).unwrap_or(usize::MAX))
+            .fold(1usize, usize::saturating_mul),
+    };
+    (n > MAX_SIZE_VALUES).then_some(n)
+}
+
+fn dims_count(dims: &[i64]) -> f64 {
+    dims.iter().map(|d| (*d).max(0) as f64).product()
+}
+
 fn check_graph<'a>(
     graph: &'a pb::GraphProto,
-    outer: &HashMap<&'a str, Values<'a>>,
+    parent: Option<&'a Scope<'a>>,
     depth: usize,
 ) -> Option<String> {
     if depth > MAX_DEPTH {
@@ -102,44 +158,76 @@ fn check_graph<'a>(
             "subgraphs nest deeper than {MAX_DEPTH} levels; refused unchecked"
         ));
     }
-    // Constants visible here: the enclosing graphs', then this one's (which shadow them).
-    let mut constants = outer.clone();
+    let mut scope = Scope {
+        parent,
+        values: HashMap::new(),
+        counts: HashMap::new(),
+    };
     for t in &graph.initializer {
-        constants.insert(t.name.as_str(), Values::Tensor(t));
-    }
-    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
-        let Some(out) = n.output.first() else {
-            continue;
-        };
-        for a in &n.attribute {
-            let v = match a.name.as_str() {
-                "value" => a.t.as_ref().map(Values::Tensor),
-                "value_ints" => Some(Values::Ints(&a.ints)),
-                "value_floats" => Some(Values::Floats(&a.floats)),
-                _ => None,
-            };
-            if let Some(v) = v {
-                constants.insert(out.as_str(), v);
-            }
-        }
+        scope.values.insert(t.name.as_str(), Values::Tensor(t));
+        scope.counts.insert(t.name.as_str(), dims_count(&t.dims));
     }
     for n in &graph.node {
-        if let Some(size) = built_size(n, &constants) {
-            if size > MAX_FOLDED_VALUES as f64 {
+        if n.op_type == "Constant" {
+            let Some(out) = n.output.first() else {
+                continue;
+            };
+            for a in &n.attribute {
+                let (v, count) = match a.name.as_str() {
+                    "value" => match a.t.as_ref() {
+                        Some(t) => (Values::Tensor(t), dims_count(&t.dims)),
+                        None => continue,
+                    },
+                    "value_ints" => (Values::Ints(&a.ints), a.ints.len() as f64),
+                    "value_floats" => (Values::Floats(&a.floats), a.floats.len() as f64),
+                    "value_int" => (Values::Ints(std::slice::from_ref(&a.i)), 1.0),
+                    "value_float" => (Values::Floats(std::slice::from_ref(&a.f)), 1.0),
+                    // A sparse constant: a few values, stored dense by the runtimes.
+                    "sparse_value" => {
+                        if let Some(t) = a.sparse_tensor.as_ref() {
+                            scope.counts.insert(out.as_str(), dims_count(&t.dims));
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                scope.values.insert(out.as_str(), v);
+                scope.counts.insert(out.as_str(), count);
+            }
+        }
+        match built(n, &scope) {
+            Err(why) => {
+                let name = if n.name.is_empty() {
+                    "(unnamed)"
+                } else {
+                    &n.name
+                };
+                return Some(format!("{} node `{name}`: {why}", n.op_type));
+            }
+            Ok(Some(size)) if size > MAX_FOLDED_VALUES as f64 => {
                 let name = if n.name.is_empty() {
                     "(unnamed)"
                 } else {
                     &n.name
                 };
                 return Some(format!(
-                    "{} node `{name}` would build a tensor of {size:.0} values from sizes written in the file, more than the {MAX_FOLDED_VALUES} allowed",
+                    "{} node `{name}` would build a tensor of {size:.0} values from constants in the file, more than the {MAX_FOLDED_VALUES} allowed",
                     n.op_type
                 ));
             }
+            Ok(Some(size)) => {
+                if let Some(out) = n.output.first() {
+                    scope.counts.insert(out.as_str(), size);
+                }
+            }
+            Ok(None) => {}
         }
+    }
+    // Subgraphs last, seeing every constant of this graph.
+    for n in &graph.node {
         for a in &n.attribute {
             for g in a.g.iter().chain(&a.graphs) {
-                if let Some(why) = check_graph(g, &constants, depth + 1) {
+                if let Some(why) = check_graph(g, Some(&scope), depth + 1) {
                     return Some(why);
                 }
             }
@@ -148,37 +236,80 @@ fn check_graph<'a>(
     None
 }
 
-/// The values node `n` would build from the constants it reads, where the file states them.
-fn built_size(n: &pb::NodeProto, constants: &HashMap<&str, Values>) -> Option<f64> {
-    let input = |i: usize| {
-        n.input
-            .get(i)
-            .filter(|name| !name.is_empty())
-            .and_then(|name| constants.get(name.as_str()))
+/// The values node `n` builds (an upper bound) when a runtime evaluates it while loading:
+/// when it reads only constants. `Ok(None)` for a node that is not followed, or that reads
+/// a tensor known only at run time.
+fn built(n: &pb::NodeProto, scope: &Scope) -> Result<Option<f64>, String> {
+    let name = |i: usize| n.input.get(i).filter(|name| !name.is_empty());
+    // A size list, refused unread when longer than any tensor's rank.
+    let sizes = |i: usize| -> Result<Option<Values>, String> {
+        let Some(v) = name(i).and_then(|x| scope.value(x)) else {
+            return Ok(None);
+        };
+        match too_long(v) {
+            Some(len) => Err(format!(
+                "a size list of {len} values (at most {MAX_SIZE_VALUES})"
+            )),
+            None => Ok(Some(v)),
+        }
     };
-    match n.op_type.as_str() {
-        "ConstantOfShape" | "Expand" => input(if n.op_type == "Expand" { 1 } else { 0 })?.product(),
-        "Tile" => input(1)?.product(),
-        "Upsample" => input(1)?.product(),
-        // Scales (input 2) or sizes (input 3), whichever the node has.
-        "Resize" => [3, 2].into_iter().find_map(|i| input(i)?.product()),
-        // Each axis grows by its begin and end pads.
-        "Pad" => {
-            let pads: Vec<f64> = input(1)?.iter()?.map(f64::abs).collect();
-            let half = pads.len() / 2;
-            Some(
-                (0..half)
-                    .map(|a| (pads[a] + pads[a + half]).max(1.0))
-                    .product(),
-            )
-        }
+    let data = || name(0).and_then(|x| scope.count(x));
+    let product = |v: Option<Values>| v.and_then(|v| v.product());
+    Ok(match n.op_type.as_str() {
+        "ConstantOfShape" => product(sizes(0)?),
         "Range" => {
-            let scalar = |i| input(i).and_then(|v| v.iter()?.next());
-            let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
-            (delta != 0.0).then(|| ((limit - start) / delta).ceil().max(0.0))
+            let scalar =
+                |i| -> Result<Option<f64>, String> { Ok(sizes(i)?.and_then(|v| v.iter()?.next())) };
+            match (scalar(0)?, scalar(1)?, scalar(2)?) {
+                (Some(start), Some(limit), Some(delta)) if delta != 0.0 => {
+                    Some(((limit - start) / delta).ceil().max(0.0))
+                }
+                _ => None,
+            }
         }
+        // Output ≤ data × factor: a broadcast axis is at most the product of the two.
+        "Expand" | "Tile" => match (data(), product(sizes(1)?)) {
+            (Some(d), Some(f)) => Some(d * f),
+            _ => None,
+        },
+        // Each axis d becomes d + begin + end ≤ d · (1 + begin + end).
+        "Pad" => match (data(), sizes(1)?) {
+            (Some(d), Some(pads)) => {
+                let pads: Vec<f64> = pads.iter().map_or(Vec::new(), |p| p.collect());
+                let half = pads.len() / 2;
+                let grow: f64 = (0..half)
+                    .map(|a| 1.0 + pads[a].max(0.0) + pads[a + half].max(0.0))
+                    .product();
+                Some(d * grow)
+            }
+            _ => None,
+        },
+        "Resize" | "Upsample" => match data() {
+            None => None,
+            Some(d) => {
+                // Sizes (input 3) from opset 11; else scales: input 2 from opset 11, input
+                // 1 before (from 11 the region of interest, fractions), or Upsample-7's
+                // attribute.
+                let stated_sizes = if n.op_type == "Resize" {
+                    product(sizes(3)?)
+                } else {
+                    None
+                };
+                let scales = match (sizes(2)?, sizes(1)?) {
+                    (Some(s), _) | (None, Some(s)) => Some(s),
+                    (None, None) => n
+                        .attribute
+                        .iter()
+                        .find(|a| a.name == "scales")
+                        .map(|a| Values::Floats(&a.floats)),
+                };
+                let grow =
+                    scales.and_then(|s| Some(s.iter()?.map(|x| x.max(1.0)).product::<f64>()));
+                stated_sizes.or(grow.map(|g| d * g))
+            }
+        },
         _ => None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -216,6 +347,15 @@ mod tests {
         }
     }
 
+    fn floats(name: &str, dims: &[i64]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn stated_sizes_past_the_limit_are_refused_and_ordinary_ones_pass() {
         let big = [100_000, 100_000, 1000];
@@ -225,18 +365,20 @@ mod tests {
             ("Tile", vec!["x", "s"]),
             ("Resize", vec!["x", "", "", "s"]),
         ] {
-            let why = oversized_constant(&model(node(op, &inputs), vec![int64s("s", &big)]))
+            // `x`, a constant of one value: what a runtime folds while it loads.
+            let stated = |s: &[i64]| vec![int64s("s", s), floats("x", &[1])];
+            let why = oversized_constant(&model(node(op, &inputs), stated(&big)))
                 .unwrap_or_else(|| panic!("{op} passed"));
             assert!(why.contains(op) && why.contains("10000000000000"), "{why}");
-            let ordinary = model(node(op, &inputs), vec![int64s("s", &[1, 3, 224, 224])]);
+            let ordinary = model(node(op, &inputs), stated(&[1, 3, 224, 224]));
             assert_eq!(oversized_constant(&ordinary), None, "{op}");
         }
         let pads = model(
             node("Pad", &["x", "p"]),
-            vec![int64s(
-                "p",
-                &[0, 0, 1 << 20, 1 << 20, 0, 0, 1 << 20, 1 << 20],
-            )],
+            vec![
+                floats("x", &[1, 1, 1, 1]),
+                int64s("p", &[0, 0, 1 << 20, 1 << 20, 0, 0, 1 << 20, 1 << 20]),
+            ],
         );
         assert!(oversized_constant(&pads).is_some());
         let range = |limit| {
@@ -248,6 +390,44 @@ mod tests {
         assert!(oversized_constant(&range(1 << 40)).is_some());
         // A count, not a product: −5‥100,000 is 100,005 values.
         assert_eq!(oversized_constant(&range(100_000)), None);
+    }
+
+    #[test]
+    fn growth_of_a_tensor_known_only_at_run_time_is_not_refused() {
+        // A high-resolution model resizing its input to 1×256×1024×1024 (2.7·10⁸ values):
+        // built per request, not while loading, and ordinary for such a model.
+        let resize = model(
+            node("Resize", &["input", "", "", "s"]),
+            vec![int64s("s", &[1, 256, 1024, 1024])],
+        );
+        assert_eq!(oversized_constant(&resize), None);
+    }
+
+    #[test]
+    fn growth_is_followed_from_one_node_to_the_next() {
+        // ConstantOfShape([2²⁶]) passes alone; tiled 64 times it is 2³² values.
+        let mut g = pb::GraphProto {
+            initializer: vec![int64s("s", &[1 << 26]), int64s("r", &[64])],
+            ..Default::default()
+        };
+        let mut first = node("ConstantOfShape", &["s"]);
+        first.output = vec!["c".into()];
+        g.node = vec![first, node("Tile", &["c", "r"])];
+        let m = pb::ModelProto {
+            graph: Some(g),
+            ..Default::default()
+        };
+        let why = oversized_constant(&m).expect("refused");
+        assert!(why.contains("Tile"), "{why}");
+    }
+
+    #[test]
+    fn a_size_list_longer_than_any_rank_is_refused_unread() {
+        let ones = vec![1; 10_000];
+        let m = model(node("ConstantOfShape", &["s"]), vec![int64s("s", &ones)]);
+        let why = oversized_constant(&m).expect("refused");
+        assert!(why.contains("size list of 10000 values"), "{why}");
+        assert!(oversized_constant_in(b"not a model").is_some());
     }
 
     #[test]

@@ -28,18 +28,19 @@ use super::{Attempt, Executor, ExitRecord, Node};
 const SHIP_EVERY: Duration = Duration::from_secs(1);
 /// For engines that give a job's output only whole ([`Engine::reads_output_whole`]): the
 /// bytes per second pulling may cost on average. A pull of `n` bytes waits `n / rate`
-/// before the next, so a job that has printed 100 MB is read every 100 s instead of every
-/// second (100 MB/s); its last output is always read when it ends.
+/// before the next (at most [`PULL_AT_LEAST_EVERY`]), so a job that has printed 30 MiB is
+/// read every 30 s instead of every second; its last output is always read when it ends.
 const WHOLE_OUTPUT_BYTES_PER_S: f64 = 1024.0 * 1024.0;
+/// The longest wait between two pulls of a running attempt's output, however long it is.
+const PULL_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
 
 /// How long to wait before pulling a running attempt's output again, after `pulled` bytes.
-fn next_ship_after(reads_whole: bool, pulled: u64) -> Duration {
+fn next_pull_after(reads_whole: bool, pulled: u64) -> Duration {
     if !reads_whole {
         return SHIP_EVERY;
     }
-    SHIP_EVERY.max(Duration::from_secs_f64(
-        pulled as f64 / WHOLE_OUTPUT_BYTES_PER_S,
-    ))
+    Duration::from_secs_f64(pulled as f64 / WHOLE_OUTPUT_BYTES_PER_S)
+        .clamp(SHIP_EVERY, PULL_AT_LEAST_EVERY)
 }
 /// How long an engine may fail to answer about an attempt before the attempt is given up
 /// as lost (the engine job may still run; it is stopped if reachable).
@@ -142,8 +143,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Asks job `id` to end.
     async fn stop(&self, id: &str) -> Result<(), EngineError>;
 
-    /// Whether [`Engine::pull_output`] reads the job's whole output each time (Ray's and
-    /// Kubernetes' log APIs take no offset), so pulling a long log must be paced by its size.
+    /// Whether [`Engine::pull_output`] reads the job's whole output each time (the Ray logs
+    /// endpoint and the Kubernetes pod log call used here take no byte offset), so pulling a
+    /// long log must be paced by its size.
     fn reads_output_whole(&self) -> bool {
         false
     }
@@ -346,18 +348,23 @@ impl<E: Engine> ClusterExecutor<E> {
         let mut failing_since: Option<std::time::Instant> = None;
         let mut last_note = String::new();
         let mut shipped_at: Option<std::time::Instant> = None;
-        let mut ship_every = SHIP_EVERY;
+        let mut pulled_at: Option<std::time::Instant> = None;
+        let mut pull_every = SHIP_EVERY;
         let ended = loop {
-            if shipped_at.is_none_or(|at| at.elapsed() >= ship_every) {
-                if let Err(e) = pull().await {
-                    tracing::debug!(job = %job.id, error = %e, "cannot pull output yet");
+            if shipped_at.is_none_or(|at| at.elapsed() >= SHIP_EVERY) {
+                if pulled_at.is_none_or(|at| at.elapsed() >= pull_every) {
+                    if let Err(e) = pull().await {
+                        tracing::debug!(job = %job.id, error = %e, "cannot pull output yet");
+                    }
+                    pulled_at = Some(std::time::Instant::now());
+                    pull_every = next_pull_after(
+                        self.engine.reads_output_whole(),
+                        self.pulled(&job.id, attempt),
+                    );
                 }
+                // Shipping and the metric scan run every second on what has arrived.
                 self.spools.tick(&job.id, &mut shipping).await;
                 shipped_at = Some(std::time::Instant::now());
-                ship_every = next_ship_after(
-                    self.engine.reads_output_whole(),
-                    self.pulled(&job.id, attempt),
-                );
             }
             match self.poller.state(engine_id).await {
                 Ok(Some(EngineState::Ended(ended))) => break Some(ended),
@@ -724,11 +731,12 @@ mod tests {
 
     #[test]
     fn a_long_output_read_whole_is_pulled_less_often() {
-        assert_eq!(next_ship_after(false, 500 << 20), SHIP_EVERY);
-        assert_eq!(next_ship_after(true, 0), SHIP_EVERY);
-        assert_eq!(next_ship_after(true, 512 << 10), SHIP_EVERY);
-        // 100 MiB printed: read every 100 s, about 1 MiB/s on average.
-        assert_eq!(next_ship_after(true, 100 << 20), Duration::from_secs(100));
+        assert_eq!(next_pull_after(false, 500 << 20), SHIP_EVERY);
+        assert_eq!(next_pull_after(true, 0), SHIP_EVERY);
+        assert_eq!(next_pull_after(true, 512 << 10), SHIP_EVERY);
+        // 30 MiB printed: read every 30 s, about 1 MiB/s on average; never rarer than a minute.
+        assert_eq!(next_pull_after(true, 30 << 20), Duration::from_secs(30));
+        assert_eq!(next_pull_after(true, 5 << 30), PULL_AT_LEAST_EVERY);
     }
 
     #[test]

@@ -505,7 +505,7 @@ impl Engine for Kubernetes {
         }
     }
 
-    /// The logs API answers the whole output, with no offset.
+    /// The log call used here answers the whole output each time.
     fn reads_output_whole(&self) -> bool {
         true
     }

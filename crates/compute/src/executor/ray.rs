@@ -290,7 +290,7 @@ impl Engine for Ray {
         }
     }
 
-    /// The logs API answers the whole output, with no offset.
+    /// The log call used here answers the whole output each time.
     fn reads_output_whole(&self) -> bool {
         true
     }

@@ -5,7 +5,8 @@
 //! signed weights three times slower on CPUs without VNNI (measured: 3.4 vs 1.2 ms for the
 //! digits CNN's second convolution at batch 32) and refuses a zero point per channel.
 //! Per channel, a convolution's weights are therefore symmetric around one shared zero
-//! point (128) with a scale per output channel, applied after the integer convolution.
+//! point (128, or 64 with `reduce_range`) with a scale per output channel, applied after the
+//! integer convolution.
 //!
 //! `MatMul(x, W)` becomes
 //! `DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q, x_zp) → Cast → Mul(x_scale · w_scale)`,
@@ -14,7 +15,7 @@
 //! A batch norm written out after a convolution is folded into it first, as for static
 //! int8. The integer operator keeps the name of the node it replaces; the nodes around it
 //! are unnamed and the new tensors get short suffixes, since names are a real part of a
-//! small model's file (see `docs/compression.md`).
+//! small model's file (see the compression section of `docs/benchmarks.md`).
 
 use tract_onnx::pb;
 

@@ -40,7 +40,8 @@ use crate::ModelsError;
 pub struct Int8Options {
     /// One scale per output channel of each weight instead of one per tensor.
     pub per_channel: bool,
-    /// 7-bit weights (and activations for dynamic), for CPUs without VNNI.
+    /// 7-bit weights, for CPUs without VNNI (dynamic activations stay 8-bit:
+    /// `DynamicQuantizeLinear` has one grid).
     pub reduce_range: bool,
     /// Static only: activations as signed 8-bit with zero point 0 (instead of unsigned with
     /// a zero point).
@@ -143,9 +144,8 @@ pub fn with_outputs(
 
 /// Elements in a model's initializers that are weights (scales and zero points of
 /// quantization are not counted): the parameter count a report shows. Told apart by where
-/// they are read, not by name (a user's tensor may end in `_scale`): a Q/DQ node's second
-/// and third inputs, an integer operator's zero points, and a dynamic product's weight
-/// scale (what multiplies a `DynamicQuantizeLinear`'s scale).
+/// they are read, not by name (a user's tensor may end in `_scale`): see
+/// [`quantization_input`].
 pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
     let model = Model::decode(bytes)?;
     let nodes = &model.graph.node;
@@ -156,15 +156,12 @@ pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
         .collect();
     let quantization: HashSet<&str> = nodes
         .iter()
-        .filter(|n| n.domain.is_empty())
         .flat_map(|n| {
-            let skip = match n.op_type.as_str() {
-                "QuantizeLinear" | "DequantizeLinear" => 1,
-                "ConvInteger" | "MatMulInteger" => 2,
-                "Mul" if n.input.iter().any(|i| dynamic_scales.contains(i.as_str())) => 0,
-                _ => n.input.len(),
-            };
-            n.input.iter().skip(skip).map(String::as_str)
+            n.input
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| quantization_input(n, *i, &dynamic_scales))
+                .map(|(_, name)| name.as_str())
         })
         .collect();
     Ok(model
@@ -179,6 +176,24 @@ pub fn parameters(bytes: &[u8]) -> Result<usize, ModelsError> {
                 .unwrap_or(0)
         })
         .fold(0usize, usize::saturating_add))
+}
+
+/// Whether input `i` of `n` is a scale or zero point: of Trainyard's files (Q/DQ, the
+/// dynamic form) and of ONNX Runtime's operator-form ones (`QLinear…`, its fused
+/// `DynamicQuantizeMatMul` and `MatMulIntegerToFloat`).
+fn quantization_input(n: &pb::NodeProto, i: usize, dynamic_scales: &HashSet<&str>) -> bool {
+    match n.op_type.as_str() {
+        "QuantizeLinear" | "DequantizeLinear" => i >= 1,
+        "ConvInteger" | "MatMulInteger" => i >= 2,
+        "Mul" if n.domain.is_empty() => n.input.iter().any(|x| dynamic_scales.contains(x.as_str())),
+        // (x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp[, bias]): the bias counts.
+        "QLinearConv" | "QLinearMatMul" | "QLinearAdd" | "QLinearMul" => i != 0 && i != 3 && i < 8,
+        "DynamicQuantizeMatMul" => matches!(i, 2 | 3),
+        "MatMulIntegerToFloat" => (2..6).contains(&i),
+        // The other QLinear operators take one tensor, then scales and zero points.
+        op if op.starts_with("QLinear") => i >= 1,
+        _ => false,
+    }
 }
 
 /// A float tensor read from an initializer.
@@ -1134,5 +1149,37 @@ mod tests {
             }
         }
         assert_eq!(parameters(&model.encode()).unwrap(), float);
+
+        // ONNX Runtime's operator form: a QLinearConv's weight and bias count, its six
+        // scales and zero points do not.
+        let t = |name: &str, dims: &[usize]| floats(name, dims, &vec![0.5; dims.iter().product()]);
+        let mut conv = node(
+            "QLinearConv",
+            "conv",
+            ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"]
+                .map(String::from)
+                .to_vec(),
+            vec!["y".into()],
+        );
+        conv.domain = String::new();
+        let graph = pb::GraphProto {
+            node: vec![conv],
+            initializer: vec![
+                t("xs", &[]),
+                t("xz", &[]),
+                t("w", &[4, 1, 3, 3]),
+                t("ws", &[4]),
+                t("wz", &[4]),
+                t("ys", &[]),
+                t("yz", &[]),
+                t("b", &[4]),
+            ],
+            ..Default::default()
+        };
+        let m = pb::ModelProto {
+            graph: Some(graph),
+            ..Default::default()
+        };
+        assert_eq!(parameters(&prost::Message::encode_to_vec(&m)).unwrap(), 40);
     }
 }
