@@ -45,6 +45,8 @@ pub struct TlsIdentity {
     /// The PEM files as given (tonic takes them as they are).
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// The certificate itself (the chain's first), to tell which names it holds.
+    leaf: CertificateDer<'static>,
     config: Arc<rustls::ServerConfig>,
 }
 
@@ -88,6 +90,7 @@ impl TlsIdentity {
             key: key.into(),
             why,
         };
+        let leaf = chain[0].clone();
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -100,8 +103,21 @@ impl TlsIdentity {
         Ok(Self {
             cert_pem,
             key_pem,
+            leaf,
             config: Arc::new(config),
         })
+    }
+
+    /// Whether a client that verifies the certificate accepts it for `host` (a DNS name or
+    /// an IP address, as in a URL; brackets around IPv6 allowed): what the server checks its
+    /// public URL against at start, since local jobs reach it by that URL.
+    pub fn names(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let Ok(name) = rustls::pki_types::ServerName::try_from(host) else {
+            return false;
+        };
+        rustls::server::ParsedCertificate::try_from(&self.leaf)
+            .is_ok_and(|cert| rustls::client::verify_server_name(&cert, &name).is_ok())
     }
 }
 

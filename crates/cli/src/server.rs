@@ -100,6 +100,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| local_url(address, config.tls.is_some()));
+    if let Some(tls) = &config.tls {
+        check_certificate_names(tls, &public_url, config.public_url.is_some())?;
+    }
     let executor = LocalExecutor::new(
         LocalOptions {
             root: config.data_dir.join("executor"),
@@ -412,4 +415,30 @@ fn local_url(address: std::net::SocketAddr, tls: bool) -> String {
     };
     let scheme = if tls { "https" } else { "http" };
     format!("{scheme}://{ip}:{}", address.port())
+}
+
+/// Local jobs reach the server at `public_url` and verify its certificate: one that does not
+/// name the URL's host fails every job's first call, far from the cause. Said at start.
+fn check_certificate_names(
+    tls: &trainyard_api::TlsIdentity,
+    public_url: &str,
+    given: bool,
+) -> anyhow::Result<()> {
+    let host = reqwest::Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    if tls.names(&host) {
+        return Ok(());
+    }
+    let what = if given {
+        "use a --public-url whose host the certificate names"
+    } else {
+        "set --public-url (public_url) to https://NAME:PORT with a name the certificate holds, \
+         or add 127.0.0.1 to its subject alternative names"
+    };
+    anyhow::bail!(
+        "the TLS certificate does not name `{host}`, the host of {public_url}, by which jobs \
+         and the command line reach this server: {what}"
+    )
 }

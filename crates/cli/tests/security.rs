@@ -1068,6 +1068,41 @@ async fn the_audit_trail_records_changes_and_denials_and_no_secret() {
     }
 }
 
+/// A certificate that does not name the host jobs reach the server by stops start-up with
+/// the reason and what to do (before, every job's first call failed to verify instead).
+#[test]
+fn a_certificate_that_does_not_name_the_servers_url_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = common::test_certificate_for(dir.path(), "DNS:trainyard.example");
+    let up = |extra: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--tls-ca")
+            .arg(&ca)
+            .args(extra)
+            .env_remove("TRAINYARD_DATABASE_URL")
+            .env_remove("TRAINYARD_BLOBS_URL")
+            .output()
+            .unwrap()
+    };
+    let out = up(&[]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("does not name `127.0.0.1`") && said.contains("--public-url"),
+        "{said}"
+    );
+    let out = up(&["--public-url", "https://elsewhere.example:8443"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("does not name `elsewhere.example`"), "{said}");
+}
+
 /// With `--tls-cert/--tls-key` both listeners speak TLS only: HTTPS answers, plain HTTP
 /// does not, the gRPC listener completes a verified handshake with ALPN h2, silent
 /// connections do not hold the listener up, the CLI trusts the CA through

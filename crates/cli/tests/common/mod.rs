@@ -490,17 +490,23 @@ pub fn ok(out: Output) -> String {
 /// A CA and a server certificate it signed for 127.0.0.1 and localhost, made with the
 /// `openssl` command in `dir`; returns (certificate, key, CA certificate).
 pub fn test_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    test_certificate_for(dir, "IP:127.0.0.1,DNS:localhost")
+}
+
+/// The same for the subject alternative names `names` (`DNS:a.example,IP:10.0.0.1`).
+pub fn test_certificate_for(dir: &std::path::Path, names: &str) -> (PathBuf, PathBuf, PathBuf) {
     let script = r#"set -e
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=trainyard-test-ca -keyout ca.key -out ca.pem 2>/dev/null
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj /CN=localhost -keyout server.key -out server.csr 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
+    -subj /CN=trainyard-test -keyout server.key -out server.csr 2>/dev/null
+printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' "$NAMES" > server.ext
 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
     -extfile server.ext -out server.pem 2>/dev/null
 "#;
     let status = Command::new("sh")
         .args(["-c", script])
+        .env("NAMES", names)
         .current_dir(dir)
         .status()
         .expect("run openssl");
