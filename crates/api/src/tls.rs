@@ -109,15 +109,34 @@ impl TlsIdentity {
     }
 
     /// Whether a client that verifies the certificate accepts it for `host` (a DNS name or
-    /// an IP address, as in a URL; brackets around IPv6 allowed): what the server checks its
-    /// public URL against at start, since local jobs reach it by that URL.
-    pub fn names(&self, host: &str) -> bool {
+    /// an IP address, as in a URL; brackets around IPv6 allowed), and if not, why: what the
+    /// server checks the address jobs reach it by against at start.
+    pub fn check_names(&self, host: &str) -> Result<(), String> {
+        use rustls::{CertificateError, Error};
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let Ok(name) = rustls::pki_types::ServerName::try_from(host) else {
-            return false;
-        };
-        rustls::server::ParsedCertificate::try_from(&self.leaf)
-            .is_ok_and(|cert| rustls::client::verify_server_name(&cert, &name).is_ok())
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|_| format!("`{host}` is not a host name or IP address"))?;
+        let cert = rustls::server::ParsedCertificate::try_from(&self.leaf).map_err(|e| {
+            format!("its certificate cannot be read as an X.509 server certificate ({e})")
+        })?;
+        match rustls::client::verify_server_name(&cert, &name) {
+            Ok(()) => Ok(()),
+            Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                presented,
+                ..
+            })) if presented.is_empty() => Err(format!(
+                "its certificate names no host (no subject alternative names; clients ignore \
+                 the common name), so it is valid for no `{host}`"
+            )),
+            Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                presented,
+                ..
+            })) => Err(format!(
+                "its certificate names {}, not `{host}`",
+                presented.join(", ")
+            )),
+            Err(e) => Err(format!("its certificate is not valid for `{host}` ({e})")),
+        }
     }
 }
 

@@ -47,6 +47,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let config = args.resolve()?;
+    if let Some(tls) = &config.tls {
+        check_certificate_names(tls, &config.listen, config.public_url.as_deref())?;
+    }
     let serve_args = config.serve.clone();
     let job_user = JobUser::resolve(config.job_user.as_deref())?;
     if job_user.is_server_user() {
@@ -100,9 +103,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| local_url(address, config.tls.is_some()));
-    if let Some(tls) = &config.tls {
-        check_certificate_names(tls, &public_url, config.public_url.is_some())?;
-    }
+
     let executor = LocalExecutor::new(
         LocalOptions {
             root: config.data_dir.join("executor"),
@@ -417,28 +418,45 @@ fn local_url(address: std::net::SocketAddr, tls: bool) -> String {
     format!("{scheme}://{ip}:{}", address.port())
 }
 
-/// Local jobs reach the server at `public_url` and verify its certificate: one that does not
-/// name the URL's host fails every job's first call, far from the cause. Said at start.
+/// Jobs reach the server by its public URL (its listen address when none is given) and
+/// verify its certificate: one that does not name that host fails every job's first call,
+/// far from the cause, so the start stops and says so — before anything is created. A
+/// public URL that is given may point at a proxy that ends TLS with a certificate of its
+/// own, so there a mismatch is only a warning.
 fn check_certificate_names(
     tls: &trainyard_api::TlsIdentity,
-    public_url: &str,
-    given: bool,
+    listen: &str,
+    public_url: Option<&str>,
 ) -> anyhow::Result<()> {
-    let host = reqwest::Url::parse(public_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    if tls.names(&host) {
+    if let Some(url) = public_url {
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        if let Err(why) = tls.check_names(&host) {
+            tracing::warn!(
+                public_url = url,
+                "{why}: jobs that reach this server by its public URL directly will fail to \
+                 verify it (fine when a proxy there ends TLS with a certificate of its own)"
+            );
+        }
         return Ok(());
     }
-    let what = if given {
-        "use a --public-url whose host the certificate names"
-    } else {
-        "set --public-url (public_url) to https://NAME:PORT with a name the certificate holds, \
-         or add 127.0.0.1 to its subject alternative names"
+    let host = match listen.parse::<std::net::SocketAddr>() {
+        Ok(address) => local_url(address, true)
+            .trim_start_matches("https://")
+            .rsplit_once(':')
+            .map_or_else(String::new, |(host, _)| host.to_string()),
+        Err(_) => listen
+            .rsplit_once(':')
+            .map_or(listen, |(host, _)| host)
+            .to_string(),
     };
-    anyhow::bail!(
-        "the TLS certificate does not name `{host}`, the host of {public_url}, by which jobs \
-         and the command line reach this server: {what}"
-    )
+    tls.check_names(&host).map_err(|why| {
+        anyhow::anyhow!(
+            "jobs reach this server at `{host}` (its listen address), but {why}: set \
+             --public-url (public_url) to https://NAME:PORT with a name the certificate holds, \
+             or listen on an address it names"
+        )
+    })
 }

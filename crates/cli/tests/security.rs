@@ -1068,16 +1068,28 @@ async fn the_audit_trail_records_changes_and_denials_and_no_secret() {
     }
 }
 
-/// A certificate that does not name the host jobs reach the server by stops start-up with
-/// the reason and what to do (before, every job's first call failed to verify instead).
+/// A certificate that does not name the address jobs reach the server by stops start-up
+/// with the reason and what to do, before anything is created (before, every job's first
+/// call failed to verify instead). A public URL that is given may be a proxy's, which ends
+/// TLS with its own certificate: the server starts, and warns.
 #[test]
-fn a_certificate_that_does_not_name_the_servers_url_stops_start_up() {
+fn a_certificate_that_does_not_name_the_servers_address_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, ca) = common::test_certificate_for(dir.path(), "DNS:trainyard.example");
     let up = |extra: &[&str]| {
-        std::process::Command::new(common::BIN)
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut command = std::process::Command::new(common::BIN);
+        command
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .arg("--job-user")
+            .arg(trainyard_compute::JobUser::current().unwrap().name)
             .arg("--tls-cert")
             .arg(&cert)
             .arg("--tls-key")
@@ -1086,21 +1098,57 @@ fn a_certificate_that_does_not_name_the_servers_url_stops_start_up() {
             .arg(&ca)
             .args(extra)
             .env_remove("TRAINYARD_DATABASE_URL")
-            .env_remove("TRAINYARD_BLOBS_URL")
-            .output()
-            .unwrap()
+            .env_remove("TRAINYARD_BLOBS_URL");
+        command
     };
-    let out = up(&[]);
+    let out = up(&[]).output().unwrap();
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("does not name `127.0.0.1`") && said.contains("--public-url"),
+        said.contains("jobs reach this server at `127.0.0.1`")
+            && said.contains("trainyard.example")
+            && said.contains("--public-url"),
         "{said}"
     );
-    let out = up(&["--public-url", "https://elsewhere.example:8443"]);
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("does not name `elsewhere.example`"), "{said}");
+    assert!(!dir.path().join("data").join("trainyard.db").exists());
+
+    // Behind a proxy: it starts, and says what would fail without one.
+    let mut server = up(&["--public-url", "https://elsewhere.example:8443"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !lines.iter().any(|l: &String| l.contains("trainyard is up")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("not up: {}", lines.join("\n")),
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fail to verify") && l.contains("proxy")),
+        "{}",
+        lines.join("\n")
+    );
 }
 
 /// With `--tls-cert/--tls-key` both listeners speak TLS only: HTTPS answers, plain HTTP

@@ -26,14 +26,23 @@ const MAX_DEPTH: usize = 32;
 /// Why `proto` is refused, if a runtime evaluating its constants while it loads would build
 /// a tensor of more than [`MAX_FOLDED_VALUES`] values: `ConstantOfShape` and `Range` of
 /// stated sizes, and `Expand`, `Tile`, `Pad`, `Resize` and `Upsample` of a constant tensor
-/// (bounded by its values times the growth the node states), followed from one to the next,
-/// in the main graph and in every subgraph. Size lists longer than any rank are refused
-/// unread. Not followed: other operators on constants (a broadcast `Add` of two stated
+/// (shapes followed exactly where the file states them, bounded where its lists do not fit),
+/// from node to node in the order they read each other, in the main graph, every subgraph
+/// and every model-local function. Size lists longer than any rank and tensors written twice
+/// are refused. Not followed: other operators on constants (a broadcast `Add` of two stated
 /// vectors is an outer product), and anything computed from a request's inputs, which is
 /// built only when a request runs.
 pub fn oversized_constant(proto: &pb::ModelProto) -> Option<String> {
-    let graph = proto.graph.as_ref()?;
-    check_graph(graph, None, 0)
+    if let Some(graph) = &proto.graph {
+        if let Some(why) = check_nodes(&graph.node, &graph.initializer, None, 0) {
+            return Some(why);
+        }
+    }
+    // Model-local functions: runtimes inline their bodies.
+    proto
+        .functions
+        .iter()
+        .find_map(|f| check_nodes(&f.node, &[], None, 0))
 }
 
 /// [`oversized_constant`] of a file as bytes. Bytes that do not decode are refused too: a
@@ -69,6 +78,14 @@ impl Values<'_> {
                     Box::new(t.float_data.iter().map(|x| f64::from(*x)))
                 } else if !t.int32_data.is_empty() {
                     Box::new(t.int32_data.iter().map(|x| f64::from(*x)))
+                } else if !t.double_data.is_empty() {
+                    Box::new(t.double_data.iter().copied())
+                } else if t.data_type == DataType::Double as i32 {
+                    Box::new(
+                        t.raw_data
+                            .chunks_exact(8)
+                            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))),
+                    )
                 } else if t.data_type == DataType::Int64 as i32 {
                     Box::new(
                         t.raw_data
@@ -93,11 +110,17 @@ impl Values<'_> {
             }
         })
     }
+}
 
-    /// Product of the magnitudes (each at least 1), saturating.
-    fn product(&self) -> Option<f64> {
-        Some(self.iter()?.fold(1.0, |a, v| a * v.abs().max(1.0)))
-    }
+/// A constant tensor's dimensions (as numbers, so a hostile product saturates to infinity
+/// instead of wrapping).
+type Dims = Vec<f64>;
+
+/// Reads a node's size list (from an input by index, or from an attribute by name).
+type ListReader<'r, K> = &'r dyn Fn(K) -> Result<Option<Vec<f64>>, String>;
+
+fn count(dims: &[f64]) -> f64 {
+    dims.iter().product()
 }
 
 /// The constants a graph sees: its own, then its enclosing graphs' (looked up innermost
@@ -106,9 +129,9 @@ struct Scope<'a> {
     parent: Option<&'a Scope<'a>>,
     /// Constants whose values the file states (sizes, shapes, scales).
     values: HashMap<&'a str, Values<'a>>,
-    /// Values in each constant tensor, stated or built from constants by the operators
+    /// The shape of each constant tensor, stated or built from constants by the operators
     /// followed here.
-    counts: HashMap<&'a str, f64>,
+    dims: HashMap<&'a str, Dims>,
 }
 
 impl<'a> Scope<'a> {
@@ -119,37 +142,41 @@ impl<'a> Scope<'a> {
             .or_else(|| self.parent?.value(name))
     }
 
-    fn count(&self, name: &str) -> Option<f64> {
-        self.counts
-            .get(name)
-            .copied()
-            .or_else(|| self.parent?.count(name))
+    fn dims(&self, name: &str) -> Option<&Dims> {
+        self.dims.get(name).or_else(|| self.parent?.dims(name))
     }
 }
 
 /// Most values a size, shape, scale or pad list may hold: no tensor has more axes.
 const MAX_SIZE_VALUES: usize = 64;
 
-/// Why a size list is refused before its values are read.
-fn too_long(v: Values) -> Option<usize> {
-    let n = match v {
+/// Values a constant holds, by its stated dimensions or by the data it carries, whichever
+/// is more (a hostile file may state three and carry millions).
+fn stored_len(v: Values) -> usize {
+    match v {
         Values::Ints(i) => i.len(),
         Values::Floats(f) => f.len(),
         Values::Tensor(t) => t
             .dims
             .iter()
             .map(|d| usize::try_from(*d).unwrap_or(usize::MAX))
-            .fold(1usize, usize::saturating_mul),
-    };
-    (n > MAX_SIZE_VALUES).then_some(n)
+            .fold(1usize, usize::saturating_mul)
+            .max(t.int64_data.len())
+            .max(t.float_data.len())
+            .max(t.int32_data.len())
+            .max(t.double_data.len())
+            .max(t.raw_data.len() / 8),
+    }
 }
 
-fn dims_count(dims: &[i64]) -> f64 {
-    dims.iter().map(|d| (*d).max(0) as f64).product()
+fn tensor_dims(dims: &[i64]) -> Dims {
+    dims.iter().map(|d| (*d).max(0) as f64).collect()
 }
 
-fn check_graph<'a>(
-    graph: &'a pb::GraphProto,
+/// Checks one graph's (or function's) nodes with its initializers, then its subgraphs.
+fn check_nodes<'a>(
+    nodes: &'a [pb::NodeProto],
+    initializers: &'a [pb::TensorProto],
     parent: Option<&'a Scope<'a>>,
     depth: usize,
 ) -> Option<String> {
@@ -161,73 +188,111 @@ fn check_graph<'a>(
     let mut scope = Scope {
         parent,
         values: HashMap::new(),
-        counts: HashMap::new(),
+        dims: HashMap::new(),
     };
-    for t in &graph.initializer {
+    for t in initializers {
         scope.values.insert(t.name.as_str(), Values::Tensor(t));
-        scope.counts.insert(t.name.as_str(), dims_count(&t.dims));
+        scope.dims.insert(t.name.as_str(), tensor_dims(&t.dims));
     }
-    for n in &graph.node {
-        if n.op_type == "Constant" {
-            let Some(out) = n.output.first() else {
-                continue;
-            };
-            for a in &n.attribute {
-                let (v, count) = match a.name.as_str() {
-                    "value" => match a.t.as_ref() {
-                        Some(t) => (Values::Tensor(t), dims_count(&t.dims)),
-                        None => continue,
-                    },
-                    "value_ints" => (Values::Ints(&a.ints), a.ints.len() as f64),
-                    "value_floats" => (Values::Floats(&a.floats), a.floats.len() as f64),
-                    "value_int" => (Values::Ints(std::slice::from_ref(&a.i)), 1.0),
-                    "value_float" => (Values::Floats(std::slice::from_ref(&a.f)), 1.0),
-                    // A sparse constant: a few values, stored dense by the runtimes.
-                    "sparse_value" => {
-                        if let Some(t) = a.sparse_tensor.as_ref() {
-                            scope.counts.insert(out.as_str(), dims_count(&t.dims));
-                        }
-                        continue;
-                    }
-                    _ => continue,
-                };
-                scope.values.insert(out.as_str(), v);
-                scope.counts.insert(out.as_str(), count);
+    // Every tensor is written once (ONNX graphs are single-assignment); a file that writes
+    // one twice could show this check one value and a runtime another.
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for out in n.output.iter().filter(|o| !o.is_empty()) {
+            if producer.insert(out.as_str(), i).is_some() || scope.values.contains_key(out.as_str())
+            {
+                return Some(format!("tensor `{out}` is written twice"));
             }
         }
-        match built(n, &scope) {
-            Err(why) => {
-                let name = if n.name.is_empty() {
-                    "(unnamed)"
-                } else {
-                    &n.name
-                };
-                return Some(format!("{} node `{name}`: {why}", n.op_type));
+    }
+    // Constant nodes first, wherever they stand in the file: runtimes order nodes by what
+    // they read, not by where they are written.
+    for n in nodes.iter().filter(|n| n.op_type == "Constant") {
+        let Some(out) = n.output.first() else {
+            continue;
+        };
+        for a in &n.attribute {
+            let (v, dims) = match a.name.as_str() {
+                "value" => match a.t.as_ref() {
+                    Some(t) => (Values::Tensor(t), tensor_dims(&t.dims)),
+                    None => continue,
+                },
+                "value_ints" => (Values::Ints(&a.ints), vec![a.ints.len() as f64]),
+                "value_floats" => (Values::Floats(&a.floats), vec![a.floats.len() as f64]),
+                "value_int" => (Values::Ints(std::slice::from_ref(&a.i)), vec![]),
+                "value_float" => (Values::Floats(std::slice::from_ref(&a.f)), vec![]),
+                // A sparse constant: a few values, stored dense by the runtimes.
+                "sparse_value" => {
+                    if let Some(t) = a.sparse_tensor.as_ref() {
+                        scope.dims.insert(out.as_str(), tensor_dims(&t.dims));
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            scope.values.insert(out.as_str(), v);
+            scope.dims.insert(out.as_str(), dims);
+        }
+    }
+    // The other nodes in the order they depend on each other (Kahn's); nodes in a cycle are
+    // never evaluated by a runtime either, and are left out.
+    let mut waiting: Vec<usize> = nodes
+        .iter()
+        .map(|n| {
+            n.input
+                .iter()
+                .filter(|i| producer.contains_key(i.as_str()))
+                .count()
+        })
+        .collect();
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (j, n) in nodes.iter().enumerate() {
+        for i in n.input.iter().filter_map(|i| producer.get(i.as_str())) {
+            readers.entry(*i).or_default().push(j);
+        }
+    }
+    let mut ready: Vec<usize> = (0..nodes.len()).filter(|&j| waiting[j] == 0).collect();
+    while let Some(j) = ready.pop() {
+        let n = &nodes[j];
+        for &r in readers.get(&j).into_iter().flatten() {
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.push(r);
             }
-            Ok(Some(size)) if size > MAX_FOLDED_VALUES as f64 => {
-                let name = if n.name.is_empty() {
-                    "(unnamed)"
-                } else {
-                    &n.name
-                };
+        }
+        if n.op_type == "Constant" {
+            continue;
+        }
+        let name = || {
+            if n.name.is_empty() {
+                "(unnamed)".to_string()
+            } else {
+                n.name.clone()
+            }
+        };
+        match built(n, &scope) {
+            Err(why) => return Some(format!("{} node `{}`: {why}", n.op_type, name())),
+            Ok(Some(dims)) if count(&dims) > MAX_FOLDED_VALUES as f64 => {
                 return Some(format!(
-                    "{} node `{name}` would build a tensor of {size:.0} values from constants in the file, more than the {MAX_FOLDED_VALUES} allowed",
-                    n.op_type
+                    "{} node `{}` would build a tensor of {:.0} values from constants in the file, more than the {MAX_FOLDED_VALUES} allowed",
+                    n.op_type,
+                    name(),
+                    count(&dims)
                 ));
             }
-            Ok(Some(size)) => {
+            Ok(Some(dims)) => {
                 if let Some(out) = n.output.first() {
-                    scope.counts.insert(out.as_str(), size);
+                    scope.dims.insert(out.as_str(), dims);
                 }
             }
             Ok(None) => {}
         }
     }
     // Subgraphs last, seeing every constant of this graph.
-    for n in &graph.node {
+    for n in nodes {
         for a in &n.attribute {
             for g in a.g.iter().chain(&a.graphs) {
-                if let Some(why) = check_graph(g, Some(&scope), depth + 1) {
+                if let Some(why) = check_nodes(&g.node, &g.initializer, Some(&scope), depth + 1) {
                     return Some(why);
                 }
             }
@@ -236,79 +301,194 @@ fn check_graph<'a>(
     None
 }
 
-/// The values node `n` builds (an upper bound) when a runtime evaluates it while loading:
-/// when it reads only constants. `Ok(None)` for a node that is not followed, or that reads
-/// a tensor known only at run time.
-fn built(n: &pb::NodeProto, scope: &Scope) -> Result<Option<f64>, String> {
+/// NumPy broadcasting of two shapes (right-aligned); a pair that does not broadcast gives
+/// the larger, as a bound.
+fn broadcast(a: &[f64], b: &[f64]) -> Dims {
+    let rank = a.len().max(b.len());
+    (0..rank)
+        .map(|k| {
+            let at = |d: &[f64]| (k + d.len()).checked_sub(rank).map_or(1.0, |i| d[i]);
+            let (x, y) = (at(a), at(b));
+            if x == 1.0 {
+                y
+            } else if y == 1.0 {
+                x
+            } else {
+                x.max(y)
+            }
+        })
+        .collect()
+}
+
+/// A list of numbers from a node's integer or float list attribute.
+fn attribute_list<'a>(n: &'a pb::NodeProto, name: &str) -> Option<Values<'a>> {
+    let a = n.attribute.iter().find(|a| a.name == name)?;
+    if !a.ints.is_empty() {
+        Some(Values::Ints(&a.ints))
+    } else if !a.floats.is_empty() {
+        Some(Values::Floats(&a.floats))
+    } else {
+        None
+    }
+}
+
+/// The shape of what node `n` builds (a bound where its parameters do not fit its input)
+/// when a runtime evaluates it while loading: when it reads only constants. `Ok(None)` for
+/// a node that is not followed, or that reads a tensor known only at run time.
+fn built(n: &pb::NodeProto, scope: &Scope) -> Result<Option<Dims>, String> {
     let name = |i: usize| n.input.get(i).filter(|name| !name.is_empty());
-    // A size list, refused unread when longer than any tensor's rank.
-    let sizes = |i: usize| -> Result<Option<Values>, String> {
-        let Some(v) = name(i).and_then(|x| scope.value(x)) else {
-            return Ok(None);
-        };
-        match too_long(v) {
-            Some(len) => Err(format!(
+    let checked = |v: Values| -> Result<Vec<f64>, String> {
+        let len = stored_len(v);
+        if len > MAX_SIZE_VALUES {
+            return Err(format!(
                 "a size list of {len} values (at most {MAX_SIZE_VALUES})"
-            )),
-            None => Ok(Some(v)),
+            ));
         }
+        Ok(v.iter().map_or_else(Vec::new, |i| i.collect()))
     };
-    let data = || name(0).and_then(|x| scope.count(x));
-    let product = |v: Option<Values>| v.and_then(|v| v.product());
+    // A size list read from input `i`, refused unread when longer than any tensor's rank.
+    let sizes = |i: usize| -> Result<Option<Vec<f64>>, String> {
+        name(i)
+            .and_then(|x| scope.value(x))
+            .map(checked)
+            .transpose()
+    };
+    let from_attribute = |a: &str| -> Result<Option<Vec<f64>>, String> {
+        attribute_list(n, a).map(checked).transpose()
+    };
+    let data = name(0).and_then(|x| scope.dims(x)).cloned();
+    let magnitudes = |v: &[f64]| -> f64 { v.iter().map(|x| x.abs().max(1.0)).product() };
     Ok(match n.op_type.as_str() {
-        "ConstantOfShape" => product(sizes(0)?),
+        "ConstantOfShape" => sizes(0)?.map(|s| s.iter().map(|x| x.max(0.0)).collect()),
         "Range" => {
-            let scalar =
-                |i| -> Result<Option<f64>, String> { Ok(sizes(i)?.and_then(|v| v.iter()?.next())) };
+            let scalar = |i| -> Result<Option<f64>, String> {
+                Ok(sizes(i)?.and_then(|v| v.first().copied()))
+            };
             match (scalar(0)?, scalar(1)?, scalar(2)?) {
                 (Some(start), Some(limit), Some(delta)) if delta != 0.0 => {
-                    Some(((limit - start) / delta).ceil().max(0.0))
+                    Some(vec![((limit - start) / delta).ceil().max(0.0)])
                 }
                 _ => None,
             }
         }
-        // Output ≤ data × factor: a broadcast axis is at most the product of the two.
-        "Expand" | "Tile" => match (data(), product(sizes(1)?)) {
-            (Some(d), Some(f)) => Some(d * f),
+        "Expand" => match (data, sizes(1)?) {
+            (Some(d), Some(shape)) => Some(broadcast(&d, &shape)),
             _ => None,
         },
-        // Each axis d becomes d + begin + end ≤ d · (1 + begin + end).
-        "Pad" => match (data(), sizes(1)?) {
-            (Some(d), Some(pads)) => {
-                let pads: Vec<f64> = pads.iter().map_or(Vec::new(), |p| p.collect());
-                let half = pads.len() / 2;
-                let grow: f64 = (0..half)
-                    .map(|a| 1.0 + pads[a].max(0.0) + pads[a + half].max(0.0))
-                    .product();
-                Some(d * grow)
+        "Tile" => match (data, sizes(1)?) {
+            (Some(d), Some(r)) if d.len() == r.len() => {
+                Some(d.iter().zip(&r).map(|(a, b)| a * b.max(0.0)).collect())
             }
+            (Some(d), Some(r)) => Some(vec![count(&d) * magnitudes(&r)]),
             _ => None,
         },
-        "Resize" | "Upsample" => match data() {
+        // Pads from input 1 (opset 11 on) or the attribute (before); each axis d becomes
+        // d + begin + end.
+        "Pad" => {
+            let pads = match sizes(1)? {
+                Some(p) => Some(p),
+                None => from_attribute("pads")?,
+            };
+            match (data, pads) {
+                (Some(d), Some(p)) if p.len() == 2 * d.len() => Some(
+                    (0..d.len())
+                        .map(|a| (d[a] + p[a] + p[a + d.len()]).max(0.0))
+                        .collect(),
+                ),
+                (Some(d), Some(p)) => Some(vec![count(&d) * magnitudes(&p)]),
+                _ => None,
+            }
+        }
+        "Resize" | "Upsample" => match data {
             None => None,
-            Some(d) => {
-                // Sizes (input 3) from opset 11; else scales: input 2 from opset 11, input
-                // 1 before (from 11 the region of interest, fractions), or Upsample-7's
-                // attribute.
-                let stated_sizes = if n.op_type == "Resize" {
-                    product(sizes(3)?)
-                } else {
-                    None
-                };
-                let scales = match (sizes(2)?, sizes(1)?) {
-                    (Some(s), _) | (None, Some(s)) => Some(s),
-                    (None, None) => n
-                        .attribute
-                        .iter()
-                        .find(|a| a.name == "scales")
-                        .map(|a| Values::Floats(&a.floats)),
-                };
-                let grow =
-                    scales.and_then(|s| Some(s.iter()?.map(|x| x.max(1.0)).product::<f64>()));
-                stated_sizes.or(grow.map(|g| d * g))
-            }
+            Some(d) => resized(n, &d, &sizes, &from_attribute)?,
         },
         _ => None,
+    })
+}
+
+/// What `Resize` or `Upsample` of a constant of shape `d` builds: from its sizes and from its
+/// scales (a runtime may take either when both are given), whichever is larger.
+fn resized(
+    n: &pb::NodeProto,
+    d: &[f64],
+    sizes: ListReader<usize>,
+    from_attribute: ListReader<&str>,
+) -> Result<Option<Dims>, String> {
+    let rank = d.len();
+    // The axes the lists are for (opset 18's `axes`; all of them otherwise).
+    let axes: Vec<usize> = match from_attribute("axes")? {
+        Some(a) => a
+            .iter()
+            .map(|x| {
+                let k = if *x < 0.0 { *x + rank as f64 } else { *x };
+                if k >= 0.0 && (k as usize) < rank {
+                    Ok(k as usize)
+                } else {
+                    Err(format!("axis {x} of a rank-{rank} tensor"))
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        None => (0..rank).collect(),
+    };
+    let bound =
+        |list: &[f64]| vec![count(d) * list.iter().map(|x| x.abs().max(1.0)).product::<f64>()];
+    // Scales: Upsample's input 1 (or its attribute, opset 7); Resize's input 1 in opset 10
+    // (two inputs), input 2 from opset 11.
+    let scales = if n.op_type == "Upsample" {
+        match sizes(1)? {
+            Some(s) => Some(s),
+            None => from_attribute("scales")?,
+        }
+    } else if n.input.len() == 2 {
+        sizes(1)?
+    } else {
+        sizes(2)?.filter(|s| !s.is_empty())
+    };
+    let by_scales = scales.map(|s| {
+        if s.len() != axes.len() {
+            return bound(&s);
+        }
+        let mut out = d.to_vec();
+        for (k, scale) in axes.iter().zip(&s) {
+            out[*k] = (d[*k] * scale.max(0.0)).floor();
+        }
+        out
+    });
+    let policy = n
+        .attribute
+        .iter()
+        .find(|a| a.name == "keep_aspect_ratio_policy")
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned());
+    let by_sizes = if n.op_type == "Resize" {
+        sizes(3)?.filter(|s| !s.is_empty()).map(|s| {
+            if s.len() != axes.len() {
+                return bound(&s);
+            }
+            let mut out = d.to_vec();
+            let ratios = axes
+                .iter()
+                .zip(&s)
+                .map(|(k, x)| x.max(0.0) / d[*k].max(1.0));
+            let keep = match policy.as_deref() {
+                Some("not_larger") => Some(ratios.fold(f64::INFINITY, f64::min)),
+                Some("not_smaller") => Some(ratios.fold(0.0, f64::max)),
+                _ => None,
+            };
+            for (k, size) in axes.iter().zip(&s) {
+                out[*k] = match keep {
+                    Some(ratio) => (d[*k] * ratio).round(),
+                    None => size.max(0.0),
+                };
+            }
+            out
+        })
+    } else {
+        None
+    };
+    Ok(match (by_scales, by_sizes) {
+        (Some(a), Some(b)) => Some(if count(&a) >= count(&b) { a } else { b }),
+        (a, b) => a.or(b),
     })
 }
 
@@ -419,6 +599,115 @@ mod tests {
         };
         let why = oversized_constant(&m).expect("refused");
         assert!(why.contains("Tile"), "{why}");
+    }
+
+    #[test]
+    fn order_in_the_file_does_not_matter_and_no_tensor_is_written_twice() {
+        // The Tile first, the ConstantOfShape it tiles after, the shape last as a node.
+        let shape = pb::NodeProto {
+            op_type: "Constant".into(),
+            output: vec!["s".into()],
+            attribute: vec![pb::AttributeProto {
+                name: "value_ints".into(),
+                ints: vec![1 << 26],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut first = node("ConstantOfShape", &["s"]);
+        first.output = vec!["c".into()];
+        let g = pb::GraphProto {
+            node: vec![node("Tile", &["c", "r"]), first, shape],
+            initializer: vec![int64s("r", &[64])],
+            ..Default::default()
+        };
+        let m = pb::ModelProto {
+            graph: Some(g),
+            ..Default::default()
+        };
+        assert!(oversized_constant(&m).expect("refused").contains("Tile"));
+        // A name written small first and huge later: which one a runtime keeps is its own.
+        let mut twice = node("ConstantOfShape", &["s"]);
+        twice.output = vec!["x".into()];
+        let g = pb::GraphProto {
+            node: vec![twice.clone(), twice],
+            initializer: vec![int64s("s", &[2])],
+            ..Default::default()
+        };
+        let m = pb::ModelProto {
+            graph: Some(g),
+            ..Default::default()
+        };
+        assert!(oversized_constant(&m).unwrap().contains("written twice"));
+    }
+
+    #[test]
+    fn shapes_are_followed_exactly_where_the_file_states_them() {
+        // A positional table expanded to its own shape builds what it holds (5.9·10⁵ values);
+        // a product of the two would have refused it.
+        let same = model(
+            node("Expand", &["table", "s"]),
+            vec![
+                floats("table", &[1, 577, 1024]),
+                int64s("s", &[1, 577, 1024]),
+            ],
+        );
+        assert_eq!(oversized_constant(&same), None);
+        // Opset 18's `axes`: sizes for one axis of a [2²⁰, 1] constant make it 2²⁰ × 2²⁰.
+        let mut resize = node("Resize", &["x", "", "", "s"]);
+        resize.attribute.push(pb::AttributeProto {
+            name: "axes".into(),
+            ints: vec![1],
+            ..Default::default()
+        });
+        let m = model(
+            resize,
+            vec![floats("x", &[1 << 20, 1]), int64s("s", &[1 << 20])],
+        );
+        assert!(oversized_constant(&m).is_some());
+        // Pad before opset 11: the pads are an attribute.
+        let mut pad = node("Pad", &["x"]);
+        pad.attribute.push(pb::AttributeProto {
+            name: "pads".into(),
+            ints: vec![1 << 14, 1 << 14, 1 << 14, 1 << 14],
+            ..Default::default()
+        });
+        assert!(oversized_constant(&model(pad, vec![floats("x", &[1, 1])])).is_some());
+        // A Range over doubles.
+        let double = |name: &str, v: f64| pb::TensorProto {
+            name: name.into(),
+            data_type: pb::tensor_proto::DataType::Double as i32,
+            double_data: vec![v],
+            ..Default::default()
+        };
+        let range = model(
+            node("Range", &["a", "b", "c"]),
+            vec![double("a", 0.0), double("b", 1e12), double("c", 1.0)],
+        );
+        assert!(oversized_constant(&range).is_some());
+        // A model-local function's body.
+        let m = pb::ModelProto {
+            graph: Some(pb::GraphProto::default()),
+            functions: vec![pb::FunctionProto {
+                name: Some("f".into()),
+                node: vec![
+                    pb::NodeProto {
+                        op_type: "Constant".into(),
+                        output: vec!["s".into()],
+                        attribute: vec![pb::AttributeProto {
+                            name: "value_ints".into(),
+                            ints: vec![1 << 20, 1 << 20],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                    node("ConstantOfShape", &["s"]),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(oversized_constant(&m).is_some());
     }
 
     #[test]

@@ -29,10 +29,12 @@ const SHIP_EVERY: Duration = Duration::from_secs(1);
 /// For engines that give a job's output only whole ([`Engine::reads_output_whole`]): the
 /// bytes per second pulling may cost on average. A pull of `n` bytes waits `n / rate`
 /// before the next (at most [`PULL_AT_LEAST_EVERY`]), so a job that has printed 30 MiB is
-/// read every 30 s instead of every second; its last output is always read when it ends.
+/// read every 30 s instead of every second; its last output is read when it ends.
 const WHOLE_OUTPUT_BYTES_PER_S: f64 = 1024.0 * 1024.0;
-/// The longest wait between two pulls of a running attempt's output, however long it is.
-const PULL_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+/// The longest wait between two pulls of a running attempt's output, however long it is
+/// (past 300 MiB a pull costs more than 1 MiB/s: a job printing that much is rare, and its
+/// output should still show up).
+const PULL_AT_LEAST_EVERY: Duration = Duration::from_secs(300);
 
 /// How long to wait before pulling a running attempt's output again, after `pulled` bytes.
 fn next_pull_after(reads_whole: bool, pulled: u64) -> Duration {
@@ -734,7 +736,7 @@ mod tests {
         assert_eq!(next_pull_after(false, 500 << 20), SHIP_EVERY);
         assert_eq!(next_pull_after(true, 0), SHIP_EVERY);
         assert_eq!(next_pull_after(true, 512 << 10), SHIP_EVERY);
-        // 30 MiB printed: read every 30 s, about 1 MiB/s on average; never rarer than a minute.
+        // 30 MiB printed: read every 30 s, about 1 MiB/s on average; never rarer than 5 minutes.
         assert_eq!(next_pull_after(true, 30 << 20), Duration::from_secs(30));
         assert_eq!(next_pull_after(true, 5 << 30), PULL_AT_LEAST_EVERY);
     }

@@ -188,6 +188,12 @@ fn quantization_input(n: &pb::NodeProto, i: usize, dynamic_scales: &HashSet<&str
         "Mul" if n.domain.is_empty() => n.input.iter().any(|x| dynamic_scales.contains(x.as_str())),
         // (x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp[, bias]): the bias counts.
         "QLinearConv" | "QLinearMatMul" | "QLinearAdd" | "QLinearMul" => i != 0 && i != 3 && i < 8,
+        // (y_scale, y_zp, then x, x_scale, x_zp for each input).
+        "QLinearConcat" => i < 2 || !(i - 2).is_multiple_of(3),
+        // (condition, x, x_scale, x_zp, y, y_scale, y_zp, z_scale, z_zp).
+        "QLinearWhere" => !matches!(i, 0 | 1 | 4),
+        // (a, a_scale, a_zp, b, b_scale, b_zp, c, y_scale, y_zp): the bias c counts.
+        "QGemm" => matches!(i, 1 | 2 | 4 | 5 | 7 | 8),
         "DynamicQuantizeMatMul" => matches!(i, 2 | 3),
         "MatMulIntegerToFloat" => (2..6).contains(&i),
         // The other QLinear operators take one tensor, then scales and zero points.
