@@ -28,10 +28,12 @@ const MAX_DEPTH: usize = 32;
 /// stated sizes, and `Expand`, `Tile`, `Pad`, `Resize` and `Upsample` of a constant tensor
 /// (shapes followed exactly where the file states them, bounded where its lists do not fit),
 /// from node to node in the order they read each other, in the main graph, every subgraph
-/// and every model-local function. Size lists longer than any rank and tensors written twice
-/// are refused. Not followed: other operators on constants (a broadcast `Add` of two stated
-/// vectors is an outer product), and anything computed from a request's inputs, which is
-/// built only when a request runs.
+/// and every model-local function; through elementwise operators (a broadcast `Add` of two
+/// stated vectors is an outer product), `MatMul`, `Gather`, `Concat` and `Transpose` too. Size
+/// lists longer than any rank and tensors written twice are refused. Not followed: other
+/// operators on constants (their output's shape is not known here, and what reads it is not
+/// followed either), and anything computed from a request's inputs, which is built only when
+/// a request runs.
 pub fn oversized_constant(proto: &pb::ModelProto) -> Option<String> {
     if let Some(graph) = &proto.graph {
         if let Some(why) = check_nodes(&graph.node, &graph.initializer, None, 0) {
@@ -403,8 +405,138 @@ fn built(n: &pb::NodeProto, scope: &Scope) -> Result<Option<Dims>, String> {
             None => None,
             Some(d) => resized(n, &d, &sizes, &from_attribute)?,
         },
-        _ => None,
+        op => combined(op, n, scope),
     })
+}
+
+/// Operators whose output has their input's shape.
+const SAME_SHAPE: &[&str] = &[
+    "Identity",
+    "Cast",
+    "Neg",
+    "Abs",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Sin",
+    "Cos",
+    "Not",
+    "Erf",
+    "Softmax",
+    "LeakyRelu",
+    "Clip",
+    "IsNaN",
+    "IsInf",
+];
+/// Operators whose output is their inputs broadcast together (an outer product for two
+/// vectors of shapes [n, 1] and [1, n]).
+const BROADCAST: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Mod",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "Where",
+    "And",
+    "Or",
+    "Xor",
+    "Equal",
+    "Greater",
+    "Less",
+    "GreaterOrEqual",
+    "LessOrEqual",
+    "PRelu",
+    "BitShift",
+];
+
+/// The shape a shape-combining operator builds from constants, when every input it reads
+/// is one whose shape is known here.
+fn combined(op: &str, n: &pb::NodeProto, scope: &Scope) -> Option<Dims> {
+    let inputs: Option<Vec<&Dims>> = n
+        .input
+        .iter()
+        .filter(|i| !i.is_empty())
+        .map(|i| scope.dims(i))
+        .collect();
+    let inputs = inputs.filter(|i| !i.is_empty())?;
+    let int = |name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+    // An axis of a rank-r tensor, negative counting from the end.
+    let axis = |a: i64, r: usize| {
+        let k = if a < 0 { a + r as i64 } else { a };
+        usize::try_from(k).ok().filter(|k| *k < r.max(1))
+    };
+    if SAME_SHAPE.contains(&op) {
+        return Some(inputs[0].clone());
+    }
+    if BROADCAST.contains(&op) {
+        return Some(inputs.iter().fold(Vec::new(), |a, b| broadcast(&a, b)));
+    }
+    match op {
+        // [.., M, K] × [.., K, N] → [.., M, N], the leading axes broadcast.
+        "MatMul" => {
+            let (a, b) = (inputs.first()?, inputs.get(1)?);
+            let m = match a.len() {
+                0 => return None,
+                1 => 1.0,
+                r => a[r - 2],
+            };
+            let n_out = match b.len() {
+                0 => return None,
+                1 => 1.0,
+                r => b[r - 1],
+            };
+            let lead = |d: &[f64]| d[..d.len().saturating_sub(2)].to_vec();
+            let mut out = broadcast(&lead(a), &lead(b));
+            out.extend([m, n_out]);
+            Some(out)
+        }
+        // data[..axis] + indices + data[axis + 1..].
+        "Gather" => {
+            let (data, indices) = (inputs.first()?, inputs.get(1)?);
+            let a = axis(int("axis").unwrap_or(0), data.len())?;
+            let mut out = data[..a].to_vec();
+            out.extend(indices.iter());
+            out.extend(data.get(a + 1..).unwrap_or(&[]).iter());
+            Some(out)
+        }
+        "Concat" => {
+            let first = inputs.first()?;
+            let a = axis(int("axis")?, first.len())?;
+            let mut out = (*first).clone();
+            out[a] = inputs
+                .iter()
+                .map(|d| d.get(a).copied().unwrap_or(1.0))
+                .sum();
+            Some(out)
+        }
+        // Axes in `perm`'s order (reversed without one).
+        "Transpose" => {
+            let d = inputs[0];
+            let perm: Vec<usize> = match n.attribute.iter().find(|a| a.name == "perm") {
+                Some(p) => p
+                    .ints
+                    .iter()
+                    .map(|k| axis(*k, d.len()))
+                    .collect::<Option<_>>()?,
+                None => (0..d.len()).rev().collect(),
+            };
+            (perm.len() == d.len()).then(|| perm.iter().map(|k| d[*k]).collect())
+        }
+        _ => None,
+    }
 }
 
 /// What `Resize` or `Upsample` of a constant of shape `d` builds: from its sizes and from its
@@ -708,6 +840,41 @@ mod tests {
             ..Default::default()
         };
         assert!(oversized_constant(&m).is_some());
+    }
+
+    #[test]
+    fn elementwise_products_and_gathers_of_constants_are_followed() {
+        // [2¹⁴, 1] + [1, 2¹⁴]: an outer product of 2²⁸ values from 32k stated ones.
+        let outer = model(
+            node("Add", &["a", "b"]),
+            vec![floats("a", &[1 << 14, 1]), floats("b", &[1, 1 << 14])],
+        );
+        assert!(oversized_constant(&outer).unwrap().contains("Add"));
+        // The same shapes added to each other stay what they are.
+        let same = model(
+            node("Mul", &["a", "b"]),
+            vec![floats("a", &[1 << 20]), floats("b", &[1 << 20])],
+        );
+        assert_eq!(oversized_constant(&same), None);
+        // Gathering rows of a [1, 2¹⁴] table 2¹⁴ times.
+        let gather = model(
+            node("Gather", &["t", "i"]),
+            vec![floats("t", &[1, 1 << 14]), int64s("i", &vec![0; 1 << 14])],
+        );
+        assert!(oversized_constant(&gather).is_some());
+        // A Relu between keeps the shape: Cast then Tile of a stated constant.
+        let mut cast = node("Cast", &["x"]);
+        cast.output = vec!["y".into()];
+        let g = pb::GraphProto {
+            node: vec![cast, node("Tile", &["y", "r"])],
+            initializer: vec![floats("x", &[1 << 16]), int64s("r", &[1 << 12])],
+            ..Default::default()
+        };
+        let m = pb::ModelProto {
+            graph: Some(g),
+            ..Default::default()
+        };
+        assert!(oversized_constant(&m).unwrap().contains("Tile"));
     }
 
     #[test]
