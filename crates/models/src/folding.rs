@@ -648,10 +648,28 @@ mod tests {
         }
     }
 
+    /// A `Constant` node writing `ints` (its `value_ints`) to `out`.
+    fn constant_ints(out: &str, ints: Vec<i64>) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: "Constant".into(),
+            output: vec![out.into()],
+            attribute: vec![pb::AttributeProto {
+                name: "value_ints".into(),
+                ints,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
     fn model(node: pb::NodeProto, initializer: Vec<pb::TensorProto>) -> pb::ModelProto {
+        graph_of(vec![node], initializer)
+    }
+
+    fn graph_of(node: Vec<pb::NodeProto>, initializer: Vec<pb::TensorProto>) -> pb::ModelProto {
         pb::ModelProto {
             graph: Some(pb::GraphProto {
-                node: vec![node],
+                node,
                 initializer,
                 ..Default::default()
             }),
@@ -718,17 +736,12 @@ mod tests {
     #[test]
     fn growth_is_followed_from_one_node_to_the_next() {
         // ConstantOfShape([2²⁶]) passes alone; tiled 64 times it is 2³² values.
-        let mut g = pb::GraphProto {
-            initializer: vec![int64s("s", &[1 << 26]), int64s("r", &[64])],
-            ..Default::default()
-        };
         let mut first = node("ConstantOfShape", &["s"]);
         first.output = vec!["c".into()];
-        g.node = vec![first, node("Tile", &["c", "r"])];
-        let m = pb::ModelProto {
-            graph: Some(g),
-            ..Default::default()
-        };
+        let m = graph_of(
+            vec![first, node("Tile", &["c", "r"])],
+            vec![int64s("s", &[1 << 26]), int64s("r", &[64])],
+        );
         let why = oversized_constant(&m).expect("refused");
         assert!(why.contains("Tile"), "{why}");
     }
@@ -736,40 +749,18 @@ mod tests {
     #[test]
     fn order_in_the_file_does_not_matter_and_no_tensor_is_written_twice() {
         // The Tile first, the ConstantOfShape it tiles after, the shape last as a node.
-        let shape = pb::NodeProto {
-            op_type: "Constant".into(),
-            output: vec!["s".into()],
-            attribute: vec![pb::AttributeProto {
-                name: "value_ints".into(),
-                ints: vec![1 << 26],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let shape = constant_ints("s", vec![1 << 26]);
         let mut first = node("ConstantOfShape", &["s"]);
         first.output = vec!["c".into()];
-        let g = pb::GraphProto {
-            node: vec![node("Tile", &["c", "r"]), first, shape],
-            initializer: vec![int64s("r", &[64])],
-            ..Default::default()
-        };
-        let m = pb::ModelProto {
-            graph: Some(g),
-            ..Default::default()
-        };
+        let m = graph_of(
+            vec![node("Tile", &["c", "r"]), first, shape],
+            vec![int64s("r", &[64])],
+        );
         assert!(oversized_constant(&m).expect("refused").contains("Tile"));
         // A name written small first and huge later: which one a runtime keeps is its own.
         let mut twice = node("ConstantOfShape", &["s"]);
         twice.output = vec!["x".into()];
-        let g = pb::GraphProto {
-            node: vec![twice.clone(), twice],
-            initializer: vec![int64s("s", &[2])],
-            ..Default::default()
-        };
-        let m = pb::ModelProto {
-            graph: Some(g),
-            ..Default::default()
-        };
+        let m = graph_of(vec![twice.clone(), twice], vec![int64s("s", &[2])]);
         assert!(oversized_constant(&m).unwrap().contains("written twice"));
     }
 
@@ -823,16 +814,7 @@ mod tests {
             functions: vec![pb::FunctionProto {
                 name: Some("f".into()),
                 node: vec![
-                    pb::NodeProto {
-                        op_type: "Constant".into(),
-                        output: vec!["s".into()],
-                        attribute: vec![pb::AttributeProto {
-                            name: "value_ints".into(),
-                            ints: vec![1 << 20, 1 << 20],
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    },
+                    constant_ints("s", vec![1 << 20, 1 << 20]),
                     node("ConstantOfShape", &["s"]),
                 ],
                 ..Default::default()
@@ -862,18 +844,13 @@ mod tests {
             vec![floats("t", &[1, 1 << 14]), int64s("i", &vec![0; 1 << 14])],
         );
         assert!(oversized_constant(&gather).is_some());
-        // A Relu between keeps the shape: Cast then Tile of a stated constant.
+        // A Cast between keeps the shape: Cast, then Tile, of a stated constant.
         let mut cast = node("Cast", &["x"]);
         cast.output = vec!["y".into()];
-        let g = pb::GraphProto {
-            node: vec![cast, node("Tile", &["y", "r"])],
-            initializer: vec![floats("x", &[1 << 16]), int64s("r", &[1 << 12])],
-            ..Default::default()
-        };
-        let m = pb::ModelProto {
-            graph: Some(g),
-            ..Default::default()
-        };
+        let m = graph_of(
+            vec![cast, node("Tile", &["y", "r"])],
+            vec![floats("x", &[1 << 16]), int64s("r", &[1 << 12])],
+        );
         assert!(oversized_constant(&m).unwrap().contains("Tile"));
     }
 
@@ -889,16 +866,7 @@ mod tests {
     #[test]
     fn constant_nodes_and_subgraphs_are_followed() {
         // The shape from a `Constant` node's `value_ints`, the bomb inside an `If` branch.
-        let shape = pb::NodeProto {
-            op_type: "Constant".into(),
-            output: vec!["s".into()],
-            attribute: vec![pb::AttributeProto {
-                name: "value_ints".into(),
-                ints: vec![1 << 20, 1 << 20],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let shape = constant_ints("s", vec![1 << 20, 1 << 20]);
         let branch = pb::GraphProto {
             node: vec![node("ConstantOfShape", &["s"])],
             ..Default::default()
