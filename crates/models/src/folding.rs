@@ -8,13 +8,16 @@
 //! fails the load: tract panics, ONNX Runtime returns an error.) Such a file is refused
 //! here, from what it states.
 //!
-//! A guard on stated sizes, not a sandbox: a size computed by arithmetic on constants, or
-//! read from a request's input, is not followed. The complete answer is loading untrusted
-//! models in a child process with a memory limit (see `docs/serving.md`).
+//! A guard on stated sizes, not a sandbox: a shape that passes through an operator it does
+//! not follow (see [`oversized_constant`]), or one read from a request's input, is not known
+//! here. The complete answer is loading untrusted models in a child process with a memory
+//! limit (see `docs/serving.md`).
 
 use std::collections::HashMap;
 
 use tract_onnx::pb;
+
+use crate::onnx_read::attribute;
 
 /// Most values a tensor built from a model's constants may have: 2²⁷ (512 MiB of `f32`).
 pub const MAX_FOLDED_VALUES: u64 = 1 << 27;
@@ -123,6 +126,23 @@ type ListReader<'r, K> = &'r dyn Fn(K) -> Result<Option<Vec<f64>>, String>;
 
 fn count(dims: &[f64]) -> f64 {
     dims.iter().product()
+}
+
+/// The product of a list's magnitudes, each at least 1: how much a list of factors whose
+/// axes are not known can grow a tensor at most.
+fn magnitudes(list: &[f64]) -> f64 {
+    list.iter().map(|x| x.abs().max(1.0)).product()
+}
+
+/// Axis `a` of a rank-`rank` tensor, negative counting from the end; `None` outside it (a
+/// scalar has none).
+fn axis_index(a: i64, rank: usize) -> Option<usize> {
+    let k = if a < 0 {
+        a.saturating_add(rank as i64)
+    } else {
+        a
+    };
+    usize::try_from(k).ok().filter(|k| *k < rank)
 }
 
 /// The constants a graph sees: its own, then its enclosing graphs' (looked up innermost
@@ -324,7 +344,7 @@ fn broadcast(a: &[f64], b: &[f64]) -> Dims {
 
 /// A list of numbers from a node's integer or float list attribute.
 fn attribute_list<'a>(n: &'a pb::NodeProto, name: &str) -> Option<Values<'a>> {
-    let a = n.attribute.iter().find(|a| a.name == name)?;
+    let a = attribute(n, name)?;
     if !a.ints.is_empty() {
         Some(Values::Ints(&a.ints))
     } else if !a.floats.is_empty() {
@@ -359,7 +379,6 @@ fn built(n: &pb::NodeProto, scope: &Scope) -> Result<Option<Dims>, String> {
         attribute_list(n, a).map(checked).transpose()
     };
     let data = name(0).and_then(|x| scope.dims(x)).cloned();
-    let magnitudes = |v: &[f64]| -> f64 { v.iter().map(|x| x.abs().max(1.0)).product() };
     Ok(match n.op_type.as_str() {
         "ConstantOfShape" => sizes(0)?.map(|s| s.iter().map(|x| x.max(0.0)).collect()),
         "Range" => {
@@ -472,12 +491,7 @@ fn combined(op: &str, n: &pb::NodeProto, scope: &Scope) -> Option<Dims> {
         .map(|i| scope.dims(i))
         .collect();
     let inputs = inputs.filter(|i| !i.is_empty())?;
-    let int = |name: &str| n.attribute.iter().find(|a| a.name == name).map(|a| a.i);
-    // An axis of a rank-r tensor, negative counting from the end.
-    let axis = |a: i64, r: usize| {
-        let k = if a < 0 { a + r as i64 } else { a };
-        usize::try_from(k).ok().filter(|k| *k < r.max(1))
-    };
+    let int = |name: &str| attribute(n, name).map(|a| a.i);
     if SAME_SHAPE.contains(&op) {
         return Some(inputs[0].clone());
     }
@@ -506,7 +520,7 @@ fn combined(op: &str, n: &pb::NodeProto, scope: &Scope) -> Option<Dims> {
         // data[..axis] + indices + data[axis + 1..].
         "Gather" => {
             let (data, indices) = (inputs.first()?, inputs.get(1)?);
-            let a = axis(int("axis").unwrap_or(0), data.len())?;
+            let a = axis_index(int("axis").unwrap_or(0), data.len())?;
             let mut out = data[..a].to_vec();
             out.extend(indices.iter());
             out.extend(data.get(a + 1..).unwrap_or(&[]).iter());
@@ -514,7 +528,7 @@ fn combined(op: &str, n: &pb::NodeProto, scope: &Scope) -> Option<Dims> {
         }
         "Concat" => {
             let first = inputs.first()?;
-            let a = axis(int("axis")?, first.len())?;
+            let a = axis_index(int("axis")?, first.len())?;
             let mut out = (*first).clone();
             out[a] = inputs
                 .iter()
@@ -525,11 +539,11 @@ fn combined(op: &str, n: &pb::NodeProto, scope: &Scope) -> Option<Dims> {
         // Axes in `perm`'s order (reversed without one).
         "Transpose" => {
             let d = inputs[0];
-            let perm: Vec<usize> = match n.attribute.iter().find(|a| a.name == "perm") {
+            let perm: Vec<usize> = match attribute(n, "perm") {
                 Some(p) => p
                     .ints
                     .iter()
-                    .map(|k| axis(*k, d.len()))
+                    .map(|k| axis_index(*k, d.len()))
                     .collect::<Option<_>>()?,
                 None => (0..d.len()).rev().collect(),
             };
@@ -552,19 +566,11 @@ fn resized(
     let axes: Vec<usize> = match from_attribute("axes")? {
         Some(a) => a
             .iter()
-            .map(|x| {
-                let k = if *x < 0.0 { *x + rank as f64 } else { *x };
-                if k >= 0.0 && (k as usize) < rank {
-                    Ok(k as usize)
-                } else {
-                    Err(format!("axis {x} of a rank-{rank} tensor"))
-                }
-            })
+            .map(|x| axis_index(*x as i64, rank).ok_or(format!("axis {x} of a rank-{rank} tensor")))
             .collect::<Result<_, _>>()?,
         None => (0..rank).collect(),
     };
-    let bound =
-        |list: &[f64]| vec![count(d) * list.iter().map(|x| x.abs().max(1.0)).product::<f64>()];
+    let bound = |list: &[f64]| vec![count(d) * magnitudes(list)];
     // Scales: Upsample's input 1 (or its attribute, opset 7); Resize's input 1 in opset 10
     // (two inputs), input 2 from opset 11.
     let scales = if n.op_type == "Upsample" {
@@ -587,10 +593,7 @@ fn resized(
         }
         out
     });
-    let policy = n
-        .attribute
-        .iter()
-        .find(|a| a.name == "keep_aspect_ratio_policy")
+    let policy = attribute(n, "keep_aspect_ratio_policy")
         .map(|a| String::from_utf8_lossy(&a.s).into_owned());
     let by_sizes = if n.op_type == "Resize" {
         sizes(3)?.filter(|s| !s.is_empty()).map(|s| {
@@ -852,6 +855,31 @@ mod tests {
             vec![floats("x", &[1 << 16]), int64s("r", &[1 << 12])],
         );
         assert!(oversized_constant(&m).unwrap().contains("Tile"));
+    }
+
+    /// Axes a hostile file states for scalars, or past its rank: nothing to follow, and no
+    /// panic (the layers view runs this outside any catch).
+    #[test]
+    fn axes_outside_a_tensor_are_not_followed() {
+        let mut concat = node("Concat", &["a", "b"]);
+        concat.attribute.push(pb::AttributeProto {
+            name: "axis".into(),
+            i: 0,
+            ..Default::default()
+        });
+        let scalars = model(concat, vec![floats("a", &[]), floats("b", &[])]);
+        assert_eq!(oversized_constant(&scalars), None);
+        for (op, axis) in [("Gather", i64::MIN), ("Concat", 7), ("Transpose", -9)] {
+            let mut n = node(op, &["a", "b"]);
+            n.attribute.push(pb::AttributeProto {
+                name: if op == "Transpose" { "perm" } else { "axis" }.into(),
+                i: axis,
+                ints: vec![axis, 0],
+                ..Default::default()
+            });
+            let m = model(n, vec![floats("a", &[2, 2]), floats("b", &[2, 2])]);
+            assert_eq!(oversized_constant(&m), None, "{op}");
+        }
     }
 
     #[test]

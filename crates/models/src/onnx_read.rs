@@ -359,7 +359,7 @@ fn size(v: i64, min: usize) -> Option<usize> {
         .filter(|n| *n >= min && *n <= 1 << 20)
 }
 
-fn attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+pub(crate) fn attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
     node.attribute.iter().find(|a| a.name == name)
 }
 
