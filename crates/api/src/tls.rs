@@ -119,24 +119,22 @@ impl TlsIdentity {
         let cert = rustls::server::ParsedCertificate::try_from(&self.leaf).map_err(|e| {
             format!("its certificate cannot be read as an X.509 server certificate ({e})")
         })?;
-        match rustls::client::verify_server_name(&cert, &name) {
-            Ok(()) => Ok(()),
-            Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+        rustls::client::verify_server_name(&cert, &name).map_err(|e| match e {
+            Error::InvalidCertificate(CertificateError::NotValidForNameContext {
                 presented,
                 ..
-            })) if presented.is_empty() => Err(format!(
-                "its certificate names no host (no subject alternative names; clients ignore \
-                 the common name), so it is valid for no `{host}`"
-            )),
-            Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-                presented,
-                ..
-            })) => Err(format!(
-                "its certificate names {}, not `{host}`",
-                presented.join(", ")
-            )),
-            Err(e) => Err(format!("its certificate is not valid for `{host}` ({e})")),
-        }
+            }) => match presented.is_empty() {
+                true => format!(
+                    "its certificate names no host (no subject alternative names; clients \
+                     ignore the common name), so it is valid for no `{host}`"
+                ),
+                false => format!(
+                    "its certificate names {}, not `{host}`",
+                    presented.join(", ")
+                ),
+            },
+            e => format!("its certificate is not valid for `{host}` ({e})"),
+        })
     }
 }
 

@@ -103,7 +103,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| local_url(address, config.tls.is_some()));
-
     let executor = LocalExecutor::new(
         LocalOptions {
             root: config.data_dir.join("executor"),
@@ -408,14 +407,18 @@ async fn first_owner(store: &Store) -> anyhow::Result<Option<UserRow>> {
 /// How a job on this machine reaches the server: a wildcard listen address is reached
 /// through loopback.
 fn local_url(address: std::net::SocketAddr, tls: bool) -> String {
-    let ip = match address.ip() {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}:{}", local_host(address.ip()), address.port())
+}
+
+/// The host in [`local_url`]: loopback for an unspecified address, IPv6 in brackets.
+fn local_host(ip: std::net::IpAddr) -> String {
+    match ip {
         std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_string(),
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         ip => ip.to_string(),
-    };
-    let scheme = if tls { "https" } else { "http" };
-    format!("{scheme}://{ip}:{}", address.port())
+    }
 }
 
 /// Jobs reach the server by its public URL (its listen address when none is given) and
@@ -443,10 +446,7 @@ fn check_certificate_names(
         return Ok(());
     }
     let host = match listen.parse::<std::net::SocketAddr>() {
-        Ok(address) => local_url(address, true)
-            .trim_start_matches("https://")
-            .rsplit_once(':')
-            .map_or_else(String::new, |(host, _)| host.to_string()),
+        Ok(address) => local_host(address.ip()),
         Err(_) => listen
             .rsplit_once(':')
             .map_or(listen, |(host, _)| host)

@@ -549,8 +549,8 @@ impl ModelManager {
         let onnx = files.onnx;
         let loaded = tokio::task::spawn_blocking(move || {
             let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // Runtimes evaluate constants while they load: a file that states an
-                // impossible tensor would abort the whole server (trainyard_models::folding).
+                // Runtimes evaluate constants while they load: a file whose constants build a
+                // huge tensor would fill the server's memory (trainyard_models::folding).
                 if let Some(why) = trainyard_models::folding::oversized_constant_in(&onnx) {
                     return Err(ServeError::invalid(format!("model refused: {why}")));
                 }

@@ -359,10 +359,14 @@ impl<E: Engine> ClusterExecutor<E> {
                         tracing::debug!(job = %job.id, error = %e, "cannot pull output yet");
                     }
                     pulled_at = Some(std::time::Instant::now());
-                    pull_every = next_pull_after(
-                        self.engine.reads_output_whole(),
-                        self.pulled(&job.id, attempt),
-                    );
+                    // The spool's size is read only where it paces the next pull.
+                    let whole = self.engine.reads_output_whole();
+                    let pulled = if whole {
+                        self.pulled(&job.id, attempt)
+                    } else {
+                        0
+                    };
+                    pull_every = next_pull_after(whole, pulled);
                 }
                 // Shipping and the metric scan run every second on what has arrived.
                 self.spools.tick(&job.id, &mut shipping).await;

@@ -1159,7 +1159,7 @@ mod tests {
         // ONNX Runtime's operator form: a QLinearConv's weight and bias count, its six
         // scales and zero points do not.
         let t = |name: &str, dims: &[usize]| floats(name, dims, &vec![0.5; dims.iter().product()]);
-        let mut conv = node(
+        let conv = node(
             "QLinearConv",
             "conv",
             ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"]
@@ -1167,7 +1167,6 @@ mod tests {
                 .to_vec(),
             vec!["y".into()],
         );
-        conv.domain = String::new();
         let graph = pb::GraphProto {
             node: vec![conv],
             initializer: vec![

@@ -593,21 +593,19 @@ mod tests {
         };
         let bytes = crate::onnx::encode(&graph, None).unwrap();
         let mut model = Model::decode(&bytes).unwrap();
-        let conv = model
-            .graph
-            .node
-            .iter_mut()
-            .find(|n| n.op_type == "Conv")
-            .unwrap();
+        let find_conv = |m: &Model| {
+            m.graph
+                .node
+                .iter()
+                .position(|n| n.op_type == "Conv")
+                .unwrap()
+        };
+        let at = find_conv(&model);
+        let conv = &mut model.graph.node[at];
         conv.input[2] = conv.input[1].clone();
         let shared = conv.input[1].clone();
         model.fold_conv_affine();
-        let conv = model
-            .graph
-            .node
-            .iter()
-            .find(|n| n.op_type == "Conv")
-            .unwrap();
+        let conv = &model.graph.node[find_conv(&model)];
         let (weight, bias) = (&conv.input[1], &conv.input[2]);
         assert!(
             weight != &shared && bias != &shared && weight != bias,
