@@ -341,17 +341,13 @@ impl Model {
         name
     }
 
-    /// Every name in the graph (tensors, nodes, initializers, inputs, outputs).
+    /// Every name in the graph (tensors, nodes, initializers, inputs, outputs), those of its
+    /// subgraphs included: ONNX names are unique across nested scopes, so a new top-level
+    /// name equal to one inside an `If` or `Loop` body makes the file invalid.
     fn names(&self) -> HashSet<String> {
-        let g = &self.graph;
-        g.node
-            .iter()
-            .flat_map(|n| n.input.iter().chain(&n.output).chain([&n.name]))
-            .chain(g.initializer.iter().map(|t| &t.name))
-            .chain(g.input.iter().map(|v| &v.name))
-            .chain(g.output.iter().map(|v| &v.name))
-            .cloned()
-            .collect()
+        let mut names = HashSet::new();
+        collect_names(&self.graph, &mut names);
+        names
     }
 
     /// The rank of tensor `t` where the graph makes it plain (a graph input with a shape, a
@@ -619,6 +615,21 @@ fn collect_reads(graph: &pb::GraphProto, read: &mut HashSet<String>) {
         }
     }
     read.extend(graph.output.iter().map(|o| o.name.clone()));
+}
+
+/// Every name `graph` and its subgraphs define or read.
+fn collect_names(graph: &pb::GraphProto, names: &mut HashSet<String>) {
+    for n in &graph.node {
+        names.extend(n.input.iter().chain(&n.output).chain([&n.name]).cloned());
+        for a in &n.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                collect_names(g, names);
+            }
+        }
+    }
+    names.extend(graph.initializer.iter().map(|t| t.name.clone()));
+    names.extend(graph.input.iter().map(|v| v.name.clone()));
+    names.extend(graph.output.iter().map(|v| v.name.clone()));
 }
 
 fn node_name(n: &pb::NodeProto, index: usize) -> String {
@@ -1009,6 +1020,54 @@ mod tests {
                 ("fc2.matmul", "MatMul", 80),
             ]
         );
+    }
+
+    #[test]
+    fn new_names_avoid_those_inside_subgraphs() {
+        let mut model = Model::decode(&cnn()).unwrap();
+        let inner = |output: &str| pb::NodeProto {
+            op_type: "Identity".into(),
+            input: vec!["cond".into()],
+            output: vec![output.into()],
+            ..Default::default()
+        };
+        let branch = |output: &str| pb::GraphProto {
+            node: vec![inner(output)],
+            output: vec![pb::ValueInfoProto {
+                name: output.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let nested = pb::NodeProto {
+            op_type: "If".into(),
+            input: vec!["cond".into()],
+            output: vec!["picked".into()],
+            attribute: vec![pb::AttributeProto {
+                name: "else_branch".into(),
+                g: Some(branch("deeper")),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        model.graph.node.push(pb::NodeProto {
+            op_type: "If".into(),
+            input: vec!["cond".into()],
+            output: vec!["picked".into()],
+            attribute: vec![pb::AttributeProto {
+                name: "then_branch".into(),
+                g: Some(pb::GraphProto {
+                    node: vec![inner("fc1_wq"), nested],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let mut used = model.names();
+        assert_eq!(model.fresh(&mut used, "fc1_wq"), "fc1_wq_1");
+        assert_eq!(model.fresh(&mut used, "deeper"), "deeper_1");
+        assert_eq!(model.fresh(&mut used, "fresh"), "fresh");
     }
 
     #[test]
