@@ -135,6 +135,19 @@ async fn registered_versions_serve_by_name_and_version() {
     assert!(err["error"].as_str().unwrap().contains("version 3"));
     let (s, _) = post(&server, "/v2/models/nosuch/infer", request()).await;
     assert_eq!(s, 404);
+    // A shape whose element count overflows is bad input, not a server error.
+    let huge = json!({"inputs": [{"name": "input", "shape": [4294967296u64, 4294967296u64],
+                                  "datatype": "FP32", "data": [1]}]});
+    let (s, err) = post(&server, "/v2/models/tiny/infer", huge).await;
+    assert_eq!(s, 400, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("too large"),
+        "{err}"
+    );
+    // A model name that is not UTF-8 once decoded: the protocol's error body, saying so.
+    let (s, err) = post(&server, "/v2/models/%ff/infer", request()).await;
+    assert_eq!(s, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("UTF-8"), "{err}");
 
     let metrics = server
         .get("/metrics")

@@ -169,7 +169,9 @@ impl Tensor {
     }
 }
 
-fn checked_element_count(shape: &[usize]) -> Option<usize> {
+/// Elements of a tensor of `shape`; `None` when the count does not fit a `usize` (a
+/// client's shape is untrusted).
+pub fn checked_element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
 }
 

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use trainyard_serve::tensor::{bytes_elements, Element};
+use trainyard_serve::tensor::{bytes_elements, checked_element_count, Element};
 use trainyard_serve::{DataType, ServeError, Tensor};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -271,7 +271,8 @@ fn json_to_bytes(
 ) -> Result<Vec<u8>, ServeError> {
     let mut flat = Vec::new();
     flatten(data, &mut flat);
-    let want: usize = shape.iter().product();
+    let want = checked_element_count(shape)
+        .ok_or_else(|| invalid(format!("input '{name}': shape {shape:?} is too large")))?;
     if flat.len() != want {
         return Err(invalid(format!(
             "input '{name}': shape {shape:?} has {want} elements but 'data' has {}",
@@ -451,7 +452,16 @@ mod tests {
 
     #[test]
     fn bad_input_is_named() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 8] = [
+            // Shapes whose element count overflows (an unchecked product panicked).
+            (
+                br#"{"inputs":[{"name":"x","shape":[4294967296,4294967296],"datatype":"FP32","data":[1]}]}"#,
+                "'x': shape [4294967296, 4294967296] is too large",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[9223372036854775807,4],"datatype":"FP32","data":[1]}]}"#,
+                "is too large",
+            ),
             (
                 br#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#,
                 "'x': shape [3] has 3 elements",

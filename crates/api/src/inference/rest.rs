@@ -104,11 +104,17 @@ async fn error_bodies(request: Request, next: Next) -> Response {
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let text = status.canonical_reason().unwrap_or("error").to_string();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "the request body is larger than the server's limit (--serve-max-body)".to_string()
         } else {
-            text
+            // axum's rejections say what was wrong in a short text body ("Invalid URL:
+            // Invalid UTF-8 in `model_name`"): keep it.
+            let text = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .ok()
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                .filter(|t| !t.trim().is_empty());
+            text.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string())
         };
         return V2Error(status, message).into_response();
     }
