@@ -1,9 +1,11 @@
 //! Extractors whose rejections speak the API's error format and name the field at fault.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
@@ -114,6 +116,48 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
                 other.body_text(),
             )),
         }
+    }
+}
+
+/// Path parameters; one that cannot be read (invalid UTF-8 after percent-decoding, a
+/// number that does not parse) is a 400 naming the parameter, in MLflow's error shape on its
+/// routes and in ours elsewhere (axum's own rejection is plain text).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => {
+                let error = path_rejection(rejection);
+                Err(if crate::mlflow::is_mlflow_path(parts.uri.path()) {
+                    crate::mlflow::MlflowError::invalid(error.message).into_response()
+                } else {
+                    error.into_response()
+                })
+            }
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    let PathRejection::FailedToDeserializePathParams(e) = rejection else {
+        // Parameters missing from a route that declares them: the route table's mistake.
+        return ApiError::internal(rejection.body_text());
+    };
+    let message = e.body_text();
+    let field = match e.kind() {
+        ErrorKind::InvalidUtf8InPathParam { key }
+        | ErrorKind::ParseErrorAtKey { key, .. }
+        | ErrorKind::DeserializeError { key, .. } => Some(key.clone()),
+        _ => None,
+    };
+    let error = ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, message);
+    match field {
+        Some(key) => error.with_field(key),
+        None => error.with_field("path"),
     }
 }
 

@@ -2,7 +2,9 @@
 //! names (its members). A value is never returned: it reaches only the environment of the
 //! jobs that name it (`JobSubmission::secrets`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::Path;
+use crate::extract::ApiPath as Path;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use trainyard_tracking::{Lifecycle, ModelVersion, RegisteredModel, Run, SearchRequest, ViewType};

@@ -2,7 +2,9 @@
 //! where. What each route needs is in `access`; the rules for tokens in
 //! `trainyard_core::access`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};

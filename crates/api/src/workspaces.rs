@@ -1,7 +1,9 @@
 //! REST v1 workspaces: create and remove them (owners), list each one's weight, quotas and
 //! use, and set them (owners: a workspace's own admins cannot raise its quotas).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::ApiPath as Path;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Serialize;

@@ -595,6 +595,17 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
         ("GET", "/api/v1/jobs/%00", 404, "job_not_found", Some("id")),
         ("GET", "/api/v1/nothing", 404, "route_not_found", None),
         ("DELETE", "/api/v1/jobs", 405, "method_not_allowed", None),
+        // A path parameter that is not UTF-8 once decoded (was a plain-text 400).
+        ("GET", "/api/v1/jobs/%ff", 400, "invalid_field", Some("id")),
+        (
+            "GET",
+            "/api/v1/runs/%ff%fe",
+            400,
+            "invalid_field",
+            Some("id"),
+        ),
+        // A known route called with a method it does not take.
+        ("DELETE", "/api/v1/studies", 405, "method_not_allowed", None),
     ];
     for (method, path, status, code, field) in cases {
         let request = match *method {
@@ -604,6 +615,18 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
         };
         expect_error(request.send().await.unwrap(), *status, code, *field).await;
     }
+
+    // The same on an MLflow route (was 403 `needs_owner` from the access table): MLflow's
+    // router and error shape answer it.
+    let r = server
+        .post("/api/2.0/mlflow/runs/get")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_code"], "ENDPOINT_NOT_FOUND", "{body}");
 
     let anonymous = reqwest::Client::new();
     expect_error(

@@ -1,8 +1,8 @@
 //! The proxied artifact service: files under `mlflow-artifacts:/…` uploaded, listed,
 //! downloaded (with ranges) and deleted through the server.
 
+use crate::extract::ApiPath as Path;
 use axum::body::Body;
-use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -1,6 +1,6 @@
 //! Logged models and the model registry.
 
-use axum::extract::Path;
+use crate::extract::ApiPath as Path;
 use axum::{Extension, Json};
 use serde_json::json;
 use trainyard_core::Principal;
