@@ -168,6 +168,16 @@ impl ModelConfig {
                 if *n == 0 {
                     return Err((field, "must be at least 1".into()));
                 }
+                // As Triton: a preferred batch larger than the largest allowed can never form.
+                if self.max_batch_size > 0 && *n > self.max_batch_size {
+                    return Err((
+                        field,
+                        format!(
+                            "{n} is larger than max_batch_size ({})",
+                            self.max_batch_size
+                        ),
+                    ));
+                }
                 over(field, u64::from(*n), MAX_BATCH_SIZE)?;
             }
         }
@@ -323,6 +333,10 @@ mod tests {
             ),
             (
                 r#"{"dynamic_batching":{"preferred_batch_size":[4,0]}}"#,
+                "dynamic_batching.preferred_batch_size[1]",
+            ),
+            (
+                r#"{"max_batch_size":8,"dynamic_batching":{"preferred_batch_size":[4,1000]}}"#,
                 "dynamic_batching.preferred_batch_size[1]",
             ),
         ] {
