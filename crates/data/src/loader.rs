@@ -282,6 +282,21 @@ fn plan(manifest: &Manifest, opts: LoaderOptions) -> Result<Plan, DataError> {
             ))
         }
     };
+    // A batch holds `batch_size` samples of `sample_shape` (a manifest's shape or the image
+    // options): refuse sizes that cannot be counted rather than wrap or panic on them.
+    if crate::schema::shape_elements(&sample_shape)
+        .and_then(|n| n.checked_mul(opts.batch_size))
+        .and_then(|n| n.checked_mul(4))
+        .is_none()
+    {
+        return Err(DataError::invalid(
+            &opts.input,
+            format!(
+                "samples of shape {sample_shape:?} in batches of {} are too large",
+                opts.batch_size
+            ),
+        ));
+    }
     if let Some(t) = &opts.target {
         match lookup(manifest, t)? {
             ColumnType::Int64 | ColumnType::Float32 { .. } => {}
@@ -306,7 +321,9 @@ fn plan(manifest: &Manifest, opts: LoaderOptions) -> Result<Plan, DataError> {
     let mut acc = 0u64;
     for s in &manifest.shards {
         offsets.push(acc);
-        acc += s.rows;
+        acc = acc.checked_add(s.rows).ok_or_else(|| {
+            DataError::Corrupt("manifest: the shards' row counts overflow".into())
+        })?;
     }
     Ok(Plan {
         manifest: manifest.clone(),
@@ -973,6 +990,29 @@ mod tests {
                 full[6]
             );
         }
+    }
+
+    /// A manifest is input: a shape or row counts that overflow are refused, not wrapped.
+    #[test]
+    fn overflowing_manifests_are_refused_not_wrapped() {
+        let (m, s) = dataset();
+        let mut huge = m.clone();
+        huge.schema[1].dtype = ColumnType::Float32 {
+            shape: vec![u32::MAX as usize; 3],
+        };
+        let x = LoaderOptions {
+            input: "x".into(),
+            ..opts()
+        };
+        let err = batches(&huge, s.clone(), x).err().unwrap();
+        assert!(
+            matches!(err, DataError::Invalid { ref field, .. } if field == "x"),
+            "{err}"
+        );
+        let mut rows = m;
+        rows.shards[1].rows = u64::MAX;
+        let err = batches(&rows, s, opts()).err().unwrap();
+        assert!(matches!(err, DataError::Corrupt(_)), "{err}");
     }
 
     #[test]

@@ -315,7 +315,7 @@ fn stack(
         return Err(DataError::invalid("columns", "nothing to stack"));
     }
     let shape = shape.map_or_else(|| vec![k], <[usize]>::to_vec);
-    if shape.iter().product::<usize>() != k {
+    if crate::schema::shape_elements(&shape) != Some(k) {
         return Err(DataError::invalid(
             "shape",
             format!("{shape:?} does not hold the {k} stacked columns"),
@@ -844,6 +844,20 @@ mod tests {
                 columns: ColumnSelection::Range("c2..c3".into()),
                 into: "x".into(),
                 shape: Some(vec![3]),
+            }],
+            &mut t,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, DataError::Invalid { ref field, .. } if field == "shape"),
+            "{err}"
+        );
+        // 2 × (2⁶³ + 1) wraps to 2, the number of columns: refused, not a panic or a lie.
+        let err = apply_table(
+            &[Step::Stack {
+                columns: ColumnSelection::Range("c2..c3".into()),
+                into: "x".into(),
+                shape: Some(vec![2, (1usize << 63) + 1]),
             }],
             &mut t,
         )

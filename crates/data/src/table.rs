@@ -46,10 +46,9 @@ impl Column {
     /// Number of rows.
     pub fn len(&self) -> usize {
         match self {
-            Column::Float32 { shape, values } => {
-                let per: usize = shape.iter().product();
-                values.len().checked_div(per).unwrap_or(0)
-            }
+            Column::Float32 { shape, values } => crate::schema::shape_elements(shape)
+                .and_then(|per| values.len().checked_div(per))
+                .unwrap_or(0),
             Column::Int64(v) => v.len(),
             Column::String(v) => v.len(),
             Column::Bytes(v) => v.len(),
