@@ -178,7 +178,9 @@ fn finite(v: f32) -> Option<f32> {
     params(("name" = String, Path, description = "dataset name")),
     request_body = CreateVersion,
     responses((status = 201, body = CreatedVersion), (status = 200, body = CreatedVersion),
-              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
+              (status = 400, body = ErrorBody, description = "a field of the manifest breaks a rule or contradicts a shard it names; `field` says which"),
+              (status = 409, body = ErrorBody, description = "a named shard was never uploaded"),
+              (status = 422, body = ErrorBody, description = "a named shard does not read as a shard")),
     security(("bearer" = [])))]
 pub async fn create_version(
     Scoped(s): Scoped,

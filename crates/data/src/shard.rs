@@ -135,11 +135,20 @@ pub fn layout_prefix_len(start: &[u8]) -> Option<usize> {
     Some(12 + hlen.min(MAX_HEADER_BYTES))
 }
 
+/// What a shard's header says it holds, once [`check_layout`] found it consistent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardLayout {
+    pub rows: u64,
+    /// Its columns, in their order (a valid schema).
+    pub schema: Vec<Field>,
+}
+
 /// Checks a shard's layout from its first bytes and total length, without the column data:
-/// the magic, the header, every column buffer in place and of the length its type and the
-/// row count give (variable-length columns: at least their offsets), nothing trailing. What
-/// an upload can check while streaming; values are checked where shards are decoded.
-pub fn check_layout(start: &[u8], total_len: u64) -> Result<(), DataError> {
+/// the magic, the header (a valid schema), every column buffer in place and of the length
+/// its type and the row count give (variable-length columns: at least their offsets),
+/// nothing trailing. What an upload can check while streaming, and what a commit reads to
+/// hold a manifest to its shards; values are checked where shards are decoded.
+pub fn check_layout(start: &[u8], total_len: u64) -> Result<ShardLayout, DataError> {
     if total_len < 12 || start.len() < 12 {
         return Err(corrupt(format!("too short ({total_len} bytes)")));
     }
@@ -205,7 +214,17 @@ pub fn check_layout(start: &[u8], total_len: u64) -> Result<(), DataError> {
             data_len - expected_offset
         )));
     }
-    Ok(())
+    let schema: Vec<Field> = header
+        .columns
+        .into_iter()
+        .map(|c| Field::new(c.name, c.dtype))
+        .collect();
+    // What decoding checks too (`Table::validate`): names present and distinct.
+    crate::schema::validate_schema(&schema).map_err(|e| corrupt(e.to_string()))?;
+    Ok(ShardLayout {
+        rows: header.rows,
+        schema,
+    })
 }
 
 fn decode_inner(bytes: &[u8], only: Option<&[&str]>) -> Result<Table, DataError> {
@@ -378,7 +397,9 @@ mod tests {
     fn layout_check_agrees_with_decode_on_structure() {
         let bytes = encode(&sample());
         let prefix = layout_prefix_len(&bytes).unwrap();
-        check_layout(&bytes[..prefix], bytes.len() as u64).unwrap();
+        let layout = check_layout(&bytes[..prefix], bytes.len() as u64).unwrap();
+        assert_eq!(layout.rows, 2);
+        assert_eq!(layout.schema, sample().schema);
         // Cut short, grown, or with a wrong magic: refused, as decode refuses them.
         for len in [
             0,
@@ -401,6 +422,40 @@ mod tests {
         assert_eq!(layout_prefix_len(&huge), Some(12 + MAX_HEADER_BYTES));
         assert!(check_layout(&huge, u64::MAX).is_err());
         assert!(check_layout(b"garbage garbage", 15).is_err());
+    }
+
+    /// A shard with a hand-written header and `data` after it.
+    fn raw_shard(header: serde_json::Value, data: &[u8]) -> Vec<u8> {
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn layout_check_refuses_overflowing_shapes_and_repeated_columns() {
+        let max = u32::MAX as u64;
+        for (rows, shape) in [(0, vec![max, max, max]), (1, vec![max, max]), (0, vec![0])] {
+            let bytes = raw_shard(
+                serde_json::json!({"rows": rows, "columns": [
+                    {"name": "x", "dtype": {"type": "float32", "shape": shape}, "offset": 0, "len": 0}]}),
+                &[],
+            );
+            let err = check_layout(&bytes, bytes.len() as u64).unwrap_err();
+            assert!(err.to_string().contains("column `x`"), "{shape:?}: {err}");
+            assert!(decode(&bytes).is_err(), "{shape:?}");
+        }
+        let twice = raw_shard(
+            serde_json::json!({"rows": 1, "columns": [
+                {"name": "a", "dtype": {"type": "int64"}, "offset": 0, "len": 8},
+                {"name": "a", "dtype": {"type": "int64"}, "offset": 8, "len": 8}]}),
+            &[0; 16],
+        );
+        let err = check_layout(&twice, twice.len() as u64).unwrap_err();
+        assert!(err.to_string().contains("duplicate column"), "{err}");
+        assert!(decode(&twice).is_err());
     }
 
     #[test]

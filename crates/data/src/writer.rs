@@ -314,6 +314,20 @@ mod tests {
         assert!(store.get("../etc/passwd").is_err());
     }
 
+    /// Shards are content-addressed, so repeated content gives the same shard twice: a
+    /// manifest may name one shard at several positions, and that is a valid version.
+    #[test]
+    fn repeated_content_names_one_shard_twice() {
+        let mut store = MemStore::new();
+        let mut w = VersionWriter::new(vec![Field::new("a", ColumnType::Int64)], 4);
+        w.push(ints(vec![7; 10]), &mut store).unwrap();
+        let m = w.finish(Lineage::default(), &mut store).unwrap();
+        assert_eq!(m.shards.len(), 3);
+        assert_eq!(m.shards[0], m.shards[1]);
+        assert_ne!(m.shards[1].sha256, m.shards[2].sha256);
+        assert_eq!(store.len(), 2, "stored once");
+    }
+
     #[test]
     fn rejects_mismatched_tables() {
         let mut store = MemStore::new();

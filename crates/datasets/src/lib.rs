@@ -110,8 +110,9 @@ impl Datasets {
         version::from_row(found)
     }
 
-    /// Commits a manifest as a version of `name` once every shard it names is stored. The
-    /// same content twice is the same version (`created` false), not an error.
+    /// Commits a manifest as a version of `name` once every shard it names is stored and
+    /// agrees with it (rows, bytes, columns, read from each shard's header). The same
+    /// content twice is the same version (`created` false), not an error.
     pub async fn commit(
         &self,
         caller: &Caller<'_>,
@@ -140,19 +141,39 @@ impl Datasets {
             DatasetError::invalid("manifest", format!("not a dataset manifest: {e}"))
         })?;
         rules::check_manifest(&manifest)?;
-        // Only shards this workspace holds: naming another's hash reaches nothing.
+        // Only shards this workspace holds: naming another's hash reaches nothing. Each
+        // named shard's header (not its data) is read once and the manifest held to it, so
+        // a version never promises rows or columns its shards do not have. A shard may be
+        // named more than once: equal content cut into shards gives equal shards.
+        let mut layouts = std::collections::HashMap::new();
         for (index, shard) in manifest.shards.iter().enumerate() {
-            if !self
-                .db
-                .shard_visible(&self.workspace, &shard.sha256)
-                .await?
-                || !self.blobs.has_shard(&shard.sha256).await?
-            {
-                return Err(DatasetError::ShardMissing {
+            if !layouts.contains_key(shard.sha256.as_str()) {
+                let missing = || DatasetError::ShardMissing {
                     index,
                     sha256: shard.sha256.clone(),
-                });
+                };
+                if !self
+                    .db
+                    .shard_visible(&self.workspace, &shard.sha256)
+                    .await?
+                {
+                    return Err(missing());
+                }
+                let (start, size) = self
+                    .blobs
+                    .shard_start(&shard.sha256, trainyard_data::shard::layout_prefix_len)
+                    .await?
+                    .ok_or_else(missing)?;
+                let layout = trainyard_data::shard::check_layout(&start, size).map_err(|e| {
+                    DatasetError::Unreadable {
+                        sha256: shard.sha256.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                layouts.insert(shard.sha256.as_str(), (layout, size));
             }
+            let (layout, size) = &layouts[shard.sha256.as_str()];
+            rules::check_shard(index, shard, layout, *size, &manifest.schema)?;
         }
         let version = manifest.version_id();
         // `check_manifest` bounded rows and bytes to i64.

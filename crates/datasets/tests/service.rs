@@ -197,3 +197,148 @@ async fn a_job_adds_versions_only_to_datasets_it_created() {
     }
     assert_eq!(datasets.versions("job-output").await.unwrap().len(), 2);
 }
+
+/// What a commit gets for `json`: the refused field, or `ok` for a stored version.
+async fn refused_field(datasets: &Datasets, name: &str, json: serde_json::Value) -> String {
+    match datasets.commit(&ALICE, name, json).await {
+        Ok(_) => "ok".into(),
+        Err(DatasetError::Invalid { field, .. }) => field,
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// A manifest is the client's word: a commit reads each named shard's header and refuses a
+/// manifest whose rows, bytes or columns are not the shard's (found by an adversarial
+/// probe: such versions were stored, then failed every read with `shard_unreadable`), or
+/// whose declared shape overflows (that panicked the handler).
+#[tokio::test]
+async fn a_manifest_must_agree_with_the_shards_it_names() {
+    let (datasets, store, dir) = open().await;
+    let schema = vec![
+        Field::new("a", ColumnType::Int64),
+        Field::new("s", ColumnType::String),
+    ];
+    let table = Table::new(
+        schema.clone(),
+        vec![
+            Column::Int64(vec![1, 2, 3]),
+            Column::String(vec!["x".into(), "y".into(), "z".into()]),
+        ],
+    )
+    .unwrap();
+    let mut shards = Shards::default();
+    let mut writer = VersionWriter::new(schema, 0);
+    writer.push(table, &mut shards).unwrap();
+    let manifest = writer.finish(Lineage::default(), &mut shards).unwrap();
+    let (sha, bytes) = shards.0[0].clone();
+    datasets.put_shard(&sha, body(bytes)).await.unwrap();
+    let good = serde_json::to_value(&manifest).unwrap();
+
+    let lie = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut m = good.clone();
+        edit(&mut m);
+        m
+    };
+    let max = u32::MAX;
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            lie(&|m| {
+                m["rows"] = 1000.into();
+                m["shards"][0]["rows"] = 1000.into();
+            }),
+            "manifest.shards[0].rows",
+        ),
+        (
+            lie(&|m| {
+                m["rows"] = i64::MAX.into();
+                m["shards"][0]["rows"] = i64::MAX.into();
+            }),
+            "manifest.shards[0].rows",
+        ),
+        (
+            lie(&|m| m["shards"][0]["bytes"] = 1.into()),
+            "manifest.shards[0].bytes",
+        ),
+        (
+            lie(&|m| m["schema"][0]["type"] = "string".into()),
+            "manifest.schema[0].type",
+        ),
+        (
+            lie(&|m| m["schema"][1] = serde_json::json!({"name": "s", "type": "int64"})),
+            "manifest.schema[1].type",
+        ),
+        (
+            lie(&|m| {
+                m["schema"][0]["name"] = "b".into();
+                m["stats"] = serde_json::json!({});
+            }),
+            "manifest.schema[0].name",
+        ),
+        (
+            lie(&|m| {
+                m["schema"].as_array_mut().unwrap().pop();
+                m["stats"] = serde_json::json!({});
+            }),
+            "manifest.schema",
+        ),
+        (
+            lie(&|m| {
+                m["schema"][1] =
+                    serde_json::json!({"name": "x", "type": "float32", "shape": [max, max, max]});
+                m["stats"] = serde_json::json!({});
+            }),
+            "manifest.schema[1].shape",
+        ),
+    ];
+    for (json, field) in cases {
+        assert_eq!(
+            refused_field(&datasets, "lies", json.clone()).await,
+            field,
+            "{json}"
+        );
+    }
+    assert!(matches!(
+        datasets.versions("lies").await,
+        Err(DatasetError::NotFound(_))
+    ));
+
+    // The same shard named twice, as repeated content makes it: a valid version, read whole.
+    let (repeated, shards) = version(vec![7, 7, 7, 7, 7]);
+    assert_eq!(repeated.shards[0].sha256, repeated.shards[1].sha256);
+    for (sha, bytes) in &shards.0 {
+        datasets.put_shard(sha, body(bytes.clone())).await.unwrap();
+    }
+    let json = serde_json::to_value(&repeated).unwrap();
+    assert_eq!(refused_field(&datasets, "sevens", json.clone()).await, "ok");
+    let (_, head) = datasets.head("sevens", "latest", 10).await.unwrap();
+    assert_eq!(head.rows(), 5);
+    // ... but each mention is held to the shard: a repeat that claims other rows is refused.
+    let mut m = json;
+    m["shards"][1]["rows"] = 1.into();
+    m["rows"] = 4.into();
+    assert_eq!(
+        refused_field(&datasets, "sevens", m).await,
+        "manifest.shards[1].rows"
+    );
+
+    // Bytes in the store that were never a shard (put there by hand): refused as unreadable.
+    let planted = b"TYSHARD1\x02\x00\x00\x00{}".to_vec();
+    let planted_sha = trainyard_data::sha256_hex(&planted);
+    let path = dir.path().join("blobs/datasets/shards");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join(&planted_sha), &planted).unwrap();
+    store
+        .db
+        .record_shard("default", &planted_sha)
+        .await
+        .unwrap();
+    let mut m = good.clone();
+    m["shards"][0]["sha256"] = planted_sha.clone().into();
+    let r = datasets.commit(&ALICE, "planted", m).await;
+    assert!(
+        matches!(r, Err(DatasetError::Unreadable { ref sha256, .. }) if *sha256 == planted_sha),
+        "{r:?}"
+    );
+
+    assert_eq!(refused_field(&datasets, "honest", good).await, "ok");
+}

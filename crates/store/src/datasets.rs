@@ -356,6 +356,46 @@ impl Blobs {
         }
     }
 
+    /// A stored shard's first bytes and its size, without the rest: `keep` says how many it
+    /// needs given what was read (`None` while it cannot tell), as for
+    /// [`stage_shard`](Self::stage_shard). One ranged read covers a small header; a longer
+    /// one takes a second. `None` when the shard is not there.
+    pub async fn shard_start(
+        &self,
+        sha256: &str,
+        keep: impl Fn(&[u8]) -> Option<usize>,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        /// What is read before `keep` can tell: most headers are shorter.
+        const FIRST: u64 = 16 << 10;
+        let location = shard_path(sha256);
+        if self.reaches_through_link(&location) {
+            return Ok(None);
+        }
+        let size = match self.object_store().head(&location).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut start = Vec::new();
+        loop {
+            let want = keep(&start).map_or(FIRST, |n| n as u64).min(size);
+            let have = start.len() as u64;
+            if have >= want {
+                break;
+            }
+            let got = match self.object_store().get_range(&location, have..want).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if got.is_empty() {
+                break;
+            }
+            start.extend_from_slice(&got);
+        }
+        Ok(Some((start, size)))
+    }
+
     /// A stored shard's size in bytes, if it is there.
     pub async fn shard_size(&self, sha256: &str) -> Result<Option<u64>, StoreError> {
         match self.object_store().head(&shard_path(sha256)).await {
@@ -417,5 +457,53 @@ mod tests {
         blobs.discard_shard(staged).await.unwrap();
         let left = std::fs::read_dir(dir.path().join("datasets/uploads")).map(|d| d.count());
         assert_eq!(left.unwrap_or(0), 0);
+    }
+
+    /// A commit reads a stored shard's header only: what `keep` asks for, in at most two
+    /// ranged reads, however long the shard.
+    #[tokio::test]
+    async fn a_shards_start_is_read_without_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&format!("file://{}", dir.path().display()))
+            .await
+            .unwrap();
+        let store = |body: Vec<u8>| {
+            let blobs = blobs.clone();
+            async move {
+                let chunks = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body))]);
+                let staged = blobs
+                    .stage_shard(chunks, header_len, 1 << 30)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let sha = staged.sha256.clone();
+                blobs.commit_shard(staged).await.unwrap();
+                sha
+            }
+        };
+        for header in [100usize, 40_000] {
+            let mut body = b"TYSHARD1".to_vec();
+            body.extend_from_slice(&(header as u32).to_le_bytes());
+            body.extend(std::iter::repeat_n(b'h', header));
+            body.extend(std::iter::repeat_n(b'd', 100_000));
+            let sha = store(body.clone()).await;
+            let (start, size) = blobs.shard_start(&sha, header_len).await.unwrap().unwrap();
+            assert_eq!(size, body.len() as u64);
+            assert_eq!(&start[..12 + header], &body[..12 + header], "{header}");
+            assert!(
+                start.len() <= (12 + header).max(16 << 10),
+                "{}",
+                start.len()
+            );
+        }
+        // Shorter than what `keep` asks for: what there is.
+        let sha = store(b"TYSHARD1\xff\xff\x00\x00".to_vec()).await;
+        let (start, size) = blobs.shard_start(&sha, header_len).await.unwrap().unwrap();
+        assert_eq!((start.len(), size), (12, 12));
+        assert!(blobs
+            .shard_start(&"0".repeat(64), header_len)
+            .await
+            .unwrap()
+            .is_none());
     }
 }
