@@ -3,7 +3,7 @@
 //! commit a manifest naming them. Every rule lives in the service; these handlers only
 //! translate HTTP.
 
-use axum::extract::Path;
+use crate::extract::ApiPath as Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
