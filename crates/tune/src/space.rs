@@ -22,6 +22,12 @@ pub const MAX_PARAMS: usize = 256;
 /// Most choices of one categorical parameter, and most points a stepped range may have in a
 /// grid.
 pub const MAX_CHOICES: usize = 10_000;
+/// Most steps a stepped float's range may hold (`(high - low) / step`): past this the
+/// check that the step divides the range no longer means anything in `f64`.
+pub const MAX_FLOAT_STEPS: f64 = 1e9;
+/// A stepped float's step is at least this fraction of its largest value, so that every
+/// `low + k·step` is a distinct `f64` that rounds back to its own `k`.
+pub const MIN_RELATIVE_STEP: f64 = 1e-9;
 /// Names a trial template uses for itself; no parameter may take them.
 pub const RESERVED: [&str; 4] = ["resource", "trial", "study", "resume_from"];
 
@@ -56,7 +62,11 @@ pub struct ParamSpec {
     pub choices: Vec<Value>,
     /// The parameter exists only when each parameter named here has this value (or one of
     /// these values, given a list): `when = { optimizer = "sgd" }`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_keys"
+    )]
     #[schema(value_type = Object)]
     pub when: BTreeMap<String, Value>,
 }
@@ -86,7 +96,9 @@ pub enum Dist {
 pub struct Param {
     pub name: String,
     pub dist: Dist,
-    /// Parent name → the values that switch this parameter on.
+    /// Parent name → the values that switch this parameter on, each as the parent's
+    /// sampler gives it (`0.30000000000000004` for `0.3` on a step of 0.1), so
+    /// [`Space::is_active`] can compare them exactly.
     pub when: Vec<(String, Vec<Value>)>,
 }
 
@@ -125,25 +137,35 @@ impl Space {
         for (name, spec) in specs {
             checked.push(check_param(name, spec)?);
         }
-        for p in &checked {
-            for (parent, values) in &p.when {
+        let dists: BTreeMap<String, Dist> = checked
+            .iter()
+            .map(|p| (p.name.clone(), p.dist.clone()))
+            .collect();
+        for p in &mut checked {
+            for (parent, values) in &mut p.when {
                 let field = format!("space.{}.when.{parent}", p.name);
                 if parent == &p.name {
                     return Err(invalid(field, "a parameter cannot depend on itself"));
                 }
-                let Some(parent_param) = checked.iter().find(|q| &q.name == parent) else {
+                let Some(parent_dist) = dists.get(parent.as_str()) else {
                     return Err(invalid(
                         field,
                         format!("no parameter `{parent}` in the space"),
                     ));
                 };
-                for v in values {
-                    if parent_param.dist.to_internal(v).is_none() {
-                        return Err(invalid(
-                            field,
-                            format!("{v} is not a value `{parent}` can take"),
-                        ));
-                    }
+                if parent_dist.is_continuous() {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "`{parent}` is continuous: it takes no one value a condition could \
+                             name; give it a `step`, or make it an int or a categorical"
+                        ),
+                    ));
+                }
+                for v in values.iter_mut() {
+                    *v = parent_dist.value_of(v).ok_or_else(|| {
+                        invalid(&field, format!("{v} is not a value `{parent}` can take"))
+                    })?;
                 }
             }
         }
@@ -175,6 +197,32 @@ impl Space {
                 .get(parent)
                 .is_some_and(|v| values.iter().any(|w| same_value(v, w)))
         })
+    }
+
+    /// Calls `visit` with every configuration of a finite space, once each, in a fixed
+    /// order (conditions respected: a parameter is present exactly when it is active), until
+    /// `visit` answers false. Returns how many were visited, or `None`, having visited
+    /// only some, when a parameter that can be active is continuous or has more than
+    /// [`MAX_CHOICES`] values, or when there are more than `limit` configurations.
+    pub fn for_each_configuration(
+        &self,
+        limit: u64,
+        mut visit: impl FnMut(&Params) -> bool,
+    ) -> Option<u64> {
+        let values: Vec<Option<Vec<Value>>> =
+            self.params.iter().map(|p| p.dist.grid_values()).collect();
+        let mut walk = Walk {
+            params: &self.params,
+            values: &values,
+            chosen: Params::new(),
+            count: 0,
+            limit,
+            visit: &mut visit,
+        };
+        match walk.from(0) {
+            Ok(()) | Err(Halt::Visitor) => Some(walk.count),
+            Err(Halt::Unbounded) => None,
+        }
     }
 
     pub fn param(&self, name: &str) -> Option<&Param> {
@@ -224,6 +272,91 @@ impl Space {
                 format!("params.{stranger}"),
                 "no such parameter in the space",
             ));
+        }
+        Ok(())
+    }
+}
+
+/// A map whose keys must each come once: `{"x": …, "x": …}` is refused, naming the key
+/// (serde's maps keep the last silently). The error is raised while reading the repeated
+/// key's value, so a path-tracking deserializer names it (`space.x`).
+pub fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, Visitor};
+
+    struct Twice(String);
+    impl<'de> DeserializeSeed<'de> for Twice {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+            Err(D::Error::custom(format!("`{}` is given twice", self.0)))
+        }
+    }
+
+    struct Keys<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Keys<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map with each key once")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    map.next_value_seed(Twice(key.clone()))?;
+                    return Err(A::Error::custom(format!("`{key}` is given twice")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_map(Keys(std::marker::PhantomData))
+}
+
+/// A depth-first walk over the configurations of a space, parents before children.
+struct Walk<'a, F: FnMut(&Params) -> bool> {
+    params: &'a [Param],
+    values: &'a [Option<Vec<Value>>],
+    chosen: Params,
+    count: u64,
+    limit: u64,
+    visit: &'a mut F,
+}
+
+enum Halt {
+    /// The visitor has seen enough.
+    Visitor,
+    /// Continuous, or more configurations than the limit.
+    Unbounded,
+}
+
+impl<F: FnMut(&Params) -> bool> Walk<'_, F> {
+    fn from(&mut self, i: usize) -> Result<(), Halt> {
+        let Some(p) = self.params.get(i) else {
+            self.count += 1;
+            if self.count > self.limit {
+                return Err(Halt::Unbounded);
+            }
+            return if (self.visit)(&self.chosen) {
+                Ok(())
+            } else {
+                Err(Halt::Visitor)
+            };
+        };
+        if !Space::is_active(p, &self.chosen) {
+            return self.from(i + 1);
+        }
+        let values = self.values[i].as_ref().ok_or(Halt::Unbounded)?;
+        for v in values {
+            self.chosen.insert(p.name.clone(), v.clone());
+            let next = self.from(i + 1);
+            self.chosen.remove(&p.name);
+            next?;
         }
         Ok(())
     }
@@ -350,13 +483,6 @@ fn check_param(name: &str, spec: &ParamSpec) -> Result<Param, InvalidField> {
                 if spec.log && !(spec.kind == ParamKind::Int && step == 1.0) {
                     return Err(invalid(field("step"), "a log scale takes no step"));
                 }
-                let points = (high - low) / step;
-                if (points - points.round()).abs() > 1e-9 * points.abs().max(1.0) {
-                    return Err(invalid(
-                        field("step"),
-                        format!("step {step} does not divide the range [{low}, {high}]"),
-                    ));
-                }
             }
             if spec.kind == ParamKind::Int {
                 for (f, v) in [("low", low), ("high", high)] {
@@ -365,16 +491,31 @@ fn check_param(name: &str, spec: &ParamSpec) -> Result<Param, InvalidField> {
                     }
                 }
                 let step = spec.step.unwrap_or(1.0);
-                if step.fract() != 0.0 {
-                    return Err(invalid(field("step"), "an integer's step is an integer"));
+                if step.fract() != 0.0 || step > MAX_EXACT_INT {
+                    return Err(invalid(
+                        field("step"),
+                        "an integer's step is a whole number up to 2^53",
+                    ));
+                }
+                let (low, high, step) = (low as i64, high as i64, step as i64);
+                // Exact: both ends and the step are at most 2^53 in size.
+                let range = high - low;
+                if range % step != 0 {
+                    return Err(invalid(
+                        field("step"),
+                        format!("step {step} does not divide the range [{low}, {high}]"),
+                    ));
                 }
                 Dist::Int {
-                    low: low as i64,
-                    high: high as i64,
+                    low,
+                    high,
                     log: spec.log,
-                    step: step as i64,
+                    step,
                 }
             } else {
+                if let Some(step) = spec.step {
+                    check_float_step(low, high, step).map_err(|m| invalid(field("step"), m))?;
+                }
                 Dist::Float {
                     low,
                     high,
@@ -394,6 +535,34 @@ fn check_param(name: &str, spec: &ParamSpec) -> Result<Param, InvalidField> {
         dist,
         when,
     })
+}
+
+/// Whether `step` cuts the float range `[low, high]` (finite, `low <= high`) into whole
+/// steps that `f64` can tell apart; the reason when it does not.
+fn check_float_step(low: f64, high: f64, step: f64) -> Result<(), String> {
+    let steps = (high - low) / step;
+    if steps > MAX_FLOAT_STEPS {
+        return Err(format!(
+            "step {step} cuts the range [{low}, {high}] into more than {MAX_FLOAT_STEPS:e} steps; \
+             leave out `step` for a continuous range"
+        ));
+    }
+    let largest = low.abs().max(high.abs());
+    if step < MIN_RELATIVE_STEP * largest {
+        return Err(format!(
+            "step {step} is too small beside values as large as {largest}: low + k·step \
+             could not be told apart (the step must be at least {MIN_RELATIVE_STEP:e} of them)"
+        ));
+    }
+    let whole = steps.round();
+    // Rounding in `f64` moves `steps` by far less than 1e-3 within the bounds above.
+    let tolerance = (1e-9 * steps.max(1.0)).min(1e-3);
+    if (steps - whole).abs() > tolerance || (whole < 1.0 && high > low) {
+        return Err(format!(
+            "step {step} does not divide the range [{low}, {high}]"
+        ));
+    }
+    Ok(())
 }
 
 impl Dist {
@@ -436,6 +605,36 @@ impl Dist {
         matches!(self, Dist::Categorical { .. })
     }
 
+    /// A float without a step over more than one value: no value of it is drawn twice.
+    pub fn is_continuous(&self) -> bool {
+        matches!(self, Dist::Float { low, high, step: None, .. } if low < high)
+    }
+
+    /// The value `v` stands for, exactly as a sampler gives it (a choice as it is written,
+    /// an integer as an integer, a stepped float as `low + k·step` computes it), or `None`
+    /// when the parameter cannot take it.
+    pub fn value_of(&self, v: &Value) -> Option<Value> {
+        match self {
+            Dist::Categorical { choices } => choices.iter().find(|c| same_value(c, v)).cloned(),
+            Dist::Int { .. } => {
+                // `3.0` names the integer 3, as `same_value` compares them.
+                let n = v.as_i64().or_else(|| {
+                    v.as_f64()
+                        .filter(|x| x.fract() == 0.0 && x.abs() <= MAX_EXACT_INT)
+                        .map(|x| x as i64)
+                })?;
+                let n = Value::from(n);
+                self.holds(&n).then_some(n)
+            }
+            Dist::Float { .. } => {
+                if !self.holds(v) {
+                    return None;
+                }
+                Some(self.from_internal(self.to_internal(v)?))
+            }
+        }
+    }
+
     /// The internal coordinate of a value, or `None` for a value of the wrong kind.
     pub fn to_internal(&self, v: &Value) -> Option<f64> {
         match self {
@@ -463,15 +662,20 @@ impl Dist {
             } => v.as_f64().is_some_and(|x| {
                 let on_step = step.is_none_or(|s| {
                     let k = (x - low) / s;
-                    (k - k.round()).abs() < 1e-6
+                    k.is_finite() && (k - k.round()).abs() < 1e-6
                 });
                 x >= *low && x <= *high && on_step
             }),
+            // Checked: a `Dist` built by hand may hold any step.
             Dist::Int {
                 low, high, step, ..
-            } => v
-                .as_i64()
-                .is_some_and(|x| x >= *low && x <= *high && (x - low) % step == 0),
+            } => v.as_i64().is_some_and(|x| {
+                x >= *low
+                    && x <= *high
+                    && x.checked_sub(*low)
+                        .and_then(|d| d.checked_rem(*step))
+                        .is_some_and(|r| r == 0)
+            }),
         }
     }
 
@@ -518,17 +722,37 @@ impl Dist {
         }
     }
 
-    /// Every value of a finite parameter, in order; `None` for a continuous one or one with
-    /// more than [`MAX_CHOICES`] points.
+    /// Every value of a finite parameter, in order, as [`Dist::from_internal`] gives them;
+    /// `None` for a continuous one or one with more than [`MAX_CHOICES`] points.
     pub fn grid_values(&self) -> Option<Vec<Value>> {
-        match self {
-            Dist::Categorical { choices } => Some(choices.clone()),
+        let points = self.grid_len()?;
+        Some(match self {
+            Dist::Categorical { choices } => choices.clone(),
+            Dist::Int { low, step, .. } => (0..points as i64)
+                .map(|k| Value::from(low + k * step))
+                .collect(),
+            Dist::Float {
+                low,
+                high,
+                step: Some(s),
+                ..
+            } => (0..points)
+                .map(|k| Value::from((low + k as f64 * s).min(*high)))
+                .collect(),
+            Dist::Float { low, .. } => vec![Value::from(*low)],
+        })
+    }
+
+    /// How many values a finite parameter has (at most [`MAX_CHOICES`]), counted without
+    /// trusting the range: `None` for a continuous parameter or a larger count.
+    fn grid_len(&self) -> Option<usize> {
+        let points = match self {
+            Dist::Categorical { choices } => choices.len(),
             Dist::Int {
                 low, high, step, ..
             } => {
-                let n = (high - low) / step + 1;
-                (n as usize <= MAX_CHOICES)
-                    .then(|| (0..n).map(|k| Value::from(low + k * step)).collect())
+                let steps = high.checked_sub(*low)?.checked_div(*step)?;
+                usize::try_from(steps).ok()?.checked_add(1)?
             }
             Dist::Float {
                 low,
@@ -536,15 +760,26 @@ impl Dist {
                 step: Some(s),
                 ..
             } => {
-                let n = ((high - low) / s).round() as usize + 1;
-                (n <= MAX_CHOICES).then(|| {
-                    (0..n)
-                        .map(|k| Value::from((low + k as f64 * s).min(*high)))
-                        .collect()
-                })
+                let steps = ((high - low) / s).round();
+                // Also false for NaN; compared as a float before any cast.
+                if !(s.is_finite() && steps >= 0.0 && steps < MAX_CHOICES as f64) {
+                    return None;
+                }
+                steps as usize + 1
             }
-            Dist::Float { step: None, .. } => None,
-        }
+            Dist::Float {
+                low,
+                high,
+                step: None,
+                ..
+            } => {
+                if low != high {
+                    return None;
+                }
+                1
+            }
+        };
+        (points <= MAX_CHOICES).then_some(points)
     }
 }
 
@@ -646,6 +881,194 @@ mod tests {
             "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "rmsprop"}},
         });
         assert_eq!(space(wrong_value).unwrap_err().field, "space.m.when.opt");
+    }
+
+    #[test]
+    fn steps_too_small_or_too_large_for_their_range_are_refused() {
+        let float = |low: f64, high: f64, step: f64| {
+            space(json!({"x": {"type": "float", "low": low, "high": high, "step": step}}))
+        };
+        for (low, high, step) in [
+            // More steps than f64 can check, down to the smallest.
+            (0.0, 1.0, 1e-300),
+            (0.0, 1.0, 5e-324),
+            (0.0, 1.0, 1e-10),
+            // Fewer than 1e9 steps, but low + k·step are not distinct f64s at 1e10.
+            (1e10, 1e10 + 0.5, 2f64.powi(-20)),
+            // Larger than the range: only `low` could ever be drawn.
+            (0.0, 10.0, 1e12),
+            (0.0, 10.0, 11.0),
+        ] {
+            let err = float(low, high, step).unwrap_err();
+            assert_eq!(
+                err.field, "space.x.step",
+                "[{low}, {high}] by {step}: {err}"
+            );
+        }
+        // Fine: a billion steps, or one point.
+        float(0.0, 1.0, 1e-9).unwrap();
+        float(2.0, 2.0, 1e12).unwrap();
+        let int = |low: f64, high: f64, step: f64| {
+            space(json!({"n": {"type": "int", "low": low, "high": high, "step": step}}))
+        };
+        for (low, high, step) in [
+            (0.0, 10.0, 1e300),
+            (0.0, 10.0, 20.0),
+            (-9e15, 9e15, 7.0),
+            (0.0, 0.0, 1e16),
+        ] {
+            let err = int(low, high, step).unwrap_err();
+            assert_eq!(
+                err.field, "space.n.step",
+                "[{low}, {high}] by {step}: {err}"
+            );
+        }
+        // The widest integer range, every integer: counted without overflow.
+        let wide = int(-9_007_199_254_740_992.0, 9_007_199_254_740_992.0, 1.0).unwrap();
+        assert_eq!(wide.params[0].dist.grid_values(), None);
+        let n = &wide.params[0].dist;
+        assert!(n.holds(&json!(9_007_199_254_740_992_i64)));
+        assert!(!n.holds(&json!(i64::MIN)));
+    }
+
+    /// `Dist`s built by hand (not through `Space::new`) with steps no space accepts: counting
+    /// and checking their values must not overflow or divide by zero.
+    #[test]
+    fn counting_a_range_never_overflows() {
+        for step in [
+            1e-300,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::NAN,
+            0.0,
+            -1.0,
+            f64::INFINITY,
+        ] {
+            let d = Dist::Float {
+                low: 0.0,
+                high: 1.0,
+                log: false,
+                step: Some(step),
+            };
+            assert_eq!(d.grid_values(), None, "step {step}");
+            let _ = d.holds(&json!(0.5));
+            let _ = d.from_internal(0.5);
+        }
+        for (low, high, step) in [
+            (i64::MIN, i64::MAX, 1),
+            (0, 10, 0),
+            (0, 10, -1),
+            (i64::MIN, 0, 1),
+        ] {
+            let d = Dist::Int {
+                low,
+                high,
+                log: false,
+                step,
+            };
+            assert_eq!(d.grid_values(), None, "[{low}, {high}] by {step}");
+            let _ = d.holds(&json!(5));
+            let _ = d.holds(&json!(i64::MAX));
+            let _ = d.from_internal(5.0);
+        }
+        let point = Dist::Float {
+            low: 3.0,
+            high: 3.0,
+            log: true,
+            step: None,
+        };
+        assert_eq!(point.grid_values(), Some(vec![json!(3.0)]));
+        assert_eq!(point.from_internal(3f64.ln()), json!(3.0));
+    }
+
+    #[test]
+    fn conditions_on_numbers_name_values_the_parent_takes() {
+        for (parent, value) in [
+            (json!({"type": "float", "low": 0, "high": 1}), json!(5)),
+            // A continuous parent takes no one value a condition could wait for.
+            (json!({"type": "float", "low": 0, "high": 1}), json!(0.5)),
+            (
+                json!({"type": "int", "low": 0, "high": 10, "step": 2}),
+                json!(3),
+            ),
+            (json!({"type": "int", "low": 0, "high": 10}), json!(11)),
+            (json!({"type": "int", "low": 0, "high": 10}), json!(2.5)),
+            (json!({"type": "int", "low": 0, "high": 10}), json!("2")),
+            (
+                json!({"type": "float", "low": 0, "high": 1, "step": 0.25}),
+                json!(0.3),
+            ),
+            (json!({"type": "categorical", "choices": [1, 2]}), json!(3)),
+        ] {
+            let spec = json!({
+                "a": parent,
+                "b": {"type": "float", "low": 0, "high": 1, "when": {"a": [value]}},
+            });
+            let err = space(spec.clone()).unwrap_err();
+            assert_eq!(err.field, "space.b.when.a", "{spec}: {err}");
+        }
+        // Values the parent takes are kept as its sampler gives them, so they match.
+        let s = space(json!({
+            "a": {"type": "float", "low": 0, "high": 1, "step": 0.1},
+            "n": {"type": "int", "low": 0, "high": 10, "step": 2},
+            "b": {"type": "float", "low": 0, "high": 1, "when": {"a": 0.3, "n": [4.0, 6]}},
+        }))
+        .unwrap();
+        let b = s.param("b").unwrap();
+        let a = &s.param("a").unwrap().dist;
+        assert_eq!(b.when[0].1, vec![a.from_internal(0.3)]);
+        assert_eq!(b.when[1].1, vec![json!(4), json!(6)]);
+        let chosen: Params = [("a".into(), a.from_internal(0.31)), ("n".into(), json!(4))].into();
+        assert!(Space::is_active(b, &chosen));
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused_naming_it() {
+        let text = r#"{"x": {"type": "float", "low": 0, "high": 1},
+                       "x": {"type": "int", "low": 0, "high": 3}}"#;
+        // (The path, `space.x`, is what the API's extractor names: tested over HTTP.)
+        let err = serde_json::from_str::<crate::StudySpec>(&format!(
+            r#"{{"name": "s", "space": {text}}}"#
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("`x` is given twice"), "{err}");
+        let when = r#"{"type": "float", "low": 0, "high": 1, "when": {"a": 1, "a": 2}}"#;
+        let err = serde_json::from_str::<ParamSpec>(when).unwrap_err();
+        assert!(err.to_string().contains("`a` is given twice"), "{err}");
+        let once: BTreeMap<String, ParamSpec> = serde_json::from_str(
+            r#"{"x": {"type": "float", "low": 0, "high": 1, "when": {"a": 1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(once["x"].when.len(), 1);
+    }
+
+    #[test]
+    fn configurations_of_a_conditional_space_are_enumerated() {
+        let s = space(json!({
+            "opt": {"type": "categorical", "choices": ["sgd", "adam"]},
+            "m": {"type": "float", "low": 0, "high": 1, "step": 0.5, "when": {"opt": "sgd"}},
+            "n": {"type": "int", "low": 1, "high": 2},
+        }))
+        .unwrap();
+        let mut all = Vec::new();
+        assert_eq!(
+            s.for_each_configuration(100, |p| {
+                all.push(p.clone());
+                true
+            }),
+            Some(8)
+        );
+        for p in &all {
+            s.check_params(p).unwrap();
+        }
+        assert_eq!(s.for_each_configuration(7, |_| true), None);
+        assert_eq!(s.for_each_configuration(100, |_| false), Some(1));
+        let continuous = space(json!({
+            "opt": {"type": "categorical", "choices": ["sgd", "adam"]},
+            "m": {"type": "float", "low": 0, "high": 1, "when": {"opt": "sgd"}},
+        }))
+        .unwrap();
+        assert_eq!(continuous.for_each_configuration(100, |_| true), None);
     }
 
     #[test]

@@ -93,10 +93,18 @@ pub struct TrialTemplate {
     /// A training file (TOML text) for the built-in engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::space::unique_keys"
+    )]
     pub env: BTreeMap<String, String>,
     /// Variables set from the workspace's secrets (variable → secret name).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::space::unique_keys"
+    )]
     pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub resources: Resources,
@@ -121,11 +129,13 @@ pub struct TrialTemplate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StudySpec {
-    /// Unique in its workspace: 1-100 letters, digits, `_`, `-`, `.`.
+    /// Unique in its workspace: 1-100 letters, digits, `_`, `-`, `.`, other than `.` and
+    /// `..`.
     #[schema(pattern = "^[A-Za-z0-9_.-]{1,100}$")]
     pub name: String,
-    /// Parameter name → its distribution.
+    /// Parameter name → its distribution (each name once).
     #[schema(value_type = Object)]
+    #[serde(deserialize_with = "crate::space::unique_keys")]
     pub space: BTreeMap<String, ParamSpec>,
     #[serde(default)]
     pub objective: Objective,
@@ -159,8 +169,12 @@ fn one() -> u32 {
 
 pub const MAX_PARALLELISM: u32 = 256;
 
+/// 1-100 letters, digits, `_`, `-`, `.`; not `.` or `..`, which a URL's path would
+/// resolve away (`/api/v1/studies/..` is not the study).
 pub fn valid_study_name(name: &str) -> bool {
     !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 100
         && name
             .chars()
@@ -181,7 +195,7 @@ impl StudySpec {
         if !valid_study_name(&self.name) {
             return Err(InvalidField::new(
                 "name",
-                "1-100 letters, digits, '_', '-', '.'",
+                "1-100 letters, digits, '_', '-', '.', other than `.` and `..`",
             ));
         }
         let space = Space::new(&self.space)?;
@@ -498,6 +512,29 @@ mod tests {
     }
 
     #[test]
+    fn keys_given_twice_are_refused() {
+        for text in [
+            r#"{"name": "s", "space": {"x": {"type": "float", "low": 0, "high": 1},
+                                       "x": {"type": "int", "low": 0, "high": 1}}}"#,
+            r#"{"name": "s", "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                "trial": {"command": ["true"], "env": {"A": "1", "A": "2"}}}"#,
+            r#"{"name": "s", "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                "trial": {"command": ["true"], "secrets": {"A": "s", "A": "t"}}}"#,
+        ] {
+            let err = serde_json::from_str::<StudySpec>(text).unwrap_err();
+            assert!(err.to_string().contains("is given twice"), "{text}: {err}");
+        }
+        let once = r#"{"name": "s", "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                       "trial": {"command": ["true"], "env": {"A": "1", "B": "2"}}}"#;
+        let spec: StudySpec = serde_json::from_str(once).unwrap();
+        assert_eq!(spec.trial.unwrap().env.len(), 2);
+        let bare = r#"{"name": "s", "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                       "trial": {"command": ["true"]}}"#;
+        let spec: StudySpec = serde_json::from_str(bare).unwrap();
+        assert!(spec.trial.unwrap().secrets.is_empty());
+    }
+
+    #[test]
     fn placeholders_render_and_unknown_ones_are_refused() {
         let values: BTreeMap<String, String> = [("lr".to_string(), "0.1".to_string())].into();
         assert_eq!(
@@ -530,10 +567,16 @@ mod tests {
             b[k] = v;
             spec(b)
         };
-        assert_eq!(
-            with("name", json!("a/b")).check().unwrap_err().field,
-            "name"
-        );
+        for name in ["a/b", ".", "..", ""] {
+            assert_eq!(
+                with("name", json!(name)).check().unwrap_err().field,
+                "name",
+                "{name:?}"
+            );
+        }
+        for name in ["...", ".a", "a..b", "v1.2"] {
+            with("name", json!(name)).check().unwrap();
+        }
         assert_eq!(
             with("parallelism", json!(0)).check().unwrap_err().field,
             "parallelism"

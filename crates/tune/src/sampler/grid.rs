@@ -42,7 +42,13 @@ pub fn size(space: &Space) -> Option<u64> {
 }
 
 pub fn suggest(space: &Space, seed: u64, number: u64) -> Result<Params, TuneError> {
-    let total = size(space).ok_or(TuneError::Exhausted)?;
+    // `check` refused these at creation; a space that got past it is refused, not wrapped.
+    let total = size(space).filter(|n| *n <= MAX_GRID).ok_or_else(|| {
+        InvalidField::new(
+            "space",
+            format!("the grid has more than {MAX_GRID} combinations"),
+        )
+    })?;
     if number >= total {
         return Err(TuneError::Exhausted);
     }
