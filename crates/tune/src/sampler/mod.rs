@@ -246,8 +246,11 @@ pub(crate) fn taken(space: &Space, trials: &[TrialRecord]) -> HashSet<Vec<u64>> 
         .collect()
 }
 
-/// The first of `draw`'s configurations not taken yet; after many duplicates the space is
-/// taken as exhausted (only a finite space gets there).
+/// The first of `draw`'s configurations not taken yet. When draws keep repeating, the
+/// space is enumerated (if it is finite and small enough) and one configuration not taken
+/// is picked with the trial's stream; only when none is left is the space exhausted. (Draws
+/// alone cannot tell: a deep branch of conditional parameters may be drawn once in a
+/// million.)
 pub(crate) fn unique(
     space: &Space,
     taken: &HashSet<Vec<u64>>,
@@ -260,10 +263,38 @@ pub(crate) fn unique(
             return Ok(params);
         }
     }
-    Err(TuneError::Exhausted)
+    untaken(space, taken, rng)
 }
 
 const DRAWS_BEFORE_EXHAUSTED: usize = 1_000;
+
+/// Most configurations a space may have to be enumerated for the ones not taken (as many
+/// as a grid may have).
+pub const MAX_ENUMERATED: u64 = grid::MAX_GRID;
+
+/// One configuration not taken, uniformly among them (a single pass, keeping each `k`-th
+/// one found with probability `1/k`); exhausted when none is left, or when the space is
+/// continuous or too large to enumerate (where draws have repeated a thousand times).
+fn untaken(
+    space: &Space,
+    taken: &HashSet<Vec<u64>>,
+    rng: &mut ChaCha8Rng,
+) -> Result<Params, TuneError> {
+    let mut free = 0u64;
+    let mut pick = None;
+    space
+        .for_each_configuration(MAX_ENUMERATED, |params| {
+            if !taken.contains(&key(space, params)) {
+                free += 1;
+                if rng.gen_range(0..free) == 0 {
+                    pick = Some(params.clone());
+                }
+            }
+            true
+        })
+        .ok_or(TuneError::Exhausted)?;
+    pick.ok_or(TuneError::Exhausted)
+}
 
 #[cfg(test)]
 mod tests {
@@ -328,5 +359,115 @@ mod tests {
             suggest(&config, &s, Direction::Minimize, &trials, 6),
             Err(TuneError::Exhausted)
         ));
+    }
+
+    /// `p0`, then each `p{i}` only when `p{i-1}` is "a": 21 configurations, the deepest
+    /// drawn once in 2^19 by independent draws.
+    fn chain() -> Space {
+        let mut spec = serde_json::Map::new();
+        spec.insert(
+            "p0".into(),
+            json!({"type": "categorical", "choices": ["a", "b"]}),
+        );
+        for i in 1..20 {
+            spec.insert(
+                format!("p{i}"),
+                json!({"type": "categorical", "choices": ["a", "b"], "when": {format!("p{}", i - 1): "a"}}),
+            );
+        }
+        space(serde_json::Value::Object(spec))
+    }
+
+    #[test]
+    fn every_configuration_of_a_deep_conditional_space_once_then_exhausted() {
+        let s = chain();
+        assert_eq!(s.for_each_configuration(1000, |_| true), Some(21));
+        for config in [
+            SamplerConfig::Random { seed: Some(1) },
+            SamplerConfig::default().with_seed(1),
+        ] {
+            let mut trials = Vec::new();
+            for n in 0..21 {
+                let p = suggest(&config, &s, Direction::Minimize, &trials, n)
+                    .unwrap_or_else(|e| panic!("{} at trial {n}: {e}", config.name()));
+                s.check_params(&p).unwrap();
+                // The same trial asked twice (a restarted server) gets the same answer.
+                assert_eq!(
+                    suggest(&config, &s, Direction::Minimize, &trials, n).unwrap(),
+                    p
+                );
+                let mut t = TrialRecord::new(n, p);
+                t.state = TrialState::Complete;
+                t.value = Some(n as f64);
+                trials.push(t);
+            }
+            let keys: HashSet<_> = trials.iter().map(|t| key(&s, &t.params)).collect();
+            assert_eq!(keys.len(), 21, "{}", config.name());
+            assert!(matches!(
+                suggest(&config, &s, Direction::Minimize, &trials, 21),
+                Err(TuneError::Exhausted)
+            ));
+        }
+    }
+
+    #[test]
+    fn tpe_finds_the_last_configurations_with_trials_still_running() {
+        // 257 configurations: a chain of 8 choices, then 249 integers under the deepest
+        // (each drawn once in 2^8 · 249). TPE gave up on such a space with most of it left.
+        let mut spec = serde_json::Map::new();
+        spec.insert(
+            "p0".into(),
+            json!({"type": "categorical", "choices": ["a", "b"]}),
+        );
+        for i in 1..8 {
+            spec.insert(
+                format!("p{i}"),
+                json!({"type": "categorical", "choices": ["a", "b"], "when": {format!("p{}", i - 1): "a"}}),
+            );
+        }
+        spec.insert(
+            "q".into(),
+            json!({"type": "int", "low": 0, "high": 248, "when": {"p7": "a"}}),
+        );
+        let s = space(serde_json::Value::Object(spec));
+        assert_eq!(s.for_each_configuration(1000, |_| true), Some(257));
+        let config = SamplerConfig::Tpe {
+            seed: Some(3),
+            multivariate: true,
+            constant_liar: true,
+            startup_trials: 2,
+            ei_candidates: 24,
+        };
+        let mut trials = Vec::new();
+        for n in 0..257 {
+            let p = suggest(&config, &s, Direction::Maximize, &trials, n).unwrap();
+            let mut t = TrialRecord::new(n, p);
+            if n % 3 != 0 {
+                t.state = TrialState::Complete;
+                t.value = Some(n as f64);
+            }
+            trials.push(t);
+        }
+        let keys: HashSet<_> = trials.iter().map(|t| key(&s, &t.params)).collect();
+        assert_eq!(keys.len(), 257);
+        assert!(matches!(
+            suggest(&config, &s, Direction::Maximize, &trials, 257),
+            Err(TuneError::Exhausted)
+        ));
+    }
+
+    #[test]
+    fn a_continuous_space_is_never_enumerated() {
+        let s = space(json!({"x": {"type": "float", "low": 0, "high": 1}}));
+        let every: HashSet<Vec<u64>> = HashSet::new();
+        let mut rng = trial_rng(1, 1);
+        // Draws that always repeat (a stand-in for bad luck): exhausted, not a hang.
+        let same = random(&s, &mut trial_rng(0, 0));
+        let taken: HashSet<Vec<u64>> = [key(&s, &same)].into();
+        assert!(matches!(
+            unique(&s, &taken, &mut rng, |_| same.clone()),
+            Err(TuneError::Exhausted)
+        ));
+        assert!(unique(&s, &every, &mut rng, |r| random(&s, r)).is_ok());
     }
 }
