@@ -2,7 +2,7 @@
 //! field, ask/tell through the API, trials run as real jobs (Python processes) by the
 //! controller, a study that resumes after `kill -9` with exactly the trials of an
 //! uninterrupted one, parallel TPE without duplicates, failing trials, median stopping,
-//! ASHA promotions that resume, and the CLI.
+//! ASHA promotions that resume, the CLI, and what an adversarial probe tried.
 
 mod common;
 
@@ -381,6 +381,180 @@ async fn bad_studies_are_refused_naming_the_field_and_clients_ask_and_tell() {
     assert_eq!(r.status(), 409);
     let list = server.get_json("/api/v1/studies").await;
     assert_eq!(list["studies"].as_array().unwrap().len(), 3);
+}
+
+/// What a probe of the API found: tiny steps (a panic on ask), a deep conditional space
+/// reported exhausted with most of it untried, conditions no numeric parent can meet,
+/// a parameter given twice, names a URL cannot address, report steps past int64.
+#[tokio::test]
+async fn adversarial_studies_are_refused_and_deep_spaces_are_searched_to_the_end() {
+    let server = Server::start().await;
+    let refused = |body: String| {
+        let r = server
+            .post("/api/v1/studies")
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let tiny = json!({"x": {"type": "float", "low": 0, "high": 1, "step": 1e-300}});
+    let wide_int = json!({"x": {"type": "int", "low": 0, "high": 10, "step": 1e300}});
+    let cases = [
+        (
+            json!({"space": tiny, "sampler": {"kind": "grid"}}),
+            "space.x.step",
+        ),
+        (
+            json!({"space": tiny, "sampler": {"kind": "random"}}),
+            "space.x.step",
+        ),
+        (
+            json!({"space": tiny, "sampler": {"kind": "tpe"}}),
+            "space.x.step",
+        ),
+        (
+            json!({"space": wide_int, "sampler": {"kind": "random"}}),
+            "space.x.step",
+        ),
+        (
+            json!({"space": {"a": {"type": "float", "low": 0, "high": 1},
+                             "b": {"type": "float", "low": 0, "high": 1, "when": {"a": 5}}}}),
+            "space.b.when.a",
+        ),
+        (
+            json!({"space": {"a": {"type": "int", "low": 0, "high": 10, "step": 2},
+                             "b": {"type": "float", "low": 0, "high": 1, "when": {"a": 3}}}}),
+            "space.b.when.a",
+        ),
+        (
+            json!({"name": ".", "space": {"x": {"type": "float", "low": 0, "high": 1}}}),
+            "name",
+        ),
+        (
+            json!({"name": "..", "space": {"x": {"type": "float", "low": 0, "high": 1}}}),
+            "name",
+        ),
+    ];
+    for (body, field) in cases {
+        let mut spec = json!({"name": "bad"});
+        merge(&mut spec, body.clone());
+        let (status, answer) = refused(spec.to_string()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_field", "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    // A parameter given twice (serde would keep the last), and a condition given twice.
+    for (text, field) in [
+        (
+            r#"{"name": "dup", "space": {"x": {"type": "float", "low": 0, "high": 1},
+                                          "x": {"type": "int", "low": 0, "high": 3}}}"#,
+            "space.x",
+        ),
+        (
+            r#"{"name": "dup", "space": {"a": {"type": "int", "low": 0, "high": 3},
+                "x": {"type": "float", "low": 0, "high": 1, "when": {"a": 1, "a": 2}}}}"#,
+            "space.x.when.a",
+        ),
+    ] {
+        let (status, answer) = refused(text.to_string()).await;
+        assert_eq!(status, 400, "{text}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_field", "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{text}: {answer}");
+    }
+    let list = server.get_json("/api/v1/studies").await;
+    assert_eq!(list["studies"].as_array().unwrap().len(), 0, "{list}");
+
+    // A chain of 20 two-way choices, each under the previous one's "a": 21 configurations,
+    // the deepest drawn once in 2^19. Random and TPE each give every one once, then the
+    // space is exhausted.
+    let mut chain = serde_json::Map::new();
+    chain.insert(
+        "p0".into(),
+        json!({"type": "categorical", "choices": ["a", "b"]}),
+    );
+    for i in 1..20 {
+        chain.insert(
+            format!("p{i}"),
+            json!({"type": "categorical", "choices": ["a", "b"], "when": {format!("p{}", i - 1): "a"}}),
+        );
+    }
+    for sampler in [
+        json!({"kind": "random", "seed": 1}),
+        json!({"kind": "tpe", "seed": 1}),
+    ] {
+        let name = format!("chain-{}", sampler["kind"].as_str().unwrap());
+        let spec = json!({"name": name, "space": chain, "sampler": sampler});
+        let (status, study) = create(&server, &spec).await;
+        assert_eq!(status, 201, "{study}");
+        let mut seen = HashSet::new();
+        for n in 0..21u64 {
+            let r = server
+                .post(&format!("/api/v1/studies/{name}/trials"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let t: Value = r.json().await.unwrap();
+            assert_eq!(status, 201, "{name}, ask {n}: {t}");
+            assert!(seen.insert(t["params"].to_string()), "{name}: {t} again");
+            let told = server
+                .http_put(&format!("/api/v1/studies/{name}/trials/{n}"))
+                .json(&json!({"state": "complete", "value": n}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(told.status(), 200);
+        }
+        let r = server
+            .post(&format!("/api/v1/studies/{name}/trials"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "study_closed", "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("every configuration"),
+            "{e}"
+        );
+    }
+
+    // Report steps: int64 as the API describes them.
+    let spec = json!({"name": "steps", "space": {"x": {"type": "float", "low": 0, "high": 1}}});
+    assert_eq!(create(&server, &spec).await.0, 201);
+    let ask = server
+        .post("/api/v1/studies/steps/trials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ask.status(), 201);
+    for (step, status) in [
+        ("9223372036854775808", 400),
+        ("18446744073709551615", 400),
+        ("18446744073709551616", 400),
+        ("-1", 400),
+        ("9223372036854775807", 200),
+    ] {
+        let r = server
+            .post("/api/v1/studies/steps/trials/0/report")
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"step": {step}, "value": 1.5}}"#))
+            .send()
+            .await
+            .unwrap();
+        let got = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(got, status, "step {step}: {answer}");
+        if status == 400 {
+            assert_eq!(answer["error"]["field"], "step", "step {step}: {answer}");
+        }
+    }
 }
 
 /// The trials of a study: (number, params, state, value).

@@ -44,6 +44,7 @@ pub struct Tell {
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
+    /// 0 to 2^63 - 1 (an int64 that is not negative).
     pub step: u64,
     pub value: f64,
 }
@@ -548,6 +549,13 @@ impl Studies {
         }
         if !report.value.is_finite() {
             return Err(InvalidField::new("value", "must be a finite number").into());
+        }
+        if i64::try_from(report.step).is_err() {
+            return Err(InvalidField::new(
+                "step",
+                format!("must be 0 to {} (an int64)", i64::MAX),
+            )
+            .into());
         }
         let mut trial = self.trial_of(&row, number).await?;
         if trial.state.is_finished() {
