@@ -551,11 +551,9 @@ impl Studies {
             return Err(InvalidField::new("value", "must be a finite number").into());
         }
         if i64::try_from(report.step).is_err() {
-            return Err(InvalidField::new(
-                "step",
-                format!("must be 0 to {} (an int64)", i64::MAX),
-            )
-            .into());
+            return Err(
+                InvalidField::new("step", format!("must be 0 to {} (an int64)", i64::MAX)).into(),
+            );
         }
         let mut trial = self.trial_of(&row, number).await?;
         if trial.state.is_finished() {
