@@ -65,6 +65,8 @@ pub enum ErrorCode {
     /// The study takes no new trials (stopped, done, budget spent, space exhausted, or run
     /// by its template).
     StudyClosed,
+    /// A single best trial was asked of a study with several objectives.
+    SeveralObjectives,
     /// The workspace still holds content; nothing was removed.
     WorkspaceNotEmpty,
     UserNotFound,
@@ -93,7 +95,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 44] = [
+    pub const ALL: [ErrorCode; 45] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -123,6 +125,7 @@ impl ErrorCode {
         Self::TrialNotFound,
         Self::TrialFinished,
         Self::StudyClosed,
+        Self::SeveralObjectives,
         Self::WorkspaceNotEmpty,
         Self::UserNotFound,
         Self::TokenNotFound,
@@ -172,6 +175,7 @@ impl ErrorCode {
             Self::TrialNotFound => "trial_not_found",
             Self::TrialFinished => "trial_finished",
             Self::StudyClosed => "study_closed",
+            Self::SeveralObjectives => "several_objectives",
             Self::WorkspaceNotEmpty => "workspace_not_empty",
             Self::UserNotFound => "user_not_found",
             Self::TokenNotFound => "token_not_found",
@@ -355,6 +359,11 @@ impl From<ComputeError> for ApiError {
             ComputeError::StudyClosed(message) => {
                 ApiError::new(StatusCode::CONFLICT, ErrorCode::StudyClosed, message)
             }
+            ComputeError::SeveralObjectives(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::SeveralObjectives,
+                e.to_string(),
+            ),
             ComputeError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::ShuttingDown,

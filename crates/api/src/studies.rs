@@ -2,7 +2,7 @@
 //! best, stop; trials listed by page; and, for studies without a template, ask / tell /
 //! report for a client that runs trials itself.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use trainyard_core::Principal;
 use trainyard_tune::StudySpec;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::{ApiError, AppState, ErrorBody, ErrorCode};
 
@@ -92,10 +93,12 @@ pub async fn get(
     Ok(Json(studies(&state).get(&who.workspace, &name).await?))
 }
 
-/// The best finished trial (feasible first); 404 while none has finished.
+/// The best finished trial (feasible first); 404 while none has finished, 409 for a study
+/// with several objectives (its `pareto_front` holds its best trials).
 #[utoipa::path(get, path = "/api/v1/studies/{name}/best", tag = "studies",
     params(("name" = String, Path, description = "the study")),
-    responses((status = 200, body = Trial), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Trial), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "several objectives")),
     security(("bearer" = [])))]
 pub async fn best(
     State(state): State<AppState>,

@@ -990,6 +990,47 @@ async fn an_unmodified_optuna_client_keeps_its_study_here() {
         assert_eq!(codes[call], code, "{call}: {codes}");
     }
 
+    // Two objectives: the study shows both directions, each trial its values, and Optuna's
+    // own Pareto front; a single best is refused, not answered with the first objective's.
+    let pareto = script.replace("study.py", "pareto.py");
+    let out = std::process::Command::new(&python)
+        .args([&pareto, "127.0.0.1", &port.to_string(), "two-goals", "14"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let study = server.get_json("/api/v1/studies/two-goals").await;
+    assert_eq!(
+        study["directions"],
+        json!(["minimize", "maximize"]),
+        "{study}"
+    );
+    assert_eq!(study["pareto_front"], seen["front"], "{study} vs {seen}");
+    assert!(study["best"].is_null(), "{study}");
+    let page = server
+        .get_json("/api/v1/studies/two-goals/trials?max_results=100")
+        .await;
+    for t in page["trials"].as_array().unwrap() {
+        let number = t["number"].to_string();
+        assert_eq!(t["values"], seen["values"][&number], "{t} vs {seen}");
+    }
+    let r = server
+        .get("/api/v1/studies/two-goals/best")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "several_objectives", "{body}");
+    // A one-objective study shows neither field.
+    let one = server.get_json("/api/v1/studies/tpe-study").await;
+    assert!(one.get("directions").is_none() && one.get("pareto_front").is_none());
+
     // Another workspace sees none of it.
     common::ok(server.cli(&["workspaces", "create", "elsewhere"]));
     let other: Value = server

@@ -43,6 +43,10 @@ pub enum ComputeError {
     /// its template, or its space exhausted).
     #[error("{0}")]
     StudyClosed(String),
+    /// A single best trial was asked of a study with several objectives (its best trials are
+    /// its Pareto front).
+    #[error("study `{0}` has several objectives: no single trial is best; its Pareto front is `pareto_front` in the study")]
+    SeveralObjectives(String),
     #[error("the scheduler is shutting down")]
     ShuttingDown,
     #[error(transparent)]

@@ -293,6 +293,8 @@ impl Studies {
         Ok(Study {
             state: Study::state_of(&row)?,
             best: best.as_ref().map(Trial::from_row).transpose()?,
+            directions: None,
+            pareto_front: None,
             id: row.id,
             name: row.name,
             workspace: row.workspace,
@@ -411,7 +413,11 @@ impl Studies {
     }
 
     pub async fn best(&self, workspace: &str, name: &str) -> Result<Option<Trial>, ComputeError> {
-        Ok(self.get(workspace, name).await?.best)
+        let study = self.get(workspace, name).await?;
+        if study.directions.is_some() {
+            return Err(ComputeError::SeveralObjectives(study.name));
+        }
+        Ok(study.best)
     }
 
     /// A new trial for a client to run: the sampler's suggestion for the next number.

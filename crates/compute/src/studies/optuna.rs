@@ -797,15 +797,23 @@ pub(crate) async fn view(
     for t in &trials {
         *counts.entry(t.state.as_str().to_string()).or_default() += 1;
     }
-    let best = trials
-        .iter()
-        .filter(|t| t.state == TrialState::Complete)
-        .filter(|t| t.value.is_some_and(f64::is_finite))
-        .fold(None::<&Trial>, |best, t| match best {
-            Some(b) if !direction.better(t.value.unwrap_or(0.0), b.value.unwrap_or(0.0)) => Some(b),
-            _ => Some(t),
-        })
-        .cloned();
+    let several = study.directions.len() > 1;
+    let best = if several {
+        None
+    } else {
+        trials
+            .iter()
+            .filter(|t| t.state == TrialState::Complete)
+            .filter(|t| t.value.is_some_and(f64::is_finite))
+            .fold(None::<&Trial>, |best, t| match best {
+                Some(b) if !direction.better(t.value.unwrap_or(0.0), b.value.unwrap_or(0.0)) => {
+                    Some(b)
+                }
+                _ => Some(t),
+            })
+            .cloned()
+    };
+    let pareto_front = several.then(|| pareto_front(&study.directions, &trials));
     let spec = StudySpec {
         name: row.name.clone(),
         space,
@@ -832,11 +840,38 @@ pub(crate) async fn view(
             spec,
             counts,
             best,
+            directions: several.then(|| study.directions.clone()),
+            pareto_front,
             created_at_ms: row.created_at_ms,
             finished_at_ms: None,
         },
         trials,
     ))
+}
+
+/// The numbers of the complete trials with finite values that no other such trial
+/// dominates (at least as good on every objective, better on one), as Optuna's
+/// `best_trials`.
+fn pareto_front(directions: &[Direction], trials: &[Trial]) -> Vec<u64> {
+    let losses: Vec<(u64, Vec<f64>)> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .filter_map(|t| {
+            let values = t.values.as_ref()?;
+            (values.len() == directions.len()).then(|| {
+                let loss = values.iter().zip(directions).map(|(v, d)| d.sign() * v);
+                (t.number, loss.collect())
+            })
+        })
+        .collect();
+    let dominates = |a: &[f64], b: &[f64]| {
+        a.iter().zip(b).all(|(x, y)| x <= y) && a.iter().zip(b).any(|(x, y)| x < y)
+    };
+    losses
+        .iter()
+        .filter(|(_, b)| !losses.iter().any(|(_, a)| dominates(a, b)))
+        .map(|(n, _)| *n)
+        .collect()
 }
 
 fn trial_view(t: &OptunaTrial) -> Trial {
@@ -863,6 +898,9 @@ fn trial_view(t: &OptunaTrial) -> Trial {
     view.finished_at_ms = at(&t.body.datetime_complete);
     view.state = t.state.view();
     view.value = t.body.values.first().map(|v| v.0).filter(|v| v.is_finite());
+    if t.body.values.len() > 1 && t.body.values.iter().all(|v| v.0.is_finite()) {
+        view.values = Some(t.body.values.iter().map(|v| v.0).collect());
+    }
     view.intermediate = t
         .body
         .intermediate
@@ -899,6 +937,29 @@ mod tests {
         ] {
             assert!(Distribution::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_pareto_front_is_the_finished_trials_nothing_beats_on_every_objective() {
+        let trial = |number, state, values: &[f64]| {
+            let mut t = Trial::new(number, Params::new(), None, 0);
+            t.state = state;
+            t.values = Some(values.to_vec());
+            t
+        };
+        let trials = [
+            trial(0, TrialState::Complete, &[1.0, 5.0]),
+            trial(1, TrialState::Complete, &[2.0, 6.0]),
+            // Worse than 0 on both (more to minimise, less to maximise).
+            trial(2, TrialState::Complete, &[2.0, 4.0]),
+            // Equal to 0: neither dominates the other, both are on the front (as Optuna).
+            trial(3, TrialState::Complete, &[1.0, 5.0]),
+            // Would dominate everything, but has not finished.
+            trial(4, TrialState::Running, &[0.0, 9.0]),
+            trial(5, TrialState::Complete, &[0.0, 0.0]),
+        ];
+        let directions = [Direction::Minimize, Direction::Maximize];
+        assert_eq!(pareto_front(&directions, &trials), vec![0, 1, 3, 5]);
     }
 
     #[test]

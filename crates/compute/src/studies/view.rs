@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use trainyard_store::{StudyRow, TrialRow};
 use trainyard_tune::space::Params;
-use trainyard_tune::{StudySpec, TrialRecord, TrialState};
+use trainyard_tune::{Direction, StudySpec, TrialRecord, TrialState};
 use utoipa::ToSchema;
 
 use crate::ComputeError;
@@ -62,8 +62,16 @@ pub struct Study {
     pub spec: StudySpec,
     /// Trials per state.
     pub counts: BTreeMap<String, i64>,
-    /// The best finished trial so far.
+    /// The best finished trial so far (absent with several objectives: see `pareto_front`).
     pub best: Option<Trial>,
+    /// With several objectives (a study kept for an Optuna client created with
+    /// `directions`): their directions, in order. Absent with one (`spec.objective`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directions: Option<Vec<Direction>>,
+    /// With several objectives: the numbers of the finished trials no other finished trial
+    /// beats on every objective (Optuna's `best_trials`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pareto_front: Option<Vec<u64>>,
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
 }
@@ -74,7 +82,12 @@ pub struct Trial {
     #[schema(value_type = Object)]
     pub params: Params,
     pub state: TrialState,
+    /// Its objective's value (the first objective's, with several).
     pub value: Option<f64>,
+    /// With several objectives: every objective's value, in order (absent when one of them
+    /// is not finite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<f64>>,
     /// The constraint metric's value (feasible at or below 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub constraint: Option<f64>,
@@ -113,6 +126,7 @@ impl Trial {
             params,
             state: TrialState::Running,
             value: None,
+            values: None,
             constraint: None,
             intermediate: Vec::new(),
             rung: 0,
@@ -134,6 +148,7 @@ impl Trial {
             state: TrialState::parse(&row.state)
                 .ok_or_else(|| corrupt(&what(), format!("state `{}`", row.state)))?,
             value: row.value,
+            values: None,
             constraint: row.constraint_value,
             intermediate: serde_json::from_str(&row.intermediate)
                 .map_err(|e| corrupt(&what(), e))?,
