@@ -523,6 +523,10 @@ async fn adversarial_studies_are_refused_and_deep_spaces_are_searched_to_the_end
                 .contains("every configuration"),
             "{e}"
         );
+        // Nothing left to ask and nothing running: the study is done, saying why.
+        let study = server.get_json(&format!("/api/v1/studies/{name}")).await;
+        assert_eq!(study["state"], "done", "{study}");
+        assert!(study["finished_at_ms"].is_i64(), "{study}");
     }
 
     // Report steps: int64 as the API describes them.

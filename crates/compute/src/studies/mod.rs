@@ -461,7 +461,16 @@ impl Studies {
             } else {
                 Vec::new()
             };
-            let params = suggest(&spec, &space, history, number).await?;
+            let params = match suggest(&spec, &space, history, number).await {
+                // Every configuration has been tried: once none is still running (a
+                // running one may yet be told), the study is done rather than `running`
+                // with nothing left to ask.
+                Err(ComputeError::StudyClosed(why)) => {
+                    self.finish_if_idle(&row, &why).await?;
+                    return Err(ComputeError::StudyClosed(why));
+                }
+                other => other?,
+            };
             let trial = Trial::new(number, params, None, now_ms());
             if self.db().insert_trial(&trial.to_row(&row.id)).await? {
                 return Ok(trial);
@@ -634,6 +643,24 @@ impl Studies {
             )));
         }
         self.get(workspace, name).await
+    }
+
+    /// A client-run study with nothing more to ask is done once none of its trials is open.
+    async fn finish_if_idle(&self, row: &StudyRow, why: &str) -> Result<(), ComputeError> {
+        let open: i64 = self
+            .db()
+            .trial_counts(&row.id)
+            .await?
+            .iter()
+            .filter(|(s, _)| s == "running" || s == "paused")
+            .map(|(_, n)| n)
+            .sum();
+        if open == 0 {
+            self.db()
+                .set_study_state(&row.id, &["running"], "done", Some(why), Some(now_ms()))
+                .await?;
+        }
+        Ok(())
     }
 
     /// A client-run study whose trial budget is spent and whose trials have all finished
