@@ -17,30 +17,14 @@ async fn uploaded(server: &Server) -> Value {
         trainyard_data::Field::new("s", trainyard_data::ColumnType::String),
     ];
     let table = trainyard_data::Table::new(
-        schema.clone(),
+        schema,
         vec![
             trainyard_data::Column::Int64(vec![1, 2, 3]),
             trainyard_data::Column::String(vec!["x".into(), "y".into(), "z".into()]),
         ],
     )
     .unwrap();
-    let shard = trainyard_data::shard::encode(&table);
-    let sha = trainyard_data::shard::sha256_hex(&shard);
-    let r = server
-        .http_put(&format!("/api/v1/datasets/shards/{sha}"))
-        .body(shard)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let mut writer = trainyard_data::VersionWriter::new(schema, 0);
-    let mut sink = trainyard_data::MemStore::default();
-    writer.push(table, &mut sink).unwrap();
-    let manifest = writer
-        .finish(trainyard_data::Lineage::default(), &mut sink)
-        .unwrap();
-    assert_eq!(manifest.shards[0].sha256, sha);
-    serde_json::to_value(&manifest).unwrap()
+    server.upload_table(table).await
 }
 
 /// POSTs `manifest` as a version of `name`: the status and the JSON body.

@@ -839,6 +839,23 @@ working_dir = "{}"
     assert!(!out.status.success());
 }
 
+/// Runs one of `tests/optuna_client`'s scripts to success; the JSON of its last line.
+fn run_client(python: &str, server: &Server, script: &str, args: &[&str]) -> Value {
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.server_log()
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 #[tokio::test]
 #[ignore = "needs TRAINYARD_TEST_OPTUNA_PYTHON, a python with optuna (scripts/test sets it)"]
 async fn an_unmodified_optuna_client_keeps_its_study_here() {
@@ -858,18 +875,12 @@ async fn an_unmodified_optuna_client_keeps_its_study_here() {
         "{}/../../tests/optuna_client/study.py",
         std::env::var("CARGO_MANIFEST_DIR").unwrap()
     );
-    let out = std::process::Command::new(&python)
-        .args([&script, "127.0.0.1", &port.to_string(), "tpe-study", "30"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.server_log()
+    let seen = run_client(
+        &python,
+        &server,
+        &script,
+        &["127.0.0.1", &port.to_string(), "tpe-study", "30"],
     );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     // 30 trials, the enqueued one first; the client reloaded all of them.
     assert_eq!(seen["trials"], 30, "{seen}");
     assert_eq!(
@@ -959,17 +970,7 @@ async fn an_unmodified_optuna_client_keeps_its_study_here() {
     // Malformed and out-of-range calls get Optuna's status codes, never INTERNAL, and the
     // endpoint still serves.
     let attack = script.replace("study.py", "attack.py");
-    let out = std::process::Command::new(&python)
-        .args([&attack, "127.0.0.1", &port.to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let codes: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let codes = run_client(&python, &server, &attack, &["127.0.0.1", &port.to_string()]);
     for (call, code) in [
         ("empty study name", "INVALID_ARGUMENT"),
         ("huge study name", "INVALID_ARGUMENT"),
@@ -997,17 +998,12 @@ async fn an_unmodified_optuna_client_keeps_its_study_here() {
     // Two objectives: the study shows both directions, each trial its values, and Optuna's
     // own Pareto front; a single best is refused, not answered with the first objective's.
     let pareto = script.replace("study.py", "pareto.py");
-    let out = std::process::Command::new(&python)
-        .args([&pareto, "127.0.0.1", &port.to_string(), "two-goals", "14"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let seen = run_client(
+        &python,
+        &server,
+        &pareto,
+        &["127.0.0.1", &port.to_string(), "two-goals", "14"],
     );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let study = server.get_json("/api/v1/studies/two-goals").await;
     assert_eq!(
         study["directions"],

@@ -475,23 +475,7 @@ async fn every_page_renders_its_data_and_the_key_flows_click_through_in_chromium
 
 /// Commits `table` as a version of dataset `name` (one shard), as a client does.
 async fn commit_table(server: &Server, name: &str, table: trainyard_data::Table) {
-    let shard = trainyard_data::shard::encode(&table);
-    let sha = trainyard_data::shard::sha256_hex(&shard);
-    let r = server
-        .http_put(&format!("/api/v1/datasets/shards/{sha}"))
-        .body(shard)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let rows = table.rows();
-    let mut writer = trainyard_data::VersionWriter::new(table.schema.clone(), rows);
-    let mut sink = trainyard_data::MemStore::default();
-    writer.push(table, &mut sink).unwrap();
-    let manifest = writer
-        .finish(trainyard_data::Lineage::default(), &mut sink)
-        .unwrap();
-    assert_eq!(manifest.shards[0].sha256, sha);
+    let manifest = server.upload_table(table).await;
     let r = server
         .post(&format!("/api/v1/datasets/{name}/versions"))
         .json(&json!({"manifest": manifest}))

@@ -427,6 +427,29 @@ impl Server {
     pub fn http_put(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.put(self.url(path)).bearer_auth(&self.token)
     }
+
+    /// Uploads `table` as one shard, as a client does; its honest one-shard manifest.
+    #[allow(dead_code)]
+    pub async fn upload_table(&self, table: trainyard_data::Table) -> Value {
+        let shard = trainyard_data::shard::encode(&table);
+        let sha = trainyard_data::shard::sha256_hex(&shard);
+        let r = self
+            .http_put(&format!("/api/v1/datasets/shards/{sha}"))
+            .body(shard)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let rows = table.rows();
+        let mut writer = trainyard_data::VersionWriter::new(table.schema.clone(), rows);
+        let mut sink = trainyard_data::MemStore::default();
+        writer.push(table, &mut sink).unwrap();
+        let manifest = writer
+            .finish(trainyard_data::Lineage::default(), &mut sink)
+            .unwrap();
+        assert_eq!(manifest.shards[0].sha256, sha);
+        serde_json::to_value(&manifest).unwrap()
+    }
 }
 
 impl Server {
