@@ -134,6 +134,7 @@ mod tests {
             studies: trainyard_compute::studies::Studies::new(scheduler.clone()),
             scheduler,
             tracking,
+            task_args: None,
         };
         let app = crate::router(state, None);
         let (status, body) = ready(&app).await;

@@ -35,6 +35,13 @@ pub async fn submit(
     Extension(who): Extension<Principal>,
     ApiJson(submission): ApiJson<JobSubmission>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    // The submission's own rules first (a task and a command together is `task`'s fault).
+    submission
+        .validate()
+        .map_err(|f| ApiError::invalid_field(f.field, f.message))?;
+    if let (Some(task), Some(check)) = (&submission.task, &state.task_args) {
+        check(task).map_err(|why| ApiError::invalid_field("task.args", why))?;
+    }
     let job = state.scheduler.submit(&who.workspace, submission).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }

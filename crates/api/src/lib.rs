@@ -62,7 +62,16 @@ pub struct AppState {
     pub storage: StorageMeter,
     /// Hyper-parameter studies (one instance: it keeps finished trials between asks).
     pub studies: trainyard_compute::studies::Studies,
+    /// Reads a built-in task's arguments as its worker will (`trainyard task KIND ARGS`),
+    /// so a job whose task cannot even start is refused at submit, naming `task.args`,
+    /// instead of failing later. The program embedding the API owns that command line and
+    /// sets it; `None` checks nothing beyond the submission's own rules.
+    pub task_args: Option<TaskArgsCheck>,
 }
+
+/// See [`AppState::task_args`]: `Err` says why the arguments do not parse.
+pub type TaskArgsCheck =
+    Arc<dyn Fn(&trainyard_core::job::BuiltinTask) -> Result<(), String> + Send + Sync>;
 
 /// The shared state with its tracking and datasets services acting in the caller's
 /// workspace: what every tracking, registry, artifact and dataset handler takes, so none can

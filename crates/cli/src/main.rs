@@ -247,6 +247,64 @@ pub struct ClientArgs {
     pub output: output::Format,
 }
 
+/// Whether `trainyard task KIND ARGS` takes `task`'s arguments: the server's check of a
+/// built-in task at submit (`api::AppState::task_args`), the same parser its worker runs.
+pub(crate) fn task_args_parse(task: &trainyard_core::BuiltinTask) -> Result<(), String> {
+    let argv = ["trainyard", "task", task.kind.as_str()]
+        .into_iter()
+        .map(String::from)
+        .chain(task.args.iter().cloned());
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => task_settings(cli.command).map_err(|e| e.to_string()),
+        Err(e) => {
+            // clap's message up to its usage, on one line, without `error: ` or colour.
+            let text = e.render().to_string();
+            let said = text.split("Usage:").next().unwrap_or_default();
+            let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
+            Err(format!(
+                "`trainyard task {}` does not take these arguments: {}",
+                task.kind.as_str(),
+                said.trim_start_matches("error: ")
+            ))
+        }
+    }
+}
+
+/// The checks a built-in task makes of its settings before it does anything (the same
+/// functions), so a submission can be refused with them.
+fn task_settings(command: Command) -> Result<(), trainyard_tasks::TaskError> {
+    use trainyard_tasks::compress as c;
+    let Command::Task {
+        command:
+            TaskCommand::Compress {
+                prune,
+                max_accuracy_drop,
+                calibrate,
+                calibration_rows,
+                method,
+                ..
+            },
+    } = command
+    else {
+        return Ok(());
+    };
+    match prune {
+        Some(ratio) => c::check_ratio(ratio),
+        None => {
+            let scheme = match calibrate {
+                None => c::Scheme::Dynamic,
+                Some(dataset) => c::Scheme::Static {
+                    dataset,
+                    split: None,
+                    rows: calibration_rows,
+                    method: c::parse_method(&method)?,
+                },
+            };
+            c::check_settings(max_accuracy_drop, &scheme)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The supervisor must stay single-threaded (it waits for signals synchronously), so it
@@ -446,6 +504,65 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("trainyard: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trainyard_core::{BuiltinTask, TaskKind};
+
+    fn task(kind: TaskKind, args: &[&str]) -> BuiltinTask {
+        BuiltinTask {
+            kind,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn task_arguments_are_read_as_the_worker_reads_them() {
+        let compress = [
+            "--model",
+            "m:1",
+            "--eval",
+            "d:1",
+            "--max-accuracy-drop",
+            "0.01",
+        ];
+        assert_eq!(
+            task_args_parse(&task(TaskKind::Compress, &compress)),
+            Ok(())
+        );
+        for (kind, args, says) in [
+            (TaskKind::Compress, vec!["--bogus"], "--bogus"),
+            (TaskKind::Compress, vec![], "--model"),
+            (TaskKind::Eval, vec!["--model", "m:1"], "--dataset"),
+            (TaskKind::Train, vec!["--config"], "--config"),
+            (TaskKind::Predict, vec!["--help"], "trainyard task predict"),
+        ] {
+            let why = task_args_parse(&task(kind, &args)).unwrap_err();
+            assert!(why.contains(says), "{args:?}: {why}");
+            assert!(!why.contains('\u{1b}'), "no colour codes: {why:?}");
+        }
+        for (prune, ok) in [("0.5", true), ("1.5", false), ("0", false), ("NaN", false)] {
+            let mut args = compress.to_vec();
+            args.extend(["--prune", prune]);
+            let got = task_args_parse(&task(TaskKind::Compress, &args));
+            assert_eq!(got.is_ok(), ok, "--prune {prune}: {got:?}");
+        }
+        // The task's own checks of its settings, before it would fetch anything.
+        let mut args = compress.to_vec();
+        args[5] = "-1";
+        assert!(task_args_parse(&task(TaskKind::Compress, &args)).is_err());
+        for extra in [["--method", "bogus"], ["--calibration-rows", "0"]] {
+            let mut args = compress.to_vec();
+            args.extend(["--calibrate", "d:1"]);
+            args.extend(extra);
+            assert!(
+                task_args_parse(&task(TaskKind::Compress, &args)).is_err(),
+                "{extra:?}"
+            );
         }
     }
 }

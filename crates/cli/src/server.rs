@@ -198,6 +198,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         secrets_key: Some(secrets_key),
         storage: Default::default(),
         tracking,
+        task_args: Some(Arc::new(crate::task_args_parse)),
     };
     tracing::info!(
         listen = %address,

@@ -616,6 +616,23 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
         expect_error(request.send().await.unwrap(), *status, code, *field).await;
     }
 
+    // A built-in task whose arguments its worker would refuse is refused at submit.
+    let r = server
+        .post("/api/v1/jobs")
+        .json(&serde_json::json!({"task": {"kind": "compress", "args": [
+            "--model", "nope:1", "--eval", "x", "--max-accuracy-drop", "0.01", "--prune", "1.5"]}}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "invalid_field", Some("task.args")).await;
+    let r = server
+        .post("/api/v1/jobs")
+        .json(&serde_json::json!({"task": {"kind": "eval", "args": ["--bogus"]}}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "invalid_field", Some("task.args")).await;
+
     // The same on an MLflow route (was 403 `needs_owner` from the access table): MLflow's
     // router and error shape answer it.
     let r = server
