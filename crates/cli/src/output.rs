@@ -17,10 +17,33 @@ pub fn print_json<T: serde::Serialize>(value: &T) {
     );
 }
 
-/// Columns padded to their widest cell.
+/// `text` with its control characters written as escapes (`\n`, `\u{1b}`): names, labels
+/// and messages come from other users and from jobs, and a newline or an escape sequence in
+/// one must not fake lines or drive the terminal of whoever lists them.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Columns padded to their widest cell (cells made [`printable`]).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -38,7 +61,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
 }
 
@@ -157,7 +180,7 @@ pub fn print_job(job: &Job) {
         rows.push(("labels", labels.join(", ")));
     }
     for (k, v) in rows {
-        println!("{:<12} {v}", format!("{k}:"));
+        println!("{:<12} {}", format!("{k}:"), printable(&v));
     }
 }
 
@@ -175,4 +198,18 @@ fn shell_words(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_printed_as_escapes() {
+        assert_eq!(printable("plain name é"), "plain name é");
+        assert_eq!(
+            printable("evil\nINFO fake \u{1b}[31mRED\r"),
+            "evil\\nINFO fake \\u{1b}[31mRED\\r"
+        );
+    }
 }

@@ -616,6 +616,27 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
         expect_error(request.send().await.unwrap(), *status, code, *field).await;
     }
 
+    // Names and label values are printed in other members' terminals: no control
+    // characters (a newline faked log lines, an escape drove the terminal).
+    for (body, field) in [
+        (
+            json!({"command": ["true"], "name": "evil\nINFO fake \u{1b}[31mRED\r"}),
+            "name",
+        ),
+        (
+            json!({"command": ["true"], "labels": {"k": "v\n\u{1b}]0;title\u{7}"}}),
+            "labels.k",
+        ),
+    ] {
+        let r = server
+            .post("/api/v1/jobs")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "invalid_field", Some(field)).await;
+    }
+
     // A built-in task whose arguments its worker would refuse is refused at submit.
     let r = server
         .post("/api/v1/jobs")

@@ -276,8 +276,13 @@ impl JobSubmission {
                     format!("must be 1 to {MAX_NAME_LEN} characters"),
                 ));
             }
-            if name.contains('\0') {
-                return Err(InvalidField::new("name", "contains a NUL byte"));
+            if name.chars().any(char::is_control) {
+                // A name is printed in other members' terminals and logs: no newline or
+                // escape sequence may ride in it.
+                return Err(InvalidField::new(
+                    "name",
+                    "contains a control character (newline, escape, NUL…)",
+                ));
             }
         }
         match &self.task {
@@ -382,10 +387,10 @@ impl JobSubmission {
                     "label keys are 1-63 characters of letters, digits, '-', '_', '.', '/'",
                 ));
             }
-            if value.len() > 256 || value.contains('\0') {
+            if value.len() > 256 || value.chars().any(char::is_control) {
                 return Err(InvalidField::new(
                     format!("labels.{key}"),
-                    "label values are at most 256 characters, without NUL bytes",
+                    "label values are at most 256 characters, without control characters",
                 ));
             }
         }
