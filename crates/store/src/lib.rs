@@ -26,7 +26,7 @@ pub use optuna::{OptunaStudyRow, OptunaTrialRow, StudyColumn};
 pub use secrets::{SecretKey, SecretKeyError, MAX_SECRET_BYTES};
 pub use studies::{StudyRow, TrialCounts, TrialRow};
 pub use tokens::{generate_token, hash_token, Holder, NewToken, TokenGrant};
-pub use users::{hash_password, verify_password, UserRow, PASSWORD_LENGTH};
+pub use users::{hash_password, verify_password, MemberChange, UserRow, PASSWORD_LENGTH};
 pub use workspaces::{RemovedContent, WorkspaceRemoval, WorkspaceRow};
 
 /// Metadata and blobs together: what every other layer is handed.

@@ -17,6 +17,16 @@ pub struct UserRow {
     pub password_hash: Option<String>,
 }
 
+/// What [`Db::change_member`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    Done,
+    /// Asked to remove a role the user does not have.
+    NotMember,
+    /// The user is the workspace's last admin; nothing changed.
+    LastAdmin,
+}
+
 /// Shortest and longest password accepted.
 pub const PASSWORD_LENGTH: std::ops::RangeInclusive<usize> = 12..=1024;
 
@@ -206,6 +216,77 @@ impl Db {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives a user a role in a workspace (`Some`) or takes theirs away (`None`), in one
+    /// transaction that, with `keep_an_admin`, refuses to leave the workspace without an
+    /// admin: the last admin is neither removed nor given a lesser role. Two admins removing
+    /// each other at once cannot both succeed (the workspace's row is locked on Postgres;
+    /// SQLite has one writer).
+    pub async fn change_member(
+        &self,
+        workspace: &str,
+        user_id: &str,
+        role: Option<Role>,
+        keep_an_admin: bool,
+    ) -> Result<MemberChange, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if !self.is_sqlite() {
+            sqlx::query("SELECT id FROM workspaces WHERE id = $1 FOR UPDATE")
+                .bind(workspace)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        let had = sqlx::query(
+            "SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+        )
+        .bind(workspace)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| role_of(row.try_get("role")?))
+        .transpose()?;
+        if had.is_none() && role.is_none() {
+            return Ok(MemberChange::NotMember);
+        }
+        if keep_an_admin && had == Some(Role::Admin) && role != Some(Role::Admin) {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM workspace_members \
+                 WHERE workspace_id = $1 AND role = $2",
+            )
+            .bind(workspace)
+            .bind(Role::Admin.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if row.try_get::<i64, _>("n")? <= 1 {
+                return Ok(MemberChange::LastAdmin);
+            }
+        }
+        match role {
+            Some(role) => {
+                sqlx::query(
+                    "INSERT INTO workspace_members (workspace_id, user_id, role) \
+                     VALUES ($1, $2, $3) \
+                     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(workspace)
+                .bind(user_id)
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+                )
+                .bind(workspace)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(MemberChange::Done)
     }
 
     /// The workspaces a user (by name) has a role in.

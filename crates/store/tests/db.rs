@@ -226,6 +226,48 @@ async fn tokens_are_found_by_value_and_stored_hashed() {
     assert!(!db.delete_user("alice").await.unwrap());
 }
 
+/// A workspace keeps an admin unless the change is allowed to leave it without one.
+#[tokio::test]
+async fn the_last_admin_stays_unless_asked() {
+    use trainyard_core::Role;
+    use trainyard_store::MemberChange;
+    let (db, _dir) = open().await;
+    assert!(db.create_user("u1", "carol", false, None, 1).await.unwrap());
+    assert!(db.create_user("u2", "dave", false, None, 1).await.unwrap());
+    let change = |user: &'static str, role: Option<Role>, keep: bool| {
+        let db = db.clone();
+        async move { db.change_member("default", user, role, keep).await.unwrap() }
+    };
+    assert_eq!(change("u1", None, true).await, MemberChange::NotMember);
+    assert_eq!(
+        change("u1", Some(Role::Admin), true).await,
+        MemberChange::Done
+    );
+    assert_eq!(change("u1", None, true).await, MemberChange::LastAdmin);
+    assert_eq!(
+        change("u1", Some(Role::Editor), true).await,
+        MemberChange::LastAdmin
+    );
+    assert_eq!(
+        db.member_role("default", "u1").await.unwrap(),
+        Some(Role::Admin)
+    );
+    // With a second admin either may go; then the other is the last.
+    assert_eq!(
+        change("u2", Some(Role::Admin), true).await,
+        MemberChange::Done
+    );
+    assert_eq!(
+        change("u1", Some(Role::Viewer), true).await,
+        MemberChange::Done
+    );
+    assert_eq!(change("u2", None, true).await, MemberChange::LastAdmin);
+    assert_eq!(change("u1", None, true).await, MemberChange::Done);
+    // Not keeping one (an owner's call) removes the last admin too.
+    assert_eq!(change("u2", None, false).await, MemberChange::Done);
+    assert!(db.members("default").await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn migrations_are_idempotent_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
