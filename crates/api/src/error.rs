@@ -69,6 +69,8 @@ pub enum ErrorCode {
     SeveralObjectives,
     /// The workspace still holds content; nothing was removed.
     WorkspaceNotEmpty,
+    /// The change would leave the workspace without an admin (an owner may make it).
+    LastAdmin,
     UserNotFound,
     TokenNotFound,
     AlreadyExists,
@@ -95,7 +97,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 45] = [
+    pub const ALL: [ErrorCode; 46] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -127,6 +129,7 @@ impl ErrorCode {
         Self::StudyClosed,
         Self::SeveralObjectives,
         Self::WorkspaceNotEmpty,
+        Self::LastAdmin,
         Self::UserNotFound,
         Self::TokenNotFound,
         Self::AlreadyExists,
@@ -177,6 +180,7 @@ impl ErrorCode {
             Self::StudyClosed => "study_closed",
             Self::SeveralObjectives => "several_objectives",
             Self::WorkspaceNotEmpty => "workspace_not_empty",
+            Self::LastAdmin => "last_admin",
             Self::UserNotFound => "user_not_found",
             Self::TokenNotFound => "token_not_found",
             Self::AlreadyExists => "already_exists",

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use trainyard_core::access::{valid_name, TokenRefusal};
 use trainyard_core::time::now_ms;
 use trainyard_core::{Member, Principal, Role, TokenInfo, TokenRequest, UserInfo};
-use trainyard_store::NewToken;
+use trainyard_store::{MemberChange, NewToken};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{ApiJson, ApiQuery};
@@ -325,11 +325,13 @@ pub async fn list_members(
     }))
 }
 
-/// Gives a user a role in the workspace the call acts on (its admins).
+/// Gives a user a role in the workspace the call acts on (its admins). The workspace's last
+/// admin is given a lesser role only by an owner (409 `last_admin`).
 #[utoipa::path(put, path = "/api/v1/members/{user}", tag = "users",
     params(("user" = String, Path, description = "the user")), request_body = MemberRole,
     responses((status = 200, body = Member), (status = 400, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn set_member(
     State(state): State<AppState>,
@@ -345,7 +347,12 @@ pub async fn set_member(
     }
     let db = state.tracking.db();
     let found = db.find_user(&user).await?.ok_or_else(|| no_user(&user))?;
-    db.set_member(&who.workspace, &found.id, body.role).await?;
+    let change = db
+        .change_member(&who.workspace, &found.id, Some(body.role), !who.is_owner())
+        .await?;
+    if change == MemberChange::LastAdmin {
+        return Err(last_admin(&user, &who.workspace, "given a lesser role"));
+    }
     state.auth.forget();
     Ok(Json(Member {
         user,
@@ -353,23 +360,49 @@ pub async fn set_member(
     }))
 }
 
-/// Takes a user's role in the workspace the call acts on away (its admins).
+/// Takes a user's role in the workspace the call acts on away (its admins). Nobody removes
+/// themselves (400 naming `user`), and the workspace's last admin is removed only by an
+/// owner (409 `last_admin`).
 #[utoipa::path(delete, path = "/api/v1/members/{user}", tag = "users",
     params(("user" = String, Path, description = "the user")),
-    responses((status = 204), (status = 404, body = ErrorBody)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove_member(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(user): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if who.user.as_deref() == Some(user.as_str()) {
+        return Err(ApiError::invalid_field(
+            "user",
+            "you cannot remove yourself; another admin of the workspace or an owner can",
+        ));
+    }
     let db = state.tracking.db();
     let found = db.find_user(&user).await?.ok_or_else(|| no_user(&user))?;
-    if !db.remove_member(&who.workspace, &found.id).await? {
-        return Err(no_user(&user));
+    match db
+        .change_member(&who.workspace, &found.id, None, !who.is_owner())
+        .await?
+    {
+        MemberChange::Done => {}
+        MemberChange::NotMember => return Err(no_user(&user)),
+        MemberChange::LastAdmin => return Err(last_admin(&user, &who.workspace, "removed")),
     }
     state.auth.forget();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// 409: the change would leave `workspace` without an admin.
+fn last_admin(user: &str, workspace: &str, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::LastAdmin,
+        format!(
+            "`{user}` is the last admin of workspace `{workspace}` and is not {what}; make \
+             another admin first (an owner may do it anyway)"
+        ),
+    )
 }
 
 /// The id of the caller's user.
@@ -414,10 +447,19 @@ pub(crate) fn needs_owner(what: &str) -> ApiError {
 pub struct NewPassword {
     /// 12 to 1024 characters; `null` removes the password (no login by password).
     pub password: Option<String>,
+    /// The user's password now. Needed to change one's own once one is set (an owner's
+    /// reset aside); with it, any of the user's tokens that is not narrowed may change it.
+    #[serde(default)]
+    pub current_password: Option<String>,
 }
 
-/// Sets a user's password (for logging in to the UI): one's own, or anyone's for an owner
-/// whose token is not narrowed. Kept as an argon2id hash.
+/// Sets or removes a user's password (for logging in to the UI and `trainyard login`); kept
+/// as an argon2id hash. A password gives tokens as wide as its user's for up to 30 days at a
+/// time, for ever, so setting one is never a way to widen a token: a narrowed token changes
+/// no password (403 `token_narrowed`); one's own, once set, needs `current_password` (400
+/// naming it when absent, 403 naming it when wrong); and without the current password (a
+/// first password, or an owner setting anyone's) the token must not expire (403
+/// `forbidden`). Another user's password needs an owner.
 #[utoipa::path(put, path = "/api/v1/users/{name}/password", tag = "users",
     params(("name" = String, Path, description = "the user")), request_body = NewPassword,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -429,40 +471,100 @@ pub async fn set_password(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<NewPassword>,
 ) -> Result<StatusCode, ApiError> {
+    if who.narrowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::TokenNarrowed,
+            format!(
+                "this token is narrowed to workspace `{}` and changes no password: a password \
+                 logs in to every workspace of its user",
+                who.workspace
+            ),
+        ));
+    }
     let own = who.user.as_deref() == Some(name.as_str());
-    let may = own || (who.is_owner() && !who.narrowed);
-    if !may {
+    if !own && !who.is_owner() {
         return Err(needs_owner("another user's password"));
     }
-    let hash = match &body.password {
-        None => None,
-        Some(p) if !trainyard_store::PASSWORD_LENGTH.contains(&p.chars().count()) => {
-            return Err(ApiError::invalid_field("password", "12 to 1024 characters"))
+    if body
+        .password
+        .as_ref()
+        .is_some_and(|p| !trainyard_store::PASSWORD_LENGTH.contains(&p.chars().count()))
+    {
+        return Err(ApiError::invalid_field("password", "12 to 1024 characters"));
+    }
+    let db = state.tracking.db();
+    let user = db.find_user(&name).await?.ok_or_else(|| no_user(&name))?;
+    let proven = match (&body.current_password, &user.password_hash) {
+        (None, _) => false,
+        (Some(_), None) => {
+            return Err(ApiError::invalid_field(
+                "current_password",
+                format!("`{name}` has no password yet; leave current_password out"),
+            ))
         }
-        Some(p) => {
-            let p = p.clone();
-            Some(
-                tokio::task::spawn_blocking(move || trainyard_store::hash_password(&p))
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            ErrorCode::Internal,
-                            format!("password hashing: {e}"),
-                        )
-                    })?,
-            )
+        (Some(given), Some(hash)) => {
+            let (given, hash) = (given.clone(), hash.clone());
+            let matches = blocking(move || trainyard_store::verify_password(&given, &hash)).await?;
+            if !matches {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Forbidden,
+                    "current_password is not the user's password",
+                )
+                .with_field("current_password"));
+            }
+            true
         }
     };
-    if !state
-        .tracking
-        .db()
-        .set_password_hash(&name, hash.as_deref())
-        .await?
-    {
+    if !proven {
+        // Without the current password: one's own first one, or an owner's reset. The
+        // password then outlives the token that set it, so the token must not expire.
+        if own && !who.is_owner() && user.password_hash.is_some() {
+            return Err(ApiError::invalid_field(
+                "current_password",
+                "changing your own password needs the current one",
+            ));
+        }
+        if who.expires_at_ms.is_some() {
+            let refused = |message: String| {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+            };
+            return Err(match user.password_hash {
+                None => refused(format!(
+                    "`{name}` has no password yet, and the first one would outlive this token, \
+                     which expires: set it with a token that does not expire"
+                )),
+                Some(_) => refused(format!(
+                    "this token expires, and a password set without the current one would \
+                     outlive it: give `{name}`'s current_password, or use a token that does \
+                     not expire"
+                ))
+                .with_field("current_password"),
+            });
+        }
+    }
+    let hash = match body.password {
+        None => None,
+        Some(p) => Some(blocking(move || trainyard_store::hash_password(&p)).await?),
+    };
+    if !db.set_password_hash(&name, hash.as_deref()).await? {
         return Err(no_user(&name));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs slow password work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("password hashing: {e}"),
+        )
+    })
 }
 
 /// What a login sends.
@@ -483,10 +585,14 @@ pub struct Login {
 const MAX_LOGIN_S: u64 = 30 * 24 * 3600;
 
 /// Exchanges a user's password for a token that expires (the UI's login). Needs no
-/// token. A wrong user or password is one 401, after the same work either way.
+/// token. A wrong user or password is one 401, after the same work either way. As with
+/// `POST /api/v1/tokens`, the token acts in a workspace where the user has a role (403
+/// `needs_viewer` naming `workspace` otherwise; owners: any that exists). Without
+/// `workspace`: `default` if the user has a role there, else the first of theirs by name.
 #[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = Login,
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody)))]
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Login>,
@@ -498,11 +604,7 @@ pub async fn login(
             "between 1 s and 30 days",
         ));
     }
-    let workspace = body
-        .workspace
-        .clone()
-        .unwrap_or_else(|| trainyard_core::DEFAULT_WORKSPACE.to_string());
-    if !valid_name(&workspace) {
+    if body.workspace.as_deref().is_some_and(|w| !valid_name(w)) {
         return Err(ApiError::invalid_field("workspace", "not a workspace name"));
     }
     let db = state.tracking.db();
@@ -532,9 +634,7 @@ pub async fn login(
         Some(u) if matches && u.password_hash.is_some() => u,
         _ => return Err(ApiError::unauthorized("unknown user or wrong password")),
     };
-    if !db.workspace_exists(&workspace).await? {
-        return Err(no_workspace(&workspace));
-    }
+    let workspace = login_workspace(db, &user, body.workspace).await?;
     let now = now_ms();
     let expires_at_ms = Some(now.saturating_add(expires_in_s as i64 * 1000));
     let (id, token) = (trainyard_core::new_id(), trainyard_store::generate_token());
@@ -563,4 +663,42 @@ pub async fn login(
         created_at_ms: now,
     };
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
+}
+
+/// The workspace a login's token acts in: the one asked for, where the user has a role (an
+/// owner: any that exists); without one, `default` where they have a role, else the first
+/// of theirs by name.
+async fn login_workspace(
+    db: &trainyard_store::Db,
+    user: &trainyard_store::UserRow,
+    asked: Option<String>,
+) -> Result<String, ApiError> {
+    let default = trainyard_core::DEFAULT_WORKSPACE;
+    if user.owner {
+        let workspace = asked.unwrap_or_else(|| default.to_string());
+        if !db.workspace_exists(&workspace).await? {
+            return Err(no_workspace(&workspace));
+        }
+        return Ok(workspace);
+    }
+    let roles = db.roles_of(&user.name).await?;
+    let no_role = |message: String| {
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NeedsViewer, message)
+            .with_field("workspace")
+    };
+    match asked {
+        // Whether a workspace without them exists is not told.
+        Some(w) if roles.contains_key(&w) => Ok(w),
+        Some(w) => Err(no_role(format!(
+            "a token for workspace `{w}` needs a role there, and `{}` has none",
+            user.name
+        ))),
+        None if roles.contains_key(default) => Ok(default.to_string()),
+        None => roles.into_keys().next().ok_or_else(|| {
+            no_role(format!(
+                "`{}` has no role in any workspace; an admin of one can give one",
+                user.name
+            ))
+        }),
+    }
 }

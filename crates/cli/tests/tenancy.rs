@@ -720,16 +720,20 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
         (400, Some("password")),
         "{body}"
     );
-    let (status, _) = call(
+    // A login's token changes its own password with the current one.
+    let (status, body) = call(
         s,
         &session,
         None,
         Method::PUT,
         "/api/v1/users/alice/password",
-        Some(json!({"password": "another long password"})),
+        Some(json!({
+            "password": "another long password",
+            "current_password": "a long enough password",
+        })),
     )
     .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 204, "{body}");
     // Removing a user ends their tokens at once here.
     common::ok(s.cli(&["users", "rm", "bob"]));
     assert_eq!(
@@ -776,6 +780,368 @@ async fn roles_decide_what_each_token_may_do_in_each_workspace() {
             .iter()
             .any(|e| e["principal"] == "alice (alice-test)" && e["status"] == 403),
         "{trail}"
+    );
+}
+
+/// PUT the password of `user` with `token`: the answer's status, code and field.
+async fn set_password(
+    s: &Server,
+    token: &str,
+    user: &str,
+    body: Value,
+) -> (u16, String, Option<String>) {
+    let (status, answer) = call(
+        s,
+        token,
+        None,
+        Method::PUT,
+        &format!("/api/v1/users/{user}/password"),
+        Some(body),
+    )
+    .await;
+    let field = answer["error"]["field"].as_str().map(str::to_string);
+    (status, code(&answer).to_string(), field)
+}
+
+/// POST a login: its status and answer.
+async fn login(s: &Server, body: Value) -> (u16, Value) {
+    let r = s
+        .http()
+        .post(s.url("/api/v1/login"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A password leads to logins as wide as its user's for 30 days at a time, so a narrowed or
+/// expiring token cannot set one to widen itself (the probe's escape: a narrowed 10-minute
+/// token set its user's password and logged in for 30 days, unnarrowed); and a login, like
+/// a token, acts only where its user has a role.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_widens_itself_through_a_password_or_a_login() {
+    let server = Server::start().await;
+    let s = &server;
+    let owner = s.token.clone();
+    common::ok(s.cli(&["workspaces", "create", "wa"]));
+    common::ok(s.cli(&["workspaces", "create", "wb"]));
+    common::ok(s.cli(&["users", "add", "alice"]));
+    common::ok(s.cli(&["users", "add", "erin"]));
+    common::ok(s.cli(&[
+        "workspaces",
+        "grant",
+        "--workspace",
+        "wa",
+        "alice",
+        "editor",
+    ]));
+    common::ok(s.cli(&[
+        "workspaces",
+        "grant",
+        "--workspace",
+        "wb",
+        "alice",
+        "viewer",
+    ]));
+    let alice = token_for(s, "alice", "wa", json!({})).await;
+
+    // The probe's repro: alice's narrowed 10-minute token.
+    let (status, made) = call(
+        s,
+        &alice,
+        Some("wa"),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "ci", "narrowed": true, "expires_in_s": 600})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let narrowed = made["token"].as_str().unwrap().to_string();
+    let (status, body) = call(s, &narrowed, Some("wb"), Method::GET, "/api/v1/jobs", None).await;
+    assert_eq!((status, code(&body)), (403, "token_narrowed"), "{body}");
+    let escape = json!({"password": "narrowed-escape-pw"});
+    assert_eq!(
+        set_password(s, &narrowed, "alice", escape.clone()).await,
+        (403, "token_narrowed".into(), None)
+    );
+    let (status, _) = login(
+        s,
+        json!({"user": "alice", "password": "narrowed-escape-pw"}),
+    )
+    .await;
+    assert_eq!(status, 401, "the password was set");
+    // An owner's narrowed token sets no password either, its own or another's.
+    let owner_narrowed = token_for(s, "admin", "wa", json!({"narrowed": true})).await;
+    for user in ["admin", "alice"] {
+        assert_eq!(
+            set_password(s, &owner_narrowed, user, escape.clone()).await,
+            (403, "token_narrowed".into(), None),
+            "{user}"
+        );
+    }
+    // An expiring token (not narrowed) sets no first password: it would outlive the token.
+    let expiring = token_for(s, "alice", "wa", json!({"expires_in_s": 600})).await;
+    assert_eq!(
+        set_password(s, &expiring, "alice", escape.clone()).await,
+        (403, "forbidden".into(), None)
+    );
+
+    // A token that does not expire sets alice's first password; changing it then needs it.
+    let first = json!({"password": "alice's first password"});
+    assert_eq!(
+        set_password(s, &alice, "alice", first).await,
+        (204, "-".into(), None)
+    );
+    assert_eq!(
+        set_password(s, &alice, "alice", escape.clone()).await,
+        (400, "invalid_field".into(), Some("current_password".into()))
+    );
+    let with_current =
+        |current: &str| json!({"password": "alice's second password", "current_password": current});
+    assert_eq!(
+        set_password(s, &expiring, "alice", with_current("not alice's password")).await,
+        (403, "forbidden".into(), Some("current_password".into()))
+    );
+    // Even knowing it, a narrowed token changes no password.
+    assert_eq!(
+        set_password(
+            s,
+            &narrowed,
+            "alice",
+            with_current("alice's first password")
+        )
+        .await,
+        (403, "token_narrowed".into(), None)
+    );
+    assert_eq!(
+        set_password(
+            s,
+            &expiring,
+            "alice",
+            with_current("alice's first password")
+        )
+        .await,
+        (204, "-".into(), None)
+    );
+    // An owner's expiring token resets no one's password without the current one; a token
+    // of the owner's that does not expire does.
+    let (status, made) = call(
+        s,
+        &owner,
+        None,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "owner-12h", "expires_in_s": 43200})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let owner_expiring = made["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        set_password(s, &owner_expiring, "alice", escape.clone()).await,
+        (403, "forbidden".into(), Some("current_password".into()))
+    );
+    let admin_pw = json!({"password": "the admin's password"});
+    assert_eq!(
+        set_password(s, &owner_expiring, "admin", admin_pw.clone()).await,
+        (403, "forbidden".into(), None)
+    );
+    assert_eq!(
+        set_password(s, &owner, "admin", admin_pw).await,
+        (204, "-".into(), None)
+    );
+    let (status, _) = login(
+        s,
+        json!({"user": "alice", "password": "alice's first password"}),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // Logins: where the user has a role, as for tokens; a workspace without them is a 403
+    // whether or not it exists.
+    let alice_login = |workspace: Option<&str>| {
+        let mut body = json!({"user": "alice", "password": "alice's second password"});
+        if let Some(w) = workspace {
+            body["workspace"] = json!(w);
+        }
+        body
+    };
+    for workspace in ["default", "nowhere"] {
+        let (status, body) = login(s, alice_login(Some(workspace))).await;
+        assert_eq!(
+            (status, code(&body), body["error"]["field"].as_str()),
+            (403, "needs_viewer", Some("workspace")),
+            "{workspace}: {body}"
+        );
+    }
+    let (status, body) = call(
+        s,
+        &alice,
+        Some("default"),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "elsewhere"})),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "needs_viewer"),
+        "the same as tokens: {body}"
+    );
+    for (workspace, acts_in, role) in [
+        (Some("wb"), "wb", "viewer"),
+        // Without one: `default` is not hers, so the first of hers.
+        (None, "wa", "editor"),
+    ] {
+        let (status, made) = login(s, alice_login(workspace)).await;
+        assert_eq!(status, 201, "{made}");
+        assert_eq!(made["workspace"], acts_in, "{made}");
+        let token = made["token"].as_str().unwrap();
+        let (_, me) = call(s, token, None, Method::GET, "/api/v1/whoami", None).await;
+        assert_eq!(me["role"], role, "{me}");
+    }
+    // A user with no role anywhere gets no token; an owner gets one anywhere that exists.
+    let erin = token_for(s, "erin", "default", json!({})).await;
+    assert_eq!(
+        set_password(s, &erin, "erin", json!({"password": "erin's own password"})).await,
+        (204, "-".into(), None)
+    );
+    let (status, body) = login(
+        s,
+        json!({"user": "erin", "password": "erin's own password"}),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body), body["error"]["field"].as_str()),
+        (403, "needs_viewer", Some("workspace")),
+        "{body}"
+    );
+    let admin_login = |workspace: &str| json!({"user": "admin", "password": "the admin's password", "workspace": workspace});
+    let (status, made) = login(s, admin_login("wb")).await;
+    assert_eq!(
+        (status, made["workspace"].as_str()),
+        (201, Some("wb")),
+        "{made}"
+    );
+    let (status, body) = login(s, admin_login("nowhere")).await;
+    assert_eq!(
+        (status, code(&body)),
+        (404, "workspace_not_found"),
+        "{body}"
+    );
+
+    // The CLI: `--current` reads the current password, then the new one.
+    let passwd = |args: &[&str], stdin: &str| s.cli_as(&alice, args, stdin);
+    let out = passwd(&["users", "passwd", "alice"], "alice's third password\n");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("current_password"),
+        "{out:?}"
+    );
+    let out = passwd(
+        &["users", "passwd", "alice", "--current"],
+        "alice's second password\nalice's third password\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = passwd(
+        &["login", "--user", "alice", "--workspace", "wb"],
+        "alice's third password\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let (_, me) = call(s, token.trim(), None, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(
+        (me["workspace"].as_str(), me["narrowed"].as_bool()),
+        (Some("wb"), Some(false)),
+        "{me}"
+    );
+}
+
+/// A workspace keeps an admin: nobody removes themselves, and the last admin is neither
+/// removed nor given a lesser role, except by an owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspace_keeps_its_last_admin_unless_an_owner_says() {
+    let server = Server::start().await;
+    let s = &server;
+    common::ok(s.cli(&["workspaces", "create", "wc"]));
+    common::ok(s.cli(&["users", "add", "carol"]));
+    common::ok(s.cli(&["users", "add", "dave"]));
+    common::ok(s.cli(&["workspaces", "grant", "--workspace", "wc", "carol", "admin"]));
+    common::ok(s.cli(&["workspaces", "grant", "--workspace", "wc", "dave", "editor"]));
+    let carol = token_for(s, "carol", "wc", json!({})).await;
+    let dave = token_for(s, "dave", "wc", json!({})).await;
+    let member = |token: &str, method: Method, user: &str, role: Option<&str>| {
+        let token = token.to_string();
+        let path = format!("/api/v1/members/{user}");
+        let body = role.map(|r| json!({"role": r}));
+        async move {
+            let (status, body) = call(s, &token, None, method, &path, body).await;
+            let field = body["error"]["field"].as_str().map(str::to_string);
+            (status, code(&body).to_string(), field)
+        }
+    };
+    let refused_self = (400, "invalid_field".to_string(), Some("user".to_string()));
+    let last = (409, "last_admin".to_string(), None);
+    // The probe's repro: the only admin removed itself.
+    assert_eq!(
+        member(&carol, Method::DELETE, "carol", None).await,
+        refused_self
+    );
+    assert_eq!(
+        member(&carol, Method::PUT, "carol", Some("viewer")).await,
+        last
+    );
+    let members = common::ok(s.cli(&["workspaces", "members", "--workspace", "wc"]));
+    assert!(
+        members.contains("carol") && members.contains("admin"),
+        "{members}"
+    );
+    // With a second admin, one may step down or remove the other; then that one is last.
+    assert_eq!(
+        member(&carol, Method::PUT, "dave", Some("admin")).await.0,
+        200
+    );
+    assert_eq!(
+        member(&carol, Method::PUT, "carol", Some("editor")).await.0,
+        200
+    );
+    assert_eq!(
+        member(&dave, Method::PUT, "dave", Some("viewer")).await,
+        last
+    );
+    assert_eq!(
+        member(&dave, Method::DELETE, "dave", None).await,
+        refused_self
+    );
+    assert_eq!(
+        member(&dave, Method::PUT, "carol", Some("admin")).await.0,
+        200
+    );
+    assert_eq!(member(&carol, Method::DELETE, "dave", None).await.0, 204);
+    assert_eq!(
+        member(&carol, Method::DELETE, "carol", None).await,
+        refused_self
+    );
+    // The CLI's revoke is refused the same way.
+    let out = s.cli_as(&carol, &["workspaces", "revoke", "carol"], "");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(common::text(&out).contains("yourself"), "{out:?}");
+    // An owner may leave a workspace without an admin (and give it one again).
+    common::ok(s.cli(&["workspaces", "revoke", "--workspace", "wc", "carol"]));
+    let (status, body) = call(
+        s,
+        &s.token,
+        Some("wc"),
+        Method::GET,
+        "/api/v1/members",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["members"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
     );
 }
 

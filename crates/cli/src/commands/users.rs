@@ -31,13 +31,18 @@ pub enum UsersCommand {
         name: String,
     },
     /// Set a user's password (yours, or anyone's as an owner) from standard input, for
-    /// `trainyard login` and the UI; `--clear` removes it.
+    /// `trainyard login` and the UI; `--clear` removes it. Changing your own once set needs
+    /// `--current`; without it (a first password, an owner's reset) the token must not expire.
     Passwd {
         #[command(flatten)]
         client: ClientArgs,
         name: String,
         #[arg(long)]
         clear: bool,
+        /// The first line of standard input is the current password, the next the new one
+        /// (with `--clear`, the current one only).
+        #[arg(long)]
+        current: bool,
     },
 }
 
@@ -153,8 +158,13 @@ pub async fn run_users(command: UsersCommand) -> anyhow::Result<i32> {
             client: args,
             name,
             clear,
+            current,
         } => {
-            let password = if clear {
+            let mut body = json!({});
+            if current {
+                body["current_password"] = json!(read_secret_line()?);
+            }
+            body["password"] = if clear {
                 Value::Null
             } else {
                 json!(read_secret_line()?)
@@ -164,7 +174,7 @@ pub async fn run_users(command: UsersCommand) -> anyhow::Result<i32> {
                 .send(
                     client
                         .request(Method::PUT, &format!("/api/v1/users/{name}/password"))
-                        .json(&json!({ "password": password })),
+                        .json(&body),
                 )
                 .await?;
             if args.output == Format::Table {

@@ -353,6 +353,29 @@ impl Server {
         cmd.output().unwrap()
     }
 
+    /// Runs the CLI against this server with `token`, writing `stdin` to its standard input.
+    pub fn cli_as(&self, token: &str, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("TRAINYARD_SERVER", &self.base)
+            .env("TRAINYARD_TOKEN", token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(ca) = &self.ca {
+            cmd.env("TRAINYARD_CA_CERT", ca);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// The HTTP client the test talks to this server with (trusts its CA).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
