@@ -199,6 +199,17 @@ pub fn manager(
     let manager = ModelManager::new(source, runtimes, options);
     let pinned = manager.clone();
     background.spawn_task("model-pin", async move { pinned.load_pinned().await });
+    // A version deleted from the source (or made again under its name) gives back the
+    // memory of its loaded copy within seconds, requests or not.
+    let follower = manager.clone();
+    background.spawn_restarting(
+        "model-source-follow",
+        trainyard_background::Backoff::UNTIL_DONE,
+        move || {
+            let follower = follower.clone();
+            async move { follower.follow_source().await }
+        },
+    );
     Ok(manager)
 }
 

@@ -2,6 +2,13 @@
 //! many requests ask at the same time), and keeping their memory within a budget by unloading
 //! the least recently used idle ones. A model with requests in flight holds a lease and is
 //! never evicted under them; models named as pinned are never evicted at all.
+//!
+//! Every copy is tied to the revision of the source's version it was loaded from
+//! ([`crate::source::ModelFiles::revision`]). Each listing of the source is compared with
+//! what is held: a version the source no longer has, or has under another revision (deleted
+//! and registered again, its file replaced), is dropped with its statistics, its measured
+//! footprint and its load-time config, and the next request loads the version the source
+//! has now.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -17,7 +24,7 @@ use crate::config::ModelConfig;
 use crate::memory::{allocated_bytes, release_free_memory, resident_bytes, PeakSampler};
 use crate::metrics::{ModelLabels, ServeMetrics};
 use crate::runtime::{RuntimeKind, Runtimes, Signature};
-use crate::source::{ModelSource, SourceModel};
+use crate::source::{shown_name, ModelSource, SourceModel};
 use crate::stats::ModelStats;
 use crate::tensor::Tensor;
 use crate::worker::{self, BatchPolicy, Context, Job};
@@ -75,8 +82,11 @@ const FIRST_LOAD_PEAK_PER_FILE_BYTE: u64 = 4;
 
 /// A loaded model version.
 pub struct LoadedModel {
+    /// The manager's key (`workspace/name` outside `default`); callers see [`shown_name`].
     pub name: String,
     pub version: u64,
+    /// The revision of the source's version these files came from.
+    pub revision: String,
     pub config: ModelConfig,
     pub signature: Signature,
     pub runtime: RuntimeKind,
@@ -137,13 +147,46 @@ pub struct IndexEntry {
 type LoadResult = Option<Result<Arc<LoadedModel>, String>>;
 
 enum Slot {
-    Loading(watch::Receiver<LoadResult>),
+    Loading {
+        result: watch::Receiver<LoadResult>,
+        /// The revision the load was asked for (the listing's when it started).
+        revision: String,
+    },
     Ready(Arc<LoadedModel>),
     Unavailable {
         reason: String,
         since: Instant,
         failed: bool,
+        revision: String,
     },
+}
+
+impl Slot {
+    /// Which revision of the source's version this slot stands for.
+    fn revision(&self) -> &str {
+        match self {
+            Slot::Loading { revision, .. } | Slot::Unavailable { revision, .. } => revision,
+            Slot::Ready(m) => &m.revision,
+        }
+    }
+}
+
+/// What [`ModelManager::acquire_key`] came back with.
+enum Acquired {
+    Lease(Lease),
+    /// The slot holds another revision than the request was resolved to: the listing the
+    /// request used, or the one the slot was made under, is out of date.
+    Stale,
+    /// A load this request started or waited for failed.
+    LoadFailed(ServeError),
+}
+
+/// A config given with a load call, and the revisions the model's versions had then (carried
+/// forward by every listing that still has one of them): a model whose versions all changed
+/// at once was deleted and made again, and the config was not given for it.
+struct Override {
+    config: ModelConfig,
+    revisions: HashSet<String>,
 }
 
 struct Catalog {
@@ -161,11 +204,12 @@ struct Inner {
     /// Signalled when a model may have become evictable.
     released: Notify,
     clock: AtomicU64,
-    stats: Mutex<HashMap<ModelKey, Arc<ModelStats>>>,
-    /// Measured footprint of earlier loads, to make room before loading again.
-    known_cost: Mutex<HashMap<ModelKey, Footprint>>,
+    /// Per version, with the revision they were counted for.
+    stats: Mutex<HashMap<ModelKey, (String, Arc<ModelStats>)>>,
+    /// Measured footprint of earlier loads (per revision), to make room before loading again.
+    known_cost: Mutex<HashMap<ModelKey, (String, Footprint)>>,
     /// Configs given with a load call, used instead of the source's.
-    overrides: Mutex<HashMap<String, ModelConfig>>,
+    overrides: Mutex<HashMap<String, Override>>,
     catalog: tokio::sync::Mutex<Catalog>,
     metrics: ServeMetrics,
 }
@@ -176,9 +220,9 @@ pub struct ModelManager {
     inner: Arc<Inner>,
 }
 
-/// How long a listing of the source is trusted before a request for an unknown model reads
-/// it again.
-const CATALOG_TTL: Duration = Duration::from_secs(2);
+/// How long a listing of the source is trusted before a request reads it again (and, while
+/// anything is loaded, before [`ModelManager::follow_source`] does).
+pub const CATALOG_TTL: Duration = Duration::from_secs(2);
 
 fn labels(key: &ModelKey) -> ModelLabels {
     ModelLabels {
@@ -230,6 +274,7 @@ impl ModelManager {
     }
 
     /// The source's listing, read again when asked to or when older than `CATALOG_TTL`.
+    /// Every new listing is reconciled with what is held ([`Self::reconcile`]).
     async fn catalog(
         &self,
         refresh: bool,
@@ -238,24 +283,128 @@ impl ModelManager {
         if refresh || c.read_at.is_none_or(|at| at.elapsed() > CATALOG_TTL) {
             c.models = self.inner.source.list().await?;
             c.read_at = Some(Instant::now());
+            self.reconcile(&c.models);
         }
         Ok(c)
+    }
+
+    /// While any version is loaded or loading, reads the source's listing again whenever the
+    /// last one is older than `CATALOG_TTL`, so a version deleted from the source gives its
+    /// memory back within seconds even when no request comes. Returns only when a listing
+    /// fails (the caller starts it again).
+    pub async fn follow_source(&self) -> Result<(), ServeError> {
+        loop {
+            tokio::time::sleep(CATALOG_TTL).await;
+            let holds = self
+                .inner
+                .slots
+                .lock()
+                .values()
+                .any(|s| !matches!(s, Slot::Unavailable { .. }));
+            if holds {
+                drop(self.catalog(false).await?);
+            }
+        }
+    }
+
+    /// Drops what is held for every version `models` does not list with the same revision:
+    /// its copy (requests already in flight finish on it, and its memory goes when the last
+    /// of them ends), a load in progress (its copy is dropped when it ends), its state,
+    /// statistics and measured footprint; and a load-time config whose model was made again.
+    fn reconcile(&self, models: &[SourceModel]) {
+        let listed: HashMap<(&str, u64), &str> = models
+            .iter()
+            .flat_map(|m| {
+                m.versions
+                    .iter()
+                    .map(move |v| ((m.name.as_str(), *v), m.revision(*v)))
+            })
+            .collect();
+        let current = |key: &ModelKey, revision: &str| {
+            listed.get(&(key.0.as_str(), key.1)) == Some(&revision)
+        };
+        let mut released = false;
+        {
+            let mut slots = self.inner.slots.lock();
+            let gone: Vec<ModelKey> = slots
+                .iter()
+                .filter(|(key, slot)| !current(key, slot.revision()))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in gone {
+                let replaced = listed.contains_key(&(key.0.as_str(), key.1));
+                released |= self.drop_slot(&mut slots, &key);
+                tracing::info!(
+                    model = %key.0,
+                    version = key.1,
+                    "{} the {}: unloaded",
+                    if replaced { "replaced in" } else { "no longer in" },
+                    self.inner.source.describe()
+                );
+            }
+            self.update_used(&slots);
+        }
+        self.inner
+            .stats
+            .lock()
+            .retain(|key, (revision, _)| current(key, revision));
+        self.inner
+            .known_cost
+            .lock()
+            .retain(|key, (revision, _)| current(key, revision));
+        self.inner.overrides.lock().retain(|name, o| {
+            let now = revisions_of(models, name);
+            let same_model = !now.is_disjoint(&o.revisions);
+            if same_model {
+                o.revisions = now;
+            }
+            same_model
+        });
+        if released {
+            release_free_memory();
+        }
+    }
+
+    /// Removes a version's slot; a loaded copy counts as unloaded. Says whether it was one.
+    fn drop_slot(&self, slots: &mut HashMap<ModelKey, Slot>, key: &ModelKey) -> bool {
+        let was_ready = matches!(slots.remove(key), Some(Slot::Ready(_)));
+        if was_ready {
+            self.inner.metrics.unloads.get_or_create(&labels(key)).inc();
+        }
+        self.inner.metrics.model_bytes.remove(&labels(key));
+        was_ready
     }
 
     /// Which version a request means: the one named, else the source's default. A name or
     /// version missing from the cached listing reads the source again before it is unknown.
     pub async fn resolve(&self, name: &str, version: Option<u64>) -> Result<ModelKey, ServeError> {
+        Ok(self.resolve_in(name, version, false).await?.0)
+    }
+
+    /// [`Self::resolve`] with the revision the listing has for the version, from a listing
+    /// read afresh when `fresh`.
+    async fn resolve_in(
+        &self,
+        name: &str,
+        version: Option<u64>,
+        fresh: bool,
+    ) -> Result<(ModelKey, String), ServeError> {
+        let shown = shown_name(name);
         let mut known_name = false;
-        for refresh in [false, true] {
+        let passes: &[bool] = if fresh { &[true] } else { &[false, true] };
+        for &refresh in passes {
             let catalog = self.catalog(refresh).await?;
             let Some(m) = catalog.models.iter().find(|m| m.name == name) else {
                 continue;
             };
             known_name = true;
-            match version {
-                None if !m.versions.is_empty() => return Ok((name.to_string(), m.default_version)),
-                Some(v) if m.versions.contains(&v) => return Ok((name.to_string(), v)),
-                _ => {}
+            let found = match version {
+                None if !m.versions.is_empty() => Some(m.default_version),
+                Some(v) if m.versions.contains(&v) => Some(v),
+                _ => None,
+            };
+            if let Some(v) = found {
+                return Ok(((name.to_string(), v), m.revision(v).to_string()));
             }
             let broken = m
                 .unservable
@@ -263,23 +412,40 @@ impl ModelManager {
                 .find(|(v, _)| version.is_none_or(|want| *v == want));
             if let (true, Some((v, why))) = (refresh, broken) {
                 return Err(ServeError::unavailable(format!(
-                    "model '{name}' version {v} cannot be served: {why}"
+                    "model '{shown}' version {v} cannot be served: {why}"
                 )));
             }
         }
         Err(ServeError::not_found(match (known_name, version) {
             (true, Some(v)) => {
-                format!("Request for unknown model: '{name}' version {v} is not found")
+                format!("Request for unknown model: '{shown}' version {v} is not found")
             }
-            _ => format!("Request for unknown model: '{name}' is not found"),
+            _ => format!("Request for unknown model: '{shown}' is not found"),
         }))
     }
 
     /// A lease on a ready model version, loading it first when the control mode allows.
     pub async fn acquire(&self, name: &str, version: Option<u64>) -> Result<Lease, ServeError> {
-        let key = self.resolve(name, version).await?;
-        self.acquire_key(&key, self.inner.options.control == ControlMode::OnDemand)
-            .await
+        let may_load = self.inner.options.control == ControlMode::OnDemand;
+        let mut fresh = false;
+        loop {
+            let (key, revision) = self.resolve_in(name, version, fresh).await?;
+            match self.acquire_key(&key, &revision, may_load, fresh).await? {
+                Acquired::Lease(lease) => return Ok(lease),
+                // The slot holds another revision, or the load failed: the version may have
+                // been deleted or made again since the listing was read. Once more, from a
+                // listing read now (which drops what it no longer has).
+                Acquired::Stale | Acquired::LoadFailed(_) if !fresh => fresh = true,
+                Acquired::LoadFailed(e) => return Err(e),
+                Acquired::Stale => {
+                    return Err(ServeError::unavailable(format!(
+                        "model '{}' version {} changed while it was asked for; try again",
+                        shown_name(name),
+                        key.1
+                    )))
+                }
+            }
+        }
     }
 
     /// The version if it is ready now, without a lease: asking does not count as use, so
@@ -302,28 +468,53 @@ impl ModelManager {
         }
     }
 
-    async fn acquire_key(&self, key: &ModelKey, may_load: bool) -> Result<Lease, ServeError> {
+    /// A lease on `key` at `revision`, loading it when `may_load`. A slot of another revision
+    /// is `Stale`, or, with `replace` (the revision comes from a listing read just now), is
+    /// dropped and the version loaded afresh. A copy this request waited for is leased
+    /// whatever its revision: a load reads what the source has when it runs, never older.
+    async fn acquire_key(
+        &self,
+        key: &ModelKey,
+        revision: &str,
+        may_load: bool,
+        replace: bool,
+    ) -> Result<Acquired, ServeError> {
+        let shown = shown_name(&key.0);
         loop {
             let mut waiting = {
                 let mut slots = self.inner.slots.lock();
+                if slots.get(key).is_some_and(|s| s.revision() != revision) {
+                    if !replace {
+                        return Ok(Acquired::Stale);
+                    }
+                    tracing::info!(model = %key.0, version = key.1, "replaced in the source: loaded afresh");
+                    self.drop_slot(&mut slots, key);
+                    self.update_used(&slots);
+                }
                 match slots.get(key) {
-                    Some(Slot::Ready(m)) => return Ok(self.lease(m)),
-                    Some(Slot::Loading(rx)) => rx.clone(),
-                    Some(Slot::Unavailable { reason, since, failed }) => {
-                        let retry = *failed && since.elapsed() >= self.inner.options.retry_failed_after;
+                    Some(Slot::Ready(m)) => return Ok(Acquired::Lease(self.lease(m))),
+                    Some(Slot::Loading { result, .. }) => result.clone(),
+                    Some(Slot::Unavailable {
+                        reason,
+                        since,
+                        failed,
+                        ..
+                    }) => {
+                        let retry =
+                            *failed && since.elapsed() >= self.inner.options.retry_failed_after;
                         if !may_load || (*failed && !retry) {
                             return Err(ServeError::unavailable(format!(
-                                "model '{}' version {} is not available: {reason}",
-                                key.0, key.1
+                                "model '{shown}' version {} is not available: {reason}",
+                                key.1
                             )));
                         }
-                        self.start_load(&mut slots, key)
+                        self.start_load(&mut slots, key, revision)
                     }
-                    None if may_load => self.start_load(&mut slots, key),
+                    None if may_load => self.start_load(&mut slots, key, revision),
                     None => {
                         return Err(ServeError::unavailable(format!(
-                            "model '{}' version {} is not loaded; load it with POST /v2/repository/models/{}/load",
-                            key.0, key.1, key.0
+                            "model '{shown}' version {} is not loaded; load it with POST /v2/repository/models/{shown}/load",
+                            key.1
                         )))
                     }
                 }
@@ -335,12 +526,20 @@ impl ModelManager {
                 .ok()
                 .flatten();
             match result {
-                Some(Ok(_)) => continue, // take the lease under the lock
+                Some(Ok(model)) => {
+                    let slots = self.inner.slots.lock();
+                    if let Some(Slot::Ready(m)) = slots.get(key) {
+                        if Arc::ptr_eq(m, &model) {
+                            return Ok(Acquired::Lease(self.lease(m)));
+                        }
+                    }
+                    // Unloaded or replaced while it loaded: look again.
+                }
                 Some(Err(reason)) => {
-                    return Err(ServeError::unavailable(format!(
-                        "failed to load '{}' version {}: {reason}",
-                        key.0, key.1
-                    )))
+                    return Ok(Acquired::LoadFailed(ServeError::unavailable(format!(
+                        "failed to load '{shown}' version {}: {reason}",
+                        key.1
+                    ))))
                 }
                 None => {
                     return Err(ServeError::internal("the model load was abandoned"));
@@ -354,11 +553,19 @@ impl ModelManager {
         &self,
         slots: &mut HashMap<ModelKey, Slot>,
         key: &ModelKey,
+        revision: &str,
     ) -> watch::Receiver<LoadResult> {
         let (tx, rx) = watch::channel(None);
-        slots.insert(key.clone(), Slot::Loading(rx.clone()));
+        slots.insert(
+            key.clone(),
+            Slot::Loading {
+                result: rx.clone(),
+                revision: revision.to_string(),
+            },
+        );
         let this = self.clone();
         let key = key.clone();
+        let revision = revision.to_string();
         let ours = rx.clone();
         tokio::spawn(async move {
             // A panic in a loader (a runtime's bug on a strange file) is this model's failed
@@ -375,16 +582,19 @@ impl ModelManager {
                 }
             };
             let mut slots = this.inner.slots.lock();
-            // An unload while this load ran wins: the new copy is dropped, and waiters see
-            // the version as unloaded (on demand, their next try loads it again).
+            // An unload while this load ran wins, and so does a listing that no longer has
+            // this revision: the new copy is dropped, and waiters see the version as
+            // unloaded (on demand, their next try loads it again).
             let still_wanted = matches!(
                 slots.get(&key),
-                Some(Slot::Loading(current)) if current.same_channel(&ours)
+                Some(Slot::Loading { result: current, .. }) if current.same_channel(&ours)
             );
             match &result {
                 Ok(_) if !still_wanted => {
                     tracing::info!(model = %key.0, version = key.1, "unloaded while it loaded; the new copy is dropped");
-                    this.inner.metrics.model_bytes.remove(&labels(&key));
+                    if !matches!(slots.get(&key), Some(Slot::Ready(_))) {
+                        this.inner.metrics.model_bytes.remove(&labels(&key));
+                    }
                 }
                 Ok(model) => {
                     slots.insert(key.clone(), Slot::Ready(model.clone()));
@@ -407,6 +617,7 @@ impl ModelManager {
                             reason: reason.clone(),
                             since: Instant::now(),
                             failed: true,
+                            revision,
                         },
                     );
                 }
@@ -427,17 +638,34 @@ impl ModelManager {
     /// Loads (or reloads) a model version through the load API. A ready version keeps serving
     /// until the new copy is ready; a failed reload keeps the old one.
     pub async fn load(&self, name: &str, config: Option<ModelConfig>) -> Result<(), ServeError> {
-        let key = self.resolve(name, None).await?;
-        if let Some(c) = config {
-            self.inner.overrides.lock().insert(name.to_string(), c);
+        let shown = shown_name(name);
+        // What the source has now: a load never brings back a copy of what it no longer has.
+        let (key, revision) = self.resolve_in(name, None, true).await?;
+        if let Some(config) = config {
+            let revisions = revisions_of(&self.catalog(false).await?.models, name);
+            self.inner
+                .overrides
+                .lock()
+                .insert(name.to_string(), Override { config, revisions });
         }
-        let reload = matches!(self.inner.slots.lock().get(&key), Some(Slot::Ready(_)));
-        if reload {
-            let model = self
-                .load_now(&key)
-                .await
-                .map_err(|r| ServeError::invalid(format!("load failed for model '{name}': {r}")))?;
+        let serving = match self.inner.slots.lock().get(&key) {
+            Some(Slot::Ready(m)) if m.revision == revision => Some(m.clone()),
+            _ => None,
+        };
+        if let Some(old) = serving {
+            let model = self.load_now(&key).await.map_err(|r| {
+                ServeError::invalid(format!("load failed for model '{shown}': {r}"))
+            })?;
             let mut slots = self.inner.slots.lock();
+            // Unloaded, or dropped by a listing, while it reloaded: that wins.
+            if !matches!(slots.get(&key), Some(Slot::Ready(m)) if Arc::ptr_eq(m, &old)) {
+                if !matches!(slots.get(&key), Some(Slot::Ready(_))) {
+                    self.inner.metrics.model_bytes.remove(&labels(&key));
+                }
+                return Err(ServeError::unavailable(format!(
+                    "model '{shown}' was unloaded or changed while it reloaded"
+                )));
+            }
             slots.insert(key, Slot::Ready(model));
             self.update_used(&slots);
             return Ok(());
@@ -449,15 +677,19 @@ impl ModelManager {
                 slots.remove(&key);
             }
         }
-        self.acquire_key(&key, true)
-            .await
-            .map(drop)
-            .map_err(|e| match e {
-                ServeError::Unavailable(m) => {
-                    ServeError::invalid(format!("load failed for model '{name}': {m}"))
-                }
-                other => other,
-            })
+        let refused = |e: ServeError| match e {
+            ServeError::Unavailable(m) => {
+                ServeError::invalid(format!("load failed for model '{shown}': {m}"))
+            }
+            other => other,
+        };
+        match self.acquire_key(&key, &revision, true, true).await {
+            Ok(Acquired::Lease(_)) => Ok(()),
+            Ok(Acquired::LoadFailed(e)) | Err(e) => Err(refused(e)),
+            Ok(Acquired::Stale) => Err(refused(ServeError::unavailable(
+                "it changed in the repository while it loaded; try again",
+            ))),
+        }
     }
 
     /// Unloads every version of `name`. Requests in flight finish; later ones load it again
@@ -496,12 +728,17 @@ impl ModelManager {
             counter.get_or_create(&labels(&key)).inc();
         }
         self.inner.metrics.model_bytes.remove(&labels(&key));
+        let revision = slots
+            .get(&key)
+            .map(|s| s.revision().to_string())
+            .unwrap_or_default();
         slots.insert(
             key,
             Slot::Unavailable {
                 reason: reason.to_string(),
                 since: Instant::now(),
                 failed: false,
+                revision,
             },
         );
     }
@@ -518,12 +755,13 @@ impl ModelManager {
             .fetch(&key.0, key.1)
             .await
             .map_err(|e| e.to_string())?;
+        let revision = files.revision;
         let config = self
             .inner
             .overrides
             .lock()
             .get(&key.0)
-            .cloned()
+            .map(|o| o.config.clone())
             .unwrap_or(files.config);
         let runtime = self
             .inner
@@ -539,7 +777,8 @@ impl ModelManager {
             .known_cost
             .lock()
             .get(key)
-            .map(|f| f.peak)
+            .filter(|(seen_for, _)| *seen_for == revision)
+            .map(|(_, f)| f.peak)
             .unwrap_or(file_bytes * FIRST_LOAD_PEAK_PER_FILE_BYTE * instances as u64);
         self.make_room(key, peak_estimate)
             .await
@@ -577,7 +816,13 @@ impl ModelManager {
         // holds, so the largest cost seen for this model is the one that counts.
         let cost = {
             let mut known = self.inner.known_cost.lock();
-            let seen = known.entry(key.clone()).or_default();
+            let entry = known
+                .entry(key.clone())
+                .or_insert_with(|| (revision.clone(), Footprint::default()));
+            if entry.0 != revision {
+                *entry = (revision.clone(), Footprint::default());
+            }
+            let seen = &mut entry.1;
             seen.held = seen.held.max(rss_grew).max(heap_grew).max(file_bytes);
             seen.peak = seen.peak.max(peak_grew).max(seen.held);
             seen.held
@@ -590,15 +835,19 @@ impl ModelManager {
             }
         }
         let config = config
-            .complete(&key.0, kind, &signature)
+            .complete(shown_name(&key.0), kind, &signature)
             .map_err(|e| format!("{}: {e}", files.origin))?;
-        let stats = self
-            .inner
-            .stats
-            .lock()
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        // Statistics go on across loads of one revision; another revision starts afresh.
+        let stats = {
+            let mut all = self.inner.stats.lock();
+            let entry = all
+                .entry(key.clone())
+                .or_insert_with(|| (revision.clone(), Arc::default()));
+            if entry.0 != revision {
+                *entry = (revision.clone(), Arc::default());
+            }
+            entry.1.clone()
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let policy = BatchPolicy {
             max_rows: config.max_batch_size as usize,
@@ -645,6 +894,7 @@ impl ModelManager {
         Ok(Arc::new(LoadedModel {
             name: key.0.clone(),
             version: key.1,
+            revision,
             config,
             signature,
             runtime: kind,
@@ -727,7 +977,7 @@ impl ModelManager {
                 if !model.signature.outputs.iter().any(|o| &o.name == w) {
                     return Err(ServeError::invalid(format!(
                         "unexpected inference output '{w}' for model '{}'; it has {}",
-                        model.name,
+                        shown_name(&model.name),
                         names(&model.signature.outputs)
                     )));
                 }
@@ -743,7 +993,10 @@ impl ModelManager {
                 reply: tx,
             })
             .map_err(|_| {
-                ServeError::unavailable(format!("model '{}' is shutting down", model.name))
+                ServeError::unavailable(format!(
+                    "model '{}' is shutting down",
+                    shown_name(&model.name)
+                ))
             })?;
         let mut result = rx
             .await
@@ -755,7 +1008,8 @@ impl ModelManager {
         Ok(result)
     }
 
-    /// Every model the source has and the state of each version that was ever loaded.
+    /// Every model the source has and the state of each version that was ever loaded (of the
+    /// revision the source has now: the listing is read for it).
     pub async fn index(&self) -> Result<Vec<IndexEntry>, ServeError> {
         let models = self.catalog(true).await?.models.clone();
         let slots = self.inner.slots.lock();
@@ -775,7 +1029,7 @@ impl ModelManager {
         keys.sort();
         for key in keys {
             let (state, reason) = match &slots[key] {
-                Slot::Loading(_) => (ModelState::Loading, String::new()),
+                Slot::Loading { .. } => (ModelState::Loading, String::new()),
                 Slot::Ready(_) => (ModelState::Ready, String::new()),
                 Slot::Unavailable { reason, .. } => (ModelState::Unavailable, reason.clone()),
             };
@@ -805,26 +1059,37 @@ impl ModelManager {
         v
     }
 
-    /// Statistics of the versions that have any, filtered by name and version.
-    pub fn statistics(
+    /// Statistics of the versions that have any, filtered by name and version: those of the
+    /// revisions the source has now (the listing is read for it).
+    pub async fn statistics(
         &self,
         name: Option<&str>,
         version: Option<u64>,
-    ) -> Vec<(ModelKey, Arc<ModelStats>)> {
+    ) -> Result<Vec<(ModelKey, Arc<ModelStats>)>, ServeError> {
+        drop(self.catalog(true).await?);
         let stats = self.inner.stats.lock();
         let mut out: Vec<(ModelKey, Arc<ModelStats>)> = stats
             .iter()
             .filter(|(k, _)| name.is_none_or(|n| k.0 == n) && version.is_none_or(|v| k.1 == v))
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .map(|(k, (_, s))| (k.clone(), s.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        Ok(out)
     }
 
     /// Bytes held by ready models.
     pub fn memory_used(&self) -> u64 {
         used_bytes(&self.inner.slots.lock())
     }
+}
+
+/// The revisions `models` lists for the versions of `name`.
+fn revisions_of(models: &[SourceModel], name: &str) -> HashSet<String> {
+    models
+        .iter()
+        .filter(|m| m.name == name)
+        .flat_map(|m| m.versions.iter().map(|v| m.revision(*v).to_string()))
+        .collect()
 }
 
 fn used_bytes(slots: &HashMap<ModelKey, Slot>) -> u64 {
@@ -858,7 +1123,7 @@ fn check_inputs(
             return Err(ServeError::invalid(format!(
                 "unexpected inference input '{}' for model '{}'; it expects {}",
                 t.name,
-                model.name,
+                shown_name(&model.name),
                 names(&sig.inputs)
             )));
         }
@@ -877,7 +1142,7 @@ fn check_inputs(
                 "expected {} inputs but got {} inputs for model '{}': input '{}' is missing",
                 sig.inputs.len(),
                 inputs.len(),
-                model.name,
+                shown_name(&model.name),
                 spec.name
             )));
         };
@@ -885,7 +1150,10 @@ fn check_inputs(
         if t.datatype != spec.datatype {
             return Err(ServeError::invalid(format!(
                 "input '{}': datatype {} but model '{}' expects {}",
-                t.name, t.datatype, model.name, spec.datatype
+                t.name,
+                t.datatype,
+                shown_name(&model.name),
+                spec.datatype
             )));
         }
         let fits = t.shape.len() == spec.shape.len()
@@ -904,7 +1172,7 @@ fn check_inputs(
             if batch == 0 || batch > max_batch {
                 return Err(ServeError::invalid(format!(
                     "input '{}': batch size {batch} is outside 1..={max_batch} (max_batch_size of model '{}')",
-                    t.name, model.name
+                    t.name, shown_name(&model.name)
                 )));
             }
             if ordered.is_empty() {
@@ -962,6 +1230,7 @@ mod tests {
         let model = Arc::new(LoadedModel {
             name: name.into(),
             version: 1,
+            revision: String::new(),
             config: ModelConfig::default(),
             signature: Signature::default(),
             runtime: RuntimeKind::Tract,
@@ -982,7 +1251,7 @@ mod tests {
     fn state(m: &ModelManager, key: &ModelKey) -> (ModelState, String) {
         match &m.inner.slots.lock()[key] {
             Slot::Ready(_) => (ModelState::Ready, String::new()),
-            Slot::Loading(_) => (ModelState::Loading, String::new()),
+            Slot::Loading { .. } => (ModelState::Loading, String::new()),
             Slot::Unavailable { reason, .. } => (ModelState::Unavailable, reason.clone()),
         }
     }
@@ -1001,6 +1270,7 @@ mod tests {
                 versions: vec![1],
                 default_version: 1,
                 unservable: Vec::new(),
+                ..SourceModel::default()
             }])
         }
         async fn fetch(&self, _: &str, _: u64) -> Result<ModelFiles, ServeError> {
@@ -1039,12 +1309,14 @@ mod tests {
                     versions: vec![1],
                     default_version: 1,
                     unservable: vec![(2, "cannot read runs:/r/..%2f..".into())],
+                    ..SourceModel::default()
                 },
                 SourceModel {
                     name: "bad".into(),
                     versions: vec![],
                     default_version: 0,
                     unservable: vec![(1, "no such run".into())],
+                    ..SourceModel::default()
                 },
             ])
         }
@@ -1075,6 +1347,97 @@ mod tests {
             Err(ServeError::Unavailable(why)) => assert!(why.contains("no such run"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    const TINY: &[u8] = include_bytes!("../tests/fixtures/repo/tiny/1/model.onnx");
+
+    /// `tiny` with its bias 1.5, -1.5 instead of 0.5, -0.5: [1, 2, 3, 4] gives [4, 6], not
+    /// [3, 7].
+    fn other_tiny() -> Vec<u8> {
+        let bias = [0, 0, 0, 0x3f, 0, 0, 0, 0xbf];
+        let at = TINY.windows(8).position(|w| w == bias).unwrap();
+        let mut file = TINY.to_vec();
+        file[at..at + 8].copy_from_slice(&[0, 0, 0xc0, 0x3f, 0, 0, 0xc0, 0xbf]);
+        file
+    }
+
+    /// One model, `clf` version 1, whose revision and file the test changes.
+    struct Changing(Mutex<(String, Vec<u8>)>);
+
+    #[async_trait::async_trait]
+    impl ModelSource for Changing {
+        fn describe(&self) -> String {
+            "changing".into()
+        }
+        async fn list(&self) -> Result<Vec<SourceModel>, ServeError> {
+            let revision = self.0.lock().0.clone();
+            Ok(vec![SourceModel {
+                name: "clf".into(),
+                versions: vec![1],
+                revisions: [(1, revision)].into(),
+                default_version: 1,
+                ..SourceModel::default()
+            }])
+        }
+        async fn fetch(&self, _: &str, _: u64) -> Result<ModelFiles, ServeError> {
+            let (revision, onnx) = self.0.lock().clone();
+            Ok(ModelFiles {
+                onnx,
+                config: ModelConfig::default(),
+                origin: "changing".into(),
+                revision,
+            })
+        }
+    }
+
+    async fn outputs(m: &ModelManager) -> Vec<f32> {
+        let lease = m.acquire("clf", Some(1)).await.unwrap();
+        let input = Tensor::from_vec("input", vec![1, 4], &[1f32, 2.0, 3.0, 4.0]);
+        m.infer(&lease, vec![input], None).await.unwrap()[0].to_vec::<f32>()
+    }
+
+    #[tokio::test]
+    async fn a_copy_answers_only_for_the_revision_it_was_loaded_from() {
+        let source = Arc::new(Changing(Mutex::new(("a".into(), TINY.to_vec()))));
+        let m = ModelManager::new(
+            source.clone(),
+            Runtimes::new(None, Some(RuntimeKind::Tract)).unwrap(),
+            ManagerOptions::default(),
+        );
+        let key: ModelKey = ("clf".into(), 1);
+        m.load("clf", Some(ModelConfig::default())).await.unwrap();
+        assert_eq!(outputs(&m).await, vec![3.0, 7.0]);
+        let before = m.acquire("clf", None).await.unwrap();
+
+        // Made again with other weights: the next listing drops the old copy, its
+        // statistics and the load's config; a request in flight finishes on it.
+        *source.0.lock() = ("b".into(), other_tiny());
+        m.index().await.unwrap();
+        assert!(m.peek(&key).is_none());
+        assert!(m.statistics(None, None).await.unwrap().is_empty());
+        assert!(m.inner.overrides.lock().is_empty());
+        let input = Tensor::from_vec("input", vec![1, 4], &[1f32, 2.0, 3.0, 4.0]);
+        let old = m.infer(&before, vec![input], None).await.unwrap();
+        assert_eq!(old[0].to_vec::<f32>(), vec![3.0, 7.0]);
+        drop(before);
+        assert_eq!(outputs(&m).await, vec![4.0, 6.0]);
+        assert_eq!(m.peek(&key).unwrap().revision, "b");
+
+        // A copy of a revision the cached listing does not have (loaded from a listing
+        // older or newer than it) is not served on the cached listing's word: the request
+        // reads the listing again and loads what the source has.
+        *source.0.lock() = ("c".into(), TINY.to_vec());
+        assert_eq!(
+            outputs(&m).await,
+            vec![4.0, 6.0],
+            "within the listing's 2 s"
+        );
+        put(&m, "clf", 1);
+        assert_eq!(m.peek(&key).unwrap().revision, "");
+        assert_eq!(outputs(&m).await, vec![3.0, 7.0]);
+        assert_eq!(m.peek(&key).unwrap().revision, "c");
+        let stats = m.statistics(Some("clf"), None).await.unwrap();
+        assert_eq!(stats[0].1.snapshot().inference_count, 1, "counted afresh");
     }
 
     #[tokio::test]

@@ -77,7 +77,7 @@ async fn concurrent_first_requests_load_once_and_all_get_answers() {
         );
     }
     assert_eq!(loads(&m, "tiny"), 1);
-    let stats = m.statistics(Some("tiny"), None);
+    let stats = m.statistics(Some("tiny"), None).await.unwrap();
     let s = stats[0].1.snapshot();
     assert_eq!(s.queue.count, 16);
     assert_eq!(s.inference_count, 16);
@@ -174,6 +174,58 @@ async fn unload_lets_requests_in_flight_finish_and_explicit_mode_refuses_new_one
     // An explicit load brings it back.
     m.load("tiny", None).await.unwrap();
     assert!(m.acquire("tiny", None).await.is_ok());
+}
+
+/// The tiny model with its bias 1.5, -1.5 instead of 0.5, -0.5: [1, 2, 3, 4] gives [4, 6],
+/// not [3, 7].
+fn other_tiny(dir: &std::path::Path) -> Vec<u8> {
+    let tiny = std::fs::read(dir.join("tiny/1/model.onnx")).unwrap();
+    let bias = [0, 0, 0, 0x3f, 0, 0, 0, 0xbf];
+    let at = tiny.windows(8).position(|w| w == bias).unwrap();
+    let mut file = tiny.clone();
+    file[at..at + 8].copy_from_slice(&[0, 0, 0xc0, 0x3f, 0, 0, 0xc0, 0xbf]);
+    file
+}
+
+#[tokio::test]
+async fn a_version_replaced_or_removed_in_the_folder_is_never_served_from_its_old_copy() {
+    let dir = repo();
+    let m = manager(dir.path(), ControlMode::OnDemand);
+    let one = || vec![input(&[[1.0, 2.0, 3.0, 4.0]])];
+    let lease = m.acquire("tiny", None).await.unwrap();
+    let out = m.infer(&lease, one(), None).await.unwrap();
+    assert_eq!(out[0].to_vec::<f32>(), vec![3.0, 7.0]);
+
+    // Replaced as a deployment does it: a new file renamed over the old one.
+    let other = other_tiny(dir.path());
+    let new = dir.path().join("tiny/1/model.onnx.new");
+    std::fs::write(&new, other).unwrap();
+    std::fs::rename(&new, dir.path().join("tiny/1/model.onnx")).unwrap();
+    m.index().await.unwrap();
+    let key = ("tiny".to_string(), 1);
+    assert!(m.peek(&key).is_none(), "the old copy is out of service");
+    // A request that held it already finishes on it.
+    let out = m.infer(&lease, one(), None).await.unwrap();
+    assert_eq!(out[0].to_vec::<f32>(), vec![3.0, 7.0]);
+    drop(lease);
+    let lease = m.acquire("tiny", None).await.unwrap();
+    let out = m.infer(&lease, one(), None).await.unwrap();
+    assert_eq!(out[0].to_vec::<f32>(), vec![4.0, 6.0]);
+    assert_eq!(loads(&m, "tiny"), 2);
+    drop(lease);
+
+    // Removed: the next listing unloads it, its memory is given back, and neither the
+    // index nor the statistics show it.
+    std::fs::remove_dir_all(dir.path().join("tiny")).unwrap();
+    let index = m.index().await.unwrap();
+    assert!(!index.iter().any(|e| e.name == "tiny"), "{index:?}");
+    assert!(m.peek(&key).is_none());
+    assert_eq!(m.memory_used(), 0);
+    assert!(m.statistics(Some("tiny"), None).await.unwrap().is_empty());
+    assert!(matches!(
+        m.acquire("tiny", None).await,
+        Err(ServeError::NotFound(_))
+    ));
 }
 
 /// `model.onnx` whose weight lives in `location` (as `onnx.save(...,

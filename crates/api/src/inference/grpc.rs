@@ -447,7 +447,12 @@ impl GrpcInferenceService for Service {
                     .0,
             )
         };
-        let mut list = self.state.manager.statistics(name.as_deref(), v);
+        let mut list = self
+            .state
+            .manager
+            .statistics(name.as_deref(), v)
+            .await
+            .map_err(status)?;
         list.retain(|(k, _)| scope.shown(&k.0).is_some());
         if name.is_some() && list.is_empty() {
             return Err(Status::invalid_argument(format!(

@@ -412,7 +412,7 @@ async fn stats(
         Some((n, v)) => (Some(n.as_str()), *v),
         None => (None, None),
     };
-    let mut list = state.manager.statistics(name, version);
+    let mut list = state.manager.statistics(name, version).await?;
     list.retain(|(k, _)| scope.shown(&k.0).is_some());
     if let (Some(n), true) = (name, list.is_empty()) {
         return Err(V2Error(

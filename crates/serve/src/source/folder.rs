@@ -42,6 +42,21 @@ impl RepositoryFolder {
     }
 }
 
+/// A model file's revision ([`super::ModelFiles::revision`]): which file it is, its size
+/// and when it was last written, so a version replaced in the folder is loaded afresh.
+fn revision(meta: &std::fs::Metadata) -> String {
+    #[cfg(unix)]
+    let file = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let file = 0u64;
+    let written = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{file}:{}:{written}", meta.len())
+}
+
 fn io(path: &Path, e: std::io::Error) -> ServeError {
     ServeError::internal(format!("{}: {e}", path.display()))
 }
@@ -69,12 +84,17 @@ impl ModelSource for RepositoryFolder {
             let config = self.config(&path).await.unwrap_or_default();
             let file = Self::file_name(&config);
             let mut versions = Vec::new();
+            let mut revisions = std::collections::HashMap::new();
             let mut sub = tokio::fs::read_dir(&path).await.map_err(|e| io(&path, e))?;
             while let Some(v) = sub.next_entry().await.map_err(|e| io(&path, e))? {
                 let version = v.file_name().to_str().and_then(|s| s.parse::<u64>().ok());
                 if let Some(version) = version.filter(|n| *n > 0) {
-                    if v.path().join(file).is_file() {
-                        versions.push(version);
+                    match tokio::fs::metadata(v.path().join(file)).await {
+                        Ok(meta) if meta.is_file() => {
+                            versions.push(version);
+                            revisions.insert(version, revision(&meta));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -83,6 +103,7 @@ impl ModelSource for RepositoryFolder {
                 models.push(SourceModel {
                     name,
                     versions,
+                    revisions,
                     default_version: last,
                     unservable: Vec::new(),
                 });
@@ -101,13 +122,21 @@ impl ModelSource for RepositoryFolder {
         let path = model
             .join(version.to_string())
             .join(Self::file_name(&config));
+        // The revision before the bytes: a file replaced while it is read is seen as changed
+        // by the next listing.
+        let not_found = || {
+            ServeError::not_found(format!(
+                "Request for unknown model: '{name}' version {version} is not found"
+            ))
+        };
+        let revision = match tokio::fs::metadata(&path).await {
+            Ok(meta) => revision(&meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(io(&path, e)),
+        };
         let onnx = match tokio::fs::read(&path).await {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ServeError::not_found(format!(
-                    "Request for unknown model: '{name}' version {version} is not found"
-                )))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
             Err(e) => return Err(io(&path, e)),
         };
         let dir = path.parent().unwrap_or(&model).to_path_buf();
@@ -120,6 +149,7 @@ impl ModelSource for RepositoryFolder {
             onnx,
             config,
             origin: path.display().to_string(),
+            revision,
         })
     }
 }

@@ -26,12 +26,21 @@ pub fn split_model_key(key: &str) -> (&str, &str) {
         .unwrap_or((trainyard_core::DEFAULT_WORKSPACE, key))
 }
 
+/// The name a caller uses for the model keyed `key`: without the workspace prefix, which no
+/// caller ever names (messages say this, never the key).
+pub fn shown_name(key: &str) -> &str {
+    split_model_key(key).1
+}
+
 /// A model a source can serve, with the versions it has.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SourceModel {
     pub name: String,
     /// Ascending.
     pub versions: Vec<u64>,
+    /// What each of `versions` is ([`ModelFiles::revision`]); a version missing here has the
+    /// revision `""`.
+    pub revisions: std::collections::HashMap<u64, String>,
     /// What a request without a version gets (the registry's `production` alias, else the
     /// highest version). Meaningless when `versions` is empty.
     pub default_version: u64,
@@ -40,12 +49,25 @@ pub struct SourceModel {
     pub unservable: Vec<(u64, String)>,
 }
 
+impl SourceModel {
+    /// The revision the source lists for `version`.
+    pub fn revision(&self, version: u64) -> &str {
+        self.revisions.get(&version).map_or("", String::as_str)
+    }
+}
+
 /// A version's files, ready for a runtime.
 pub struct ModelFiles {
     pub onnx: Vec<u8>,
     pub config: ModelConfig,
     /// Where they came from, for messages.
     pub origin: String,
+    /// Which version of the source these files are: the same name and number listed later
+    /// with another revision is another model (deleted and made again, its file replaced),
+    /// and a copy loaded from these files must not answer for it. The registry's is the
+    /// version's creation time and storage location; a folder's, its file's identity, size
+    /// and modification time.
+    pub revision: String,
 }
 
 /// `onnx` with the external data it names (weights kept in files beside it, as

@@ -16,8 +16,17 @@ pub const PRODUCTION_ALIAS: &str = "production";
 pub struct RegistrySource {
     tracking: Tracking,
     /// Artifacts are immutable once a version exists, so "which file is the model" is
-    /// remembered per (name, version, location).
+    /// remembered per (name, version, revision); a listing forgets the versions it no longer
+    /// finds.
     onnx_files: Mutex<HashMap<(String, u64, String), Option<String>>>,
+}
+
+/// What makes a registered version the one it is ([`ModelFiles::revision`]): its creation
+/// time and where its files are. A version deleted and registered again (the model or its
+/// whole workspace removed and made anew) has a later creation time, and from another run
+/// another location.
+fn revision(v: &trainyard_tracking::ModelVersion) -> String {
+    format!("{}@{}", v.creation_timestamp, v.storage_location)
 }
 
 impl RegistrySource {
@@ -33,9 +42,10 @@ impl RegistrySource {
         &self,
         name: &str,
         version: u64,
+        revision: &str,
         location: &str,
     ) -> Result<Option<String>, ServeError> {
-        let key = (name.to_string(), version, location.to_string());
+        let key = (name.to_string(), version, revision.to_string());
         if let Some(found) = self.onnx_files.lock().get(&key) {
             return Ok(found.clone());
         }
@@ -121,10 +131,12 @@ impl ModelSource for RegistrySource {
         #[derive(Default)]
         struct Found {
             versions: Vec<u64>,
+            revisions: HashMap<u64, String>,
             production: Option<u64>,
             unservable: Vec<(u64, String)>,
         }
         let mut by_name: BTreeMap<String, Found> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
         for v in page.items {
             let Ok(number) = v.version.parse::<u64>() else {
                 continue;
@@ -132,9 +144,14 @@ impl ModelSource for RegistrySource {
             if v.status != "READY" {
                 continue;
             }
+            let revision = revision(&v);
+            seen.insert((v.name.clone(), number, revision.clone()));
             // One version whose location cannot be read (a bad source, a missing run) is
             // that version's problem: it is listed as unservable, and the rest still serve.
-            match self.onnx_file(&v.name, number, &v.storage_location).await {
+            match self
+                .onnx_file(&v.name, number, &revision, &v.storage_location)
+                .await
+            {
                 Ok(Some(_)) => {}
                 Ok(None) => continue,
                 Err(ServeError::Internal(e)) => return Err(ServeError::Internal(e)),
@@ -151,10 +168,13 @@ impl ModelSource for RegistrySource {
             }
             let entry = by_name.entry(v.name.clone()).or_default();
             entry.versions.push(number);
+            entry.revisions.insert(number, revision);
             if v.aliases.iter().any(|a| a == PRODUCTION_ALIAS) {
                 entry.production = Some(number);
             }
         }
+        // Deleted versions are forgotten (a name made again is looked at afresh).
+        self.onnx_files.lock().retain(|key, _| seen.contains(key));
         Ok(by_name
             .into_iter()
             .map(|(name, mut found)| {
@@ -167,6 +187,7 @@ impl ModelSource for RegistrySource {
                 SourceModel {
                     name,
                     versions: found.versions,
+                    revisions: found.revisions,
                     default_version,
                     unservable: found.unservable,
                 }
@@ -177,18 +198,23 @@ impl ModelSource for RegistrySource {
     async fn fetch(&self, name: &str, version: u64) -> Result<ModelFiles, ServeError> {
         let (workspace, registered) = super::split_model_key(name);
         let registry = self.tracking.scoped(workspace);
+        // Messages name the model as its callers do, never by the key (`workspace/name`).
         let v = match registry.get_model_version(registered, version as i64).await {
             Ok(v) => v,
             Err(trainyard_tracking::TrackingError::NotFound(_)) => {
                 return Err(ServeError::not_found(format!(
-                    "Request for unknown model: '{name}' version {version} is not found"
+                    "Request for unknown model: '{registered}' version {version} is not found"
                 )))
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(path) = self.onnx_file(name, version, &v.storage_location).await? else {
+        let revision = revision(&v);
+        let Some(path) = self
+            .onnx_file(name, version, &revision, &v.storage_location)
+            .await?
+        else {
             return Err(ServeError::unavailable(format!(
-                "model '{name}' version {version} has no ONNX file at {}",
+                "model '{registered}' version {version} has no ONNX file at {}",
                 v.storage_location
             )));
         };
@@ -213,7 +239,8 @@ impl ModelSource for RegistrySource {
         Ok(ModelFiles {
             onnx,
             config,
-            origin: format!("models:/{name}/{version}"),
+            origin: format!("models:/{registered}/{version}"),
+            revision,
         })
     }
 }
