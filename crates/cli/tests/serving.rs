@@ -17,12 +17,59 @@ async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Who calls: a token, acting in a workspace when one is named.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    token: &'a str,
+    workspace: Option<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    fn admin(server: &'a Server) -> Self {
+        Caller {
+            token: &server.token,
+            workspace: None,
+        }
+    }
+}
+
+/// One call as `who`; the body as JSON (`null` when it is not).
+async fn call(
+    server: &Server,
+    who: Caller<'_>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = server
+        .http()
+        .request(method, server.url(path))
+        .bearer_auth(who.token);
+    if let Some(w) = who.workspace {
+        req = req.header("X-Trainyard-Workspace", w);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 /// A run with `model/model.onnx` in its artifacts, registered as a new version of `name`.
 async fn register(server: &Server, name: &str, file: &[u8]) -> String {
-    let (s, run) = post(
+    register_as(server, Caller::admin(server), name, file).await
+}
+
+/// [`register`] as `who`, in its workspace.
+async fn register_as(server: &Server, who: Caller<'_>, name: &str, file: &[u8]) -> String {
+    use reqwest::Method;
+    let (s, run) = call(
         server,
+        who,
+        Method::POST,
         "/api/2.0/mlflow/runs/create",
-        json!({"experiment_id": "0"}),
+        Some(json!({"experiment_id": "0"})),
     )
     .await;
     assert_eq!(s, 200, "{run}");
@@ -32,29 +79,45 @@ async fn register(server: &Server, name: &str, file: &[u8]) -> String {
         .strip_prefix("mlflow-artifacts:/")
         .unwrap()
         .trim_start_matches('/');
-    let r = server
-        .http_put(&format!(
+    let mut put = server
+        .http()
+        .put(server.url(&format!(
             "/api/2.0/mlflow-artifacts/artifacts/{root}/model/model.onnx"
-        ))
-        .body(file.to_vec())
-        .send()
-        .await
-        .unwrap();
+        )))
+        .bearer_auth(who.token);
+    if let Some(w) = who.workspace {
+        put = put.header("X-Trainyard-Workspace", w);
+    }
+    let r = put.body(file.to_vec()).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let _ = post(
+    let _ = call(
         server,
+        who,
+        Method::POST,
         "/api/2.0/mlflow/registered-models/create",
-        json!({"name": name}),
+        Some(json!({"name": name})),
     )
     .await;
-    let (s, v) = post(
+    let (s, v) = call(
         server,
+        who,
+        Method::POST,
         "/api/2.0/mlflow/model-versions/create",
-        json!({"name": name, "source": format!("runs:/{run_id}/model"), "run_id": run_id}),
+        Some(json!({"name": name, "source": format!("runs:/{run_id}/model"), "run_id": run_id})),
     )
     .await;
     assert_eq!(s, 200, "{v}");
     v["model_version"]["version"].as_str().unwrap().to_string()
+}
+
+/// The tiny model with its bias 1.5, -1.5 instead of 0.5, -0.5: [1, 2, 3, 4] gives [4, 6],
+/// not [3, 7] — another model with the same inputs and outputs.
+fn other_tiny() -> Vec<u8> {
+    let bias = [0, 0, 0, 0x3f, 0, 0, 0, 0xbf];
+    let at = TINY.windows(8).position(|w| w == bias).unwrap();
+    let mut file = TINY.to_vec();
+    file[at..at + 8].copy_from_slice(&[0, 0, 0xc0, 0x3f, 0, 0, 0xc0, 0xbf]);
+    file
 }
 
 fn request() -> Value {
@@ -265,5 +328,280 @@ async fn a_serving_option_from_trainyard_toml_takes_effect() {
         r.status(),
         413,
         "max_body = 1KiB from [serve] in trainyard.toml"
+    );
+}
+
+/// What `/v2/models/{name}[/versions/{v}]/infer` answers for [1, 2, 3, 4] as `who`: the
+/// status and the output's values (the error text when it failed).
+async fn outputs(server: &Server, who: Caller<'_>, path: &str) -> (u16, Value) {
+    let (s, out) = call(
+        server,
+        who,
+        reqwest::Method::POST,
+        &format!("{path}/infer"),
+        Some(request()),
+    )
+    .await;
+    match s {
+        200 => (s, out["outputs"][0]["data"].clone()),
+        _ => (s, out["error"].clone()),
+    }
+}
+
+/// The repository index as `who` sees it: (name, version, state) per line.
+async fn index(server: &Server, who: Caller<'_>) -> Vec<(String, String, String)> {
+    let (s, index) = call(
+        server,
+        who,
+        reqwest::Method::POST,
+        "/v2/repository/index",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{index}");
+    index
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (field("name"), field("version"), field("state"))
+        })
+        .collect()
+}
+
+/// The model versions `/v2/models/stats` has statistics of, as `who` sees them.
+async fn stats(server: &Server, who: Caller<'_>) -> Vec<(String, String)> {
+    let (s, stats) = call(server, who, reqwest::Method::GET, "/v2/models/stats", None).await;
+    assert_eq!(s, 200, "{stats}");
+    stats["model_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_deleted_model_is_unloaded_and_its_name_made_again_serves_the_new_file() {
+    let server = start().await;
+    let me = Caller::admin(&server);
+    let other = other_tiny();
+    assert_eq!(register(&server, "clf", TINY).await, "1");
+    assert_eq!(
+        outputs(&server, me, "/v2/models/clf").await,
+        (200, json!([3.0, 7.0]))
+    );
+    let ready = ("clf".to_string(), "1".to_string(), "READY".to_string());
+    assert!(index(&server, me).await.contains(&ready));
+
+    // Deleted: the index (which reads the listing) no longer has it, nor do the
+    // statistics, and inference is a 404.
+    let (s, body) = call(
+        &server,
+        me,
+        reqwest::Method::DELETE,
+        "/api/2.0/mlflow/registered-models/delete",
+        Some(json!({"name": "clf"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let listed = index(&server, me).await;
+    assert!(!listed.iter().any(|(n, _, _)| n == "clf"), "{listed:?}");
+    assert!(!stats(&server, me).await.iter().any(|(n, _)| n == "clf"));
+    let (s, err) = outputs(&server, me, "/v2/models/clf").await;
+    assert_eq!(s, 404, "{err}");
+
+    // Made again from another file: version 1 again, answered by the new file.
+    assert_eq!(register(&server, "clf", &other).await, "1");
+    assert_eq!(
+        outputs(&server, me, "/v2/models/clf").await,
+        (200, json!([4.0, 6.0]))
+    );
+
+    // As the probe did it: deleted and made again with no serving call between, then a
+    // wait past the listing's 2 s. The old copy never answers for the new version.
+    let (s, _) = call(
+        &server,
+        me,
+        reqwest::Method::DELETE,
+        "/api/2.0/mlflow/registered-models/delete",
+        Some(json!({"name": "clf"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(register(&server, "clf", TINY).await, "1");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        outputs(&server, me, "/v2/models/clf").await,
+        (200, json!([3.0, 7.0]))
+    );
+
+    // One version deleted: gone from the index and a 404; the other serves on.
+    assert_eq!(register(&server, "clf", &other).await, "2");
+    assert_eq!(
+        outputs(&server, me, "/v2/models/clf/versions/2").await,
+        (200, json!([4.0, 6.0]))
+    );
+    let (s, body) = call(
+        &server,
+        me,
+        reqwest::Method::DELETE,
+        "/api/2.0/mlflow/model-versions/delete",
+        Some(json!({"name": "clf", "version": "2"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let listed = index(&server, me).await;
+    assert!(
+        !listed.iter().any(|(n, v, _)| n == "clf" && v == "2"),
+        "{listed:?}"
+    );
+    assert!(listed.contains(&ready), "{listed:?}");
+    let (s, err) = outputs(&server, me, "/v2/models/clf/versions/2").await;
+    assert_eq!(s, 404, "{err}");
+    assert_eq!(
+        outputs(&server, me, "/v2/models/clf").await,
+        (200, json!([3.0, 7.0]))
+    );
+
+    // With no request at all, a deleted model's copy goes within seconds: the memory the
+    // manager counts falls to nothing.
+    let (s, _) = call(
+        &server,
+        me,
+        reqwest::Method::DELETE,
+        "/api/2.0/mlflow/registered-models/delete",
+        Some(json!({"name": "clf"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = server
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let used = metric(&text, "trainyard_serve_memory_used_bytes ");
+        if used == Some(0.0) {
+            assert!(
+                metric(
+                    &text,
+                    "trainyard_serve_model_unloads_total{model=\"clf\",version=\"1\"} "
+                ) >= Some(3.0),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still held: {used:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_workspace_removed_and_made_again_never_serves_the_old_workspaces_model() {
+    let server = start().await;
+    let s = &server;
+    common::ok(s.cli(&["workspaces", "create", "wb"]));
+    let owner = Caller {
+        token: &s.token,
+        workspace: Some("wb"),
+    };
+    register_as(s, owner, "clf", TINY).await;
+    assert_eq!(
+        outputs(s, owner, "/v2/models/clf").await,
+        (200, json!([3.0, 7.0]))
+    );
+
+    // Removed with everything in it, and made again; then a new member registers her own
+    // `clf` version 1 from another file, with no serving call between.
+    let (status, body) = call(
+        s,
+        Caller::admin(s),
+        reqwest::Method::DELETE,
+        "/api/v1/workspaces/wb?cascade=true",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    common::ok(s.cli(&["workspaces", "create", "wb"]));
+    common::ok(s.cli(&["users", "add", "vera"]));
+    common::ok(s.cli(&["workspaces", "grant", "--workspace", "wb", "vera", "editor"]));
+    let (status, made) = call(
+        s,
+        owner,
+        reqwest::Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "vera-test", "user": "vera"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
+    let vera = Caller {
+        token: &token,
+        workspace: Some("wb"),
+    };
+    register_as(s, vera, "clf", &other_tiny()).await;
+
+    // Her index and statistics show nothing of the removed workspace's copy.
+    let listed = index(s, vera).await;
+    assert!(
+        !listed.iter().any(|(_, _, state)| state == "READY"),
+        "{listed:?}"
+    );
+    assert!(stats(s, vera).await.is_empty());
+    // Her inference runs on her file.
+    assert_eq!(
+        outputs(s, vera, "/v2/models/clf").await,
+        (200, json!([4.0, 6.0]))
+    );
+    let listed = index(s, vera).await;
+    assert!(
+        listed.contains(&("clf".into(), "1".into(), "READY".into())),
+        "{listed:?}"
+    );
+
+    // Messages name the model as she does, never by the server's key for it.
+    let bad = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]});
+    for (method, path, body) in [
+        (reqwest::Method::POST, "/v2/models/clf/infer", Some(bad)),
+        (
+            reqwest::Method::POST,
+            "/v2/models/clf/versions/9/infer",
+            Some(request()),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v2/models/clf/infer",
+            Some(
+                json!({"inputs": [{"name": "nope", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}),
+            ),
+        ),
+    ] {
+        let (status, err) = call(s, vera, method, path, body).await;
+        assert!(status == 400 || status == 404, "{status} {err}");
+        let text = err["error"].as_str().unwrap();
+        assert!(text.contains("'clf'") && !text.contains("wb/"), "{text}");
+    }
+    let (status, config) = call(s, vera, reqwest::Method::GET, "/v2/models/clf/config", None).await;
+    assert_eq!(
+        (status, config["name"].as_str()),
+        (200, Some("clf")),
+        "{config}"
     );
 }
