@@ -480,18 +480,17 @@ impl ModelManager {
         replace: bool,
     ) -> Result<Acquired, ServeError> {
         let shown = shown_name(&key.0);
-        loop {
-            let mut waiting = {
-                let mut slots = self.inner.slots.lock();
-                if slots.get(key).is_some_and(|s| s.revision() != revision) {
-                    if !replace {
-                        return Ok(Acquired::Stale);
-                    }
-                    tracing::info!(model = %key.0, version = key.1, "replaced in the source: loaded afresh");
-                    self.drop_slot(&mut slots, key);
-                    self.update_used(&slots);
+        let mut waiting = {
+            let mut slots = self.inner.slots.lock();
+            if slots.get(key).is_some_and(|s| s.revision() != revision) {
+                if !replace {
+                    return Ok(Acquired::Stale);
                 }
-                match slots.get(key) {
+                tracing::info!(model = %key.0, version = key.1, "replaced in the source: loaded afresh");
+                self.drop_slot(&mut slots, key);
+                self.update_used(&slots);
+            }
+            match slots.get(key) {
                     Some(Slot::Ready(m)) => return Ok(Acquired::Lease(self.lease(m))),
                     Some(Slot::Loading { result, .. }) => result.clone(),
                     Some(Slot::Unavailable {
@@ -518,33 +517,32 @@ impl ModelManager {
                         )))
                     }
                 }
-            };
-            let result = waiting
-                .wait_for(|r| r.is_some())
-                .await
-                .map(|r| r.clone())
-                .ok()
-                .flatten();
-            match result {
-                Some(Ok(model)) => {
-                    let slots = self.inner.slots.lock();
-                    if let Some(Slot::Ready(m)) = slots.get(key) {
-                        if Arc::ptr_eq(m, &model) {
-                            return Ok(Acquired::Lease(self.lease(m)));
-                        }
+        };
+        let result = waiting
+            .wait_for(|r| r.is_some())
+            .await
+            .map(|r| r.clone())
+            .ok()
+            .flatten();
+        match result {
+            Some(Ok(model)) => {
+                let slots = self.inner.slots.lock();
+                match slots.get(key) {
+                    Some(Slot::Ready(m)) if Arc::ptr_eq(m, &model) => {
+                        Ok(Acquired::Lease(self.lease(m)))
                     }
-                    // Unloaded or replaced while it loaded: look again.
-                }
-                Some(Err(reason)) => {
-                    return Ok(Acquired::LoadFailed(ServeError::unavailable(format!(
-                        "failed to load '{shown}' version {}: {reason}",
-                        key.1
-                    ))))
-                }
-                None => {
-                    return Err(ServeError::internal("the model load was abandoned"));
+                    // Unloaded, or dropped by a listing that has another revision, while it
+                    // loaded. Loading again under this request's revision could be dropped
+                    // the same way for ever (a load slower than the listing's refresh): the
+                    // caller resolves the version again from a listing read now.
+                    _ => Ok(Acquired::Stale),
                 }
             }
+            Some(Err(reason)) => Ok(Acquired::LoadFailed(ServeError::unavailable(format!(
+                "failed to load '{shown}' version {}: {reason}",
+                key.1
+            )))),
+            None => Err(ServeError::internal("the model load was abandoned")),
         }
     }
 
@@ -626,6 +624,30 @@ impl ModelManager {
             let _ = tx.send(Some(result));
         });
         rx
+    }
+
+    /// The load-time config given for `name`, when it was given for this model. One given for
+    /// a model since deleted and made again under the name is not: when the revision being
+    /// loaded is not among those the config was given for, a listing read now decides (it
+    /// keeps the config for a new version of the same model and drops it for another model).
+    async fn override_for(&self, name: &str, revision: &str) -> Option<ModelConfig> {
+        let given = |this: &Self| {
+            this.inner
+                .overrides
+                .lock()
+                .get(name)
+                .map(|o| (o.revisions.contains(revision), o.config.clone()))
+        };
+        match given(self)? {
+            (true, config) => Some(config),
+            (false, _) => {
+                drop(self.catalog(true).await.ok()?);
+                match given(self)? {
+                    (true, config) => Some(config),
+                    (false, _) => None,
+                }
+            }
+        }
     }
 
     fn update_used(&self, slots: &HashMap<ModelKey, Slot>) {
@@ -757,11 +779,8 @@ impl ModelManager {
             .map_err(|e| e.to_string())?;
         let revision = files.revision;
         let config = self
-            .inner
-            .overrides
-            .lock()
-            .get(&key.0)
-            .map(|o| o.config.clone())
+            .override_for(&key.0, &revision)
+            .await
             .unwrap_or(files.config);
         let runtime = self
             .inner
@@ -1060,13 +1079,14 @@ impl ModelManager {
     }
 
     /// Statistics of the versions that have any, filtered by name and version: those of the
-    /// revisions the source has now (the listing is read for it).
+    /// revisions of the listing (read again when older than `CATALOG_TTL`: a statistics
+    /// call, open to any viewer, does not make the source list every model each time).
     pub async fn statistics(
         &self,
         name: Option<&str>,
         version: Option<u64>,
     ) -> Result<Vec<(ModelKey, Arc<ModelStats>)>, ServeError> {
-        drop(self.catalog(true).await?);
+        drop(self.catalog(false).await?);
         let stats = self.inner.stats.lock();
         let mut out: Vec<(ModelKey, Arc<ModelStats>)> = stats
             .iter()
