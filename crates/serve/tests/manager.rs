@@ -398,3 +398,27 @@ async fn a_model_whose_constants_ask_for_a_huge_tensor_is_refused_not_loaded() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_version_folder_is_read_only_under_its_own_spelling() {
+    let dir = repo();
+    // `01` beside `1`: listed as version 1 it would give 1 the revision of a folder that
+    // fetching `1/` never reads, and every request would reload it.
+    std::fs::create_dir_all(dir.path().join("tiny/01")).unwrap();
+    std::fs::write(
+        dir.path().join("tiny/01/model.onnx"),
+        other_tiny(dir.path()),
+    )
+    .unwrap();
+    let m = manager(dir.path(), ControlMode::OnDemand);
+    for _ in 0..3 {
+        m.index().await.unwrap();
+        let lease = m.acquire("tiny", Some(1)).await.unwrap();
+        let out = m
+            .infer(&lease, vec![input(&[[1.0, 2.0, 3.0, 4.0]])], None)
+            .await
+            .unwrap();
+        assert_eq!(out[0].to_vec::<f32>(), vec![3.0, 7.0]);
+    }
+    assert_eq!(loads(&m, "tiny"), 1);
+}

@@ -87,7 +87,12 @@ impl ModelSource for RepositoryFolder {
             let mut revisions = std::collections::HashMap::new();
             let mut sub = tokio::fs::read_dir(&path).await.map_err(|e| io(&path, e))?;
             while let Some(v) = sub.next_entry().await.map_err(|e| io(&path, e))? {
-                let version = v.file_name().to_str().and_then(|s| s.parse::<u64>().ok());
+                // Only a version's own spelling: `01` would list version 1 with the revision
+                // of a folder that fetching `1/` never reads.
+                let version = v
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u64>().ok().filter(|n| n.to_string() == s));
                 if let Some(version) = version.filter(|n| *n > 0) {
                     match tokio::fs::metadata(v.path().join(file)).await {
                         Ok(meta) if meta.is_file() => {
