@@ -348,7 +348,12 @@ pub async fn set_member(
     let db = state.tracking.db();
     let found = db.find_user(&user).await?.ok_or_else(|| no_user(&user))?;
     let change = db
-        .change_member(&who.workspace, &found.id, Some(body.role), !who.is_owner())
+        .change_member(
+            &who.workspace,
+            &found.id,
+            Some(body.role),
+            !owner_at_large(&who),
+        )
         .await?;
     if change == MemberChange::LastAdmin {
         return Err(last_admin(&user, &who.workspace, "given a lesser role"));
@@ -382,7 +387,7 @@ pub async fn remove_member(
     let db = state.tracking.db();
     let found = db.find_user(&user).await?.ok_or_else(|| no_user(&user))?;
     match db
-        .change_member(&who.workspace, &found.id, None, !who.is_owner())
+        .change_member(&who.workspace, &found.id, None, !owner_at_large(&who))
         .await?
     {
         MemberChange::Done => {}
@@ -391,6 +396,12 @@ pub async fn remove_member(
     }
     state.auth.forget();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An owner whose token is not narrowed: who may leave a workspace without an admin (a
+/// token narrowed to the workspace acts as its members do).
+fn owner_at_large(who: &Principal) -> bool {
+    who.is_owner() && !who.narrowed
 }
 
 /// 409: the change would leave `workspace` without an admin.

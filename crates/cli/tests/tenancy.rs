@@ -1127,6 +1127,22 @@ async fn a_workspace_keeps_its_last_admin_unless_an_owner_says() {
     let out = s.cli_as(&carol, &["workspaces", "revoke", "carol"], "");
     assert!(!out.status.success(), "{out:?}");
     assert!(common::text(&out).contains("yourself"), "{out:?}");
+    // An owner's token narrowed to the workspace acts there as its members do.
+    let (status, made) = call(
+        s,
+        &s.token,
+        Some("wc"),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "owner-in-wc", "narrowed": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let narrowed_owner = made["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        member(&narrowed_owner, Method::DELETE, "carol", None).await,
+        last
+    );
     // An owner may leave a workspace without an admin (and give it one again).
     common::ok(s.cli(&["workspaces", "revoke", "--workspace", "wc", "carol"]));
     let (status, body) = call(
