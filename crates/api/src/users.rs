@@ -562,6 +562,14 @@ pub async fn set_password(
     if !db.set_password_hash(&name, hash.as_deref()).await? {
         return Err(no_user(&name));
     }
+    // Whoever logged in with the old password is signed out (the caller's own token
+    // aside): a password changed because it leaked must not leave 30-day logins working.
+    for token in db.list_tokens(Some(&user.id)).await? {
+        if token.name == "login" && token.id != who.token_id {
+            db.revoke_token(&token.id).await?;
+        }
+    }
+    state.auth.forget();
     Ok(StatusCode::NO_CONTENT)
 }
 

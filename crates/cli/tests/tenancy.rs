@@ -1056,6 +1056,33 @@ async fn no_token_widens_itself_through_a_password_or_a_login() {
         (Some("wb"), Some(false)),
         "{me}"
     );
+    // A password change signs out the user's other logins (one made with a leaked password
+    // must not keep working for 30 days); the token that changed it goes on.
+    let other = token.trim().to_string();
+    let (status, made) = login(
+        s,
+        json!({"user": "alice", "password": "alice's third password"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let changer = made["token"].as_str().unwrap().to_string();
+    let new = json!({"password": "alice's fourth password",
+                     "current_password": "alice's third password"});
+    assert_eq!(
+        set_password(s, &changer, "alice", new).await,
+        (204, "-".into(), None)
+    );
+    let (status, _) = call(s, &other, None, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(status, 401, "the other login is revoked");
+    let (status, _) = call(s, &changer, None, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(status, 200, "the changing token goes on");
+    assert_eq!(
+        call(s, &alice, None, Method::GET, "/api/v1/whoami", None)
+            .await
+            .0,
+        200,
+        "tokens made by name, not by a login, are kept"
+    );
 }
 
 /// A workspace keeps an admin: nobody removes themselves, and the last admin is neither
