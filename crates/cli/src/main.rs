@@ -280,8 +280,10 @@ fn task_settings(command: Command) -> Result<(), trainyard_tasks::TaskError> {
                 prune,
                 max_accuracy_drop,
                 calibrate,
+                calibration_split,
                 calibration_rows,
                 method,
+                fp16,
                 ..
             },
     } = command
@@ -291,18 +293,37 @@ fn task_settings(command: Command) -> Result<(), trainyard_tasks::TaskError> {
     match prune {
         Some(ratio) => c::check_ratio(ratio),
         None => {
-            let scheme = match calibrate {
-                None => c::Scheme::Dynamic,
-                Some(dataset) => c::Scheme::Static {
-                    dataset,
-                    split: None,
-                    rows: calibration_rows,
-                    method: c::parse_method(&method)?,
-                },
-            };
+            let scheme = compress_scheme(
+                calibrate,
+                calibration_split,
+                calibration_rows,
+                &method,
+                fp16,
+            )?;
             c::check_settings(max_accuracy_drop, &scheme)
         }
     }
+}
+
+/// The quantization scheme `trainyard task compress` was given (without `--prune`).
+fn compress_scheme(
+    calibrate: Option<String>,
+    calibration_split: Option<String>,
+    calibration_rows: usize,
+    method: &str,
+    fp16: bool,
+) -> Result<trainyard_tasks::compress::Scheme, trainyard_tasks::TaskError> {
+    use trainyard_tasks::compress::{parse_method, Scheme};
+    Ok(match calibrate {
+        None if fp16 => Scheme::Fp16,
+        None => Scheme::Dynamic,
+        Some(dataset) => Scheme::Static {
+            dataset,
+            split: calibration_split,
+            rows: calibration_rows,
+            method: parse_method(method)?,
+        },
+    })
 }
 
 fn main() -> ExitCode {
@@ -439,7 +460,7 @@ fn main() -> ExitCode {
                     structured,
                     global,
                 } => {
-                    use trainyard_tasks::compress::{CompressTask, PruneTask, Scheme};
+                    use trainyard_tasks::compress::{CompressTask, PruneTask};
                     if let Some(ratio) = prune {
                         trainyard_tasks::compress::prune(PruneTask {
                             model,
@@ -452,16 +473,13 @@ fn main() -> ExitCode {
                         })
                         .await?
                     } else {
-                        let scheme = match calibrate {
-                            None if fp16 => Scheme::Fp16,
-                            None => Scheme::Dynamic,
-                            Some(dataset) => Scheme::Static {
-                                dataset,
-                                split: calibration_split,
-                                rows: calibration_rows,
-                                method: trainyard_tasks::compress::parse_method(&method)?,
-                            },
-                        };
+                        let scheme = compress_scheme(
+                            calibrate,
+                            calibration_split,
+                            calibration_rows,
+                            &method,
+                            fp16,
+                        )?;
                         trainyard_tasks::compress::compress(CompressTask {
                             model,
                             scheme,
