@@ -647,14 +647,7 @@ impl Studies {
 
     /// A client-run study with nothing more to ask is done once none of its trials is open.
     async fn finish_if_idle(&self, row: &StudyRow, why: &str) -> Result<(), ComputeError> {
-        let open: i64 = self
-            .db()
-            .trial_counts(&row.id)
-            .await?
-            .iter()
-            .filter(|(s, _)| s == "running" || s == "paused")
-            .map(|(_, n)| n)
-            .sum();
+        let (_, open) = open_of(&self.db().trial_counts(&row.id).await?);
         if open == 0 {
             self.db()
                 .set_study_state(&row.id, &["running"], "done", Some(why), Some(now_ms()))
@@ -669,13 +662,7 @@ impl Studies {
         let Some(limit) = spec.trial_limit(&Space::new(&spec.space)?) else {
             return Ok(());
         };
-        let counts = self.db().trial_counts(&row.id).await?;
-        let total: i64 = counts.iter().map(|(_, n)| n).sum();
-        let open: i64 = counts
-            .iter()
-            .filter(|(s, _)| s == "running" || s == "paused")
-            .map(|(_, n)| n)
-            .sum();
+        let (total, open) = open_of(&self.db().trial_counts(&row.id).await?);
         if total as u64 >= limit && open == 0 {
             self.db()
                 .set_study_state(&row.id, &["running"], "done", None, Some(now_ms()))
@@ -683,6 +670,17 @@ impl Studies {
         }
         Ok(())
     }
+}
+
+/// Of trial counts by state: all trials, and those still open (running or paused).
+fn open_of(counts: &[(String, i64)]) -> (i64, i64) {
+    let total = counts.iter().map(|(_, n)| n).sum();
+    let open = counts
+        .iter()
+        .filter(|(s, _)| s == "running" || s == "paused")
+        .map(|(_, n)| n)
+        .sum();
+    (total, open)
 }
 
 /// Whether the sampler reads the trials so far: TPE always; random on a finite space, to
