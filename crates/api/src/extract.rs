@@ -132,7 +132,12 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(rejection) => {
                 let error = path_rejection(rejection);
-                Err(if crate::mlflow::is_mlflow_path(parts.uri.path()) {
+                // Inside a nested router `parts.uri` has lost its prefix; the original has it.
+                let path = parts
+                    .extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or(parts.uri.path(), |o| o.0.path());
+                Err(if crate::mlflow::is_mlflow_path(path) {
                     crate::mlflow::MlflowError::invalid(error.message).into_response()
                 } else {
                     error.into_response()

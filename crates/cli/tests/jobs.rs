@@ -665,6 +665,19 @@ async fn bad_input_gets_a_4xx_naming_the_field() {
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error_code"], "ENDPOINT_NOT_FOUND", "{body}");
+    // A path parameter that is not UTF-8 on an MLflow route: MLflow's error shape.
+    let r = server
+        .get("/api/2.0/mlflow/logged-models/%ff")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("UTF-8"),
+        "{body}"
+    );
 
     let anonymous = reqwest::Client::new();
     expect_error(
