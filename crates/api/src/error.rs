@@ -57,6 +57,9 @@ pub enum ErrorCode {
     OverQuota,
     /// A quota that is full now (the workspace's queued jobs); retry later.
     QuotaExceeded,
+    /// Too many password checks for one user since its last success; `Retry-After` says
+    /// when the next one is taken.
+    TooManyAttempts,
     WorkspaceNotFound,
     StudyNotFound,
     TrialNotFound,
@@ -97,7 +100,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for OpenAPI and for tests.
-    pub const ALL: [ErrorCode; 46] = [
+    pub const ALL: [ErrorCode; 47] = [
         Self::InvalidField,
         Self::MalformedJson,
         Self::UnsupportedMediaType,
@@ -122,6 +125,7 @@ impl ErrorCode {
         Self::Unschedulable,
         Self::OverQuota,
         Self::QuotaExceeded,
+        Self::TooManyAttempts,
         Self::WorkspaceNotFound,
         Self::StudyNotFound,
         Self::TrialNotFound,
@@ -173,6 +177,7 @@ impl ErrorCode {
             Self::Unschedulable => "unschedulable",
             Self::OverQuota => "over_quota",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::TooManyAttempts => "too_many_attempts",
             Self::WorkspaceNotFound => "workspace_not_found",
             Self::StudyNotFound => "study_not_found",
             Self::TrialNotFound => "trial_not_found",
@@ -221,6 +226,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds after which a retry may succeed, sent as `Retry-After`.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -230,7 +237,14 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after_s: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        // Whole seconds, rounded up: a client that waits what it was told is let in.
+        self.retry_after_s = Some(wait.as_millis().div_ceil(1000).max(1) as u64);
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -276,6 +290,11 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

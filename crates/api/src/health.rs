@@ -135,6 +135,7 @@ mod tests {
             scheduler,
             tracking,
             task_args: None,
+            passwords: Default::default(),
         };
         let app = crate::router(state, None);
         let (status, body) = ready(&app).await;

@@ -16,6 +16,7 @@ mod mlflow;
 mod openapi;
 pub mod optuna;
 mod page;
+mod password_guard;
 mod secrets;
 mod storage;
 mod studies;
@@ -40,6 +41,7 @@ pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use inference::InferenceState;
 pub use metrics::HttpMetrics;
 pub use mlflow::job_may_call;
+pub use password_guard::PasswordGuard;
 pub use storage::StorageMeter;
 pub use tls::{TlsError, TlsIdentity};
 
@@ -67,6 +69,8 @@ pub struct AppState {
     /// instead of failing later. The program embedding the API owns that command line and
     /// sets it; `None` checks nothing beyond the submission's own rules.
     pub task_args: Option<TaskArgsCheck>,
+    /// Brakes password guessing at login and at a password change.
+    pub passwords: PasswordGuard,
 }
 
 /// See [`AppState::task_args`]: `Err` says why the arguments do not parse.

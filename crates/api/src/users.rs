@@ -470,11 +470,12 @@ pub struct NewPassword {
 /// no password (403 `token_narrowed`); one's own, once set, needs `current_password` (400
 /// naming it when absent, 403 naming it when wrong); and without the current password (a
 /// first password, or an owner setting anyone's) the token must not expire (403
-/// `forbidden`). Another user's password needs an owner.
+/// `forbidden`). Another user's password needs an owner. `current_password` is braked as
+/// login is (429 `too_many_attempts` naming it).
 #[utoipa::path(put, path = "/api/v1/users/{name}/password", tag = "users",
     params(("name" = String, Path, description = "the user")), request_body = NewPassword,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn set_password(
     State(state): State<AppState>,
@@ -515,9 +516,12 @@ pub async fn set_password(
             ))
         }
         (Some(given), Some(hash)) => {
+            check_admitted(&state, &name, "current_password")?;
             let (given, hash) = (given.clone(), hash.clone());
             let matches = blocking(move || trainyard_store::verify_password(&given, &hash)).await?;
-            if !matches {
+            if matches {
+                state.passwords.succeeded(&name);
+            } else {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     ErrorCode::Forbidden,
@@ -600,6 +604,31 @@ pub struct Login {
     pub expires_in_s: Option<u64>,
 }
 
+/// Refuses a password check for `user` that comes too soon after too many (429
+/// `too_many_attempts` naming `field`, with `Retry-After`): see [`crate::PasswordGuard`].
+fn check_admitted(state: &AppState, user: &str, field: &str) -> Result<(), ApiError> {
+    // Names no user can have share one brake, so made-up ones (of any length) cost the
+    // guard one entry, not one each.
+    let key = if valid_name(user) {
+        user
+    } else {
+        "(not a user name)"
+    };
+    state.passwords.admit(key).map_err(|wait| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyAttempts,
+            format!(
+                "too many password checks for `{key}` since its last success; the next is \
+                 taken in {} s",
+                wait.as_millis().div_ceil(1000).max(1)
+            ),
+        )
+        .with_field(field)
+        .with_retry_after(wait)
+    })
+}
+
 /// Longest a login's token lasts.
 const MAX_LOGIN_S: u64 = 30 * 24 * 3600;
 
@@ -608,10 +637,13 @@ const MAX_LOGIN_S: u64 = 30 * 24 * 3600;
 /// `POST /api/v1/tokens`, the token acts in a workspace where the user has a role (403
 /// `needs_viewer` naming `workspace` otherwise; owners: any that exists). Without
 /// `workspace`: `default` if the user has a role there, else the first of theirs by name.
+/// Password guessing is braked per user name: past five checks since the user's last
+/// success, each must wait for the one before (1 s, doubling to 5 min), else 429
+/// `too_many_attempts` naming `password`, with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = Login,
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Login>,
@@ -626,6 +658,7 @@ pub async fn login(
     if body.workspace.as_deref().is_some_and(|w| !valid_name(w)) {
         return Err(ApiError::invalid_field("workspace", "not a workspace name"));
     }
+    check_admitted(&state, &body.user, "password")?;
     let db = state.tracking.db();
     let user = db.find_user(&body.user).await?;
     // A real hash to check against when there is no user (or no password), so both
@@ -653,6 +686,7 @@ pub async fn login(
         Some(u) if matches && u.password_hash.is_some() => u,
         _ => return Err(ApiError::unauthorized("unknown user or wrong password")),
     };
+    state.passwords.succeeded(&body.user);
     let workspace = login_workspace(db, &user, body.workspace).await?;
     let now = now_ms();
     let expires_at_ms = Some(now.saturating_add(expires_in_s as i64 * 1000));

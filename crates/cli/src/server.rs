@@ -199,6 +199,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         storage: Default::default(),
         tracking,
         task_args: Some(Arc::new(crate::task_args_parse)),
+        passwords: Default::default(),
     };
     tracing::info!(
         listen = %address,

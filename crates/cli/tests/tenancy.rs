@@ -1087,6 +1087,102 @@ async fn no_token_widens_itself_through_a_password_or_a_login() {
 
 /// A workspace keeps an admin: nobody removes themselves, and the last admin is neither
 /// removed nor given a lesser role, except by an owner.
+/// Guessing a password is braked per user name: the attack is a burst of wrong logins
+/// (sent at once, so none waits for another's failure to be recorded), then the right
+/// password too soon, then the current-password check of a password change. Five checks
+/// go through after a success; the rest are answered 429 without a check.
+#[tokio::test(flavor = "multi_thread")]
+async fn password_guessing_is_braked_per_user() {
+    let server = Server::start().await;
+    let s = &server;
+    for user in ["carol", "dave"] {
+        common::ok(s.cli(&["users", "add", user]));
+        common::ok(s.cli(&["workspaces", "grant", user, "viewer"]));
+        let password = json!({"password": format!("{user}-long-password")});
+        assert_eq!(
+            set_password(s, &s.token, user, password).await,
+            (204, "-".into(), None)
+        );
+    }
+    let guesses = (0..20).map(|i| {
+        login(
+            s,
+            json!({"user": "carol", "password": format!("guess-{i}")}),
+        )
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let wrong = answers.iter().filter(|(status, _)| *status == 401).count();
+    let braked: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert_eq!((wrong, braked.len()), (5, 15), "{answers:?}");
+    for (_, body) in &braked {
+        assert_eq!(code(body), "too_many_attempts", "{body}");
+        assert_eq!(body["error"]["field"], "password");
+    }
+    // The right password, too soon, is not even checked; another user is not braked.
+    let right = json!({"user": "carol", "password": "carol-long-password"});
+    let r = s
+        .http()
+        .post(s.url("/api/v1/login"))
+        .json(&right)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&wait), "Retry-After {wait}");
+    let (status, _) = login(s, json!({"user": "dave", "password": "dave-long-password"})).await;
+    assert_eq!(status, 201);
+    // Waiting as told lets the right password in, and a success starts the count again.
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let (status, made) = login(s, right).await;
+    assert_eq!(status, 201, "{made}");
+    let (status, _) = login(s, json!({"user": "carol", "password": "wrong"})).await;
+    assert_eq!(status, 401);
+
+    // The current password of a password change is braked on the same count: one wrong
+    // login above and four wrong current passwords use the five checks. (Each burst is sent
+    // at once, so the checks' own time cannot stretch it past the first wait.)
+    let carol = token_for(s, "carol", "default", json!({})).await;
+    let guesses = (0..6).map(|i| {
+        let body =
+            json!({"password": "carol-new-password", "current_password": format!("guess-{i}")});
+        set_password(s, &carol, "carol", body)
+    });
+    let mut answers = futures::future::join_all(guesses).await;
+    answers.sort();
+    let field = Some("current_password".to_string());
+    assert_eq!(
+        answers,
+        [
+            vec![(403, "forbidden".to_string(), field.clone()); 4],
+            vec![(429, "too_many_attempts".to_string(), field); 2]
+        ]
+        .concat()
+    );
+
+    // Names no user can have share one brake (each made-up name is not a fresh start).
+    let guesses = (0..7).map(|i| {
+        login(
+            s,
+            json!({"user": format!("Not A Name {i}"), "password": "x"}),
+        )
+    });
+    let mut statuses: Vec<u16> = futures::future::join_all(guesses)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workspace_keeps_its_last_admin_unless_an_owner_says() {
     let server = Server::start().await;
