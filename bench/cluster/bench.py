@@ -76,9 +76,7 @@ class SbatchDirect:
                 "job_records": self.records()}
 
     def records(self):
-        """Job records slurmctld holds now (finished ones stay MinJobAge seconds)."""
-        p = self._run(["squeue", "-h", "--states=all", "-o", "%i"])
-        return len(p.stdout.split()) if p.returncode == 0 else None
+        return slurm_records()
 
     def submit(self, i, shell_cmd, workdir):
         # What a user would type: output to slurm-<id>.out in the job's directory.
@@ -288,6 +286,14 @@ def make(args, engine, via):
 
 
 # ------------------------------------------------------------------------ helpers
+def slurm_records():
+    """Job records slurmctld holds now (finished ones stay MinJobAge seconds): a burst that
+    follows another runs beside the first one's records, so the report shows them."""
+    p = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    return len(p.stdout.split()) if p.returncode == 0 else None
+
+
 def engine_pids(engine, cluster_dir):
     """The engine's long-lived daemons (for CPU and RSS), plus the Trainyard server."""
     pids = []
@@ -368,7 +374,9 @@ def trainyard_split(system, ids, starts):
         if s is not None and f is not None:
             hold.append(f - s)
     return {"queue_ms": summarize(queue), "engine_ms": summarize(engine),
-            "observe_ms": summarize(observe), "hold_ms": summarize(hold)}
+            "observe_ms": summarize(observe), "hold_ms": summarize(hold),
+            "raw": {"queue_ms": queue, "engine_ms": engine, "observe_ms": observe,
+                    "hold_ms": hold}}
 
 
 # ------------------------------------------------------------------------- burst
@@ -386,6 +394,7 @@ def burst(args):
             time.sleep(args.settle)
         before = [proc_info(p) for p in pids]
         load = os.getloadavg()
+        records = slurm_records() if args.engine == "slurm" else None
         log(f"{system.name}: submitting {args.jobs} jobs (load average {load[0]:.2f})")
         busy0, client0 = sched.machine_busy_s(), sched.client_cpu_s()
         t_first, t_submitted, t_done, sub_t, ack, ids = run_batch(
@@ -416,6 +425,7 @@ def burst(args):
             "client_cpu_s": client1 - client0,
             "daemons": cpu_delta(before, after),
             "loadavg_before": load,
+            "slurm_job_records_at_start": records,
             "system_info": describe,
             "system_report": system.report(set(ids)),
             "host": host_info(),
@@ -423,8 +433,12 @@ def burst(args):
                        "memory_mb": MEMORY_MB, "command": job_cmd(workdir, "j<i>")},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_first)),
         }
+        # The samples themselves, so that the report can pool the parts of a split burst.
+        res["raw"] = {"ack_ms": ack, "latency_ms": lat}
         if args.via == "trainyard":
-            res["trainyard_split"] = trainyard_split(system, ids, starts)
+            split = trainyard_split(system, ids, starts)
+            res["raw"].update(split.pop("raw"))
+            res["trainyard_split"] = split
     finally:
         if not args.keep_files:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -526,7 +540,41 @@ def fmt(v, spec=".1f"):
 
 
 def ratio(a, b):
-    return f"{b / a:.2f}×" if a and b is not None else "-"
+    return f"{b / a:.3f}×" if a and b is not None else "-"
+
+
+def load_burst(load, engine, via):
+    """One path's burst: its one file, or its parts (`burst-ENGINE-VIA-K.json`, K = 1, 2, …;
+    run.sh's ABBA order) pooled: jobs, wall and CPU added up, percentiles over every job."""
+    whole = load(f"burst-{engine}-{via}.json")
+    if whole:
+        whole["parts"] = [whole]
+        return whole
+    parts = []
+    while (part := load(f"burst-{engine}-{via}-{len(parts) + 1}.json")) is not None:
+        parts.append(part)
+    if not parts:
+        return None
+
+    def total(key):
+        return sum(p[key] for p in parts)
+
+    def pooled(key):
+        return summarize([x for p in parts for x in (p.get("raw") or {}).get(key, [])])
+
+    daemons = {}
+    for p in parts:
+        for d in p["daemons"]:
+            daemons[d["comm"]] = daemons.get(d["comm"], 0.0) + d["cpu_s"]
+    jobs, wall = total("jobs"), total("wall_s")
+    out = {"system": parts[0]["system"], "jobs": jobs, "wall_s": wall, "jobs_per_s": jobs / wall,
+           "submits_per_s": jobs / total("submit_s"), "ack_ms": pooled("ack_ms"),
+           "latency_ms": pooled("latency_ms"), "machine_cpu_busy_s": total("machine_cpu_busy_s"),
+           "jobs_missing_start_file": total("jobs_missing_start_file"),
+           "daemons": [{"comm": c, "cpu_s": v} for c, v in daemons.items()], "parts": parts}
+    if via == "trainyard":
+        out["trainyard_split"] = {k: pooled(k) for k in ("queue_ms", "engine_ms", "observe_ms", "hold_ms")}
+    return out
 
 
 def report(args):
@@ -544,7 +592,7 @@ def report(args):
     if meta:
         lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in meta.items()] + [""]
     for engine in ("slurm", "ray"):
-        a, b = load(f"burst-{engine}-direct.json"), load(f"burst-{engine}-trainyard.json")
+        a, b = load_burst(load, engine, "direct"), load_burst(load, engine, "trainyard")
         trials = [load(f"trial-{engine}-direct.json"), load(f"trial-{engine}-trainyard.json")]
         if a and b:
             lines += [f"## {engine}: burst of {a['jobs']} / {b['jobs']} jobs", "",
@@ -572,6 +620,14 @@ def report(args):
             lines += ["", "Daemons' CPU during the run: " + "; ".join(
                 f"{r['system']}: " + ", ".join(f"{x['comm']} {x['cpu_s']:.1f} s" for x in r["daemons"])
                 for r in (a, b))]
+            parts = sorted(a["parts"] + b["parts"], key=lambda p: p.get("started_at") or "")
+            if len(parts) > 2:
+                lines += ["", "The burst in parts, in the order they ran:", "",
+                          "| part | path | jobs | jobs/s | slurmctld job records at its start |",
+                          "|--:|---|--:|--:|--:|"]
+                lines += [f"| {i} | {p['system']} | {p['jobs']} | {p['jobs_per_s']:.3f} | "
+                          f"{fmt(p.get('slurm_job_records_at_start'), 'd')} |"
+                          for i, p in enumerate(parts, 1)]
             if all(trials):
                 lines += ["", f"Trial of {trials[0]['jobs']} jobs: direct "
                           f"{trials[0]['jobs_per_s']:.2f} jobs/s, Trainyard {trials[1]['jobs_per_s']:.2f} jobs/s."]

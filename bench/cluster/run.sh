@@ -20,6 +20,11 @@
 #   RAY_TRIAL      jobs per path in the Ray trial (default 50; 0 = none)
 #   PROBES         idle one-at-a-time jobs per path and engine (default 30)
 #   ENGINES        "slurm ray" (default), or one of them
+#   ORDER          how the Slurm bursts run: "abba" (default: JOBS/2 direct, JOBS/2
+#                  Trainyard, JOBS/2 Trainyard, JOBS/2 direct, pooled per path in the
+#                  report) or "ab" (JOBS direct, then JOBS Trainyard). slurmctld keeps ended
+#                  jobs MinJobAge (600) s, so in "ab" the second burst always runs beside the
+#                  first one's ~JOBS records; "abba" gives both paths the same share.
 #   CLUSTER_DIR    the engines' folder (default /tmp/bench-cluster)
 #   OUT            results (default bench/cluster/results/<time>, git-ignored)
 #   LISTEN, GRPC_LISTEN  Trainyard's ports (default 127.0.0.1:18600, :18601)
@@ -38,6 +43,7 @@ PROBES=${PROBES:-30}
 # engine_queue of both pools (empty: the server's default).
 ENGINE_QUEUE=${ENGINE_QUEUE:-}
 ENGINES=${ENGINES:-slurm ray}
+ORDER=${ORDER:-abba}
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/bench-cluster}
 OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
 LISTEN=${LISTEN:-127.0.0.1:18600}
@@ -147,7 +153,7 @@ json.dump({
   "slurm": sh("sinfo", "-V") + ", slurmrestd openapi/v0.0.38",
   "ray": sh("/var/tmp/trainyard-ray-venv/bin/python", "-c", "import ray; print(ray.__version__)"),
   "python": platform.python_version(),
-  "jobs": "$JOBS", "probes": "$PROBES", "loadavg_at_start": open("/proc/loadavg").read().strip(),
+  "jobs": "$JOBS", "order": "$ORDER", "probes": "$PROBES", "loadavg_at_start": open("/proc/loadavg").read().strip(),
 }, open(sys.argv[1], "w"), indent=1)
 PY
 log "versions: $(tr -d '\n' < "$OUT/meta.json")"
@@ -162,10 +168,18 @@ if [[ " $ENGINES " == *" slurm "* ]]; then
     log "Slurm: idle probes, $PROBES each way"
     bench probe --engine slurm --probes "$PROBES" --out "$OUT/probe-slurm.json"
   fi
-  for via in direct trainyard; do
-    [ "$JOBS" -gt 0 ] || break
-    log "Slurm: burst of $JOBS jobs, $via"
-    bench burst --engine slurm --via "$via" --jobs "$JOBS" --out "$OUT/burst-slurm-$via.json"
+  case $ORDER in
+    ab) parts=("direct $JOBS" "trainyard $JOBS") ;;
+    abba)
+      half=$((JOBS / 2))
+      parts=("direct $half 1" "trainyard $half 1" "trainyard $((JOBS - half)) 2" "direct $((JOBS - half)) 2") ;;
+    *) die "ORDER must be abba or ab, not $ORDER" ;;
+  esac
+  for part in "${parts[@]}"; do
+    read -r via n k <<< "$part"
+    [ "$n" -gt 0 ] || continue
+    log "Slurm: burst of $n jobs, $via${k:+ (part $k)}"
+    bench burst --engine slurm --via "$via" --jobs "$n" --out "$OUT/burst-slurm-$via${k:+-$k}.json"
   done
 fi
 
