@@ -7,6 +7,7 @@
 //! the first admin's). A job's token is narrowed to its job's workspace.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,14 @@ use crate::{ApiError, ErrorCode};
 pub const WORKSPACE_HEADER: &str = "x-trainyard-workspace";
 
 /// How long a recognised token, and a user's role in a workspace, are trusted without
-/// asking the database again: a revoked token, a removed user or a changed role takes
-/// effect within this long.
+/// asking the database again. A change that takes access away, made through any server,
+/// also moves the database's access revision, which ends the trust sooner (see
+/// [`REVISION_EVERY`]); this bounds what nothing signals (a row changed by hand).
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
+/// How often the access revision is read (on a call, by the first call after this long):
+/// servers sharing a database see each other's revocations within about this long, for one
+/// small read a second whatever the traffic.
+pub const REVISION_EVERY: Duration = Duration::from_secs(1);
 /// The same for a job's token, which is deleted when its attempt ends.
 const JOB_CACHE_FOR: Duration = Duration::from_secs(5);
 /// Entries kept before the caches are emptied (a flood of distinct tokens cannot grow them
@@ -41,6 +47,16 @@ pub struct Auth {
     backend: Backend,
     grants: Arc<RwLock<HashMap<String, (TokenGrant, Instant)>>>,
     roles: Arc<RwLock<HashMap<UserInWorkspace, (Standing, Instant)>>>,
+    /// Moves at every [`Auth::forget`]: a lookup that began before one does not fill the
+    /// caches after it (it may have read what the change took away).
+    generation: Arc<AtomicU64>,
+    revision: Arc<parking_lot::Mutex<Revision>>,
+}
+
+/// The last access revision read, and when it was last asked for.
+struct Revision {
+    seen: Option<i64>,
+    asked_at: Option<Instant>,
 }
 
 /// (user id, workspace): whose standing where.
@@ -108,6 +124,11 @@ impl Auth {
             backend: Backend::Db(db),
             grants: Arc::default(),
             roles: Arc::default(),
+            generation: Arc::default(),
+            revision: Arc::new(parking_lot::Mutex::new(Revision {
+                seen: None,
+                asked_at: None,
+            })),
         }
     }
 
@@ -117,6 +138,11 @@ impl Auth {
             backend: Backend::Fixed(hash_token(token)),
             grants: Arc::default(),
             roles: Arc::default(),
+            generation: Arc::default(),
+            revision: Arc::new(parking_lot::Mutex::new(Revision {
+                seen: None,
+                asked_at: None,
+            })),
         }
     }
 
@@ -131,6 +157,7 @@ impl Auth {
                 )));
             }
         }
+        self.follow_revision().await;
         let grant = self.grant(token).await?.ok_or_else(unknown)?;
         if grant.expires_at_ms.is_some_and(|at| at <= now_ms()) {
             return Err(Refused::Unauthenticated(format!(
@@ -199,10 +226,45 @@ impl Auth {
     }
 
     /// Forgets every cached token and role (after a change made through this server, so it
-    /// takes effect at once here; other servers follow within [`CACHE_FOR`]).
+    /// takes effect at once here; other servers follow within [`REVISION_EVERY`]).
     pub fn forget(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.grants.write().clear();
         self.roles.write().clear();
+    }
+
+    /// Reads the database's access revision when it was last read [`REVISION_EVERY`] ago or
+    /// more, and forgets the caches when another server moved it. One call asks; calls
+    /// beside it go on with the caches meanwhile. When the database cannot answer, nothing
+    /// cached is trusted (the lookups that follow report the error).
+    async fn follow_revision(&self) {
+        let Backend::Db(db) = &self.backend else {
+            return;
+        };
+        {
+            let mut revision = self.revision.lock();
+            if revision
+                .asked_at
+                .is_some_and(|at| at.elapsed() < REVISION_EVERY)
+            {
+                return;
+            }
+            revision.asked_at = Some(Instant::now());
+        }
+        match db.access_revision().await {
+            Ok(now) => {
+                // The first read forgets too: calls beside it may have cached what a change
+                // made before that read took away.
+                let before = self.revision.lock().seen.replace(now);
+                if before != Some(now) {
+                    self.forget();
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the access revision, so cached tokens and roles are forgotten: {e}");
+                self.forget();
+            }
+        }
     }
 
     async fn grant(&self, token: &str) -> Result<Option<TokenGrant>, Refused> {
@@ -234,11 +296,16 @@ impl Auth {
                 return Ok(Some(grant.clone()));
             }
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let found = db
             .find_token(token)
             .await
             .map_err(|e| Refused::Store(e.into()))?;
         let mut grants = self.grants.write();
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // Forgotten meanwhile: what was read may be what the change took away.
+            return Ok(found);
+        }
         if grants.len() >= CACHE_ENTRIES {
             grants.clear();
         }
@@ -295,10 +362,14 @@ impl Auth {
                 return Ok(*standing);
             }
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let standing = look_up(db.clone())
             .await
             .map_err(|e| Refused::Store(e.into()))?;
         let mut roles = self.roles.write();
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return Ok(standing);
+        }
         if roles.len() >= CACHE_ENTRIES {
             roles.clear();
         }

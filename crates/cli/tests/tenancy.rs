@@ -1183,6 +1183,130 @@ async fn password_guessing_is_braked_per_user() {
     assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429]);
 }
 
+/// Two servers on one PostgreSQL database: a token revoked, a role lowered and a role
+/// taken through one server end on the other within seconds, though each caches tokens and
+/// roles for a minute (it reads the database's access revision once a second). On SQLite
+/// there is one server, which forgets at once (the tests above).
+#[tokio::test(flavor = "multi_thread")]
+async fn access_taken_away_through_one_server_ends_on_the_other_within_seconds() {
+    let Some(database) = common::database_url().await else {
+        eprintln!(
+            "skipped: needs TRAINYARD_TEST_DATABASE_URL (several servers share PostgreSQL only)"
+        );
+        return;
+    };
+    let owner = "shared-owner-token-0123456789";
+    let start = |database: String| async move {
+        Server::start_with(common::ServerOptions {
+            database_url: Some(database),
+            env: vec![("TRAINYARD_ADMIN_TOKEN".into(), owner.into())],
+            ..Default::default()
+        })
+        .await
+    };
+    let a = start(database.clone()).await;
+    let b = start(database).await;
+    common::ok(a.cli(&["workspaces", "create", "ml"]));
+    common::ok(a.cli(&["users", "add", "erin"]));
+    common::ok(a.cli(&["workspaces", "grant", "--workspace", "ml", "erin", "editor"]));
+    let (status, made) = call(
+        &a,
+        owner,
+        Some("ml"),
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "erin-laptop", "user": "erin"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let (erin, erin_id) = (
+        made["token"].as_str().unwrap().to_string(),
+        made["id"].as_str().unwrap().to_string(),
+    );
+    let whoami = |token: String| {
+        let b = &b;
+        async move { call(b, &token, None, Method::GET, "/api/v1/whoami", None).await }
+    };
+    // Server b learns the token and the role, and caches both.
+    let (status, me) = whoami(erin.clone()).await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("editor")), "{me}");
+    // Polls b until `done` holds; how long that took.
+    let until = |what: &'static str, token: String, done: fn(u16, &Value) -> bool| {
+        let whoami = &whoami;
+        async move {
+            let asked = std::time::Instant::now();
+            loop {
+                let (status, body) = whoami(token.clone()).await;
+                if done(status, &body) {
+                    return asked.elapsed();
+                }
+                assert!(
+                    asked.elapsed() < Duration::from_secs(10),
+                    "{what}: server b still answers {status} {body} after 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // Lowered through a: b answers with the lesser role.
+    let (status, body) = call(
+        &a,
+        owner,
+        Some("ml"),
+        Method::PUT,
+        "/api/v1/members/erin",
+        Some(json!({"role": "viewer"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lowered = until("role lowered", erin.clone(), |s, me| {
+        s == 200 && me["role"] == "viewer"
+    })
+    .await;
+
+    // Revoked through a: b refuses the token.
+    let (status, body) = call(
+        &a,
+        owner,
+        None,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{erin_id}"),
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let revoked = until("token revoked", erin.clone(), |s, _| s == 401).await;
+
+    // Taken through a: b gives another of erin's tokens no role in ml.
+    let second = token_for(&a, "erin", "ml", json!({})).await;
+    let (status, me) = whoami(second.clone()).await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("viewer")), "{me}");
+    let (status, body) = call(
+        &a,
+        owner,
+        Some("ml"),
+        Method::DELETE,
+        "/api/v1/members/erin",
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let taken = until("role taken", second, |s, me| {
+        s == 200 && me["role"].is_null()
+    })
+    .await;
+    eprintln!(
+        "seen by the other server after: lowered {lowered:?}, revoked {revoked:?}, taken {taken:?}"
+    );
+    for (what, took) in [("lowered", lowered), ("revoked", revoked), ("taken", taken)] {
+        assert!(
+            took < Duration::from_secs(3),
+            "{what}: {took:?} (the caches trust for 60 s; the revision is read every second)"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workspace_keeps_its_last_admin_unless_an_owner_says() {
     let server = Server::start().await;

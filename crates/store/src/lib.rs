@@ -1,6 +1,7 @@
 //! Durable state of Trainyard: metadata in SQL (SQLite by default, PostgreSQL to scale out)
 //! and blobs in an object store (a local folder by default, S3 to scale out).
 
+mod access_revision;
 mod audit;
 mod blobs;
 mod datasets;

@@ -167,11 +167,17 @@ impl Db {
 
     /// Deletes a personal token; false when there is none with that id.
     pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND role = 'user'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        crate::access_revision::bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// How many personal tokens owners hold (start-up mints the first when none).

@@ -146,6 +146,7 @@ impl Db {
         ] {
             sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
         }
+        crate::access_revision::bump(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -188,13 +189,15 @@ impl Db {
         row.map(|row| role_of(row.try_get("role")?)).transpose()
     }
 
-    /// Gives a user a role in a workspace (replacing the one they had).
+    /// Gives a user a role in a workspace (replacing the one they had, which may have been
+    /// wider: the access revision moves).
     pub async fn set_member(
         &self,
         workspace: &str,
         user_id: &str,
         role: Role,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3) \
              ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
@@ -202,20 +205,28 @@ impl Db {
         .bind(workspace)
         .bind(user_id)
         .bind(role.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        crate::access_revision::bump(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Takes a user's role in a workspace away; false when they had none.
     pub async fn remove_member(&self, workspace: &str, user_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done =
             sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
                 .bind(workspace)
                 .bind(user_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        crate::access_revision::bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Gives a user a role in a workspace (`Some`) or takes theirs away (`None`), in one
@@ -285,6 +296,7 @@ impl Db {
                 .await?;
             }
         }
+        crate::access_revision::bump(&mut tx).await?;
         tx.commit().await?;
         Ok(MemberChange::Done)
     }

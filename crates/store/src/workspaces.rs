@@ -279,6 +279,7 @@ impl Db {
         for sql in &statements {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
+        crate::access_revision::bump(&mut tx).await?;
         tx.commit().await?;
         Ok(WorkspaceRemoval::Removed(removed))
     }

@@ -268,6 +268,63 @@ async fn the_last_admin_stays_unless_asked() {
     assert!(db.members("default").await.unwrap().is_empty());
 }
 
+/// Each change that takes access away moves the access revision (what other servers read to
+/// forget their cached tokens and roles); changes that take nothing away leave it.
+#[tokio::test]
+async fn every_change_that_takes_access_away_moves_the_access_revision() {
+    use trainyard_core::Role;
+    use trainyard_store::NewToken;
+    let (db, _dir) = open().await;
+    let start = db.access_revision().await.unwrap();
+    assert!(db.create_user("u1", "erin", false, None, 1).await.unwrap());
+    assert!(db.create_workspace("ml", "ml", 1).await.unwrap());
+    let new = NewToken {
+        id: "t1",
+        name: "laptop",
+        workspace: "ml",
+        user_id: Some("u1"),
+        narrowed: false,
+        read_only: false,
+        expires_at_ms: None,
+        created_at_ms: 1,
+    };
+    assert!(db.insert_token(&new, "ty_erin_1").await.unwrap());
+    assert_eq!(
+        db.access_revision().await.unwrap(),
+        start,
+        "nothing taken away yet"
+    );
+    let mut seen = start;
+    let mut moved = |now: i64, what: &str| {
+        assert!(now > seen, "{what}: the revision stayed at {now}");
+        seen = now;
+    };
+    db.set_member("ml", "u1", Role::Editor).await.unwrap();
+    moved(
+        db.access_revision().await.unwrap(),
+        "a role given (it may replace a wider one)",
+    );
+    db.change_member("ml", "u1", Some(Role::Viewer), false)
+        .await
+        .unwrap();
+    moved(db.access_revision().await.unwrap(), "a role changed");
+    assert!(db.remove_member("ml", "u1").await.unwrap());
+    moved(db.access_revision().await.unwrap(), "a role taken");
+    let before = db.access_revision().await.unwrap();
+    assert!(!db.remove_member("ml", "u1").await.unwrap());
+    assert_eq!(
+        db.access_revision().await.unwrap(),
+        before,
+        "nothing was taken"
+    );
+    assert!(db.revoke_token("t1").await.unwrap());
+    moved(db.access_revision().await.unwrap(), "a token revoked");
+    assert!(db.delete_user("erin").await.unwrap());
+    moved(db.access_revision().await.unwrap(), "a user removed");
+    db.delete_workspace("ml", true).await.unwrap();
+    moved(db.access_revision().await.unwrap(), "a workspace removed");
+}
+
 #[tokio::test]
 async fn migrations_are_idempotent_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
