@@ -144,6 +144,16 @@ async fn the_job_suite(engine: Engine) {
             json!({"max_retries": 1}),
         ))
         .await;
+    // A job that is a shell line becomes the batch script on Slurm: its own `#SBATCH`
+    // lines must not reach sbatch as options (here a GPU the job did not ask Trainyard
+    // for, which its accounting would not see).
+    let directives = server
+        .submit(on(
+            &engine,
+            "#SBATCH --gres=gpu:1\n#SBATCH --job-name=escaped\necho \"name=$SLURM_JOB_NAME gpus=$SLURM_JOB_GPUS\"",
+            json!({}),
+        ))
+        .await;
     let gpu = server
         .submit(on(
             &engine,
@@ -224,6 +234,18 @@ async fn the_job_suite(engine: Engine) {
     assert!(
         log.contains("attempt 1") && log.contains("attempt 2"),
         "{log}"
+    );
+
+    let done = server.wait_done(&id(&directives), LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let log = server.logs(&id(&directives), "").await;
+    let seen = log
+        .lines()
+        .find(|l| l.starts_with("name="))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        !seen.contains("name=escaped") && seen.ends_with(" gpus="),
+        "the job's own #SBATCH lines reached sbatch: {log}"
     );
 
     let done = server.wait_done(&id(&gpu), LONG).await;

@@ -423,11 +423,20 @@ pub fn gang_port(name: &str) -> u16 {
 /// job's slot, and bash's start made a slot's cycle longer. With `#!/bin/bash`, 500 trivial
 /// jobs through `sbatch` alone ran at 0.983× the rate of the same jobs with `#!/bin/sh`, the
 /// whole of the gap then measured between Trainyard→Slurm and `sbatch` (docs/benchmarks.md).
+/// For the same reason a job that is a shell line (`sh -c LINE`, `bash -c LINE`) gets that
+/// line as its script, run by that shell, instead of a shell that starts another: the
+/// second start was what remained of the gap (0.996×). A `:` comes first, so a line that
+/// begins with `#SBATCH` comments cannot give `sbatch` options (it reads them only before
+/// the first command).
 pub fn batch_script(job: &EngineJob) -> Result<String, EngineError> {
-    let run = shell_command(&job.argv, None)?;
     if job.workers <= 1 {
+        if let Some((shell, line)) = shell_line(&job.argv)? {
+            return Ok(format!("#!{shell}\n:\n{line}\n"));
+        }
+        let run = shell_command(&job.argv, None)?;
         return Ok(format!("#!/bin/sh\n{run}\n"));
     }
+    let run = shell_command(&job.argv, None)?;
     let argv = run.trim_start_matches("exec ");
     Ok(format!(
         "#!/bin/bash\n\
@@ -440,6 +449,29 @@ pub fn batch_script(job: &EngineJob) -> Result<String, EngineError> {
         port = gang_port(&job.name),
         cpus = job.cpus,
     ))
+}
+
+/// The shell and the line of an argv that is `sh -c LINE` or `bash -c LINE` (nothing after
+/// the line: arguments after it would be the line's `$0`, `$1`, …, which a script does not
+/// have).
+fn shell_line(argv: &[String]) -> Result<Option<(&'static str, &str)>, EngineError> {
+    let [shell, flag, line] = argv else {
+        return Ok(None);
+    };
+    if flag != "-c" {
+        return Ok(None);
+    }
+    let shell = match shell.as_str() {
+        "sh" | "/bin/sh" => "/bin/sh",
+        "bash" | "/bin/bash" => "/bin/bash",
+        _ => return Ok(None),
+    };
+    if line.contains('\0') {
+        return Err(EngineError::Rejected(
+            "an argument contains a NUL byte".into(),
+        ));
+    }
+    Ok(Some((shell, line)))
 }
 
 /// The errors a slurmrestd answer carries, joined; `None` when it carries none.
@@ -1018,6 +1050,75 @@ fn current_user_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain(argv: &[&str]) -> EngineJob {
+        EngineJob {
+            name: "trainyard-j-1".into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            working_dir: None,
+            cpus: 1,
+            memory_mb: None,
+            gpus: 0,
+            workers: 1,
+            time_limit_s: None,
+            output: "/dev/null".into(),
+        }
+    }
+
+    /// Runs a batch script as Slurm would (its shebang's shell reads the file).
+    fn run_script(script: &str) -> (Option<i32>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("script");
+        std::fs::write(&path, script).unwrap();
+        let shell = script.lines().next().unwrap().trim_start_matches("#!");
+        let out = std::process::Command::new(shell)
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    #[test]
+    fn a_shell_line_is_the_script_and_cannot_carry_sbatch_options() {
+        // `sh -c LINE`: the line runs in the script's own shell, one shell start.
+        let line = "#SBATCH --partition=elsewhere\n#SBATCH --cpus-per-task=64\necho \"it's $((1 + 2))\"; exit 7";
+        let script = batch_script(&plain(&["sh", "-c", line])).unwrap();
+        assert!(script.starts_with("#!/bin/sh\n:\n"), "{script}");
+        // sbatch reads `#SBATCH` lines only before the first command: `:` is one.
+        let first_command = script
+            .lines()
+            .skip(1)
+            .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .unwrap();
+        assert_eq!(first_command, ":");
+        let before: Vec<&str> = script
+            .lines()
+            .take_while(|l| *l != ":")
+            .filter(|l| l.starts_with("#SBATCH"))
+            .collect();
+        assert!(before.is_empty(), "{script}");
+        assert_eq!(run_script(&script), (Some(7), "it's 3\n".to_string()));
+        // bash's line runs in bash.
+        let script = batch_script(&plain(&["bash", "-c", "echo ${BASH_VERSION:+bash}"])).unwrap();
+        assert!(script.starts_with("#!/bin/bash\n"), "{script}");
+        assert_eq!(run_script(&script), (Some(0), "bash\n".to_string()));
+        // Anything else is exec'd as given: other programs, a line with arguments after it.
+        for argv in [
+            &["sh", "-c", "echo \"$0 $1\"", "zero", "one"][..],
+            &["/usr/bin/env", "sh", "-c", "echo hi"],
+            &["sh", "-e", "-c", "true"],
+        ] {
+            let script = batch_script(&plain(argv)).unwrap();
+            assert!(script.starts_with("#!/bin/sh\nexec "), "{script}");
+        }
+        let script = batch_script(&plain(&["sh", "-c", "echo \"$0 $1\"", "zero", "one"])).unwrap();
+        assert_eq!(run_script(&script), (Some(0), "zero one\n".to_string()));
+        assert!(batch_script(&plain(&["sh", "-c", "a\0b"])).is_err());
+    }
 
     #[test]
     fn raw_wait_statuses_and_scontrol_exit_codes_give_the_same_outcome() {
