@@ -54,6 +54,7 @@ pub struct Auth {
 }
 
 /// The last access revision read, and when it was last asked for.
+#[derive(Default)]
 struct Revision {
     seen: Option<i64>,
     asked_at: Option<Instant>,
@@ -125,10 +126,7 @@ impl Auth {
             grants: Arc::default(),
             roles: Arc::default(),
             generation: Arc::default(),
-            revision: Arc::new(parking_lot::Mutex::new(Revision {
-                seen: None,
-                asked_at: None,
-            })),
+            revision: Arc::default(),
         }
     }
 
@@ -139,10 +137,7 @@ impl Auth {
             grants: Arc::default(),
             roles: Arc::default(),
             generation: Arc::default(),
-            revision: Arc::new(parking_lot::Mutex::new(Revision {
-                seen: None,
-                asked_at: None,
-            })),
+            revision: Arc::default(),
         }
     }
 
