@@ -2,7 +2,7 @@
 token that none of it is visible: no experiment, run, metric, registered model or served
 model of the first. Run with the suite's venv:
 
-    TRAINYARD_SERVER=http://127.0.0.1:58081 WORKSPACE_A_TOKEN=... WORKSPACE_B_TOKEN=... \
+    TRAINYARD_SERVER=http://127.0.0.1:25081 WORKSPACE_A_TOKEN=... WORKSPACE_B_TOKEN=... \
         python check_isolation.py
 """
 

@@ -2,7 +2,7 @@
 
 The server under test is named only by the environment:
 
-* ``MLFLOW_TRACKING_URI``   -- e.g. ``http://127.0.0.1:58081`` (required)
+* ``MLFLOW_TRACKING_URI``   -- e.g. ``http://127.0.0.1:25081`` (required)
 * ``MLFLOW_TRACKING_TOKEN`` -- optional bearer token (the mlflow client sends it by itself;
   the raw-HTTP helpers below send it too)
 * ``TRAINYARD_UNDER_TEST``  -- set (to anything non-empty) when the server is Trainyard. When it is

@@ -2,7 +2,7 @@
 # Run the MLflow-client compatibility suite against the server named by
 # MLFLOW_TRACKING_URI (and optionally MLFLOW_TRACKING_TOKEN).
 #
-#   MLFLOW_TRACKING_URI=http://127.0.0.1:58081 tests/mlflow_client/run.sh [pytest args...]
+#   MLFLOW_TRACKING_URI=http://127.0.0.1:25081 tests/mlflow_client/run.sh [pytest args...]
 #   tests/mlflow_client/run.sh --prepare     # only build the venv (prints its python)
 #
 # The client venv lives at ${TRAINYARD_MLFLOW_VENV:-/var/tmp/trainyard-mlflow-venv}; it is
@@ -30,7 +30,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
   exit 0
 fi
 if [[ -z "${MLFLOW_TRACKING_URI:-}" ]]; then
-  echo "run.sh: MLFLOW_TRACKING_URI must name the server under test (e.g. http://127.0.0.1:58081)" >&2
+  echo "run.sh: MLFLOW_TRACKING_URI must name the server under test (e.g. http://127.0.0.1:25081)" >&2
   exit 2
 fi
 
