@@ -429,14 +429,14 @@ pub fn gang_port(name: &str) -> u16 {
 /// begins with `#SBATCH` comments cannot give `sbatch` options (it reads them only before
 /// the first command).
 pub fn batch_script(job: &EngineJob) -> Result<String, EngineError> {
-    if job.workers <= 1 {
-        if let Some((shell, line)) = shell_line(&job.argv)? {
-            return Ok(format!("#!{shell}\n:\n{line}\n"));
-        }
-        let run = shell_command(&job.argv, None)?;
-        return Ok(format!("#!/bin/sh\n{run}\n"));
-    }
+    // Quoting refuses what no script can hold (a NUL byte), whichever form is written.
     let run = shell_command(&job.argv, None)?;
+    if job.workers <= 1 {
+        return Ok(match shell_line(&job.argv) {
+            Some((shell, line)) => format!("#!{shell}\n:\n{line}\n"),
+            None => format!("#!/bin/sh\n{run}\n"),
+        });
+    }
     let argv = run.trim_start_matches("exec ");
     Ok(format!(
         "#!/bin/bash\n\
@@ -454,24 +454,19 @@ pub fn batch_script(job: &EngineJob) -> Result<String, EngineError> {
 /// The shell and the line of an argv that is `sh -c LINE` or `bash -c LINE` (nothing after
 /// the line: arguments after it would be the line's `$0`, `$1`, …, which a script does not
 /// have).
-fn shell_line(argv: &[String]) -> Result<Option<(&'static str, &str)>, EngineError> {
+fn shell_line(argv: &[String]) -> Option<(&'static str, &str)> {
     let [shell, flag, line] = argv else {
-        return Ok(None);
+        return None;
     };
     if flag != "-c" {
-        return Ok(None);
+        return None;
     }
     let shell = match shell.as_str() {
         "sh" | "/bin/sh" => "/bin/sh",
         "bash" | "/bin/bash" => "/bin/bash",
-        _ => return Ok(None),
+        _ => return None,
     };
-    if line.contains('\0') {
-        return Err(EngineError::Rejected(
-            "an argument contains a NUL byte".into(),
-        ));
-    }
-    Ok(Some((shell, line)))
+    Some((shell, line))
 }
 
 /// The errors a slurmrestd answer carries, joined; `None` when it carries none.
