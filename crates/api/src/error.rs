@@ -230,6 +230,14 @@ pub struct ApiError {
     pub retry_after_s: Option<u64>,
 }
 
+/// A wait in whole seconds, rounded up (at least 1): a client that waits what it was told
+/// is let in. What `Retry-After` carries, and what messages quote.
+pub(crate) fn retry_after_s(wait: std::time::Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
@@ -242,8 +250,7 @@ impl ApiError {
     }
 
     pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
-        // Whole seconds, rounded up: a client that waits what it was told is let in.
-        self.retry_after_s = Some(wait.as_millis().div_ceil(1000).max(1) as u64);
+        self.retry_after_s = Some(retry_after_s(wait));
         self
     }
 

@@ -621,7 +621,7 @@ fn check_admitted(state: &AppState, user: &str, field: &str) -> Result<(), ApiEr
             format!(
                 "too many password checks for `{key}` since its last success; the next is \
                  taken in {} s",
-                wait.as_millis().div_ceil(1000).max(1)
+                crate::error::retry_after_s(wait)
             ),
         )
         .with_field(field)
