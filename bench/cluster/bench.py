@@ -73,10 +73,7 @@ class SbatchDirect:
         return {"version": self._run(["sinfo", "-V"]).stdout.strip(),
                 "nodes": self._run(["sinfo", "-h", "-N", "-p", self.partition,
                                     "-o", "%N %T %c CPUs %m MB"]).stdout.strip(),
-                "job_records": self.records()}
-
-    def records(self):
-        return slurm_records()
+                "job_records": slurm_records()}
 
     def submit(self, i, shell_cmd, workdir):
         # What a user would type: output to slurm-<id>.out in the job's directory.
